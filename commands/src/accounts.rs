@@ -1,0 +1,272 @@
+//! The account command handler: load the stream, fold it with `evolve`, `decide` (on the
+//! hashing pool when the command hashes or verifies a password), append with the expected
+//! version, and retry once if another command got there first.
+
+use crate::clock::Clock;
+use crate::hashing::{Argon2Hasher, HashPool};
+use crate::log::{EventLog, LogError, Metadata, NewEvent, StreamAppend};
+use crate::tokens;
+use custode_domain::account::{self, Account, AccountCommand, AccountError, AccountEvent, Ctx, InitialPassword, Login, OpenAccount, OwnerRef};
+use custode_domain::envelope::{decode, encode, CURRENT_SCHEMA_VERSION};
+use custode_domain::user_registry::{self, UserId, UserIdError, UserIdEvent};
+use custode_domain::{Actor, RecordedEvent, Secret, Settings};
+use std::sync::Arc;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error(transparent)]
+    Domain(#[from] AccountError),
+    #[error(transparent)]
+    UserId(#[from] UserIdError),
+    /// Another command changed the stream twice in a row while this one decided.
+    #[error("the account changed concurrently; try again")]
+    Conflict,
+    #[error("storage failed: {0}")]
+    Store(String),
+}
+
+impl From<LogError> for HandlerError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Conflict { .. } => HandlerError::Conflict,
+            other => HandlerError::Store(other.to_string()),
+        }
+    }
+}
+
+/// Who asked, for the envelope.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub actor: Actor,
+    pub correlation_id: Uuid,
+}
+
+/// What a command produced: the committed events (the last one's position is what read
+/// endpoints wait for) and their typed form.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub recorded: Vec<RecordedEvent>,
+    pub events: Vec<AccountEvent>,
+}
+
+impl Outcome {
+    pub fn position(&self) -> u64 {
+        self.recorded.last().map_or(0, |e| e.position)
+    }
+}
+
+/// A successful login: the clear token goes to the client once.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    Started { token: Secret, outcome: Outcome },
+    Refused { position: u64 },
+}
+
+#[derive(Clone)]
+pub struct AccountHandler {
+    log: EventLog,
+    pool: HashPool,
+    hasher: Arc<Argon2Hasher>,
+    settings: Arc<Settings>,
+    clock: Arc<dyn Clock>,
+}
+
+impl AccountHandler {
+    pub fn new(log: EventLog, pool: HashPool, hasher: Arc<Argon2Hasher>, settings: Arc<Settings>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            log,
+            pool,
+            hasher,
+            settings,
+            clock,
+        }
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    /// The account's state as of now, and its stream version.
+    pub async fn load(&self, account_id: Uuid) -> Result<(Account, u64), HandlerError> {
+        let recorded = self.log.read_stream(&account::stream_for(account_id)).await?;
+        let version = recorded.last().map_or(0, |e| e.version);
+        let mut state = Account::default();
+        for e in &recorded {
+            let event: AccountEvent = decode(e).map_err(|err| HandlerError::Store(format!("undecodable event {}: {err}", e.event_id)))?;
+            state = account::evolve(state, &event);
+        }
+        Ok((state, version))
+    }
+
+    /// The account that holds `user_id`, read from the registry stream (the log, not a read
+    /// model, so it is never behind).
+    pub async fn account_id_of(&self, user_id: &str) -> Result<Option<Uuid>, HandlerError> {
+        let recorded = self.log.read_stream(&user_registry::stream_for(user_id)).await?;
+        let mut state = UserId::default();
+        for e in &recorded {
+            let event: UserIdEvent = decode(e).map_err(|err| HandlerError::Store(err.to_string()))?;
+            state = user_registry::evolve(state, &event);
+        }
+        Ok(state.account_id)
+    }
+
+    /// ACC-1..4: claims the user id and opens the account in one atomic append. Returns the
+    /// outcome and, for temporary credentials, the clear password to show once.
+    pub async fn open(&self, mut cmd: OpenAccount, caller: &Caller) -> Result<(Outcome, Option<Secret>), HandlerError> {
+        if let Some(owner) = &mut cmd.owner {
+            let (owner_state, _) = self.load(owner.account_id).await?;
+            *owner = OwnerRef {
+                account_id: owner.account_id,
+                kind: owner_state.profile.as_ref().map(|p| p.kind),
+            };
+        }
+        let temporary = match &cmd.password {
+            InitialPassword::Temporary(secret) => Some(secret.clone()),
+            InitialPassword::Imported(_) => None,
+        };
+        let registry_stream = user_registry::stream_for(&cmd.user_id);
+        let registry_events = self.log.read_stream(&registry_stream).await?;
+        let mut registry = UserId::default();
+        for e in &registry_events {
+            let event: UserIdEvent = decode(e).map_err(|err| HandlerError::Store(err.to_string()))?;
+            registry = user_registry::evolve(registry, &event);
+        }
+        let claimed = user_registry::decide(&registry, &cmd.user_id, cmd.account_id)?;
+        let account_id = cmd.account_id;
+        let events = self.decide(Account::default(), AccountCommand::Open(cmd)).await?;
+        let appends = vec![
+            StreamAppend {
+                stream: registry_stream,
+                expected_version: registry_events.len() as u64,
+                events: to_new_events(&claimed)?,
+            },
+            StreamAppend {
+                stream: account::stream_for(account_id),
+                expected_version: 0,
+                events: to_new_events(&events)?,
+            },
+        ];
+        let recorded = match self.log.append(appends, self.metadata(caller)).await {
+            Ok(recorded) => recorded,
+            // Someone claimed the id between our read and our append.
+            Err(LogError::Conflict { .. }) => return Err(UserIdError::Taken.into()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok((Outcome { recorded, events }, temporary))
+    }
+
+    /// Login by user id and password. An unknown user id costs the same Argon2 verification as
+    /// a known one and gets the same refusal.
+    pub async fn login(&self, user_id: &str, password: Secret, client_ip: Option<String>, caller: &Caller) -> Result<LoginOutcome, HandlerError> {
+        let Some(account_id) = self.account_id_of(user_id).await? else {
+            let hasher = self.hasher.clone();
+            self.pool
+                .run(move || hasher.verify_dummy(&password))
+                .await
+                .map_err(|e| HandlerError::Store(e.to_string()))?;
+            return Ok(LoginOutcome::Refused { position: 0 });
+        };
+        let (token, token_hash) = tokens::new_token();
+        let cmd = AccountCommand::Login(Login {
+            session_id: Uuid::now_v7(),
+            token_hash,
+            password,
+            client_ip,
+        });
+        let outcome = self.execute(account_id, cmd, caller).await?;
+        let refused = outcome.events.iter().any(|e| matches!(e, AccountEvent::LoginFailed(_)));
+        Ok(if refused {
+            LoginOutcome::Refused {
+                position: outcome.position(),
+            }
+        } else {
+            LoginOutcome::Started { token, outcome }
+        })
+    }
+
+    /// Load, decide, append; once more on a version conflict.
+    pub async fn execute(&self, account_id: Uuid, cmd: AccountCommand, caller: &Caller) -> Result<Outcome, HandlerError> {
+        let stream = account::stream_for(account_id);
+        let mut attempts_left = 2;
+        loop {
+            attempts_left -= 1;
+            let (state, version) = self.load(account_id).await?;
+            if !state.is_open() {
+                return Err(AccountError::NotFound.into());
+            }
+            let events = self.decide(state, cmd.clone()).await?;
+            if events.is_empty() {
+                return Ok(Outcome {
+                    recorded: Vec::new(),
+                    events,
+                });
+            }
+            let append = StreamAppend {
+                stream: stream.clone(),
+                expected_version: version,
+                events: to_new_events(&events)?,
+            };
+            match self.log.append(vec![append], self.metadata(caller)).await {
+                Ok(recorded) => return Ok(Outcome { recorded, events }),
+                Err(LogError::Conflict { .. }) if attempts_left > 0 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn decide(&self, state: Account, cmd: AccountCommand) -> Result<Vec<AccountEvent>, HandlerError> {
+        let now = self.clock.now();
+        let settings = self.settings.clone();
+        let hasher = self.hasher.clone();
+        let needs_hashing = cmd.needs_hashing();
+        let run = move || {
+            let ctx = Ctx {
+                now,
+                settings: &settings,
+                hasher: hasher.as_ref(),
+            };
+            account::decide(&state, &cmd, &ctx)
+        };
+        // Commands that hash or verify go to the bounded pool (PW-5); the others decide here.
+        let decided = if needs_hashing {
+            self.pool.run(run).await.map_err(|e| HandlerError::Store(e.to_string()))?
+        } else {
+            run()
+        };
+        Ok(decided?)
+    }
+
+    fn metadata(&self, caller: &Caller) -> Metadata {
+        let causation_id = Uuid::now_v7();
+        Metadata {
+            actor: caller.actor.clone(),
+            correlation_id: caller.correlation_id,
+            causation_id,
+            occurred_at: self.clock.now(),
+        }
+    }
+}
+
+fn to_new_events<E: serde::Serialize>(events: &[E]) -> Result<Vec<NewEvent>, HandlerError> {
+    events
+        .iter()
+        .map(|e| {
+            let (event_type, payload) = encode(e).map_err(|err| HandlerError::Store(err.to_string()))?;
+            Ok(NewEvent {
+                event_id: Uuid::now_v7(),
+                event_type,
+                schema_version: CURRENT_SCHEMA_VERSION,
+                payload,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,151 @@
+//! Argon2id hashing of passwords and answers (PW-5) and the bounded pool it runs on. Hashing
+//! costs tens of milliseconds of CPU and 19 MiB of memory: it never runs on the async
+//! runtime's threads, and at most one hash per core runs at once, so a burst of logins queues
+//! instead of starving the API or exhausting memory.
+
+use argon2::password_hash::{PasswordHash as Phc, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use custode_domain::{PasswordHash, Secret, SecretHasher};
+use rand::rngs::OsRng;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// Argon2id cost. SPEC's floor (OWASP): m = 19456 KiB, t = 2, p = 1; stronger is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Argon2Settings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Settings {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashSettingsError {
+    #[error("argon2 settings are weaker than OWASP's floor (m=19456 KiB, t=2, p=1)")]
+    TooWeak,
+    #[error("argon2 settings are invalid: {0}")]
+    Invalid(String),
+}
+
+pub struct Argon2Hasher {
+    argon2: Argon2<'static>,
+    /// A hash of a random string, verified against when a login names an unknown user, so
+    /// that the answer takes as long as for a real one.
+    dummy: PasswordHash,
+}
+
+impl Argon2Hasher {
+    pub fn new(settings: Argon2Settings) -> Result<Self, HashSettingsError> {
+        if settings.memory_kib < 19_456 || settings.iterations < 2 || settings.parallelism < 1 {
+            return Err(HashSettingsError::TooWeak);
+        }
+        let params = Params::new(settings.memory_kib, settings.iterations, settings.parallelism, None)
+            .map_err(|e| HashSettingsError::Invalid(e.to_string()))?;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let salt = SaltString::generate(&mut OsRng);
+        let dummy = argon2
+            .hash_password(salt.as_str().as_bytes(), &salt)
+            .map_err(|e| HashSettingsError::Invalid(e.to_string()))?
+            .to_string();
+        Ok(Self {
+            argon2,
+            dummy: PasswordHash::new(dummy),
+        })
+    }
+
+    /// Spends the time of one verification and always fails (unknown user ids).
+    pub fn verify_dummy(&self, secret: &Secret) -> bool {
+        let _ = self.verify(secret, &self.dummy);
+        false
+    }
+}
+
+impl SecretHasher for Argon2Hasher {
+    fn hash(&self, secret: &Secret) -> PasswordHash {
+        let salt = SaltString::generate(&mut OsRng);
+        match self.argon2.hash_password(secret.expose().as_bytes(), &salt) {
+            Ok(phc) => PasswordHash::new(phc.to_string()),
+            // Unreachable with parameters checked in `new`; a hash that never verifies is the
+            // safe answer if it ever happens.
+            Err(e) => {
+                tracing::error!(error = %e, "argon2 hashing failed");
+                PasswordHash::new("$invalid$")
+            }
+        }
+    }
+
+    fn verify(&self, secret: &Secret, hash: &PasswordHash) -> bool {
+        // The parameters come from the PHC string, so hashes made under older settings verify.
+        Phc::new(hash.as_str()).is_ok_and(|phc| self.argon2.verify_password(secret.expose().as_bytes(), &phc).is_ok())
+    }
+
+    fn accepts(&self, hash: &PasswordHash) -> bool {
+        Phc::new(hash.as_str()).is_ok_and(|phc| phc.algorithm.as_str().starts_with("argon2"))
+    }
+}
+
+/// Runs CPU-heavy closures on blocking threads, at most `permits` at once.
+#[derive(Clone)]
+pub struct HashPool {
+    permits: Arc<Semaphore>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the hashing pool is gone")]
+pub struct PoolClosed;
+
+impl HashPool {
+    pub fn new(size: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(size.max(1))),
+        }
+    }
+
+    /// One permit per available core.
+    pub fn per_core() -> Self {
+        Self::new(std::thread::available_parallelism().map_or(2, usize::from))
+    }
+
+    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, PoolClosed> {
+        let _permit = self.permits.acquire().await.map_err(|_| PoolClosed)?;
+        tokio::task::spawn_blocking(f).await.map_err(|_| PoolClosed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_argon2id_phc_with_the_owasp_parameters_and_verify() {
+        let hasher = Argon2Hasher::new(Argon2Settings::default()).unwrap();
+        let hash = hasher.hash(&Secret::new("Tr4m-Colle!Verde"));
+        assert!(hash.as_str().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(hasher.verify(&Secret::new("Tr4m-Colle!Verde"), &hash));
+        assert!(!hasher.verify(&Secret::new("Tr4m-Colle!Verdi"), &hash));
+        assert!(!hasher.verify(&Secret::new("x"), &PasswordHash::new("garbage")));
+        assert!(!hasher.verify_dummy(&Secret::new("anything")));
+        assert!(hasher.accepts(&hash));
+        assert!(!hasher.accepts(&PasswordHash::new("$2b$12$abc")));
+    }
+
+    #[test]
+    fn weaker_than_owasp_is_refused() {
+        let weak = Argon2Settings {
+            memory_kib: 4096,
+            ..Argon2Settings::default()
+        };
+        assert!(matches!(Argon2Hasher::new(weak), Err(HashSettingsError::TooWeak)));
+    }
+}

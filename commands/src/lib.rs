@@ -1,0 +1,13 @@
+//! The write path of custode: the append-only SQLite event log with group commit and a hash
+//! chain ([`log`]), the load → decide → append handlers ([`accounts`]), the bounded Argon2id
+//! pool ([`hashing`]), tokens ([`tokens`]) and the clock ([`clock`]).
+
+pub mod accounts;
+pub mod canonical;
+pub mod clock;
+pub mod hashing;
+pub mod log;
+pub mod sqlite;
+pub mod tokens;
+
+pub use log::{EventLog, LogError, LogOptions, Metadata, NewEvent, StreamAppend, Synchronous};

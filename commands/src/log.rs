@@ -1,0 +1,584 @@
+//! The event log: one SQLite file, append-only, the only source of truth.
+//!
+//! One writer thread owns the connection that appends. Commands reach it over a channel; the
+//! writer opens a transaction, takes every request waiting (each in its own savepoint, so one
+//! conflict does not spoil its neighbours), and commits them together: one fsync for many
+//! commands (group commit). Positions are assigned by the writer, so they are gap-free; every
+//! event's `hash` chains to the previous one (SHA-256 over the previous hash and the event's
+//! canonical bytes). Readers use a pool of read-only connections, and tailers wait on a `watch`
+//! of the committed head instead of polling.
+
+use crate::canonical::to_canonical_string;
+use crate::sqlite::{open_writer, ReadPool};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use custode_domain::{Actor, ActorKind, RecordedEvent};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+/// The hash the first event chains to.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Most requests one transaction takes before it commits.
+const MAX_GROUP: usize = 1024;
+const QUEUE_DEPTH: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Synchronous {
+    /// fsync on every commit: a committed command survives a power cut.
+    #[default]
+    Full,
+    /// fsync at checkpoints only: faster, may lose the last commits on power loss.
+    Normal,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    pub synchronous: Synchronous,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LogError {
+    #[error("stream {stream} is at version {actual}, not the expected {expected}")]
+    Conflict { stream: String, expected: u64, actual: u64 },
+    #[error("the event log failed: {0}")]
+    Store(String),
+    #[error("the event log is closed")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for LogError {
+    fn from(e: rusqlite::Error) -> Self {
+        LogError::Store(e.to_string())
+    }
+}
+
+/// An event about to be appended: everything but what the log assigns.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub payload: serde_json::Value,
+}
+
+/// Events for one stream, to be appended only if the stream is at `expected_version`.
+#[derive(Debug, Clone)]
+pub struct StreamAppend {
+    pub stream: String,
+    pub expected_version: u64,
+    pub events: Vec<NewEvent>,
+}
+
+/// The envelope fields shared by every event of one command.
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    pub actor: Actor,
+    pub correlation_id: Uuid,
+    pub causation_id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+}
+
+struct Job {
+    appends: Vec<StreamAppend>,
+    meta: Metadata,
+    reply: oneshot::Sender<Result<Vec<RecordedEvent>, LogError>>,
+}
+
+/// A handle on the log; cheap to clone.
+#[derive(Clone)]
+pub struct EventLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: mpsc::Sender<Job>,
+    head: watch::Receiver<u64>,
+    readers: ReadPool,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    position       INTEGER PRIMARY KEY,
+    event_id       TEXT NOT NULL UNIQUE,
+    stream         TEXT NOT NULL,
+    version        INTEGER NOT NULL,
+    type           TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    occurred_at    TEXT NOT NULL,
+    actor_kind     TEXT NOT NULL,
+    actor_id       TEXT,
+    correlation_id TEXT NOT NULL,
+    causation_id   TEXT NOT NULL,
+    payload        TEXT NOT NULL,
+    hash           TEXT NOT NULL,
+    UNIQUE (stream, version)
+);
+CREATE TRIGGER IF NOT EXISTS events_are_immutable BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_are_never_deleted BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+";
+
+impl EventLog {
+    /// Opens (creating if needed) the log at `path` and starts its writer thread.
+    pub fn open(path: &Path, options: &LogOptions) -> Result<Self, LogError> {
+        let synchronous = match options.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        let conn = open_writer(path, synchronous)?;
+        conn.execute_batch(SCHEMA)?;
+        let tip = Tip::load(&conn)?;
+        let (head_tx, head_rx) = watch::channel(tip.position);
+        let (jobs_tx, jobs_rx) = mpsc::channel(QUEUE_DEPTH);
+        std::thread::Builder::new()
+            .name("custode-log-writer".into())
+            .spawn(move || Writer { conn, tip, head: head_tx }.run(jobs_rx))
+            .map_err(|e| LogError::Store(format!("cannot start the log writer: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                jobs: jobs_tx,
+                head: head_rx,
+                readers: ReadPool::new(path),
+                path: path.to_path_buf(),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Appends all `appends` atomically, each stream only at its expected version.
+    pub async fn append(&self, appends: Vec<StreamAppend>, meta: Metadata) -> Result<Vec<RecordedEvent>, LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .jobs
+            .send(Job { appends, meta, reply })
+            .await
+            .map_err(|_| LogError::Closed)?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// The position of the last committed event (0 for an empty log).
+    pub fn head(&self) -> u64 {
+        *self.inner.head.borrow()
+    }
+
+    /// A receiver that changes whenever new events are committed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.head.clone()
+    }
+
+    /// Every event of `stream`, in version order.
+    pub async fn read_stream(&self, stream: &str) -> Result<Vec<RecordedEvent>, LogError> {
+        let this = self.clone();
+        let stream = stream.to_string();
+        tokio::task::spawn_blocking(move || this.read_stream_blocking(&stream))
+            .await
+            .map_err(|e| LogError::Store(e.to_string()))?
+    }
+
+    pub fn read_stream_blocking(&self, stream: &str) -> Result<Vec<RecordedEvent>, LogError> {
+        Ok(self.inner.readers.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!("{SELECT} WHERE stream = ?1 ORDER BY version"))?;
+            let rows = stmt.query_map(params![stream], row_to_stored)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?
+        .into_iter()
+        .map(Stored::into_event)
+        .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Up to `limit` events after `position`, in order.
+    pub fn read_from_blocking(&self, position: u64, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
+        let position = i64::try_from(position).map_err(|e| LogError::Store(e.to_string()))?;
+        let limit = i64::try_from(limit).map_err(|e| LogError::Store(e.to_string()))?;
+        Ok(self.inner.readers.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!("{SELECT} WHERE position > ?1 ORDER BY position LIMIT ?2"))?;
+            let rows = stmt.query_map(params![position, limit], row_to_stored)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?
+        .into_iter()
+        .map(Stored::into_event)
+        .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub async fn read_from(&self, position: u64, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.read_from_blocking(position, limit))
+            .await
+            .map_err(|e| LogError::Store(e.to_string()))?
+    }
+
+    /// AU-1: walks the chain from the start and returns the position of the first event whose
+    /// hash does not match its content and its predecessor, or `None` when all match.
+    pub fn verify_chain_blocking(&self) -> Result<ChainReport, LogError> {
+        let mut report = ChainReport::default();
+        let mut prev = GENESIS_HASH.to_string();
+        let mut expected_position = 1u64;
+        self.inner.readers.with(|conn| {
+            let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY position"))?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let stored = row_to_stored(row)?;
+                let computed = chain_hash(&prev, &stored.canonical());
+                if stored.position != expected_position || computed != stored.hash {
+                    report.first_mismatch = Some(Mismatch {
+                        position: stored.position,
+                        event_id: stored.event_id.clone(),
+                        reason: if stored.position != expected_position {
+                            format!("position {} follows {}", stored.position, expected_position - 1)
+                        } else {
+                            "the stored hash does not match the event and its predecessor".into()
+                        },
+                    });
+                    return Ok(());
+                }
+                prev = stored.hash;
+                report.checked += 1;
+                expected_position += 1;
+            }
+            Ok(())
+        })?;
+        Ok(report)
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ChainReport {
+    pub checked: u64,
+    pub first_mismatch: Option<Mismatch>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mismatch {
+    pub position: u64,
+    pub event_id: String,
+    pub reason: String,
+}
+
+const SELECT: &str = "SELECT position, event_id, stream, version, type, schema_version, occurred_at, \
+     actor_kind, actor_id, correlation_id, causation_id, payload, hash FROM events";
+
+/// A row as stored: strings exactly as written, so the chain is checked over the stored bytes.
+struct Stored {
+    position: u64,
+    event_id: String,
+    stream: String,
+    version: u64,
+    event_type: String,
+    schema_version: u32,
+    occurred_at: String,
+    actor_kind: String,
+    actor_id: Option<String>,
+    correlation_id: String,
+    causation_id: String,
+    payload: String,
+    hash: String,
+}
+
+fn row_to_stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+    Ok(Stored {
+        position: row.get(0)?,
+        event_id: row.get(1)?,
+        stream: row.get(2)?,
+        version: row.get(3)?,
+        event_type: row.get(4)?,
+        schema_version: row.get(5)?,
+        occurred_at: row.get(6)?,
+        actor_kind: row.get(7)?,
+        actor_id: row.get(8)?,
+        correlation_id: row.get(9)?,
+        causation_id: row.get(10)?,
+        payload: row.get(11)?,
+        hash: row.get(12)?,
+    })
+}
+
+impl Stored {
+    /// The bytes the hash covers: every envelope field but the hash, as canonical JSON. The
+    /// payload is embedded as the canonical text it was stored as.
+    fn canonical(&self) -> String {
+        canonical_envelope(
+            self.position,
+            &self.event_id,
+            &self.stream,
+            self.version,
+            &self.event_type,
+            self.schema_version,
+            &self.occurred_at,
+            &self.actor_kind,
+            self.actor_id.as_deref(),
+            &self.correlation_id,
+            &self.causation_id,
+            &self.payload,
+        )
+    }
+
+    fn into_event(self) -> Result<RecordedEvent, LogError> {
+        let bad = |what: &str| LogError::Store(format!("event at position {} has a bad {what}", self.position));
+        Ok(RecordedEvent {
+            event_id: Uuid::parse_str(&self.event_id).map_err(|_| bad("event_id"))?,
+            occurred_at: DateTime::parse_from_rfc3339(&self.occurred_at)
+                .map_err(|_| bad("occurred_at"))?
+                .with_timezone(&Utc),
+            actor: Actor {
+                kind: ActorKind::parse(&self.actor_kind).ok_or_else(|| bad("actor"))?,
+                id: self.actor_id.clone(),
+            },
+            correlation_id: Uuid::parse_str(&self.correlation_id).map_err(|_| bad("correlation_id"))?,
+            causation_id: Uuid::parse_str(&self.causation_id).map_err(|_| bad("causation_id"))?,
+            payload: serde_json::from_str(&self.payload).map_err(|_| bad("payload"))?,
+            stream: self.stream,
+            version: self.version,
+            position: self.position,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            hash: self.hash,
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn canonical_envelope(
+    position: u64,
+    event_id: &str,
+    stream: &str,
+    version: u64,
+    event_type: &str,
+    schema_version: u32,
+    occurred_at: &str,
+    actor_kind: &str,
+    actor_id: Option<&str>,
+    correlation_id: &str,
+    causation_id: &str,
+    payload: &str,
+) -> String {
+    let fields = serde_json::json!({
+        "position": position,
+        "event_id": event_id,
+        "stream": stream,
+        "version": version,
+        "type": event_type,
+        "schema_version": schema_version,
+        "occurred_at": occurred_at,
+        "actor": { "kind": actor_kind, "id": actor_id },
+        "correlation_id": correlation_id,
+        "causation_id": causation_id,
+        "payload": "",
+    });
+    // The payload is already canonical text: splice it in rather than re-parse it.
+    let head = to_canonical_string(&fields);
+    head.replacen("\"payload\":\"\"", &format!("\"payload\":{payload}"), 1)
+}
+
+fn chain_hash(prev: &str, canonical: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(prev.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(canonical.as_bytes());
+    hex(&hasher.finalize())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// The end of the chain: the last position and its hash.
+#[derive(Clone)]
+struct Tip {
+    position: u64,
+    hash: String,
+}
+
+impl Tip {
+    fn load(conn: &Connection) -> rusqlite::Result<Self> {
+        let tip = conn
+            .query_row("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1", [], |r| {
+                Ok(Tip {
+                    position: r.get(0)?,
+                    hash: r.get(1)?,
+                })
+            })
+            .optional()?;
+        Ok(tip.unwrap_or(Tip {
+            position: 0,
+            hash: GENESIS_HASH.to_string(),
+        }))
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    tip: Tip,
+    head: watch::Sender<u64>,
+}
+
+type Reply = (oneshot::Sender<Result<Vec<RecordedEvent>, LogError>>, Result<Vec<RecordedEvent>, LogError>);
+
+impl Writer {
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        while let Some(first) = jobs.blocking_recv() {
+            let replies = self.commit_group(first, &mut jobs);
+            for (reply, result) in replies {
+                // The caller may have gone away; its events are committed all the same.
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// One transaction: `first`, then whatever else is queued, until the queue is momentarily
+    /// empty or the group is full.
+    fn commit_group(&mut self, first: Job, jobs: &mut mpsc::Receiver<Job>) -> Vec<Reply> {
+        let mut replies: Vec<Reply> = Vec::new();
+        let start_tip = self.tip.clone();
+        let mut tx = match self.conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                let err = LogError::from(e);
+                replies.push((first.reply, Err(err.clone())));
+                while let Ok(job) = jobs.try_recv() {
+                    replies.push((job.reply, Err(err.clone())));
+                }
+                return replies;
+            }
+        };
+        let mut tip = self.tip.clone();
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            let result = append_job(&mut tx, &mut tip, &job);
+            replies.push((job.reply, result));
+            if replies.len() < MAX_GROUP {
+                next = jobs.try_recv().ok();
+            }
+        }
+        match tx.commit() {
+            Ok(()) => {
+                self.tip = tip;
+                self.head.send_replace(self.tip.position);
+            }
+            Err(e) => {
+                let err = LogError::from(e);
+                self.tip = start_tip;
+                for (_, result) in &mut replies {
+                    if result.is_ok() {
+                        *result = Err(err.clone());
+                    }
+                }
+            }
+        }
+        replies
+    }
+}
+
+/// Appends one job inside a savepoint of the group's transaction; on any failure the savepoint
+/// is rolled back and `tip` is left as it was, so positions stay gap-free.
+fn append_job(tx: &mut rusqlite::Transaction<'_>, tip: &mut Tip, job: &Job) -> Result<Vec<RecordedEvent>, LogError> {
+    let sp = tx.savepoint()?;
+    let mut local = tip.clone();
+    match write_events(&sp, &mut local, job) {
+        Ok(events) => {
+            sp.commit()?;
+            *tip = local;
+            Ok(events)
+        }
+        // Dropping the savepoint rolls it back.
+        Err(e) => Err(e),
+    }
+}
+
+fn write_events(conn: &Connection, tip: &mut Tip, job: &Job) -> Result<Vec<RecordedEvent>, LogError> {
+    let meta = &job.meta;
+    // Stored with microseconds; keep the in-process copy equal to what a reader will see.
+    let at = meta.occurred_at.trunc_subsecs(6);
+    let occurred_at = at.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let actor_kind = meta.actor.kind.as_str();
+    let correlation_id = meta.correlation_id.to_string();
+    let causation_id = meta.causation_id.to_string();
+    let mut recorded = Vec::new();
+    for append in &job.appends {
+        let actual: u64 = conn
+            .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?1")?
+            .query_row(params![append.stream], |r| r.get(0))?;
+        if actual != append.expected_version {
+            return Err(LogError::Conflict {
+                stream: append.stream.clone(),
+                expected: append.expected_version,
+                actual,
+            });
+        }
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO events (position, event_id, stream, version, type, schema_version, occurred_at, \
+             actor_kind, actor_id, correlation_id, causation_id, payload, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        for (i, event) in append.events.iter().enumerate() {
+            let position = tip.position + 1;
+            let version = actual + 1 + i as u64;
+            let event_id = event.event_id.to_string();
+            let payload = to_canonical_string(&event.payload);
+            let canonical = canonical_envelope(
+                position,
+                &event_id,
+                &append.stream,
+                version,
+                &event.event_type,
+                event.schema_version,
+                &occurred_at,
+                actor_kind,
+                meta.actor.id.as_deref(),
+                &correlation_id,
+                &causation_id,
+                &payload,
+            );
+            let hash = chain_hash(&tip.hash, &canonical);
+            insert.execute(params![
+                position,
+                event_id,
+                append.stream,
+                version,
+                event.event_type,
+                event.schema_version,
+                occurred_at,
+                actor_kind,
+                meta.actor.id,
+                correlation_id,
+                causation_id,
+                payload,
+                hash,
+            ])?;
+            recorded.push(RecordedEvent {
+                event_id: event.event_id,
+                stream: append.stream.clone(),
+                version,
+                position,
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                occurred_at: at,
+                actor: meta.actor.clone(),
+                correlation_id: meta.correlation_id,
+                causation_id: meta.causation_id,
+                payload: event.payload.clone(),
+                hash: hash.clone(),
+            });
+            tip.position = position;
+            tip.hash = hash;
+        }
+    }
+    Ok(recorded)
+}
+
+#[cfg(test)]
+mod tests;

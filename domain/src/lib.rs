@@ -1,0 +1,20 @@
+//! The pure core of custode: the event envelope, the deciders (one module per aggregate), the
+//! password policy, masking and the settings with SPEC's defaults.
+//!
+//! Nothing here does I/O, reads a clock or draws randomness: time, fresh ids and token bytes and
+//! the password hasher arrive as parameters of `decide` (see [`account::Ctx`]), so every rule is
+//! testable as *given these events, when this command, then these events or this error*.
+
+pub mod account;
+pub mod envelope;
+pub mod masking;
+pub mod policy;
+pub mod secret;
+pub mod settings;
+pub mod user_registry;
+pub mod violation;
+
+pub use envelope::{Actor, ActorKind, RecordedEvent};
+pub use secret::{PasswordHash, Secret, SecretHasher, TokenHash};
+pub use settings::Settings;
+pub use violation::Violation;

@@ -1,0 +1,101 @@
+//! Normalisation and masking of contacts and answers (RI-1, RI-3).
+
+/// RI-1: answers compare after trimming, case folding and collapsing runs of white space.
+pub fn normalize_answer(answer: &str) -> String {
+    answer
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// A plausible e-mail address: one `@`, a non-empty local part, a dotted domain, no spaces.
+pub fn normalize_email(email: &str) -> Option<String> {
+    let email = email.trim();
+    let (local, domain) = email.split_once('@')?;
+    let valid = !local.is_empty()
+        && local.len() <= 64
+        && domain.len() <= 253
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    valid.then(|| format!("{local}@{}", domain.to_lowercase()))
+}
+
+/// E.164 for a mobile number: `+` and 8 to 15 digits. A number given without a country code is
+/// taken as Italian (`+39`), as the provider's holders write them.
+pub fn normalize_mobile(mobile: &str) -> Option<String> {
+    let compact: String = mobile
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+        .collect();
+    let digits = if let Some(rest) = compact.strip_prefix('+') {
+        rest.to_string()
+    } else if let Some(rest) = compact.strip_prefix("00") {
+        rest.to_string()
+    } else {
+        format!("39{compact}")
+    };
+    let valid = (8..=15).contains(&digits.len())
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && !digits.starts_with('0');
+    valid.then(|| format!("+{digits}"))
+}
+
+/// RI-3: `marisa@inwind.it` → `*****sa@i*****.it`.
+pub fn mask_email(email: &str) -> String {
+    let Some((local, domain)) = email.split_once('@') else {
+        return "*****".into();
+    };
+    let tail: String = {
+        let chars: Vec<char> = local.chars().collect();
+        let keep = if chars.len() > 3 { 2 } else { 1 };
+        chars.iter().skip(chars.len().saturating_sub(keep)).collect()
+    };
+    let (host, tld) = domain.rsplit_once('.').unwrap_or((domain, ""));
+    let first: String = host.chars().take(1).collect();
+    format!("*****{tail}@{first}*****.{tld}")
+}
+
+/// RI-3: `+393471234512` → `+39 ***** **12`.
+pub fn mask_mobile(e164: &str) -> String {
+    let digits: Vec<char> = e164.trim_start_matches('+').chars().collect();
+    let country: String = digits.iter().take(2).collect();
+    let last: String = digits.iter().skip(digits.len().saturating_sub(2)).collect();
+    format!("+{country} ***** **{last}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_masked_as_the_account_page_shows_them() {
+        assert_eq!(mask_email("marisa@inwind.it"), "*****sa@i*****.it");
+        assert_eq!(mask_email("ab@x.com"), "*****b@x*****.com");
+    }
+
+    #[test]
+    fn mobiles_are_normalised_to_e164_and_masked() {
+        assert_eq!(normalize_mobile("347 123 4512").as_deref(), Some("+393471234512"));
+        assert_eq!(normalize_mobile("+39 347-123-4512").as_deref(), Some("+393471234512"));
+        assert_eq!(normalize_mobile("0044 7700 900123").as_deref(), Some("+447700900123"));
+        assert_eq!(normalize_mobile("12ab"), None);
+        assert_eq!(mask_mobile("+393471234512"), "+39 ***** **12");
+    }
+
+    #[test]
+    fn answers_compare_after_trim_fold_and_collapse() {
+        assert_eq!(normalize_answer("  Via   ROMA 12 "), "via roma 12");
+    }
+
+    #[test]
+    fn emails_are_checked_and_the_domain_lowered() {
+        assert_eq!(normalize_email(" Mario@Example.IT ").as_deref(), Some("Mario@example.it"));
+        assert_eq!(normalize_email("no-at-sign"), None);
+        assert_eq!(normalize_email("a@b"), None);
+        assert_eq!(normalize_email("a b@c.it"), None);
+    }
+}

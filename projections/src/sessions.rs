@@ -1,0 +1,116 @@
+//! The sessions read model: token hash → session, for authenticating each request. A session
+//! row says when it ends absolutely and when its step-up window closes; idle time is tracked by
+//! the API process itself (SEC-3).
+
+use crate::{Projection, ProjectionError};
+use custode_domain::account::AccountEvent;
+use custode_domain::envelope::decode;
+use custode_domain::RecordedEvent;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+pub struct SessionsProjection;
+
+impl Projection for SessionsProjection {
+    fn name(&self) -> &'static str {
+        "sessions"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn create(&self, conn: &Connection) -> rusqlite::Result<()> {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS sessions (
+                session_id TEXT PRIMARY KEY,
+                account_id TEXT NOT NULL,
+                token_hash TEXT NOT NULL UNIQUE,
+                started_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                fresh_until TEXT NOT NULL,
+                ended_at TEXT,
+                end_reason TEXT
+            );
+            CREATE INDEX IF NOT EXISTS sessions_by_account ON sessions (account_id);",
+        )
+    }
+
+    fn drop_tables(&self, conn: &Connection) -> rusqlite::Result<()> {
+        conn.execute_batch("DROP TABLE IF EXISTS sessions")
+    }
+
+    fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if event.category() != "account" {
+            return Ok(());
+        }
+        let typed: AccountEvent = decode(event).map_err(|e| ProjectionError::undecodable(event, e))?;
+        let account_id = event.stream.trim_start_matches("account-");
+        match typed {
+            AccountEvent::SessionStarted(e) => {
+                tx.execute(
+                    "INSERT INTO sessions (session_id, account_id, token_hash, started_at, expires_at, fresh_until)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        e.session_id.to_string(),
+                        account_id,
+                        e.token_hash.as_str(),
+                        e.started_at.to_rfc3339(),
+                        e.expires_at.to_rfc3339(),
+                        e.fresh_until.to_rfc3339(),
+                    ],
+                )?;
+            }
+            AccountEvent::SessionReauthenticated(e) => {
+                tx.execute(
+                    "UPDATE sessions SET fresh_until = ?2 WHERE session_id = ?1",
+                    params![e.session_id.to_string(), e.fresh_until.to_rfc3339()],
+                )?;
+            }
+            AccountEvent::SessionsEnded(e) => {
+                let reason = serde_json::to_value(e.reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string));
+                for id in e.session_ids {
+                    tx.execute(
+                        "UPDATE sessions SET ended_at = ?2, end_reason = ?3 WHERE session_id = ?1 AND ended_at IS NULL",
+                        params![id.to_string(), event.occurred_at.to_rfc3339(), reason],
+                    )?;
+                }
+            }
+            AccountEvent::AccountOpened(_)
+            | AccountEvent::TemporaryPasswordIssued(_)
+            | AccountEvent::PasswordImported(_)
+            | AccountEvent::PasswordChanged(_)
+            | AccountEvent::RecoveryInfoSet(_)
+            | AccountEvent::LoginFailed(_) => {}
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRow {
+    pub session_id: String,
+    pub account_id: String,
+    pub started_at: String,
+    pub expires_at: String,
+    pub fresh_until: String,
+    pub ended_at: Option<String>,
+}
+
+pub fn by_token_hash(conn: &Connection, token_hash: &str) -> rusqlite::Result<Option<SessionRow>> {
+    conn.prepare_cached(
+        "SELECT session_id, account_id, started_at, expires_at, fresh_until, ended_at FROM sessions WHERE token_hash = ?1",
+    )?
+    .query_row(params![token_hash], |r| {
+        Ok(SessionRow {
+            session_id: r.get(0)?,
+            account_id: r.get(1)?,
+            started_at: r.get(2)?,
+            expires_at: r.get(3)?,
+            fresh_until: r.get(4)?,
+            ended_at: r.get(5)?,
+        })
+    })
+    .optional()
+}

@@ -1,0 +1,160 @@
+//! Wiring: opens the data directory (holding its lock), the log, the read models and the
+//! projector, and assembles the state the HTTP handlers share.
+
+use crate::config::Config;
+use custode_commands::accounts::AccountHandler;
+use custode_commands::clock::Clock;
+use custode_commands::hashing::{Argon2Hasher, HashPool};
+use custode_commands::sqlite::ReadPool;
+use custode_commands::{EventLog, LogOptions};
+use custode_projections::ReadModels;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+pub const LOG_FILE: &str = "events.db";
+pub const READ_MODELS_FILE: &str = "read.db";
+pub const LOCK_FILE: &str = "custode.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("the data directory {0} is in use by another custode process (serve or replay); stop it first")]
+    Locked(PathBuf),
+    #[error("{0}")]
+    Component(String),
+}
+
+/// The exclusive lock on a data directory, held for the life of the process.
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    pub fn acquire(data_dir: &Path) -> Result<Self, StartError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let path = data_dir.join(LOCK_FILE);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StartError::DataDir { path: path.clone(), source })?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Locked(data_dir.to_path_buf())),
+            Err(std::fs::TryLockError::Error(source)) => Err(StartError::DataDir { path, source }),
+        }
+    }
+}
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub accounts: AccountHandler,
+    pub log: EventLog,
+    pub read_models: Arc<ReadPool>,
+    /// The position the read models of this process have applied.
+    pub applied: watch::Receiver<u64>,
+    pub clock: Arc<dyn Clock>,
+    /// Last request time per session, for SEC-3's idle limit. Kept in memory: after a restart
+    /// a session counts as idle since its last login or step-up, which only errs on the safe side.
+    pub activity: Arc<Mutex<HashMap<Uuid, DateTime<Utc>>>>,
+}
+
+pub struct App {
+    pub state: AppState,
+    _lock: DataDirLock,
+}
+
+impl App {
+    /// Opens everything under `config.data_dir`. Call inside a Tokio runtime.
+    pub fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let lock = DataDirLock::acquire(&config.data_dir)?;
+        let component = |e: &dyn std::fmt::Display| StartError::Component(e.to_string());
+        let log = EventLog::open(
+            &config.data_dir.join(LOG_FILE),
+            &LogOptions {
+                synchronous: config.log.synchronous,
+            },
+        )
+        .map_err(|e| component(&e))?;
+        let models = ReadModels::open(&config.data_dir.join(READ_MODELS_FILE)).map_err(|e| component(&e))?;
+        let projector = custode_workers::projector::spawn(log.clone(), models, tokio::runtime::Handle::current())
+            .map_err(|e| component(&e))?;
+        let hasher = Arc::new(Argon2Hasher::new(config.argon2).map_err(|e| component(&e))?);
+        let settings = Arc::new(config.settings.clone());
+        let accounts = AccountHandler::new(log.clone(), HashPool::per_core(), hasher, settings, clock.clone());
+        let state = AppState {
+            read_models: Arc::new(ReadPool::new(config.data_dir.join(READ_MODELS_FILE))),
+            config: Arc::new(config),
+            accounts,
+            log,
+            applied: projector.applied(),
+            clock,
+            activity: Arc::new(Mutex::new(HashMap::new())),
+        };
+        Ok(Self { state, _lock: lock })
+    }
+
+    /// Logs, once, every default that weakens security or that an operator should know of.
+    pub fn log_security_defaults(&self) {
+        let config = &self.state.config;
+        if config.operator_key.is_none() {
+            tracing::warn!("CUSTODE_OPERATOR_KEY is not set: operator endpoints answer 503");
+        }
+        if config.nats.is_none() {
+            tracing::info!("no NATS configured: workers run in-process from the log (embedded mode)");
+        }
+        if !config.listen.ip().is_loopback() && config.public_url.starts_with("http://") {
+            tracing::warn!(public_url = %config.public_url, "links sent to people use plain http");
+        }
+    }
+}
+
+/// AU-3: rebuilds every read model from the log into a fresh file, then swaps it in. Refuses a
+/// data directory that a running service holds.
+pub fn replay(data_dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, StartError> {
+    let _lock = DataDirLock::acquire(data_dir)?;
+    let component = |e: &dyn std::fmt::Display| StartError::Component(e.to_string());
+    let log_path = data_dir.join(LOG_FILE);
+    if !log_path.exists() {
+        return Err(StartError::Component(format!("no event log at {}", log_path.display())));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| component(&e))?;
+    let _guard = runtime.enter();
+    let log = EventLog::open(&log_path, &LogOptions::default()).map_err(|e| component(&e))?;
+    let fresh = data_dir.join(format!("{READ_MODELS_FILE}.rebuild"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", fresh.display()));
+    }
+    let head = log.head();
+    let mut models = ReadModels::open(&fresh).map_err(|e| component(&e))?;
+    let mut position = 0;
+    loop {
+        let batch = log.read_from_blocking(position, 1024).map_err(|e| component(&e))?;
+        if batch.is_empty() {
+            break;
+        }
+        position = models.apply(&batch).map_err(|e| component(&e))?;
+        progress(position, head);
+    }
+    drop(models);
+    let target = data_dir.join(READ_MODELS_FILE);
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", target.display()));
+    }
+    std::fs::rename(&fresh, &target).map_err(|source| StartError::DataDir { path: target, source })?;
+    Ok(position)
+}

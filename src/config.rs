@@ -1,0 +1,190 @@
+//! Configuration's one home. Flags beat environment (clap reads both), which beats the TOML
+//! file (`--config`, or `custode.toml` in the working directory when present), which beats the
+//! defaults. An unknown key or a bad value stops startup with a message naming it.
+
+use custode_commands::hashing::Argon2Settings;
+use custode_commands::Synchronous;
+use custode_domain::settings::{PolicySettings, SessionSettings};
+use custode_domain::Settings;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_DATA_DIR: &str = "./var";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_CONFIG_FILE: &str = "custode.toml";
+
+/// The settings file as written by an operator.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub nats: Option<String>,
+    /// Base of links sent to people; default `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Proxies whose `X-Forwarded-For` is believed (SEC-2).
+    pub trusted_proxies: Vec<IpAddr>,
+    pub policy: PolicySettings,
+    pub sessions: SessionSettings,
+    pub argon2: Argon2Settings,
+    pub log: LogConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `full` (default: every commit is fsynced) or `normal`.
+    pub synchronous: Synchronous,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// How long a read with `?after=` waits for its read model before answering 503.
+    pub read_wait_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { read_wait_ms: 5_000 }
+    }
+}
+
+/// Everything the process runs with, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub nats: Option<String>,
+    pub public_url: String,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub settings: Settings,
+    pub argon2: Argon2Settings,
+    pub log: LogConfig,
+    pub http: HttpConfig,
+    /// `CUSTODE_OPERATOR_KEY`; unset, operator endpoints answer 503.
+    pub operator_key: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the settings file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the settings file {path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{0}")]
+    Value(String),
+}
+
+/// What flags and environment gave (clap fills these; `None` means not given).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub nats: Option<String>,
+    pub operator_key: Option<String>,
+}
+
+impl Config {
+    pub fn load(overrides: Overrides) -> Result<Self, ConfigError> {
+        let file = match &overrides.config {
+            Some(path) => read_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => read_file(Path::new(DEFAULT_CONFIG_FILE))?,
+            None => FileConfig::default(),
+        };
+        Self::resolve(file, overrides)
+    }
+
+    pub fn resolve(file: FileConfig, overrides: Overrides) -> Result<Self, ConfigError> {
+        let listen = match overrides.listen.or(file.listen) {
+            Some(listen) => listen,
+            None => DEFAULT_LISTEN
+                .parse()
+                .map_err(|e| ConfigError::Value(format!("default listen address: {e}")))?,
+        };
+        if file.policy.min_score > 4 {
+            return Err(ConfigError::Value("policy.min_score must be between 0 and 4".into()));
+        }
+        if file.policy.min_length > file.policy.max_length {
+            return Err(ConfigError::Value("policy.min_length must not exceed policy.max_length".into()));
+        }
+        let s = &file.sessions;
+        if s.lifetime_secs <= 0 || s.idle_secs <= 0 || s.step_up_secs <= 0 {
+            return Err(ConfigError::Value("sessions.* durations must be positive".into()));
+        }
+        let public_url = file
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{listen}"))
+            .trim_end_matches('/')
+            .to_string();
+        Ok(Self {
+            data_dir: overrides
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen,
+            nats: overrides.nats.or(file.nats),
+            public_url,
+            trusted_proxies: file.trusted_proxies,
+            settings: Settings {
+                policy: file.policy,
+                sessions: file.sessions,
+            },
+            argon2: file.argon2,
+            log: file.log,
+            http: file.http,
+            operator_key: overrides.operator_key.filter(|k| !k.is_empty()),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message: e.message().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_key_is_named_in_the_error() {
+        let err = toml::from_str::<FileConfig>("[policy]\nmin_lenght = 9\n").unwrap_err();
+        assert!(err.message().contains("min_lenght"), "{}", err.message());
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_the_defaults() {
+        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/custode\"\n[policy]\nmin_score = 3\n").unwrap();
+        let config = Config::resolve(
+            file,
+            Overrides {
+                data_dir: Some("/tmp/x".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.settings.policy.min_score, 3);
+        assert_eq!(config.public_url, "http://127.0.0.1:9000");
+        assert_eq!(config.settings.sessions.idle_secs, 3600);
+    }
+
+    #[test]
+    fn a_bad_value_stops_startup() {
+        let file: FileConfig = toml::from_str("[policy]\nmin_score = 7\n").unwrap();
+        assert!(Config::resolve(file, Overrides::default()).is_err());
+        assert!(toml::from_str::<FileConfig>("[log]\nsynchronous = \"sometimes\"\n").is_err());
+    }
+}

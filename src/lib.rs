@@ -1,0 +1,6 @@
+//! The `custode` binary's library half: configuration, wiring and the HTTP API, so that tests
+//! can build the same application the binary serves.
+
+pub mod app;
+pub mod config;
+pub mod http;
