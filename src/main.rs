@@ -1,1 +1,135 @@
-fn main(){}
+//! `custode`: serves the HTTP API (`serve`), rebuilds read models (`replay`) and checks the
+//! log's hash chain (`audit verify`).
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use custode::app::{self, App};
+use custode::config::{Config, Overrides};
+use custode_commands::clock::SystemClock;
+use custode_commands::{EventLog, LogOptions};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(name = "custode", version, about = "Account-security backend for PEC mailboxes and SPID identities")]
+struct Cli {
+    /// The TOML settings file (default: custode.toml in the working directory, when present).
+    #[arg(long, global = true, env = "CUSTODE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the event log and read models live (default ./var).
+    #[arg(long, global = true, env = "CUSTODE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API, with the projector in-process.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long, env = "CUSTODE_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// NATS URL for fan-out (default: none, the embedded mode).
+        #[arg(long, env = "CUSTODE_NATS_URL")]
+        nats: Option<String>,
+    },
+    /// Rebuild every read model from the log (AU-3). The service must be stopped.
+    Replay,
+    /// Audit the log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain and name the first event that does not match (AU-1).
+    Verify,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CUSTODE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let (listen, nats) = match &cli.command {
+        Command::Serve { listen, nats } => (*listen, nats.clone()),
+        _ => (None, None),
+    };
+    let config = Config::load(Overrides {
+        config: cli.config,
+        data_dir: cli.data_dir,
+        listen,
+        nats,
+        operator_key: std::env::var("CUSTODE_OPERATOR_KEY").ok(),
+    })?;
+    match cli.command {
+        Command::Serve { .. } => serve(config),
+        Command::Replay => {
+            let mut last_percent = None;
+            let position = app::replay(&config.data_dir, &mut |done, total| {
+                let percent = if total == 0 { 100 } else { done * 100 / total };
+                if last_percent != Some(percent) {
+                    eprint!("\rreplaying: {done}/{total} events ({percent}%)");
+                    last_percent = Some(percent);
+                }
+            })?;
+            eprintln!();
+            println!("read models rebuilt up to position {position}");
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+            let _guard = runtime.enter();
+            let path = config.data_dir.join(app::LOG_FILE);
+            anyhow::ensure!(path.exists(), "no event log at {}", path.display());
+            let log = EventLog::open(&path, &LogOptions::default())?;
+            let report = log.verify_chain_blocking()?;
+            match report.first_mismatch {
+                None => {
+                    println!("chain intact: {} events verified", report.checked);
+                    Ok(())
+                }
+                Some(m) => {
+                    println!(
+                        "chain broken at position {} (event {}): {}; {} events before it verified",
+                        m.position, m.event_id, m.reason, report.checked
+                    );
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        if config.nats.is_some() {
+            tracing::warn!("--nats is accepted but fan-out over JetStream is not built yet: running embedded");
+        }
+        let listen = config.listen;
+        let app = App::start(config, Arc::new(SystemClock)).context("starting custode")?;
+        app.log_security_defaults();
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        tracing::info!(%listen, data_dir = %app.state.config.data_dir.display(), "custode is serving");
+        let router = custode::http::app(app.state.clone());
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        drop(app);
+        Ok(())
+    })
+}

@@ -1,0 +1,232 @@
+//! The holder's own account: the account page (RI-3), recovery information (RI-1, RI-2) and
+//! the password change (PW-4).
+
+use super::extract::{Body, Correlation, HolderSession};
+use super::problem::Problem;
+use super::{command_answer, query, wait_for_after, After};
+use crate::app::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use custode_domain::account::{AccountCommand, Change, ChangePassword, SecurityQuestion, SetRecoveryInfo};
+use custode_domain::masking::{mask_email, mask_mobile};
+use custode_domain::{Secret, Violation};
+use custode_projections::accounts::AccountRow;
+use serde::{Deserialize, Deserializer, Serialize};
+
+#[derive(Debug, Serialize)]
+struct MaskedContact {
+    target: String,
+    verified: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Question {
+    question: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Recovery {
+    email: Option<MaskedContact>,
+    mobile: Option<MaskedContact>,
+    security_question: Option<Question>,
+}
+
+#[derive(Debug, Serialize)]
+struct MailProtocols {
+    imap: bool,
+    pop: bool,
+    smtp: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Collaborator {
+    collaborator_id: String,
+    user_id: String,
+    state: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Page {
+    account_id: String,
+    user_id: String,
+    kind: String,
+    plan: Option<String>,
+    state: String,
+    language: String,
+    contact_email: Option<String>,
+    contact_mobile: Option<String>,
+    recovery: Recovery,
+    /// SC-5's waiting periods after a contact change; none exist yet.
+    cooldowns: Vec<serde_json::Value>,
+    required_actions: Vec<&'static str>,
+    two_factor: serde_json::Value,
+    mail_protocols: Option<MailProtocols>,
+    app_passwords: Vec<serde_json::Value>,
+    collaborators: Vec<Collaborator>,
+}
+
+fn recovery(row: &AccountRow) -> Recovery {
+    Recovery {
+        email: row.recovery_email.as_deref().map(|e| MaskedContact {
+            target: mask_email(e),
+            verified: row.recovery_email_verified,
+        }),
+        mobile: row.recovery_mobile.as_deref().map(|m| MaskedContact {
+            target: mask_mobile(m),
+            verified: row.recovery_mobile_verified,
+        }),
+        security_question: row.security_question.clone().map(|question| Question { question }),
+    }
+}
+
+async fn account_row(state: &AppState, session: &HolderSession) -> Result<(AccountRow, Vec<AccountRow>), Problem> {
+    let id = session.account_id.to_string();
+    query(state, move |conn| {
+        let row = custode_projections::accounts::by_id(conn, &id)?;
+        let collaborators = custode_projections::accounts::collaborators_of(conn, &id)?;
+        Ok(row.map(|r| (r, collaborators)))
+    })
+    .await?
+    .ok_or_else(|| Problem::new("account-not-found", "the session's account is not in the read model"))
+}
+
+pub async fn page(State(state): State<AppState>, session: HolderSession, after: After) -> Result<Response, Problem> {
+    wait_for_after(&state, &after).await?;
+    let (row, collaborators) = account_row(&state, &session).await?;
+    let mut required_actions = Vec::new();
+    if row.must_change_password {
+        required_actions.push("change_password");
+    }
+    if row.must_set_recovery_info {
+        required_actions.push("set_recovery_info");
+    }
+    let page = Page {
+        recovery: recovery(&row),
+        mail_protocols: match (row.imap, row.pop, row.smtp) {
+            (Some(imap), Some(pop), Some(smtp)) => Some(MailProtocols { imap, pop, smtp }),
+            _ => None,
+        },
+        collaborators: collaborators
+            .into_iter()
+            .map(|c| Collaborator {
+                collaborator_id: c.account_id,
+                user_id: c.user_id,
+                state: c.state,
+            })
+            .collect(),
+        contact_email: row.contact_email.as_deref().map(mask_email),
+        contact_mobile: row.contact_mobile.as_deref().map(mask_mobile),
+        account_id: row.account_id,
+        user_id: row.user_id,
+        kind: row.kind,
+        plan: row.plan,
+        state: row.state,
+        language: row.language,
+        cooldowns: Vec::new(),
+        required_actions,
+        two_factor: serde_json::json!({ "active": false, "channel": null }),
+        app_passwords: Vec::new(),
+    };
+    Ok(Json(page).into_response())
+}
+
+/// Absent → `None`, `null` → `Some(None)`, a value → `Some(Some(v))`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn change<T>(field: Option<Option<T>>) -> Change<T> {
+    match field {
+        None => Change::Keep,
+        Some(None) => Change::Clear,
+        Some(Some(v)) => Change::Set(v),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RecoveryInfoRequest {
+    #[serde(default, deserialize_with = "present")]
+    email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    mobile: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    security_question: Option<Option<String>>,
+    security_answer: Option<Secret>,
+    security_answer_repeat: Option<Secret>,
+}
+
+pub async fn set_recovery_info(
+    State(state): State<AppState>,
+    session: HolderSession,
+    correlation: Correlation,
+    Body(req): Body<RecoveryInfoRequest>,
+) -> Result<Response, Problem> {
+    let security = match (req.security_question, req.security_answer, req.security_answer_repeat) {
+        (None, None, None) => Change::Keep,
+        (Some(None), _, _) => Change::Clear,
+        (Some(Some(question)), Some(answer), Some(answer_repeat)) => Change::Set(SecurityQuestion {
+            question,
+            answer,
+            answer_repeat,
+        }),
+        (Some(Some(_)), _, _) => {
+            return Err(Problem::new("validation-failed", "the security answer must be typed twice").with_errors(vec![
+                Violation::new("RI-1.security_answer", Some("security_answer"), "give the answer and its repetition"),
+            ]))
+        }
+        (None, _, _) => {
+            return Err(Problem::new("validation-failed", "an answer needs its question").with_errors(vec![
+                Violation::new("RI-1.security_question", Some("security_question"), "give the question the answer is for"),
+            ]))
+        }
+    };
+    let cmd = AccountCommand::SetRecoveryInfo(SetRecoveryInfo {
+        session_id: session.session_id,
+        email: change(req.email),
+        mobile: change(req.mobile),
+        security,
+    });
+    let outcome = state
+        .accounts
+        .execute(session.account_id, cmd, &session.caller(correlation))
+        .await?;
+    let position = outcome.position();
+    // Answer with the masked methods as the page will show them.
+    let (row, _) = {
+        super::applied(&state, position).await;
+        account_row(&state, &session).await?
+    };
+    Ok(command_answer(&state, position, Json(recovery(&row))).await)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChangePasswordRequest {
+    current_password: Secret,
+    new_password: Secret,
+    new_password_repeat: Secret,
+    /// PW-4's identity OTP arrives with the OTP challenges (issue #5).
+    #[allow(dead_code)]
+    otp: Option<Secret>,
+}
+
+pub async fn change_password(
+    State(state): State<AppState>,
+    session: HolderSession,
+    correlation: Correlation,
+    Body(req): Body<ChangePasswordRequest>,
+) -> Result<Response, Problem> {
+    let cmd = AccountCommand::ChangePassword(ChangePassword {
+        session_id: session.session_id,
+        current_password: req.current_password,
+        new_password: req.new_password,
+        new_password_repeat: req.new_password_repeat,
+    });
+    let outcome = state
+        .accounts
+        .execute(session.account_id, cmd, &session.caller(correlation))
+        .await?;
+    Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)
+}
+

@@ -1,0 +1,104 @@
+//! Operator endpoints (SEC-4): opening accounts (ACC-1..4) and looking one up.
+
+use super::extract::{Body, Correlation, Operator};
+use super::problem::Problem;
+use super::{command_answer, query, wait_for_after, After};
+use crate::app::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use custode_commands::accounts::Caller;
+use custode_commands::tokens::temporary_password;
+use custode_domain::account::{AccountKind, InitialPassword, Language, OpenAccount, OwnerRef, Plan};
+use custode_domain::{Actor, PasswordHash};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Deserialize)]
+pub struct OpenAccountRequest {
+    kind: AccountKind,
+    user_id: String,
+    plan: Option<Plan>,
+    owner_id: Option<Uuid>,
+    name: Option<String>,
+    fiscal_code: Option<String>,
+    contact_email: Option<String>,
+    contact_mobile: Option<String>,
+    language: Option<Language>,
+    /// ACC-3: a migrated mailbox's password as an Argon2 PHC string; no temporary password then.
+    password_phc: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Opened {
+    account_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temporary_password: Option<String>,
+}
+
+pub async fn open_account(
+    State(state): State<AppState>,
+    _: Operator,
+    correlation: Correlation,
+    Body(req): Body<OpenAccountRequest>,
+) -> Result<Response, Problem> {
+    let cmd = OpenAccount {
+        account_id: Uuid::now_v7(),
+        kind: req.kind,
+        user_id: req.user_id,
+        plan: req.plan,
+        owner: req.owner_id.map(|account_id| OwnerRef { account_id, kind: None }),
+        name: req.name,
+        fiscal_code: req.fiscal_code,
+        contact_email: req.contact_email,
+        contact_mobile: req.contact_mobile,
+        language: req.language.unwrap_or_default(),
+        password: match req.password_phc {
+            Some(phc) => InitialPassword::Imported(PasswordHash::new(phc)),
+            None => InitialPassword::Temporary(temporary_password()),
+        },
+    };
+    let account_id = cmd.account_id;
+    let caller = Caller {
+        actor: Actor::operator(),
+        correlation_id: correlation.0,
+    };
+    let (outcome, temporary) = state.accounts.open(cmd, &caller).await?;
+    let body = Opened {
+        account_id,
+        temporary_password: temporary.map(|t| t.expose().to_string()),
+    };
+    Ok(command_answer(&state, outcome.position(), (StatusCode::CREATED, Json(body))).await)
+}
+
+#[derive(Debug, Serialize)]
+struct AdminAccount {
+    account_id: String,
+    user_id: String,
+    kind: String,
+    plan: Option<String>,
+    state: String,
+    created_at: String,
+}
+
+pub async fn get_account(
+    State(state): State<AppState>,
+    _: Operator,
+    Path(user_id): Path<String>,
+    after: After,
+) -> Result<Response, Problem> {
+    wait_for_after(&state, &after).await?;
+    let row = query(&state, move |conn| custode_projections::accounts::by_user_id(conn, &user_id))
+        .await?
+        .ok_or_else(|| Problem::new("account-not-found", "no account has that user id"))?;
+    Ok(Json(AdminAccount {
+        account_id: row.account_id,
+        user_id: row.user_id,
+        kind: row.kind,
+        plan: row.plan,
+        state: row.state,
+        created_at: row.created_at,
+    })
+    .into_response())
+}

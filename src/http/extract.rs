@@ -1,0 +1,203 @@
+//! Request extractors: the JSON body (our problems instead of axum's plain-text rejections),
+//! the holder's session, the operator's key, the client address and the correlation id.
+
+use super::problem::Problem;
+use crate::app::AppState;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use chrono::{DateTime, Utc};
+use custode_commands::accounts::Caller;
+use custode_commands::tokens::{constant_time_eq, parse_token};
+use custode_domain::Actor;
+use serde::de::DeserializeOwned;
+use std::net::{IpAddr, SocketAddr};
+use uuid::Uuid;
+
+/// A JSON object body deserialized into `T`. Not JSON or not an object: `400`; over 64 KiB:
+/// `413`; the wrong shape (a missing field, a wrong type): `422` naming the field.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new("body-too-large", "request bodies are limited to 64 KiB")
+            } else {
+                Problem::new("malformed-json", "the request body could not be read")
+            }
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|_| Problem::new("malformed-json", "the body is not valid JSON"))?;
+        if !value.is_object() {
+            return Err(Problem::new("malformed-json", "the body must be a JSON object"));
+        }
+        serde_path_to_error::deserialize(value)
+            .map(Body)
+            .map_err(|e| Problem::new("invalid-request", describe(&e)))
+    }
+}
+
+/// Says which field is wrong and what was expected, without echoing the value (it may be a
+/// password sent with the wrong type).
+fn describe(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = e.path().to_string();
+    let message = e.inner().to_string();
+    let message = message.split(" at line ").next().unwrap_or_default();
+    let safe = if message.starts_with("missing field") {
+        message.to_string()
+    } else if let Some(at) = message.find("expected") {
+        message.get(at..).unwrap_or_default().to_string()
+    } else {
+        "the value is not allowed here".to_string()
+    };
+    if path == "." || message.starts_with("missing field") {
+        safe
+    } else {
+        format!("`{path}`: {safe}")
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// The holder's live session (SEC-3): not ended, not past 24 hours, not idle for an hour.
+#[derive(Debug, Clone, Copy)]
+pub struct HolderSession {
+    pub session_id: Uuid,
+    pub account_id: Uuid,
+}
+
+impl HolderSession {
+    pub fn caller(&self, parts_correlation: Correlation) -> Caller {
+        Caller {
+            actor: Actor::holder(self.account_id),
+            correlation_id: parts_correlation.0,
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for HolderSession {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let hash = bearer(parts).and_then(parse_token).ok_or_else(Problem::unauthenticated)?;
+        let pool = state.read_models.clone();
+        let row = tokio::task::spawn_blocking(move || {
+            pool.with(|conn| custode_projections::sessions::by_token_hash(conn, hash.as_str()))
+        })
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .map_err(|e| Problem::internal(&e))?
+        .ok_or_else(Problem::unauthenticated)?;
+        let parse = |s: &str| DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc));
+        let (Ok(expires_at), Ok(started_at), Ok(fresh_until), Ok(session_id), Ok(account_id)) = (
+            parse(&row.expires_at),
+            parse(&row.started_at),
+            parse(&row.fresh_until),
+            Uuid::parse_str(&row.session_id),
+            Uuid::parse_str(&row.account_id),
+        ) else {
+            return Err(Problem::internal(&"a session row cannot be read"));
+        };
+        let now = state.clock.now();
+        if row.ended_at.is_some() || expires_at <= now {
+            return Err(Problem::new("unauthenticated", "the session has ended; log in again"));
+        }
+        let sessions = &state.config.settings.sessions;
+        let mut activity = state.activity.lock().map_err(|_| Problem::internal(&"activity lock poisoned"))?;
+        let last_auth = started_at.max(fresh_until - sessions.step_up());
+        let last_seen = activity.get(&session_id).copied().unwrap_or(last_auth).max(last_auth);
+        if now - last_seen > sessions.idle() {
+            activity.remove(&session_id);
+            return Err(Problem::new("unauthenticated", "the session was idle too long; log in again"));
+        }
+        activity.insert(session_id, now);
+        Ok(Self { session_id, account_id })
+    }
+}
+
+/// An operator (SEC-4), authenticated by `CUSTODE_OPERATOR_KEY`.
+#[derive(Debug, Clone, Copy)]
+pub struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let Some(key) = state.config.operator_key.as_deref() else {
+            return Err(Problem::new(
+                "operator-key-unset",
+                "operator endpoints are disabled: set CUSTODE_OPERATOR_KEY and restart",
+            ));
+        };
+        match bearer(parts) {
+            Some(given) if constant_time_eq(given.as_bytes(), key.as_bytes()) => Ok(Operator),
+            _ => Err(Problem::new("unauthenticated", "send the operator key as `Authorization: Bearer <key>`")),
+        }
+    }
+}
+
+/// The client's address (SEC-2): the socket's peer, unless that peer is a trusted proxy, then
+/// the last untrusted `X-Forwarded-For` hop.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let trusted = &state.config.trusted_proxies;
+        let Some(peer) = peer else { return Ok(Self(None)) };
+        if !trusted.contains(&peer) {
+            return Ok(Self(Some(peer)));
+        }
+        let forwarded: Vec<IpAddr> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|hop| hop.trim().parse().ok())
+            .collect();
+        let client = forwarded.into_iter().rev().find(|hop| !trusted.contains(hop));
+        Ok(Self(Some(client.unwrap_or(peer))))
+    }
+}
+
+impl ClientIp {
+    pub fn text(&self) -> Option<String> {
+        self.0.map(|ip| ip.to_string())
+    }
+}
+
+/// `X-Correlation-Id` when the caller sends a UUID, else a fresh one.
+#[derive(Debug, Clone, Copy)]
+pub struct Correlation(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for Correlation {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
+        let given = parts
+            .headers
+            .get("x-correlation-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Uuid::parse_str(v).ok());
+        Ok(Self(given.unwrap_or_else(Uuid::now_v7)))
+    }
+}

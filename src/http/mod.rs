@@ -1,0 +1,139 @@
+//! The HTTP API under `/v1`: thin adapters from JSON to commands and read models. Handlers
+//! parse, call the handler or query, wait for this process's read models to apply what they
+//! wrote (read-your-writes) and shape the answer.
+
+mod account;
+mod admin;
+pub mod extract;
+mod meta;
+pub mod problem;
+mod sessions;
+
+use crate::app::AppState;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put, MethodRouter};
+use axum::Router;
+use problem::Problem;
+use std::time::Duration;
+
+/// Request bodies above this are refused with `413` (SPEC: 64 KiB).
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// The header every command's answer carries: the log position of its last event.
+pub const POSITION_HEADER: &str = "custode-position";
+
+/// The application, with every route, the body limit and our problem fallbacks.
+pub fn app(state: AppState) -> Router {
+    let (router, _) = routes();
+    router
+        .fallback(|| async { Problem::new("not-found", "no such endpoint") })
+        .method_not_allowed_fallback(|| async { Problem::new("method-not-allowed", "this endpoint does not take that method") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(access_log))
+        .with_state(state)
+}
+
+/// Every (method, path) the API serves; the OpenAPI document must list exactly these.
+pub fn route_table() -> Vec<(Method, &'static str)> {
+    routes().1
+}
+
+fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
+    let table: Vec<(Method, &'static str, MethodRouter<AppState>)> = vec![
+        (Method::GET, "/healthz", get(meta::healthz)),
+        (Method::GET, "/readyz", get(meta::readyz)),
+        (Method::GET, "/v1/openapi.json", get(meta::openapi)),
+        (Method::POST, "/v1/admin/accounts", post(admin::open_account)),
+        (Method::GET, "/v1/admin/accounts/{user_id}", get(admin::get_account)),
+        (Method::POST, "/v1/sessions", post(sessions::login)),
+        (Method::DELETE, "/v1/sessions/current", delete(sessions::logout)),
+        (Method::POST, "/v1/sessions/current/reauth", post(sessions::reauth)),
+        (Method::GET, "/v1/account", get(account::page)),
+        (Method::PUT, "/v1/account/recovery-info", put(account::set_recovery_info)),
+        (Method::POST, "/v1/account/password", post(account::change_password)),
+        (Method::GET, "/v1/recovery-info/questions", get(meta::suggested_questions)),
+        (Method::POST, "/v1/password/strength", post(meta::strength)),
+    ];
+    let mut router = Router::new();
+    let mut listed = Vec::with_capacity(table.len());
+    for (method, path, handler) in table {
+        router = router.route(path, handler);
+        listed.push((method, path));
+    }
+    (router, listed)
+}
+
+/// One line per request: method, route, status, time. Never bodies, headers or query strings.
+async fn access_log(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "(unmatched)".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    tracing::info!(%method, %route, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    response
+}
+
+/// Waits until this process's read models have applied `position`, for at most the configured
+/// wait. Commands use it before answering; reads with `?after=` before querying.
+pub async fn applied(state: &AppState, position: u64) -> bool {
+    let mut applied = state.applied.clone();
+    let wait = Duration::from_millis(state.config.http.read_wait_ms);
+    let reached = tokio::time::timeout(wait, applied.wait_for(|p| *p >= position)).await;
+    matches!(reached, Ok(Ok(_)))
+}
+
+/// The answer of a command: `response` plus the position header, once the read models of
+/// this process have the command's events (so the next read sees them).
+pub async fn command_answer(state: &AppState, position: u64, response: impl IntoResponse) -> Response {
+    if !applied(state, position).await {
+        // The command is committed; answering an error would invite a duplicate retry.
+        tracing::warn!(position, "read models are behind the log; answering anyway");
+    }
+    let mut response = response.into_response();
+    response.headers_mut().insert(POSITION_HEADER, HeaderValue::from(position));
+    response
+}
+
+/// `?after=<position>` on reads: wait for the read model, or `503` with `Retry-After`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct After {
+    pub after: Option<u64>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for After {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Problem> {
+        axum::extract::Query::<After>::try_from_uri(&parts.uri)
+            .map(|q| q.0)
+            .map_err(|_| Problem::new("invalid-request", "`after` must be a log position (a whole number)"))
+    }
+}
+
+pub async fn wait_for_after(state: &AppState, after: &After) -> Result<(), Problem> {
+    match after.after {
+        Some(position) if !applied(state, position).await => Err(Problem::new(
+            "not-ready",
+            format!("the read model has not reached position {position} yet"),
+        )
+        .retry_after(1)),
+        _ => Ok(()),
+    }
+}
+
+/// Runs a read-model query on a blocking thread.
+pub async fn query<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, Problem> {
+    let pool = state.read_models.clone();
+    tokio::task::spawn_blocking(move || pool.with(f))
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .map_err(|e| Problem::internal(&e))
+}

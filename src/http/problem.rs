@@ -1,0 +1,132 @@
+//! RFC 9457 problem documents (SEC-5). Every error leaves the API as one of these, with a
+//! stable `type` (`/problems/<slug>`) that the OpenAPI document lists. Problems never carry a
+//! secret: details are written here, not copied from input.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use custode_commands::accounts::HandlerError;
+use custode_domain::account::AccountError;
+use custode_domain::user_registry::UserIdError;
+use custode_domain::Violation;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<Violation>,
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
+}
+
+/// Every problem slug the API can answer with, its status and title. The OpenAPI document
+/// lists the same set (a test compares them).
+pub const PROBLEMS: &[(&str, u16, &str)] = &[
+    ("malformed-json", 400, "The body is not a JSON object"),
+    ("unauthenticated", 401, "Authentication is needed"),
+    ("invalid-credentials", 401, "The user id or password is not right"),
+    ("reauthentication-required", 403, "Confirm your password first"),
+    ("not-found", 404, "Not found"),
+    ("account-not-found", 404, "No such account"),
+    ("method-not-allowed", 405, "Method not allowed"),
+    ("user-id-taken", 409, "The user id is already in use"),
+    ("account-exists", 409, "The account already exists"),
+    ("conflict", 409, "The account changed meanwhile"),
+    ("body-too-large", 413, "The body is too large"),
+    ("invalid-request", 422, "The request does not have the expected shape"),
+    ("validation-failed", 422, "The request breaks some rules"),
+    ("password-policy", 422, "The new password does not meet the password policy"),
+    ("current-password-wrong", 422, "The current password is not right"),
+    ("internal", 500, "Something failed on our side"),
+    ("operator-key-unset", 503, "Operator endpoints are disabled"),
+    ("not-ready", 503, "The read model has not caught up yet"),
+];
+
+impl Problem {
+    /// A problem of a listed slug. An unlisted slug is a programming error; it becomes a 500
+    /// so the mistake shows instead of passing silently.
+    pub fn new(slug: &str, detail: impl Into<String>) -> Self {
+        let (slug, status, title) = PROBLEMS
+            .iter()
+            .find(|(s, _, _)| *s == slug)
+            .copied()
+            .unwrap_or(("internal", 500, "Something failed on our side"));
+        Self {
+            problem_type: format!("/problems/{slug}"),
+            title,
+            status,
+            detail: detail.into(),
+            errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    pub fn with_errors(mut self, errors: Vec<Violation>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn internal(error: &dyn std::fmt::Display) -> Self {
+        // The cause goes to the log (it is ours, never the client's input), not to the client.
+        tracing::error!(%error, "request failed");
+        Self::new("internal", "the request could not be completed; it is safe to retry")
+    }
+
+    pub fn unauthenticated() -> Self {
+        Self::new("unauthenticated", "send a live session token as `Authorization: Bearer <token>`")
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self.retry_after;
+        let mut response = (status, axum::Json(self)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<AccountError> for Problem {
+    fn from(e: AccountError) -> Self {
+        let detail = e.to_string();
+        match e {
+            AccountError::Invalid(errors) => Problem::new("validation-failed", detail).with_errors(errors),
+            AccountError::PasswordPolicy(errors) => Problem::new("password-policy", detail).with_errors(errors),
+            AccountError::CurrentPasswordWrong => Problem::new("current-password-wrong", detail).with_errors(vec![
+                Violation::new("PW-4.current", Some("current_password"), "the current password is not right"),
+            ]),
+            AccountError::NotFound => Problem::new("account-not-found", detail),
+            AccountError::AlreadyOpen => Problem::new("account-exists", detail),
+            AccountError::SessionInvalid => Problem::new("unauthenticated", detail),
+            AccountError::ReauthenticationRequired => Problem::new(
+                "reauthentication-required",
+                "this change needs a login in the last minutes: confirm your password with POST /v1/sessions/current/reauth",
+            ),
+        }
+    }
+}
+
+impl From<HandlerError> for Problem {
+    fn from(e: HandlerError) -> Self {
+        match e {
+            HandlerError::Domain(e) => e.into(),
+            HandlerError::UserId(e @ UserIdError::Taken) => Problem::new(e.code(), "another account already has this user id"),
+            HandlerError::Conflict => Problem::new("conflict", "the account changed while this request was decided; send it again"),
+            HandlerError::Store(message) => Problem::internal(&message),
+        }
+    }
+}

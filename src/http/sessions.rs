@@ -1,0 +1,105 @@
+//! Sessions (SEC-3): login, logout and step-up re-authentication.
+
+use super::extract::{Body, ClientIp, Correlation, HolderSession};
+use super::problem::Problem;
+use super::command_answer;
+use crate::app::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use custode_commands::accounts::{Caller, LoginOutcome};
+use custode_domain::account::{AccountCommand, AccountEvent, Logout, Reauthenticate, RequiredAction};
+use custode_domain::{Actor, ActorKind, Secret};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize)]
+pub struct LoginRequest {
+    user_id: String,
+    password: Secret,
+    /// The second factor, once two-step verification exists (AP-8).
+    #[allow(dead_code)]
+    otp: Option<Secret>,
+}
+
+#[derive(Debug, Serialize)]
+struct SessionCreated {
+    session_token: String,
+    expires_at: DateTime<Utc>,
+    required_actions: Vec<RequiredAction>,
+}
+
+fn invalid_credentials() -> Problem {
+    Problem::new("invalid-credentials", "the user id or the password is not right")
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    client: ClientIp,
+    correlation: Correlation,
+    Body(req): Body<LoginRequest>,
+) -> Result<Response, Problem> {
+    let caller = Caller {
+        actor: Actor {
+            kind: ActorKind::Holder,
+            id: None,
+        },
+        correlation_id: correlation.0,
+    };
+    let outcome = state.accounts.login(&req.user_id, req.password, client.text(), &caller).await?;
+    match outcome {
+        LoginOutcome::Refused { .. } => Err(invalid_credentials()),
+        LoginOutcome::Started { token, outcome } => {
+            let Some(AccountEvent::SessionStarted(started)) = outcome.events.first() else {
+                return Err(Problem::internal(&"a login produced no session"));
+            };
+            let body = SessionCreated {
+                session_token: token.expose().to_string(),
+                expires_at: started.expires_at,
+                required_actions: started.required_actions.clone(),
+            };
+            Ok(command_answer(&state, outcome.position(), (StatusCode::CREATED, Json(body))).await)
+        }
+    }
+}
+
+pub async fn logout(State(state): State<AppState>, session: HolderSession, correlation: Correlation) -> Result<Response, Problem> {
+    let cmd = AccountCommand::Logout(Logout {
+        session_id: session.session_id,
+    });
+    let outcome = state
+        .accounts
+        .execute(session.account_id, cmd, &session.caller(correlation))
+        .await?;
+    Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReauthRequest {
+    password: Secret,
+    #[allow(dead_code)]
+    otp: Option<Secret>,
+}
+
+pub async fn reauth(
+    State(state): State<AppState>,
+    session: HolderSession,
+    client: ClientIp,
+    correlation: Correlation,
+    Body(req): Body<ReauthRequest>,
+) -> Result<Response, Problem> {
+    let cmd = AccountCommand::Reauthenticate(Reauthenticate {
+        session_id: session.session_id,
+        password: req.password,
+        client_ip: client.text(),
+    });
+    let outcome = state
+        .accounts
+        .execute(session.account_id, cmd, &session.caller(correlation))
+        .await?;
+    if outcome.events.iter().any(|e| matches!(e, AccountEvent::LoginFailed(_))) {
+        return Err(invalid_credentials());
+    }
+    Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)
+}
