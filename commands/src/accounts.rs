@@ -3,15 +3,20 @@
 //! version, and retry once if another command got there first.
 
 use crate::clock::Clock;
-use crate::hashing::{Argon2Hasher, HashPool};
+use crate::hashing::{Argon2Hasher, HashPool, MemoHasher};
 use crate::log::{EventLog, LogError, Metadata, NewEvent, StreamAppend};
 use crate::tokens;
 use custode_domain::account::{self, Account, AccountCommand, AccountError, AccountEvent, Ctx, InitialPassword, Login, OpenAccount, OwnerRef};
 use custode_domain::envelope::{decode, encode, CURRENT_SCHEMA_VERSION};
 use custode_domain::user_registry::{self, UserId, UserIdError, UserIdEvent};
 use custode_domain::{Actor, RecordedEvent, Secret, Settings};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 use uuid::Uuid;
+
+/// How many times a command is decided before a run of version conflicts is reported: logins
+/// to one busy account (a mail client and a browser at once) must not fail on a race.
+const ATTEMPTS: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
@@ -19,7 +24,7 @@ pub enum HandlerError {
     Domain(#[from] AccountError),
     #[error(transparent)]
     UserId(#[from] UserIdError),
-    /// Another command changed the stream twice in a row while this one decided.
+    /// Other commands changed the stream every time this one decided.
     #[error("the account changed concurrently; try again")]
     Conflict,
     #[error("storage failed: {0}")]
@@ -65,6 +70,7 @@ pub enum LoginOutcome {
 
 #[derive(Clone)]
 pub struct AccountHandler {
+    locks: Arc<StreamLocks>,
     log: EventLog,
     pool: HashPool,
     hasher: Arc<Argon2Hasher>,
@@ -75,6 +81,7 @@ pub struct AccountHandler {
 impl AccountHandler {
     pub fn new(log: EventLog, pool: HashPool, hasher: Arc<Argon2Hasher>, settings: Arc<Settings>, clock: Arc<dyn Clock>) -> Self {
         Self {
+            locks: Arc::new(StreamLocks::default()),
             log,
             pool,
             hasher,
@@ -142,7 +149,8 @@ impl AccountHandler {
         }
         let claimed = user_registry::decide(&registry, &cmd.user_id, cmd.account_id)?;
         let account_id = cmd.account_id;
-        let events = self.decide(Account::default(), AccountCommand::Open(cmd)).await?;
+        let hasher = Arc::new(MemoHasher::new(self.hasher.clone()));
+        let events = self.decide(Account::default(), AccountCommand::Open(cmd), hasher).await?;
         let appends = vec![
             StreamAppend {
                 stream: registry_stream,
@@ -193,17 +201,23 @@ impl AccountHandler {
         })
     }
 
-    /// Load, decide, append; once more on a version conflict.
+    /// Load, decide, append; again on a version conflict. Hash results are remembered across
+    /// attempts, so a retry costs a stream read and a `decide`, not another Argon2 run.
     pub async fn execute(&self, account_id: Uuid, cmd: AccountCommand, caller: &Caller) -> Result<Outcome, HandlerError> {
         let stream = account::stream_for(account_id);
-        let mut attempts_left = 2;
+        // Commands on one account take turns in this process; optimistic concurrency still
+        // guards against other processes appending to the same stream.
+        let turn = self.locks.get(account_id);
+        let _turn = turn.lock().await;
+        let hasher = Arc::new(MemoHasher::new(self.hasher.clone()));
+        let mut attempts_left = ATTEMPTS;
         loop {
             attempts_left -= 1;
             let (state, version) = self.load(account_id).await?;
             if !state.is_open() {
                 return Err(AccountError::NotFound.into());
             }
-            let events = self.decide(state, cmd.clone()).await?;
+            let events = self.decide(state, cmd.clone(), hasher.clone()).await?;
             if events.is_empty() {
                 return Ok(Outcome {
                     recorded: Vec::new(),
@@ -223,10 +237,9 @@ impl AccountHandler {
         }
     }
 
-    async fn decide(&self, state: Account, cmd: AccountCommand) -> Result<Vec<AccountEvent>, HandlerError> {
+    async fn decide(&self, state: Account, cmd: AccountCommand, hasher: Arc<MemoHasher>) -> Result<Vec<AccountEvent>, HandlerError> {
         let now = self.clock.now();
         let settings = self.settings.clone();
-        let hasher = self.hasher.clone();
         let needs_hashing = cmd.needs_hashing();
         let run = move || {
             let ctx = Ctx {
@@ -253,6 +266,30 @@ impl AccountHandler {
             causation_id,
             occurred_at: self.clock.now(),
         }
+    }
+}
+
+/// One async mutex per account with commands in flight; entries die with their last user.
+#[derive(Default)]
+struct StreamLocks {
+    locks: std::sync::Mutex<HashMap<Uuid, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl StreamLocks {
+    fn get(&self, account_id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        let Ok(mut locks) = self.locks.lock() else {
+            // A poisoned map only loses the in-process ordering; the log's version check remains.
+            return Arc::new(tokio::sync::Mutex::new(()));
+        };
+        if let Some(lock) = locks.get(&account_id).and_then(Weak::upgrade) {
+            return lock;
+        }
+        if locks.len() >= 1024 {
+            locks.retain(|_, lock| lock.strong_count() > 0);
+        }
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert(account_id, Arc::downgrade(&lock));
+        lock
     }
 }
 

@@ -149,3 +149,53 @@ mod tests {
         assert!(matches!(Argon2Hasher::new(weak), Err(HashSettingsError::TooWeak)));
     }
 }
+
+/// Remembers, for the life of one command, what the inner hasher answered, so that a decision
+/// retried after a version conflict does not pay for Argon2 again.
+pub struct MemoHasher {
+    inner: Arc<Argon2Hasher>,
+    verified: std::sync::Mutex<Vec<(PasswordHash, Secret, bool)>>,
+    hashed: std::sync::Mutex<Vec<(Secret, PasswordHash)>>,
+}
+
+impl MemoHasher {
+    pub fn new(inner: Arc<Argon2Hasher>) -> Self {
+        Self {
+            inner,
+            verified: std::sync::Mutex::new(Vec::new()),
+            hashed: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl SecretHasher for MemoHasher {
+    fn hash(&self, secret: &Secret) -> PasswordHash {
+        if let Ok(hashed) = self.hashed.lock() {
+            if let Some((_, h)) = hashed.iter().find(|(s, _)| s == secret) {
+                return h.clone();
+            }
+        }
+        let hash = self.inner.hash(secret);
+        if let Ok(mut hashed) = self.hashed.lock() {
+            hashed.push((secret.clone(), hash.clone()));
+        }
+        hash
+    }
+
+    fn verify(&self, secret: &Secret, hash: &PasswordHash) -> bool {
+        if let Ok(verified) = self.verified.lock() {
+            if let Some((_, _, ok)) = verified.iter().find(|(h, s, _)| h == hash && s == secret) {
+                return *ok;
+            }
+        }
+        let ok = self.inner.verify(secret, hash);
+        if let Ok(mut verified) = self.verified.lock() {
+            verified.push((hash.clone(), secret.clone(), ok));
+        }
+        ok
+    }
+
+    fn accepts(&self, hash: &PasswordHash) -> bool {
+        self.inner.accepts(hash)
+    }
+}

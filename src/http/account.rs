@@ -165,7 +165,12 @@ pub async fn set_recovery_info(
 ) -> Result<Response, Problem> {
     let security = match (req.security_question, req.security_answer, req.security_answer_repeat) {
         (None, None, None) => Change::Keep,
-        (Some(None), _, _) => Change::Clear,
+        (Some(None), None, None) => Change::Clear,
+        (Some(None), _, _) => {
+            return Err(Problem::new("validation-failed", "an answer needs its question").with_errors(vec![
+                Violation::new("RI-1.security_question", Some("security_question"), "a removed question takes no answer"),
+            ]))
+        }
         (Some(Some(question)), Some(answer), Some(answer_repeat)) => Change::Set(SecurityQuestion {
             question,
             answer,

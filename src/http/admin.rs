@@ -85,9 +85,10 @@ struct AdminAccount {
 pub async fn get_account(
     State(state): State<AppState>,
     _: Operator,
-    Path(user_id): Path<String>,
+    user_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
     after: After,
 ) -> Result<Response, Problem> {
+    let Path(user_id) = user_id.map_err(|_| Problem::new("invalid-request", "the user id in the path is not valid UTF-8"))?;
     wait_for_after(&state, &after).await?;
     let row = query(&state, move |conn| custode_projections::accounts::by_user_id(conn, &user_id))
         .await?

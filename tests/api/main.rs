@@ -1,1 +1,12 @@
+//! End-to-end tests through the HTTP API and the CLI, against the real application on a free
+//! port (and, for the CLI tests, the real binary). One test binary, one module per area
+//! (zero2prod's layout), so the crate links once.
 
+mod admin;
+mod cli;
+mod contract;
+mod helpers;
+mod journey;
+mod replay;
+mod robustness;
+mod sessions;

@@ -492,6 +492,15 @@ fn set_recovery_info(state: &Account, c: &SetRecoveryInfo, ctx: &Ctx<'_>) -> Res
     if !errors.is_empty() {
         return Err(AccountError::Invalid(errors));
     }
+    let unchanged = new_answer.is_none()
+        && email == current.email
+        && mobile == current.mobile
+        && question == current.security_question
+        && answer_hash == current.security_answer_hash;
+    if unchanged && !state.must_set_recovery_info {
+        // Saving the same information again records nothing.
+        return Ok(Vec::new());
+    }
     let answer_hash = match new_answer {
         Some(answer) => Some(ctx.hasher.hash(&answer)),
         None => answer_hash,

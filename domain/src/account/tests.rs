@@ -545,6 +545,20 @@ fn changing_saved_recovery_info_needs_a_fresh_session() {
 }
 
 #[test]
+fn saving_the_same_recovery_info_again_records_nothing() {
+    let mut history = with_session();
+    history.extend(
+        given(history.clone())
+            .when(set_info(Change::Set("a@b.it".into()), Change::Keep, Change::Keep))
+            .events(),
+    );
+    let events = given(history)
+        .when(set_info(Change::Set("a@b.it".into()), Change::Keep, Change::Keep))
+        .events();
+    assert!(events.is_empty());
+}
+
+#[test]
 fn clearing_the_only_contact_is_refused() {
     let mut history = with_session();
     history.extend(

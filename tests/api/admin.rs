@@ -1,0 +1,181 @@
+//! Operator endpoints (ACC-1..4, SEC-4): opening accounts, duplicates, migrated mailboxes,
+//! collaborators, the operator key.
+
+use crate::helpers::{file_config, problem, rules, TestApp, OPERATOR_KEY};
+use argon2::password_hash::{PasswordHasher, SaltString};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_id_can_be_opened_once_whatever_its_case() {
+    let app = TestApp::spawn().await;
+    app.open_mailbox("unico@pec.example.it").await;
+    let before = app.log_head();
+    let res = app
+        .post("/v1/admin/accounts", Some(OPERATOR_KEY), json!({ "kind": "mailbox", "user_id": "UNICO@pec.example.it" }))
+        .await;
+    let (status, body) = problem(res).await;
+    assert_eq!((status, body["type"].as_str()), (StatusCode::CONFLICT, Some("/problems/user-id-taken")));
+    assert_eq!(app.log_head(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_openings_of_one_user_id_yield_exactly_one_account() {
+    let app = TestApp::spawn().await;
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let req = app
+            .client
+            .post(format!("{}/v1/admin/accounts", app.base))
+            .bearer_auth(OPERATOR_KEY)
+            .json(&json!({ "kind": "identity", "user_id": "gara.identita" }));
+        tasks.push(tokio::spawn(req.send()));
+    }
+    let mut created = 0;
+    for task in tasks {
+        let res = task.await.unwrap().unwrap();
+        match res.status() {
+            StatusCode::CREATED => {
+                created += 1;
+                let body: Value = res.json().await.unwrap();
+                app.remember_secret(body["temporary_password"].as_str().unwrap());
+            }
+            StatusCode::CONFLICT => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(created, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_view_shows_the_account_and_404_for_an_unknown_one() {
+    let app = TestApp::spawn().await;
+    let (account_id, _) = app.open_mailbox("vista@pec.example.it").await;
+    let res = app.get("/v1/admin/accounts/vista@pec.example.it", Some(OPERATOR_KEY)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["account_id"], account_id.as_str());
+    assert_eq!((body["kind"].as_str(), body["plan"].as_str(), body["state"].as_str()), (Some("mailbox"), Some("pro"), Some("active")));
+    let (status, body) = problem(app.get("/v1/admin/accounts/nessuno@pec.example.it", Some(OPERATOR_KEY)).await).await;
+    assert_eq!((status, body["type"].as_str()), (StatusCode::NOT_FOUND, Some("/problems/account-not-found")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_endpoints_need_the_operator_key_and_say_so_when_unset() {
+    let app = TestApp::spawn().await;
+    let body = json!({ "kind": "mailbox", "user_id": "chiave@pec.example.it" });
+    for key in [None, Some("wrong-key")] {
+        let (status, problem_body) = problem(app.post("/v1/admin/accounts", key, body.clone()).await).await;
+        assert_eq!((status, problem_body["type"].as_str()), (StatusCode::UNAUTHORIZED, Some("/problems/unauthenticated")));
+    }
+    // A holder's session is not an operator key.
+    let (token, _) = app.ready_mailbox("titolare@pec.example.it").await;
+    let (status, _) = problem(app.post("/v1/admin/accounts", Some(&token), body.clone()).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (data_dir, dir, clock) = app.stop().await;
+    let mut config = custode::config::Config::resolve(
+        file_config(),
+        custode::config::Overrides {
+            data_dir: Some(data_dir.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    config.operator_key = None;
+    let app = custode::app::App::start(config, std::sync::Arc::new(clock)).unwrap();
+    let router = custode::http::app(app.state.clone());
+    let res = tower::ServiceExt::oneshot(
+        router,
+        axum::http::Request::post("/v1/admin/accounts")
+            .header("authorization", "Bearer anything")
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+    let problem_body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(problem_body["type"], "/problems/operator-key-unset");
+    drop(app);
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrated_mailbox_logs_in_with_its_imported_password_and_need_not_change_it() {
+    let app = TestApp::spawn().await;
+    let password = "Migrata#Casella-9";
+    app.remember_secret(password);
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    let phc = argon2::Argon2::default().hash_password(password.as_bytes(), &salt).unwrap().to_string();
+    let res = app
+        .post(
+            "/v1/admin/accounts",
+            Some(OPERATOR_KEY),
+            json!({ "kind": "mailbox", "user_id": "migrata@pec.example.it", "password_phc": phc }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    assert!(body.get("temporary_password").is_none());
+    let res = app
+        .post("/v1/sessions", None, json!({ "user_id": "migrata@pec.example.it", "password": password }))
+        .await;
+    let session: Value = res.json().await.unwrap();
+    assert_eq!(session["required_actions"], json!(["set_recovery_info"]));
+    app.remember_secret(session["session_token"].as_str().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_fields_are_each_named_and_nothing_is_opened() {
+    let app = TestApp::spawn().await;
+    let before = app.log_head();
+    let res = app
+        .post(
+            "/v1/admin/accounts",
+            Some(OPERATOR_KEY),
+            json!({ "kind": "identity", "user_id": "x y", "plan": "pro", "fiscal_code": "123", "contact_email": "nope" }),
+        )
+        .await;
+    let (status, body) = problem(res).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(rules(&body), vec!["ACC-1.user_id", "ACC-1.plan", "ACC-1.fiscal_code", "ACC-1.contact_email"]);
+    let res = app
+        .post("/v1/admin/accounts", Some(OPERATOR_KEY), json!({ "kind": "bank", "user_id": "a@b.it" }))
+        .await;
+    let (status, body) = problem(res).await;
+    assert_eq!((status, body["type"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("/problems/invalid-request")));
+    assert_eq!(app.log_head(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collaborator_belongs_to_an_existing_mailbox_and_shows_on_its_page() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.ready_mailbox("studio@pec.example.it").await;
+    let owner_id = app.get("/v1/account", Some(&token)).await.json::<Value>().await.unwrap()["account_id"].clone();
+    let (status, body) = problem(
+        app.post(
+            "/v1/admin/accounts",
+            Some(OPERATOR_KEY),
+            json!({ "kind": "collaborator", "user_id": "segreteria.studio", "owner_id": "01890000-0000-7000-8000-000000000000" }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(rules(&body), vec!["ACC-1.owner_id"]);
+    let res = app
+        .post(
+            "/v1/admin/accounts",
+            Some(OPERATOR_KEY),
+            json!({ "kind": "collaborator", "user_id": "segreteria.studio", "owner_id": owner_id }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: Value = res.json().await.unwrap();
+    app.remember_secret(created["temporary_password"].as_str().unwrap());
+    let page: Value = app.get("/v1/account", Some(&token)).await.json().await.unwrap();
+    assert_eq!(page["collaborators"][0]["user_id"], "segreteria.studio");
+    assert_eq!(page["collaborators"][0]["collaborator_id"], created["account_id"]);
+}

@@ -1,0 +1,152 @@
+//! The HTTP contract: the OpenAPI document checked in under `schemas/` is what is served, it
+//! lists exactly the routes the router has and exactly the problem types the code can answer,
+//! and real answers validate against its response schemas. Every event type has its schema.
+
+use crate::helpers::{load_json, TestApp, OPERATOR_KEY};
+use custode::http::problem::PROBLEMS;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+fn openapi() -> Value {
+    load_json("schemas/openapi.json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_document_is_the_checked_in_one() {
+    let app = TestApp::spawn().await;
+    let res = app.get("/v1/openapi.json", None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let served: Value = res.json().await.unwrap();
+    assert_eq!(served, openapi());
+    assert_eq!(served["openapi"], "3.1.0");
+}
+
+#[test]
+fn the_document_lists_exactly_the_routes_the_router_serves() {
+    let doc = openapi();
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    let routed: BTreeSet<(String, String)> = custode::http::route_table()
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, routed);
+}
+
+#[test]
+fn the_document_lists_exactly_the_problem_types_the_code_answers() {
+    let doc = openapi();
+    let documented: BTreeSet<(String, u64)> = doc["x-problem-types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["type"].as_str().unwrap().to_string(), p["status"].as_u64().unwrap()))
+        .collect();
+    let coded: BTreeSet<(String, u64)> = PROBLEMS
+        .iter()
+        .map(|(slug, status, _)| (format!("/problems/{slug}"), u64::from(*status)))
+        .collect();
+    assert_eq!(documented, coded);
+}
+
+#[test]
+fn every_event_type_has_a_schema() {
+    let mut types: Vec<&str> = custode_domain::account::ACCOUNT_EVENT_TYPES.to_vec();
+    types.push("UserIdClaimed");
+    for event_type in types {
+        let schema = load_json(&format!("schemas/events/{event_type}.v1.json"));
+        assert!(jsonschema::validator_for(&schema).is_ok(), "{event_type}");
+    }
+}
+
+/// Validates `body` against the response schema the document gives for `method path status`.
+fn assert_matches_document(method: &str, path: &str, status: u16, body: &Value) {
+    let doc = openapi();
+    let content = &doc["paths"][path][method]["responses"][status.to_string()]["content"];
+    let media = content
+        .as_object()
+        .and_then(|c| c.values().next())
+        .unwrap_or_else(|| panic!("{method} {path} {status} is not documented"));
+    let mut root = doc.clone();
+    root.as_object_mut().unwrap().insert("$ref".into(), json!(format!("#/x-check")));
+    root.as_object_mut().unwrap().insert("x-check".into(), media["schema"].clone());
+    let validator = jsonschema::validator_for(&root).unwrap();
+    let errors: Vec<String> = validator.iter_errors(body).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    assert!(errors.is_empty(), "{method} {path} {status}: {errors:?}\n{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_answers_validate_against_the_document() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .post("/v1/admin/accounts", Some(OPERATOR_KEY), json!({ "kind": "mailbox", "user_id": "contratto@pec.example.it" }))
+        .await;
+    let opened: Value = res.json().await.unwrap();
+    app.remember_secret(opened["temporary_password"].as_str().unwrap());
+    assert_matches_document("post", "/v1/admin/accounts", 201, &opened);
+
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": "contratto@pec.example.it", "password": opened["temporary_password"] }),
+        )
+        .await;
+    let session: Value = res.json().await.unwrap();
+    app.remember_secret(session["session_token"].as_str().unwrap());
+    assert_matches_document("post", "/v1/sessions", 201, &session);
+
+    let (token, _) = app.ready_mailbox("pagina@pec.example.it").await;
+    let page: Value = app.get("/v1/account", Some(&token)).await.json().await.unwrap();
+    assert_matches_document("get", "/v1/account", 200, &page);
+
+    let admin: Value = app
+        .get("/v1/admin/accounts/pagina@pec.example.it", Some(OPERATOR_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_matches_document("get", "/v1/admin/accounts/{user_id}", 200, &admin);
+
+    let res = app
+        .request(reqwest::Method::PUT, "/v1/account/recovery-info", Some(&token), Some(json!({ "mobile": "3471234567" })))
+        .await;
+    let recovery: Value = res.json().await.unwrap();
+    assert_matches_document("put", "/v1/account/recovery-info", 200, &recovery);
+
+    let strength: Value = app
+        .post("/v1/password/strength", None, json!({ "password": "abc" }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_matches_document("post", "/v1/password/strength", 200, &strength);
+
+    let questions: Value = app.get("/v1/recovery-info/questions?language=en", None).await.json().await.unwrap();
+    assert_matches_document("get", "/v1/recovery-info/questions", 200, &questions);
+
+    let health: Value = app.get("/healthz", None).await.json().await.unwrap();
+    assert_matches_document("get", "/healthz", 200, &health);
+    let ready: Value = app.get("/readyz", None).await.json().await.unwrap();
+    assert_matches_document("get", "/readyz", 200, &ready);
+
+    let res = app.post("/v1/sessions", None, json!({ "user_id": "x@y.it", "password": "nope" })).await;
+    let refused: Value = res.json().await.unwrap();
+    assert_matches_document("post", "/v1/sessions", 401, &refused);
+    let res = app
+        .post(
+            "/v1/account/password",
+            Some(&token),
+            json!({ "current_password": "Tr4m-Colle!Verde", "new_password": "a", "new_password_repeat": "b" }),
+        )
+        .await;
+    let policy: Value = res.json().await.unwrap();
+    assert_matches_document("post", "/v1/account/password", 422, &policy);
+}

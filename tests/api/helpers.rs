@@ -1,0 +1,286 @@
+//! Starting the application for a test, driving it as a client would, and the checks every
+//! test gets for free when its app is dropped: every event the test caused validates against
+//! its JSON Schema, and no secret the test typed appears in any file of the data directory.
+
+use chrono::{Duration, Utc};
+use custode::app::{App, AppState};
+use custode::config::{Config, FileConfig, Overrides};
+use custode_commands::clock::ManualClock;
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub const OPERATOR_KEY: &str = "test-operator-key-0123456789";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub clock: ManualClock,
+    pub state: AppState,
+    pub data_dir: PathBuf,
+    /// Secrets typed during the test; none may appear in the data directory.
+    pub secrets: Mutex<Vec<String>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    app: Option<App>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn file_config() -> FileConfig {
+    FileConfig::default()
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(file_config()).await
+    }
+
+    pub async fn spawn_with(file: FileConfig) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().to_path_buf();
+        let mut app = Self::start(&data_dir, file, ManualClock::new(Utc::now())).await;
+        app._dir = Some(dir);
+        app
+    }
+
+    /// Starts the application on an existing data directory (a restart).
+    pub async fn start(data_dir: &Path, file: FileConfig, clock: ManualClock) -> Self {
+        let config = Config::resolve(
+            file,
+            Overrides {
+                data_dir: Some(data_dir.to_path_buf()),
+                listen: Some("127.0.0.1:0".parse().expect("addr")),
+                operator_key: Some(OPERATOR_KEY.into()),
+                ..Overrides::default()
+            },
+        )
+        .expect("config");
+        let app = App::start(config, Arc::new(clock.clone())).expect("app starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = custode::http::app(app.state.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await;
+        });
+        Self {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            clock,
+            state: app.state.clone(),
+            data_dir: data_dir.to_path_buf(),
+            secrets: Mutex::new(Vec::new()),
+            server: Some(server),
+            app: Some(app),
+            _dir: None,
+        }
+    }
+
+    /// Stops serving and releases the data directory, keeping its files.
+    pub async fn stop(mut self) -> (PathBuf, Option<tempfile::TempDir>, ManualClock) {
+        self.check_data_dir();
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+        self.app.take();
+        // Give the projector thread a moment to notice and let go of its files.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        (self.data_dir.clone(), self._dir.take(), self.clock.clone())
+    }
+
+    pub fn remember_secret(&self, secret: &str) {
+        self.secrets.lock().unwrap().push(secret.to_string());
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    pub async fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> Response {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Response {
+        self.request(reqwest::Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        self.request(reqwest::Method::GET, path, token, None).await
+    }
+
+    /// Opens a mailbox as the operator; returns (account id, temporary password).
+    pub async fn open_mailbox(&self, user_id: &str) -> (String, String) {
+        let res = self
+            .post(
+                "/v1/admin/accounts",
+                Some(OPERATOR_KEY),
+                json!({ "kind": "mailbox", "user_id": user_id, "plan": "pro", "contact_email": "titolare@example.it", "language": "it" }),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let body: Value = res.json().await.expect("json");
+        let temporary = body["temporary_password"].as_str().expect("temporary password").to_string();
+        self.remember_secret(&temporary);
+        (body["account_id"].as_str().expect("id").to_string(), temporary)
+    }
+
+    /// Logs in; returns the session token, panicking on refusal.
+    pub async fn login(&self, user_id: &str, password: &str) -> String {
+        let res = self.post("/v1/sessions", None, json!({ "user_id": user_id, "password": password })).await;
+        assert_eq!(res.status(), StatusCode::CREATED, "login of {user_id}");
+        let body: Value = res.json().await.expect("json");
+        let token = body["session_token"].as_str().expect("token").to_string();
+        self.remember_secret(&token);
+        token
+    }
+
+    /// An account that has done its required actions, with a live session: (token, password).
+    pub async fn ready_mailbox(&self, user_id: &str) -> (String, String) {
+        let (_, temporary) = self.open_mailbox(user_id).await;
+        let token = self.login(user_id, &temporary).await;
+        let password = "Tr4m-Colle!Verde";
+        self.remember_secret(password);
+        let res = self
+            .post(
+                "/v1/account/password",
+                Some(&token),
+                json!({ "current_password": temporary, "new_password": password, "new_password_repeat": password }),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let token = self.login(user_id, password).await;
+        let res = self
+            .request(
+                reqwest::Method::PUT,
+                "/v1/account/recovery-info",
+                Some(&token),
+                Some(json!({ "email": "recupero@example.it" })),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        (token, password.to_string())
+    }
+
+    pub fn log_head(&self) -> u64 {
+        self.state.log.head()
+    }
+
+    /// Runs when the test ends well: schema-checks every event and greps for secrets.
+    fn check_data_dir(&self) {
+        validate_events(&self.data_dir);
+        let secrets = self.secrets.lock().unwrap().clone();
+        assert_no_secret_in(&self.data_dir, &secrets);
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && self.app.is_some() {
+            self.check_data_dir();
+        }
+    }
+}
+
+pub async fn problem(res: Response) -> (StatusCode, Value) {
+    let status = res.status();
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body: Value = res.json().await.expect("problem body is JSON");
+    assert_eq!(content_type, "application/problem+json", "{body}");
+    assert_eq!(body["status"].as_u64(), Some(u64::from(status.as_u16())), "{body}");
+    (status, body)
+}
+
+/// The rule ids a 422 problem lists.
+pub fn rules(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| errors.iter().filter_map(|e| e["rule"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+pub fn load_json(relative: &str) -> Value {
+    let text = std::fs::read_to_string(repo_path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+/// Every event in the data directory's log validates: the envelope against
+/// `schemas/events/envelope.v1.json`, the payload against `<Type>.v<N>.json`.
+pub fn validate_events(data_dir: &Path) {
+    let path = data_dir.join("events.db");
+    if !path.exists() {
+        return;
+    }
+    let conn = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open log");
+    let envelope = jsonschema::validator_for(&load_json("schemas/events/envelope.v1.json")).expect("envelope schema");
+    let mut stmt = conn
+        .prepare(
+            "SELECT position, event_id, stream, version, type, schema_version, occurred_at, actor_kind, actor_id, \
+             correlation_id, causation_id, payload, hash FROM events ORDER BY position",
+        )
+        .expect("query");
+    let rows = stmt
+        .query_map([], |r| {
+            let actor_id: Option<String> = r.get(8)?;
+            let mut actor = json!({ "kind": r.get::<_, String>(7)? });
+            if let Some(id) = actor_id {
+                actor["id"] = json!(id);
+            }
+            Ok(json!({
+                "position": r.get::<_, i64>(0)?, "event_id": r.get::<_, String>(1)?, "stream": r.get::<_, String>(2)?,
+                "version": r.get::<_, i64>(3)?, "type": r.get::<_, String>(4)?, "schema_version": r.get::<_, i64>(5)?,
+                "occurred_at": r.get::<_, String>(6)?, "actor": actor, "correlation_id": r.get::<_, String>(9)?,
+                "causation_id": r.get::<_, String>(10)?,
+                "payload": serde_json::from_str::<Value>(&r.get::<_, String>(11)?).expect("payload json"),
+                "hash": r.get::<_, String>(12)?,
+            }))
+        })
+        .expect("rows");
+    for event in rows {
+        let event = event.expect("row");
+        let errors: Vec<String> = envelope.iter_errors(&event).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "envelope of {event}: {errors:?}");
+        let schema_file = format!(
+            "schemas/events/{}.v{}.json",
+            event["type"].as_str().expect("type"),
+            event["schema_version"]
+        );
+        let schema = jsonschema::validator_for(&load_json(&schema_file)).expect("payload schema");
+        let errors: Vec<String> = schema.iter_errors(&event["payload"]).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{schema_file} rejects {}: {errors:?}", event["payload"]);
+    }
+}
+
+/// No file under `dir` contains any of `secrets` (as bytes, anywhere: log, WAL, read models).
+pub fn assert_no_secret_in(dir: &Path, secrets: &[String]) {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read dir") {
+                stack.push(entry.expect("entry").path());
+            }
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        for secret in secrets {
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "a secret typed in the test is stored in clear in {}", path.display());
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! SEC-5: bad input of every kind gets a clear problem, never a panic, and changes nothing.
+
+use crate::helpers::{file_config, problem, TestApp, OPERATOR_KEY};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+/// Every endpoint that takes a JSON body, with the credential it needs.
+async fn json_endpoints(app: &TestApp) -> Vec<(Method, &'static str, Option<String>)> {
+    let (token, _) = app.ready_mailbox("robusto@pec.example.it").await;
+    vec![
+        (Method::POST, "/v1/admin/accounts", Some(OPERATOR_KEY.to_string())),
+        (Method::POST, "/v1/sessions", None),
+        (Method::POST, "/v1/sessions/current/reauth", Some(token.clone())),
+        (Method::PUT, "/v1/account/recovery-info", Some(token.clone())),
+        (Method::POST, "/v1/account/password", Some(token.clone())),
+        (Method::POST, "/v1/password/strength", None),
+    ]
+}
+
+async fn send_raw(app: &TestApp, method: Method, path: &str, token: Option<&str>, body: Vec<u8>) -> reqwest::Response {
+    let mut req = app
+        .client
+        .request(method, format!("{}{path}", app.base))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies_get_problems_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let endpoints = json_endpoints(&app).await;
+    let before = app.log_head();
+    let oversized = format!("{{\"password\":\"{}\"}}", "x".repeat(70 * 1024)).into_bytes();
+    let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
+        (b"{not json".to_vec(), StatusCode::BAD_REQUEST, "/problems/malformed-json"),
+        (b"".to_vec(), StatusCode::BAD_REQUEST, "/problems/malformed-json"),
+        (b"[1,2,3]".to_vec(), StatusCode::BAD_REQUEST, "/problems/malformed-json"),
+        (b"\"a string\"".to_vec(), StatusCode::BAD_REQUEST, "/problems/malformed-json"),
+        (vec![0xff, 0xfe, 0x00], StatusCode::BAD_REQUEST, "/problems/malformed-json"),
+        (br#"{"user_id": 42, "password": ["x"], "kind": {}, "new_password": 1, "current_password": 2, "email": 3}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "/problems/invalid-request"),
+        (oversized, StatusCode::PAYLOAD_TOO_LARGE, "/problems/body-too-large"),
+    ];
+    for (method, path, token) in &endpoints {
+        for (body, status, kind) in &cases {
+            let res = send_raw(&app, method.clone(), path, token.as_deref(), body.clone()).await;
+            let (got, problem_body) = problem(res).await;
+            assert_eq!((got, problem_body["type"].as_str()), (*status, Some(*kind)), "{method} {path}");
+        }
+    }
+    assert_eq!(app.log_head(), before, "no bad request appended anything");
+    assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrongly_typed_secret_is_not_echoed_back() {
+    let app = TestApp::spawn().await;
+    let res = app.post("/v1/sessions", None, json!({ "user_id": "a@b.it", "password": 987654321 })).await;
+    let (status, body) = problem(res).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!body.to_string().contains("987654321"), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("password"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_wait_for_their_position_or_answer_503_with_retry_after() {
+    let mut file = file_config();
+    file.http.read_wait_ms = 200;
+    let app = TestApp::spawn_with(file).await;
+    let (token, _) = app.ready_mailbox("attesa@pec.example.it").await;
+    let head = app.log_head();
+    let res = app.get(&format!("/v1/account?after={head}"), Some(&token)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app.get(&format!("/v1/account?after={}", head + 1000), Some(&token)).await;
+    assert_eq!(res.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    let (status, body) = problem(res).await;
+    assert_eq!((status, body["type"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("/problems/not-ready")));
+    let (status, body) = problem(app.get("/v1/account?after=minus-one", Some(&token)).await).await;
+    assert_eq!((status, body["type"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("/problems/invalid-request")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_and_methods_are_problems_too() {
+    let app = TestApp::spawn().await;
+    let (status, body) = problem(app.get("/v1/nothing-here", None).await).await;
+    assert_eq!((status, body["type"].as_str()), (StatusCode::NOT_FOUND, Some("/problems/not-found")));
+    let (status, body) = problem(app.request(Method::PATCH, "/v1/sessions", None, None).await).await;
+    assert_eq!((status, body["type"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("/problems/method-not-allowed")));
+}
