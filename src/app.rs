@@ -2,13 +2,13 @@
 //! projector, and assembles the state the HTTP handlers share.
 
 use crate::config::Config;
+use chrono::{DateTime, Utc};
 use custode_commands::accounts::AccountHandler;
 use custode_commands::clock::Clock;
 use custode_commands::hashing::{Argon2Hasher, HashPool};
 use custode_commands::sqlite::ReadPool;
 use custode_commands::{EventLog, LogOptions};
 use custode_projections::ReadModels;
-use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,10 @@ pub const LOCK_FILE: &str = "custode.lock";
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot use the data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the data directory {0} is in use by another custode process (serve or replay); stop it first")]
     Locked(PathBuf),
     #[error("{0}")]
@@ -47,10 +50,15 @@ impl DataDirLock {
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|source| StartError::DataDir { path: path.clone(), source })?;
+            .map_err(|source| StartError::DataDir {
+                path: path.clone(),
+                source,
+            })?;
         match file.try_lock() {
             Ok(()) => Ok(Self { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Locked(data_dir.to_path_buf())),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                Err(StartError::Locked(data_dir.to_path_buf()))
+            }
             Err(std::fs::TryLockError::Error(source)) => Err(StartError::DataDir { path, source }),
         }
     }
@@ -88,12 +96,23 @@ impl App {
             },
         )
         .map_err(|e| component(&e))?;
-        let models = ReadModels::open(&config.data_dir.join(READ_MODELS_FILE)).map_err(|e| component(&e))?;
-        let projector = custode_workers::projector::spawn(log.clone(), models, tokio::runtime::Handle::current())
-            .map_err(|e| component(&e))?;
+        let models =
+            ReadModels::open(&config.data_dir.join(READ_MODELS_FILE)).map_err(|e| component(&e))?;
+        let projector = custode_workers::projector::spawn(
+            log.clone(),
+            models,
+            tokio::runtime::Handle::current(),
+        )
+        .map_err(|e| component(&e))?;
         let hasher = Arc::new(Argon2Hasher::new(config.argon2).map_err(|e| component(&e))?);
         let settings = Arc::new(config.settings.clone());
-        let accounts = AccountHandler::new(log.clone(), HashPool::per_core(), hasher, settings, clock.clone());
+        let accounts = AccountHandler::new(
+            log.clone(),
+            HashPool::per_core(),
+            hasher,
+            settings,
+            clock.clone(),
+        );
         let state = AppState {
             read_models: Arc::new(ReadPool::new(config.data_dir.join(READ_MODELS_FILE))),
             config: Arc::new(config),
@@ -113,7 +132,9 @@ impl App {
             tracing::warn!("CUSTODE_OPERATOR_KEY is not set: operator endpoints answer 503");
         }
         if config.nats.is_none() {
-            tracing::info!("no NATS configured: workers run in-process from the log (embedded mode)");
+            tracing::info!(
+                "no NATS configured: workers run in-process from the log (embedded mode)"
+            );
         }
         if !config.listen.ip().is_loopback() && config.public_url.starts_with("http://") {
             tracing::warn!(public_url = %config.public_url, "links sent to people use plain http");
@@ -128,7 +149,10 @@ pub fn replay(data_dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<u64
     let component = |e: &dyn std::fmt::Display| StartError::Component(e.to_string());
     let log_path = data_dir.join(LOG_FILE);
     if !log_path.exists() {
-        return Err(StartError::Component(format!("no event log at {}", log_path.display())));
+        return Err(StartError::Component(format!(
+            "no event log at {}",
+            log_path.display()
+        )));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -143,7 +167,9 @@ pub fn replay(data_dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<u64
     let mut models = ReadModels::open(&fresh).map_err(|e| component(&e))?;
     let mut position = 0;
     loop {
-        let batch = log.read_from_blocking(position, 1024).map_err(|e| component(&e))?;
+        let batch = log
+            .read_from_blocking(position, 1024)
+            .map_err(|e| component(&e))?;
         if batch.is_empty() {
             break;
         }
@@ -155,6 +181,9 @@ pub fn replay(data_dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<u64
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", target.display()));
     }
-    std::fs::rename(&fresh, &target).map_err(|source| StartError::DataDir { path: target, source })?;
+    std::fs::rename(&fresh, &target).map_err(|source| StartError::DataDir {
+        path: target,
+        source,
+    })?;
     Ok(position)
 }

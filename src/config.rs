@@ -48,7 +48,9 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { read_wait_ms: 5_000 }
+        Self {
+            read_wait_ms: 5_000,
+        }
     }
 }
 
@@ -71,7 +73,10 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the settings file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the settings file {path} is not valid: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("{0}")]
@@ -92,7 +97,9 @@ impl Config {
     pub fn load(overrides: Overrides) -> Result<Self, ConfigError> {
         let file = match &overrides.config {
             Some(path) => read_file(path)?,
-            None if Path::new(DEFAULT_CONFIG_FILE).exists() => read_file(Path::new(DEFAULT_CONFIG_FILE))?,
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                read_file(Path::new(DEFAULT_CONFIG_FILE))?
+            }
             None => FileConfig::default(),
         };
         Self::resolve(file, overrides)
@@ -106,14 +113,20 @@ impl Config {
                 .map_err(|e| ConfigError::Value(format!("default listen address: {e}")))?,
         };
         if file.policy.min_score > 4 {
-            return Err(ConfigError::Value("policy.min_score must be between 0 and 4".into()));
+            return Err(ConfigError::Value(
+                "policy.min_score must be between 0 and 4".into(),
+            ));
         }
         if file.policy.min_length > file.policy.max_length {
-            return Err(ConfigError::Value("policy.min_length must not exceed policy.max_length".into()));
+            return Err(ConfigError::Value(
+                "policy.min_length must not exceed policy.max_length".into(),
+            ));
         }
         let s = &file.sessions;
         if s.lifetime_secs <= 0 || s.idle_secs <= 0 || s.step_up_secs <= 0 {
-            return Err(ConfigError::Value("sessions.* durations must be positive".into()));
+            return Err(ConfigError::Value(
+                "sessions.* durations must be positive".into(),
+            ));
         }
         let public_url = file
             .public_url
@@ -165,7 +178,10 @@ mod tests {
 
     #[test]
     fn flags_beat_the_file_which_beats_the_defaults() {
-        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/custode\"\n[policy]\nmin_score = 3\n").unwrap();
+        let file: FileConfig = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/custode\"\n[policy]\nmin_score = 3\n",
+        )
+        .unwrap();
         let config = Config::resolve(
             file,
             Overrides {

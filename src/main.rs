@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Debug, Parser)]
-#[command(name = "custode", version, about = "Account-security backend for PEC mailboxes and SPID identities")]
+#[command(
+    name = "custode",
+    version,
+    about = "Account-security backend for PEC mailboxes and SPID identities"
+)]
 struct Cli {
     /// The TOML settings file (default: custode.toml in the working directory, when present).
     #[arg(long, global = true, env = "CUSTODE_CONFIG")]
@@ -53,7 +57,8 @@ enum AuditCommand {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CUSTODE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("CUSTODE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -74,7 +79,7 @@ fn main() -> anyhow::Result<()> {
         Command::Replay => {
             let mut last_percent = None;
             let position = app::replay(&config.data_dir, &mut |done, total| {
-                let percent = if total == 0 { 100 } else { done * 100 / total };
+                let percent = (done * 100).checked_div(total).unwrap_or(100);
                 if last_percent != Some(percent) {
                     eprint!("\rreplaying: {done}/{total} events ({percent}%)");
                     last_percent = Some(percent);
@@ -111,7 +116,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         if config.nats.is_some() {
             tracing::warn!("--nats is accepted but fan-out over JetStream is not built yet: running embedded");

@@ -6,7 +6,10 @@ use crate::clock::Clock;
 use crate::hashing::{Argon2Hasher, HashPool, MemoHasher};
 use crate::log::{EventLog, LogError, Metadata, NewEvent, StreamAppend};
 use crate::tokens;
-use custode_domain::account::{self, Account, AccountCommand, AccountError, AccountEvent, Ctx, InitialPassword, Login, OpenAccount, OwnerRef};
+use custode_domain::account::{
+    self, Account, AccountCommand, AccountError, AccountEvent, Ctx, InitialPassword, Login,
+    OpenAccount, OwnerRef,
+};
 use custode_domain::envelope::{decode, encode, CURRENT_SCHEMA_VERSION};
 use custode_domain::user_registry::{self, UserId, UserIdError, UserIdEvent};
 use custode_domain::{Actor, RecordedEvent, Secret, Settings};
@@ -79,7 +82,13 @@ pub struct AccountHandler {
 }
 
 impl AccountHandler {
-    pub fn new(log: EventLog, pool: HashPool, hasher: Arc<Argon2Hasher>, settings: Arc<Settings>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        log: EventLog,
+        pool: HashPool,
+        hasher: Arc<Argon2Hasher>,
+        settings: Arc<Settings>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             locks: Arc::new(StreamLocks::default()),
             log,
@@ -104,11 +113,16 @@ impl AccountHandler {
 
     /// The account's state as of now, and its stream version.
     pub async fn load(&self, account_id: Uuid) -> Result<(Account, u64), HandlerError> {
-        let recorded = self.log.read_stream(&account::stream_for(account_id)).await?;
+        let recorded = self
+            .log
+            .read_stream(&account::stream_for(account_id))
+            .await?;
         let version = recorded.last().map_or(0, |e| e.version);
         let mut state = Account::default();
         for e in &recorded {
-            let event: AccountEvent = decode(e).map_err(|err| HandlerError::Store(format!("undecodable event {}: {err}", e.event_id)))?;
+            let event: AccountEvent = decode(e).map_err(|err| {
+                HandlerError::Store(format!("undecodable event {}: {err}", e.event_id))
+            })?;
             state = account::evolve(state, &event);
         }
         Ok((state, version))
@@ -117,10 +131,14 @@ impl AccountHandler {
     /// The account that holds `user_id`, read from the registry stream (the log, not a read
     /// model, so it is never behind).
     pub async fn account_id_of(&self, user_id: &str) -> Result<Option<Uuid>, HandlerError> {
-        let recorded = self.log.read_stream(&user_registry::stream_for(user_id)).await?;
+        let recorded = self
+            .log
+            .read_stream(&user_registry::stream_for(user_id))
+            .await?;
         let mut state = UserId::default();
         for e in &recorded {
-            let event: UserIdEvent = decode(e).map_err(|err| HandlerError::Store(err.to_string()))?;
+            let event: UserIdEvent =
+                decode(e).map_err(|err| HandlerError::Store(err.to_string()))?;
             state = user_registry::evolve(state, &event);
         }
         Ok(state.account_id)
@@ -128,7 +146,11 @@ impl AccountHandler {
 
     /// ACC-1..4: claims the user id and opens the account in one atomic append. Returns the
     /// outcome and, for temporary credentials, the clear password to show once.
-    pub async fn open(&self, mut cmd: OpenAccount, caller: &Caller) -> Result<(Outcome, Option<Secret>), HandlerError> {
+    pub async fn open(
+        &self,
+        mut cmd: OpenAccount,
+        caller: &Caller,
+    ) -> Result<(Outcome, Option<Secret>), HandlerError> {
         if let Some(owner) = &mut cmd.owner {
             let (owner_state, _) = self.load(owner.account_id).await?;
             *owner = OwnerRef {
@@ -144,13 +166,16 @@ impl AccountHandler {
         let registry_events = self.log.read_stream(&registry_stream).await?;
         let mut registry = UserId::default();
         for e in &registry_events {
-            let event: UserIdEvent = decode(e).map_err(|err| HandlerError::Store(err.to_string()))?;
+            let event: UserIdEvent =
+                decode(e).map_err(|err| HandlerError::Store(err.to_string()))?;
             registry = user_registry::evolve(registry, &event);
         }
         let claimed = user_registry::decide(&registry, &cmd.user_id, cmd.account_id)?;
         let account_id = cmd.account_id;
         let hasher = Arc::new(MemoHasher::new(self.hasher.clone()));
-        let events = self.decide(Account::default(), AccountCommand::Open(cmd), hasher).await?;
+        let events = self
+            .decide(Account::default(), AccountCommand::Open(cmd), hasher)
+            .await?;
         let appends = vec![
             StreamAppend {
                 stream: registry_stream,
@@ -174,7 +199,13 @@ impl AccountHandler {
 
     /// Login by user id and password. An unknown user id costs the same Argon2 verification as
     /// a known one and gets the same refusal.
-    pub async fn login(&self, user_id: &str, password: Secret, client_ip: Option<String>, caller: &Caller) -> Result<LoginOutcome, HandlerError> {
+    pub async fn login(
+        &self,
+        user_id: &str,
+        password: Secret,
+        client_ip: Option<String>,
+        caller: &Caller,
+    ) -> Result<LoginOutcome, HandlerError> {
         let Some(account_id) = self.account_id_of(user_id).await? else {
             let hasher = self.hasher.clone();
             self.pool
@@ -191,7 +222,10 @@ impl AccountHandler {
             client_ip,
         });
         let outcome = self.execute(account_id, cmd, caller).await?;
-        let refused = outcome.events.iter().any(|e| matches!(e, AccountEvent::LoginFailed(_)));
+        let refused = outcome
+            .events
+            .iter()
+            .any(|e| matches!(e, AccountEvent::LoginFailed(_)));
         Ok(if refused {
             LoginOutcome::Refused {
                 position: outcome.position(),
@@ -203,7 +237,12 @@ impl AccountHandler {
 
     /// Load, decide, append; again on a version conflict. Hash results are remembered across
     /// attempts, so a retry costs a stream read and a `decide`, not another Argon2 run.
-    pub async fn execute(&self, account_id: Uuid, cmd: AccountCommand, caller: &Caller) -> Result<Outcome, HandlerError> {
+    pub async fn execute(
+        &self,
+        account_id: Uuid,
+        cmd: AccountCommand,
+        caller: &Caller,
+    ) -> Result<Outcome, HandlerError> {
         let stream = account::stream_for(account_id);
         // Commands on one account take turns in this process; optimistic concurrency still
         // guards against other processes appending to the same stream.
@@ -237,7 +276,12 @@ impl AccountHandler {
         }
     }
 
-    async fn decide(&self, state: Account, cmd: AccountCommand, hasher: Arc<MemoHasher>) -> Result<Vec<AccountEvent>, HandlerError> {
+    async fn decide(
+        &self,
+        state: Account,
+        cmd: AccountCommand,
+        hasher: Arc<MemoHasher>,
+    ) -> Result<Vec<AccountEvent>, HandlerError> {
         let now = self.clock.now();
         let settings = self.settings.clone();
         let needs_hashing = cmd.needs_hashing();
@@ -251,7 +295,10 @@ impl AccountHandler {
         };
         // Commands that hash or verify go to the bounded pool (PW-5); the others decide here.
         let decided = if needs_hashing {
-            self.pool.run(run).await.map_err(|e| HandlerError::Store(e.to_string()))?
+            self.pool
+                .run(run)
+                .await
+                .map_err(|e| HandlerError::Store(e.to_string()))?
         } else {
             run()
         };
@@ -297,7 +344,8 @@ fn to_new_events<E: serde::Serialize>(events: &[E]) -> Result<Vec<NewEvent>, Han
     events
         .iter()
         .map(|e| {
-            let (event_type, payload) = encode(e).map_err(|err| HandlerError::Store(err.to_string()))?;
+            let (event_type, payload) =
+                encode(e).map_err(|err| HandlerError::Store(err.to_string()))?;
             Ok(NewEvent {
                 event_id: Uuid::now_v7(),
                 event_type,

@@ -49,6 +49,9 @@ mod tests {
     #[test]
     fn keys_are_sorted_at_every_depth() {
         let v = serde_json::json!({"b": 1, "a": {"z": [true, null], "y": "é\"x"}});
-        assert_eq!(to_canonical_string(&v), r#"{"a":{"y":"é\"x","z":[true,null]},"b":1}"#);
+        assert_eq!(
+            to_canonical_string(&v),
+            r#"{"a":{"y":"é\"x","z":[true,null]},"b":1}"#
+        );
     }
 }

@@ -50,8 +50,13 @@ impl Argon2Hasher {
         if settings.memory_kib < 19_456 || settings.iterations < 2 || settings.parallelism < 1 {
             return Err(HashSettingsError::TooWeak);
         }
-        let params = Params::new(settings.memory_kib, settings.iterations, settings.parallelism, None)
-            .map_err(|e| HashSettingsError::Invalid(e.to_string()))?;
+        let params = Params::new(
+            settings.memory_kib,
+            settings.iterations,
+            settings.parallelism,
+            None,
+        )
+        .map_err(|e| HashSettingsError::Invalid(e.to_string()))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let salt = SaltString::generate(&mut OsRng);
         let dummy = argon2
@@ -87,7 +92,11 @@ impl SecretHasher for Argon2Hasher {
 
     fn verify(&self, secret: &Secret, hash: &PasswordHash) -> bool {
         // The parameters come from the PHC string, so hashes made under older settings verify.
-        Phc::new(hash.as_str()).is_ok_and(|phc| self.argon2.verify_password(secret.expose().as_bytes(), &phc).is_ok())
+        Phc::new(hash.as_str()).is_ok_and(|phc| {
+            self.argon2
+                .verify_password(secret.expose().as_bytes(), &phc)
+                .is_ok()
+        })
     }
 
     fn accepts(&self, hash: &PasswordHash) -> bool {
@@ -117,36 +126,12 @@ impl HashPool {
         Self::new(std::thread::available_parallelism().map_or(2, usize::from))
     }
 
-    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, PoolClosed> {
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PoolClosed> {
         let _permit = self.permits.acquire().await.map_err(|_| PoolClosed)?;
         tokio::task::spawn_blocking(f).await.map_err(|_| PoolClosed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashes_are_argon2id_phc_with_the_owasp_parameters_and_verify() {
-        let hasher = Argon2Hasher::new(Argon2Settings::default()).unwrap();
-        let hash = hasher.hash(&Secret::new("Tr4m-Colle!Verde"));
-        assert!(hash.as_str().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(hasher.verify(&Secret::new("Tr4m-Colle!Verde"), &hash));
-        assert!(!hasher.verify(&Secret::new("Tr4m-Colle!Verdi"), &hash));
-        assert!(!hasher.verify(&Secret::new("x"), &PasswordHash::new("garbage")));
-        assert!(!hasher.verify_dummy(&Secret::new("anything")));
-        assert!(hasher.accepts(&hash));
-        assert!(!hasher.accepts(&PasswordHash::new("$2b$12$abc")));
-    }
-
-    #[test]
-    fn weaker_than_owasp_is_refused() {
-        let weak = Argon2Settings {
-            memory_kib: 4096,
-            ..Argon2Settings::default()
-        };
-        assert!(matches!(Argon2Hasher::new(weak), Err(HashSettingsError::TooWeak)));
     }
 }
 
@@ -197,5 +182,35 @@ impl SecretHasher for MemoHasher {
 
     fn accepts(&self, hash: &PasswordHash) -> bool {
         self.inner.accepts(hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_argon2id_phc_with_the_owasp_parameters_and_verify() {
+        let hasher = Argon2Hasher::new(Argon2Settings::default()).unwrap();
+        let hash = hasher.hash(&Secret::new("Tr4m-Colle!Verde"));
+        assert!(hash.as_str().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(hasher.verify(&Secret::new("Tr4m-Colle!Verde"), &hash));
+        assert!(!hasher.verify(&Secret::new("Tr4m-Colle!Verdi"), &hash));
+        assert!(!hasher.verify(&Secret::new("x"), &PasswordHash::new("garbage")));
+        assert!(!hasher.verify_dummy(&Secret::new("anything")));
+        assert!(hasher.accepts(&hash));
+        assert!(!hasher.accepts(&PasswordHash::new("$2b$12$abc")));
+    }
+
+    #[test]
+    fn weaker_than_owasp_is_refused() {
+        let weak = Argon2Settings {
+            memory_kib: 4096,
+            ..Argon2Settings::default()
+        };
+        assert!(matches!(
+            Argon2Hasher::new(weak),
+            Err(HashSettingsError::TooWeak)
+        ));
     }
 }

@@ -43,7 +43,11 @@ pub struct LogOptions {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LogError {
     #[error("stream {stream} is at version {actual}, not the expected {expected}")]
-    Conflict { stream: String, expected: u64, actual: u64 },
+    Conflict {
+        stream: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("the event log failed: {0}")]
     Store(String),
     #[error("the event log is closed")]
@@ -138,7 +142,14 @@ impl EventLog {
         let (jobs_tx, jobs_rx) = mpsc::channel(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name("custode-log-writer".into())
-            .spawn(move || Writer { conn, tip, head: head_tx }.run(jobs_rx))
+            .spawn(move || {
+                Writer {
+                    conn,
+                    tip,
+                    head: head_tx,
+                }
+                .run(jobs_rx)
+            })
             .map_err(|e| LogError::Store(format!("cannot start the log writer: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -155,11 +166,19 @@ impl EventLog {
     }
 
     /// Appends all `appends` atomically, each stream only at its expected version.
-    pub async fn append(&self, appends: Vec<StreamAppend>, meta: Metadata) -> Result<Vec<RecordedEvent>, LogError> {
+    pub async fn append(
+        &self,
+        appends: Vec<StreamAppend>,
+        meta: Metadata,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
         let (reply, answer) = oneshot::channel();
         self.inner
             .jobs
-            .send(Job { appends, meta, reply })
+            .send(Job {
+                appends,
+                meta,
+                reply,
+            })
             .await
             .map_err(|_| LogError::Closed)?;
         answer.await.map_err(|_| LogError::Closed)?
@@ -185,31 +204,46 @@ impl EventLog {
     }
 
     pub fn read_stream_blocking(&self, stream: &str) -> Result<Vec<RecordedEvent>, LogError> {
-        Ok(self.inner.readers.with(|conn| {
-            let mut stmt = conn.prepare_cached(&format!("{SELECT} WHERE stream = ?1 ORDER BY version"))?;
-            let rows = stmt.query_map(params![stream], row_to_stored)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?
-        .into_iter()
-        .map(Stored::into_event)
-        .collect::<Result<Vec<_>, _>>()?)
+        self.inner
+            .readers
+            .with(|conn| {
+                let mut stmt =
+                    conn.prepare_cached(&format!("{SELECT} WHERE stream = ?1 ORDER BY version"))?;
+                let rows = stmt.query_map(params![stream], row_to_stored)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })?
+            .into_iter()
+            .map(Stored::into_event)
+            .collect()
     }
 
     /// Up to `limit` events after `position`, in order.
-    pub fn read_from_blocking(&self, position: u64, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
+    pub fn read_from_blocking(
+        &self,
+        position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
         let position = i64::try_from(position).map_err(|e| LogError::Store(e.to_string()))?;
         let limit = i64::try_from(limit).map_err(|e| LogError::Store(e.to_string()))?;
-        Ok(self.inner.readers.with(|conn| {
-            let mut stmt = conn.prepare_cached(&format!("{SELECT} WHERE position > ?1 ORDER BY position LIMIT ?2"))?;
-            let rows = stmt.query_map(params![position, limit], row_to_stored)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?
-        .into_iter()
-        .map(Stored::into_event)
-        .collect::<Result<Vec<_>, _>>()?)
+        self.inner
+            .readers
+            .with(|conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "{SELECT} WHERE position > ?1 ORDER BY position LIMIT ?2"
+                ))?;
+                let rows = stmt.query_map(params![position, limit], row_to_stored)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })?
+            .into_iter()
+            .map(Stored::into_event)
+            .collect()
     }
 
-    pub async fn read_from(&self, position: u64, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
+    pub async fn read_from(
+        &self,
+        position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.read_from_blocking(position, limit))
             .await
@@ -233,7 +267,11 @@ impl EventLog {
                         position: stored.position,
                         event_id: stored.event_id.clone(),
                         reason: if stored.position != expected_position {
-                            format!("position {} follows {}", stored.position, expected_position - 1)
+                            format!(
+                                "position {} follows {}",
+                                stored.position,
+                                expected_position - 1
+                            )
                         } else {
                             "the stored hash does not match the event and its predecessor".into()
                         },
@@ -263,7 +301,8 @@ pub struct Mismatch {
     pub reason: String,
 }
 
-const SELECT: &str = "SELECT position, event_id, stream, version, type, schema_version, occurred_at, \
+const SELECT: &str =
+    "SELECT position, event_id, stream, version, type, schema_version, occurred_at, \
      actor_kind, actor_id, correlation_id, causation_id, payload, hash FROM events";
 
 /// A row as stored: strings exactly as written, so the chain is checked over the stored bytes.
@@ -322,7 +361,12 @@ impl Stored {
     }
 
     fn into_event(self) -> Result<RecordedEvent, LogError> {
-        let bad = |what: &str| LogError::Store(format!("event at position {} has a bad {what}", self.position));
+        let bad = |what: &str| {
+            LogError::Store(format!(
+                "event at position {} has a bad {what}",
+                self.position
+            ))
+        };
         Ok(RecordedEvent {
             event_id: Uuid::parse_str(&self.event_id).map_err(|_| bad("event_id"))?,
             occurred_at: DateTime::parse_from_rfc3339(&self.occurred_at)
@@ -332,7 +376,8 @@ impl Stored {
                 kind: ActorKind::parse(&self.actor_kind).ok_or_else(|| bad("actor"))?,
                 id: self.actor_id.clone(),
             },
-            correlation_id: Uuid::parse_str(&self.correlation_id).map_err(|_| bad("correlation_id"))?,
+            correlation_id: Uuid::parse_str(&self.correlation_id)
+                .map_err(|_| bad("correlation_id"))?,
             causation_id: Uuid::parse_str(&self.causation_id).map_err(|_| bad("causation_id"))?,
             payload: serde_json::from_str(&self.payload).map_err(|_| bad("payload"))?,
             stream: self.stream,
@@ -387,11 +432,10 @@ fn chain_hash(prev: &str, canonical: &str) -> String {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    use std::fmt::Write;
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+        let _ = write!(out, "{b:02x}");
     }
     out
 }
@@ -406,12 +450,16 @@ struct Tip {
 impl Tip {
     fn load(conn: &Connection) -> rusqlite::Result<Self> {
         let tip = conn
-            .query_row("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1", [], |r| {
-                Ok(Tip {
-                    position: r.get(0)?,
-                    hash: r.get(1)?,
-                })
-            })
+            .query_row(
+                "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(Tip {
+                        position: r.get(0)?,
+                        hash: r.get(1)?,
+                    })
+                },
+            )
             .optional()?;
         Ok(tip.unwrap_or(Tip {
             position: 0,
@@ -426,7 +474,10 @@ struct Writer {
     head: watch::Sender<u64>,
 }
 
-type Reply = (oneshot::Sender<Result<Vec<RecordedEvent>, LogError>>, Result<Vec<RecordedEvent>, LogError>);
+type Reply = (
+    oneshot::Sender<Result<Vec<RecordedEvent>, LogError>>,
+    Result<Vec<RecordedEvent>, LogError>,
+);
 
 impl Writer {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
@@ -444,7 +495,10 @@ impl Writer {
     fn commit_group(&mut self, first: Job, jobs: &mut mpsc::Receiver<Job>) -> Vec<Reply> {
         let mut replies: Vec<Reply> = Vec::new();
         let start_tip = self.tip.clone();
-        let mut tx = match self.conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        let mut tx = match self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+        {
             Ok(tx) => tx,
             Err(e) => {
                 let err = LogError::from(e);
@@ -485,7 +539,11 @@ impl Writer {
 
 /// Appends one job inside a savepoint of the group's transaction; on any failure the savepoint
 /// is rolled back and `tip` is left as it was, so positions stay gap-free.
-fn append_job(tx: &mut rusqlite::Transaction<'_>, tip: &mut Tip, job: &Job) -> Result<Vec<RecordedEvent>, LogError> {
+fn append_job(
+    tx: &mut rusqlite::Transaction<'_>,
+    tip: &mut Tip,
+    job: &Job,
+) -> Result<Vec<RecordedEvent>, LogError> {
     let sp = tx.savepoint()?;
     let mut local = tip.clone();
     match write_events(&sp, &mut local, job) {
@@ -499,7 +557,11 @@ fn append_job(tx: &mut rusqlite::Transaction<'_>, tip: &mut Tip, job: &Job) -> R
     }
 }
 
-fn write_events(conn: &Connection, tip: &mut Tip, job: &Job) -> Result<Vec<RecordedEvent>, LogError> {
+fn write_events(
+    conn: &Connection,
+    tip: &mut Tip,
+    job: &Job,
+) -> Result<Vec<RecordedEvent>, LogError> {
     let meta = &job.meta;
     // Stored with microseconds; keep the in-process copy equal to what a reader will see.
     let at = meta.occurred_at.trunc_subsecs(6);

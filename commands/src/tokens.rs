@@ -24,7 +24,8 @@ pub fn new_token() -> (Secret, TokenHash) {
 /// The stored form of a token, or `None` for anything that is not a well-formed token (so a
 /// malformed one never reaches a query).
 pub fn parse_token(token: &str) -> Option<TokenHash> {
-    let well_formed = token.len() == TOKEN_CHARS && URL_SAFE_NO_PAD.decode(token).is_ok_and(|b| b.len() == 32);
+    let well_formed =
+        token.len() == TOKEN_CHARS && URL_SAFE_NO_PAD.decode(token).is_ok_and(|b| b.len() == 32);
     well_formed.then(|| hash_token(token))
 }
 
@@ -52,7 +53,9 @@ pub fn temporary_password() -> Secret {
         // The first four characters take one of each class, in random positions afterwards.
         let class = CLASSES.get(out.len()).copied().unwrap_or_else(|| {
             let all = [UPPER, LOWER, DIGIT, SPECIAL];
-            all.get(rng.gen_range(0..all.len())).copied().unwrap_or(LOWER)
+            all.get(rng.gen_range(0..all.len()))
+                .copied()
+                .unwrap_or(LOWER)
         });
         let Some(&c) = class.get(rng.gen_range(0..class.len())) else {
             continue;
@@ -68,7 +71,11 @@ pub fn temporary_password() -> Secret {
     }
     for i in 1..out.len() {
         if out.get(i) == out.get(i - 1) {
-            let replacement = if out.get(i) == Some(&b'k') { b'm' } else { b'k' };
+            let replacement = if out.get(i) == Some(&b'k') {
+                b'm'
+            } else {
+                b'k'
+            };
             if let Some(slot) = out.get_mut(i) {
                 *slot = replacement;
             }
@@ -98,7 +105,14 @@ mod tests {
         let settings = PolicySettings::default();
         for _ in 0..200 {
             let pw = temporary_password();
-            let eval = evaluate(pw.expose(), &Holder { user_id: "mario.rossi@pec.example.it", personal: vec![] }, &settings);
+            let eval = evaluate(
+                pw.expose(),
+                &Holder {
+                    user_id: "mario.rossi@pec.example.it",
+                    personal: vec![],
+                },
+                &settings,
+            );
             assert!(eval.rules.iter().all(|r| r.met), "{:?}", eval.rules);
         }
     }

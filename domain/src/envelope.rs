@@ -102,7 +102,11 @@ pub fn encode<E: Serialize>(event: &E) -> Result<(String, serde_json::Value), se
     let value = serde_json::to_value(event)?;
     let mut object = match value {
         serde_json::Value::Object(o) => o,
-        _ => return Err(serde::ser::Error::custom("an event serializes to an object")),
+        _ => {
+            return Err(serde::ser::Error::custom(
+                "an event serializes to an object",
+            ))
+        }
     };
     let event_type = match object.remove("type") {
         Some(serde_json::Value::String(t)) => t,
@@ -113,13 +117,23 @@ pub fn encode<E: Serialize>(event: &E) -> Result<(String, serde_json::Value), se
 }
 
 /// Rebuilds a typed event from a stored one, upcasting old schema versions first.
-pub fn decode<E: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<E, serde_json::Error> {
-    let payload = upcast(&event.event_type, event.schema_version, event.payload.clone());
+pub fn decode<E: serde::de::DeserializeOwned>(
+    event: &RecordedEvent,
+) -> Result<E, serde_json::Error> {
+    let payload = upcast(
+        &event.event_type,
+        event.schema_version,
+        event.payload.clone(),
+    );
     serde_json::from_value(serde_json::json!({ "type": event.event_type, "payload": payload }))
 }
 
 /// Lifts an old payload to the current shape. Every event is still at version 1, so this is the
 /// identity; it is the one place a future version's upcaster goes.
-pub fn upcast(_event_type: &str, _schema_version: u32, payload: serde_json::Value) -> serde_json::Value {
+pub fn upcast(
+    _event_type: &str,
+    _schema_version: u32,
+    payload: serde_json::Value,
+) -> serde_json::Value {
     payload
 }

@@ -52,7 +52,10 @@ pub fn mask_email(email: &str) -> String {
     let tail: String = {
         let chars: Vec<char> = local.chars().collect();
         let keep = if chars.len() > 3 { 2 } else { 1 };
-        chars.iter().skip(chars.len().saturating_sub(keep)).collect()
+        chars
+            .iter()
+            .skip(chars.len().saturating_sub(keep))
+            .collect()
     };
     let (host, tld) = domain.rsplit_once('.').unwrap_or((domain, ""));
     let first: String = host.chars().take(1).collect();
@@ -79,9 +82,18 @@ mod tests {
 
     #[test]
     fn mobiles_are_normalised_to_e164_and_masked() {
-        assert_eq!(normalize_mobile("347 123 4512").as_deref(), Some("+393471234512"));
-        assert_eq!(normalize_mobile("+39 347-123-4512").as_deref(), Some("+393471234512"));
-        assert_eq!(normalize_mobile("0044 7700 900123").as_deref(), Some("+447700900123"));
+        assert_eq!(
+            normalize_mobile("347 123 4512").as_deref(),
+            Some("+393471234512")
+        );
+        assert_eq!(
+            normalize_mobile("+39 347-123-4512").as_deref(),
+            Some("+393471234512")
+        );
+        assert_eq!(
+            normalize_mobile("0044 7700 900123").as_deref(),
+            Some("+447700900123")
+        );
         assert_eq!(normalize_mobile("12ab"), None);
         assert_eq!(mask_mobile("+393471234512"), "+39 ***** **12");
     }
@@ -93,7 +105,10 @@ mod tests {
 
     #[test]
     fn emails_are_checked_and_the_domain_lowered() {
-        assert_eq!(normalize_email(" Mario@Example.IT ").as_deref(), Some("Mario@example.it"));
+        assert_eq!(
+            normalize_email(" Mario@Example.IT ").as_deref(),
+            Some("Mario@example.it")
+        );
         assert_eq!(normalize_email("no-at-sign"), None);
         assert_eq!(normalize_email("a@b"), None);
         assert_eq!(normalize_email("a b@c.it"), None);

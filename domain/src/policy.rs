@@ -55,7 +55,10 @@ impl Evaluation {
 fn rule_message(id: &str, s: &PolicySettings) -> String {
     match id {
         "PW-1.user_id" => "the password must not contain the user id".into(),
-        "PW-1.min_length" => format!("the password must have at least {} characters", s.min_length),
+        "PW-1.min_length" => format!(
+            "the password must have at least {} characters",
+            s.min_length
+        ),
         "PW-1.max_length" => format!("the password must have at most {} characters", s.max_length),
         "PW-1.case" => "the password needs an upper-case and a lower-case letter".into(),
         "PW-1.digit" => "the password needs a digit".into(),
@@ -80,7 +83,10 @@ pub fn evaluate(password: &str, holder: &Holder<'_>, s: &PolicySettings) -> Eval
         let met = user_id_terms(holder.user_id)
             .iter()
             .all(|t| !contains_term(&lower, t));
-        rules.push(RuleOutcome { id: "PW-1.user_id", met });
+        rules.push(RuleOutcome {
+            id: "PW-1.user_id",
+            met,
+        });
     }
     rules.push(RuleOutcome {
         id: "PW-1.min_length",
@@ -91,20 +97,33 @@ pub fn evaluate(password: &str, holder: &Holder<'_>, s: &PolicySettings) -> Eval
         met: length <= s.max_length,
     });
     if s.require_upper_and_lower {
-        let met = password.chars().any(char::is_uppercase) && password.chars().any(char::is_lowercase);
-        rules.push(RuleOutcome { id: "PW-1.case", met });
+        let met =
+            password.chars().any(char::is_uppercase) && password.chars().any(char::is_lowercase);
+        rules.push(RuleOutcome {
+            id: "PW-1.case",
+            met,
+        });
     }
     if s.require_digit {
         let met = password.chars().any(|c| c.is_ascii_digit());
-        rules.push(RuleOutcome { id: "PW-1.digit", met });
+        rules.push(RuleOutcome {
+            id: "PW-1.digit",
+            met,
+        });
     }
     if s.require_special {
         let met = password.chars().any(|c| !c.is_alphanumeric());
-        rules.push(RuleOutcome { id: "PW-1.special", met });
+        rules.push(RuleOutcome {
+            id: "PW-1.special",
+            met,
+        });
     }
     if s.max_repeated_run > 0 {
         let met = longest_run(password) < s.max_repeated_run;
-        rules.push(RuleOutcome { id: "PW-1.repeat", met });
+        rules.push(RuleOutcome {
+            id: "PW-1.repeat",
+            met,
+        });
     }
     if s.no_personal_data && !holder.personal.is_empty() {
         let met = personal_terms(&holder.personal)
@@ -234,7 +253,11 @@ mod tests {
             require_digit: false,
             ..PolicySettings::default()
         };
-        let ids: Vec<_> = evaluate("x", &mailbox(), &s).rules.iter().map(|r| r.id).collect();
+        let ids: Vec<_> = evaluate("x", &mailbox(), &s)
+            .rules
+            .iter()
+            .map(|r| r.id)
+            .collect();
         assert!(!ids.contains(&"PW-1.special"));
         assert!(!ids.contains(&"PW-1.digit"));
     }

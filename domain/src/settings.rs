@@ -3,20 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub policy: PolicySettings,
     pub sessions: SessionSettings,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            policy: PolicySettings::default(),
-            sessions: SessionSettings::default(),
-        }
-    }
 }
 
 /// PW-1 composition rules (each can be turned off: NIST SP 800-63B advises against them) and

@@ -47,7 +47,11 @@ impl UserIdError {
     }
 }
 
-pub fn decide(state: &UserId, user_id: &str, account_id: Uuid) -> Result<Vec<UserIdEvent>, UserIdError> {
+pub fn decide(
+    state: &UserId,
+    user_id: &str,
+    account_id: Uuid,
+) -> Result<Vec<UserIdEvent>, UserIdError> {
     if state.account_id.is_some() {
         return Err(UserIdError::Taken);
     }
@@ -74,7 +78,10 @@ mod tests {
         let events = decide(&UserId::default(), "Mario@PEC.it", first).unwrap();
         let state = events.iter().fold(UserId::default(), evolve);
         assert_eq!(state.account_id, Some(first));
-        assert_eq!(decide(&state, "mario@pec.it", Uuid::from_u128(2)), Err(UserIdError::Taken));
+        assert_eq!(
+            decide(&state, "mario@pec.it", Uuid::from_u128(2)),
+            Err(UserIdError::Taken)
+        );
         assert_eq!(stream_for(" Mario@PEC.it"), "userid-mario@pec.it");
     }
 }

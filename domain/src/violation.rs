@@ -15,7 +15,11 @@ pub struct Violation {
 }
 
 impl Violation {
-    pub fn new(rule: &'static str, field: Option<&'static str>, message: impl Into<String>) -> Self {
+    pub fn new(
+        rule: &'static str,
+        field: Option<&'static str>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             rule,
             field,

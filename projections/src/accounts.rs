@@ -58,7 +58,8 @@ impl Projection for AccountsProjection {
         if event.category() != "account" {
             return Ok(());
         }
-        let typed: AccountEvent = decode(event).map_err(|e| ProjectionError::undecodable(event, e))?;
+        let typed: AccountEvent =
+            decode(event).map_err(|e| ProjectionError::undecodable(event, e))?;
         let account_id = event.stream.trim_start_matches("account-");
         match typed {
             AccountEvent::AccountOpened(e) => {
@@ -181,15 +182,19 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
 }
 
 pub fn by_id(conn: &Connection, account_id: &str) -> rusqlite::Result<Option<AccountRow>> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM accounts WHERE account_id = ?1"))?
-        .query_row(params![account_id], row)
-        .optional()
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM accounts WHERE account_id = ?1"
+    ))?
+    .query_row(params![account_id], row)
+    .optional()
 }
 
 pub fn by_user_id(conn: &Connection, user_id: &str) -> rusqlite::Result<Option<AccountRow>> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM accounts WHERE user_key = ?1"))?
-        .query_row(params![user_key(user_id)], row)
-        .optional()
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM accounts WHERE user_key = ?1"
+    ))?
+    .query_row(params![user_key(user_id)], row)
+    .optional()
 }
 
 /// The collaborators a mailbox owns, oldest first.

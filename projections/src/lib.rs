@@ -26,7 +26,11 @@ pub enum ProjectionError {
     #[error("read-model storage failed: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("event {event_id} ({event_type}) cannot be read: {reason}")]
-    Undecodable { event_id: String, event_type: String, reason: String },
+    Undecodable {
+        event_id: String,
+        event_type: String,
+        reason: String,
+    },
 }
 
 impl ProjectionError {
@@ -41,7 +45,10 @@ impl ProjectionError {
 
 /// Every projection custode has, in the order they are applied.
 pub fn all() -> Vec<Box<dyn Projection>> {
-    vec![Box::new(accounts::AccountsProjection), Box::new(sessions::SessionsProjection)]
+    vec![
+        Box::new(accounts::AccountsProjection),
+        Box::new(sessions::SessionsProjection),
+    ]
 }
 
 /// The writable side of the read models: owned by the projector, one per process.

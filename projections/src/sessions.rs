@@ -43,7 +43,8 @@ impl Projection for SessionsProjection {
         if event.category() != "account" {
             return Ok(());
         }
-        let typed: AccountEvent = decode(event).map_err(|e| ProjectionError::undecodable(event, e))?;
+        let typed: AccountEvent =
+            decode(event).map_err(|e| ProjectionError::undecodable(event, e))?;
         let account_id = event.stream.trim_start_matches("account-");
         match typed {
             AccountEvent::SessionStarted(e) => {

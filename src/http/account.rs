@@ -9,7 +9,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use custode_domain::account::{AccountCommand, Change, ChangePassword, SecurityQuestion, SetRecoveryInfo};
+use custode_domain::account::{
+    AccountCommand, Change, ChangePassword, SecurityQuestion, SetRecoveryInfo,
+};
 use custode_domain::masking::{mask_email, mask_mobile};
 use custode_domain::{Secret, Violation};
 use custode_projections::accounts::AccountRow;
@@ -77,11 +79,17 @@ fn recovery(row: &AccountRow) -> Recovery {
             target: mask_mobile(m),
             verified: row.recovery_mobile_verified,
         }),
-        security_question: row.security_question.clone().map(|question| Question { question }),
+        security_question: row
+            .security_question
+            .clone()
+            .map(|question| Question { question }),
     }
 }
 
-async fn account_row(state: &AppState, session: &HolderSession) -> Result<(AccountRow, Vec<AccountRow>), Problem> {
+async fn account_row(
+    state: &AppState,
+    session: &HolderSession,
+) -> Result<(AccountRow, Vec<AccountRow>), Problem> {
     let id = session.account_id.to_string();
     query(state, move |conn| {
         let row = custode_projections::accounts::by_id(conn, &id)?;
@@ -89,10 +97,19 @@ async fn account_row(state: &AppState, session: &HolderSession) -> Result<(Accou
         Ok(row.map(|r| (r, collaborators)))
     })
     .await?
-    .ok_or_else(|| Problem::new("account-not-found", "the session's account is not in the read model"))
+    .ok_or_else(|| {
+        Problem::new(
+            "account-not-found",
+            "the session's account is not in the read model",
+        )
+    })
 }
 
-pub async fn page(State(state): State<AppState>, session: HolderSession, after: After) -> Result<Response, Problem> {
+pub async fn page(
+    State(state): State<AppState>,
+    session: HolderSession,
+    after: After,
+) -> Result<Response, Problem> {
     wait_for_after(&state, &after).await?;
     let (row, collaborators) = account_row(&state, &session).await?;
     let mut required_actions = Vec::new();
@@ -133,7 +150,9 @@ pub async fn page(State(state): State<AppState>, session: HolderSession, after: 
 }
 
 /// Absent → `None`, `null` → `Some(None)`, a value → `Some(Some(v))`.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -163,28 +182,52 @@ pub async fn set_recovery_info(
     correlation: Correlation,
     Body(req): Body<RecoveryInfoRequest>,
 ) -> Result<Response, Problem> {
-    let security = match (req.security_question, req.security_answer, req.security_answer_repeat) {
+    let security = match (
+        req.security_question,
+        req.security_answer,
+        req.security_answer_repeat,
+    ) {
         (None, None, None) => Change::Keep,
         (Some(None), None, None) => Change::Clear,
         (Some(None), _, _) => {
-            return Err(Problem::new("validation-failed", "an answer needs its question").with_errors(vec![
-                Violation::new("RI-1.security_question", Some("security_question"), "a removed question takes no answer"),
-            ]))
+            return Err(
+                Problem::new("validation-failed", "an answer needs its question").with_errors(
+                    vec![Violation::new(
+                        "RI-1.security_question",
+                        Some("security_question"),
+                        "a removed question takes no answer",
+                    )],
+                ),
+            )
         }
-        (Some(Some(question)), Some(answer), Some(answer_repeat)) => Change::Set(SecurityQuestion {
-            question,
-            answer,
-            answer_repeat,
-        }),
+        (Some(Some(question)), Some(answer), Some(answer_repeat)) => {
+            Change::Set(SecurityQuestion {
+                question,
+                answer,
+                answer_repeat,
+            })
+        }
         (Some(Some(_)), _, _) => {
-            return Err(Problem::new("validation-failed", "the security answer must be typed twice").with_errors(vec![
-                Violation::new("RI-1.security_answer", Some("security_answer"), "give the answer and its repetition"),
-            ]))
+            return Err(Problem::new(
+                "validation-failed",
+                "the security answer must be typed twice",
+            )
+            .with_errors(vec![Violation::new(
+                "RI-1.security_answer",
+                Some("security_answer"),
+                "give the answer and its repetition",
+            )]))
         }
         (None, _, _) => {
-            return Err(Problem::new("validation-failed", "an answer needs its question").with_errors(vec![
-                Violation::new("RI-1.security_question", Some("security_question"), "give the question the answer is for"),
-            ]))
+            return Err(
+                Problem::new("validation-failed", "an answer needs its question").with_errors(
+                    vec![Violation::new(
+                        "RI-1.security_question",
+                        Some("security_question"),
+                        "give the question the answer is for",
+                    )],
+                ),
+            )
         }
     };
     let cmd = AccountCommand::SetRecoveryInfo(SetRecoveryInfo {
@@ -234,4 +277,3 @@ pub async fn change_password(
         .await?;
     Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)
 }
-

@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use custode_commands::accounts::Caller;
 use custode_commands::tokens::temporary_password;
-use custode_domain::account::{AccountKind, InitialPassword, Language, OpenAccount, OwnerRef, Plan};
+use custode_domain::account::{
+    AccountKind, InitialPassword, Language, OpenAccount, OwnerRef, Plan,
+};
 use custode_domain::{Actor, PasswordHash};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -48,7 +50,10 @@ pub async fn open_account(
         kind: req.kind,
         user_id: req.user_id,
         plan: req.plan,
-        owner: req.owner_id.map(|account_id| OwnerRef { account_id, kind: None }),
+        owner: req.owner_id.map(|account_id| OwnerRef {
+            account_id,
+            kind: None,
+        }),
         name: req.name,
         fiscal_code: req.fiscal_code,
         contact_email: req.contact_email,
@@ -69,7 +74,12 @@ pub async fn open_account(
         account_id,
         temporary_password: temporary.map(|t| t.expose().to_string()),
     };
-    Ok(command_answer(&state, outcome.position(), (StatusCode::CREATED, Json(body))).await)
+    Ok(command_answer(
+        &state,
+        outcome.position(),
+        (StatusCode::CREATED, Json(body)),
+    )
+    .await)
 }
 
 #[derive(Debug, Serialize)]
@@ -88,11 +98,18 @@ pub async fn get_account(
     user_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
     after: After,
 ) -> Result<Response, Problem> {
-    let Path(user_id) = user_id.map_err(|_| Problem::new("invalid-request", "the user id in the path is not valid UTF-8"))?;
+    let Path(user_id) = user_id.map_err(|_| {
+        Problem::new(
+            "invalid-request",
+            "the user id in the path is not valid UTF-8",
+        )
+    })?;
     wait_for_after(&state, &after).await?;
-    let row = query(&state, move |conn| custode_projections::accounts::by_user_id(conn, &user_id))
-        .await?
-        .ok_or_else(|| Problem::new("account-not-found", "no account has that user id"))?;
+    let row = query(&state, move |conn| {
+        custode_projections::accounts::by_user_id(conn, &user_id)
+    })
+    .await?
+    .ok_or_else(|| Problem::new("account-not-found", "no account has that user id"))?;
     Ok(Json(AdminAccount {
         account_id: row.account_id,
         user_id: row.user_id,

@@ -30,10 +30,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
                 Problem::new("malformed-json", "the request body could not be read")
             }
         })?;
-        let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|_| Problem::new("malformed-json", "the body is not valid JSON"))?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|_| Problem::new("malformed-json", "the body is not valid JSON"))?;
         if !value.is_object() {
-            return Err(Problem::new("malformed-json", "the body must be a JSON object"));
+            return Err(Problem::new(
+                "malformed-json",
+                "the body must be a JSON object",
+            ));
         }
         serde_path_to_error::deserialize(value)
             .map(Body)
@@ -91,7 +94,9 @@ impl FromRequestParts<AppState> for HolderSession {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let hash = bearer(parts).and_then(parse_token).ok_or_else(Problem::unauthenticated)?;
+        let hash = bearer(parts)
+            .and_then(parse_token)
+            .ok_or_else(Problem::unauthenticated)?;
         let pool = state.read_models.clone();
         let row = tokio::task::spawn_blocking(move || {
             pool.with(|conn| custode_projections::sessions::by_token_hash(conn, hash.as_str()))
@@ -112,18 +117,34 @@ impl FromRequestParts<AppState> for HolderSession {
         };
         let now = state.clock.now();
         if row.ended_at.is_some() || expires_at <= now {
-            return Err(Problem::new("unauthenticated", "the session has ended; log in again"));
+            return Err(Problem::new(
+                "unauthenticated",
+                "the session has ended; log in again",
+            ));
         }
         let sessions = &state.config.settings.sessions;
-        let mut activity = state.activity.lock().map_err(|_| Problem::internal(&"activity lock poisoned"))?;
+        let mut activity = state
+            .activity
+            .lock()
+            .map_err(|_| Problem::internal(&"activity lock poisoned"))?;
         let last_auth = started_at.max(fresh_until - sessions.step_up());
-        let last_seen = activity.get(&session_id).copied().unwrap_or(last_auth).max(last_auth);
+        let last_seen = activity
+            .get(&session_id)
+            .copied()
+            .unwrap_or(last_auth)
+            .max(last_auth);
         if now - last_seen > sessions.idle() {
             activity.remove(&session_id);
-            return Err(Problem::new("unauthenticated", "the session was idle too long; log in again"));
+            return Err(Problem::new(
+                "unauthenticated",
+                "the session was idle too long; log in again",
+            ));
         }
         activity.insert(session_id, now);
-        Ok(Self { session_id, account_id })
+        Ok(Self {
+            session_id,
+            account_id,
+        })
     }
 }
 
@@ -143,7 +164,10 @@ impl FromRequestParts<AppState> for Operator {
         };
         match bearer(parts) {
             Some(given) if constant_time_eq(given.as_bytes(), key.as_bytes()) => Ok(Operator),
-            _ => Err(Problem::new("unauthenticated", "send the operator key as `Authorization: Bearer <key>`")),
+            _ => Err(Problem::new(
+                "unauthenticated",
+                "send the operator key as `Authorization: Bearer <key>`",
+            )),
         }
     }
 }
@@ -162,7 +186,9 @@ impl FromRequestParts<AppState> for ClientIp {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
         let trusted = &state.config.trusted_proxies;
-        let Some(peer) = peer else { return Ok(Self(None)) };
+        let Some(peer) = peer else {
+            return Ok(Self(None));
+        };
         if !trusted.contains(&peer) {
             return Ok(Self(Some(peer)));
         }
@@ -174,7 +200,10 @@ impl FromRequestParts<AppState> for ClientIp {
             .flat_map(|v| v.split(','))
             .filter_map(|hop| hop.trim().parse().ok())
             .collect();
-        let client = forwarded.into_iter().rev().find(|hop| !trusted.contains(hop));
+        let client = forwarded
+            .into_iter()
+            .rev()
+            .find(|hop| !trusted.contains(hop));
         Ok(Self(Some(client.unwrap_or(peer))))
     }
 }

@@ -24,7 +24,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
     let head = state.log.head();
     let applied = *state.applied.borrow();
     if applied >= head {
-        Ok(Json(serde_json::json!({ "status": "ready", "position": head })))
+        Ok(Json(
+            serde_json::json!({ "status": "ready", "position": head }),
+        ))
     } else {
         Err(Problem::new("not-ready", format!("read models at {applied} of {head}")).retry_after(1))
     }
@@ -32,9 +34,10 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
 
 pub async fn openapi() -> Response {
     let mut response = OPENAPI.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -45,7 +48,10 @@ pub struct StrengthRequest {
 }
 
 /// PW-3: the zxcvbn score and each PW-1 rule, met or not. Stores and logs nothing.
-pub async fn strength(State(state): State<AppState>, Body(req): Body<StrengthRequest>) -> Result<Response, Problem> {
+pub async fn strength(
+    State(state): State<AppState>,
+    Body(req): Body<StrengthRequest>,
+) -> Result<Response, Problem> {
     let settings = state.config.settings.policy.clone();
     let evaluation = tokio::task::spawn_blocking(move || {
         let holder = Holder {
@@ -80,7 +86,9 @@ const QUESTIONS_EN: &[&str] = &[
 ];
 
 /// RI-1: suggested questions in the holder's language (a custom one is allowed too).
-pub async fn suggested_questions(query: Result<Query<LanguageQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+pub async fn suggested_questions(
+    query: Result<Query<LanguageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let language = query.ok().and_then(|Query(q)| q.language);
     let questions = match language.as_deref() {
         Some("en") => QUESTIONS_EN,

@@ -29,7 +29,12 @@ pub fn app(state: AppState) -> Router {
     let (router, _) = routes();
     router
         .fallback(|| async { Problem::new("not-found", "no such endpoint") })
-        .method_not_allowed_fallback(|| async { Problem::new("method-not-allowed", "this endpoint does not take that method") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                "method-not-allowed",
+                "this endpoint does not take that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(access_log))
         .with_state(state)
@@ -45,15 +50,43 @@ fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
         (Method::GET, "/healthz", get(meta::healthz)),
         (Method::GET, "/readyz", get(meta::readyz)),
         (Method::GET, "/v1/openapi.json", get(meta::openapi)),
-        (Method::POST, "/v1/admin/accounts", post(admin::open_account)),
-        (Method::GET, "/v1/admin/accounts/{user_id}", get(admin::get_account)),
+        (
+            Method::POST,
+            "/v1/admin/accounts",
+            post(admin::open_account),
+        ),
+        (
+            Method::GET,
+            "/v1/admin/accounts/{user_id}",
+            get(admin::get_account),
+        ),
         (Method::POST, "/v1/sessions", post(sessions::login)),
-        (Method::DELETE, "/v1/sessions/current", delete(sessions::logout)),
-        (Method::POST, "/v1/sessions/current/reauth", post(sessions::reauth)),
+        (
+            Method::DELETE,
+            "/v1/sessions/current",
+            delete(sessions::logout),
+        ),
+        (
+            Method::POST,
+            "/v1/sessions/current/reauth",
+            post(sessions::reauth),
+        ),
         (Method::GET, "/v1/account", get(account::page)),
-        (Method::PUT, "/v1/account/recovery-info", put(account::set_recovery_info)),
-        (Method::POST, "/v1/account/password", post(account::change_password)),
-        (Method::GET, "/v1/recovery-info/questions", get(meta::suggested_questions)),
+        (
+            Method::PUT,
+            "/v1/account/recovery-info",
+            put(account::set_recovery_info),
+        ),
+        (
+            Method::POST,
+            "/v1/account/password",
+            post(account::change_password),
+        ),
+        (
+            Method::GET,
+            "/v1/recovery-info/questions",
+            get(meta::suggested_questions),
+        ),
         (Method::POST, "/v1/password/strength", post(meta::strength)),
     ];
     let mut router = Router::new();
@@ -89,13 +122,19 @@ pub async fn applied(state: &AppState, position: u64) -> bool {
 
 /// The answer of a command: `response` plus the position header, once the read models of
 /// this process have the command's events (so the next read sees them).
-pub async fn command_answer(state: &AppState, position: u64, response: impl IntoResponse) -> Response {
+pub async fn command_answer(
+    state: &AppState,
+    position: u64,
+    response: impl IntoResponse,
+) -> Response {
     if !applied(state, position).await {
         // The command is committed; answering an error would invite a duplicate retry.
         tracing::warn!(position, "read models are behind the log; answering anyway");
     }
     let mut response = response.into_response();
-    response.headers_mut().insert(POSITION_HEADER, HeaderValue::from(position));
+    response
+        .headers_mut()
+        .insert(POSITION_HEADER, HeaderValue::from(position));
     response
 }
 
@@ -108,10 +147,18 @@ pub struct After {
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for After {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Problem> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Problem> {
         axum::extract::Query::<After>::try_from_uri(&parts.uri)
             .map(|q| q.0)
-            .map_err(|_| Problem::new("invalid-request", "`after` must be a log position (a whole number)"))
+            .map_err(|_| {
+                Problem::new(
+                    "invalid-request",
+                    "`after` must be a log position (a whole number)",
+                )
+            })
     }
 }
 

@@ -28,8 +28,16 @@ pub struct Problem {
 pub const PROBLEMS: &[(&str, u16, &str)] = &[
     ("malformed-json", 400, "The body is not a JSON object"),
     ("unauthenticated", 401, "Authentication is needed"),
-    ("invalid-credentials", 401, "The user id or password is not right"),
-    ("reauthentication-required", 403, "Confirm your password first"),
+    (
+        "invalid-credentials",
+        401,
+        "The user id or password is not right",
+    ),
+    (
+        "reauthentication-required",
+        403,
+        "Confirm your password first",
+    ),
     ("not-found", 404, "Not found"),
     ("account-not-found", 404, "No such account"),
     ("method-not-allowed", 405, "Method not allowed"),
@@ -37,10 +45,22 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
     ("account-exists", 409, "The account already exists"),
     ("conflict", 409, "The account changed meanwhile"),
     ("body-too-large", 413, "The body is too large"),
-    ("invalid-request", 422, "The request does not have the expected shape"),
+    (
+        "invalid-request",
+        422,
+        "The request does not have the expected shape",
+    ),
     ("validation-failed", 422, "The request breaks some rules"),
-    ("password-policy", 422, "The new password does not meet the password policy"),
-    ("current-password-wrong", 422, "The current password is not right"),
+    (
+        "password-policy",
+        422,
+        "The new password does not meet the password policy",
+    ),
+    (
+        "current-password-wrong",
+        422,
+        "The current password is not right",
+    ),
     ("internal", 500, "Something failed on our side"),
     ("operator-key-unset", 503, "Operator endpoints are disabled"),
     ("not-ready", 503, "The read model has not caught up yet"),
@@ -78,11 +98,17 @@ impl Problem {
     pub fn internal(error: &dyn std::fmt::Display) -> Self {
         // The cause goes to the log (it is ours, never the client's input), not to the client.
         tracing::error!(%error, "request failed");
-        Self::new("internal", "the request could not be completed; it is safe to retry")
+        Self::new(
+            "internal",
+            "the request could not be completed; it is safe to retry",
+        )
     }
 
     pub fn unauthenticated() -> Self {
-        Self::new("unauthenticated", "send a live session token as `Authorization: Bearer <token>`")
+        Self::new(
+            "unauthenticated",
+            "send a live session token as `Authorization: Bearer <token>`",
+        )
     }
 }
 
@@ -92,7 +118,10 @@ impl IntoResponse for Problem {
         let retry_after = self.retry_after;
         let mut response = (status, axum::Json(self)).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -127,8 +156,13 @@ impl From<HandlerError> for Problem {
     fn from(e: HandlerError) -> Self {
         match e {
             HandlerError::Domain(e) => e.into(),
-            HandlerError::UserId(e @ UserIdError::Taken) => Problem::new(e.code(), "another account already has this user id"),
-            HandlerError::Conflict => Problem::new("conflict", "the account changed while this request was decided; send it again"),
+            HandlerError::UserId(e @ UserIdError::Taken) => {
+                Problem::new(e.code(), "another account already has this user id")
+            }
+            HandlerError::Conflict => Problem::new(
+                "conflict",
+                "the account changed while this request was decided; send it again",
+            ),
             HandlerError::Store(message) => Problem::internal(&message),
         }
     }

@@ -1,8 +1,8 @@
 //! Sessions (SEC-3): login, logout and step-up re-authentication.
 
+use super::command_answer;
 use super::extract::{Body, ClientIp, Correlation, HolderSession};
 use super::problem::Problem;
-use super::command_answer;
 use crate::app::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,7 +10,9 @@ use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use custode_commands::accounts::{Caller, LoginOutcome};
-use custode_domain::account::{AccountCommand, AccountEvent, Logout, Reauthenticate, RequiredAction};
+use custode_domain::account::{
+    AccountCommand, AccountEvent, Logout, Reauthenticate, RequiredAction,
+};
 use custode_domain::{Actor, ActorKind, Secret};
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +33,10 @@ struct SessionCreated {
 }
 
 fn invalid_credentials() -> Problem {
-    Problem::new("invalid-credentials", "the user id or the password is not right")
+    Problem::new(
+        "invalid-credentials",
+        "the user id or the password is not right",
+    )
 }
 
 pub async fn login(
@@ -47,7 +52,10 @@ pub async fn login(
         },
         correlation_id: correlation.0,
     };
-    let outcome = state.accounts.login(&req.user_id, req.password, client.text(), &caller).await?;
+    let outcome = state
+        .accounts
+        .login(&req.user_id, req.password, client.text(), &caller)
+        .await?;
     match outcome {
         LoginOutcome::Refused { .. } => Err(invalid_credentials()),
         LoginOutcome::Started { token, outcome } => {
@@ -59,12 +67,21 @@ pub async fn login(
                 expires_at: started.expires_at,
                 required_actions: started.required_actions.clone(),
             };
-            Ok(command_answer(&state, outcome.position(), (StatusCode::CREATED, Json(body))).await)
+            Ok(command_answer(
+                &state,
+                outcome.position(),
+                (StatusCode::CREATED, Json(body)),
+            )
+            .await)
         }
     }
 }
 
-pub async fn logout(State(state): State<AppState>, session: HolderSession, correlation: Correlation) -> Result<Response, Problem> {
+pub async fn logout(
+    State(state): State<AppState>,
+    session: HolderSession,
+    correlation: Correlation,
+) -> Result<Response, Problem> {
     let cmd = AccountCommand::Logout(Logout {
         session_id: session.session_id,
     });
@@ -98,7 +115,11 @@ pub async fn reauth(
         .accounts
         .execute(session.account_id, cmd, &session.caller(correlation))
         .await?;
-    if outcome.events.iter().any(|e| matches!(e, AccountEvent::LoginFailed(_))) {
+    if outcome
+        .events
+        .iter()
+        .any(|e| matches!(e, AccountEvent::LoginFailed(_)))
+    {
         return Err(invalid_credentials());
     }
     Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)

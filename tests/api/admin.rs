@@ -12,10 +12,17 @@ async fn a_user_id_can_be_opened_once_whatever_its_case() {
     app.open_mailbox("unico@pec.example.it").await;
     let before = app.log_head();
     let res = app
-        .post("/v1/admin/accounts", Some(OPERATOR_KEY), json!({ "kind": "mailbox", "user_id": "UNICO@pec.example.it" }))
+        .post(
+            "/v1/admin/accounts",
+            Some(OPERATOR_KEY),
+            json!({ "kind": "mailbox", "user_id": "UNICO@pec.example.it" }),
+        )
         .await;
     let (status, body) = problem(res).await;
-    assert_eq!((status, body["type"].as_str()), (StatusCode::CONFLICT, Some("/problems/user-id-taken")));
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (StatusCode::CONFLICT, Some("/problems/user-id-taken"))
+    );
     assert_eq!(app.log_head(), before);
 }
 
@@ -51,13 +58,35 @@ async fn concurrent_openings_of_one_user_id_yield_exactly_one_account() {
 async fn the_operator_view_shows_the_account_and_404_for_an_unknown_one() {
     let app = TestApp::spawn().await;
     let (account_id, _) = app.open_mailbox("vista@pec.example.it").await;
-    let res = app.get("/v1/admin/accounts/vista@pec.example.it", Some(OPERATOR_KEY)).await;
+    let res = app
+        .get(
+            "/v1/admin/accounts/vista@pec.example.it",
+            Some(OPERATOR_KEY),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["account_id"], account_id.as_str());
-    assert_eq!((body["kind"].as_str(), body["plan"].as_str(), body["state"].as_str()), (Some("mailbox"), Some("pro"), Some("active")));
-    let (status, body) = problem(app.get("/v1/admin/accounts/nessuno@pec.example.it", Some(OPERATOR_KEY)).await).await;
-    assert_eq!((status, body["type"].as_str()), (StatusCode::NOT_FOUND, Some("/problems/account-not-found")));
+    assert_eq!(
+        (
+            body["kind"].as_str(),
+            body["plan"].as_str(),
+            body["state"].as_str()
+        ),
+        (Some("mailbox"), Some("pro"), Some("active"))
+    );
+    let (status, body) = problem(
+        app.get(
+            "/v1/admin/accounts/nessuno@pec.example.it",
+            Some(OPERATOR_KEY),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (StatusCode::NOT_FOUND, Some("/problems/account-not-found"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,12 +94,20 @@ async fn operator_endpoints_need_the_operator_key_and_say_so_when_unset() {
     let app = TestApp::spawn().await;
     let body = json!({ "kind": "mailbox", "user_id": "chiave@pec.example.it" });
     for key in [None, Some("wrong-key")] {
-        let (status, problem_body) = problem(app.post("/v1/admin/accounts", key, body.clone()).await).await;
-        assert_eq!((status, problem_body["type"].as_str()), (StatusCode::UNAUTHORIZED, Some("/problems/unauthenticated")));
+        let (status, problem_body) =
+            problem(app.post("/v1/admin/accounts", key, body.clone()).await).await;
+        assert_eq!(
+            (status, problem_body["type"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("/problems/unauthenticated"))
+        );
     }
     // A holder's session is not an operator key.
     let (token, _) = app.ready_mailbox("titolare@pec.example.it").await;
-    let (status, _) = problem(app.post("/v1/admin/accounts", Some(&token), body.clone()).await).await;
+    let (status, _) = problem(
+        app.post("/v1/admin/accounts", Some(&token), body.clone())
+            .await,
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     let (data_dir, dir, clock) = app.stop().await;
@@ -95,7 +132,10 @@ async fn operator_endpoints_need_the_operator_key_and_say_so_when_unset() {
     .await
     .unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+    let bytes = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
     let problem_body: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(problem_body["type"], "/problems/operator-key-unset");
     drop(app);
@@ -108,7 +148,10 @@ async fn a_migrated_mailbox_logs_in_with_its_imported_password_and_need_not_chan
     let password = "Migrata#Casella-9";
     app.remember_secret(password);
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    let phc = argon2::Argon2::default().hash_password(password.as_bytes(), &salt).unwrap().to_string();
+    let phc = argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .unwrap()
+        .to_string();
     let res = app
         .post(
             "/v1/admin/accounts",
@@ -120,7 +163,11 @@ async fn a_migrated_mailbox_logs_in_with_its_imported_password_and_need_not_chan
     let body: Value = res.json().await.unwrap();
     assert!(body.get("temporary_password").is_none());
     let res = app
-        .post("/v1/sessions", None, json!({ "user_id": "migrata@pec.example.it", "password": password }))
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": "migrata@pec.example.it", "password": password }),
+        )
         .await;
     let session: Value = res.json().await.unwrap();
     assert_eq!(session["required_actions"], json!(["set_recovery_info"]));
@@ -140,12 +187,30 @@ async fn bad_fields_are_each_named_and_nothing_is_opened() {
         .await;
     let (status, body) = problem(res).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(rules(&body), vec!["ACC-1.user_id", "ACC-1.plan", "ACC-1.fiscal_code", "ACC-1.contact_email"]);
+    assert_eq!(
+        rules(&body),
+        vec![
+            "ACC-1.user_id",
+            "ACC-1.plan",
+            "ACC-1.fiscal_code",
+            "ACC-1.contact_email"
+        ]
+    );
     let res = app
-        .post("/v1/admin/accounts", Some(OPERATOR_KEY), json!({ "kind": "bank", "user_id": "a@b.it" }))
+        .post(
+            "/v1/admin/accounts",
+            Some(OPERATOR_KEY),
+            json!({ "kind": "bank", "user_id": "a@b.it" }),
+        )
         .await;
     let (status, body) = problem(res).await;
-    assert_eq!((status, body["type"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("/problems/invalid-request")));
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("/problems/invalid-request")
+        )
+    );
     assert_eq!(app.log_head(), before);
 }
 
@@ -153,7 +218,13 @@ async fn bad_fields_are_each_named_and_nothing_is_opened() {
 async fn a_collaborator_belongs_to_an_existing_mailbox_and_shows_on_its_page() {
     let app = TestApp::spawn().await;
     let (token, _) = app.ready_mailbox("studio@pec.example.it").await;
-    let owner_id = app.get("/v1/account", Some(&token)).await.json::<Value>().await.unwrap()["account_id"].clone();
+    let owner_id = app
+        .get("/v1/account", Some(&token))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["account_id"]
+        .clone();
     let (status, body) = problem(
         app.post(
             "/v1/admin/accounts",
@@ -175,7 +246,15 @@ async fn a_collaborator_belongs_to_an_existing_mailbox_and_shows_on_its_page() {
     assert_eq!(res.status(), StatusCode::CREATED);
     let created: Value = res.json().await.unwrap();
     app.remember_secret(created["temporary_password"].as_str().unwrap());
-    let page: Value = app.get("/v1/account", Some(&token)).await.json().await.unwrap();
+    let page: Value = app
+        .get("/v1/account", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(page["collaborators"][0]["user_id"], "segreteria.studio");
-    assert_eq!(page["collaborators"][0]["collaborator_id"], created["account_id"]);
+    assert_eq!(
+        page["collaborators"][0]["collaborator_id"],
+        created["account_id"]
+    );
 }

@@ -21,7 +21,11 @@ impl Drop for Served {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn serve(data_dir: &std::path::Path) -> Served {
@@ -38,7 +42,10 @@ async fn serve(data_dir: &std::path::Path) -> Served {
     let base = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     while reqwest::get(format!("{base}/healthz")).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "custode serve did not come up");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "custode serve did not come up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Served { child, base }
@@ -57,7 +64,12 @@ async fn the_served_binary_survives_bad_input_and_its_log_verifies() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 201);
-    for body in [&b"{oops"[..], b"[]", br#"{"user_id": [], "password": {}}"#, &vec![b'{'; 100 * 1024]] {
+    for body in [
+        &b"{oops"[..],
+        b"[]",
+        br#"{"user_id": [], "password": {}}"#,
+        &vec![b'{'; 100 * 1024],
+    ] {
         let res = client
             .post(format!("{}/v1/sessions", served.base))
             .header("content-type", "application/json")
@@ -68,27 +80,62 @@ async fn the_served_binary_survives_bad_input_and_its_log_verifies() {
         assert!(res.status().is_client_error(), "{}", res.status());
         assert_eq!(res.headers()["content-type"], "application/problem+json");
     }
-    assert_eq!(reqwest::get(format!("{}/readyz", served.base)).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(format!("{}/readyz", served.base))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // The log is held by the service: replay refuses, clearly.
-    let out = Command::new(BIN).args(["replay"]).env("CUSTODE_DATA_DIR", dir.path()).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["replay"])
+        .env("CUSTODE_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(served);
 
-    let out = Command::new(BIN).args(["audit", "verify"]).env("CUSTODE_DATA_DIR", dir.path()).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["audit", "verify"])
+        .env("CUSTODE_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("chain intact: 3 events verified"));
 
-    let out = Command::new(BIN).args(["replay"]).env("CUSTODE_DATA_DIR", dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["replay"])
+        .env("CUSTODE_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Tampering with an event is named by position.
     let raw = rusqlite::Connection::open(dir.path().join("events.db")).unwrap();
-    raw.execute_batch("DROP TRIGGER events_are_immutable").unwrap();
-    raw.execute("UPDATE events SET actor_kind = 'holder' WHERE position = 2", []).unwrap();
+    raw.execute_batch("DROP TRIGGER events_are_immutable")
+        .unwrap();
+    raw.execute(
+        "UPDATE events SET actor_kind = 'holder' WHERE position = 2",
+        [],
+    )
+    .unwrap();
     drop(raw);
-    let out = Command::new(BIN).args(["audit", "verify"]).env("CUSTODE_DATA_DIR", dir.path()).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["audit", "verify"])
+        .env("CUSTODE_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("chain broken at position 2"));
 }

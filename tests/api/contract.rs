@@ -47,7 +47,12 @@ fn the_document_lists_exactly_the_problem_types_the_code_answers() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["type"].as_str().unwrap().to_string(), p["status"].as_u64().unwrap()))
+        .map(|p| {
+            (
+                p["type"].as_str().unwrap().to_string(),
+                p["status"].as_u64().unwrap(),
+            )
+        })
         .collect();
     let coded: BTreeSet<(String, u64)> = PROBLEMS
         .iter()
@@ -75,18 +80,32 @@ fn assert_matches_document(method: &str, path: &str, status: u16, body: &Value) 
         .and_then(|c| c.values().next())
         .unwrap_or_else(|| panic!("{method} {path} {status} is not documented"));
     let mut root = doc.clone();
-    root.as_object_mut().unwrap().insert("$ref".into(), json!(format!("#/x-check")));
-    root.as_object_mut().unwrap().insert("x-check".into(), media["schema"].clone());
+    root.as_object_mut()
+        .unwrap()
+        .insert("$ref".into(), json!(format!("#/x-check")));
+    root.as_object_mut()
+        .unwrap()
+        .insert("x-check".into(), media["schema"].clone());
     let validator = jsonschema::validator_for(&root).unwrap();
-    let errors: Vec<String> = validator.iter_errors(body).map(|e| format!("{} at {}", e, e.instance_path)).collect();
-    assert!(errors.is_empty(), "{method} {path} {status}: {errors:?}\n{body}");
+    let errors: Vec<String> = validator
+        .iter_errors(body)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {status}: {errors:?}\n{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_answers_validate_against_the_document() {
     let app = TestApp::spawn().await;
     let res = app
-        .post("/v1/admin/accounts", Some(OPERATOR_KEY), json!({ "kind": "mailbox", "user_id": "contratto@pec.example.it" }))
+        .post(
+            "/v1/admin/accounts",
+            Some(OPERATOR_KEY),
+            json!({ "kind": "mailbox", "user_id": "contratto@pec.example.it" }),
+        )
         .await;
     let opened: Value = res.json().await.unwrap();
     app.remember_secret(opened["temporary_password"].as_str().unwrap());
@@ -104,11 +123,19 @@ async fn real_answers_validate_against_the_document() {
     assert_matches_document("post", "/v1/sessions", 201, &session);
 
     let (token, _) = app.ready_mailbox("pagina@pec.example.it").await;
-    let page: Value = app.get("/v1/account", Some(&token)).await.json().await.unwrap();
+    let page: Value = app
+        .get("/v1/account", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_matches_document("get", "/v1/account", 200, &page);
 
     let admin: Value = app
-        .get("/v1/admin/accounts/pagina@pec.example.it", Some(OPERATOR_KEY))
+        .get(
+            "/v1/admin/accounts/pagina@pec.example.it",
+            Some(OPERATOR_KEY),
+        )
         .await
         .json()
         .await
@@ -116,7 +143,12 @@ async fn real_answers_validate_against_the_document() {
     assert_matches_document("get", "/v1/admin/accounts/{user_id}", 200, &admin);
 
     let res = app
-        .request(reqwest::Method::PUT, "/v1/account/recovery-info", Some(&token), Some(json!({ "mobile": "3471234567" })))
+        .request(
+            reqwest::Method::PUT,
+            "/v1/account/recovery-info",
+            Some(&token),
+            Some(json!({ "mobile": "3471234567" })),
+        )
         .await;
     let recovery: Value = res.json().await.unwrap();
     assert_matches_document("put", "/v1/account/recovery-info", 200, &recovery);
@@ -129,7 +161,12 @@ async fn real_answers_validate_against_the_document() {
         .unwrap();
     assert_matches_document("post", "/v1/password/strength", 200, &strength);
 
-    let questions: Value = app.get("/v1/recovery-info/questions?language=en", None).await.json().await.unwrap();
+    let questions: Value = app
+        .get("/v1/recovery-info/questions?language=en", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_matches_document("get", "/v1/recovery-info/questions", 200, &questions);
 
     let health: Value = app.get("/healthz", None).await.json().await.unwrap();
@@ -137,7 +174,13 @@ async fn real_answers_validate_against_the_document() {
     let ready: Value = app.get("/readyz", None).await.json().await.unwrap();
     assert_matches_document("get", "/readyz", 200, &ready);
 
-    let res = app.post("/v1/sessions", None, json!({ "user_id": "x@y.it", "password": "nope" })).await;
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": "x@y.it", "password": "nope" }),
+        )
+        .await;
     let refused: Value = res.json().await.unwrap();
     assert_matches_document("post", "/v1/sessions", 401, &refused);
     let res = app

@@ -57,11 +57,17 @@ impl TestApp {
         )
         .expect("config");
         let app = App::start(config, Arc::new(clock.clone())).expect("app starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let router = custode::http::app(app.state.clone());
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await;
+            let _ = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await;
         });
         Self {
             base: format!("http://{addr}"),
@@ -97,7 +103,13 @@ impl TestApp {
         self.clock.advance(by);
     }
 
-    pub async fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> Response {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             req = req.bearer_auth(token);
@@ -109,7 +121,8 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Response {
-        self.request(reqwest::Method::POST, path, token, Some(body)).await
+        self.request(reqwest::Method::POST, path, token, Some(body))
+            .await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
@@ -127,14 +140,26 @@ impl TestApp {
             .await;
         assert_eq!(res.status(), StatusCode::CREATED);
         let body: Value = res.json().await.expect("json");
-        let temporary = body["temporary_password"].as_str().expect("temporary password").to_string();
+        let temporary = body["temporary_password"]
+            .as_str()
+            .expect("temporary password")
+            .to_string();
         self.remember_secret(&temporary);
-        (body["account_id"].as_str().expect("id").to_string(), temporary)
+        (
+            body["account_id"].as_str().expect("id").to_string(),
+            temporary,
+        )
     }
 
     /// Logs in; returns the session token, panicking on refusal.
     pub async fn login(&self, user_id: &str, password: &str) -> String {
-        let res = self.post("/v1/sessions", None, json!({ "user_id": user_id, "password": password })).await;
+        let res = self
+            .post(
+                "/v1/sessions",
+                None,
+                json!({ "user_id": user_id, "password": password }),
+            )
+            .await;
         assert_eq!(res.status(), StatusCode::CREATED, "login of {user_id}");
         let body: Value = res.json().await.expect("json");
         let token = body["session_token"].as_str().expect("token").to_string();
@@ -199,7 +224,11 @@ pub async fn problem(res: Response) -> (StatusCode, Value) {
         .to_string();
     let body: Value = res.json().await.expect("problem body is JSON");
     assert_eq!(content_type, "application/problem+json", "{body}");
-    assert_eq!(body["status"].as_u64(), Some(u64::from(status.as_u16())), "{body}");
+    assert_eq!(
+        body["status"].as_u64(),
+        Some(u64::from(status.as_u16())),
+        "{body}"
+    );
     (status, body)
 }
 
@@ -207,7 +236,12 @@ pub async fn problem(res: Response) -> (StatusCode, Value) {
 pub fn rules(problem: &Value) -> Vec<String> {
     problem["errors"]
         .as_array()
-        .map(|errors| errors.iter().filter_map(|e| e["rule"].as_str().map(String::from)).collect())
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["rule"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -216,7 +250,8 @@ pub fn repo_path(relative: &str) -> PathBuf {
 }
 
 pub fn load_json(relative: &str) -> Value {
-    let text = std::fs::read_to_string(repo_path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"));
+    let text =
+        std::fs::read_to_string(repo_path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{relative}: {e}"))
 }
 
@@ -227,8 +262,11 @@ pub fn validate_events(data_dir: &Path) {
     if !path.exists() {
         return;
     }
-    let conn = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open log");
-    let envelope = jsonschema::validator_for(&load_json("schemas/events/envelope.v1.json")).expect("envelope schema");
+    let conn =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open log");
+    let envelope = jsonschema::validator_for(&load_json("schemas/events/envelope.v1.json"))
+        .expect("envelope schema");
     let mut stmt = conn
         .prepare(
             "SELECT position, event_id, stream, version, type, schema_version, occurred_at, actor_kind, actor_id, \
@@ -254,7 +292,10 @@ pub fn validate_events(data_dir: &Path) {
         .expect("rows");
     for event in rows {
         let event = event.expect("row");
-        let errors: Vec<String> = envelope.iter_errors(&event).map(|e| e.to_string()).collect();
+        let errors: Vec<String> = envelope
+            .iter_errors(&event)
+            .map(|e| e.to_string())
+            .collect();
         assert!(errors.is_empty(), "envelope of {event}: {errors:?}");
         let schema_file = format!(
             "schemas/events/{}.v{}.json",
@@ -262,8 +303,15 @@ pub fn validate_events(data_dir: &Path) {
             event["schema_version"]
         );
         let schema = jsonschema::validator_for(&load_json(&schema_file)).expect("payload schema");
-        let errors: Vec<String> = schema.iter_errors(&event["payload"]).map(|e| e.to_string()).collect();
-        assert!(errors.is_empty(), "{schema_file} rejects {}: {errors:?}", event["payload"]);
+        let errors: Vec<String> = schema
+            .iter_errors(&event["payload"])
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{schema_file} rejects {}: {errors:?}",
+            event["payload"]
+        );
     }
 }
 
@@ -280,7 +328,11 @@ pub fn assert_no_secret_in(dir: &Path, secrets: &[String]) {
         let bytes = std::fs::read(&path).unwrap_or_default();
         for secret in secrets {
             let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
-            assert!(!found, "a secret typed in the test is stored in clear in {}", path.display());
+            assert!(
+                !found,
+                "a secret typed in the test is stored in clear in {}",
+                path.display()
+            );
         }
     }
 }

@@ -31,10 +31,19 @@ async fn a_holder_goes_from_temporary_credentials_to_a_protected_account() {
     app.remember_secret(&temporary);
 
     // Login with it: both required actions come with the session.
-    let res = app.post("/v1/sessions", None, json!({ "user_id": USER, "password": temporary })).await;
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": USER, "password": temporary }),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let session: Value = res.json().await.unwrap();
-    assert_eq!(session["required_actions"], json!(["change_password", "set_recovery_info"]));
+    assert_eq!(
+        session["required_actions"],
+        json!(["change_password", "set_recovery_info"])
+    );
     let first_token = session["session_token"].as_str().unwrap().to_string();
     app.remember_secret(&first_token);
 
@@ -58,7 +67,10 @@ async fn a_holder_goes_from_temporary_credentials_to_a_protected_account() {
         let (status, body) = problem(res).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(body["type"], "/problems/password-policy");
-        assert!(rules(&body).contains(&rule.to_string()), "{candidate}: {body}");
+        assert!(
+            rules(&body).contains(&rule.to_string()),
+            "{candidate}: {body}"
+        );
     }
 
     // The change itself; the session that asked for it ends with every other.
@@ -71,12 +83,27 @@ async fn a_holder_goes_from_temporary_credentials_to_a_protected_account() {
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let (status, body) = problem(app.get("/v1/account", Some(&first_token)).await).await;
-    assert_eq!((status, body["type"].as_str()), (StatusCode::UNAUTHORIZED, Some("/problems/unauthenticated")));
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("/problems/unauthenticated"))
+    );
     // The temporary password no longer works.
-    let res = app.post("/v1/sessions", None, json!({ "user_id": USER, "password": temporary })).await;
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": USER, "password": temporary }),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 
-    let res = app.post("/v1/sessions", None, json!({ "user_id": USER, "password": NEW_PASSWORD })).await;
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": USER, "password": NEW_PASSWORD }),
+        )
+        .await;
     let session: Value = res.json().await.unwrap();
     assert_eq!(session["required_actions"], json!(["set_recovery_info"]));
     let token = session["session_token"].as_str().unwrap().to_string();
@@ -114,24 +141,49 @@ async fn a_holder_goes_from_temporary_credentials_to_a_protected_account() {
         .await;
     assert_eq!(res.status(), StatusCode::OK);
     let saved: Value = res.json().await.unwrap();
-    assert_eq!(saved["email"], json!({ "target": "*****sa@i*****.it", "verified": false }));
+    assert_eq!(
+        saved["email"],
+        json!({ "target": "*****sa@i*****.it", "verified": false })
+    );
 
     // The account page: masked methods with badges, no required actions left.
-    let page: Value = app.get("/v1/account", Some(&token)).await.json().await.unwrap();
+    let page: Value = app
+        .get("/v1/account", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(page["user_id"], USER);
     assert_eq!(page["kind"], "mailbox");
     assert_eq!(page["plan"], "pro");
     assert_eq!(page["state"], "active");
     assert_eq!(page["required_actions"], json!([]));
-    assert_eq!(page["recovery"]["email"], json!({ "target": "*****sa@i*****.it", "verified": false }));
-    assert_eq!(page["recovery"]["mobile"], json!({ "target": "+39 ***** **12", "verified": false }));
-    assert_eq!(page["recovery"]["security_question"], json!({ "question": "Nome del primo gatto?" }));
-    assert_eq!(page["mail_protocols"], json!({ "imap": true, "pop": true, "smtp": true }));
+    assert_eq!(
+        page["recovery"]["email"],
+        json!({ "target": "*****sa@i*****.it", "verified": false })
+    );
+    assert_eq!(
+        page["recovery"]["mobile"],
+        json!({ "target": "+39 ***** **12", "verified": false })
+    );
+    assert_eq!(
+        page["recovery"]["security_question"],
+        json!({ "question": "Nome del primo gatto?" })
+    );
+    assert_eq!(
+        page["mail_protocols"],
+        json!({ "imap": true, "pop": true, "smtp": true })
+    );
     let text = page.to_string();
-    assert!(!text.contains("marisa") && !text.contains("3471234512"), "contacts are masked: {text}");
+    assert!(
+        !text.contains("marisa") && !text.contains("3471234512"),
+        "contacts are masked: {text}"
+    );
 
     // Logout ends the session.
-    let res = app.request(Method::DELETE, "/v1/sessions/current", Some(&token), None).await;
+    let res = app
+        .request(Method::DELETE, "/v1/sessions/current", Some(&token), None)
+        .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let (status, _) = problem(app.get("/v1/account", Some(&token)).await).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -147,7 +199,12 @@ async fn a_holder_goes_from_temporary_credentials_to_a_protected_account() {
 async fn none_of_the_last_five_passwords_can_be_chosen_again() {
     let app = TestApp::spawn().await;
     let (mut token, mut current) = app.ready_mailbox("storico@pec.example.it").await;
-    let chosen = ["Primo#Giro-71", "Secondo#Giro-72", "Terzo#Giro-73", "Quarto#Giro-74"];
+    let chosen = [
+        "Primo#Giro-71",
+        "Secondo#Giro-72",
+        "Terzo#Giro-73",
+        "Quarto#Giro-74",
+    ];
     for next in chosen {
         app.remember_secret(next);
         let res = app
@@ -181,14 +238,29 @@ async fn the_strength_meter_scores_and_lists_each_rule_without_storing_anything(
     let app = TestApp::spawn().await;
     let before = app.log_head();
     let res = app
-        .post("/v1/password/strength", None, json!({ "password": "Quercia#Lenta-42", "user_id": USER }))
+        .post(
+            "/v1/password/strength",
+            None,
+            json!({ "password": "Quercia#Lenta-42", "user_id": USER }),
+        )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();
     assert!(body["score"].as_u64().unwrap() >= 3);
-    assert!(body["rules"].as_array().unwrap().iter().all(|r| r["met"] == true), "{body}");
+    assert!(
+        body["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["met"] == true),
+        "{body}"
+    );
     let weak: Value = app
-        .post("/v1/password/strength", None, json!({ "password": "mario.rossi" , "user_id": USER }))
+        .post(
+            "/v1/password/strength",
+            None,
+            json!({ "password": "mario.rossi" , "user_id": USER }),
+        )
         .await
         .json()
         .await
@@ -200,7 +272,10 @@ async fn the_strength_meter_scores_and_lists_each_rule_without_storing_anything(
         .filter(|r| r["met"] == false)
         .filter_map(|r| r["id"].as_str())
         .collect();
-    assert!(unmet.contains(&"PW-1.user_id") && unmet.contains(&"PW-1.digit"), "{weak}");
+    assert!(
+        unmet.contains(&"PW-1.user_id") && unmet.contains(&"PW-1.digit"),
+        "{weak}"
+    );
     assert_eq!(app.log_head(), before);
     app.remember_secret("Quercia#Lenta-42");
 }

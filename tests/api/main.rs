@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 //! End-to-end tests through the HTTP API and the CLI, against the real application on a free
 //! port (and, for the CLI tests, the real binary). One test binary, one module per area
 //! (zero2prod's layout), so the crate links once.

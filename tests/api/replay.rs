@@ -16,11 +16,18 @@ async fn rebuilt_read_models_equal_the_live_ones() {
     let (token, _) = app.ready_mailbox("replay@pec.example.it").await;
     app.open_mailbox("secondo@pec.example.it").await;
     let res = app
-        .request(reqwest::Method::PUT, "/v1/account/recovery-info", Some(&token), Some(json!({ "mobile": "+393331112222" })))
+        .request(
+            reqwest::Method::PUT,
+            "/v1/account/recovery-info",
+            Some(&token),
+            Some(json!({ "mobile": "+393331112222" })),
+        )
         .await;
     assert!(res.status().is_success());
     let held = app.data_dir.clone();
-    let refused = tokio::task::spawn_blocking(move || replay(&held, &mut |_, _| {})).await.unwrap();
+    let refused = tokio::task::spawn_blocking(move || replay(&held, &mut |_, _| {}))
+        .await
+        .unwrap();
     assert!(matches!(refused, Err(StartError::Locked(_))));
 
     let (data_dir, dir, _) = app.stop().await;
@@ -29,7 +36,10 @@ async fn rebuilt_read_models_equal_the_live_ones() {
     let dir_for_replay = data_dir.clone();
     let (position, progress) = tokio::task::spawn_blocking(move || {
         let mut progress = Vec::new();
-        let position = replay(&dir_for_replay, &mut |done, total| progress.push((done, total))).unwrap();
+        let position = replay(&dir_for_replay, &mut |done, total| {
+            progress.push((done, total))
+        })
+        .unwrap();
         (position, progress)
     })
     .await

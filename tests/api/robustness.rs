@@ -8,16 +8,34 @@ use serde_json::json;
 async fn json_endpoints(app: &TestApp) -> Vec<(Method, &'static str, Option<String>)> {
     let (token, _) = app.ready_mailbox("robusto@pec.example.it").await;
     vec![
-        (Method::POST, "/v1/admin/accounts", Some(OPERATOR_KEY.to_string())),
+        (
+            Method::POST,
+            "/v1/admin/accounts",
+            Some(OPERATOR_KEY.to_string()),
+        ),
         (Method::POST, "/v1/sessions", None),
-        (Method::POST, "/v1/sessions/current/reauth", Some(token.clone())),
-        (Method::PUT, "/v1/account/recovery-info", Some(token.clone())),
+        (
+            Method::POST,
+            "/v1/sessions/current/reauth",
+            Some(token.clone()),
+        ),
+        (
+            Method::PUT,
+            "/v1/account/recovery-info",
+            Some(token.clone()),
+        ),
         (Method::POST, "/v1/account/password", Some(token.clone())),
         (Method::POST, "/v1/password/strength", None),
     ]
 }
 
-async fn send_raw(app: &TestApp, method: Method, path: &str, token: Option<&str>, body: Vec<u8>) -> reqwest::Response {
+async fn send_raw(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
     let mut req = app
         .client
         .request(method, format!("{}{path}", app.base))
@@ -48,7 +66,11 @@ async fn malformed_bodies_get_problems_and_change_nothing() {
         for (body, status, kind) in &cases {
             let res = send_raw(&app, method.clone(), path, token.as_deref(), body.clone()).await;
             let (got, problem_body) = problem(res).await;
-            assert_eq!((got, problem_body["type"].as_str()), (*status, Some(*kind)), "{method} {path}");
+            assert_eq!(
+                (got, problem_body["type"].as_str()),
+                (*status, Some(*kind)),
+                "{method} {path}"
+            );
         }
     }
     assert_eq!(app.log_head(), before, "no bad request appended anything");
@@ -58,11 +80,20 @@ async fn malformed_bodies_get_problems_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrongly_typed_secret_is_not_echoed_back() {
     let app = TestApp::spawn().await;
-    let res = app.post("/v1/sessions", None, json!({ "user_id": "a@b.it", "password": 987654321 })).await;
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": "a@b.it", "password": 987654321 }),
+        )
+        .await;
     let (status, body) = problem(res).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(!body.to_string().contains("987654321"), "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("password"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("password"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,21 +103,49 @@ async fn reads_wait_for_their_position_or_answer_503_with_retry_after() {
     let app = TestApp::spawn_with(file).await;
     let (token, _) = app.ready_mailbox("attesa@pec.example.it").await;
     let head = app.log_head();
-    let res = app.get(&format!("/v1/account?after={head}"), Some(&token)).await;
+    let res = app
+        .get(&format!("/v1/account?after={head}"), Some(&token))
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
-    let res = app.get(&format!("/v1/account?after={}", head + 1000), Some(&token)).await;
-    assert_eq!(res.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    let res = app
+        .get(&format!("/v1/account?after={}", head + 1000), Some(&token))
+        .await;
+    assert_eq!(
+        res.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
     let (status, body) = problem(res).await;
-    assert_eq!((status, body["type"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("/problems/not-ready")));
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("/problems/not-ready"))
+    );
     let (status, body) = problem(app.get("/v1/account?after=minus-one", Some(&token)).await).await;
-    assert_eq!((status, body["type"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("/problems/invalid-request")));
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("/problems/invalid-request")
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_paths_and_methods_are_problems_too() {
     let app = TestApp::spawn().await;
     let (status, body) = problem(app.get("/v1/nothing-here", None).await).await;
-    assert_eq!((status, body["type"].as_str()), (StatusCode::NOT_FOUND, Some("/problems/not-found")));
-    let (status, body) = problem(app.request(Method::PATCH, "/v1/sessions", None, None).await).await;
-    assert_eq!((status, body["type"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("/problems/method-not-allowed")));
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (StatusCode::NOT_FOUND, Some("/problems/not-found"))
+    );
+    let (status, body) =
+        problem(app.request(Method::PATCH, "/v1/sessions", None, None).await).await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            Some("/problems/method-not-allowed")
+        )
+    );
 }

@@ -12,10 +12,18 @@ async fn an_unknown_user_and_a_wrong_password_get_the_same_answer() {
     app.open_mailbox("esiste@pec.example.it").await;
     let before = app.log_head();
     let wrong = app
-        .post("/v1/sessions", None, json!({ "user_id": "esiste@pec.example.it", "password": "Sbagliata#1" }))
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": "esiste@pec.example.it", "password": "Sbagliata#1" }),
+        )
         .await;
     let unknown = app
-        .post("/v1/sessions", None, json!({ "user_id": "nessuno@pec.example.it", "password": "Sbagliata#1" }))
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": "nessuno@pec.example.it", "password": "Sbagliata#1" }),
+        )
         .await;
     let (wrong_status, wrong_body) = problem(wrong).await;
     let (unknown_status, unknown_body) = problem(unknown).await;
@@ -33,7 +41,10 @@ async fn a_session_ends_after_an_idle_hour_but_activity_keeps_it_alive() {
     let (token, _) = app.ready_mailbox("inattivo@pec.example.it").await;
     for _ in 0..3 {
         app.advance(Duration::minutes(50));
-        assert_eq!(app.get("/v1/account", Some(&token)).await.status(), StatusCode::OK);
+        assert_eq!(
+            app.get("/v1/account", Some(&token)).await.status(),
+            StatusCode::OK
+        );
     }
     app.advance(Duration::minutes(61));
     let (status, body) = problem(app.get("/v1/account", Some(&token)).await).await;
@@ -60,19 +71,40 @@ async fn a_stale_session_must_confirm_the_password_before_changing_it() {
     app.advance(Duration::minutes(11));
     let next = "Faggio#Alto-77";
     app.remember_secret(next);
-    let change = json!({ "current_password": password, "new_password": next, "new_password_repeat": next });
-    let (status, body) = problem(app.post("/v1/account/password", Some(&token), change.clone()).await).await;
+    let change =
+        json!({ "current_password": password, "new_password": next, "new_password_repeat": next });
+    let (status, body) = problem(
+        app.post("/v1/account/password", Some(&token), change.clone())
+            .await,
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body["type"], "/problems/reauthentication-required");
 
     let (status, body) = problem(
-        app.post("/v1/sessions/current/reauth", Some(&token), json!({ "password": "Non#Questa-1" }))
-            .await,
+        app.post(
+            "/v1/sessions/current/reauth",
+            Some(&token),
+            json!({ "password": "Non#Questa-1" }),
+        )
+        .await,
     )
     .await;
-    assert_eq!((status, body["type"].as_str()), (StatusCode::UNAUTHORIZED, Some("/problems/invalid-credentials")));
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("/problems/invalid-credentials")
+        )
+    );
 
-    let res = app.post("/v1/sessions/current/reauth", Some(&token), json!({ "password": password })).await;
+    let res = app
+        .post(
+            "/v1/sessions/current/reauth",
+            Some(&token),
+            json!({ "password": password }),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let res = app.post("/v1/account/password", Some(&token), change).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
@@ -84,7 +116,10 @@ async fn sessions_survive_a_restart() {
     let (token, _) = app.ready_mailbox("riavvio@pec.example.it").await;
     let (data_dir, dir, clock) = app.stop().await;
     let app = TestApp::start(&data_dir, file_config(), clock).await;
-    assert_eq!(app.get("/v1/account", Some(&token)).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get("/v1/account", Some(&token)).await.status(),
+        StatusCode::OK
+    );
     drop(app);
     drop(dir);
 }
@@ -114,8 +149,15 @@ async fn malformed_or_unknown_bearer_tokens_are_refused_alike() {
     let app = TestApp::spawn().await;
     for token in ["", "abc", &"A".repeat(43), &"é".repeat(10)] {
         let (status, body) = problem(app.get("/v1/account", Some(token)).await).await;
-        assert_eq!((status, body["type"].as_str()), (StatusCode::UNAUTHORIZED, Some("/problems/unauthenticated")));
+        assert_eq!(
+            (status, body["type"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("/problems/unauthenticated"))
+        );
     }
-    let (status, _) = problem(app.request(Method::DELETE, "/v1/sessions/current", None, None).await).await;
+    let (status, _) = problem(
+        app.request(Method::DELETE, "/v1/sessions/current", None, None)
+            .await,
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

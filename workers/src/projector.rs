@@ -20,7 +20,11 @@ impl ProjectorHandle {
 }
 
 /// Starts the projector on `models`; it stops when the log's writer is gone.
-pub fn spawn(log: EventLog, mut models: ReadModels, runtime: tokio::runtime::Handle) -> std::io::Result<ProjectorHandle> {
+pub fn spawn(
+    log: EventLog,
+    mut models: ReadModels,
+    runtime: tokio::runtime::Handle,
+) -> std::io::Result<ProjectorHandle> {
     let (applied_tx, applied_rx) = watch::channel(models.checkpoint());
     std::thread::Builder::new().name("custode-projector".into()).spawn(move || {
         let mut head = log.subscribe();
@@ -50,5 +54,7 @@ pub fn spawn(log: EventLog, mut models: ReadModels, runtime: tokio::runtime::Han
             }
         }
     })?;
-    Ok(ProjectorHandle { applied: applied_rx })
+    Ok(ProjectorHandle {
+        applied: applied_rx,
+    })
 }

@@ -71,7 +71,10 @@ async fn a_multi_stream_append_is_all_or_nothing() {
     log.append(one("taken-1", 0, 1), meta()).await.unwrap();
     let mut both = one("fresh-1", 0, 2);
     both.extend(one("taken-1", 0, 3));
-    assert!(matches!(log.append(both, meta()).await, Err(LogError::Conflict { .. })));
+    assert!(matches!(
+        log.append(both, meta()).await,
+        Err(LogError::Conflict { .. })
+    ));
     assert!(log.read_stream("fresh-1").await.unwrap().is_empty());
 }
 
@@ -83,10 +86,15 @@ async fn concurrent_writers_are_grouped_and_a_conflict_spoils_no_neighbour() {
         let log = log.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..50u64 {
-                log.append(one(&format!("w-{w}"), i, i), meta()).await.unwrap();
+                log.append(one(&format!("w-{w}"), i, i), meta())
+                    .await
+                    .unwrap();
                 // Every writer also tries a stale append now and then; it must fail alone.
                 if i % 10 == 0 {
-                    assert!(log.append(one(&format!("w-{w}"), 0, 99), meta()).await.is_err());
+                    assert!(log
+                        .append(one(&format!("w-{w}"), 0, 99), meta())
+                        .await
+                        .is_err());
                 }
             }
         }));
@@ -96,7 +104,10 @@ async fn concurrent_writers_are_grouped_and_a_conflict_spoils_no_neighbour() {
     }
     assert_eq!(log.head(), 400);
     let all = log.read_from_blocking(0, 1000).unwrap();
-    assert_eq!(all.iter().map(|e| e.position).collect::<Vec<_>>(), (1..=400).collect::<Vec<_>>());
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (1..=400).collect::<Vec<_>>()
+    );
     assert_eq!(log.verify_chain_blocking().unwrap().first_mismatch, None);
 }
 
@@ -107,7 +118,9 @@ async fn the_chain_survives_a_reopen_and_names_the_first_tampered_event() {
     {
         let log = EventLog::open(&path, &LogOptions::default()).unwrap();
         for n in 0..3 {
-            log.append(one(&format!("s-{n}"), 0, n), meta()).await.unwrap();
+            log.append(one(&format!("s-{n}"), 0, n), meta())
+                .await
+                .unwrap();
         }
     }
     let log = EventLog::open(&path, &LogOptions::default()).unwrap();
@@ -118,9 +131,13 @@ async fn the_chain_survives_a_reopen_and_names_the_first_tampered_event() {
 
     // Someone with write access to the file edits event 2 behind the log's back.
     let raw = Connection::open(&path).unwrap();
-    raw.execute_batch("DROP TRIGGER events_are_immutable").unwrap();
-    raw.execute("UPDATE events SET payload = '{\"n\":42}' WHERE position = 2", [])
+    raw.execute_batch("DROP TRIGGER events_are_immutable")
         .unwrap();
+    raw.execute(
+        "UPDATE events SET payload = '{\"n\":42}' WHERE position = 2",
+        [],
+    )
+    .unwrap();
     let report = log.verify_chain_blocking().unwrap();
     assert_eq!(report.checked, 1);
     assert_eq!(report.first_mismatch.unwrap().position, 2);
@@ -140,10 +157,15 @@ async fn reading_from_a_position_pages_in_order_and_tailers_are_woken() {
     let (_dir, log) = open_temp();
     let mut head = log.subscribe();
     for n in 0..5 {
-        log.append(one(&format!("p-{n}"), 0, n), meta()).await.unwrap();
+        log.append(one(&format!("p-{n}"), 0, n), meta())
+            .await
+            .unwrap();
     }
     head.wait_for(|h| *h >= 5).await.unwrap();
     let page = log.read_from(2, 2).await.unwrap();
-    assert_eq!(page.iter().map(|e| e.position).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(
+        page.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
     assert!(log.read_from(5, 10).await.unwrap().is_empty());
 }

@@ -165,7 +165,11 @@ impl AccountError {
     }
 }
 
-pub fn decide(state: &Account, cmd: &AccountCommand, ctx: &Ctx<'_>) -> Result<Vec<AccountEvent>, AccountError> {
+pub fn decide(
+    state: &Account,
+    cmd: &AccountCommand,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
     match cmd {
         AccountCommand::Open(c) => open(state, c, ctx),
         AccountCommand::Login(c) => login(state, c, ctx),
@@ -176,7 +180,11 @@ pub fn decide(state: &Account, cmd: &AccountCommand, ctx: &Ctx<'_>) -> Result<Ve
     }
 }
 
-fn open(state: &Account, c: &OpenAccount, ctx: &Ctx<'_>) -> Result<Vec<AccountEvent>, AccountError> {
+fn open(
+    state: &Account,
+    c: &OpenAccount,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
     if state.is_open() {
         return Err(AccountError::AlreadyOpen);
     }
@@ -186,11 +194,15 @@ fn open(state: &Account, c: &OpenAccount, ctx: &Ctx<'_>) -> Result<Vec<AccountEv
         AccountKind::Mailbox => normalize_email(user_id).is_some(),
         AccountKind::Identity => {
             (3..=64).contains(&user_id.len())
-                && user_id.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+                && user_id
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
         }
         AccountKind::Collaborator => {
             (3..=128).contains(&user_id.chars().count())
-                && !user_id.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+                && !user_id
+                    .chars()
+                    .any(|ch| ch.is_whitespace() || ch.is_control())
         }
     };
     if !user_id_ok {
@@ -205,7 +217,11 @@ fn open(state: &Account, c: &OpenAccount, ctx: &Ctx<'_>) -> Result<Vec<AccountEv
         ));
     }
     if c.plan.is_some() && c.kind != AccountKind::Mailbox {
-        errors.push(Violation::new("ACC-1.plan", Some("plan"), "only mailboxes have a plan"));
+        errors.push(Violation::new(
+            "ACC-1.plan",
+            Some("plan"),
+            "only mailboxes have a plan",
+        ));
     }
     match (&c.owner, c.kind) {
         (None, AccountKind::Collaborator) => errors.push(Violation::new(
@@ -229,42 +245,72 @@ fn open(state: &Account, c: &OpenAccount, ctx: &Ctx<'_>) -> Result<Vec<AccountEv
     }
     if let Some(name) = &c.name {
         if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
-            errors.push(Violation::new("ACC-1.name", Some("name"), "the name must have 1 to 200 characters"));
+            errors.push(Violation::new(
+                "ACC-1.name",
+                Some("name"),
+                "the name must have 1 to 200 characters",
+            ));
         }
     }
     let fiscal_code = c.fiscal_code.as_deref().map(|f| f.trim().to_uppercase());
     if let Some(fc) = &fiscal_code {
         if c.kind != AccountKind::Identity {
-            errors.push(Violation::new("ACC-1.fiscal_code", Some("fiscal_code"), "only identities have a fiscal code"));
+            errors.push(Violation::new(
+                "ACC-1.fiscal_code",
+                Some("fiscal_code"),
+                "only identities have a fiscal code",
+            ));
         } else if fc.len() != 16 || !fc.chars().all(|ch| ch.is_ascii_alphanumeric()) {
-            errors.push(Violation::new("ACC-1.fiscal_code", Some("fiscal_code"), "a fiscal code has 16 letters and digits"));
+            errors.push(Violation::new(
+                "ACC-1.fiscal_code",
+                Some("fiscal_code"),
+                "a fiscal code has 16 letters and digits",
+            ));
         }
     }
     let contact_email = c.contact_email.as_deref().map(normalize_email);
     if let Some(None) = contact_email {
-        errors.push(Violation::new("ACC-1.contact_email", Some("contact_email"), "not a valid e-mail address"));
+        errors.push(Violation::new(
+            "ACC-1.contact_email",
+            Some("contact_email"),
+            "not a valid e-mail address",
+        ));
     }
     let contact_mobile = c.contact_mobile.as_deref().map(normalize_mobile);
     if let Some(None) = contact_mobile {
-        errors.push(Violation::new("ACC-1.contact_mobile", Some("contact_mobile"), "not a valid mobile number"));
+        errors.push(Violation::new(
+            "ACC-1.contact_mobile",
+            Some("contact_mobile"),
+            "not a valid mobile number",
+        ));
     }
     if let InitialPassword::Imported(hash) = &c.password {
         if c.kind != AccountKind::Mailbox {
-            errors.push(Violation::new("ACC-3", Some("password_phc"), "only migrated mailboxes bring a password"));
+            errors.push(Violation::new(
+                "ACC-3",
+                Some("password_phc"),
+                "only migrated mailboxes bring a password",
+            ));
         }
         if !ctx.hasher.accepts(hash) {
-            errors.push(Violation::new("ACC-3", Some("password_phc"), "the imported password must be an Argon2 PHC string"));
+            errors.push(Violation::new(
+                "ACC-3",
+                Some("password_phc"),
+                "the imported password must be an Argon2 PHC string",
+            ));
         }
     }
     if !errors.is_empty() {
         return Err(AccountError::Invalid(errors));
     }
     let password_event = match &c.password {
-        InitialPassword::Temporary(secret) => AccountEvent::TemporaryPasswordIssued(TemporaryPasswordIssued {
-            password_hash: ctx.hasher.hash(secret),
-            reason: TemporaryPasswordReason::Opening,
-            form_reference: None,
-        }),
+        InitialPassword::Temporary(secret) => {
+            AccountEvent::TemporaryPasswordIssued(TemporaryPasswordIssued {
+                password_hash: ctx.hasher.hash(secret),
+                reason: TemporaryPasswordReason::Opening,
+                form_reference: None,
+            })
+        }
         InitialPassword::Imported(hash) => AccountEvent::PasswordImported(PasswordImported {
             password_hash: hash.clone(),
         }),
@@ -316,7 +362,11 @@ fn login(state: &Account, c: &Login, ctx: &Ctx<'_>) -> Result<Vec<AccountEvent>,
     })])
 }
 
-fn reauthenticate(state: &Account, c: &Reauthenticate, ctx: &Ctx<'_>) -> Result<Vec<AccountEvent>, AccountError> {
+fn reauthenticate(
+    state: &Account,
+    c: &Reauthenticate,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
     opened(state)?;
     let session = state
         .live_session(c.session_id, ctx.now)
@@ -333,10 +383,12 @@ fn reauthenticate(state: &Account, c: &Reauthenticate, ctx: &Ctx<'_>) -> Result<
     }
     // Step-up never outlives the session itself.
     let fresh_until = (ctx.now + ctx.settings.sessions.step_up()).min(session.expires_at);
-    Ok(vec![AccountEvent::SessionReauthenticated(SessionReauthenticated {
-        session_id: c.session_id,
-        fresh_until,
-    })])
+    Ok(vec![AccountEvent::SessionReauthenticated(
+        SessionReauthenticated {
+            session_id: c.session_id,
+            fresh_until,
+        },
+    )])
 }
 
 fn logout(state: &Account, c: &Logout, ctx: &Ctx<'_>) -> Result<Vec<AccountEvent>, AccountError> {
@@ -351,15 +403,26 @@ fn logout(state: &Account, c: &Logout, ctx: &Ctx<'_>) -> Result<Vec<AccountEvent
 }
 
 /// The session must be live, and fresh (SEC-3) when `fresh` is asked for.
-fn require_session(state: &Account, session_id: Uuid, fresh: bool, now: DateTime<Utc>) -> Result<(), AccountError> {
-    let session = state.live_session(session_id, now).ok_or(AccountError::SessionInvalid)?;
+fn require_session(
+    state: &Account,
+    session_id: Uuid,
+    fresh: bool,
+    now: DateTime<Utc>,
+) -> Result<(), AccountError> {
+    let session = state
+        .live_session(session_id, now)
+        .ok_or(AccountError::SessionInvalid)?;
     if fresh && session.fresh_until < now {
         return Err(AccountError::ReauthenticationRequired);
     }
     Ok(())
 }
 
-fn change_password(state: &Account, c: &ChangePassword, ctx: &Ctx<'_>) -> Result<Vec<AccountEvent>, AccountError> {
+fn change_password(
+    state: &Account,
+    c: &ChangePassword,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
     let profile = opened(state)?;
     require_session(state, c.session_id, true, ctx.now)?;
     let current_ok = state
@@ -386,7 +449,8 @@ fn change_password(state: &Account, c: &ChangePassword, ctx: &Ctx<'_>) -> Result
             "the new password and its repetition differ",
         ));
     }
-    violations.extend(policy::evaluate(c.new_password.expose(), &holder, policy).violations(policy));
+    violations
+        .extend(policy::evaluate(c.new_password.expose(), &holder, policy).violations(policy));
     if !violations.is_empty() {
         return Err(AccountError::PasswordPolicy(violations));
     }
@@ -400,7 +464,10 @@ fn change_password(state: &Account, c: &ChangePassword, ctx: &Ctx<'_>) -> Result
         return Err(AccountError::PasswordPolicy(vec![Violation::new(
             "PW-2.history",
             Some("new_password"),
-            format!("the new password must differ from your last {} passwords", policy.history),
+            format!(
+                "the new password must differ from your last {} passwords",
+                policy.history
+            ),
         )]));
     }
     let mut events = vec![AccountEvent::PasswordChanged(PasswordChanged {
@@ -422,7 +489,11 @@ fn change_password(state: &Account, c: &ChangePassword, ctx: &Ctx<'_>) -> Result
     Ok(events)
 }
 
-fn set_recovery_info(state: &Account, c: &SetRecoveryInfo, ctx: &Ctx<'_>) -> Result<Vec<AccountEvent>, AccountError> {
+fn set_recovery_info(
+    state: &Account,
+    c: &SetRecoveryInfo,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
     opened(state)?;
     // Setting it for the first time is a required action; changing contacts later is a
     // sensitive change and needs a fresh session (SEC-3).
@@ -435,7 +506,11 @@ fn set_recovery_info(state: &Account, c: &SetRecoveryInfo, ctx: &Ctx<'_>) -> Res
         Change::Set(raw) => {
             let normalized = normalize_email(raw);
             if normalized.is_none() {
-                errors.push(Violation::new("RI-1.email", Some("email"), "not a valid e-mail address"));
+                errors.push(Violation::new(
+                    "RI-1.email",
+                    Some("email"),
+                    "not a valid e-mail address",
+                ));
             }
             normalized
         }
@@ -457,7 +532,10 @@ fn set_recovery_info(state: &Account, c: &SetRecoveryInfo, ctx: &Ctx<'_>) -> Res
     };
     let mut new_answer = None;
     let (question, answer_hash) = match &c.security {
-        Change::Keep => (current.security_question.clone(), current.security_answer_hash.clone()),
+        Change::Keep => (
+            current.security_question.clone(),
+            current.security_answer_hash.clone(),
+        ),
         Change::Clear => (None, None),
         Change::Set(q) => {
             let question = q.question.trim().to_string();
@@ -487,7 +565,11 @@ fn set_recovery_info(state: &Account, c: &SetRecoveryInfo, ctx: &Ctx<'_>) -> Res
         }
     };
     if email.is_none() && mobile.is_none() && errors.is_empty() {
-        errors.push(Violation::new("RI-2", None, "give at least a recovery e-mail or a mobile number"));
+        errors.push(Violation::new(
+            "RI-2",
+            None,
+            "give at least a recovery e-mail or a mobile number",
+        ));
     }
     if !errors.is_empty() {
         return Err(AccountError::Invalid(errors));

@@ -64,7 +64,9 @@ impl Account {
 
     /// A session that has not ended and has not passed its absolute expiry.
     pub fn live_session(&self, session_id: Uuid, now: DateTime<Utc>) -> Option<&Session> {
-        self.sessions.get(&session_id).filter(|s| s.expires_at > now)
+        self.sessions
+            .get(&session_id)
+            .filter(|s| s.expires_at > now)
     }
 
     fn push_password(&mut self, hash: &PasswordHash) {

@@ -12,7 +12,9 @@ use uuid::Uuid;
 struct FakeHasher;
 
 fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 impl SecretHasher for FakeHasher {
@@ -47,7 +49,9 @@ struct Given {
 
 fn given(events: impl IntoIterator<Item = AccountEvent>) -> Given {
     Given {
-        state: events.into_iter().fold(Account::default(), |s, e| evolve(s, &e)),
+        state: events
+            .into_iter()
+            .fold(Account::default(), |s, e| evolve(s, &e)),
     }
 }
 
@@ -94,7 +98,9 @@ impl Then {
     #[track_caller]
     fn violated_rules(self) -> Vec<&'static str> {
         match self.error() {
-            AccountError::Invalid(v) | AccountError::PasswordPolicy(v) => v.iter().map(|v| v.rule).collect(),
+            AccountError::Invalid(v) | AccountError::PasswordPolicy(v) => {
+                v.iter().map(|v| v.rule).collect()
+            }
             other => panic!("expected rule violations, got {other:?}"),
         }
     }
@@ -103,7 +109,9 @@ impl Then {
 /// A refusal as the snapshot keeps it: its code and the rules it lists.
 fn refusal(e: &AccountError) -> serde_json::Value {
     match e {
-        AccountError::Invalid(v) | AccountError::PasswordPolicy(v) => json!({ "code": e.code(), "errors": v }),
+        AccountError::Invalid(v) | AccountError::PasswordPolicy(v) => {
+            json!({ "code": e.code(), "errors": v })
+        }
         other => json!({ "code": other.code() }),
     }
 }
@@ -125,7 +133,9 @@ fn open_mailbox() -> OpenAccount {
 }
 
 fn opened_mailbox() -> Vec<AccountEvent> {
-    given([]).when(AccountCommand::Open(open_mailbox())).events()
+    given([])
+        .when(AccountCommand::Open(open_mailbox()))
+        .events()
 }
 
 fn login_as(session_id: Uuid, password: &str) -> AccountCommand {
@@ -140,7 +150,11 @@ fn login_as(session_id: Uuid, password: &str) -> AccountCommand {
 /// An opened mailbox with a live session started at `now()`.
 fn with_session() -> Vec<AccountEvent> {
     let mut history = opened_mailbox();
-    history.extend(given(history.clone()).when(login_as(SESSION, TEMPORARY)).events());
+    history.extend(
+        given(history.clone())
+            .when(login_as(SESSION, TEMPORARY))
+            .events(),
+    );
     history
 }
 
@@ -153,7 +167,11 @@ fn change_to(new: &str, repeat: &str) -> AccountCommand {
     })
 }
 
-fn set_info(email: Change<String>, mobile: Change<String>, security: Change<SecurityQuestion>) -> AccountCommand {
+fn set_info(
+    email: Change<String>,
+    mobile: Change<String>,
+    security: Change<SecurityQuestion>,
+) -> AccountCommand {
     AccountCommand::SetRecoveryInfo(SetRecoveryInfo {
         session_id: SESSION,
         email,
@@ -179,7 +197,10 @@ fn opening_a_mailbox_issues_temporary_credentials_and_required_actions() {
     let state = given(events).state;
     assert_eq!(
         state.required_actions(),
-        vec![RequiredAction::ChangePassword, RequiredAction::SetRecoveryInfo]
+        vec![
+            RequiredAction::ChangePassword,
+            RequiredAction::SetRecoveryInfo
+        ]
     );
     assert!(FakeHasher.verify(&Secret::new(TEMPORARY), state.current_password().unwrap()));
 }
@@ -194,7 +215,10 @@ fn opening_a_migrated_mailbox_imports_its_password_and_needs_no_change() {
         }))
         .events();
     insta::assert_json_snapshot!(events);
-    assert_eq!(given(events).state.required_actions(), vec![RequiredAction::SetRecoveryInfo]);
+    assert_eq!(
+        given(events).state.required_actions(),
+        vec![RequiredAction::SetRecoveryInfo]
+    );
 }
 
 #[test]
@@ -240,7 +264,9 @@ fn a_collaborator_needs_an_existing_mailbox_as_owner() {
         owner,
         ..open_mailbox()
     };
-    let err = given([]).when(AccountCommand::Open(collaborator(None))).error();
+    let err = given([])
+        .when(AccountCommand::Open(collaborator(None)))
+        .error();
     insta::assert_json_snapshot!("collaborator_without_owner", refusal(&err));
     let rules = given([])
         .when(AccountCommand::Open(collaborator(Some(OwnerRef {
@@ -273,19 +299,25 @@ fn only_argon2_hashes_can_be_imported() {
 
 #[test]
 fn login_with_the_right_password_starts_a_session_with_the_required_actions() {
-    let events = given(opened_mailbox()).when(login_as(SESSION, TEMPORARY)).events();
+    let events = given(opened_mailbox())
+        .when(login_as(SESSION, TEMPORARY))
+        .events();
     insta::assert_json_snapshot!(events);
 }
 
 #[test]
 fn login_with_a_wrong_password_is_recorded_as_a_failure() {
-    let events = given(opened_mailbox()).when(login_as(SESSION, "Wrong#Pass1")).events();
+    let events = given(opened_mailbox())
+        .when(login_as(SESSION, "Wrong#Pass1"))
+        .events();
     insta::assert_json_snapshot!(events);
 }
 
 #[test]
 fn login_to_an_account_that_was_never_opened_is_not_found() {
-    given([]).when(login_as(SESSION, TEMPORARY)).then_err(AccountError::NotFound);
+    given([])
+        .when(login_as(SESSION, TEMPORARY))
+        .then_err(AccountError::NotFound);
 }
 
 #[test]
@@ -318,20 +350,29 @@ fn reauthentication_with_a_wrong_password_is_a_recorded_failure() {
 #[test]
 fn logout_ends_the_session_and_only_once() {
     let events = given(with_session())
-        .when(AccountCommand::Logout(Logout { session_id: SESSION }))
+        .when(AccountCommand::Logout(Logout {
+            session_id: SESSION,
+        }))
         .events();
     insta::assert_json_snapshot!(events);
     let mut history = with_session();
     history.extend(events);
     given(history)
-        .when(AccountCommand::Logout(Logout { session_id: SESSION }))
+        .when(AccountCommand::Logout(Logout {
+            session_id: SESSION,
+        }))
         .then_err(AccountError::SessionInvalid);
 }
 
 #[test]
 fn a_session_past_its_lifetime_is_refused() {
     given(with_session())
-        .when_at(AccountCommand::Logout(Logout { session_id: SESSION }), now() + Duration::hours(24))
+        .when_at(
+            AccountCommand::Logout(Logout {
+                session_id: SESSION,
+            }),
+            now() + Duration::hours(24),
+        )
         .then_err(AccountError::SessionInvalid);
 }
 
@@ -340,13 +381,22 @@ fn a_session_past_its_lifetime_is_refused() {
 #[test]
 fn changing_the_password_stores_a_new_hash_and_ends_every_session() {
     let mut history = with_session();
-    history.extend(given(history.clone()).when(login_as(OTHER_SESSION, TEMPORARY)).events());
-    let events = given(history.clone()).when(change_to(CHOSEN, CHOSEN)).events();
+    history.extend(
+        given(history.clone())
+            .when(login_as(OTHER_SESSION, TEMPORARY))
+            .events(),
+    );
+    let events = given(history.clone())
+        .when(change_to(CHOSEN, CHOSEN))
+        .events();
     insta::assert_json_snapshot!(events);
     history.extend(events);
     let state = given(history).state;
     assert!(state.sessions.is_empty());
-    assert_eq!(state.required_actions(), vec![RequiredAction::SetRecoveryInfo]);
+    assert_eq!(
+        state.required_actions(),
+        vec![RequiredAction::SetRecoveryInfo]
+    );
     assert!(FakeHasher.verify(&Secret::new(CHOSEN), state.current_password().unwrap()));
 }
 
@@ -361,8 +411,13 @@ fn each_pw1_rule_is_refused_with_its_own_id() {
         ("Tr4m-Colle!Veeerde", "PW-1.repeat"),
     ];
     for (password, rule) in cases {
-        let rules = given(with_session()).when(change_to(password, password)).violated_rules();
-        assert!(rules.contains(&rule), "{password}: expected {rule} in {rules:?}");
+        let rules = given(with_session())
+            .when(change_to(password, password))
+            .violated_rules();
+        assert!(
+            rules.contains(&rule),
+            "{password}: expected {rule} in {rules:?}"
+        );
     }
     let err = given(with_session()).when(change_to("aaa", "aaa")).error();
     insta::assert_json_snapshot!(refusal(&err));
@@ -381,19 +436,25 @@ fn an_identity_may_not_use_its_name_or_fiscal_code() {
         .events();
     let mut history = identity.clone();
     history.extend(given(identity).when(login_as(SESSION, TEMPORARY)).events());
-    let rules = given(history).when(change_to("Tr4m-Rossi!Verde", "Tr4m-Rossi!Verde")).violated_rules();
+    let rules = given(history)
+        .when(change_to("Tr4m-Rossi!Verde", "Tr4m-Rossi!Verde"))
+        .violated_rules();
     assert_eq!(rules, vec!["PW-1.personal_data"]);
 }
 
 #[test]
 fn a_guessable_password_is_below_the_score_floor() {
-    let rules = given(with_session()).when(change_to("Password1!", "Password1!")).violated_rules();
+    let rules = given(with_session())
+        .when(change_to("Password1!", "Password1!"))
+        .violated_rules();
     assert_eq!(rules, vec!["PW-2.score"]);
 }
 
 #[test]
 fn the_new_password_must_be_typed_twice_alike() {
-    let err = given(with_session()).when(change_to(CHOSEN, "Tr4m-Colle!Verdi")).error();
+    let err = given(with_session())
+        .when(change_to(CHOSEN, "Tr4m-Colle!Verdi"))
+        .error();
     insta::assert_json_snapshot!(refusal(&err));
 }
 
@@ -412,7 +473,13 @@ fn a_wrong_current_password_is_refused() {
 
 #[test]
 fn none_of_the_last_five_passwords_may_come_back() {
-    let passwords = ["Primo#Giro1x", "Secondo#Giro2y", "Terzo#Giro3z", "Quarto#Giro4w", "Quinto#Giro5v"];
+    let passwords = [
+        "Primo#Giro1x",
+        "Secondo#Giro2y",
+        "Terzo#Giro3z",
+        "Quarto#Giro4w",
+        "Quinto#Giro5v",
+    ];
     let mut history = opened_mailbox();
     history.push(AccountEvent::PasswordImported(PasswordImported {
         password_hash: FakeHasher.hash(&Secret::new(TEMPORARY)),
@@ -439,7 +506,11 @@ fn none_of_the_last_five_passwords_may_come_back() {
         })
     };
     for p in passwords {
-        assert_eq!(given(history.clone()).when(change(p)).violated_rules(), vec!["PW-2.history"], "{p}");
+        assert_eq!(
+            given(history.clone()).when(change(p)).violated_rules(),
+            vec!["PW-2.history"],
+            "{p}"
+        );
     }
     // The sixth password back (the temporary one) is no longer remembered by the rule.
     given(history).when(change(TEMPORARY)).events();
@@ -476,17 +547,29 @@ fn recovery_info_is_saved_with_only_a_hash_of_the_normalised_answer() {
         ))
         .events();
     insta::assert_json_snapshot!(events);
-    let AccountEvent::RecoveryInfoSet(set) = &events[0] else { panic!() };
-    assert!(FakeHasher.verify(&Secret::new("fido il cane"), set.security_answer_hash.as_ref().unwrap()));
+    let AccountEvent::RecoveryInfoSet(set) = &events[0] else {
+        panic!()
+    };
+    assert!(FakeHasher.verify(
+        &Secret::new("fido il cane"),
+        set.security_answer_hash.as_ref().unwrap()
+    ));
     let mut history = with_session();
     history.extend(events);
-    assert_eq!(given(history).state.required_actions(), vec![RequiredAction::ChangePassword]);
+    assert_eq!(
+        given(history).state.required_actions(),
+        vec![RequiredAction::ChangePassword]
+    );
 }
 
 #[test]
 fn recovery_info_needs_an_email_or_a_mobile() {
     let err = given(with_session())
-        .when(set_info(Change::Keep, Change::Keep, question("fido", "fido")))
+        .when(set_info(
+            Change::Keep,
+            Change::Keep,
+            question("fido", "fido"),
+        ))
         .error();
     insta::assert_json_snapshot!(refusal(&err));
 }
@@ -494,7 +577,11 @@ fn recovery_info_needs_an_email_or_a_mobile() {
 #[test]
 fn the_security_answer_must_be_typed_twice_alike() {
     let rules = given(with_session())
-        .when(set_info(Change::Set("a@b.it".into()), Change::Keep, question("fido", "rex")))
+        .when(set_info(
+            Change::Set("a@b.it".into()),
+            Change::Keep,
+            question("fido", "rex"),
+        ))
         .violated_rules();
     assert_eq!(rules, vec!["RI-1.security_answer_repeat"]);
 }
@@ -517,19 +604,31 @@ fn changing_saved_recovery_info_needs_a_fresh_session() {
     let mut history = with_session();
     history.extend(
         given(history.clone())
-            .when(set_info(Change::Set("a@b.it".into()), Change::Keep, Change::Keep))
+            .when(set_info(
+                Change::Set("a@b.it".into()),
+                Change::Keep,
+                Change::Keep,
+            ))
             .events(),
     );
     given(history.clone())
         .when_at(
-            set_info(Change::Keep, Change::Set("+393471234512".into()), Change::Keep),
+            set_info(
+                Change::Keep,
+                Change::Set("+393471234512".into()),
+                Change::Keep,
+            ),
             now() + minutes(11),
         )
         .then_err(AccountError::ReauthenticationRequired);
     // Within the window, a partial update keeps what it does not name.
     let events = given(history)
         .when_at(
-            set_info(Change::Keep, Change::Set("+393471234512".into()), Change::Keep),
+            set_info(
+                Change::Keep,
+                Change::Set("+393471234512".into()),
+                Change::Keep,
+            ),
             now() + minutes(5),
         )
         .events();
@@ -549,11 +648,19 @@ fn saving_the_same_recovery_info_again_records_nothing() {
     let mut history = with_session();
     history.extend(
         given(history.clone())
-            .when(set_info(Change::Set("a@b.it".into()), Change::Keep, Change::Keep))
+            .when(set_info(
+                Change::Set("a@b.it".into()),
+                Change::Keep,
+                Change::Keep,
+            ))
             .events(),
     );
     let events = given(history)
-        .when(set_info(Change::Set("a@b.it".into()), Change::Keep, Change::Keep))
+        .when(set_info(
+            Change::Set("a@b.it".into()),
+            Change::Keep,
+            Change::Keep,
+        ))
         .events();
     assert!(events.is_empty());
 }
@@ -563,7 +670,11 @@ fn clearing_the_only_contact_is_refused() {
     let mut history = with_session();
     history.extend(
         given(history.clone())
-            .when(set_info(Change::Set("a@b.it".into()), Change::Keep, Change::Keep))
+            .when(set_info(
+                Change::Set("a@b.it".into()),
+                Change::Keep,
+                Change::Keep,
+            ))
             .events(),
     );
     let rules = given(history)
