@@ -1,8 +1,8 @@
 //! The event log: one SQLite file, append-only, the only source of truth.
 //!
 //! One writer thread owns the connection that appends. Commands reach it over a channel; the
-//! writer opens a transaction, takes every request waiting (each in its own savepoint, so one
-//! conflict does not spoil its neighbours), and commits them together: one fsync for many
+//! writer opens a transaction, takes every request waiting (checking each one's expected
+//! versions before it writes, so a conflict spoils no neighbour), and commits them together: one fsync for many
 //! commands (group commit). Positions are assigned by the writer, so they are gap-free; every
 //! event's `hash` chains to the previous one (SHA-256 over the previous hash and the event's
 //! canonical bytes). Readers use a pool of read-only connections, and tailers wait on a `watch`
@@ -100,6 +100,7 @@ pub struct EventLog {
 
 struct Inner {
     jobs: mpsc::Sender<Job>,
+    stats: Arc<WriterStats>,
     head: watch::Receiver<u64>,
     readers: ReadPool,
     path: PathBuf,
@@ -140,20 +141,21 @@ impl EventLog {
         let tip = Tip::load(&conn)?;
         let (head_tx, head_rx) = watch::channel(tip.position);
         let (jobs_tx, jobs_rx) = mpsc::channel(QUEUE_DEPTH);
+        let stats = Arc::new(WriterStats::default());
+        let writer = Writer {
+            conn,
+            tip,
+            head: head_tx,
+            stats: stats.clone(),
+        };
         std::thread::Builder::new()
             .name("custode-log-writer".into())
-            .spawn(move || {
-                Writer {
-                    conn,
-                    tip,
-                    head: head_tx,
-                }
-                .run(jobs_rx)
-            })
+            .spawn(move || writer.run(jobs_rx))
             .map_err(|e| LogError::Store(format!("cannot start the log writer: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 jobs: jobs_tx,
+                stats,
                 head: head_rx,
                 readers: ReadPool::new(path),
                 path: path.to_path_buf(),
@@ -182,6 +184,15 @@ impl EventLog {
             .await
             .map_err(|_| LogError::Closed)?;
         answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Commits and commands so far: commands per commit is how well group commit works.
+    pub fn stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.inner.stats.commits.load(Relaxed),
+            self.inner.stats.jobs.load(Relaxed),
+        )
     }
 
     /// The position of the last committed event (0 for an empty log).
@@ -390,6 +401,11 @@ impl Stored {
     }
 }
 
+/// The canonical bytes of an envelope: a JSON object with the keys in byte order (`actor`,
+/// `causation_id`, `correlation_id`, `event_id`, `occurred_at`, `payload`, `position`,
+/// `schema_version`, `stream`, `type`, `version`), no white space, `actor` as
+/// `{"id":…,"kind":…}` with a null id when there is none, and the payload spliced in as the
+/// canonical text it is stored as. Written directly: this runs once per appended event.
 #[allow(clippy::too_many_arguments)]
 fn canonical_envelope(
     position: u64,
@@ -405,22 +421,22 @@ fn canonical_envelope(
     causation_id: &str,
     payload: &str,
 ) -> String {
-    let fields = serde_json::json!({
-        "position": position,
-        "event_id": event_id,
-        "stream": stream,
-        "version": version,
-        "type": event_type,
-        "schema_version": schema_version,
-        "occurred_at": occurred_at,
-        "actor": { "kind": actor_kind, "id": actor_id },
-        "correlation_id": correlation_id,
-        "causation_id": causation_id,
-        "payload": "",
-    });
-    // The payload is already canonical text: splice it in rather than re-parse it.
-    let head = to_canonical_string(&fields);
-    head.replacen("\"payload\":\"\"", &format!("\"payload\":{payload}"), 1)
+    use std::fmt::Write;
+    let mut out = String::with_capacity(256 + payload.len() + stream.len());
+    let text = |s: &str| serde_json::Value::from(s).to_string();
+    let actor_id = actor_id.map_or_else(|| "null".to_string(), text);
+    let _ = write!(
+        out,
+        r#"{{"actor":{{"id":{actor_id},"kind":{}}},"causation_id":{},"correlation_id":{},"event_id":{},"occurred_at":{},"payload":{payload},"position":{position},"schema_version":{schema_version},"stream":{},"type":{},"version":{version}}}"#,
+        text(actor_kind),
+        text(causation_id),
+        text(correlation_id),
+        text(event_id),
+        text(occurred_at),
+        text(stream),
+        text(event_type),
+    );
+    out
 }
 
 fn chain_hash(prev: &str, canonical: &str) -> String {
@@ -428,16 +444,17 @@ fn chain_hash(prev: &str, canonical: &str) -> String {
     hasher.update(prev.as_bytes());
     hasher.update(b"\n");
     hasher.update(canonical.as_bytes());
-    hex(&hasher.finalize())
+    format!("{:x}", hasher.finalize())
 }
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 /// The end of the chain: the last position and its hash.
@@ -472,6 +489,13 @@ struct Writer {
     conn: Connection,
     tip: Tip,
     head: watch::Sender<u64>,
+    stats: Arc<WriterStats>,
+}
+
+#[derive(Default)]
+struct WriterStats {
+    commits: std::sync::atomic::AtomicU64,
+    jobs: std::sync::atomic::AtomicU64,
 }
 
 type Reply = (
@@ -495,7 +519,7 @@ impl Writer {
     fn commit_group(&mut self, first: Job, jobs: &mut mpsc::Receiver<Job>) -> Vec<Reply> {
         let mut replies: Vec<Reply> = Vec::new();
         let start_tip = self.tip.clone();
-        let mut tx = match self
+        let tx = match self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
         {
@@ -511,20 +535,35 @@ impl Writer {
         };
         let mut tip = self.tip.clone();
         let mut next = Some(first);
+        let mut spoiled = None;
         while let Some(job) = next.take() {
-            let result = append_job(&mut tx, &mut tip, &job);
-            replies.push((job.reply, result));
+            match append_job(&tx, &mut tip, &job) {
+                Ok(events) => replies.push((job.reply, Ok(events))),
+                Err(JobError::Refused(e)) => replies.push((job.reply, Err(e))),
+                Err(JobError::Group(e)) => {
+                    replies.push((job.reply, Err(e.clone())));
+                    spoiled = Some(e);
+                    break;
+                }
+            }
             if replies.len() < MAX_GROUP {
                 next = jobs.try_recv().ok();
             }
         }
-        match tx.commit() {
+        let committed = match spoiled {
+            None => tx.commit().map_err(LogError::from),
+            // Dropping the transaction rolls it back.
+            Some(e) => Err(e),
+        };
+        match committed {
             Ok(()) => {
                 self.tip = tip;
                 self.head.send_replace(self.tip.position);
+                use std::sync::atomic::Ordering::Relaxed;
+                self.stats.commits.fetch_add(1, Relaxed);
+                self.stats.jobs.fetch_add(replies.len() as u64, Relaxed);
             }
-            Err(e) => {
-                let err = LogError::from(e);
+            Err(err) => {
                 self.tip = start_tip;
                 for (_, result) in &mut replies {
                     if result.is_ok() {
@@ -537,30 +576,43 @@ impl Writer {
     }
 }
 
-/// Appends one job inside a savepoint of the group's transaction; on any failure the savepoint
-/// is rolled back and `tip` is left as it was, so positions stay gap-free.
+/// Appends one job inside the group's transaction. Every expected version is checked before
+/// anything is written, so a conflict leaves no trace; a failure while writing (disk, I/O) is
+/// returned as `Err(Store)` and fails the whole group, whose transaction then rolls back.
 fn append_job(
-    tx: &mut rusqlite::Transaction<'_>,
+    tx: &rusqlite::Transaction<'_>,
     tip: &mut Tip,
     job: &Job,
-) -> Result<Vec<RecordedEvent>, LogError> {
-    let sp = tx.savepoint()?;
-    let mut local = tip.clone();
-    match write_events(&sp, &mut local, job) {
-        Ok(events) => {
-            sp.commit()?;
-            *tip = local;
-            Ok(events)
+) -> Result<Vec<RecordedEvent>, JobError> {
+    let mut versions = Vec::with_capacity(job.appends.len());
+    for append in &job.appends {
+        let actual: u64 = tx
+            .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?1")
+            .and_then(|mut stmt| stmt.query_row(params![append.stream], |r| r.get(0)))
+            .map_err(|e| JobError::Group(e.into()))?;
+        if actual != append.expected_version {
+            return Err(JobError::Refused(LogError::Conflict {
+                stream: append.stream.clone(),
+                expected: append.expected_version,
+                actual,
+            }));
         }
-        // Dropping the savepoint rolls it back.
-        Err(e) => Err(e),
+        versions.push(actual);
     }
+    write_events(tx, tip, job, &versions).map_err(JobError::Group)
+}
+
+/// Why a job was not appended: refused on its own, or a failure that spoils its group.
+enum JobError {
+    Refused(LogError),
+    Group(LogError),
 }
 
 fn write_events(
     conn: &Connection,
     tip: &mut Tip,
     job: &Job,
+    versions: &[u64],
 ) -> Result<Vec<RecordedEvent>, LogError> {
     let meta = &job.meta;
     // Stored with microseconds; keep the in-process copy equal to what a reader will see.
@@ -570,17 +622,7 @@ fn write_events(
     let correlation_id = meta.correlation_id.to_string();
     let causation_id = meta.causation_id.to_string();
     let mut recorded = Vec::new();
-    for append in &job.appends {
-        let actual: u64 = conn
-            .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?1")?
-            .query_row(params![append.stream], |r| r.get(0))?;
-        if actual != append.expected_version {
-            return Err(LogError::Conflict {
-                stream: append.stream.clone(),
-                expected: append.expected_version,
-                actual,
-            });
-        }
+    for (append, &actual) in job.appends.iter().zip(versions) {
         let mut insert = conn.prepare_cached(
             "INSERT INTO events (position, event_id, stream, version, type, schema_version, occurred_at, \
              actor_kind, actor_id, correlation_id, causation_id, payload, hash) \

@@ -169,3 +169,31 @@ async fn reading_from_a_position_pages_in_order_and_tailers_are_woken() {
     );
     assert!(log.read_from(5, 10).await.unwrap().is_empty());
 }
+
+#[test]
+fn the_canonical_envelope_is_canonical_json_of_the_envelope() {
+    let payload = to_canonical_string(&json!({ "b": [1, "x\"y"], "a": null }));
+    let direct = canonical_envelope(
+        7,
+        "e-1",
+        "account-1",
+        3,
+        "Tested",
+        1,
+        "2026-01-01T00:00:00.000000Z",
+        "holder",
+        Some("h\"1"),
+        "c-1",
+        "k-1",
+        &payload,
+    );
+    let via_value = to_canonical_string(&json!({
+        "position": 7, "event_id": "e-1", "stream": "account-1", "version": 3, "type": "Tested",
+        "schema_version": 1, "occurred_at": "2026-01-01T00:00:00.000000Z",
+        "actor": { "kind": "holder", "id": "h\"1" }, "correlation_id": "c-1", "causation_id": "k-1",
+        "payload": { "b": [1, "x\"y"], "a": null },
+    }));
+    assert_eq!(direct, via_value);
+    let anonymous = canonical_envelope(1, "e", "s", 1, "T", 1, "t", "system", None, "c", "k", "{}");
+    assert!(anonymous.starts_with(r#"{"actor":{"id":null,"kind":"system"}"#));
+}

@@ -454,12 +454,16 @@ fn change_password(
     if !violations.is_empty() {
         return Err(AccountError::PasswordPolicy(violations));
     }
-    // The expensive check last: one Argon2 verification per remembered password.
-    let reused = state
-        .passwords
-        .iter()
-        .take(policy.history)
-        .any(|old| ctx.hasher.verify(&c.new_password, old));
+    // The expensive check last: one Argon2 verification per remembered password, except the
+    // current one, which was just verified to be `current_password` and compares in the clear.
+    let reused = policy.history > 0
+        && (c.new_password == c.current_password
+            || state
+                .passwords
+                .iter()
+                .take(policy.history)
+                .skip(1)
+                .any(|old| ctx.hasher.verify(&c.new_password, old)));
     if reused {
         return Err(AccountError::PasswordPolicy(vec![Violation::new(
             "PW-2.history",
