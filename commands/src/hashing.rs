@@ -9,7 +9,6 @@ use custode_domain::{PasswordHash, Secret, SecretHasher};
 use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 
 /// Argon2id cost. SPEC's floor (OWASP): m = 19456 KiB, t = 2, p = 1; stronger is allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,11 +103,16 @@ impl SecretHasher for Argon2Hasher {
     }
 }
 
-/// Runs CPU-heavy closures on blocking threads, at most `permits` at once.
+/// A dedicated pool of long-lived threads, one per core, for CPU-heavy closures. Dedicated
+/// threads (not Tokio's elastic blocking pool) keep Argon2's 19 MiB working memory warm in
+/// each thread's allocator arena instead of faulting fresh pages in for every hash, and the
+/// queue in front of them bounds how much hashing runs at once.
 #[derive(Clone)]
 pub struct HashPool {
-    permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::Sender<Job>,
 }
+
+type Job = Box<dyn FnOnce() + Send>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("the hashing pool is gone")]
@@ -116,22 +120,42 @@ pub struct PoolClosed;
 
 impl HashPool {
     pub fn new(size: usize) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(size.max(1))),
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..size.max(1) {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("custode-hash-{n}"))
+                .spawn(move || loop {
+                    let job = match queue.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start a hashing thread");
+            }
         }
+        Self { jobs }
     }
 
-    /// One permit per available core.
+    /// One thread per available core.
     pub fn per_core() -> Self {
         Self::new(std::thread::available_parallelism().map_or(2, usize::from))
     }
 
-    pub async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, PoolClosed> {
-        let _permit = self.permits.acquire().await.map_err(|_| PoolClosed)?;
-        tokio::task::spawn_blocking(f).await.map_err(|_| PoolClosed)
+    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, PoolClosed> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = reply.send(f());
+            }))
+            .map_err(|_| PoolClosed)?;
+        answer.await.map_err(|_| PoolClosed)
     }
 }
 
