@@ -84,9 +84,19 @@ impl Then {
             Err(e) => panic!("expected events, got {e:?}"),
         }
     }
+    /// The refusal is the expected one; its problem shape is kept as a snapshot named after
+    /// the test.
     #[track_caller]
     fn then_err(self, expected: AccountError) {
-        assert_eq!(self.result, Err(expected));
+        assert_eq!(self.result, Err(expected.clone()));
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .rsplit("::")
+            .next()
+            .unwrap_or("unnamed")
+            .to_string();
+        insta::assert_json_snapshot!(format!("{test}_refusal"), refusal(&expected));
     }
     #[track_caller]
     fn error(self) -> AccountError {
