@@ -129,6 +129,16 @@ impl TestApp {
         self.request(reqwest::Method::GET, path, token, None).await
     }
 
+    /// `POST /v1/account/password` with the new password typed twice alike.
+    pub async fn change_password(&self, token: &str, current: &str, new: &str) -> Response {
+        self.post(
+            "/v1/account/password",
+            Some(token),
+            json!({ "current_password": current, "new_password": new, "new_password_repeat": new }),
+        )
+        .await
+    }
+
     /// Opens a mailbox as the operator; returns (account id, temporary password).
     pub async fn open_mailbox(&self, user_id: &str) -> (String, String) {
         let res = self
@@ -173,13 +183,7 @@ impl TestApp {
         let token = self.login(user_id, &temporary).await;
         let password = "Tr4m-Colle!Verde";
         self.remember_secret(password);
-        let res = self
-            .post(
-                "/v1/account/password",
-                Some(&token),
-                json!({ "current_password": temporary, "new_password": password, "new_password_repeat": password }),
-            )
-            .await;
+        let res = self.change_password(&token, &temporary, password).await;
         assert_eq!(res.status(), StatusCode::NO_CONTENT);
         let token = self.login(user_id, password).await;
         let res = self

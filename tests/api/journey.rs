@@ -58,11 +58,7 @@ async fn a_holder_goes_from_temporary_credentials_to_a_protected_account() {
     ];
     for (candidate, rule) in cases {
         let res = app
-            .post(
-                "/v1/account/password",
-                Some(&first_token),
-                json!({ "current_password": temporary, "new_password": candidate, "new_password_repeat": candidate }),
-            )
+            .change_password(&first_token, &temporary, candidate)
             .await;
         let (status, body) = problem(res).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -75,11 +71,7 @@ async fn a_holder_goes_from_temporary_credentials_to_a_protected_account() {
 
     // The change itself; the session that asked for it ends with every other.
     let res = app
-        .post(
-            "/v1/account/password",
-            Some(&first_token),
-            json!({ "current_password": temporary, "new_password": NEW_PASSWORD, "new_password_repeat": NEW_PASSWORD }),
-        )
+        .change_password(&first_token, &temporary, NEW_PASSWORD)
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let (status, body) = problem(app.get("/v1/account", Some(&first_token)).await).await;
@@ -207,26 +199,14 @@ async fn none_of_the_last_five_passwords_can_be_chosen_again() {
     ];
     for next in chosen {
         app.remember_secret(next);
-        let res = app
-            .post(
-                "/v1/account/password",
-                Some(&token),
-                json!({ "current_password": current, "new_password": next, "new_password_repeat": next }),
-            )
-            .await;
+        let res = app.change_password(&token, &current, next).await;
         assert_eq!(res.status(), StatusCode::NO_CONTENT);
         current = next.to_string();
         token = app.login("storico@pec.example.it", &current).await;
     }
     // The five most recent: the four above and the one set by ready_mailbox.
     for old in ["Tr4m-Colle!Verde", "Secondo#Giro-72", "Quarto#Giro-74"] {
-        let res = app
-            .post(
-                "/v1/account/password",
-                Some(&token),
-                json!({ "current_password": current, "new_password": old, "new_password_repeat": old }),
-            )
-            .await;
+        let res = app.change_password(&token, &current, old).await;
         let (status, body) = problem(res).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(rules(&body), vec!["PW-2.history"], "{old}");
