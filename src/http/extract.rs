@@ -74,6 +74,9 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .map(str::trim)
 }
 
+/// Past this many tracked sessions, idle ones are dropped from the activity map.
+const ACTIVITY_PRUNE_AT: usize = 10_000;
+
 /// The holder's live session (SEC-3): not ended, not past 24 hours, not idle for an hour.
 #[derive(Debug, Clone, Copy)]
 pub struct HolderSession {
@@ -139,6 +142,10 @@ impl FromRequestParts<AppState> for HolderSession {
                 "unauthenticated",
                 "the session was idle too long; log in again",
             ));
+        }
+        if activity.len() >= ACTIVITY_PRUNE_AT {
+            // Sessions idle past the limit can never be used again: forget them.
+            activity.retain(|_, seen| now - *seen <= sessions.idle());
         }
         activity.insert(session_id, now);
         Ok(Self {
