@@ -1,3 +1,9 @@
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 //! Appends/s of single-event commands through the log with 8 concurrent writers (group
 //! commit), against a bare rusqlite insert loop of the same rows into the same table: one
 //! transaction per row, and in batches. Both with WAL and `synchronous=FULL`. Prints the

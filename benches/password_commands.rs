@@ -1,3 +1,9 @@
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 //! Password commands through the whole write path (HTTP-less: the account handler, the
 //! hashing pool, the log) against bare Argon2id with the same parameters on as many threads
 //! as the pool has. Run with `cargo bench --bench password_commands`.
