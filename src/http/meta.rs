@@ -67,7 +67,7 @@ pub async fn strength(
 
 #[derive(Debug, Deserialize)]
 pub struct LanguageQuery {
-    language: Option<String>,
+    language: Option<custode_domain::account::Language>,
 }
 
 const QUESTIONS_IT: &[&str] = &[
@@ -88,11 +88,12 @@ const QUESTIONS_EN: &[&str] = &[
 /// RI-1: suggested questions in the holder's language (a custom one is allowed too).
 pub async fn suggested_questions(
     query: Result<Query<LanguageQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let language = query.ok().and_then(|Query(q)| q.language);
-    let questions = match language.as_deref() {
-        Some("en") => QUESTIONS_EN,
-        _ => QUESTIONS_IT,
+) -> Result<Response, Problem> {
+    let Query(query) =
+        query.map_err(|_| Problem::new("invalid-request", "`language` is `it` or `en`"))?;
+    let questions = match query.language.unwrap_or_default() {
+        custode_domain::account::Language::En => QUESTIONS_EN,
+        custode_domain::account::Language::It => QUESTIONS_IT,
     };
-    Json(serde_json::json!({ "questions": questions, "custom_allowed": true })).into_response()
+    Ok(Json(serde_json::json!({ "questions": questions, "custom_allowed": true })).into_response())
 }

@@ -164,6 +164,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for After {
 
 pub async fn wait_for_after(state: &AppState, after: &After) -> Result<(), Problem> {
     match after.after {
+        // No command answered with a position the log has not reached: waiting would not help.
+        Some(position) if position > state.log.head() => Err(Problem::new(
+            "invalid-request",
+            format!("the log has no position {position} yet"),
+        )),
         Some(position) if !applied(state, position).await => Err(Problem::new(
             "not-ready",
             format!("the read model has not reached position {position} yet"),

@@ -193,3 +193,33 @@ async fn real_answers_validate_against_the_document() {
     let policy: Value = res.json().await.unwrap();
     assert_matches_document("post", "/v1/account/password", 422, &policy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suggested_questions_come_in_either_language_and_nothing_else() {
+    let app = TestApp::spawn().await;
+    let en: Value = app
+        .get("/v1/recovery-info/questions?language=en", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let it: Value = app
+        .get("/v1/recovery-info/questions", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(en["questions"], it["questions"]);
+    let (status, body) = crate::helpers::problem(
+        app.get("/v1/recovery-info/questions?language=fr", None)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("/problems/invalid-request")
+        )
+    );
+}

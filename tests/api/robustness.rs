@@ -107,20 +107,42 @@ async fn reads_wait_for_their_position_or_answer_503_with_retry_after() {
         .get(&format!("/v1/account?after={head}"), Some(&token))
         .await;
     assert_eq!(res.status(), StatusCode::OK);
-    let res = app
-        .get(&format!("/v1/account?after={}", head + 1000), Some(&token))
-        .await;
-    assert_eq!(
-        res.headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
-    let (status, body) = problem(res).await;
+    // A position the log has not reached cannot come from a command's answer: no waiting.
+    let (status, body) = problem(
+        app.get(&format!("/v1/account?after={}", head + 1000), Some(&token))
+            .await,
+    )
+    .await;
     assert_eq!(
         (status, body["type"].as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some("/problems/not-ready"))
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("/problems/invalid-request")
+        )
     );
+
+    // A position the log has but the read model has not applied: wait, then 503. A projector
+    // that is stuck is simulated by a state whose applied position never moves.
+    let mut stuck = app.state.clone();
+    let (_never, applied) = tokio::sync::watch::channel(0u64);
+    stuck.applied = applied;
+    let res = tower::ServiceExt::oneshot(
+        custode::http::app(stuck),
+        axum::http::Request::get(format!("/v1/account?after={head}"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "1");
+    let bytes = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["type"], "/problems/not-ready");
     let (status, body) = problem(app.get("/v1/account?after=minus-one", Some(&token)).await).await;
     assert_eq!(
         (status, body["type"].as_str()),
