@@ -44,6 +44,16 @@ impl DataDirLock {
             path: data_dir.to_path_buf(),
             source,
         })?;
+        // The log holds password hashes and contacts: only the service's user may read it.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(
+                |source| StartError::DataDir {
+                    path: data_dir.to_path_buf(),
+                    source,
+                },
+            )?;
+        }
         let path = data_dir.join(LOCK_FILE);
         let file = File::options()
             .create(true)

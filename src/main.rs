@@ -132,11 +132,26 @@ fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(%listen, data_dir = %app.state.config.data_dir.display(), "custode is serving");
         let router = custode::http::app(app.state.clone());
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
+            .with_graceful_shutdown(shutdown_signal())
             .await?;
         drop(app);
         Ok(())
     })
+}
+
+/// Ctrl-C or SIGTERM (what service managers send): stop accepting, finish what is in flight.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
 }

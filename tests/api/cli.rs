@@ -100,6 +100,33 @@ async fn the_served_binary_survives_bad_input_and_its_log_verifies() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The data directory is the service user's alone.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    // SIGTERM (a service manager's stop) ends the process cleanly.
+    let mut served = served;
+    let pid = served.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "custode did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
     drop(served);
 
     let out = Command::new(BIN)
