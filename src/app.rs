@@ -87,6 +87,7 @@ pub struct AppState {
     /// Last request time per session, for SEC-3's idle limit. Kept in memory: after a restart
     /// a session counts as idle since its last login or step-up, which only errs on the safe side.
     pub activity: Arc<Mutex<HashMap<Uuid, DateTime<Utc>>>>,
+    pub metrics: Arc<crate::http::metrics::HttpMetrics>,
 }
 
 pub struct App {
@@ -131,6 +132,7 @@ impl App {
             applied: projector.applied(),
             clock,
             activity: Arc::new(Mutex::new(HashMap::new())),
+            metrics: Arc::default(),
         };
         Ok(Self { state, _lock: lock })
     }

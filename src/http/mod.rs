@@ -6,6 +6,7 @@ mod account;
 mod admin;
 pub mod extract;
 mod meta;
+pub mod metrics;
 pub mod problem;
 mod sessions;
 
@@ -36,7 +37,7 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(access_log))
+        .layer(middleware::from_fn_with_state(state.clone(), access_log))
         .with_state(state)
 }
 
@@ -49,6 +50,7 @@ fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
     let table: Vec<(Method, &'static str, MethodRouter<AppState>)> = vec![
         (Method::GET, "/healthz", get(meta::healthz)),
         (Method::GET, "/readyz", get(meta::readyz)),
+        (Method::GET, "/metrics", get(metrics::metrics)),
         (Method::GET, "/v1/openapi.json", get(meta::openapi)),
         (
             Method::POST,
@@ -98,8 +100,13 @@ fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
     (router, listed)
 }
 
-/// One line per request: method, route, status, time. Never bodies, headers or query strings.
-async fn access_log(request: Request, next: Next) -> Response {
+/// One line per request (method, route, status, time; never bodies, headers or query strings)
+/// and the request counters of `/metrics`.
+async fn access_log(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = std::time::Instant::now();
     let method = request.method().clone();
     let route = request
@@ -107,7 +114,12 @@ async fn access_log(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "(unmatched)".to_string(), |p| p.as_str().to_string());
     let response = next.run(request).await;
-    tracing::info!(%method, %route, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    tracing::info!(%method, %route, status, elapsed_ms = elapsed.as_millis() as u64, "request");
+    state
+        .metrics
+        .observe(&route, method.as_str(), status, elapsed);
     response
 }
 

@@ -223,3 +223,34 @@ async fn suggested_questions_come_in_either_language_and_nothing_else() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_and_show_the_log_and_read_model_positions() {
+    let app = TestApp::spawn().await;
+    app.open_mailbox("metriche@pec.example.it").await;
+    let _ = app.get("/v1/nothing", None).await;
+    let res = app.get("/metrics", None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = res.text().await.unwrap();
+    let head = app.log_head();
+    assert!(
+        text.contains(&format!("custode_log_head_position {head}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("custode_read_models_applied_position {head}")),
+        "{text}"
+    );
+    assert!(text.contains(r#"custode_http_requests_total{route="/v1/admin/accounts",method="POST",status="201"} 1"#), "{text}");
+    assert!(
+        text.contains(
+            r#"custode_http_requests_total{route="(unmatched)",method="GET",status="404"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("custode_log_commits_total "));
+}
