@@ -55,3 +55,37 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map("\\PC{0,8}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Canonical text parses back to the same value, and equal values give equal text
+        /// whatever order their keys were inserted in.
+        #[test]
+        fn canonical_text_round_trips_and_ignores_key_order(value in json()) {
+            let text = to_canonical_string(&value);
+            let parsed: Value = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(&parsed, &value);
+            prop_assert_eq!(to_canonical_string(&parsed), text);
+        }
+    }
+}

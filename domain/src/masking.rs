@@ -114,3 +114,48 @@ mod tests {
         assert_eq!(normalize_email("a b@c.it"), None);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A masked mobile shows the country code and the last two digits, nothing more.
+        #[test]
+        fn a_masked_mobile_reveals_at_most_country_and_last_two(digits in "[1-9][0-9]{7,13}") {
+            let e164 = normalize_mobile(&format!("+{digits}")).unwrap();
+            let masked = mask_mobile(&e164);
+            let shown: String = masked.chars().filter(char::is_ascii_digit).collect();
+            prop_assert_eq!(shown.len(), 4);
+            prop_assert!(masked.ends_with(&digits[digits.len() - 2..]));
+        }
+
+        /// A masked address never contains the local part's first character or the host name
+        /// beyond its initial, whatever the address.
+        #[test]
+        fn a_masked_email_hides_the_address(local in "[a-z]{4,20}", host in "[a-z]{3,15}", tld in "(it|com|eu)") {
+            let masked = mask_email(&format!("{local}@{host}.{tld}"));
+            prop_assert!(!masked.contains(&local));
+            prop_assert!(!masked.contains(&host));
+            prop_assert!(masked.starts_with("*****"));
+        }
+
+        /// Normalisation is idempotent, so stored answers compare however they were typed.
+        #[test]
+        fn answer_normalisation_is_idempotent(answer in "\\PC{0,60}") {
+            let once = normalize_answer(&answer);
+            prop_assert_eq!(normalize_answer(&once), once.clone());
+        }
+
+        /// Any text either normalises to a valid E.164 number or is refused; never a panic.
+        #[test]
+        fn mobile_normalisation_accepts_only_e164(text in "\\PC{0,30}") {
+            if let Some(n) = normalize_mobile(&text) {
+                prop_assert!(n.starts_with('+'));
+                prop_assert!((9..=16).contains(&n.len()));
+                prop_assert!(n[1..].chars().all(|c| c.is_ascii_digit()));
+            }
+        }
+    }
+}

@@ -262,3 +262,26 @@ mod tests {
         assert!(!ids.contains(&"PW-1.digit"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any password, however strange its characters, is evaluated without a panic and
+        /// every enabled rule is reported once.
+        #[test]
+        fn every_password_gets_every_rule_once(password in "\\PC{0,140}") {
+            let evaluation = evaluate(&password, &Holder { user_id: "mario@pec.it", personal: vec!["Mario Rossi"] }, &PolicySettings::default());
+            let mut ids: Vec<_> = evaluation.rules.iter().map(|r| r.id).collect();
+            let count = ids.len();
+            ids.dedup();
+            prop_assert_eq!(ids.len(), count);
+            prop_assert_eq!(count, 8);
+            prop_assert!(evaluation.score <= 4);
+        }
+    }
+}
