@@ -11,10 +11,15 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Request counters, keyed by (route, method, status).
+/// (route, method, status).
+type RequestKey = (String, String, u16);
+/// Requests answered and the seconds spent on them.
+type RequestTotals = (u64, f64);
+
+/// Request counters, keyed by route, method and status.
 #[derive(Default)]
 pub struct HttpMetrics {
-    requests: Mutex<BTreeMap<(String, String, u16), (u64, f64)>>,
+    requests: Mutex<BTreeMap<RequestKey, RequestTotals>>,
 }
 
 impl HttpMetrics {
