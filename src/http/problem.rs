@@ -167,3 +167,77 @@ impl From<HandlerError> for Problem {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every domain refusal maps to a listed problem type with the status SPEC gives it.
+    #[test]
+    fn every_refusal_has_its_problem_and_status() {
+        let cases: Vec<(HandlerError, &str, u16)> = vec![
+            (
+                AccountError::Invalid(vec![]).into(),
+                "/problems/validation-failed",
+                422,
+            ),
+            (
+                AccountError::PasswordPolicy(vec![]).into(),
+                "/problems/password-policy",
+                422,
+            ),
+            (
+                AccountError::CurrentPasswordWrong.into(),
+                "/problems/current-password-wrong",
+                422,
+            ),
+            (
+                AccountError::NotFound.into(),
+                "/problems/account-not-found",
+                404,
+            ),
+            (
+                AccountError::AlreadyOpen.into(),
+                "/problems/account-exists",
+                409,
+            ),
+            (
+                AccountError::SessionInvalid.into(),
+                "/problems/unauthenticated",
+                401,
+            ),
+            (
+                AccountError::ReauthenticationRequired.into(),
+                "/problems/reauthentication-required",
+                403,
+            ),
+            (UserIdError::Taken.into(), "/problems/user-id-taken", 409),
+            (HandlerError::Conflict, "/problems/conflict", 409),
+            (
+                HandlerError::Store("disk full".into()),
+                "/problems/internal",
+                500,
+            ),
+        ];
+        for (error, problem_type, status) in cases {
+            let problem = Problem::from(error);
+            assert_eq!(
+                (problem.problem_type.as_str(), problem.status),
+                (problem_type, status)
+            );
+            assert!(
+                !problem.detail.contains("disk full"),
+                "internal causes stay in the log"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unlisted_slug_is_a_500_not_a_silent_success() {
+        let problem = Problem::new("no-such-slug", "x");
+        assert_eq!(
+            (problem.problem_type.as_str(), problem.status),
+            ("/problems/internal", 500)
+        );
+    }
+}
