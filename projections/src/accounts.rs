@@ -4,7 +4,6 @@
 
 use crate::{Projection, ProjectionError};
 use custode_domain::account::{AccountEvent, AccountKind};
-use custode_domain::envelope::decode;
 use custode_domain::user_registry::user_key;
 use custode_domain::RecordedEvent;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -55,12 +54,9 @@ impl Projection for AccountsProjection {
     }
 
     fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.category() != "account" {
+        let Some((account_id, typed)) = crate::account_event(event)? else {
             return Ok(());
-        }
-        let typed: AccountEvent =
-            decode(event).map_err(|e| ProjectionError::undecodable(event, e))?;
-        let account_id = event.stream.trim_start_matches("account-");
+        };
         match typed {
             AccountEvent::AccountOpened(e) => {
                 let mail = e.kind == AccountKind::Mailbox;

@@ -43,6 +43,18 @@ impl ProjectionError {
     }
 }
 
+/// An event of an account stream, typed, with the account's id; `None` for other streams.
+pub fn account_event(
+    event: &RecordedEvent,
+) -> Result<Option<(&str, custode_domain::account::AccountEvent)>, ProjectionError> {
+    if event.category() != "account" {
+        return Ok(None);
+    }
+    let typed = custode_domain::envelope::decode(event)
+        .map_err(|e| ProjectionError::undecodable(event, e))?;
+    Ok(Some((event.stream.trim_start_matches("account-"), typed)))
+}
+
 /// Every projection custode has, in the order they are applied.
 pub fn all() -> Vec<Box<dyn Projection>> {
     vec![

@@ -4,7 +4,6 @@
 
 use crate::{Projection, ProjectionError};
 use custode_domain::account::AccountEvent;
-use custode_domain::envelope::decode;
 use custode_domain::RecordedEvent;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
@@ -40,12 +39,9 @@ impl Projection for SessionsProjection {
     }
 
     fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.category() != "account" {
+        let Some((account_id, typed)) = crate::account_event(event)? else {
             return Ok(());
-        }
-        let typed: AccountEvent =
-            decode(event).map_err(|e| ProjectionError::undecodable(event, e))?;
-        let account_id = event.stream.trim_start_matches("account-");
+        };
         match typed {
             AccountEvent::SessionStarted(e) => {
                 tx.execute(
