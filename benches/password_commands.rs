@@ -143,7 +143,7 @@ fn main() {
                             };
                             (account_id, s.session_id, password)
                         }
-                        LoginOutcome::Refused { .. } => panic!("login refused"),
+                        LoginOutcome::Refused => panic!("login refused"),
                     }
                 }));
             }

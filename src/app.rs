@@ -166,10 +166,6 @@ pub fn replay(data_dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<u64
             log_path.display()
         )));
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .map_err(|e| component(&e))?;
-    let _guard = runtime.enter();
     let log = EventLog::open(&log_path, &LogOptions::default()).map_err(|e| component(&e))?;
     let fresh = data_dir.join(format!("{READ_MODELS_FILE}.rebuild"));
     for suffix in ["", "-wal", "-shm"] {

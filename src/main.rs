@@ -92,8 +92,6 @@ fn main() -> anyhow::Result<()> {
         Command::Audit {
             command: AuditCommand::Verify,
         } => {
-            let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-            let _guard = runtime.enter();
             let path = config.data_dir.join(app::LOG_FILE);
             anyhow::ensure!(path.exists(), "no event log at {}", path.display());
             let log = EventLog::open(&path, &LogOptions::default())?;

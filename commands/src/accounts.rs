@@ -11,7 +11,7 @@ use custode_domain::account::{
     OpenAccount, OwnerRef,
 };
 use custode_domain::envelope::{decode, encode, CURRENT_SCHEMA_VERSION};
-use custode_domain::user_registry::{self, UserId, UserIdError, UserIdEvent};
+use custode_domain::user_registry::{self, UserId, UserIdError};
 use custode_domain::{Actor, RecordedEvent, Secret, Settings};
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -68,7 +68,7 @@ impl Outcome {
 #[derive(Debug)]
 pub enum LoginOutcome {
     Started { token: Secret, outcome: Outcome },
-    Refused { position: u64 },
+    Refused,
 }
 
 #[derive(Clone)]
@@ -99,49 +99,40 @@ impl AccountHandler {
         }
     }
 
-    pub fn log(&self) -> &EventLog {
-        &self.log
-    }
-
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
-    }
-
-    pub fn settings(&self) -> &Arc<Settings> {
-        &self.settings
+    /// Reads `stream` and folds it with `evolve`: the state as of now and the stream's version.
+    async fn fold<E: serde::de::DeserializeOwned, S: Default>(
+        &self,
+        stream: &str,
+        evolve: impl Fn(S, &E) -> S,
+    ) -> Result<(S, u64), HandlerError> {
+        let recorded = self.log.read_stream(stream).await?;
+        let version = recorded.last().map_or(0, |e| e.version);
+        let mut state = S::default();
+        for e in &recorded {
+            let event: E = decode(e).map_err(|err| {
+                HandlerError::Store(format!("undecodable event {}: {err}", e.event_id))
+            })?;
+            state = evolve(state, &event);
+        }
+        Ok((state, version))
     }
 
     /// The account's state as of now, and its stream version.
     pub async fn load(&self, account_id: Uuid) -> Result<(Account, u64), HandlerError> {
-        let recorded = self
-            .log
-            .read_stream(&account::stream_for(account_id))
-            .await?;
-        let version = recorded.last().map_or(0, |e| e.version);
-        let mut state = Account::default();
-        for e in &recorded {
-            let event: AccountEvent = decode(e).map_err(|err| {
-                HandlerError::Store(format!("undecodable event {}: {err}", e.event_id))
-            })?;
-            state = account::evolve(state, &event);
-        }
-        Ok((state, version))
+        self.fold(&account::stream_for(account_id), account::evolve)
+            .await
     }
 
     /// The account that holds `user_id`, read from the registry stream (the log, not a read
     /// model, so it is never behind).
     pub async fn account_id_of(&self, user_id: &str) -> Result<Option<Uuid>, HandlerError> {
-        let recorded = self
-            .log
-            .read_stream(&user_registry::stream_for(user_id))
-            .await?;
-        let mut state = UserId::default();
-        for e in &recorded {
-            let event: UserIdEvent =
-                decode(e).map_err(|err| HandlerError::Store(err.to_string()))?;
-            state = user_registry::evolve(state, &event);
-        }
-        Ok(state.account_id)
+        let (registry, _) = self.registry(user_id).await?;
+        Ok(registry.account_id)
+    }
+
+    async fn registry(&self, user_id: &str) -> Result<(UserId, u64), HandlerError> {
+        self.fold(&user_registry::stream_for(user_id), user_registry::evolve)
+            .await
     }
 
     /// ACC-1..4: claims the user id and opens the account in one atomic append. Returns the
@@ -162,24 +153,18 @@ impl AccountHandler {
             InitialPassword::Temporary(secret) => Some(secret.clone()),
             InitialPassword::Imported(_) => None,
         };
-        let registry_stream = user_registry::stream_for(&cmd.user_id);
-        let registry_events = self.log.read_stream(&registry_stream).await?;
-        let mut registry = UserId::default();
-        for e in &registry_events {
-            let event: UserIdEvent =
-                decode(e).map_err(|err| HandlerError::Store(err.to_string()))?;
-            registry = user_registry::evolve(registry, &event);
-        }
+        let (registry, registry_version) = self.registry(&cmd.user_id).await?;
         let claimed = user_registry::decide(&registry, &cmd.user_id, cmd.account_id)?;
         let account_id = cmd.account_id;
+        let cmd_user_id = cmd.user_id.clone();
         let hasher = Arc::new(MemoHasher::new(self.hasher.clone()));
         let events = self
             .decide(Account::default(), AccountCommand::Open(cmd), hasher)
             .await?;
         let appends = vec![
             StreamAppend {
-                stream: registry_stream,
-                expected_version: registry_events.len() as u64,
+                stream: user_registry::stream_for(&cmd_user_id),
+                expected_version: registry_version,
                 events: to_new_events(&claimed)?,
             },
             StreamAppend {
@@ -212,7 +197,7 @@ impl AccountHandler {
                 .run(move || hasher.verify_dummy(&password))
                 .await
                 .map_err(|e| HandlerError::Store(e.to_string()))?;
-            return Ok(LoginOutcome::Refused { position: 0 });
+            return Ok(LoginOutcome::Refused);
         };
         let (token, token_hash) = tokens::new_token();
         let cmd = AccountCommand::Login(Login {
@@ -227,9 +212,7 @@ impl AccountHandler {
             .iter()
             .any(|e| matches!(e, AccountEvent::LoginFailed(_)));
         Ok(if refused {
-            LoginOutcome::Refused {
-                position: outcome.position(),
-            }
+            LoginOutcome::Refused
         } else {
             LoginOutcome::Started { token, outcome }
         })

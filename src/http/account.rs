@@ -242,11 +242,9 @@ pub async fn set_recovery_info(
         .await?;
     let position = outcome.position();
     // Answer with the masked methods as the page will show them.
-    let (row, _) = {
-        super::applied(&state, position).await;
-        account_row(&state, &session).await?
-    };
-    Ok(command_answer(&state, position, Json(recovery(&row))).await)
+    super::settle(&state, position).await;
+    let (row, _) = account_row(&state, &session).await?;
+    Ok(super::with_position(position, Json(recovery(&row))))
 }
 
 #[derive(Debug, Deserialize)]

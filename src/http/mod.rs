@@ -132,22 +132,32 @@ pub async fn applied(state: &AppState, position: u64) -> bool {
     matches!(reached, Ok(Ok(_)))
 }
 
-/// The answer of a command: `response` plus the position header, once the read models of
-/// this process have the command's events (so the next read sees them).
-pub async fn command_answer(
-    state: &AppState,
-    position: u64,
-    response: impl IntoResponse,
-) -> Response {
+/// Waits until the read models of this process have a command's events, so the next read
+/// sees them. The command is committed either way: answering an error would invite a
+/// duplicate retry, so a read model that stays behind is only logged.
+pub async fn settle(state: &AppState, position: u64) {
     if !applied(state, position).await {
-        // The command is committed; answering an error would invite a duplicate retry.
         tracing::warn!(position, "read models are behind the log; answering anyway");
     }
+}
+
+/// `response` with the position header of the command that produced it.
+pub fn with_position(position: u64, response: impl IntoResponse) -> Response {
     let mut response = response.into_response();
     response
         .headers_mut()
         .insert(POSITION_HEADER, HeaderValue::from(position));
     response
+}
+
+/// The answer of a command: `response` plus the position header, once settled.
+pub async fn command_answer(
+    state: &AppState,
+    position: u64,
+    response: impl IntoResponse,
+) -> Response {
+    settle(state, position).await;
+    with_position(position, response)
 }
 
 /// `?after=<position>` on reads: wait for the read model, or `503` with `Retry-After`.

@@ -57,7 +57,7 @@ pub async fn login(
         .login(&req.user_id, req.password, client.text(), &caller)
         .await?;
     match outcome {
-        LoginOutcome::Refused { .. } => Err(invalid_credentials()),
+        LoginOutcome::Refused => Err(invalid_credentials()),
         LoginOutcome::Started { token, outcome } => {
             let Some(AccountEvent::SessionStarted(started)) = outcome.events.first() else {
                 return Err(Problem::internal(&"a login produced no session"));
