@@ -1,7 +1,7 @@
 //! Operator endpoints (ACC-1..4, SEC-4): opening accounts, duplicates, migrated mailboxes,
 //! collaborators, the operator key.
 
-use crate::helpers::{file_config, problem, rules, TestApp, OPERATOR_KEY};
+use crate::helpers::{expect_problem, file_config, oneshot, problem, rules, TestApp, OPERATOR_KEY};
 use argon2::password_hash::{PasswordHasher, SaltString};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -18,11 +18,7 @@ async fn a_user_id_can_be_opened_once_whatever_its_case() {
             json!({ "kind": "mailbox", "user_id": "UNICO@pec.example.it" }),
         )
         .await;
-    let (status, body) = problem(res).await;
-    assert_eq!(
-        (status, body["type"].as_str()),
-        (StatusCode::CONFLICT, Some("/problems/user-id-taken"))
-    );
+    expect_problem(res, StatusCode::CONFLICT, "user-id-taken").await;
     assert_eq!(app.log_head(), before);
 }
 
@@ -75,18 +71,16 @@ async fn the_operator_view_shows_the_account_and_404_for_an_unknown_one() {
         ),
         (Some("mailbox"), Some("pro"), Some("active"))
     );
-    let (status, body) = problem(
+    expect_problem(
         app.get(
             "/v1/admin/accounts/nessuno@pec.example.it",
             Some(OPERATOR_KEY),
         )
         .await,
+        StatusCode::NOT_FOUND,
+        "account-not-found",
     )
     .await;
-    assert_eq!(
-        (status, body["type"].as_str()),
-        (StatusCode::NOT_FOUND, Some("/problems/account-not-found"))
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,12 +88,12 @@ async fn operator_endpoints_need_the_operator_key_and_say_so_when_unset() {
     let app = TestApp::spawn().await;
     let body = json!({ "kind": "mailbox", "user_id": "chiave@pec.example.it" });
     for key in [None, Some("wrong-key")] {
-        let (status, problem_body) =
-            problem(app.post("/v1/admin/accounts", key, body.clone()).await).await;
-        assert_eq!(
-            (status, problem_body["type"].as_str()),
-            (StatusCode::UNAUTHORIZED, Some("/problems/unauthenticated"))
-        );
+        expect_problem(
+            app.post("/v1/admin/accounts", key, body.clone()).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        )
+        .await;
     }
     // A holder's session is not an operator key.
     let (token, _) = app.ready_mailbox("titolare@pec.example.it").await;
@@ -122,21 +116,15 @@ async fn operator_endpoints_need_the_operator_key_and_say_so_when_unset() {
     config.operator_key = None;
     let app = custode::app::App::start(config, std::sync::Arc::new(clock)).unwrap();
     let router = custode::http::app(app.state.clone());
-    let res = tower::ServiceExt::oneshot(
+    let (status, _, problem_body) = oneshot(
         router,
         axum::http::Request::post("/v1/admin/accounts")
             .header("authorization", "Bearer anything")
             .body(axum::body::Body::from(body.to_string()))
             .unwrap(),
     )
-    .await
-    .unwrap();
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let bytes = http_body_util::BodyExt::collect(res.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    let problem_body: Value = serde_json::from_slice(&bytes).unwrap();
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(problem_body["type"], "/problems/operator-key-unset");
     drop(app);
     drop(dir);
@@ -203,14 +191,7 @@ async fn bad_fields_are_each_named_and_nothing_is_opened() {
             json!({ "kind": "bank", "user_id": "a@b.it" }),
         )
         .await;
-    let (status, body) = problem(res).await;
-    assert_eq!(
-        (status, body["type"].as_str()),
-        (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some("/problems/invalid-request")
-        )
-    );
+    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request").await;
     assert_eq!(app.log_head(), before);
 }
 

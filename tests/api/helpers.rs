@@ -236,6 +236,34 @@ pub async fn problem(res: Response) -> (StatusCode, Value) {
     (status, body)
 }
 
+/// A problem of the given status and `/problems/<slug>` type; returns its body.
+pub async fn expect_problem(res: Response, status: StatusCode, slug: &str) -> Value {
+    let (got, body) = problem(res).await;
+    assert_eq!(
+        (got, body["type"].as_str()),
+        (status, Some(format!("/problems/{slug}").as_str())),
+        "{body}"
+    );
+    body
+}
+
+/// Sends `request` to `router` without a socket; returns the status, headers and JSON body.
+pub async fn oneshot(
+    router: axum::Router,
+    request: axum::http::Request<axum::body::Body>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let res = tower::ServiceExt::oneshot(router, request)
+        .await
+        .expect("router answers");
+    let (parts, body) = res.into_parts();
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .expect("body")
+        .to_bytes();
+    let json = serde_json::from_slice(&bytes).expect("JSON body");
+    (parts.status, parts.headers, json)
+}
+
 /// The rule ids a 422 problem lists.
 pub fn rules(problem: &Value) -> Vec<String> {
     problem["errors"]

@@ -2,7 +2,7 @@
 //! the temporary password, meets every PW-1 rule, changes the password, sets recovery
 //! information and sees it masked on the account page, then logs out.
 
-use crate::helpers::{problem, rules, TestApp, OPERATOR_KEY};
+use crate::helpers::{expect_problem, problem, rules, TestApp, OPERATOR_KEY};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -74,11 +74,12 @@ async fn a_holder_goes_from_temporary_credentials_to_a_protected_account() {
         .change_password(&first_token, &temporary, NEW_PASSWORD)
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let (status, body) = problem(app.get("/v1/account", Some(&first_token)).await).await;
-    assert_eq!(
-        (status, body["type"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("/problems/unauthenticated"))
-    );
+    expect_problem(
+        app.get("/v1/account", Some(&first_token)).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    )
+    .await;
     // The temporary password no longer works.
     let res = app
         .post(

@@ -1,6 +1,6 @@
 //! SEC-5: bad input of every kind gets a clear problem, never a panic, and changes nothing.
 
-use crate::helpers::{file_config, problem, TestApp, OPERATOR_KEY};
+use crate::helpers::{expect_problem, file_config, oneshot, problem, TestApp, OPERATOR_KEY};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -108,66 +108,51 @@ async fn reads_wait_for_their_position_or_answer_503_with_retry_after() {
         .await;
     assert_eq!(res.status(), StatusCode::OK);
     // A position the log has not reached cannot come from a command's answer: no waiting.
-    let (status, body) = problem(
+    expect_problem(
         app.get(&format!("/v1/account?after={}", head + 1000), Some(&token))
             .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-request",
     )
     .await;
-    assert_eq!(
-        (status, body["type"].as_str()),
-        (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some("/problems/invalid-request")
-        )
-    );
 
     // A position the log has but the read model has not applied: wait, then 503. A projector
     // that is stuck is simulated by a state whose applied position never moves.
     let mut stuck = app.state.clone();
     let (_never, applied) = tokio::sync::watch::channel(0u64);
     stuck.applied = applied;
-    let res = tower::ServiceExt::oneshot(
+    let (status, headers, body) = oneshot(
         custode::http::app(stuck),
         axum::http::Request::get(format!("/v1/account?after={head}"))
             .header("authorization", format!("Bearer {token}"))
             .body(axum::body::Body::empty())
             .unwrap(),
     )
-    .await
-    .unwrap();
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(res.headers()["retry-after"], "1");
-    let bytes = http_body_util::BodyExt::collect(res.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "1");
     assert_eq!(body["type"], "/problems/not-ready");
-    let (status, body) = problem(app.get("/v1/account?after=minus-one", Some(&token)).await).await;
-    assert_eq!(
-        (status, body["type"].as_str()),
-        (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some("/problems/invalid-request")
-        )
-    );
+    expect_problem(
+        app.get("/v1/account?after=minus-one", Some(&token)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-request",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_paths_and_methods_are_problems_too() {
     let app = TestApp::spawn().await;
-    let (status, body) = problem(app.get("/v1/nothing-here", None).await).await;
-    assert_eq!(
-        (status, body["type"].as_str()),
-        (StatusCode::NOT_FOUND, Some("/problems/not-found"))
-    );
-    let (status, body) =
-        problem(app.request(Method::PATCH, "/v1/sessions", None, None).await).await;
-    assert_eq!(
-        (status, body["type"].as_str()),
-        (
-            StatusCode::METHOD_NOT_ALLOWED,
-            Some("/problems/method-not-allowed")
-        )
-    );
+    expect_problem(
+        app.get("/v1/nothing-here", None).await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
+    expect_problem(
+        app.request(Method::PATCH, "/v1/sessions", None, None).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+    )
+    .await;
 }

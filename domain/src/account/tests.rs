@@ -168,6 +168,21 @@ fn with_session() -> Vec<AccountEvent> {
     history
 }
 
+/// A live session on an account whose recovery information is only the e-mail `a@b.it`.
+fn with_recovery_email() -> Vec<AccountEvent> {
+    let mut history = with_session();
+    history.extend(
+        given(history.clone())
+            .when(set_info(
+                Change::Set("a@b.it".into()),
+                Change::Keep,
+                Change::Keep,
+            ))
+            .events(),
+    );
+    history
+}
+
 fn change_to(new: &str, repeat: &str) -> AccountCommand {
     AccountCommand::ChangePassword(ChangePassword {
         session_id: SESSION,
@@ -611,16 +626,7 @@ fn malformed_contacts_and_oversized_answers_are_refused() {
 
 #[test]
 fn changing_saved_recovery_info_needs_a_fresh_session() {
-    let mut history = with_session();
-    history.extend(
-        given(history.clone())
-            .when(set_info(
-                Change::Set("a@b.it".into()),
-                Change::Keep,
-                Change::Keep,
-            ))
-            .events(),
-    );
+    let history = with_recovery_email();
     given(history.clone())
         .when_at(
             set_info(
@@ -655,16 +661,7 @@ fn changing_saved_recovery_info_needs_a_fresh_session() {
 
 #[test]
 fn saving_the_same_recovery_info_again_records_nothing() {
-    let mut history = with_session();
-    history.extend(
-        given(history.clone())
-            .when(set_info(
-                Change::Set("a@b.it".into()),
-                Change::Keep,
-                Change::Keep,
-            ))
-            .events(),
-    );
+    let history = with_recovery_email();
     let events = given(history)
         .when(set_info(
             Change::Set("a@b.it".into()),
@@ -677,16 +674,7 @@ fn saving_the_same_recovery_info_again_records_nothing() {
 
 #[test]
 fn clearing_the_only_contact_is_refused() {
-    let mut history = with_session();
-    history.extend(
-        given(history.clone())
-            .when(set_info(
-                Change::Set("a@b.it".into()),
-                Change::Keep,
-                Change::Keep,
-            ))
-            .events(),
-    );
+    let history = with_recovery_email();
     let rules = given(history)
         .when(set_info(Change::Clear, Change::Keep, Change::Keep))
         .violated_rules();
