@@ -10,6 +10,7 @@
 
 use custode_commands::accounts::{AccountHandler, Caller, LoginOutcome};
 use custode_commands::clock::SystemClock;
+use custode_commands::delivery::DeliveryKeys;
 use custode_commands::hashing::{Argon2Hasher, Argon2Settings, HashPool};
 use custode_commands::tokens::temporary_password;
 use custode_commands::{EventLog, LogOptions};
@@ -84,12 +85,18 @@ fn main() {
             hasher.clone(),
             Arc::new(Settings::default()),
             Arc::new(SystemClock),
+            DeliveryKeys::open(dir.path()).expect("keys"),
         );
         let mut accounts = Vec::new();
         for n in 0..ACCOUNTS {
-            let password = temporary_password();
+            let account_id = Uuid::now_v7();
+            let initial = handler.temporary_password(account_id).expect("seal");
+            let InitialPassword::Temporary { password, .. } = &initial else {
+                unreachable!("a temporary password")
+            };
+            let password = password.clone();
             let cmd = OpenAccount {
-                account_id: Uuid::now_v7(),
+                account_id,
                 kind: AccountKind::Mailbox,
                 user_id: format!("bench{n}@pec.example.it"),
                 plan: None,
@@ -99,9 +106,8 @@ fn main() {
                 contact_email: None,
                 contact_mobile: None,
                 language: Language::It,
-                password: InitialPassword::Temporary(password.clone()),
+                password: initial,
             };
-            let account_id = cmd.account_id;
             handler.open(cmd, &caller()).await.expect("open");
             accounts.push((account_id, format!("bench{n}@pec.example.it"), password));
         }

@@ -5,10 +5,15 @@ use crate::config::Config;
 use chrono::{DateTime, Utc};
 use custode_commands::accounts::AccountHandler;
 use custode_commands::clock::Clock;
+use custode_commands::delivery::DeliveryKeys;
 use custode_commands::hashing::{Argon2Hasher, HashPool};
+use custode_commands::notices::NoticeHandler;
 use custode_commands::sqlite::ReadPool;
 use custode_commands::{EventLog, LogOptions};
 use custode_projections::ReadModels;
+use custode_workers::consumer::{ConsumerHandle, Feed};
+use custode_workers::notifier::Reporter;
+use custode_workers::runtime::{self, WorkerContext};
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -19,6 +24,8 @@ use uuid::Uuid;
 pub const LOG_FILE: &str = "events.db";
 pub const READ_MODELS_FILE: &str = "read.db";
 pub const LOCK_FILE: &str = "custode.lock";
+/// Delivery keys and, later, the other keys of SEC-7 (mode 0700 directory, 0600 files).
+pub const KEYS_DIR: &str = "keys";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -79,6 +86,8 @@ impl DataDirLock {
 pub struct AppState {
     pub config: Arc<Config>,
     pub accounts: AccountHandler,
+    /// NT-3: workers' reports and operators' retries of dead letters.
+    pub notices: NoticeHandler,
     pub log: EventLog,
     pub read_models: Arc<ReadPool>,
     /// The position the read models of this process have applied.
@@ -92,12 +101,18 @@ pub struct AppState {
 
 pub struct App {
     pub state: AppState,
+    /// The workers running in this process, with how far each has handled the log.
+    pub workers: Vec<ConsumerHandle>,
+    /// With `--nats`: how far the relay has published.
+    pub relayed: Option<watch::Receiver<u64>>,
     _lock: DataDirLock,
 }
 
 impl App {
-    /// Opens everything under `config.data_dir`. Call inside a Tokio runtime.
-    pub fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+    /// Opens everything under `config.data_dir` and starts the projector and the workers: fed
+    /// from the log itself (the embedded default) or, with `config.nats`, through JetStream
+    /// with the relay publishing the log there.
+    pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         let lock = DataDirLock::acquire(&config.data_dir)?;
         let component = |e: &dyn std::fmt::Display| StartError::Component(e.to_string());
         let log = EventLog::open(
@@ -117,24 +132,59 @@ impl App {
         .map_err(|e| component(&e))?;
         let hasher = Arc::new(Argon2Hasher::new(config.argon2).map_err(|e| component(&e))?);
         let settings = Arc::new(config.settings.clone());
+        let keys =
+            DeliveryKeys::open(&config.data_dir.join(KEYS_DIR)).map_err(|e| component(&e))?;
         let accounts = AccountHandler::new(
             log.clone(),
             HashPool::per_core(),
             hasher,
             settings,
             clock.clone(),
+            keys.clone(),
         );
+        let notices = NoticeHandler::new(log.clone());
+        let ctx = WorkerContext {
+            data_dir: config.data_dir.clone(),
+            keys,
+            settings: config.workers.clone(),
+            clock: clock.clone(),
+            reporter: Reporter::Log(notices.clone()),
+        };
+        let (feed, relayed) = match &config.nats {
+            None => (Feed::Log(log.clone()), None),
+            Some(url) => {
+                let js = custode_workers::nats::connect(url)
+                    .await
+                    .map_err(StartError::Component)?;
+                let relayed =
+                    custode_workers::relay::spawn(js.clone(), log.clone(), &config.data_dir)
+                        .map_err(|e| component(&e))?;
+                runtime::spawn_outcome_recorder(js.clone(), notices.clone(), clock.clone());
+                (Feed::JetStream(js), Some(relayed))
+            }
+        };
+        let mut workers = Vec::new();
+        for name in &config.run_workers {
+            workers
+                .push(runtime::spawn_worker(*name, feed.clone(), &ctx).map_err(|e| component(&e))?);
+        }
         let state = AppState {
             read_models: Arc::new(ReadPool::new(config.data_dir.join(READ_MODELS_FILE))),
             config: Arc::new(config),
             accounts,
+            notices,
             log,
             applied: projector.applied(),
             clock,
             activity: Arc::new(Mutex::new(HashMap::new())),
             metrics: Arc::default(),
         };
-        Ok(Self { state, _lock: lock })
+        Ok(Self {
+            state,
+            workers,
+            relayed,
+            _lock: lock,
+        })
     }
 
     /// Logs, once, every default that weakens security or that an operator should know of.
@@ -148,6 +198,14 @@ impl App {
                 "no NATS configured: workers run in-process from the log (embedded mode)"
             );
         }
+        if config.workers.mail.smtp_url.is_none() {
+            tracing::warn!(maildir = %config.data_dir.join("mail/new").display(), "no SMTP relay configured ([mail] smtp_url): mail lands in the local Maildir");
+        }
+        if config.workers.sms.gateway_url.is_none() {
+            tracing::warn!(file = %config.data_dir.join("sms.jsonl").display(), "no SMS gateway configured ([sms] gateway_url): SMS land in the local JSON-lines file");
+        }
+        let names: Vec<&str> = config.run_workers.iter().map(|w| w.as_str()).collect();
+        tracing::info!(workers = ?names, "workers in this process");
         if !config.listen.ip().is_loopback() && config.public_url.starts_with("http://") {
             tracing::warn!(public_url = %config.public_url, "links sent to people use plain http");
         }

@@ -6,6 +6,8 @@ use custode_commands::hashing::Argon2Settings;
 use custode_commands::Synchronous;
 use custode_domain::settings::{PolicySettings, SessionSettings};
 use custode_domain::Settings;
+use custode_workers::runtime::WorkerName;
+use custode_workers::settings::{DeliverySettings, MailSettings, SmsSettings, WorkerSettings};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -30,6 +32,12 @@ pub struct FileConfig {
     pub argon2: Argon2Settings,
     pub log: LogConfig,
     pub http: HttpConfig,
+    /// NT-1: the SMTP relay (unset: the Maildir sink).
+    pub mail: MailSettings,
+    /// NT-1: the SMS gateway (unset: the JSON-lines sink).
+    pub sms: SmsSettings,
+    /// NT-3: retries and dead letters.
+    pub delivery: DeliverySettings,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -66,6 +74,10 @@ pub struct Config {
     pub argon2: Argon2Settings,
     pub log: LogConfig,
     pub http: HttpConfig,
+    /// Transports, retries and the public URL, as the workers see them.
+    pub workers: WorkerSettings,
+    /// The workers `serve` runs in-process (`--workers`; default mailer, sms, scheduler).
+    pub run_workers: Vec<WorkerName>,
     /// `CUSTODE_OPERATOR_KEY`; unset, operator endpoints answer 503.
     pub operator_key: Option<String>,
 }
@@ -90,6 +102,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub nats: Option<String>,
+    /// `--workers mailer,sms` or `--workers none`.
+    pub workers: Option<String>,
     pub operator_key: Option<String>,
 }
 
@@ -128,6 +142,30 @@ impl Config {
                 "sessions.* durations must be positive".into(),
             ));
         }
+        if file.delivery.max_attempts == 0 {
+            return Err(ConfigError::Value(
+                "delivery.max_attempts must be at least 1".into(),
+            ));
+        }
+        let run_workers = match overrides.workers.as_deref() {
+            None => WorkerName::SERVED.to_vec(),
+            Some("none") => Vec::new(),
+            Some(list) => {
+                let mut names = Vec::new();
+                for name in list.split(',').filter(|n| !n.trim().is_empty()) {
+                    let name = WorkerName::parse(name).map_err(ConfigError::Value)?;
+                    if name == WorkerName::Projector {
+                        return Err(ConfigError::Value(
+                            "--workers: serve always runs the projector in-process; `custode worker projector` runs one apart".into(),
+                        ));
+                    }
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+                names
+            }
+        };
         let public_url = file
             .public_url
             .clone()
@@ -141,7 +179,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             listen,
             nats: overrides.nats.or(file.nats),
-            public_url,
+            public_url: public_url.clone(),
             trusted_proxies: file.trusted_proxies,
             settings: Settings {
                 policy: file.policy,
@@ -150,6 +188,13 @@ impl Config {
             argon2: file.argon2,
             log: file.log,
             http: file.http,
+            workers: WorkerSettings {
+                mail: file.mail,
+                sms: file.sms,
+                delivery: file.delivery,
+                public_url,
+            },
+            run_workers,
             operator_key: overrides.operator_key.filter(|k| !k.is_empty()),
         })
     }

@@ -1,12 +1,16 @@
-//! `custode`: serves the HTTP API (`serve`), rebuilds read models (`replay`) and checks the
-//! log's hash chain (`audit verify`).
+//! `custode`: serves the HTTP API (`serve`), runs one worker apart (`worker`), rebuilds read
+//! models (`replay`) and checks the log's hash chain (`audit verify`).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use custode::app::{self, App};
 use custode::config::{Config, Overrides};
 use custode_commands::clock::SystemClock;
+use custode_commands::delivery::DeliveryKeys;
 use custode_commands::{EventLog, LogOptions};
+use custode_workers::consumer::Feed;
+use custode_workers::notifier::Reporter;
+use custode_workers::runtime::{self, WorkerContext, WorkerName};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +42,20 @@ enum Command {
         /// NATS URL for fan-out (default: none, the embedded mode).
         #[arg(long, env = "CUSTODE_NATS_URL")]
         nats: Option<String>,
+        /// Workers to run in this process: a comma-separated subset of mailer, sms, scheduler,
+        /// or `none` for a pure API node (default: all three).
+        #[arg(long, env = "CUSTODE_WORKERS")]
+        workers: Option<String>,
+    },
+    /// Run one worker apart, as a durable JetStream consumer: mailer, sms, scheduler or
+    /// projector. Its store (and the projector's read models) live in --data-dir, whose keys/
+    /// must hold the service's delivery keys.
+    Worker {
+        /// mailer, sms, scheduler or projector.
+        name: String,
+        /// The NATS URL the service relays to.
+        #[arg(long, env = "CUSTODE_NATS_URL")]
+        nats: String,
     },
     /// Rebuild every read model from the log (AU-3). The service must be stopped.
     Replay,
@@ -63,19 +81,29 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let (listen, nats) = match &cli.command {
-        Command::Serve { listen, nats } => (*listen, nats.clone()),
-        _ => (None, None),
+    let (listen, nats, workers) = match &cli.command {
+        Command::Serve {
+            listen,
+            nats,
+            workers,
+        } => (*listen, nats.clone(), workers.clone()),
+        Command::Worker { nats, .. } => (None, Some(nats.clone()), Some("none".into())),
+        _ => (None, None, None),
     };
     let config = Config::load(Overrides {
         config: cli.config,
         data_dir: cli.data_dir,
         listen,
         nats,
+        workers,
         operator_key: std::env::var("CUSTODE_OPERATOR_KEY").ok(),
     })?;
     match cli.command {
         Command::Serve { .. } => serve(config),
+        Command::Worker { name, .. } => {
+            let name = WorkerName::parse(&name).map_err(anyhow::Error::msg)?;
+            worker(config, name)
+        }
         Command::Replay => {
             let mut last_percent = None;
             let position = app::replay(&config.data_dir, &mut |done, total| {
@@ -118,11 +146,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        if config.nats.is_some() {
-            tracing::warn!("--nats is accepted but fan-out over JetStream is not built yet: running embedded");
-        }
         let listen = config.listen;
-        let app = App::start(config, Arc::new(SystemClock)).context("starting custode")?;
+        let app = App::start(config, Arc::new(SystemClock))
+            .await
+            .context("starting custode")?;
         app.log_security_defaults();
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -133,6 +160,36 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .with_graceful_shutdown(shutdown_signal())
             .await?;
         drop(app);
+        Ok(())
+    })
+}
+
+/// `custode worker <name> --nats URL`: one worker, fed by its durable consumer, reporting
+/// outcomes on JetStream for `custode serve` to record.
+fn worker(config: Config, name: WorkerName) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let _lock = app::DataDirLock::acquire(&config.data_dir)?;
+        let url = config
+            .nats
+            .clone()
+            .context("custode worker needs --nats URL")?;
+        let js = custode_workers::nats::connect(&url)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let keys = DeliveryKeys::open(&config.data_dir.join(app::KEYS_DIR))?;
+        let ctx = WorkerContext {
+            data_dir: config.data_dir.clone(),
+            keys,
+            settings: config.workers.clone(),
+            clock: Arc::new(SystemClock),
+            reporter: Reporter::JetStream(js.clone()),
+        };
+        runtime::spawn_worker(name, Feed::JetStream(js), &ctx)?;
+        tracing::info!(worker = name.as_str(), %url, data_dir = %config.data_dir.display(), "worker running");
+        shutdown_signal().await;
         Ok(())
     })
 }

@@ -3,6 +3,7 @@
 //! version, and retry once if another command got there first.
 
 use crate::clock::Clock;
+use crate::delivery::DeliveryKeys;
 use crate::hashing::{Argon2Hasher, HashPool, MemoHasher};
 use crate::log::{EventLog, LogError, Metadata, NewEvent, StreamAppend};
 use crate::tokens;
@@ -27,6 +28,8 @@ pub enum HandlerError {
     Domain(#[from] AccountError),
     #[error(transparent)]
     UserId(#[from] UserIdError),
+    #[error(transparent)]
+    Notice(#[from] custode_domain::notice::NoticeError),
     /// Other commands changed the stream every time this one decided.
     #[error("the account changed concurrently; try again")]
     Conflict,
@@ -79,6 +82,7 @@ pub struct AccountHandler {
     hasher: Arc<Argon2Hasher>,
     settings: Arc<Settings>,
     clock: Arc<dyn Clock>,
+    keys: DeliveryKeys,
 }
 
 impl AccountHandler {
@@ -88,8 +92,10 @@ impl AccountHandler {
         hasher: Arc<Argon2Hasher>,
         settings: Arc<Settings>,
         clock: Arc<dyn Clock>,
+        keys: DeliveryKeys,
     ) -> Self {
         Self {
+            keys,
             locks: Arc::new(StreamLocks::default()),
             log,
             pool,
@@ -135,6 +141,20 @@ impl AccountHandler {
             .await
     }
 
+    /// ACC-2: fresh temporary credentials for `account_id`, sealed for the mailer.
+    pub fn temporary_password(&self, account_id: Uuid) -> Result<InitialPassword, HandlerError> {
+        let password = tokens::temporary_password();
+        let sealed = self
+            .keys
+            .seal(
+                &password,
+                &account::temporary_password_context(account_id),
+                self.clock.now(),
+            )
+            .map_err(|e| HandlerError::Store(e.to_string()))?;
+        Ok(InitialPassword::Temporary { password, sealed })
+    }
+
     /// ACC-1..4: claims the user id and opens the account in one atomic append. Returns the
     /// outcome and, for temporary credentials, the clear password to show once.
     pub async fn open(
@@ -150,7 +170,7 @@ impl AccountHandler {
             };
         }
         let temporary = match &cmd.password {
-            InitialPassword::Temporary(secret) => Some(secret.clone()),
+            InitialPassword::Temporary { password, .. } => Some(password.clone()),
             InitialPassword::Imported(_) => None,
         };
         let (registry, registry_version) = self.registry(&cmd.user_id).await?;
@@ -323,7 +343,9 @@ impl StreamLocks {
     }
 }
 
-fn to_new_events<E: serde::Serialize>(events: &[E]) -> Result<Vec<NewEvent>, HandlerError> {
+pub(crate) fn to_new_events<E: serde::Serialize>(
+    events: &[E],
+) -> Result<Vec<NewEvent>, HandlerError> {
     events
         .iter()
         .map(|e| {

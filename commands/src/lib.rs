@@ -5,8 +5,10 @@
 pub mod accounts;
 pub mod canonical;
 pub mod clock;
+pub mod delivery;
 pub mod hashing;
 pub mod log;
+pub mod notices;
 pub mod sqlite;
 pub mod tokens;
 

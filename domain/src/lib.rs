@@ -8,13 +8,16 @@
 pub mod account;
 pub mod envelope;
 pub mod masking;
+pub mod notice;
+pub mod notify;
 pub mod policy;
+pub mod schedule;
 pub mod secret;
 pub mod settings;
 pub mod user_registry;
 pub mod violation;
 
 pub use envelope::{Actor, ActorKind, RecordedEvent};
-pub use secret::{PasswordHash, Secret, SecretHasher, TokenHash};
+pub use secret::{PasswordHash, Sealed, Secret, SecretHasher, TokenHash};
 pub use settings::Settings;
 pub use violation::Violation;

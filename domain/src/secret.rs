@@ -77,3 +77,16 @@ pub trait SecretHasher: Send + Sync {
     /// Whether an imported hash (ACC-3) is one this hasher can verify.
     fn accepts(&self, hash: &PasswordHash) -> bool;
 }
+
+/// A secret sealed with a delivery key (SPEC: envelope): what an event may carry of a secret a
+/// worker must deliver. Only the workers, holding the key, can open it; once the key is
+/// destroyed, nobody can.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    /// The delivery key's id (its day, `yyyymmdd`).
+    pub key_id: String,
+    /// Base64 of the 96-bit nonce.
+    pub nonce: String,
+    /// Base64 of the ChaCha20-Poly1305 ciphertext and tag.
+    pub ciphertext: String,
+}

@@ -4,6 +4,7 @@
 //! Dropping the file and folding the log again gives the same tables (`custode replay`).
 
 pub mod accounts;
+pub mod notices;
 pub mod sessions;
 
 use custode_domain::RecordedEvent;
@@ -60,6 +61,7 @@ pub fn all() -> Vec<Box<dyn Projection>> {
     vec![
         Box::new(accounts::AccountsProjection),
         Box::new(sessions::SessionsProjection),
+        Box::new(notices::NoticesProjection),
     ]
 }
 

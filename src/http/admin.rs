@@ -9,10 +9,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use custode_commands::accounts::Caller;
-use custode_commands::tokens::temporary_password;
 use custode_domain::account::{
     AccountKind, InitialPassword, Language, OpenAccount, OwnerRef, Plan,
 };
+use custode_domain::notice::NoticeCommand;
 use custode_domain::{Actor, PasswordHash};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -45,8 +45,13 @@ pub async fn open_account(
     correlation: Correlation,
     Body(req): Body<OpenAccountRequest>,
 ) -> Result<Response, Problem> {
+    let account_id = Uuid::now_v7();
+    let password = match req.password_phc {
+        Some(phc) => InitialPassword::Imported(PasswordHash::new(phc)),
+        None => state.accounts.temporary_password(account_id)?,
+    };
     let cmd = OpenAccount {
-        account_id: Uuid::now_v7(),
+        account_id,
         kind: req.kind,
         user_id: req.user_id,
         plan: req.plan,
@@ -59,12 +64,8 @@ pub async fn open_account(
         contact_email: req.contact_email,
         contact_mobile: req.contact_mobile,
         language: req.language.unwrap_or_default(),
-        password: match req.password_phc {
-            Some(phc) => InitialPassword::Imported(PasswordHash::new(phc)),
-            None => InitialPassword::Temporary(temporary_password()),
-        },
+        password,
     };
-    let account_id = cmd.account_id;
     let caller = Caller {
         actor: Actor::operator(),
         correlation_id: correlation.0,
@@ -119,4 +120,47 @@ pub async fn get_account(
         created_at: row.created_at,
     })
     .into_response())
+}
+
+#[derive(Debug, Serialize)]
+struct DeadLetters {
+    items: Vec<custode_projections::notices::NoticeRow>,
+}
+
+/// NT-3: the notices that exhausted their retries.
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    _: Operator,
+    after: After,
+) -> Result<Response, Problem> {
+    wait_for_after(&state, &after).await?;
+    let items = query(&state, custode_projections::notices::dead_letters).await?;
+    Ok(Json(DeadLetters { items }).into_response())
+}
+
+/// NT-3: try a dead letter again. The worker that owns it sends it anew, with fresh retries.
+pub async fn retry_dead_letter(
+    State(state): State<AppState>,
+    _: Operator,
+    correlation: Correlation,
+    notice_id: Result<Path<Uuid>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, Problem> {
+    let Path(notice_id) = notice_id
+        .map_err(|_| Problem::new("dead-letter-not-found", "a dead letter's id is a UUID"))?;
+    let caller = Caller {
+        actor: Actor::operator(),
+        correlation_id: correlation.0,
+    };
+    let recorded = state
+        .notices
+        .execute(
+            notice_id,
+            NoticeCommand::Retry { notice_id },
+            &caller,
+            None,
+            state.clock.now(),
+        )
+        .await?;
+    let position = recorded.last().map_or(state.log.head(), |e| e.position);
+    Ok(command_answer(&state, position, StatusCode::ACCEPTED).await)
 }

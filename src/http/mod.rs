@@ -62,6 +62,16 @@ fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
             "/v1/admin/accounts/{user_id}",
             get(admin::get_account),
         ),
+        (
+            Method::GET,
+            "/v1/admin/dead-letters",
+            get(admin::dead_letters),
+        ),
+        (
+            Method::POST,
+            "/v1/admin/dead-letters/{notice_id}/retry",
+            post(admin::retry_dead_letter),
+        ),
         (Method::POST, "/v1/sessions", post(sessions::login)),
         (
             Method::DELETE,

@@ -6,6 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use custode_commands::accounts::HandlerError;
 use custode_domain::account::AccountError;
+use custode_domain::notice::NoticeError;
 use custode_domain::user_registry::UserIdError;
 use custode_domain::Violation;
 use serde::Serialize;
@@ -40,10 +41,16 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
     ),
     ("not-found", 404, "Not found"),
     ("account-not-found", 404, "No such account"),
+    ("dead-letter-not-found", 404, "No such dead letter"),
     ("method-not-allowed", 405, "Method not allowed"),
     ("user-id-taken", 409, "The user id is already in use"),
     ("account-exists", 409, "The account already exists"),
     ("conflict", 409, "The account changed meanwhile"),
+    (
+        "dead-letter-not-dead",
+        409,
+        "The notice is not a dead letter any more",
+    ),
     ("body-too-large", 413, "The body is too large"),
     (
         "invalid-request",
@@ -163,6 +170,13 @@ impl From<HandlerError> for Problem {
                 "conflict",
                 "the account changed while this request was decided; send it again",
             ),
+            HandlerError::Notice(e @ NoticeError::NotFound) => {
+                Problem::new(e.code(), "no dead letter has this id")
+            }
+            HandlerError::Notice(e @ NoticeError::NotDead) => Problem::new(
+                e.code(),
+                "this notice was delivered, or a retry of it is already under way",
+            ),
             HandlerError::Store(message) => Problem::internal(&message),
         }
     }
@@ -213,6 +227,16 @@ mod tests {
             ),
             (UserIdError::Taken.into(), "/problems/user-id-taken", 409),
             (HandlerError::Conflict, "/problems/conflict", 409),
+            (
+                NoticeError::NotFound.into(),
+                "/problems/dead-letter-not-found",
+                404,
+            ),
+            (
+                NoticeError::NotDead.into(),
+                "/problems/dead-letter-not-dead",
+                409,
+            ),
             (
                 HandlerError::Store("disk full".into()),
                 "/problems/internal",

@@ -114,7 +114,9 @@ async fn operator_endpoints_need_the_operator_key_and_say_so_when_unset() {
     )
     .unwrap();
     config.operator_key = None;
-    let app = custode::app::App::start(config, std::sync::Arc::new(clock)).unwrap();
+    let app = custode::app::App::start(config, std::sync::Arc::new(clock))
+        .await
+        .unwrap();
     let router = custode::http::app(app.state.clone());
     let (status, _, problem_body) = oneshot(
         router,

@@ -65,6 +65,7 @@ fn the_document_lists_exactly_the_problem_types_the_code_answers() {
 fn every_event_type_has_a_schema() {
     let mut types: Vec<&str> = custode_domain::account::ACCOUNT_EVENT_TYPES.to_vec();
     types.push("UserIdClaimed");
+    types.extend_from_slice(custode_domain::notice::NOTICE_EVENT_TYPES);
     for event_type in types {
         let schema = load_json(&format!("schemas/events/{event_type}.v1.json"));
         assert!(jsonschema::validator_for(&schema).is_ok(), "{event_type}");

@@ -51,6 +51,7 @@ async fn send_raw(
 async fn malformed_bodies_get_problems_and_change_nothing() {
     let app = TestApp::spawn().await;
     let endpoints = json_endpoints(&app).await;
+    app.quiesce().await;
     let before = app.log_head();
     let oversized = format!("{{\"password\":\"{}\"}}", "x".repeat(70 * 1024)).into_bytes();
     let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![

@@ -58,3 +58,18 @@ pub fn spawn(
         applied: applied_rx,
     })
 }
+
+/// The read models as a consumer of any feed: what `custode worker projector --nats URL` runs
+/// to keep a read-model file of its own up to date.
+impl crate::consumer::Sink for ReadModels {
+    fn apply(
+        &mut self,
+        events: &[custode_domain::RecordedEvent],
+    ) -> Result<u64, crate::WorkerError> {
+        ReadModels::apply(self, events).map_err(|e| crate::WorkerError::Other(e.to_string()))
+    }
+
+    fn checkpoint(&self) -> u64 {
+        ReadModels::checkpoint(self)
+    }
+}

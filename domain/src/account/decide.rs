@@ -6,7 +6,7 @@ use super::events::*;
 use super::state::Account;
 use crate::masking::{normalize_answer, normalize_email, normalize_mobile};
 use crate::policy::{self, Holder};
-use crate::secret::{PasswordHash, Secret, SecretHasher, TokenHash};
+use crate::secret::{PasswordHash, Sealed, Secret, SecretHasher, TokenHash};
 use crate::settings::Settings;
 use crate::violation::Violation;
 use chrono::{DateTime, Utc};
@@ -51,8 +51,9 @@ impl AccountCommand {
 
 #[derive(Debug, Clone)]
 pub enum InitialPassword {
-    /// ACC-2: drawn by the handler, shown once to the operator.
-    Temporary(Secret),
+    /// ACC-2: drawn by the handler, shown once to the operator and, sealed with the delivery
+    /// key, mailed to the contact email.
+    Temporary { password: Secret, sealed: Sealed },
     /// ACC-3: a PHC hash brought from the old system.
     Imported(PasswordHash),
 }
@@ -304,11 +305,12 @@ fn open(
         return Err(AccountError::Invalid(errors));
     }
     let password_event = match &c.password {
-        InitialPassword::Temporary(secret) => {
+        InitialPassword::Temporary { password, sealed } => {
             AccountEvent::TemporaryPasswordIssued(TemporaryPasswordIssued {
-                password_hash: ctx.hasher.hash(secret),
+                password_hash: ctx.hasher.hash(password),
                 reason: TemporaryPasswordReason::Opening,
                 form_reference: None,
+                sealed_password: Some(sealed.clone()),
             })
         }
         InitialPassword::Imported(hash) => AccountEvent::PasswordImported(PasswordImported {

@@ -1,7 +1,7 @@
 //! Events of the account stream. Each is a fact an auditor can read; none holds a secret in the
 //! clear (hashes only). Every type has a JSON Schema in `schemas/events/<Type>.v1.json`.
 
-use crate::secret::{PasswordHash, TokenHash};
+use crate::secret::{PasswordHash, Sealed, TokenHash};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -140,14 +140,22 @@ pub struct AccountOpened {
     pub migrated: bool,
 }
 
-/// ACC-2: temporary credentials; the clear password is shown once in the answer and never
-/// stored.
+/// ACC-2: temporary credentials; the clear password is shown once in the answer and travels
+/// to the holder only sealed with the delivery key (SPEC: envelope).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TemporaryPasswordIssued {
     pub password_hash: PasswordHash,
     pub reason: TemporaryPasswordReason,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub form_reference: Option<String>,
+    /// For the mailer: the password sealed under the context [`temporary_password_context`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_password: Option<Sealed>,
+}
+
+/// The context a temporary password of `account_id` is sealed under.
+pub fn temporary_password_context(account_id: Uuid) -> String {
+    format!("custode/temporary-password/{account_id}")
 }
 
 /// ACC-3: the password chosen at migration, imported as a PHC hash.

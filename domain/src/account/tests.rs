@@ -2,7 +2,7 @@
 //! refusal are also kept as insta snapshots, so a change of an event's shape shows in review.
 
 use super::*;
-use crate::secret::{PasswordHash, Secret, SecretHasher, TokenHash};
+use crate::secret::{PasswordHash, Sealed, Secret, SecretHasher, TokenHash};
 use crate::settings::Settings;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
@@ -138,7 +138,14 @@ fn open_mailbox() -> OpenAccount {
         contact_email: Some("mario@example.it".into()),
         contact_mobile: None,
         language: Language::It,
-        password: InitialPassword::Temporary(Secret::new(TEMPORARY)),
+        password: InitialPassword::Temporary {
+            password: Secret::new(TEMPORARY),
+            sealed: Sealed {
+                key_id: "20261103".into(),
+                nonce: "bm9uY2Vub25jZW5v".into(),
+                ciphertext: "c2VhbGVkIHRlbXBvcmFyeSBwYXNzd29yZA==".into(),
+            },
+        },
     }
 }
 

@@ -1,0 +1,307 @@
+//! The notification policy (NT-2, NT-4): which account events become notices, to whom, from
+//! which template and in which language. Pure: the workers feed it each event and the contacts
+//! they have folded from earlier ones ([`Contacts::evolve`]), and deliver what it returns.
+
+use crate::account::{temporary_password_context, AccountEvent, Language, TemporaryPasswordReason};
+use crate::notice::Channel;
+use crate::secret::Sealed;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Every template, each rendered in Italian and English by the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Template {
+    /// ACC-2: the temporary password at opening.
+    TemporaryCredentials,
+    /// NT-4: the password changed or was recovered.
+    PasswordChanged,
+    /// NT-4: a recovery method changed.
+    RecoveryInfoChanged,
+    /// RC-2: the recovery link.
+    RecoveryLink,
+    /// RC-3, SC: a one-time code.
+    OneTimeCode,
+    /// CO-2: the link to a collaborator's first password.
+    CollaboratorLink,
+    /// AP-6: an app password expires soon, or has expired.
+    AppPasswordExpiry,
+    /// SC-6: the account is suspended.
+    Suspension,
+    /// SC-2: the identity document expires soon.
+    DocumentExpiry,
+}
+
+pub const TEMPLATES: &[Template] = &[
+    Template::TemporaryCredentials,
+    Template::PasswordChanged,
+    Template::RecoveryInfoChanged,
+    Template::RecoveryLink,
+    Template::OneTimeCode,
+    Template::CollaboratorLink,
+    Template::AppPasswordExpiry,
+    Template::Suspension,
+    Template::DocumentExpiry,
+];
+
+impl Template {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Template::TemporaryCredentials => "temporary_credentials",
+            Template::PasswordChanged => "password_changed",
+            Template::RecoveryInfoChanged => "recovery_info_changed",
+            Template::RecoveryLink => "recovery_link",
+            Template::OneTimeCode => "one_time_code",
+            Template::CollaboratorLink => "collaborator_link",
+            Template::AppPasswordExpiry => "app_password_expiry",
+            Template::Suspension => "suspension",
+            Template::DocumentExpiry => "document_expiry",
+        }
+    }
+}
+
+/// What a worker knows of an account's addresses, folded from its events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contacts {
+    pub user_id: String,
+    pub language: Language,
+    pub contact_email: Option<String>,
+    pub contact_mobile: Option<String>,
+    pub recovery_email: Option<String>,
+}
+
+impl Contacts {
+    /// The contacts after `event` (`None` before the account is opened).
+    pub fn evolve(current: Option<Contacts>, event: &AccountEvent) -> Option<Contacts> {
+        match event {
+            AccountEvent::AccountOpened(e) => Some(Contacts {
+                user_id: e.user_id.clone(),
+                language: e.language,
+                contact_email: e.contact_email.clone(),
+                contact_mobile: e.contact_mobile.clone(),
+                recovery_email: None,
+            }),
+            AccountEvent::RecoveryInfoSet(e) => current.map(|c| Contacts {
+                recovery_email: e.email.clone(),
+                ..c
+            }),
+            AccountEvent::TemporaryPasswordIssued(_)
+            | AccountEvent::PasswordImported(_)
+            | AccountEvent::PasswordChanged(_)
+            | AccountEvent::SessionStarted(_)
+            | AccountEvent::LoginFailed(_)
+            | AccountEvent::SessionReauthenticated(_)
+            | AccountEvent::SessionsEnded(_) => current,
+        }
+    }
+}
+
+/// A secret the notice carries, still sealed, and the context it was sealed under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedValue {
+    pub sealed: Sealed,
+    pub context: String,
+}
+
+/// One message to one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub channel: Channel,
+    /// An email address, or a mobile number in E.164.
+    pub to: String,
+    pub template: Template,
+    pub language: Language,
+    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SealedValue>,
+}
+
+/// The notices `event` of `account_id` calls for, given the contacts before it. An account
+/// with nowhere to write gets none (its operator saw the temporary password in the answer).
+pub fn notices_for(
+    account_id: Uuid,
+    event: &AccountEvent,
+    before: Option<&Contacts>,
+) -> Vec<Notice> {
+    let after = Contacts::evolve(before.cloned(), event);
+    let Some(contacts) = after.as_ref() else {
+        return Vec::new();
+    };
+    let mail = |to: &String, template, secret| Notice {
+        channel: Channel::Email,
+        to: to.clone(),
+        template,
+        language: contacts.language,
+        user_id: contacts.user_id.clone(),
+        secret,
+    };
+    let to_contact_email = |template| {
+        contacts
+            .contact_email
+            .iter()
+            .map(|to| mail(to, template, None))
+            .collect::<Vec<_>>()
+    };
+    match event {
+        AccountEvent::TemporaryPasswordIssued(e)
+            if e.reason == TemporaryPasswordReason::Opening =>
+        {
+            let Some(sealed) = &e.sealed_password else {
+                return Vec::new();
+            };
+            let secret = Some(SealedValue {
+                sealed: sealed.clone(),
+                context: temporary_password_context(account_id),
+            });
+            match (&contacts.contact_email, &contacts.contact_mobile) {
+                (Some(email), _) => vec![mail(email, Template::TemporaryCredentials, secret)],
+                (None, Some(mobile)) => vec![Notice {
+                    channel: Channel::Sms,
+                    ..mail(mobile, Template::TemporaryCredentials, secret)
+                }],
+                (None, None) => Vec::new(),
+            }
+        }
+        AccountEvent::PasswordChanged(_) => to_contact_email(Template::PasswordChanged),
+        AccountEvent::RecoveryInfoSet(_) => {
+            // NT-4: to the contact email, and to the old recovery address when it changed.
+            let mut notices = to_contact_email(Template::RecoveryInfoChanged);
+            let old = before.and_then(|b| b.recovery_email.as_ref());
+            if let Some(old) = old {
+                let changed = contacts.recovery_email.as_ref() != Some(old);
+                if changed && contacts.contact_email.as_ref() != Some(old) {
+                    notices.push(mail(old, Template::RecoveryInfoChanged, None));
+                }
+            }
+            notices
+        }
+        AccountEvent::AccountOpened(_)
+        | AccountEvent::TemporaryPasswordIssued(_)
+        | AccountEvent::PasswordImported(_)
+        | AccountEvent::SessionStarted(_)
+        | AccountEvent::LoginFailed(_)
+        | AccountEvent::SessionReauthenticated(_)
+        | AccountEvent::SessionsEnded(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::{
+        AccountKind, AccountOpened, PasswordChanged, RecoveryInfoSet, TemporaryPasswordIssued,
+    };
+    use crate::secret::PasswordHash;
+
+    const ACCOUNT: Uuid = Uuid::from_u128(1);
+
+    fn opened(email: Option<&str>, mobile: Option<&str>, language: Language) -> AccountEvent {
+        AccountEvent::AccountOpened(AccountOpened {
+            account_id: ACCOUNT,
+            kind: AccountKind::Mailbox,
+            user_id: "mario.rossi@pec.example.it".into(),
+            plan: None,
+            owner_id: None,
+            name: None,
+            fiscal_code: None,
+            contact_email: email.map(Into::into),
+            contact_mobile: mobile.map(Into::into),
+            language,
+            migrated: false,
+        })
+    }
+
+    fn sealed() -> Sealed {
+        Sealed {
+            key_id: "20261124".into(),
+            nonce: "n".into(),
+            ciphertext: "c".into(),
+        }
+    }
+
+    fn temporary() -> AccountEvent {
+        AccountEvent::TemporaryPasswordIssued(TemporaryPasswordIssued {
+            password_hash: PasswordHash::new("$argon2id$h"),
+            reason: TemporaryPasswordReason::Opening,
+            form_reference: None,
+            sealed_password: Some(sealed()),
+        })
+    }
+
+    fn fold(events: &[AccountEvent]) -> Option<Contacts> {
+        events.iter().fold(None, Contacts::evolve)
+    }
+
+    fn recovery(email: Option<&str>) -> AccountEvent {
+        AccountEvent::RecoveryInfoSet(RecoveryInfoSet {
+            email: email.map(Into::into),
+            mobile: None,
+            security_question: None,
+            security_answer_hash: None,
+        })
+    }
+
+    #[test]
+    fn temporary_credentials_go_to_the_contact_email_in_the_holders_language() {
+        let before = fold(&[opened(
+            Some("mario@example.it"),
+            Some("+393331234567"),
+            Language::En,
+        )]);
+        let notices = notices_for(ACCOUNT, &temporary(), before.as_ref());
+        assert_eq!(
+            notices,
+            vec![Notice {
+                channel: Channel::Email,
+                to: "mario@example.it".into(),
+                template: Template::TemporaryCredentials,
+                language: Language::En,
+                user_id: "mario.rossi@pec.example.it".into(),
+                secret: Some(SealedValue {
+                    sealed: sealed(),
+                    context: temporary_password_context(ACCOUNT),
+                }),
+            }]
+        );
+    }
+
+    #[test]
+    fn temporary_credentials_go_by_sms_when_there_is_no_email() {
+        let before = fold(&[opened(None, Some("+393331234567"), Language::It)]);
+        let notices = notices_for(ACCOUNT, &temporary(), before.as_ref());
+        assert_eq!(notices.len(), 1);
+        assert_eq!(notices.first().map(|n| n.channel), Some(Channel::Sms));
+    }
+
+    #[test]
+    fn an_account_with_no_contact_gets_no_notice() {
+        let before = fold(&[opened(None, None, Language::It)]);
+        assert!(notices_for(ACCOUNT, &temporary(), before.as_ref()).is_empty());
+    }
+
+    #[test]
+    fn a_password_change_is_a_security_notice_nt_4() {
+        let before = fold(&[opened(Some("mario@example.it"), None, Language::It)]);
+        let changed = AccountEvent::PasswordChanged(PasswordChanged {
+            password_hash: PasswordHash::new("$argon2id$h2"),
+        });
+        let notices = notices_for(ACCOUNT, &changed, before.as_ref());
+        assert_eq!(
+            notices.iter().map(|n| n.template).collect::<Vec<_>>(),
+            vec![Template::PasswordChanged]
+        );
+    }
+
+    #[test]
+    fn a_changed_recovery_email_is_told_to_the_old_address_as_well() {
+        let before = fold(&[
+            opened(Some("mario@example.it"), None, Language::It),
+            recovery(Some("old@example.it")),
+        ]);
+        let notices = notices_for(ACCOUNT, &recovery(Some("new@example.it")), before.as_ref());
+        let to: Vec<_> = notices.iter().map(|n| n.to.as_str()).collect();
+        assert_eq!(to, vec!["mario@example.it", "old@example.it"]);
+        let unchanged = notices_for(ACCOUNT, &recovery(Some("old@example.it")), before.as_ref());
+        assert_eq!(unchanged.len(), 1);
+    }
+}

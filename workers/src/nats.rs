@@ -1,0 +1,95 @@
+//! JetStream's shape for custode: the stream the relay fills, the stream of workers' reports,
+//! subjects, and durable pull consumers.
+//!
+//! `CUSTODE_EVENTS` holds every event under `custode.events.<stream category>.<event type>`,
+//! with the event id as `Nats-Msg-Id`. Its duplicate window is [`DUPLICATE_WINDOW`] (2 hours):
+//! a relay that crashes between publishing and checkpointing re-publishes on restart, and
+//! within the window NATS drops the copies. Beyond it (a relay down for hours) the workers'
+//! delivery records are what keeps a notice from going out twice; dedup in NATS is an
+//! optimisation, the records are the guarantee.
+
+use async_nats::jetstream::{self, consumer, stream, Context};
+use custode_domain::RecordedEvent;
+use std::time::Duration;
+
+pub const EVENTS_STREAM: &str = "CUSTODE_EVENTS";
+pub const EVENTS_SUBJECTS: &str = "custode.events.>";
+pub const OUTCOMES_STREAM: &str = "CUSTODE_OUTCOMES";
+pub const OUTCOMES_SUBJECTS: &str = "custode.outcomes.>";
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 60 * 60);
+/// How long a worker has to acknowledge a message before JetStream redelivers it.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Redelivery of a message whose worker died before acknowledging it, with backoff. Workers
+/// retry their own failures in place, so this bound only counts crashes.
+/// The first step is the ack wait itself (JetStream uses the backoff in its place).
+pub const REDELIVERY_BACKOFF: [Duration; 5] = [
+    ACK_WAIT,
+    Duration::from_secs(60),
+    Duration::from_secs(120),
+    Duration::from_secs(300),
+    Duration::from_secs(600),
+];
+pub const MAX_DELIVER: i64 = 20;
+
+pub fn subject_for(event: &RecordedEvent) -> String {
+    format!("custode.events.{}.{}", event.category(), event.event_type)
+}
+
+/// Connects without waiting for NATS to be up: the client keeps reconnecting in the
+/// background, and the service keeps accepting commands meanwhile.
+pub async fn connect(url: &str) -> Result<Context, String> {
+    let client = async_nats::ConnectOptions::new()
+        .name("custode")
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(url)
+        .await
+        .map_err(|e| format!("NATS {url}: {e}"))?;
+    Ok(jetstream::new(client))
+}
+
+pub async fn events_stream(js: &Context) -> Result<stream::Stream, String> {
+    js.get_or_create_stream(stream::Config {
+        name: EVENTS_STREAM.into(),
+        subjects: vec![EVENTS_SUBJECTS.into()],
+        duplicate_window: DUPLICATE_WINDOW,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("JetStream stream {EVENTS_STREAM}: {e}"))
+}
+
+pub async fn outcomes_stream(js: &Context) -> Result<stream::Stream, String> {
+    js.get_or_create_stream(stream::Config {
+        name: OUTCOMES_STREAM.into(),
+        subjects: vec![OUTCOMES_SUBJECTS.into()],
+        duplicate_window: DUPLICATE_WINDOW,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("JetStream stream {OUTCOMES_STREAM}: {e}"))
+}
+
+/// The durable pull consumer `name` on `stream` (explicit acks, bounded redelivery with
+/// backoff), created on first use.
+pub async fn durable(
+    stream: &stream::Stream,
+    name: &str,
+) -> Result<consumer::PullConsumer, String> {
+    stream
+        .get_or_create_consumer(
+            name,
+            consumer::pull::Config {
+                durable_name: Some(name.to_string()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_deliver: MAX_DELIVER,
+                backoff: REDELIVERY_BACKOFF.to_vec(),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("JetStream consumer {name}: {e}"))
+}

@@ -1,0 +1,716 @@
+//! The notifiers (NT-1..4): the mailer and the SMS sender are one worker on two channels.
+//!
+//! Handling an event (inside the transaction that records it as handled) folds the account's
+//! contacts, asks the pure notification policy ([`notices_for`]) what the event calls for, and
+//! puts each notice of this worker's channel in the outbox. A delivery loop then sends what is
+//! due, one notice at a time per slot, so a failing notice never holds up the others:
+//!
+//! ```text
+//!   pending ──sent──► sent ──reported──► (NotificationSent in the log)
+//!     │  ▲
+//!     │  └── failed, attempts < max: wait backoff(attempts), still pending
+//!     └───── failed, attempts = max ──► dead ──reported──► (NotificationFailed: a dead letter)
+//!   dead ──NotificationRetryRequested (an operator)──► pending, attempts reset
+//! ```
+//! The outbox row is keyed by a notice id derived from the event id, so an event handled again
+//! (it never is: the delivery record) could not queue a second notice either. A crash between a
+//! send and its bookkeeping sends that one notice again on restart; the embedded sinks are
+//! idempotent by notice id (Maildir file name, SMS line), and SMTP relays see the same
+//! `Message-ID`.
+
+use crate::settings::WorkerSettings;
+use crate::store::Handler;
+use crate::templates::{self, Input};
+use crate::transport::{Mail, MailTransport, Sms, SmsTransport};
+use crate::WorkerError;
+use async_nats::jetstream::Context;
+use chrono::{DateTime, SecondsFormat, Utc};
+use custode_commands::accounts::Caller;
+use custode_commands::clock::Clock;
+use custode_commands::delivery::{DeliveryKeyError, DeliveryKeys};
+use custode_commands::notices::NoticeHandler;
+use custode_domain::account::{AccountEvent, Language};
+use custode_domain::envelope::decode;
+use custode_domain::masking::{mask_email, mask_mobile};
+use custode_domain::notice::{
+    Channel, NoticeCommand, NoticeEvent, NoticeRef, NotificationFailed, NotificationSent,
+};
+use custode_domain::notify::{notices_for, Contacts, Notice};
+use custode_domain::{Actor, RecordedEvent};
+use futures_util::StreamExt;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// Notices sent at once by one notifier.
+const IN_FLIGHT: usize = 16;
+const DUE_BATCH: usize = 64;
+
+/// The consumer name of the notifier of `channel`.
+pub fn consumer_name(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Email => "mailer",
+        Channel::Sms => "sms",
+    }
+}
+
+/// The id of the `index`-th notice of `channel` made for the event `event_id`: stable, so the
+/// same event can never queue a second copy, and the `Message-ID` of a resent mail is the same.
+pub fn notice_id(event_id: Uuid, channel: Channel, index: usize) -> Uuid {
+    let digest = Sha256::new()
+        .chain_update(event_id.as_bytes())
+        .chain_update(channel.as_str().as_bytes())
+        .chain_update(index.to_be_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// The event side of a notifier: fills the outbox.
+pub struct NotifierHandler {
+    channel: Channel,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+}
+
+impl NotifierHandler {
+    fn consumer(&self) -> &'static str {
+        consumer_name(self.channel)
+    }
+
+    fn contacts(
+        &self,
+        tx: &Transaction<'_>,
+        stream: &str,
+    ) -> Result<Option<Contacts>, WorkerError> {
+        let stored: Option<String> = tx
+            .query_row(
+                "SELECT contacts FROM contacts WHERE consumer = ?1 AND stream = ?2",
+                params![self.consumer(), stream],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(match stored {
+            Some(json) => Some(serde_json::from_str(&json)?),
+            None => None,
+        })
+    }
+
+    fn on_account_event(
+        &self,
+        tx: &Transaction<'_>,
+        event: &RecordedEvent,
+    ) -> Result<(), WorkerError> {
+        let typed: AccountEvent = decode(event)?;
+        let account_id = Uuid::parse_str(event.stream.trim_start_matches("account-"))
+            .map_err(|e| WorkerError::Other(format!("stream {}: {e}", event.stream)))?;
+        let before = self.contacts(tx, &event.stream)?;
+        let notices = notices_for(account_id, &typed, before.as_ref());
+        let after = Contacts::evolve(before.clone(), &typed);
+        if after != before {
+            if let Some(after) = &after {
+                tx.execute(
+                    "INSERT INTO contacts (consumer, stream, contacts) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (consumer, stream) DO UPDATE SET contacts = excluded.contacts",
+                    params![self.consumer(), event.stream, serde_json::to_string(after)?],
+                )?;
+            }
+        }
+        let now = millis(self.clock.now());
+        for (index, notice) in notices
+            .iter()
+            .filter(|n| n.channel == self.channel)
+            .enumerate()
+        {
+            tx.execute(
+                "INSERT INTO outbox (notice_id, consumer, event_id, correlation_id, account_id,
+                                     notice, state, attempts, next_attempt_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7)
+                 ON CONFLICT (notice_id) DO NOTHING",
+                params![
+                    notice_id(event.event_id, self.channel, index).to_string(),
+                    self.consumer(),
+                    event.event_id.to_string(),
+                    event.correlation_id.to_string(),
+                    account_id.to_string(),
+                    serde_json::to_string(notice)?,
+                    now,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn on_notice_event(
+        &self,
+        tx: &Transaction<'_>,
+        event: &RecordedEvent,
+    ) -> Result<(), WorkerError> {
+        if let NoticeEvent::NotificationRetryRequested(retry) = decode(event)? {
+            // NT-3: an operator asked for the dead letter to be tried again, from scratch.
+            tx.execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?3,
+                        last_error = NULL, reported = 0
+                 WHERE notice_id = ?1 AND consumer = ?2 AND state = 'dead'",
+                params![
+                    retry.notice_id.to_string(),
+                    self.consumer(),
+                    millis(self.clock.now())
+                ],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Handler for NotifierHandler {
+    fn handle(&mut self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), WorkerError> {
+        match event.category() {
+            "account" => self.on_account_event(tx, event),
+            "notice" => self.on_notice_event(tx, event),
+            _ => Ok(()),
+        }
+    }
+
+    fn committed(&mut self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Where a notifier records what became of its notices (NT-3): straight into the log when it
+/// runs beside it, or, run apart, as an outcome on JetStream that `custode serve` records.
+#[derive(Clone)]
+pub enum Reporter {
+    Log(NoticeHandler),
+    JetStream(Context),
+}
+
+/// A worker's report, as it travels on `custode.outcomes.<notice id>` when run apart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub correlation_id: Uuid,
+    pub command: OutcomeCommand,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum OutcomeCommand {
+    Sent(NotificationSent),
+    Failed(NotificationFailed),
+}
+
+impl Outcome {
+    pub fn notice(&self) -> &NoticeRef {
+        match &self.command {
+            OutcomeCommand::Sent(s) => &s.notice,
+            OutcomeCommand::Failed(f) => &f.notice,
+        }
+    }
+
+    /// Appends the outcome to the notice's stream (idempotent: a report already recorded
+    /// appends nothing).
+    pub async fn record(&self, handler: &NoticeHandler, now: DateTime<Utc>) -> Result<(), String> {
+        let notice = self.notice();
+        let cmd = match &self.command {
+            OutcomeCommand::Sent(s) => NoticeCommand::RecordSent(s.clone()),
+            OutcomeCommand::Failed(f) => NoticeCommand::RecordDead(f.clone()),
+        };
+        let caller = Caller {
+            actor: Actor::system(),
+            correlation_id: self.correlation_id,
+        };
+        handler
+            .execute(
+                notice.notice_id,
+                cmd,
+                &caller,
+                Some(notice.source_event_id),
+                now,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Reporter {
+    async fn report(&self, outcome: &Outcome, now: DateTime<Utc>) -> Result<(), String> {
+        match self {
+            Reporter::Log(handler) => outcome.record(handler, now).await,
+            Reporter::JetStream(js) => {
+                let notice = outcome.notice();
+                let kind = match outcome.command {
+                    OutcomeCommand::Sent(_) => "sent",
+                    OutcomeCommand::Failed(_) => "failed",
+                };
+                let payload = serde_json::to_vec(outcome).map_err(|e| e.to_string())?;
+                let publish = async_nats::jetstream::message::PublishMessage::build()
+                    .message_id(format!(
+                        "{}-{kind}-{}",
+                        notice.notice_id,
+                        attempts_of(outcome)
+                    ))
+                    .payload(payload.into());
+                crate::nats::outcomes_stream(js).await?;
+                js.send_publish(format!("custode.outcomes.{}", notice.notice_id), publish)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+fn attempts_of(outcome: &Outcome) -> u32 {
+    match &outcome.command {
+        OutcomeCommand::Sent(s) => s.attempts,
+        OutcomeCommand::Failed(f) => f.attempts,
+    }
+}
+
+/// The transport of one channel.
+pub enum Transport {
+    Mail {
+        transport: MailTransport,
+        from: String,
+    },
+    Sms(SmsTransport),
+}
+
+impl Transport {
+    /// The transport `settings` configure for `channel`, or its embedded sink under `data_dir`.
+    pub fn for_channel(
+        channel: Channel,
+        settings: &WorkerSettings,
+        data_dir: &Path,
+    ) -> Result<Self, String> {
+        Ok(match channel {
+            Channel::Email => {
+                let transport = match &settings.mail.smtp_url {
+                    Some(url) => {
+                        MailTransport::smtp(url, Duration::from_secs(settings.mail.timeout_secs))?
+                    }
+                    None => MailTransport::maildir(data_dir)?,
+                };
+                Transport::Mail {
+                    transport,
+                    from: settings.mail.from.clone(),
+                }
+            }
+            Channel::Sms => Transport::Sms(match &settings.sms.gateway_url {
+                Some(url) => SmsTransport::gateway(
+                    url,
+                    settings.sms.gateway_token.clone(),
+                    Duration::from_secs(settings.sms.timeout_secs),
+                )?,
+                None => SmsTransport::file(data_dir),
+            }),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Transport::Mail { transport, .. } => transport.describe(),
+            Transport::Sms(sms) => sms.describe(),
+        }
+    }
+}
+
+/// One outbox row due for delivery.
+struct Due {
+    notice_id: Uuid,
+    source_event_id: Uuid,
+    correlation_id: Uuid,
+    account_id: Uuid,
+    notice: Notice,
+    attempts: u32,
+}
+
+/// Why an attempt failed, and whether trying again could help.
+struct Failure {
+    error: String,
+    permanent: bool,
+}
+
+/// The delivery side of a notifier.
+pub struct Delivery {
+    channel: Channel,
+    conn: Arc<Mutex<Connection>>,
+    transport: Transport,
+    keys: DeliveryKeys,
+    reporter: Reporter,
+    settings: WorkerSettings,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+}
+
+/// A notifier's two halves, sharing its wake-up.
+pub fn notifier(
+    channel: Channel,
+    store_dir: &Path,
+    transport: Transport,
+    keys: DeliveryKeys,
+    reporter: Reporter,
+    settings: WorkerSettings,
+    clock: Arc<dyn Clock>,
+) -> Result<(NotifierHandler, Delivery), WorkerError> {
+    let wake = Arc::new(Notify::new());
+    let handler = NotifierHandler {
+        channel,
+        clock: clock.clone(),
+        wake: wake.clone(),
+    };
+    let delivery = Delivery {
+        channel,
+        conn: Arc::new(Mutex::new(crate::store::open(store_dir)?)),
+        transport,
+        keys,
+        reporter,
+        settings,
+        clock,
+        wake,
+    };
+    Ok((handler, delivery))
+}
+
+impl Delivery {
+    fn consumer(&self) -> &'static str {
+        consumer_name(self.channel)
+    }
+
+    async fn with_conn<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, WorkerError> + Send + 'static,
+    ) -> Result<T, WorkerError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn
+                .lock()
+                .map_err(|_| WorkerError::Stopped("worker store lock poisoned".into()))?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| WorkerError::Stopped(e.to_string()))?
+    }
+
+    async fn due(&self, now: DateTime<Utc>) -> Result<Vec<Due>, WorkerError> {
+        let consumer = self.consumer();
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT notice_id, event_id, correlation_id, account_id, notice, attempts
+                 FROM outbox WHERE consumer = ?1 AND state = 'pending' AND next_attempt_ms <= ?2
+                 ORDER BY next_attempt_ms LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![consumer, millis(now), DUE_BATCH], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, u32>(5)?,
+                ))
+            })?;
+            let mut due = Vec::new();
+            for row in rows {
+                let (notice_id, event_id, correlation_id, account_id, notice, attempts) = row?;
+                let uuid = |s: &str| {
+                    Uuid::parse_str(s).map_err(|e| WorkerError::Other(format!("outbox: {e}")))
+                };
+                due.push(Due {
+                    notice_id: uuid(&notice_id)?,
+                    source_event_id: uuid(&event_id)?,
+                    correlation_id: uuid(&correlation_id)?,
+                    account_id: uuid(&account_id)?,
+                    notice: serde_json::from_str(&notice)?,
+                    attempts,
+                });
+            }
+            Ok(due)
+        })
+        .await
+    }
+
+    /// When the next pending notice falls due, if any is waiting.
+    async fn next_due(&self) -> Result<Option<i64>, WorkerError> {
+        let consumer = self.consumer();
+        self.with_conn(move |conn| {
+            Ok(conn.query_row(
+                "SELECT min(next_attempt_ms) FROM outbox WHERE consumer = ?1 AND state = 'pending'",
+                [consumer],
+                |row| row.get::<_, Option<i64>>(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn attempt(&self, due: &Due) -> Result<(), Failure> {
+        let notice = &due.notice;
+        let secret = match &notice.secret {
+            Some(sealed) => match self.keys.open_sealed(&sealed.sealed, &sealed.context) {
+                Ok(secret) => Some(secret),
+                Err(e @ (DeliveryKeyError::KeyGone(_) | DeliveryKeyError::Tampered)) => {
+                    return Err(Failure {
+                        error: e.to_string(),
+                        permanent: true,
+                    })
+                }
+                Err(e) => {
+                    return Err(Failure {
+                        error: e.to_string(),
+                        permanent: false,
+                    })
+                }
+            },
+            None => None,
+        };
+        let rendered = templates::render(&Input {
+            template: notice.template,
+            language: notice.language,
+            channel: notice.channel,
+            user_id: &notice.user_id,
+            secret: secret.as_ref().map(|s| s.expose()),
+            public_url: &self.settings.public_url,
+        });
+        let result = match &self.transport {
+            Transport::Mail { transport, from } => {
+                transport
+                    .send(&Mail {
+                        notice_id: due.notice_id,
+                        from,
+                        to: &notice.to,
+                        subject: &rendered.subject,
+                        language: language_tag(notice.language),
+                        body: &rendered.body,
+                    })
+                    .await
+            }
+            Transport::Sms(sms) => {
+                sms.send(&Sms {
+                    at: self.clock.now().to_rfc3339_opts(SecondsFormat::Secs, true),
+                    to: notice.to.clone(),
+                    text: rendered.body,
+                    notice_id: due.notice_id,
+                })
+                .await
+            }
+        };
+        result.map_err(|error| Failure {
+            error,
+            permanent: false,
+        })
+    }
+
+    fn notice_ref(&self, due: &Due) -> NoticeRef {
+        NoticeRef {
+            notice_id: due.notice_id,
+            account_id: due.account_id,
+            source_event_id: due.source_event_id,
+            channel: self.channel,
+            template: due.notice.template.as_str().to_string(),
+            to: match self.channel {
+                Channel::Email => mask_email(&due.notice.to),
+                Channel::Sms => mask_mobile(&due.notice.to),
+            },
+        }
+    }
+
+    /// Records attempts' results; returns the outcomes to report.
+    async fn settle(
+        &self,
+        results: Vec<(Due, Result<(), Failure>)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), WorkerError> {
+        let max_attempts = self.settings.delivery.max_attempts.max(1);
+        let mut rows = Vec::with_capacity(results.len());
+        for (due, result) in results {
+            let attempts = due.attempts.saturating_add(1);
+            let row = match result {
+                Ok(()) => (due.notice_id, "sent", attempts, 0, None),
+                Err(failure) => {
+                    let dead = failure.permanent || attempts >= max_attempts;
+                    tracing::warn!(
+                        consumer = self.consumer(),
+                        notice_id = %due.notice_id,
+                        attempts,
+                        dead,
+                        error = %failure.error,
+                        "notice not delivered"
+                    );
+                    let next = now
+                        + chrono::Duration::from_std(self.settings.delivery.backoff(attempts))
+                            .unwrap_or_default();
+                    let state = if dead { "dead" } else { "pending" };
+                    (
+                        due.notice_id,
+                        state,
+                        attempts,
+                        millis(next),
+                        Some(failure.error),
+                    )
+                }
+            };
+            rows.push(row);
+        }
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            for (notice_id, state, attempts, next, error) in rows {
+                tx.execute(
+                    "UPDATE outbox SET state = ?2, attempts = ?3, next_attempt_ms = ?4,
+                            last_error = ?5, reported = 0
+                     WHERE notice_id = ?1",
+                    params![notice_id.to_string(), state, attempts, next, error],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Reports every settled notice not yet reported (also those a crash left unreported).
+    async fn report_settled(&self) -> Result<(), WorkerError> {
+        let consumer = self.consumer();
+        let unreported = self
+            .with_conn(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT notice_id, event_id, correlation_id, account_id, notice, attempts,
+                            state, last_error
+                     FROM outbox WHERE consumer = ?1 AND reported = 0 AND state IN ('sent', 'dead')
+                     LIMIT 256",
+                )?;
+                let rows = stmt
+                    .query_map([consumer], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, String>(3)?,
+                            row.get::<_, String>(4)?,
+                            row.get::<_, u32>(5)?,
+                            row.get::<_, String>(6)?,
+                            row.get::<_, Option<String>>(7)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await?;
+        for (notice_id, event_id, correlation_id, account_id, notice, attempts, state, error) in
+            unreported
+        {
+            let uuid = |s: &str| {
+                Uuid::parse_str(s).map_err(|e| WorkerError::Other(format!("outbox: {e}")))
+            };
+            let due = Due {
+                notice_id: uuid(&notice_id)?,
+                source_event_id: uuid(&event_id)?,
+                correlation_id: uuid(&correlation_id)?,
+                account_id: uuid(&account_id)?,
+                notice: serde_json::from_str(&notice)?,
+                attempts,
+            };
+            let notice = self.notice_ref(&due);
+            let command = if state == "sent" {
+                OutcomeCommand::Sent(NotificationSent { notice, attempts })
+            } else {
+                OutcomeCommand::Failed(NotificationFailed {
+                    notice,
+                    attempts,
+                    error: error.unwrap_or_default(),
+                })
+            };
+            let outcome = Outcome {
+                correlation_id: due.correlation_id,
+                command,
+            };
+            match self.reporter.report(&outcome, self.clock.now()).await {
+                Ok(()) => {
+                    self.with_conn(move |conn| {
+                        conn.execute(
+                            "UPDATE outbox SET reported = 1 WHERE notice_id = ?1 AND state = ?2",
+                            params![notice_id, state],
+                        )?;
+                        Ok(())
+                    })
+                    .await?;
+                }
+                Err(error) => {
+                    // Kept unreported: the next round tries again.
+                    tracing::warn!(consumer = consumer, %error, "cannot record a notice's outcome yet");
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One round: send what is due, settle, report. Returns whether a full batch was due (more
+    /// may be waiting).
+    pub async fn round(&self) -> Result<bool, WorkerError> {
+        let now = self.clock.now();
+        let due = self.due(now).await?;
+        let full = due.len() == DUE_BATCH;
+        if !due.is_empty() {
+            let results: Vec<(Due, Result<(), Failure>)> = futures_util::stream::iter(due)
+                .map(|due| async move {
+                    let result = self.attempt(&due).await;
+                    (due, result)
+                })
+                .buffer_unordered(IN_FLIGHT)
+                .collect()
+                .await;
+            self.settle(results, self.clock.now()).await?;
+        }
+        self.report_settled().await?;
+        Ok(full)
+    }
+
+    /// Delivers until the task is dropped. It wakes when the handler queued a notice, when the
+    /// earliest retry falls due, and at least every second (the clock may be moved by tests).
+    pub async fn run(self) {
+        tracing::info!(consumer = self.consumer(), transport = %self.transport.describe(), "notifier delivering");
+        loop {
+            let more = match self.round().await {
+                Ok(more) => more,
+                Err(error) => {
+                    tracing::error!(consumer = self.consumer(), %error, "delivery round failed");
+                    false
+                }
+            };
+            if more {
+                continue;
+            }
+            let wait = match self.next_due().await {
+                Ok(Some(due)) => {
+                    let left = due.saturating_sub(millis(self.clock.now())).max(0);
+                    Duration::from_millis(u64::try_from(left).unwrap_or(0).min(1_000))
+                }
+                _ => Duration::from_secs(1),
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+fn language_tag(language: Language) -> &'static str {
+    match language {
+        Language::It => "it",
+        Language::En => "en",
+    }
+}

@@ -1,0 +1,164 @@
+//! Which workers a process runs, and on which feed: the one place the embedded mode and the
+//! JetStream mode differ, apart from where a worker run apart reports outcomes.
+
+use crate::consumer::{self, ConsumerHandle, Feed};
+use crate::notifier::{self, Outcome, Reporter, Transport};
+use crate::settings::WorkerSettings;
+use crate::store::StoreSink;
+use crate::WorkerError;
+use async_nats::jetstream::Context;
+use custode_commands::clock::Clock;
+use custode_commands::delivery::DeliveryKeys;
+use custode_commands::notices::NoticeHandler;
+use custode_domain::notice::Channel;
+use custode_projections::ReadModels;
+use futures_util::StreamExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkerName {
+    Mailer,
+    Sms,
+    Scheduler,
+    /// Only apart (`custode worker projector`): `serve` always projects in-process, for
+    /// read-your-writes.
+    Projector,
+}
+
+impl WorkerName {
+    /// The workers `custode serve` runs unless `--workers` says otherwise.
+    pub const SERVED: [WorkerName; 3] =
+        [WorkerName::Mailer, WorkerName::Sms, WorkerName::Scheduler];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerName::Mailer => "mailer",
+            WorkerName::Sms => "sms",
+            WorkerName::Scheduler => "scheduler",
+            WorkerName::Projector => "projector",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Self, String> {
+        Ok(match name.trim() {
+            "mailer" => WorkerName::Mailer,
+            "sms" => WorkerName::Sms,
+            "scheduler" => WorkerName::Scheduler,
+            "projector" => WorkerName::Projector,
+            other => {
+                return Err(format!(
+                    "unknown worker `{other}`: the workers are mailer, sms, scheduler, projector"
+                ))
+            }
+        })
+    }
+}
+
+/// What every worker of a process shares.
+#[derive(Clone)]
+pub struct WorkerContext {
+    /// Holds the worker store, the embedded sinks and (apart) the read models.
+    pub data_dir: PathBuf,
+    pub keys: DeliveryKeys,
+    pub settings: WorkerSettings,
+    pub clock: Arc<dyn Clock>,
+    pub reporter: Reporter,
+}
+
+/// Starts worker `name` on `feed`.
+pub fn spawn_worker(
+    name: WorkerName,
+    feed: Feed,
+    ctx: &WorkerContext,
+) -> Result<ConsumerHandle, WorkerError> {
+    let dir = ctx.data_dir.as_path();
+    match name {
+        WorkerName::Mailer | WorkerName::Sms => {
+            let channel = if name == WorkerName::Mailer {
+                Channel::Email
+            } else {
+                Channel::Sms
+            };
+            let transport =
+                Transport::for_channel(channel, &ctx.settings, dir).map_err(WorkerError::Other)?;
+            let (handler, delivery) = notifier::notifier(
+                channel,
+                dir,
+                transport,
+                ctx.keys.clone(),
+                ctx.reporter.clone(),
+                ctx.settings.clone(),
+                ctx.clock.clone(),
+            )?;
+            tokio::spawn(delivery.run());
+            let sink = StoreSink::new(dir, name.as_str(), handler)?;
+            Ok(consumer::spawn(name.as_str(), feed, sink))
+        }
+        WorkerName::Scheduler => {
+            let (handler, timers) =
+                crate::scheduler::scheduler(dir, ctx.keys.clone(), ctx.clock.clone())?;
+            tokio::spawn(timers.run());
+            let sink = StoreSink::new(dir, name.as_str(), handler)?;
+            Ok(consumer::spawn(name.as_str(), feed, sink))
+        }
+        WorkerName::Projector => {
+            let models = ReadModels::open(&dir.join("read.db"))
+                .map_err(|e| WorkerError::Other(e.to_string()))?;
+            Ok(consumer::spawn(name.as_str(), feed, models))
+        }
+    }
+}
+
+/// The durable consumer name of the outcome recorder.
+pub const RECORDER: &str = "recorder";
+
+/// In `custode serve --nats`: records the outcomes that workers run apart publish, appending
+/// them to the log (idempotently: a redelivered outcome appends nothing).
+pub fn spawn_outcome_recorder(js: Context, handler: NoticeHandler, clock: Arc<dyn Clock>) {
+    tokio::spawn(async move {
+        let mut failures = 0u32;
+        loop {
+            let consumer = async {
+                let stream = crate::nats::outcomes_stream(&js).await?;
+                crate::nats::durable(&stream, RECORDER).await
+            };
+            let consumer = match consumer.await {
+                Ok(consumer) => consumer,
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    if failures == 1 {
+                        tracing::warn!(%error, "outcome recorder waiting for JetStream");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100u64 << failures.min(5))).await;
+                    continue;
+                }
+            };
+            let mut messages = match consumer.messages().await {
+                Ok(messages) => messages,
+                Err(error) => {
+                    tracing::warn!(%error, "outcome recorder cannot subscribe");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            while let Some(message) = messages.next().await {
+                let Ok(message) = message else { break };
+                match serde_json::from_slice::<Outcome>(&message.payload) {
+                    Ok(outcome) => {
+                        if let Err(error) = outcome.record(&handler, clock.now()).await {
+                            // Not acked: JetStream redelivers it after the ack wait.
+                            tracing::warn!(%error, "cannot record an outcome yet");
+                            continue;
+                        }
+                    }
+                    Err(error) => tracing::error!(%error, "undecodable outcome skipped"),
+                }
+                if let Err(error) = message.ack().await {
+                    tracing::warn!(%error, "outcome ack failed; it will come again");
+                }
+            }
+        }
+    });
+}

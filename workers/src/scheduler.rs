@@ -1,0 +1,280 @@
+//! The scheduler: durable timers derived from events (the pure policy in
+//! `custode_domain::schedule`), kept in the worker store's `deadlines` table, fired at most once
+//! each when the one injectable clock passes them, cancelled by later events, surviving
+//! restarts. It does not rely on the broker for time: the table is the truth.
+//!
+//! ```text
+//!   (event sets it) ──► waiting ──clock ≥ due──► fired (final)
+//!                          └──(later event cancels)──► cancelled (final)
+//! ```
+
+use crate::store::Handler;
+use crate::WorkerError;
+use chrono::{DateTime, Utc};
+use custode_commands::clock::Clock;
+use custode_commands::delivery::DeliveryKeys;
+use custode_domain::account::AccountEvent;
+use custode_domain::envelope::decode;
+use custode_domain::schedule::{schedule_for, Deadline, Schedule, Timer};
+use custode_domain::RecordedEvent;
+use rusqlite::{params, Connection, Transaction};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+pub const CONSUMER: &str = "scheduler";
+
+/// Writes what an event does to the timers.
+pub fn apply_schedule(tx: &Transaction<'_>, schedule: &Schedule) -> Result<(), WorkerError> {
+    for Deadline { key, timer, due_at } in &schedule.set {
+        tx.execute(
+            "INSERT INTO deadlines (key, timer, due_ms, state) VALUES (?1, ?2, ?3, 'waiting')
+             ON CONFLICT (key) DO NOTHING",
+            params![
+                key,
+                serde_json::to_string(timer)?,
+                due_at.timestamp_millis()
+            ],
+        )?;
+    }
+    for key in &schedule.cancel {
+        tx.execute(
+            "UPDATE deadlines SET state = 'cancelled' WHERE key = ?1 AND state = 'waiting'",
+            [key],
+        )?;
+    }
+    Ok(())
+}
+
+pub struct SchedulerHandler {
+    wake: Arc<Notify>,
+}
+
+impl Handler for SchedulerHandler {
+    fn handle(&mut self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), WorkerError> {
+        if event.category() != "account" {
+            return Ok(());
+        }
+        let typed: AccountEvent = decode(event)?;
+        apply_schedule(tx, &schedule_for(&typed))
+    }
+
+    fn committed(&mut self) {
+        self.wake.notify_one();
+    }
+}
+
+/// The firing side.
+pub struct Timers {
+    conn: Connection,
+    keys: DeliveryKeys,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+}
+
+pub fn scheduler(
+    store_dir: &Path,
+    keys: DeliveryKeys,
+    clock: Arc<dyn Clock>,
+) -> Result<(SchedulerHandler, Timers), WorkerError> {
+    let wake = Arc::new(Notify::new());
+    Ok((
+        SchedulerHandler { wake: wake.clone() },
+        Timers {
+            conn: crate::store::open(store_dir)?,
+            keys,
+            clock,
+            wake,
+        },
+    ))
+}
+
+impl Timers {
+    /// Fires every waiting deadline due at `now`, each once; returns the keys fired.
+    pub fn fire_due(&mut self, now: DateTime<Utc>) -> Result<Vec<String>, WorkerError> {
+        let due: Vec<(String, String)> = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT key, timer FROM deadlines WHERE state = 'waiting' AND due_ms <= ?1
+                 ORDER BY due_ms LIMIT 256",
+            )?;
+            let rows = stmt.query_map([now.timestamp_millis()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut fired = Vec::with_capacity(due.len());
+        for (key, timer) in due {
+            // Each action is idempotent, so a crash between it and the mark repeats it harmlessly;
+            // the mark makes the timer final.
+            match serde_json::from_str::<Timer>(&timer)? {
+                Timer::DestroyDeliveryKey { .. } => {
+                    let destroyed = self
+                        .keys
+                        .destroy_expired(now)
+                        .map_err(|e| WorkerError::Other(e.to_string()))?;
+                    if !destroyed.is_empty() {
+                        tracing::info!(keys = ?destroyed, "delivery keys destroyed: their secrets have expired");
+                    }
+                }
+            }
+            self.conn.execute(
+                "UPDATE deadlines SET state = 'fired', fired_ms = ?2 WHERE key = ?1 AND state = 'waiting'",
+                params![key, now.timestamp_millis()],
+            )?;
+            fired.push(key);
+        }
+        Ok(fired)
+    }
+
+    fn next_due_ms(&self) -> Result<Option<i64>, WorkerError> {
+        Ok(self.conn.query_row(
+            "SELECT min(due_ms) FROM deadlines WHERE state = 'waiting'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Fires timers until the task is dropped: at the earliest deadline, when an event set a
+    /// new one, and at least every second (tests move the clock instead of waiting).
+    pub async fn run(self) {
+        let wake = self.wake.clone();
+        let clock = self.clock.clone();
+        let mut timers = self;
+        loop {
+            let (back, next) = match tokio::task::spawn_blocking(move || {
+                let mut timers = timers;
+                if let Err(error) = timers.fire_due(timers.clock.now()) {
+                    tracing::error!(%error, "scheduler cannot fire its timers; retrying");
+                }
+                let next = timers.next_due_ms().ok().flatten();
+                (timers, next)
+            })
+            .await
+            {
+                Ok(result) => result,
+                Err(error) => {
+                    tracing::error!(%error, "scheduler stopped");
+                    return;
+                }
+            };
+            timers = back;
+            let wait = next.map_or(1_000, |due| {
+                (due - clock.now().timestamp_millis()).clamp(0, 1_000)
+            });
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use chrono::TimeZone;
+    use custode_commands::clock::ManualClock;
+    use custode_domain::Secret;
+
+    fn at(day: u32, hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0).unwrap()
+    }
+
+    fn state(conn: &Connection, key: &str) -> String {
+        conn.query_row("SELECT state FROM deadlines WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_timer_fires_once_when_the_clock_passes_it_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = DeliveryKeys::open(dir.path()).unwrap();
+        let sealed = keys.seal(&Secret::new("Tmp-1"), "c", at(2, 10)).unwrap();
+        let clock = ManualClock::new(at(2, 10));
+        let (_, mut timers) = scheduler(dir.path(), keys.clone(), Arc::new(clock.clone())).unwrap();
+        let tx = timers.conn.transaction().unwrap();
+        let schedule = Schedule {
+            set: vec![Deadline {
+                key: "delivery-key/20261102".into(),
+                timer: Timer::DestroyDeliveryKey {
+                    key_id: sealed.key_id.clone(),
+                },
+                due_at: at(5, 0),
+            }],
+            cancel: vec![],
+        };
+        apply_schedule(&tx, &schedule).unwrap();
+        tx.commit().unwrap();
+        assert!(timers.fire_due(at(4, 23)).unwrap().is_empty());
+        drop(timers);
+
+        let (_, mut timers) = scheduler(dir.path(), keys.clone(), Arc::new(clock)).unwrap();
+        assert_eq!(
+            timers.fire_due(at(5, 0)).unwrap(),
+            vec!["delivery-key/20261102"]
+        );
+        assert!(
+            keys.open_sealed(&sealed, "c").is_err(),
+            "the key is destroyed"
+        );
+        assert!(
+            timers.fire_due(at(6, 0)).unwrap().is_empty(),
+            "fired at most once"
+        );
+        assert_eq!(state(&timers.conn, "delivery-key/20261102"), "fired");
+    }
+
+    #[test]
+    fn a_cancelled_timer_never_fires_and_a_second_setting_keeps_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = DeliveryKeys::open(dir.path()).unwrap();
+        let (_, mut timers) =
+            scheduler(dir.path(), keys, Arc::new(ManualClock::new(at(1, 0)))).unwrap();
+        let deadline = |due_at| Deadline {
+            key: "k".into(),
+            timer: Timer::DestroyDeliveryKey {
+                key_id: "20261101".into(),
+            },
+            due_at,
+        };
+        let tx = timers.conn.transaction().unwrap();
+        apply_schedule(
+            &tx,
+            &Schedule {
+                set: vec![deadline(at(2, 0))],
+                cancel: vec![],
+            },
+        )
+        .unwrap();
+        apply_schedule(
+            &tx,
+            &Schedule {
+                set: vec![deadline(at(9, 0))],
+                cancel: vec![],
+            },
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        let due: i64 = timers
+            .conn
+            .query_row("SELECT due_ms FROM deadlines WHERE key = 'k'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(due, at(2, 0).timestamp_millis());
+        let tx = timers.conn.transaction().unwrap();
+        apply_schedule(
+            &tx,
+            &Schedule {
+                set: vec![],
+                cancel: vec!["k".into()],
+            },
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        assert!(timers.fire_due(at(10, 0)).unwrap().is_empty());
+        assert_eq!(state(&timers.conn, "k"), "cancelled");
+    }
+}

@@ -1,0 +1,105 @@
+//! The workers' settings, as the `[mail]`, `[sms]` and `[delivery]` sections of `custode.toml`
+//! give them (NT-1, NT-3). With no SMTP relay or SMS gateway configured, mail and SMS land in
+//! the embedded sinks under the data directory, whichever mode the workers run in.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailSettings {
+    /// `smtp://user:pass@host:587?tls=required` (STARTTLS), `smtps://user:pass@host:465` (TLS),
+    /// `smtp://host:25` (plain, a local relay). Unset: the Maildir under `<data-dir>/mail/`.
+    pub smtp_url: Option<String>,
+    /// The sender of every notice.
+    pub from: String,
+    pub timeout_secs: u64,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            from: "custode <noreply@custode.localhost>".into(),
+            timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsSettings {
+    /// The gateway's URL: every SMS is a JSON POST `{at, to, text, notice_id}`; any 2xx is
+    /// success. Unset: JSON lines in `<data-dir>/sms.jsonl`.
+    pub gateway_url: Option<String>,
+    /// Sent as `Authorization: Bearer <token>`.
+    pub gateway_token: Option<String>,
+    pub timeout_secs: u64,
+}
+
+impl Default for SmsSettings {
+    fn default() -> Self {
+        Self {
+            gateway_url: None,
+            gateway_token: None,
+            timeout_secs: 10,
+        }
+    }
+}
+
+/// NT-3: per-notice retries with exponential backoff, then a dead letter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// Attempts before a notice becomes a dead letter (the first try included).
+    pub max_attempts: u32,
+    /// The wait after the first failure; it doubles after each further one.
+    pub backoff_base_ms: u64,
+    /// The longest wait between two attempts.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            backoff_base_ms: 2_000,
+            backoff_max_ms: 10 * 60 * 1_000,
+        }
+    }
+}
+
+impl DeliverySettings {
+    /// The wait after the `failures`-th failure (1-based).
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(30);
+        let wait = self.backoff_base_ms.saturating_mul(1u64 << doublings);
+        Duration::from_millis(wait.min(self.backoff_max_ms))
+    }
+}
+
+/// Everything the workers of one process run with.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerSettings {
+    pub mail: MailSettings,
+    pub sms: SmsSettings,
+    pub delivery: DeliverySettings,
+    /// Base of links sent to people.
+    pub public_url: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_ceiling() {
+        let d = DeliverySettings {
+            max_attempts: 5,
+            backoff_base_ms: 100,
+            backoff_max_ms: 350,
+        };
+        let waits: Vec<u128> = (1..=4).map(|n| d.backoff(n).as_millis()).collect();
+        assert_eq!(waits, vec![100, 200, 350, 350]);
+    }
+}

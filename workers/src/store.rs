@@ -1,0 +1,196 @@
+//! The worker store: one SQLite file (`<data-dir>/workers.db`) that holds, per consumer, the
+//! delivery record of every event it has handled and its checkpoint, and the workers' own
+//! state: the contacts the notifiers fold from events, the outbox of notices and the
+//! scheduler's deadlines. A worker run apart keeps its store in its own data dir.
+
+use crate::consumer::Sink;
+use crate::WorkerError;
+use custode_domain::RecordedEvent;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use std::path::{Path, PathBuf};
+
+pub const STORE_FILE: &str = "workers.db";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS handled (
+    consumer TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (consumer, event_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    consumer TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS contacts (
+    consumer TEXT NOT NULL,
+    stream   TEXT NOT NULL,
+    contacts TEXT NOT NULL,
+    PRIMARY KEY (consumer, stream)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    notice_id       TEXT PRIMARY KEY,
+    consumer        TEXT NOT NULL,
+    event_id        TEXT NOT NULL,
+    correlation_id  TEXT NOT NULL,
+    account_id      TEXT NOT NULL,
+    notice          TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'dead')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error      TEXT,
+    reported        INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (consumer, state, next_attempt_ms);
+CREATE INDEX IF NOT EXISTS outbox_unreported ON outbox (consumer, reported) WHERE reported = 0;
+CREATE TABLE IF NOT EXISTS deadlines (
+    key       TEXT PRIMARY KEY,
+    timer     TEXT NOT NULL,
+    due_ms    INTEGER NOT NULL,
+    state     TEXT NOT NULL CHECK (state IN ('waiting', 'fired', 'cancelled')),
+    fired_ms  INTEGER
+);
+CREATE INDEX IF NOT EXISTS deadlines_due ON deadlines (state, due_ms);
+";
+
+/// Opens a connection to the store at `dir/workers.db`, creating the tables.
+pub fn open(dir: &Path) -> Result<Connection, WorkerError> {
+    let path = dir.join(STORE_FILE);
+    let conn = Connection::open(&path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // WAL and NORMAL: durable across a crash of the process (kill -9), which is what the
+    // delivery records must survive; the log itself stays the fsynced source of truth.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join(STORE_FILE)
+}
+
+/// What a worker does with one event it has not handled before, inside the transaction that
+/// also records it as handled.
+pub trait Handler: Send + 'static {
+    fn handle(&mut self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), WorkerError>;
+    /// Called after each commit that handled new events (to wake a delivery loop).
+    fn committed(&mut self) {}
+}
+
+/// A [`Sink`] that keeps a delivery record per event id for `consumer`.
+pub struct StoreSink<H> {
+    consumer: String,
+    conn: Connection,
+    checkpoint: u64,
+    handler: H,
+}
+
+impl<H: Handler> StoreSink<H> {
+    pub fn new(dir: &Path, consumer: &str, handler: H) -> Result<Self, WorkerError> {
+        let conn = open(dir)?;
+        let checkpoint = conn
+            .query_row(
+                "SELECT position FROM checkpoints WHERE consumer = ?1",
+                [consumer],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()?
+            .map_or(0, |p| u64::try_from(p).unwrap_or(0));
+        Ok(Self {
+            consumer: consumer.to_string(),
+            conn,
+            checkpoint,
+            handler,
+        })
+    }
+}
+
+impl<H: Handler> Sink for StoreSink<H> {
+    fn apply(&mut self, events: &[RecordedEvent]) -> Result<u64, WorkerError> {
+        let tx = self.conn.transaction()?;
+        let mut fresh = 0usize;
+        let mut last = self.checkpoint;
+        for event in events {
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO handled (consumer, event_id, position) VALUES (?1, ?2, ?3)",
+                params![self.consumer, event.event_id.to_string(), event.position],
+            )?;
+            if inserted == 1 {
+                self.handler.handle(&tx, event)?;
+                fresh += 1;
+            }
+            last = last.max(event.position);
+        }
+        tx.execute(
+            "INSERT INTO checkpoints (consumer, position) VALUES (?1, ?2)
+             ON CONFLICT (consumer) DO UPDATE SET position = max(position, excluded.position)",
+            params![self.consumer, last],
+        )?;
+        tx.commit()?;
+        self.checkpoint = last;
+        if fresh > 0 {
+            self.handler.committed();
+        }
+        Ok(last)
+    }
+
+    fn checkpoint(&self) -> u64 {
+        self.checkpoint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use chrono::Utc;
+    use custode_domain::Actor;
+    use uuid::Uuid;
+
+    struct Count(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Handler for Count {
+        fn handle(&mut self, _: &Transaction<'_>, _: &RecordedEvent) -> Result<(), WorkerError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn event(position: u64) -> RecordedEvent {
+        RecordedEvent {
+            event_id: Uuid::from_u128(u128::from(position)),
+            stream: "account-x".into(),
+            version: position,
+            position,
+            event_type: "PasswordChanged".into(),
+            schema_version: 1,
+            occurred_at: Utc::now(),
+            actor: Actor::system(),
+            correlation_id: Uuid::nil(),
+            causation_id: Uuid::nil(),
+            payload: serde_json::json!({}),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_event_is_handled_once_even_when_delivered_again_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut sink = StoreSink::new(dir.path(), "mailer", Count(count.clone())).unwrap();
+        assert_eq!(sink.apply(&[event(1), event(2)]).unwrap(), 2);
+        drop(sink);
+        let mut again = StoreSink::new(dir.path(), "mailer", Count(count.clone())).unwrap();
+        assert_eq!(again.checkpoint(), 2);
+        again.apply(&[event(2), event(3)]).unwrap();
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let mut other = StoreSink::new(dir.path(), "sms", Count(count.clone())).unwrap();
+        other.apply(&[event(1)]).unwrap();
+        assert_eq!(
+            count.load(std::sync::atomic::Ordering::SeqCst),
+            4,
+            "each consumer keeps its own records"
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! NT-2: every notice in Italian and English. A template gets the holder's user id, the secret
+//! it carries (opened from its seal only here, just before sending) and the public URL for
+//! links; SMS texts are short, mail bodies plain text.
+
+use custode_domain::account::Language;
+use custode_domain::notice::Channel;
+use custode_domain::notify::Template;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub body: String,
+}
+
+pub struct Input<'a> {
+    pub template: Template,
+    pub language: Language,
+    pub channel: Channel,
+    pub user_id: &'a str,
+    pub secret: Option<&'a str>,
+    pub public_url: &'a str,
+}
+
+pub fn render(input: &Input<'_>) -> Rendered {
+    let user = input.user_id;
+    let secret = input.secret.unwrap_or("");
+    let base = input.public_url.trim_end_matches('/');
+    let (subject, lines): (&str, Vec<String>) = match (input.template, input.language) {
+        (Template::TemporaryCredentials, Language::It) => (
+            "Le credenziali temporanee del tuo account",
+            vec![
+                format!("È stato aperto l'account {user}."),
+                format!("Password temporanea: {secret}"),
+                "Al primo accesso ti chiederemo di sceglierne una tua e di inserire le informazioni di recupero.".into(),
+            ],
+        ),
+        (Template::TemporaryCredentials, Language::En) => (
+            "Your account's temporary credentials",
+            vec![
+                format!("The account {user} has been opened."),
+                format!("Temporary password: {secret}"),
+                "At your first login we will ask you to choose your own and to add recovery information.".into(),
+            ],
+        ),
+        (Template::PasswordChanged, Language::It) => (
+            "La password del tuo account è cambiata",
+            vec![
+                format!("La password dell'account {user} è stata cambiata e ogni sessione aperta è stata chiusa."),
+                "Se non sei stato tu, recupera subito l'accesso con la procedura di password dimenticata e contatta l'assistenza.".into(),
+            ],
+        ),
+        (Template::PasswordChanged, Language::En) => (
+            "Your account's password has changed",
+            vec![
+                format!("The password of the account {user} has been changed and every open session has been closed."),
+                "If this was not you, recover access at once with the forgotten-password procedure and contact support.".into(),
+            ],
+        ),
+        (Template::RecoveryInfoChanged, Language::It) => (
+            "Le informazioni di recupero sono cambiate",
+            vec![
+                format!("Le informazioni di recupero dell'account {user} sono state modificate."),
+                "Se non sei stato tu, contatta subito l'assistenza.".into(),
+            ],
+        ),
+        (Template::RecoveryInfoChanged, Language::En) => (
+            "Your recovery information has changed",
+            vec![
+                format!("The recovery information of the account {user} has been changed."),
+                "If this was not you, contact support at once.".into(),
+            ],
+        ),
+        (Template::RecoveryLink, Language::It) => (
+            "Recupero della password",
+            vec![
+                format!("Per scegliere una nuova password per l'account {user} apri questo link entro 24 ore:"),
+                format!("{base}/recovery?token={secret}"),
+                "Se non hai chiesto tu il recupero, ignora questo messaggio.".into(),
+            ],
+        ),
+        (Template::RecoveryLink, Language::En) => (
+            "Password recovery",
+            vec![
+                format!("To choose a new password for the account {user}, open this link within 24 hours:"),
+                format!("{base}/recovery?token={secret}"),
+                "If you did not ask to recover your password, ignore this message.".into(),
+            ],
+        ),
+        (Template::OneTimeCode, Language::It) => (
+            "Il tuo codice di verifica",
+            vec![format!("Codice di verifica per {user}: {secret}. Non comunicarlo a nessuno.")],
+        ),
+        (Template::OneTimeCode, Language::En) => (
+            "Your verification code",
+            vec![format!("Verification code for {user}: {secret}. Do not share it with anyone.")],
+        ),
+        (Template::CollaboratorLink, Language::It) => (
+            "Crea la password del tuo accesso da collaboratore",
+            vec![
+                format!("Sei stato aggiunto come collaboratore con l'utenza {user}."),
+                format!("Crea la tua password da questo link: {base}/collaborator-password?token={secret}"),
+            ],
+        ),
+        (Template::CollaboratorLink, Language::En) => (
+            "Create the password of your collaborator access",
+            vec![
+                format!("You have been added as a collaborator with the user id {user}."),
+                format!("Create your password from this link: {base}/collaborator-password?token={secret}"),
+            ],
+        ),
+        (Template::AppPasswordExpiry, Language::It) => (
+            "La password per i programmi di posta sta per scadere",
+            vec![
+                format!("Una password per i programmi di posta dell'account {user} scade a breve o è scaduta."),
+                "Accedi alla tua area riservata per prorogarla o rigenerarla.".into(),
+            ],
+        ),
+        (Template::AppPasswordExpiry, Language::En) => (
+            "Your mail-program password is about to expire",
+            vec![
+                format!("A mail-program password of the account {user} expires soon or has expired."),
+                "Sign in to your account to postpone or regenerate it.".into(),
+            ],
+        ),
+        (Template::Suspension, Language::It) => (
+            "Il tuo account è sospeso",
+            vec![
+                format!("L'account {user} è stato sospeso."),
+                "Se non sei stato tu, contatta subito l'assistenza.".into(),
+            ],
+        ),
+        (Template::Suspension, Language::En) => (
+            "Your account is suspended",
+            vec![
+                format!("The account {user} has been suspended."),
+                "If this was not you, contact support at once.".into(),
+            ],
+        ),
+        (Template::DocumentExpiry, Language::It) => (
+            "Il tuo documento di identità sta per scadere",
+            vec![
+                format!("Il documento di identità registrato per {user} scade a breve."),
+                "Registra un nuovo documento dalla tua area riservata.".into(),
+            ],
+        ),
+        (Template::DocumentExpiry, Language::En) => (
+            "Your identity document is about to expire",
+            vec![
+                format!("The identity document on file for {user} expires soon."),
+                "Record a new document from your account.".into(),
+            ],
+        ),
+    };
+    let body = match input.channel {
+        Channel::Email => {
+            let mut body = lines.join("\n\n");
+            body.push('\n');
+            body
+        }
+        Channel::Sms => lines.join(" "),
+    };
+    Rendered {
+        subject: subject.to_string(),
+        body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use custode_domain::notify::TEMPLATES;
+
+    #[test]
+    fn every_template_renders_in_both_languages() {
+        let mut all = String::new();
+        for template in TEMPLATES {
+            for language in [Language::It, Language::En] {
+                let rendered = render(&Input {
+                    template: *template,
+                    language,
+                    channel: Channel::Email,
+                    user_id: "mario.rossi@pec.example.it",
+                    secret: Some("SECRET-123"),
+                    public_url: "https://account.example.it",
+                });
+                assert!(!rendered.subject.is_empty());
+                all.push_str(&format!(
+                    "== {} ({language:?})\nSubject: {}\n\n{}\n",
+                    template.as_str(),
+                    rendered.subject,
+                    rendered.body
+                ));
+            }
+        }
+        insta::assert_snapshot!(all);
+    }
+
+    #[test]
+    fn a_notice_that_carries_a_secret_shows_it() {
+        for template in [
+            Template::TemporaryCredentials,
+            Template::RecoveryLink,
+            Template::OneTimeCode,
+            Template::CollaboratorLink,
+        ] {
+            for channel in [Channel::Email, Channel::Sms] {
+                let rendered = render(&Input {
+                    template,
+                    language: Language::En,
+                    channel,
+                    user_id: "u",
+                    secret: Some("S3cr3t"),
+                    public_url: "http://x",
+                });
+                assert!(rendered.body.contains("S3cr3t"), "{template:?} {channel:?}");
+            }
+        }
+    }
+}

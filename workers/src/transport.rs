@@ -1,0 +1,209 @@
+//! NT-1's transports. Mail: SMTP (STARTTLS or TLS, with authentication) through `lettre`, or,
+//! with no relay configured, a Maildir under `<data-dir>/mail/`. SMS: an HTTP gateway (JSON POST
+//! with a bearer token; any 2xx is success), or, with none configured, JSON lines in
+//! `<data-dir>/sms.jsonl`.
+//!
+//! Sinks are written so that sending the same notice twice leaves one trace: a Maildir file is
+//! named after the notice id, and an SMS line already in the file is not appended again.
+
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::Mailbox;
+use lettre::transport::smtp::AsyncSmtpTransport;
+use lettre::{AsyncTransport, Message, Tokio1Executor};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A mail ready to go.
+pub struct Mail<'a> {
+    pub notice_id: Uuid,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub subject: &'a str,
+    pub language: &'a str,
+    pub body: &'a str,
+}
+
+pub enum MailTransport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Maildir(PathBuf),
+}
+
+impl MailTransport {
+    /// `smtp_url` as lettre reads it: `smtp://user:pass@host:587?tls=required` (STARTTLS),
+    /// `smtps://user:pass@host:465` (TLS), `smtp://host:25` (plain, for a local relay).
+    pub fn smtp(smtp_url: &str, timeout: Duration) -> Result<Self, String> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
+            .map_err(|e| format!("smtp_url is not usable: {e}"))?
+            .timeout(Some(timeout))
+            .build();
+        Ok(MailTransport::Smtp(transport))
+    }
+
+    pub fn maildir(data_dir: &Path) -> Result<Self, String> {
+        let root = data_dir.join("mail");
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir_all(root.join(sub))
+                .map_err(|e| format!("cannot create {}: {e}", root.join(sub).display()))?;
+        }
+        Ok(MailTransport::Maildir(root))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            MailTransport::Smtp(_) => "SMTP relay".into(),
+            MailTransport::Maildir(root) => format!("Maildir {}", root.join("new").display()),
+        }
+    }
+
+    pub async fn send(&self, mail: &Mail<'_>) -> Result<(), String> {
+        let message = build(mail)?;
+        match self {
+            MailTransport::Smtp(transport) => transport
+                .send(message)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("SMTP: {e}")),
+            MailTransport::Maildir(root) => {
+                let name = format!("{}.custode", mail.notice_id);
+                let bytes = message.formatted();
+                let root = root.clone();
+                tokio::task::spawn_blocking(move || write_maildir(&root, &name, &bytes))
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        }
+    }
+}
+
+fn build(mail: &Mail<'_>) -> Result<Message, String> {
+    let from: Mailbox = mail.from.parse().map_err(|e| format!("bad sender: {e}"))?;
+    let to: Mailbox = mail.to.parse().map_err(|e| format!("bad recipient: {e}"))?;
+    let domain = from.email.domain().to_string();
+    Message::builder()
+        .from(from)
+        .to(to)
+        .subject(mail.subject)
+        .message_id(Some(format!("<{}@{domain}>", mail.notice_id)))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Content-Language"),
+            mail.language.to_string(),
+        ))
+        .header(ContentType::TEXT_PLAIN)
+        .body(mail.body.to_string())
+        .map_err(|e| format!("cannot build the mail: {e}"))
+}
+
+/// Maildir delivery: write under `tmp/`, fsync, rename into `new/`. Renaming onto an existing
+/// name replaces the same message, so a repeated delivery leaves one file.
+fn write_maildir(root: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
+    let tmp = root.join("tmp").join(name);
+    let new = root.join("new").join(name);
+    let io = |e: std::io::Error| format!("Maildir {}: {e}", root.display());
+    if new.exists() {
+        return Ok(());
+    }
+    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &new).map_err(io)?;
+    Ok(())
+}
+
+/// One SMS as the file sink writes it and the gateway receives it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Sms {
+    pub at: String,
+    pub to: String,
+    pub text: String,
+    pub notice_id: Uuid,
+}
+
+pub enum SmsTransport {
+    Gateway {
+        client: reqwest::Client,
+        url: String,
+        token: Option<String>,
+    },
+    File(PathBuf),
+}
+
+impl SmsTransport {
+    pub fn gateway(url: &str, token: Option<String>, timeout: Duration) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build the SMS gateway client: {e}"))?;
+        Ok(SmsTransport::Gateway {
+            client,
+            url: url.to_string(),
+            token,
+        })
+    }
+
+    pub fn file(data_dir: &Path) -> Self {
+        SmsTransport::File(data_dir.join("sms.jsonl"))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            SmsTransport::Gateway { .. } => "SMS gateway".into(),
+            SmsTransport::File(path) => format!("file {}", path.display()),
+        }
+    }
+
+    pub async fn send(&self, sms: &Sms) -> Result<(), String> {
+        match self {
+            SmsTransport::Gateway { client, url, token } => {
+                let mut request = client.post(url).json(sms);
+                if let Some(token) = token {
+                    request = request.bearer_auth(token);
+                }
+                let response = request.send().await.map_err(|e| {
+                    if e.is_timeout() {
+                        "SMS gateway: timed out".to_string()
+                    } else {
+                        // Without the URL: it may carry credentials.
+                        format!("SMS gateway: {}", e.without_url())
+                    }
+                })?;
+                let status = response.status();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("SMS gateway answered {status}"))
+                }
+            }
+            SmsTransport::File(path) => {
+                let path = path.clone();
+                let sms = sms.clone();
+                tokio::task::spawn_blocking(move || append_sms(&path, &sms))
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        }
+    }
+}
+
+fn append_sms(path: &Path, sms: &Sms) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("SMS file {}: {e}", path.display());
+    let marker = format!("\"notice_id\":\"{}\"", sms.notice_id);
+    match std::fs::read_to_string(path) {
+        Ok(existing) if existing.contains(&marker) => return Ok(()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let mut line = serde_json::to_string(sms).map_err(|e| e.to_string())?;
+    line.push('\n');
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io)?;
+    file.write_all(line.as_bytes()).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    Ok(())
+}
