@@ -2,59 +2,14 @@
 //! a bad settings file stops startup naming the key, `replay` refuses a held data directory.
 
 use crate::helpers::{load_json, OPERATOR_KEY};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use crate::processes::{serve, BIN};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_custode");
-
-struct Served {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn serve(data_dir: &std::path::Path) -> Served {
-    let port = free_port();
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("CUSTODE_DATA_DIR", data_dir)
-        .env("CUSTODE_OPERATOR_KEY", OPERATOR_KEY)
-        .current_dir(data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("custode binary starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    while reqwest::get(format!("{base}/healthz")).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "custode serve did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Served { child, base }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_served_binary_survives_bad_input_and_its_log_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let served = serve(dir.path()).await;
+    let served = serve(dir.path(), &[]).await;
     let client = reqwest::Client::new();
     let ok = client
         .post(format!("{}/v1/admin/accounts", served.base))

@@ -23,7 +23,7 @@ pub struct TestApp {
     /// Secrets typed during the test; none may appear in the data directory.
     pub secrets: Mutex<Vec<String>>,
     server: Option<tokio::task::JoinHandle<()>>,
-    app: Option<App>,
+    pub app: Option<App>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -44,14 +44,42 @@ impl TestApp {
         app
     }
 
+    /// A fresh application whose workers run over JetStream at `nats_url`.
+    pub async fn spawn_with_nats(file: FileConfig, nats_url: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().to_path_buf();
+        let mut app = Self::start_with(
+            &data_dir,
+            file,
+            ManualClock::new(Utc::now()),
+            Some(nats_url),
+            None,
+        )
+        .await;
+        app._dir = Some(dir);
+        app
+    }
+
     /// Starts the application on an existing data directory (a restart).
     pub async fn start(data_dir: &Path, file: FileConfig, clock: ManualClock) -> Self {
+        Self::start_with(data_dir, file, clock, None, None).await
+    }
+
+    pub async fn start_with(
+        data_dir: &Path,
+        file: FileConfig,
+        clock: ManualClock,
+        nats_url: Option<&str>,
+        workers: Option<&str>,
+    ) -> Self {
         let config = Config::resolve(
             file,
             Overrides {
                 data_dir: Some(data_dir.to_path_buf()),
                 listen: Some("127.0.0.1:0".parse().expect("addr")),
                 operator_key: Some(OPERATOR_KEY.into()),
+                nats: nats_url.map(String::from),
+                workers: workers.map(String::from),
                 ..Overrides::default()
             },
         )

@@ -11,8 +11,11 @@
 mod admin;
 mod cli;
 mod contract;
+mod fanout;
 mod helpers;
 mod journey;
+mod notify;
+mod processes;
 mod replay;
 mod robustness;
 mod sessions;

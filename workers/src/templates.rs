@@ -153,7 +153,8 @@ pub fn render(input: &Input<'_>) -> Rendered {
     };
     let body = match input.channel {
         Channel::Email => {
-            let mut body = lines.join("\n\n");
+            let wrapped: Vec<String> = lines.iter().map(|l| wrap(l, 76)).collect();
+            let mut body = wrapped.join("\n\n");
             body.push('\n');
             body
         }
@@ -163,6 +164,26 @@ pub fn render(input: &Input<'_>) -> Rendered {
         subject: subject.to_string(),
         body,
     }
+}
+
+/// Breaks `text` between words so that lines stay under `width` characters where they can;
+/// a longer word (a link, a token) keeps a line of its own, whole.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut line_len = 0;
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let len = word.chars().count();
+        if line_len > 0 && line_len + 1 + len > width {
+            out.push('\n');
+            line_len = 0;
+        } else if line_len > 0 {
+            out.push(' ');
+            line_len += 1;
+        }
+        out.push_str(word);
+        line_len += len;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -193,6 +214,27 @@ mod tests {
             }
         }
         insta::assert_snapshot!(all);
+    }
+
+    #[test]
+    fn mail_lines_wrap_between_words_and_never_split_a_link() {
+        let link = format!(
+            "https://account.example.it/recovery?token={}",
+            "A".repeat(43)
+        );
+        let text = format!(
+            "Per scegliere una nuova password apri questo link entro 24 ore: {link} grazie"
+        );
+        let wrapped = wrap(&text, 76);
+        assert!(wrapped.lines().any(|l| l == link), "{wrapped}");
+        assert!(wrapped
+            .lines()
+            .filter(|l| !l.contains("token"))
+            .all(|l| l.chars().count() <= 76));
+        assert_eq!(
+            wrapped.split_whitespace().collect::<Vec<_>>(),
+            text.split_whitespace().collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! Sinks are written so that sending the same notice twice leaves one trace: a Maildir file is
 //! named after the notice id, and an SMS line already in the file is not appended again.
 
-use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::Mailbox;
+use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
+use lettre::message::{Body, Mailbox, SinglePart};
 use lettre::transport::smtp::AsyncSmtpTransport;
 use lettre::{AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
@@ -82,6 +82,7 @@ fn build(mail: &Mail<'_>) -> Result<Message, String> {
     let from: Mailbox = mail.from.parse().map_err(|e| format!("bad sender: {e}"))?;
     let to: Mailbox = mail.to.parse().map_err(|e| format!("bad recipient: {e}"))?;
     let domain = from.email.domain().to_string();
+    let body = eight_bit(mail.body);
     Message::builder()
         .from(from)
         .to(to)
@@ -91,9 +92,28 @@ fn build(mail: &Mail<'_>) -> Result<Message, String> {
             HeaderName::new_from_ascii_str("Content-Language"),
             mail.language.to_string(),
         ))
-        .header(ContentType::TEXT_PLAIN)
-        .body(mail.body.to_string())
+        .singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_PLAIN)
+                .body(body),
+        )
         .map_err(|e| format!("cannot build the mail: {e}"))
+}
+
+/// The body as 8bit, not quoted-printable, so that a link or a code stays whole and greppable
+/// in the message, as every relay since RFC 6152 accepts: CRLF line ends, no NUL, lines under
+/// RFC 5322's 998 bytes. A body that cannot travel so gets lettre's own choice of encoding.
+fn eight_bit(text: &str) -> Body {
+    let crlf = text.replace("\r\n", "\n").replace('\n', "\r\n");
+    let fits = !crlf.contains('\0')
+        && crlf
+            .split("\r\n")
+            .all(|l| l.len() < 998 && !l.contains('\r'));
+    if fits {
+        Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::EightBit)
+    } else {
+        Body::new(text.to_string())
+    }
 }
 
 /// Maildir delivery: write under `tmp/`, fsync, rename into `new/`. Renaming onto an existing

@@ -1,0 +1,258 @@
+//! Fan-out over a real `nats-server -js` (a child on a free port with its own store): every
+//! event is published once and read back in order; a relay killed between publishing and
+//! checkpointing causes no duplicate; NATS stopped and restarted loses nothing while the API
+//! keeps accepting; a worker run apart and killed mid-stream resumes where it acked.
+
+use crate::helpers::{file_config, TestApp, OPERATOR_KEY};
+use crate::processes::{eventually, maildir, NatsServer, BIN};
+use custode_commands::clock::SystemClock;
+use custode_commands::delivery::DeliveryKeys;
+use custode_commands::{EventLog, LogOptions};
+use custode_domain::RecordedEvent;
+use custode_workers::consumer::Feed;
+use custode_workers::notifier::Reporter;
+use custode_workers::runtime::{spawn_worker, WorkerContext, WorkerName};
+use custode_workers::settings::WorkerSettings;
+use reqwest::StatusCode;
+use serde_json::json;
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn open_mailboxes(app: &TestApp, range: std::ops::Range<usize>) {
+    for n in range {
+        let res = app
+            .post(
+                "/v1/admin/accounts",
+                Some(OPERATOR_KEY),
+                json!({ "kind": "mailbox", "user_id": format!("fan{n}@pec.example.it"), "contact_email": format!("fan{n}@example.it") }),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let body: serde_json::Value = res.json().await.unwrap();
+        app.remember_secret(body["temporary_password"].as_str().unwrap());
+    }
+}
+
+/// Every message of `CUSTODE_EVENTS`, in stream order, as the events they carry.
+async fn stream_events(nats: &NatsServer) -> Vec<(String, RecordedEvent)> {
+    let js = nats.jetstream().await;
+    let mut stream = js.get_stream("CUSTODE_EVENTS").await.unwrap();
+    let count = stream.info().await.unwrap().state.messages;
+    let mut events = Vec::new();
+    for sequence in 1..=count {
+        let message = stream.get_raw_message(sequence).await.unwrap();
+        let event: RecordedEvent = serde_json::from_slice(&message.payload).unwrap();
+        events.push((message.subject.to_string(), event));
+    }
+    events
+}
+
+fn assert_each_event_once_in_order(published: &[(String, RecordedEvent)], head: u64) {
+    let positions: Vec<u64> = published.iter().map(|(_, e)| e.position).collect();
+    assert_eq!(
+        positions,
+        (1..=head).collect::<Vec<_>>(),
+        "each event once, in log order"
+    );
+    for (subject, event) in published {
+        assert_eq!(
+            subject,
+            &format!("custode.events.{}.{}", event.category(), event.event_type)
+        );
+    }
+}
+
+async fn relayed_to_head(app: &TestApp) {
+    let relayed = app.app.as_ref().unwrap().relayed.clone().expect("a relay");
+    let head = app.log_head();
+    eventually(WAIT, "the relay to reach the head", || {
+        *relayed.borrow() >= head
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_is_published_once_and_notices_go_out_through_jetstream() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn_with_nats(file_config(), &nats.url()).await;
+    open_mailboxes(&app, 0..5).await;
+    eventually(WAIT, "5 mails", || maildir(&app.data_dir).len() == 5).await;
+    app.quiesce().await;
+    relayed_to_head(&app).await;
+    let published = stream_events(&nats).await;
+    assert_each_event_once_in_order(&published, app.log_head());
+    let local = app.state.log.read_from_blocking(0, 1000).unwrap();
+    assert_eq!(
+        published.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
+        local,
+        "what JetStream carries is the log, byte for byte"
+    );
+    let sent = local
+        .iter()
+        .filter(|e| e.event_type == "NotificationSent")
+        .count();
+    assert_eq!(sent, 5, "every outcome is recorded, and relayed too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_between_publish_and_checkpoint_causes_no_duplicate() {
+    // A log with 4 openings and no worker yet.
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start_with(
+        dir.path(),
+        file_config(),
+        custode_commands::clock::ManualClock::new(chrono::Utc::now()),
+        None,
+        Some("none"),
+    )
+    .await;
+    open_mailboxes(&app, 0..4).await;
+    let data_dir = app.data_dir.clone();
+    let _ = app.stop().await;
+
+    let nats = NatsServer::start();
+    let js = custode_workers::nats::connect(&nats.url()).await.unwrap();
+    custode_workers::nats::events_stream(&js).await.unwrap();
+    let log = EventLog::open(&data_dir.join("events.db"), &LogOptions::default()).unwrap();
+    let events = log.read_from_blocking(0, 1000).unwrap();
+    let relay_store = tempfile::tempdir().unwrap();
+    {
+        // Published, acknowledged by JetStream, then the relay dies before its checkpoint.
+        let relay = custode_workers::relay::Relay::new(js.clone(), relay_store.path()).unwrap();
+        let first = relay.publish(&events).await.unwrap();
+        assert_eq!(first.stored, events.len() as u64);
+        assert_eq!(relay.checkpoint(), 0);
+    }
+    let relayed =
+        custode_workers::relay::spawn(js.clone(), log.clone(), relay_store.path()).unwrap();
+    let head = log.head();
+    eventually(WAIT, "the restarted relay to catch up", || {
+        *relayed.borrow() >= head
+    })
+    .await;
+    let published = stream_events(&nats).await;
+    assert_each_event_once_in_order(&published, head);
+
+    // The mailer, fed by JetStream, sends one mail per account.
+    let worker_dir = tempfile::tempdir().unwrap();
+    let ctx = WorkerContext {
+        data_dir: worker_dir.path().to_path_buf(),
+        keys: DeliveryKeys::open(&data_dir.join("keys")).unwrap(),
+        settings: WorkerSettings {
+            public_url: "http://127.0.0.1".into(),
+            ..WorkerSettings::default()
+        },
+        clock: Arc::new(SystemClock),
+        reporter: Reporter::JetStream(js.clone()),
+    };
+    let mailer = spawn_worker(WorkerName::Mailer, Feed::JetStream(js.clone()), &ctx).unwrap();
+    eventually(WAIT, "4 mails", || maildir(worker_dir.path()).len() == 4).await;
+    let applied = mailer.applied();
+    eventually(WAIT, "the mailer to ack the stream", || {
+        *applied.borrow() >= head
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(maildir(worker_dir.path()).len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_stopped_and_restarted_loses_nothing_and_the_api_keeps_accepting() {
+    let mut nats = NatsServer::start();
+    let app = TestApp::spawn_with_nats(file_config(), &nats.url()).await;
+    open_mailboxes(&app, 0..3).await;
+    eventually(WAIT, "3 mails", || maildir(&app.data_dir).len() == 3).await;
+    nats.stop();
+    open_mailboxes(&app, 3..6).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        maildir(&app.data_dir).len(),
+        3,
+        "nothing reaches the workers meanwhile"
+    );
+    nats.restart();
+    eventually(WAIT, "6 mails after the restart", || {
+        maildir(&app.data_dir).len() == 6
+    })
+    .await;
+    app.quiesce().await;
+    relayed_to_head(&app).await;
+    assert_each_event_once_in_order(&stream_events(&nats).await, app.log_head());
+}
+
+fn count_sent(data_dir: &Path) -> i64 {
+    rusqlite::Connection::open_with_flags(
+        data_dir.join("events.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .and_then(|c| {
+        c.query_row(
+            "SELECT count(*) FROM events WHERE type = 'NotificationSent'",
+            [],
+            |r| r.get(0),
+        )
+    })
+    .unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_run_apart_and_killed_mid_stream_resumes_where_it_acked() {
+    let nats = NatsServer::start();
+    let service_dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start_with(
+        service_dir.path(),
+        file_config(),
+        custode_commands::clock::ManualClock::new(chrono::Utc::now()),
+        Some(&nats.url()),
+        Some("sms,scheduler"),
+    )
+    .await;
+    let worker_dir = tempfile::tempdir().unwrap();
+    // The worker holds the service's delivery keys (here: the same directory).
+    std::os::unix::fs::symlink(app.data_dir.join("keys"), worker_dir.path().join("keys")).unwrap();
+    let start_worker = || {
+        Command::new(BIN)
+            .args(["worker", "mailer", "--nats", &nats.url()])
+            .env("CUSTODE_DATA_DIR", worker_dir.path())
+            .current_dir(worker_dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("custode worker starts")
+    };
+    let mut worker = start_worker();
+    open_mailboxes(&app, 0..6).await;
+    eventually(WAIT, "the first mails", || {
+        maildir(worker_dir.path()).len() >= 2
+    })
+    .await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let before = maildir(worker_dir.path()).len();
+    open_mailboxes(&app, 6..12).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        maildir(worker_dir.path()).len(),
+        before,
+        "no mailer is running"
+    );
+    let mut worker = start_worker();
+    eventually(WAIT, "12 mails", || maildir(worker_dir.path()).len() == 12).await;
+    eventually(WAIT, "12 outcomes recorded by the service", || {
+        count_sent(&app.data_dir) == 12
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(maildir(worker_dir.path()).len(), 12, "no mail twice");
+    assert_eq!(count_sent(&app.data_dir), 12, "no outcome twice");
+    let ids: HashSet<_> = maildir(worker_dir.path()).into_iter().collect();
+    assert_eq!(ids.len(), 12);
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let _ = app.stop().await;
+}

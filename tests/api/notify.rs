@@ -1,0 +1,343 @@
+//! Notifications end to end (NT-1..3): the embedded Maildir through the real binary, across a
+//! restart and a `kill -9`; a real SMTP server that accepts, refuses then recovers, or never
+//! recovers (a dead letter an operator sees and retries); an HTTP SMS gateway that fails with a
+//! 5xx and a timeout before it accepts.
+
+use crate::helpers::{expect_problem, file_config, TestApp, OPERATOR_KEY};
+use crate::processes::{eventually, maildir, serve, Reply, SmsReceiver, SmtpSink};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn count_events(data_dir: &Path, event_type: &str) -> i64 {
+    let conn = rusqlite::Connection::open_with_flags(
+        data_dir.join("events.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    conn.query_row(
+        "SELECT count(*) FROM events WHERE type = ?1",
+        [event_type],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    message
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+}
+
+async fn open(client: &reqwest::Client, base: &str, n: usize) -> Option<Value> {
+    let language = if n % 2 == 0 { "it" } else { "en" };
+    let res = client
+        .post(format!("{base}/v1/admin/accounts"))
+        .bearer_auth(OPERATOR_KEY)
+        .json(&json!({
+            "kind": "mailbox",
+            "user_id": format!("casella{n}@pec.example.it"),
+            "contact_email": format!("titolare{n}@example.it"),
+            "language": language,
+        }))
+        .send()
+        .await
+        .ok()?;
+    (res.status() == StatusCode::CREATED).then_some(())?;
+    res.json().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_mode_mails_each_opening_once_across_a_restart_and_a_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve(dir.path(), &[]).await;
+    let client = reqwest::Client::new();
+    let opened =
+        futures_util::future::join_all((0..20).map(|n| open(&client, &served.base, n))).await;
+    assert!(opened.iter().all(Option::is_some), "20 accounts open");
+    eventually(WAIT, "20 mails", || maildir(dir.path()).len() == 20).await;
+    for (n, account) in opened.iter().enumerate() {
+        let temporary = account.as_ref().unwrap()["temporary_password"]
+            .as_str()
+            .unwrap();
+        let mail = maildir(dir.path())
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .find(|m| header(m, "To") == Some(&format!("titolare{n}@example.it")))
+            .unwrap_or_else(|| panic!("a mail to titolare{n}"));
+        let (language, subject) = if n % 2 == 0 {
+            ("it", "Le credenziali temporanee del tuo account")
+        } else {
+            ("en", "Your account's temporary credentials")
+        };
+        assert_eq!(header(&mail, "Content-Language"), Some(language));
+        assert_eq!(header(&mail, "Subject"), Some(subject));
+        assert!(header(&mail, "Message-ID").is_some());
+        assert!(
+            mail.contains(temporary),
+            "the temporary password is in the mail"
+        );
+    }
+    eventually(WAIT, "20 outcomes in the log", || {
+        count_events(dir.path(), "NotificationSent") == 20
+    })
+    .await;
+
+    // A restart sends nothing again.
+    drop(served);
+    let served = serve(dir.path(), &[]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(maildir(dir.path()).len(), 20);
+
+    // A kill -9 in the middle of a burst: every account the log holds gets exactly one mail.
+    let base = served.base.clone();
+    let burst: Vec<_> = (20..40)
+        .map(|n| {
+            let (client, base) = (client.clone(), base.clone());
+            tokio::spawn(async move { open(&client, &base, n).await })
+        })
+        .collect();
+    eventually(WAIT, "the burst to start landing", || {
+        count_events(dir.path(), "AccountOpened") >= 24
+    })
+    .await;
+    served.kill_9();
+    for task in burst {
+        let _ = task.await;
+    }
+    let _served = serve(dir.path(), &[]).await;
+    let accounts = count_events(dir.path(), "AccountOpened");
+    assert!(accounts >= 24);
+    eventually(WAIT, "one mail per account after the crash", || {
+        maildir(dir.path()).len() as i64 == accounts
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(maildir(dir.path()).len() as i64, accounts, "no mail twice");
+    eventually(WAIT, "an outcome per mail", || {
+        count_events(dir.path(), "NotificationSent") == accounts
+    })
+    .await;
+}
+
+fn smtp_config(sink: &SmtpSink, max_attempts: u32) -> custode::config::FileConfig {
+    let mut file = file_config();
+    file.mail.smtp_url = Some(sink.url());
+    file.mail.from = "PEC Custode <noreply@pec.example.it>".into();
+    file.delivery.max_attempts = max_attempts;
+    file.delivery.backoff_base_ms = 20;
+    file.delivery.backoff_max_ms = 100;
+    file
+}
+
+/// Moves the test clock a second every 20 ms until `check` holds: retries fall due by the
+/// service's clock, which the test owns.
+async fn advancing<F: FnMut() -> bool>(app: &TestApp, what: &str, mut check: F) {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(started.elapsed() < WAIT, "timed out waiting for {what}");
+        app.advance(chrono::Duration::seconds(1));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn open_with_contact(app: &TestApp, user_id: &str, contact: Value) -> String {
+    let mut body = json!({ "kind": "mailbox", "user_id": user_id, "language": "en" });
+    for (k, v) in contact.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let res = app
+        .post("/v1/admin/accounts", Some(OPERATOR_KEY), body)
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    let temporary = body["temporary_password"].as_str().unwrap().to_string();
+    app.remember_secret(&temporary);
+    temporary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_opening_notice_reaches_a_real_smtp_server_in_the_holders_language() {
+    let sink = SmtpSink::start();
+    let app = TestApp::spawn_with(smtp_config(&sink, 3)).await;
+    let temporary = open_with_contact(
+        &app,
+        "mario.rossi@pec.example.it",
+        json!({"contact_email": "mario@example.it"}),
+    )
+    .await;
+    eventually(WAIT, "the mail", || sink.messages().len() == 1).await;
+    let mail = &sink.messages()[0];
+    assert_eq!(header(mail, "X-Envelope-To"), Some("mario@example.it"));
+    assert_eq!(header(mail, "To"), Some("mario@example.it"));
+    assert_eq!(
+        header(mail, "Subject"),
+        Some("Your account's temporary credentials")
+    );
+    assert_eq!(header(mail, "Content-Language"), Some("en"));
+    assert!(mail.contains(&temporary));
+    app.quiesce().await;
+    assert_eq!(count_events(&app.data_dir, "NotificationSent"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_smtp_server_gets_the_notice_once_it_recovers() {
+    let sink = SmtpSink::start();
+    sink.refuse(true);
+    let app = TestApp::spawn_with(smtp_config(&sink, 20)).await;
+    open_with_contact(
+        &app,
+        "paola@pec.example.it",
+        json!({"contact_email": "paola@example.it"}),
+    )
+    .await;
+    let store = app.data_dir.join(custode_workers::store::STORE_FILE);
+    let attempts = || -> i64 {
+        rusqlite::Connection::open(&store)
+            .and_then(|c| {
+                c.query_row("SELECT coalesce(max(attempts), 0) FROM outbox", [], |r| {
+                    r.get(0)
+                })
+            })
+            .unwrap_or(0)
+    };
+    advancing(&app, "two refused attempts", || attempts() >= 2).await;
+    assert!(sink.messages().is_empty());
+    sink.refuse(false);
+    advancing(&app, "the mail after recovery", || {
+        sink.messages().len() == 1
+    })
+    .await;
+    app.quiesce().await;
+    let sent = app.state.log.read_from_blocking(0, 100).unwrap();
+    let sent: Vec<_> = sent
+        .iter()
+        .filter(|e| e.event_type == "NotificationSent")
+        .collect();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].payload["attempts"].as_u64().unwrap() >= 3);
+    assert_eq!(sink.messages().len(), 1, "sent once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_that_never_gets_through_is_a_dead_letter_an_operator_retries() {
+    let sink = SmtpSink::start();
+    sink.refuse(true);
+    let app = TestApp::spawn_with(smtp_config(&sink, 3)).await;
+    open_with_contact(
+        &app,
+        "luca@pec.example.it",
+        json!({"contact_email": "luca@example.it"}),
+    )
+    .await;
+    advancing(&app, "the dead letter", || {
+        count_events(&app.data_dir, "NotificationFailed") == 1
+    })
+    .await;
+    app.quiesce().await;
+
+    let res = app.get("/v1/admin/dead-letters", None).await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let res = app.get("/v1/admin/dead-letters", Some(OPERATOR_KEY)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{body}");
+    let letter = &items[0];
+    assert_eq!(letter["channel"], "email");
+    assert_eq!(letter["template"], "temporary_credentials");
+    assert_eq!(letter["recipient"], "*****ca@e*****.it");
+    assert_eq!(letter["attempts"], 3);
+    assert!(
+        letter["last_error"].as_str().unwrap().contains("451"),
+        "{letter}"
+    );
+    let notice_id = letter["notice_id"].as_str().unwrap().to_string();
+
+    // Bad retries change nothing.
+    let head = app.log_head();
+    let res = app
+        .post(
+            "/v1/admin/dead-letters/not-a-uuid/retry",
+            Some(OPERATOR_KEY),
+            json!({}),
+        )
+        .await;
+    expect_problem(res, StatusCode::NOT_FOUND, "dead-letter-not-found").await;
+    let res = app
+        .post(
+            &format!("/v1/admin/dead-letters/{}/retry", uuid::Uuid::nil()),
+            Some(OPERATOR_KEY),
+            json!({}),
+        )
+        .await;
+    expect_problem(res, StatusCode::NOT_FOUND, "dead-letter-not-found").await;
+    assert_eq!(app.log_head(), head);
+
+    sink.refuse(false);
+    let retry = format!("/v1/admin/dead-letters/{notice_id}/retry");
+    let res = app.post(&retry, Some(OPERATOR_KEY), json!({})).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    advancing(&app, "the retried mail", || sink.messages().len() == 1).await;
+    app.quiesce().await;
+    let res = app.post(&retry, Some(OPERATOR_KEY), json!({})).await;
+    expect_problem(res, StatusCode::CONFLICT, "dead-letter-not-dead").await;
+    let body: Value = app
+        .get("/v1/admin/dead-letters", Some(OPERATOR_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["items"], json!([]));
+    assert_eq!(count_events(&app.data_dir, "NotificationSent"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sms_gateway_gets_the_text_after_a_5xx_and_a_timeout() {
+    let gateway = SmsReceiver::start(vec![
+        Reply::Status(503),
+        Reply::Hang(Duration::from_secs(3)),
+    ])
+    .await;
+    let mut file = file_config();
+    file.sms.gateway_url = Some(gateway.url.clone());
+    file.sms.gateway_token = Some("gateway-token-1".into());
+    file.sms.timeout_secs = 1;
+    file.delivery.backoff_base_ms = 20;
+    file.delivery.backoff_max_ms = 100;
+    let app = TestApp::spawn_with(file).await;
+    let temporary = open_with_contact(
+        &app,
+        "anna@pec.example.it",
+        json!({"contact_mobile": "+39 333 123 4567"}),
+    )
+    .await;
+    advancing(&app, "the accepted SMS", || {
+        gateway.accepted.lock().unwrap().len() == 1
+    })
+    .await;
+    app.quiesce().await;
+    let received = gateway.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 3, "a 503, a timeout, then accepted");
+    for (auth, _) in &received {
+        assert_eq!(auth.as_deref(), Some("Bearer gateway-token-1"));
+    }
+    let sms = &gateway.accepted.lock().unwrap()[0];
+    assert_eq!(sms["to"], "+393331234567");
+    assert!(sms["text"].as_str().unwrap().contains(&temporary));
+    assert!(sms["notice_id"].as_str().is_some());
+    assert!(sms["at"].as_str().is_some());
+    let sent = app.state.log.read_from_blocking(0, 100).unwrap();
+    let sent: Vec<_> = sent
+        .iter()
+        .filter(|e| e.event_type == "NotificationSent")
+        .collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].payload["channel"], "sms");
+    assert_eq!(sent[0].payload["attempts"], 3);
+    assert_eq!(sent[0].payload["to"], "+39 ***** **67");
+}

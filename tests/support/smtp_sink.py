@@ -1,0 +1,51 @@
+"""A real SMTP server for custode's mailer tests (aiosmtpd), run as a child process.
+
+Each accepted message is written whole to <out>/<n>.eml (written to a temporary name, then
+renamed, so a reader never sees half a message). While the file <out>/refuse exists, every
+message is refused with a transient 451, as a relay that is down for maintenance would; a
+test deletes the file to let the server "recover".
+
+usage: smtp_sink.py PORT OUT_DIR
+"""
+
+import asyncio
+import os
+import sys
+import uuid
+
+from aiosmtpd.controller import Controller
+
+
+class Sink:
+    def __init__(self, out):
+        self.out = out
+
+    async def handle_DATA(self, server, session, envelope):
+        if os.path.exists(os.path.join(self.out, "refuse")):
+            return "451 4.3.0 Try again later"
+        name = uuid.uuid4().hex
+        tmp = os.path.join(self.out, f".{name}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(f"X-Envelope-To: {', '.join(envelope.rcpt_tos)}\r\n".encode())
+            f.write(envelope.original_content or envelope.content)
+        os.rename(tmp, os.path.join(self.out, f"{name}.eml"))
+        return "250 OK"
+
+
+def main():
+    port = int(sys.argv[1])
+    out = sys.argv[2]
+    os.makedirs(out, exist_ok=True)
+    controller = Controller(Sink(out), hostname="127.0.0.1", port=port)
+    controller.start()
+    print("ready", flush=True)
+    try:
+        asyncio.get_event_loop().run_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        controller.stop()
+
+
+if __name__ == "__main__":
+    main()
