@@ -12,4 +12,6 @@ pub mod notices;
 pub mod sqlite;
 pub mod tokens;
 
-pub use log::{EventLog, LogError, LogOptions, Metadata, NewEvent, StreamAppend, Synchronous};
+pub use log::{
+    EventLog, LogError, LogOptions, Metadata, NewEvent, StreamAppend, Synchronous, WireEvent,
+};

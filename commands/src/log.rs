@@ -250,6 +250,53 @@ impl EventLog {
             .collect()
     }
 
+    /// Up to `limit` events after `position` as the relay sends them: each one's canonical
+    /// envelope (the bytes its hash covers) with the hash added, straight from the stored text.
+    /// A reader parses it as a [`RecordedEvent`]; nothing is parsed or re-encoded here.
+    pub fn read_wire_from_blocking(
+        &self,
+        position: u64,
+        limit: usize,
+    ) -> Result<Vec<WireEvent>, LogError> {
+        let position = i64::try_from(position).map_err(|e| LogError::Store(e.to_string()))?;
+        let limit = i64::try_from(limit).map_err(|e| LogError::Store(e.to_string()))?;
+        let stored = self.inner.readers.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "{SELECT} WHERE position > ?1 ORDER BY position LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![position, limit], row_to_stored)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(stored
+            .into_iter()
+            .map(|s| {
+                let mut json = s.canonical();
+                json.pop();
+                json.push_str(",\"hash\":\"");
+                json.push_str(&s.hash);
+                json.push_str("\"}");
+                WireEvent {
+                    position: s.position,
+                    event_id: s.event_id,
+                    stream: s.stream,
+                    event_type: s.event_type,
+                    json: json.into_bytes(),
+                }
+            })
+            .collect())
+    }
+
+    pub async fn read_wire_from(
+        &self,
+        position: u64,
+        limit: usize,
+    ) -> Result<Vec<WireEvent>, LogError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.read_wire_from_blocking(position, limit))
+            .await
+            .map_err(|e| LogError::Store(e.to_string()))?
+    }
+
     pub async fn read_from(
         &self,
         position: u64,
@@ -315,6 +362,24 @@ pub struct Mismatch {
 const SELECT: &str =
     "SELECT position, event_id, stream, version, type, schema_version, occurred_at, \
      actor_kind, actor_id, correlation_id, causation_id, payload, hash FROM events";
+
+/// An event ready for the wire (see [`EventLog::read_wire_from_blocking`]).
+#[derive(Debug, Clone)]
+pub struct WireEvent {
+    pub position: u64,
+    pub event_id: String,
+    pub stream: String,
+    pub event_type: String,
+    /// The canonical envelope with its hash: JSON of a [`RecordedEvent`].
+    pub json: Vec<u8>,
+}
+
+impl WireEvent {
+    /// The part of the stream name before the first `-` (as [`RecordedEvent::category`]).
+    pub fn category(&self) -> &str {
+        self.stream.split('-').next().unwrap_or(&self.stream)
+    }
+}
 
 /// A row as stored: strings exactly as written, so the chain is checked over the stored bytes.
 struct Stored {

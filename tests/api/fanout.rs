@@ -119,7 +119,7 @@ async fn a_relay_killed_between_publish_and_checkpoint_causes_no_duplicate() {
     let js = custode_workers::nats::connect(&nats.url()).await.unwrap();
     custode_workers::nats::events_stream(&js).await.unwrap();
     let log = EventLog::open(&data_dir.join("events.db"), &LogOptions::default()).unwrap();
-    let events = log.read_from_blocking(0, 1000).unwrap();
+    let events = log.read_wire_from_blocking(0, 1000).unwrap();
     let relay_store = tempfile::tempdir().unwrap();
     {
         // Published, acknowledged by JetStream, then the relay dies before its checkpoint.

@@ -9,7 +9,6 @@
 //! optimisation, the records are the guarantee.
 
 use async_nats::jetstream::{self, consumer, stream, Context};
-use custode_domain::RecordedEvent;
 use std::time::Duration;
 
 pub const EVENTS_STREAM: &str = "CUSTODE_EVENTS";
@@ -31,8 +30,9 @@ pub const REDELIVERY_BACKOFF: [Duration; 5] = [
 ];
 pub const MAX_DELIVER: i64 = 20;
 
-pub fn subject_for(event: &RecordedEvent) -> String {
-    format!("custode.events.{}.{}", event.category(), event.event_type)
+/// `custode.events.<stream category>.<event type>`.
+pub fn subject(category: &str, event_type: &str) -> String {
+    format!("custode.events.{category}.{event_type}")
 }
 
 /// Connects without waiting for NATS to be up: the client keeps reconnecting in the

@@ -50,6 +50,8 @@ use uuid::Uuid;
 /// Notices sent at once by one notifier.
 const IN_FLIGHT: usize = 16;
 const DUE_BATCH: usize = 64;
+/// Outcomes recorded at once (they share the log's group commits).
+const REPORTS_IN_FLIGHT: usize = 64;
 
 /// The consumer name of the notifier of `channel`.
 pub fn consumer_name(channel: Channel) -> &'static str {
@@ -608,6 +610,7 @@ impl Delivery {
                 Ok(rows)
             })
             .await?;
+        let mut outcomes = Vec::with_capacity(unreported.len());
         for (notice_id, event_id, correlation_id, account_id, notice, attempts, state, error) in
             unreported
         {
@@ -636,25 +639,40 @@ impl Delivery {
                 correlation_id: due.correlation_id,
                 command,
             };
-            match self.reporter.report(&outcome, self.clock.now()).await {
-                Ok(()) => {
-                    self.with_conn(move |conn| {
-                        conn.execute(
-                            "UPDATE outbox SET reported = 1 WHERE notice_id = ?1 AND state = ?2",
-                            params![notice_id, state],
-                        )?;
-                        Ok(())
-                    })
-                    .await?;
-                }
-                Err(error) => {
-                    // Kept unreported: the next round tries again.
-                    tracing::warn!(consumer = consumer, %error, "cannot record a notice's outcome yet");
-                    break;
-                }
-            }
+            outcomes.push((notice_id, state, outcome));
         }
-        Ok(())
+        // Reported side by side, so that the log commits many of them together.
+        let now = self.clock.now();
+        let reported: Vec<(String, String)> = futures_util::stream::iter(outcomes)
+            .map(|(notice_id, state, outcome)| async move {
+                match self.reporter.report(&outcome, now).await {
+                    Ok(()) => Some((notice_id, state)),
+                    Err(error) => {
+                        // Kept unreported: the next round tries again.
+                        tracing::warn!(consumer, %error, "cannot record a notice's outcome yet");
+                        None
+                    }
+                }
+            })
+            .buffer_unordered(REPORTS_IN_FLIGHT)
+            .filter_map(|r| async move { r })
+            .collect()
+            .await;
+        if reported.is_empty() {
+            return Ok(());
+        }
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            for (notice_id, state) in reported {
+                tx.execute(
+                    "UPDATE outbox SET reported = 1 WHERE notice_id = ?1 AND state = ?2",
+                    params![notice_id, state],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     /// One round: send what is due, settle, report. Returns whether a full batch was due (more

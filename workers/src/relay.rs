@@ -1,23 +1,26 @@
 //! The relay: tails the log from its checkpoint and publishes every event to JetStream,
-//! `Nats-Msg-Id` = the event id. A batch is published with many acks in flight, and the
-//! checkpoint (in the worker store) advances only once every ack of the batch is in. A crash in
+//! `Nats-Msg-Id` = the event id. Batches are published with many acks in flight, and the
+//! checkpoint (in the worker store) advances only past a batch whose every ack is in. A crash in
 //! between re-publishes the batch on restart; the stream's duplicate window drops the copies.
 //! While NATS is down the relay waits and retries; the log, and so the API, does not.
 
 use crate::store;
 use crate::WorkerError;
+use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::Context;
-use custode_commands::EventLog;
-use custode_domain::RecordedEvent;
+use custode_commands::{EventLog, WireEvent};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
 
 pub const CONSUMER: &str = "relay";
-const BATCH: usize = 1024;
+pub const BATCH: usize = 1024;
+/// Batches sent before the oldest one's acks are awaited.
+pub const WINDOW: usize = 2;
 
 pub struct Relay {
     js: Context,
@@ -56,21 +59,28 @@ impl Relay {
         self.checkpoint
     }
 
-    /// Publishes `events` with every ack in flight at once, and waits for all of them.
-    pub async fn publish(&self, events: &[RecordedEvent]) -> Result<Published, WorkerError> {
+    /// Sends `events` to JetStream without waiting: the acks to await, in order.
+    async fn send(&self, events: &[WireEvent]) -> Result<Vec<PublishAckFuture>, WorkerError> {
         let mut pending = Vec::with_capacity(events.len());
         for event in events {
-            let payload = serde_json::to_vec(event)?;
             let publish = PublishMessage::build()
-                .message_id(event.event_id.to_string())
-                .payload(payload.into());
+                .message_id(event.event_id.as_str())
+                .payload(event.json.clone().into());
             let ack = self
                 .js
-                .send_publish(crate::nats::subject_for(event), publish)
+                .send_publish(
+                    crate::nats::subject(event.category(), &event.event_type),
+                    publish,
+                )
                 .await
                 .map_err(|e| WorkerError::Feed(format!("publish: {e}")))?;
             pending.push(ack);
         }
+        Ok(pending)
+    }
+
+    /// Waits for every ack of a batch.
+    async fn confirm(pending: Vec<PublishAckFuture>) -> Result<Published, WorkerError> {
         let mut published = Published::default();
         for ack in pending {
             let ack = ack
@@ -83,6 +93,11 @@ impl Relay {
             }
         }
         Ok(published)
+    }
+
+    /// Publishes `events` with every ack in flight at once, and waits for all of them.
+    pub async fn publish(&self, events: &[WireEvent]) -> Result<Published, WorkerError> {
+        Self::confirm(self.send(events).await?).await
     }
 
     /// Records that everything up to `position` is in JetStream.
@@ -101,41 +116,57 @@ impl Relay {
     }
 
     /// Relays until the log's writer is gone; publishes the checkpoint on `relayed`.
+    ///
+    /// Up to [`WINDOW`] batches are in flight: the next batch is read and sent while the acks
+    /// of the earlier ones come back. Batches are confirmed in order and the checkpoint moves
+    /// only past a confirmed batch; after a failure everything unconfirmed is sent again from
+    /// the checkpoint (the duplicate window drops what had arrived).
     pub async fn run(mut self, log: EventLog, relayed: watch::Sender<u64>) {
         let mut head = log.subscribe();
         let mut failures = 0u32;
         if let Err(error) = crate::nats::events_stream(&self.js).await {
             tracing::warn!(%error, "JetStream not ready yet; the relay will keep trying");
         }
+        let mut in_flight: VecDeque<(u64, Vec<PublishAckFuture>)> = VecDeque::new();
+        let mut sent_up_to = self.checkpoint;
         loop {
-            let checkpoint = self.checkpoint;
-            if head.wait_for(|h| *h > checkpoint).await.is_err() {
-                return;
-            }
-            let step = async {
-                let events = log
-                    .read_from(checkpoint, BATCH)
-                    .await
-                    .map_err(|e| WorkerError::Feed(e.to_string()))?;
-                let Some(last) = events.last().map(|e| e.position) else {
-                    return Ok(checkpoint);
-                };
-                self.publish(&events).await?;
-                Ok::<_, WorkerError>(last)
-            };
-            match step.await {
-                Ok(last) => {
+            let step: Result<(), WorkerError> = async {
+                if in_flight.len() < WINDOW && log.head() > sent_up_to {
+                    let events = log
+                        .read_wire_from(sent_up_to, BATCH)
+                        .await
+                        .map_err(|e| WorkerError::Feed(e.to_string()))?;
+                    if let Some(last) = events.last().map(|e| e.position) {
+                        in_flight.push_back((last, self.send(&events).await?));
+                        sent_up_to = last;
+                    }
+                    return Ok(());
+                }
+                if let Some((last, pending)) = in_flight.pop_front() {
+                    Self::confirm(pending).await?;
                     if let Err(error) = self.commit(last) {
                         tracing::error!(%error, "relay cannot save its checkpoint");
                     }
-                    failures = 0;
                     relayed.send_replace(self.checkpoint);
+                    return Ok(());
                 }
+                let from = sent_up_to;
+                head.wait_for(|h| *h > from)
+                    .await
+                    .map_err(|_| WorkerError::Stopped("the log is closed".into()))?;
+                Ok(())
+            }
+            .await;
+            match step {
+                Ok(()) => failures = 0,
+                Err(WorkerError::Stopped(_)) => return,
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     if failures == 1 || failures % 50 == 0 {
-                        tracing::warn!(%error, checkpoint, failures, "relay cannot publish; retrying");
+                        tracing::warn!(%error, checkpoint = self.checkpoint, failures, "relay cannot publish; retrying");
                     }
+                    in_flight.clear();
+                    sent_up_to = self.checkpoint;
                     // The stream may be missing (a NATS restarted without its store): ensure it.
                     let _ = crate::nats::events_stream(&self.js).await;
                     tokio::time::sleep(Duration::from_millis(50u64 << failures.min(6))).await;

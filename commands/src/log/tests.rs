@@ -197,3 +197,26 @@ fn the_canonical_envelope_is_canonical_json_of_the_envelope() {
     let anonymous = canonical_envelope(1, "e", "s", 1, "T", 1, "t", "system", None, "c", "k", "{}");
     assert!(anonymous.starts_with(r#"{"actor":{"id":null,"kind":"system"}"#));
 }
+
+#[tokio::test]
+async fn the_wire_form_is_the_recorded_event_with_its_hash() {
+    let (_dir, log) = open_temp();
+    log.append(one("account-1", 0, 1), meta()).await.unwrap();
+    let mut with_actor = meta();
+    with_actor.actor = Actor::holder(Uuid::now_v7());
+    log.append(one("account-1", 1, 2), with_actor)
+        .await
+        .unwrap();
+    let recorded = log.read_from_blocking(0, 10).unwrap();
+    let wire = log.read_wire_from_blocking(0, 10).unwrap();
+    assert_eq!(wire.len(), 2);
+    for (w, r) in wire.iter().zip(&recorded) {
+        let parsed: RecordedEvent = serde_json::from_slice(&w.json).unwrap();
+        assert_eq!(&parsed, r);
+        assert_eq!(
+            (w.position, w.category(), w.event_type.as_str()),
+            (r.position, "account", "Tested")
+        );
+        assert_eq!(w.event_id, r.event_id.to_string());
+    }
+}
