@@ -160,7 +160,7 @@ impl App {
                     custode_workers::relay::spawn(js.clone(), log.clone(), &config.data_dir)
                         .map_err(|e| component(&e))?;
                 runtime::spawn_outcome_recorder(js.clone(), notices.clone(), clock.clone());
-                (Feed::JetStream(js), Some(relayed))
+                (Feed::JetStream(Box::new(js)), Some(relayed))
             }
         };
         let mut workers = Vec::new();

@@ -185,9 +185,9 @@ fn worker(config: Config, name: WorkerName) -> anyhow::Result<()> {
             keys,
             settings: config.workers.clone(),
             clock: Arc::new(SystemClock),
-            reporter: Reporter::JetStream(js.clone()),
+            reporter: Reporter::JetStream(Box::new(js.clone())),
         };
-        runtime::spawn_worker(name, Feed::JetStream(js), &ctx)?;
+        runtime::spawn_worker(name, Feed::JetStream(Box::new(js)), &ctx)?;
         tracing::info!(worker = name.as_str(), %url, data_dir = %config.data_dir.display(), "worker running");
         shutdown_signal().await;
         Ok(())

@@ -67,6 +67,18 @@ struct Page {
     mail_protocols: Option<MailProtocols>,
     app_passwords: Vec<serde_json::Value>,
     collaborators: Vec<Collaborator>,
+    /// NT-3: notices that exhausted their retries (an operator can retry them).
+    undelivered_notices: Vec<UndeliveredNotice>,
+}
+
+#[derive(Debug, Serialize)]
+struct UndeliveredNotice {
+    notice_id: String,
+    channel: String,
+    template: String,
+    /// Masked.
+    recipient: String,
+    failed_at: String,
 }
 
 fn recovery(row: &AccountRow) -> Recovery {
@@ -86,15 +98,18 @@ fn recovery(row: &AccountRow) -> Recovery {
     }
 }
 
+type NoticeRow = custode_projections::notices::NoticeRow;
+
 async fn account_row(
     state: &AppState,
     session: &HolderSession,
-) -> Result<(AccountRow, Vec<AccountRow>), Problem> {
+) -> Result<(AccountRow, Vec<AccountRow>, Vec<NoticeRow>), Problem> {
     let id = session.account_id.to_string();
     query(state, move |conn| {
         let row = custode_projections::accounts::by_id(conn, &id)?;
         let collaborators = custode_projections::accounts::collaborators_of(conn, &id)?;
-        Ok(row.map(|r| (r, collaborators)))
+        let undelivered = custode_projections::notices::undelivered(conn, &id)?;
+        Ok(row.map(|r| (r, collaborators, undelivered)))
     })
     .await?
     .ok_or_else(|| {
@@ -111,7 +126,7 @@ pub async fn page(
     after: After,
 ) -> Result<Response, Problem> {
     wait_for_after(&state, &after).await?;
-    let (row, collaborators) = account_row(&state, &session).await?;
+    let (row, collaborators, undelivered) = account_row(&state, &session).await?;
     let mut required_actions = Vec::new();
     if row.must_change_password {
         required_actions.push("change_password");
@@ -145,6 +160,16 @@ pub async fn page(
         required_actions,
         two_factor: serde_json::json!({ "active": false, "channel": null }),
         app_passwords: Vec::new(),
+        undelivered_notices: undelivered
+            .into_iter()
+            .map(|n| UndeliveredNotice {
+                notice_id: n.notice_id,
+                channel: n.channel,
+                template: n.template,
+                recipient: n.recipient,
+                failed_at: n.updated_at,
+            })
+            .collect(),
     };
     Ok(Json(page).into_response())
 }
@@ -243,7 +268,7 @@ pub async fn set_recovery_info(
     let position = outcome.position();
     // Answer with the masked methods as the page will show them.
     super::settle(&state, position).await;
-    let (row, _) = account_row(&state, &session).await?;
+    let (row, _, _) = account_row(&state, &session).await?;
     Ok(super::with_position(position, Json(recovery(&row))))
 }
 

@@ -148,9 +148,14 @@ async fn a_relay_killed_between_publish_and_checkpoint_causes_no_duplicate() {
             ..WorkerSettings::default()
         },
         clock: Arc::new(SystemClock),
-        reporter: Reporter::JetStream(js.clone()),
+        reporter: Reporter::JetStream(Box::new(js.clone())),
     };
-    let mailer = spawn_worker(WorkerName::Mailer, Feed::JetStream(js.clone()), &ctx).unwrap();
+    let mailer = spawn_worker(
+        WorkerName::Mailer,
+        Feed::JetStream(Box::new(js.clone())),
+        &ctx,
+    )
+    .unwrap();
     eventually(WAIT, "4 mails", || maildir(worker_dir.path()).len() == 4).await;
     let applied = mailer.applied();
     eventually(WAIT, "the mailer to ack the stream", || {

@@ -34,7 +34,7 @@ fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
 }
 
 async fn open(client: &reqwest::Client, base: &str, n: usize) -> Option<Value> {
-    let language = if n % 2 == 0 { "it" } else { "en" };
+    let language = if n.is_multiple_of(2) { "it" } else { "en" };
     let res = client
         .post(format!("{base}/v1/admin/accounts"))
         .bearer_auth(OPERATOR_KEY)
@@ -69,7 +69,7 @@ async fn embedded_mode_mails_each_opening_once_across_a_restart_and_a_kill_9() {
             .map(|p| std::fs::read_to_string(p).unwrap())
             .find(|m| header(m, "To") == Some(&format!("titolare{n}@example.it")))
             .unwrap_or_else(|| panic!("a mail to titolare{n}"));
-        let (language, subject) = if n % 2 == 0 {
+        let (language, subject) = if n.is_multiple_of(2) {
             ("it", "Le credenziali temporanee del tuo account")
         } else {
             ("en", "Your account's temporary credentials")
@@ -228,7 +228,7 @@ async fn a_notice_that_never_gets_through_is_a_dead_letter_an_operator_retries()
     let sink = SmtpSink::start();
     sink.refuse(true);
     let app = TestApp::spawn_with(smtp_config(&sink, 3)).await;
-    open_with_contact(
+    let temporary = open_with_contact(
         &app,
         "luca@pec.example.it",
         json!({"contact_email": "luca@example.it"}),
@@ -257,6 +257,18 @@ async fn a_notice_that_never_gets_through_is_a_dead_letter_an_operator_retries()
         "{letter}"
     );
     let notice_id = letter["notice_id"].as_str().unwrap().to_string();
+    // The holder's page says so too.
+    let session = app.login("luca@pec.example.it", &temporary).await;
+    let page: Value = app
+        .get("/v1/account", Some(&session))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let undelivered = page["undelivered_notices"].as_array().unwrap();
+    assert_eq!(undelivered.len(), 1, "{page}");
+    assert_eq!(undelivered[0]["notice_id"], notice_id.as_str());
+    assert_eq!(undelivered[0]["template"], "temporary_credentials");
 
     // Bad retries change nothing.
     let head = app.log_head();
@@ -294,6 +306,51 @@ async fn a_notice_that_never_gets_through_is_a_dead_letter_an_operator_retries()
         .unwrap();
     assert_eq!(body["items"], json!([]));
     assert_eq!(count_events(&app.data_dir, "NotificationSent"), 1);
+    let page: Value = app
+        .get("/v1/account", Some(&session))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["undelivered_notices"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_destroys_a_delivery_key_once_its_secrets_have_expired() {
+    let app = TestApp::spawn().await;
+    open_with_contact(
+        &app,
+        "chiave@pec.example.it",
+        json!({"contact_email": "chiave@example.it"}),
+    )
+    .await;
+    eventually(WAIT, "the mail", || maildir(&app.data_dir).len() == 1).await;
+    app.quiesce().await;
+    let keys = app.data_dir.join("keys/delivery");
+    let key_files = || std::fs::read_dir(&keys).unwrap().count();
+    assert_eq!(
+        key_files(),
+        1,
+        "the day's key sealed the temporary password"
+    );
+    // One day on, the key still lives (a link sealed late in the day is still valid).
+    app.advance(chrono::Duration::days(1));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(key_files(), 1);
+    // Past its day and two more, the scheduler destroys it: the sealed copy in the log is
+    // unreadable from now on.
+    app.advance(chrono::Duration::days(2));
+    eventually(WAIT, "the key's destruction", || key_files() == 0).await;
+    let store =
+        rusqlite::Connection::open(app.data_dir.join(custode_workers::store::STORE_FILE)).unwrap();
+    let fired: i64 = store
+        .query_row(
+            "SELECT count(*) FROM deadlines WHERE state = 'fired'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(fired, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -236,6 +236,9 @@ impl Drop for SmtpSink {
     }
 }
 
+/// Each request the SMS receiver got: its `Authorization` header and its JSON body.
+pub type Requests = Arc<Mutex<Vec<(Option<String>, serde_json::Value)>>>;
+
 /// What the SMS receiver does with the next request.
 #[derive(Debug, Clone, Copy)]
 pub enum Reply {
@@ -248,7 +251,7 @@ pub enum Reply {
 /// everything) and keeps every request body with its `Authorization` header.
 pub struct SmsReceiver {
     pub url: String,
-    pub received: Arc<Mutex<Vec<(Option<String>, serde_json::Value)>>>,
+    pub received: Requests,
     /// Only the requests answered 2xx.
     pub accepted: Arc<Mutex<Vec<serde_json::Value>>>,
     server: tokio::task::JoinHandle<()>,
@@ -257,7 +260,7 @@ pub struct SmsReceiver {
 impl SmsReceiver {
     pub async fn start(script: Vec<Reply>) -> Self {
         use axum::http::{HeaderMap, StatusCode};
-        let received: Arc<Mutex<Vec<(Option<String>, serde_json::Value)>>> = Arc::default();
+        let received: Requests = Arc::default();
         let accepted: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
         let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
         let (r, a) = (received.clone(), accepted.clone());

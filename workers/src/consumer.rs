@@ -36,7 +36,7 @@ pub trait Sink: Send + 'static {
 pub enum Feed {
     Log(EventLog),
     /// The durable consumer named after the worker on `CUSTODE_EVENTS`.
-    JetStream(Context),
+    JetStream(Box<Context>),
 }
 
 /// A running consumer: the position it has applied, for tests, `/readyz` and read-your-writes.

@@ -194,7 +194,7 @@ impl Handler for NotifierHandler {
 #[derive(Clone)]
 pub enum Reporter {
     Log(NoticeHandler),
-    JetStream(Context),
+    JetStream(Box<Context>),
 }
 
 /// A worker's report, as it travels on `custode.outcomes.<notice id>` when run apart.

@@ -162,7 +162,7 @@ impl Relay {
                 Err(WorkerError::Stopped(_)) => return,
                 Err(error) => {
                     failures = failures.saturating_add(1);
-                    if failures == 1 || failures % 50 == 0 {
+                    if failures == 1 || failures.is_multiple_of(50) {
                         tracing::warn!(%error, checkpoint = self.checkpoint, failures, "relay cannot publish; retrying");
                     }
                     in_flight.clear();
