@@ -248,4 +248,55 @@ mod tests {
         assert!(Config::resolve(file, Overrides::default()).is_err());
         assert!(toml::from_str::<FileConfig>("[log]\nsynchronous = \"sometimes\"\n").is_err());
     }
+
+    #[test]
+    fn workers_default_to_all_three_and_can_be_picked_or_refused_by_name() {
+        let resolve = |workers: Option<&str>| {
+            Config::resolve(
+                FileConfig::default(),
+                Overrides {
+                    workers: workers.map(String::from),
+                    ..Overrides::default()
+                },
+            )
+        };
+        assert_eq!(
+            resolve(None).unwrap().run_workers,
+            WorkerName::SERVED.to_vec()
+        );
+        assert!(resolve(Some("none")).unwrap().run_workers.is_empty());
+        assert_eq!(
+            resolve(Some("sms, mailer,sms")).unwrap().run_workers,
+            vec![WorkerName::Sms, WorkerName::Mailer]
+        );
+        let err = resolve(Some("mailer,fax")).unwrap_err().to_string();
+        assert!(err.contains("fax"), "{err}");
+        assert!(
+            resolve(Some("projector")).is_err(),
+            "serve projects in-process"
+        );
+    }
+
+    #[test]
+    fn notification_settings_come_from_the_file_and_bad_ones_stop_startup() {
+        let file: FileConfig = toml::from_str(
+            "[mail]\nsmtp_url = \"smtp://relay:25\"\n[sms]\ngateway_url = \"http://gw/send\"\n[delivery]\nmax_attempts = 3\n",
+        )
+        .unwrap();
+        let config = Config::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(
+            config.workers.mail.smtp_url.as_deref(),
+            Some("smtp://relay:25")
+        );
+        assert_eq!(
+            config.workers.sms.gateway_url.as_deref(),
+            Some("http://gw/send")
+        );
+        assert_eq!(config.workers.delivery.max_attempts, 3);
+        assert_eq!(config.workers.public_url, "http://127.0.0.1:8080");
+        let zero: FileConfig = toml::from_str("[delivery]\nmax_attempts = 0\n").unwrap();
+        assert!(Config::resolve(zero, Overrides::default()).is_err());
+        let err = toml::from_str::<FileConfig>("[mail]\nsmtp = \"x\"\n").unwrap_err();
+        assert!(err.message().contains("smtp"), "{}", err.message());
+    }
 }
