@@ -48,28 +48,26 @@ pub async fn connect(url: &str) -> Result<Context, String> {
     Ok(jetstream::new(client))
 }
 
-pub async fn events_stream(js: &Context) -> Result<stream::Stream, String> {
+/// The stream `name` on `subjects`, created on first use: file storage, the duplicate window.
+async fn stream(js: &Context, name: &str, subjects: &str) -> Result<stream::Stream, String> {
     js.get_or_create_stream(stream::Config {
-        name: EVENTS_STREAM.into(),
-        subjects: vec![EVENTS_SUBJECTS.into()],
+        name: name.into(),
+        subjects: vec![subjects.into()],
         duplicate_window: DUPLICATE_WINDOW,
         storage: stream::StorageType::File,
         ..Default::default()
     })
     .await
-    .map_err(|e| format!("JetStream stream {EVENTS_STREAM}: {e}"))
+    .map_err(|e| format!("JetStream stream {name}: {e}"))
 }
 
+pub async fn events_stream(js: &Context) -> Result<stream::Stream, String> {
+    stream(js, EVENTS_STREAM, EVENTS_SUBJECTS).await
+}
+
+/// Where workers run apart report outcomes for `custode serve` to record.
 pub async fn outcomes_stream(js: &Context) -> Result<stream::Stream, String> {
-    js.get_or_create_stream(stream::Config {
-        name: OUTCOMES_STREAM.into(),
-        subjects: vec![OUTCOMES_SUBJECTS.into()],
-        duplicate_window: DUPLICATE_WINDOW,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| format!("JetStream stream {OUTCOMES_STREAM}: {e}"))
+    stream(js, OUTCOMES_STREAM, OUTCOMES_SUBJECTS).await
 }
 
 /// The durable pull consumer `name` on `stream` (explicit acks, bounded redelivery with

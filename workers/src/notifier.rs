@@ -340,6 +340,39 @@ struct Due {
     attempts: u32,
 }
 
+/// The outbox columns a [`Due`] is read from, in order.
+const DUE_COLUMNS: &str = "notice_id, event_id, correlation_id, account_id, notice, attempts";
+
+type DueColumns = (String, String, String, String, String, u32);
+
+impl Due {
+    fn columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<DueColumns> {
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+            row.get(5)?,
+        ))
+    }
+
+    fn parse(
+        (notice_id, event_id, correlation_id, account_id, notice, attempts): DueColumns,
+    ) -> Result<Self, WorkerError> {
+        let uuid =
+            |s: &str| Uuid::parse_str(s).map_err(|e| WorkerError::Other(format!("outbox: {e}")));
+        Ok(Due {
+            notice_id: uuid(&notice_id)?,
+            source_event_id: uuid(&event_id)?,
+            correlation_id: uuid(&correlation_id)?,
+            account_id: uuid(&account_id)?,
+            notice: serde_json::from_str(&notice)?,
+            attempts,
+        })
+    }
+}
+
 /// Why an attempt failed, and whether trying again could help.
 struct Failure {
     error: String,
@@ -410,37 +443,13 @@ impl Delivery {
     async fn due(&self, now: DateTime<Utc>) -> Result<Vec<Due>, WorkerError> {
         let consumer = self.consumer();
         self.with_conn(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT notice_id, event_id, correlation_id, account_id, notice, attempts
-                 FROM outbox WHERE consumer = ?1 AND state = 'pending' AND next_attempt_ms <= ?2
-                 ORDER BY next_attempt_ms LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(params![consumer, millis(now), DUE_BATCH], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, u32>(5)?,
-                ))
-            })?;
-            let mut due = Vec::new();
-            for row in rows {
-                let (notice_id, event_id, correlation_id, account_id, notice, attempts) = row?;
-                let uuid = |s: &str| {
-                    Uuid::parse_str(s).map_err(|e| WorkerError::Other(format!("outbox: {e}")))
-                };
-                due.push(Due {
-                    notice_id: uuid(&notice_id)?,
-                    source_event_id: uuid(&event_id)?,
-                    correlation_id: uuid(&correlation_id)?,
-                    account_id: uuid(&account_id)?,
-                    notice: serde_json::from_str(&notice)?,
-                    attempts,
-                });
-            }
-            Ok(due)
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {DUE_COLUMNS} FROM outbox
+                 WHERE consumer = ?1 AND state = 'pending' AND next_attempt_ms <= ?2
+                 ORDER BY next_attempt_ms LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![consumer, millis(now), DUE_BATCH], Due::columns)?;
+            rows.map(|row| Due::parse(row?)).collect()
         })
         .await
     }
@@ -587,45 +596,28 @@ impl Delivery {
         let consumer = self.consumer();
         let unreported = self
             .with_conn(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT notice_id, event_id, correlation_id, account_id, notice, attempts,
-                            state, last_error
-                     FROM outbox WHERE consumer = ?1 AND reported = 0 AND state IN ('sent', 'dead')
-                     LIMIT 256",
-                )?;
-                let rows = stmt
-                    .query_map([consumer], |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, String>(2)?,
-                            row.get::<_, String>(3)?,
-                            row.get::<_, String>(4)?,
-                            row.get::<_, u32>(5)?,
-                            row.get::<_, String>(6)?,
-                            row.get::<_, Option<String>>(7)?,
-                        ))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(rows)
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {DUE_COLUMNS}, state, last_error FROM outbox
+                     WHERE consumer = ?1 AND reported = 0 AND state IN ('sent', 'dead') LIMIT 256"
+                ))?;
+                let rows = stmt.query_map([consumer], |row| {
+                    Ok((
+                        Due::columns(row)?,
+                        row.get::<_, String>(6)?,
+                        row.get::<_, Option<String>>(7)?,
+                    ))
+                })?;
+                rows.map(|row| {
+                    let (columns, state, error) = row?;
+                    Ok((Due::parse(columns)?, state, error))
+                })
+                .collect::<Result<Vec<_>, WorkerError>>()
             })
             .await?;
         let mut outcomes = Vec::with_capacity(unreported.len());
-        for (notice_id, event_id, correlation_id, account_id, notice, attempts, state, error) in
-            unreported
-        {
-            let uuid = |s: &str| {
-                Uuid::parse_str(s).map_err(|e| WorkerError::Other(format!("outbox: {e}")))
-            };
-            let due = Due {
-                notice_id: uuid(&notice_id)?,
-                source_event_id: uuid(&event_id)?,
-                correlation_id: uuid(&correlation_id)?,
-                account_id: uuid(&account_id)?,
-                notice: serde_json::from_str(&notice)?,
-                attempts,
-            };
+        for (due, state, error) in unreported {
             let notice = self.notice_ref(&due);
+            let attempts = due.attempts;
             let command = if state == "sent" {
                 OutcomeCommand::Sent(NotificationSent { notice, attempts })
             } else {
@@ -639,7 +631,7 @@ impl Delivery {
                 correlation_id: due.correlation_id,
                 command,
             };
-            outcomes.push((notice_id, state, outcome));
+            outcomes.push((due.notice_id.to_string(), state, outcome));
         }
         // Reported side by side, so that the log commits many of them together.
         let now = self.clock.now();

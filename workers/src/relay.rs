@@ -10,7 +10,7 @@ use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::Context;
 use custode_commands::{EventLog, WireEvent};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Mutex;
@@ -40,14 +40,7 @@ pub struct Published {
 impl Relay {
     pub fn new(js: Context, store_dir: &Path) -> Result<Self, WorkerError> {
         let conn = store::open(store_dir)?;
-        let checkpoint = conn
-            .query_row(
-                "SELECT position FROM checkpoints WHERE consumer = ?1",
-                [CONSUMER],
-                |row| row.get::<_, i64>(0),
-            )
-            .optional()?
-            .map_or(0, |p| u64::try_from(p).unwrap_or(0));
+        let checkpoint = store::checkpoint(&conn, CONSUMER)?;
         Ok(Self {
             js,
             conn: Mutex::new(conn),

@@ -7,7 +7,7 @@ use crate::consumer::Sink;
 use crate::WorkerError;
 use custode_domain::RecordedEvent;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const STORE_FILE: &str = "workers.db";
 
@@ -66,8 +66,16 @@ pub fn open(dir: &Path) -> Result<Connection, WorkerError> {
     Ok(conn)
 }
 
-pub fn path(dir: &Path) -> PathBuf {
-    dir.join(STORE_FILE)
+/// The position `consumer` has handled (0 before its first event).
+pub fn checkpoint(conn: &Connection, consumer: &str) -> Result<u64, WorkerError> {
+    Ok(conn
+        .query_row(
+            "SELECT position FROM checkpoints WHERE consumer = ?1",
+            [consumer],
+            |row| row.get::<_, i64>(0),
+        )
+        .optional()?
+        .map_or(0, |p| u64::try_from(p).unwrap_or(0)))
 }
 
 /// What a worker does with one event it has not handled before, inside the transaction that
@@ -89,14 +97,7 @@ pub struct StoreSink<H> {
 impl<H: Handler> StoreSink<H> {
     pub fn new(dir: &Path, consumer: &str, handler: H) -> Result<Self, WorkerError> {
         let conn = open(dir)?;
-        let checkpoint = conn
-            .query_row(
-                "SELECT position FROM checkpoints WHERE consumer = ?1",
-                [consumer],
-                |row| row.get::<_, i64>(0),
-            )
-            .optional()?
-            .map_or(0, |p| u64::try_from(p).unwrap_or(0));
+        let checkpoint = checkpoint(&conn, consumer)?;
         Ok(Self {
             consumer: consumer.to_string(),
             conn,
