@@ -97,14 +97,14 @@ pub struct AppState {
     /// a session counts as idle since its last login or step-up, which only errs on the safe side.
     pub activity: Arc<Mutex<HashMap<Uuid, DateTime<Utc>>>>,
     pub metrics: Arc<crate::http::metrics::HttpMetrics>,
-}
-
-pub struct App {
-    pub state: AppState,
     /// The workers running in this process, with how far each has handled the log.
     pub workers: Vec<ConsumerHandle>,
     /// With `--nats`: how far the relay has published.
     pub relayed: Option<watch::Receiver<u64>>,
+}
+
+pub struct App {
+    pub state: AppState,
     _lock: DataDirLock,
 }
 
@@ -178,13 +178,10 @@ impl App {
             clock,
             activity: Arc::new(Mutex::new(HashMap::new())),
             metrics: Arc::default(),
-        };
-        Ok(Self {
-            state,
             workers,
             relayed,
-            _lock: lock,
-        })
+        };
+        Ok(Self { state, _lock: lock })
     }
 
     /// Logs, once, every default that weakens security or that an operator should know of.

@@ -69,6 +69,22 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
+    let _ = writeln!(out, "# HELP custode_worker_handled_position Position each worker of this process has handled.\n# TYPE custode_worker_handled_position gauge");
+    for worker in &state.workers {
+        let _ = writeln!(
+            out,
+            "custode_worker_handled_position{{worker=\"{}\"}} {}",
+            worker.name,
+            *worker.applied().borrow()
+        );
+    }
+    if let Some(relayed) = &state.relayed {
+        let _ = writeln!(
+            out,
+            "# HELP custode_relay_published_position Position the relay has published to JetStream.\n# TYPE custode_relay_published_position gauge\ncustode_relay_published_position {}",
+            *relayed.borrow()
+        );
+    }
     let _ = writeln!(out, "# HELP custode_http_requests_total HTTP requests answered.\n# TYPE custode_http_requests_total counter");
     let requests = state
         .metrics

@@ -224,6 +224,7 @@ async fn suggested_questions_come_in_either_language_and_nothing_else() {
 async fn metrics_count_requests_and_show_the_log_and_read_model_positions() {
     let app = TestApp::spawn().await;
     app.open_mailbox("metriche@pec.example.it").await;
+    app.quiesce().await;
     let _ = app.get("/v1/nothing", None).await;
     let res = app.get("/metrics", None).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -239,6 +240,12 @@ async fn metrics_count_requests_and_show_the_log_and_read_model_positions() {
     );
     assert!(
         text.contains(&format!("custode_read_models_applied_position {head}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "custode_worker_handled_position{{worker=\"mailer\"}} {head}"
+        )),
         "{text}"
     );
     assert!(text.contains(r#"custode_http_requests_total{route="/v1/admin/accounts",method="POST",status="201"} 1"#), "{text}");

@@ -68,7 +68,7 @@ fn assert_each_event_once_in_order(published: &[(String, RecordedEvent)], head: 
 }
 
 async fn relayed_to_head(app: &TestApp) {
-    let relayed = app.app.as_ref().unwrap().relayed.clone().expect("a relay");
+    let relayed = app.state.relayed.clone().expect("a relay");
     let head = app.log_head();
     eventually(WAIT, "the relay to reach the head", || {
         *relayed.borrow() >= head

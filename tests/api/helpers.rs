@@ -23,7 +23,7 @@ pub struct TestApp {
     /// Secrets typed during the test; none may appear in the data directory.
     pub secrets: Mutex<Vec<String>>,
     server: Option<tokio::task::JoinHandle<()>>,
-    pub app: Option<App>,
+    app: Option<App>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -235,11 +235,7 @@ impl TestApp {
     /// Waits until the workers have handled every event, delivered or given up on every
     /// notice, and recorded each outcome in the log: after it, nothing appends on its own.
     pub async fn quiesce(&self) {
-        let workers = self
-            .app
-            .as_ref()
-            .map(|a| a.workers.clone())
-            .unwrap_or_default();
+        let workers = self.state.workers.clone();
         let store = self.data_dir.join(custode_workers::store::STORE_FILE);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let mut calm = 0;

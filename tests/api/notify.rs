@@ -398,3 +398,30 @@ async fn the_sms_gateway_gets_the_text_after_a_5xx_and_a_timeout() {
     assert_eq!(sent[0].payload["attempts"], 3);
     assert_eq!(sent[0].payload["to"], "+39 ***** **67");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_and_new_recovery_information_are_told_to_the_contact_address_nt_4() {
+    let app = TestApp::spawn().await;
+    app.ready_mailbox("avvisi@pec.example.it").await;
+    eventually(WAIT, "3 mails", || maildir(&app.data_dir).len() == 3).await;
+    let mails: Vec<String> = maildir(&app.data_dir)
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(mails
+        .iter()
+        .all(|m| header(m, "To") == Some("titolare@example.it")));
+    for expected in [
+        "Password temporanea:",
+        "La password dell'account avvisi@pec.example.it è stata cambiata",
+        "Le informazioni di recupero dell'account avvisi@pec.example.it",
+    ] {
+        assert_eq!(
+            mails.iter().filter(|m| m.contains(expected)).count(),
+            1,
+            "{expected}"
+        );
+    }
+    app.quiesce().await;
+    assert_eq!(count_events(&app.data_dir, "NotificationSent"), 3);
+}
