@@ -199,7 +199,7 @@ async fn relay_round(js: &jetstream::Context, log: &EventLog, store: &Path) -> f
     let _ = js.delete_stream(custode_workers::nats::EVENTS_STREAM).await;
     custode_workers::nats::events_stream(js).await.unwrap();
     let started = Instant::now();
-    let relayed = custode_workers::relay::spawn(js.clone(), log.clone(), store).unwrap();
+    let (relayed, _relay) = custode_workers::relay::spawn(js.clone(), log.clone(), store).unwrap();
     let head = log.head();
     let mut relayed = relayed;
     relayed.wait_for(|p| *p >= head).await.unwrap();
@@ -259,7 +259,8 @@ fn latency_under_load(runtime: &tokio::runtime::Runtime, dir: &Path) {
             clock: Arc::new(SystemClock),
             reporter: Reporter::Log(NoticeHandler::new(log.clone())),
         };
-        let mailer = spawn_worker(WorkerName::Mailer, Feed::Log(log.clone()), &ctx).unwrap();
+        let mut tasks = custode_workers::runtime::Tasks::default();
+        let mailer = spawn_worker(WorkerName::Mailer, Feed::Log(log.clone()), &ctx, &mut tasks).unwrap();
         let mut applied = mailer.applied();
         let head = log.head();
         applied.wait_for(|p| *p >= head).await.unwrap();

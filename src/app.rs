@@ -105,6 +105,8 @@ pub struct AppState {
 
 pub struct App {
     pub state: AppState,
+    /// The relay's and the workers' tasks: they stop with the application.
+    _tasks: runtime::Tasks,
     _lock: DataDirLock,
 }
 
@@ -150,23 +152,29 @@ impl App {
             clock: clock.clone(),
             reporter: Reporter::Log(notices.clone()),
         };
+        let mut tasks = runtime::Tasks::default();
         let (feed, relayed) = match &config.nats {
             None => (Feed::Log(log.clone()), None),
             Some(url) => {
                 let js = custode_workers::nats::connect(url)
                     .await
                     .map_err(StartError::Component)?;
-                let relayed =
+                let (relayed, relay) =
                     custode_workers::relay::spawn(js.clone(), log.clone(), &config.data_dir)
                         .map_err(|e| component(&e))?;
-                runtime::spawn_outcome_recorder(js.clone(), notices.clone(), clock.clone());
+                tasks.push(relay);
+                tasks.push(runtime::spawn_outcome_recorder(
+                    js.clone(),
+                    notices.clone(),
+                    clock.clone(),
+                ));
                 (Feed::JetStream(Box::new(js)), Some(relayed))
             }
         };
         let mut workers = Vec::new();
         for name in &config.run_workers {
-            workers
-                .push(runtime::spawn_worker(*name, feed.clone(), &ctx).map_err(|e| component(&e))?);
+            let worker = runtime::spawn_worker(*name, feed.clone(), &ctx, &mut tasks);
+            workers.push(worker.map_err(|e| component(&e))?);
         }
         let state = AppState {
             read_models: Arc::new(ReadPool::new(config.data_dir.join(READ_MODELS_FILE))),
@@ -181,7 +189,11 @@ impl App {
             workers,
             relayed,
         };
-        Ok(Self { state, _lock: lock })
+        Ok(Self {
+            state,
+            _tasks: tasks,
+            _lock: lock,
+        })
     }
 
     /// Logs, once, every default that weakens security or that an operator should know of.

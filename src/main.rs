@@ -187,7 +187,8 @@ fn worker(config: Config, name: WorkerName) -> anyhow::Result<()> {
             clock: Arc::new(SystemClock),
             reporter: Reporter::JetStream(Box::new(js.clone())),
         };
-        runtime::spawn_worker(name, Feed::JetStream(Box::new(js)), &ctx)?;
+        let mut tasks = runtime::Tasks::default();
+        runtime::spawn_worker(name, Feed::JetStream(Box::new(js)), &ctx, &mut tasks)?;
         tracing::info!(worker = name.as_str(), %url, data_dir = %config.data_dir.display(), "worker running");
         shutdown_signal().await;
         Ok(())

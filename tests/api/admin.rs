@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 async fn a_user_id_can_be_opened_once_whatever_its_case() {
     let app = TestApp::spawn().await;
     app.open_mailbox("unico@pec.example.it").await;
-    let before = app.log_head();
+    let before = app.settled_head().await;
     let res = app
         .post(
             "/v1/admin/accounts",

@@ -128,7 +128,7 @@ async fn a_relay_killed_between_publish_and_checkpoint_causes_no_duplicate() {
         assert_eq!(first.stored, events.len() as u64);
         assert_eq!(relay.checkpoint(), 0);
     }
-    let relayed =
+    let (relayed, _relay) =
         custode_workers::relay::spawn(js.clone(), log.clone(), relay_store.path()).unwrap();
     let head = log.head();
     eventually(WAIT, "the restarted relay to catch up", || {
@@ -150,10 +150,12 @@ async fn a_relay_killed_between_publish_and_checkpoint_causes_no_duplicate() {
         clock: Arc::new(SystemClock),
         reporter: Reporter::JetStream(Box::new(js.clone())),
     };
+    let mut tasks = custode_workers::runtime::Tasks::default();
     let mailer = spawn_worker(
         WorkerName::Mailer,
         Feed::JetStream(Box::new(js.clone())),
         &ctx,
+        &mut tasks,
     )
     .unwrap();
     eventually(WAIT, "4 mails", || maildir(worker_dir.path()).len() == 4).await;

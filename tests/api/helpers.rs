@@ -232,6 +232,13 @@ impl TestApp {
         self.state.log.head()
     }
 
+    /// The log's head once the workers have settled (see [`TestApp::quiesce`]): a baseline
+    /// that nothing moves on its own.
+    pub async fn settled_head(&self) -> u64 {
+        self.quiesce().await;
+        self.log_head()
+    }
+
     /// Waits until the workers have handled every event, delivered or given up on every
     /// notice, and recorded each outcome in the log: after it, nothing appends on its own.
     pub async fn quiesce(&self) {

@@ -103,7 +103,7 @@ async fn a_holder_goes_from_temporary_credentials_to_a_protected_account() {
     app.remember_secret(&token);
 
     // Recovery information: neither email nor mobile is refused (RI-2) and nothing changes.
-    let before = app.log_head();
+    let before = app.settled_head().await;
     let res = app
         .request(
             Method::PUT,

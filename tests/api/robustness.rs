@@ -51,8 +51,7 @@ async fn send_raw(
 async fn malformed_bodies_get_problems_and_change_nothing() {
     let app = TestApp::spawn().await;
     let endpoints = json_endpoints(&app).await;
-    app.quiesce().await;
-    let before = app.log_head();
+    let before = app.settled_head().await;
     let oversized = format!("{{\"password\":\"{}\"}}", "x".repeat(70 * 1024)).into_bytes();
     let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
         (b"{not json".to_vec(), StatusCode::BAD_REQUEST, "/problems/malformed-json"),
@@ -103,7 +102,7 @@ async fn reads_wait_for_their_position_or_answer_503_with_retry_after() {
     file.http.read_wait_ms = 200;
     let app = TestApp::spawn_with(file).await;
     let (token, _) = app.ready_mailbox("attesa@pec.example.it").await;
-    let head = app.log_head();
+    let head = app.settled_head().await;
     let res = app
         .get(&format!("/v1/account?after={head}"), Some(&token))
         .await;

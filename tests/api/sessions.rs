@@ -10,8 +10,7 @@ use serde_json::{json, Value};
 async fn an_unknown_user_and_a_wrong_password_get_the_same_answer() {
     let app = TestApp::spawn().await;
     app.open_mailbox("esiste@pec.example.it").await;
-    app.quiesce().await;
-    let before = app.log_head();
+    let before = app.settled_head().await;
     let wrong = app
         .post(
             "/v1/sessions",

@@ -19,6 +19,7 @@ use custode_domain::RecordedEvent;
 use futures_util::StreamExt;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 const BATCH: usize = 256;
 
@@ -52,11 +53,11 @@ impl ConsumerHandle {
     }
 }
 
-/// Runs `sink` on `feed` until the feed ends (the log's writer gone) or the task is dropped.
-pub fn spawn<S: Sink>(name: &str, feed: Feed, sink: S) -> ConsumerHandle {
+/// Runs `sink` on `feed` until the feed ends (the log's writer gone) or the task is aborted.
+pub fn spawn<S: Sink>(name: &str, feed: Feed, sink: S) -> (ConsumerHandle, JoinHandle<()>) {
     let (applied_tx, applied_rx) = watch::channel(sink.checkpoint());
     let task_name = name.to_string();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let result = match feed {
             Feed::Log(log) => from_log(&task_name, log, sink, &applied_tx).await,
             Feed::JetStream(js) => {
@@ -68,10 +69,13 @@ pub fn spawn<S: Sink>(name: &str, feed: Feed, sink: S) -> ConsumerHandle {
             tracing::error!(consumer = %task_name, %error, "consumer stopped");
         }
     });
-    ConsumerHandle {
-        name: name.to_string(),
-        applied: applied_rx,
-    }
+    (
+        ConsumerHandle {
+            name: name.to_string(),
+            applied: applied_rx,
+        },
+        task,
+    )
 }
 
 /// Applies a batch on a blocking thread, again and again until it succeeds: a sink that

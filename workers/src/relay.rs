@@ -174,9 +174,9 @@ pub fn spawn(
     js: Context,
     log: EventLog,
     store_dir: &Path,
-) -> Result<watch::Receiver<u64>, WorkerError> {
+) -> Result<(watch::Receiver<u64>, tokio::task::JoinHandle<()>), WorkerError> {
     let relay = Relay::new(js, store_dir)?;
     let (tx, rx) = watch::channel(relay.checkpoint());
-    tokio::spawn(relay.run(log, tx));
-    Ok(rx)
+    let task = tokio::spawn(relay.run(log, tx));
+    Ok((rx, task))
 }

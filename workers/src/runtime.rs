@@ -67,11 +67,31 @@ pub struct WorkerContext {
     pub reporter: Reporter,
 }
 
-/// Starts worker `name` on `feed`.
+/// The tasks a process started for its workers; dropping it stops them all (a test that
+/// restarts the application in-process must not leave the old workers running).
+#[derive(Default)]
+pub struct Tasks(Vec<tokio::task::AbortHandle>);
+
+impl Tasks {
+    pub fn push<T>(&mut self, task: tokio::task::JoinHandle<T>) {
+        self.0.push(task.abort_handle());
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Starts worker `name` on `feed`; its tasks join `tasks`.
 pub fn spawn_worker(
     name: WorkerName,
     feed: Feed,
     ctx: &WorkerContext,
+    tasks: &mut Tasks,
 ) -> Result<ConsumerHandle, WorkerError> {
     let dir = ctx.data_dir.as_path();
     match name {
@@ -92,21 +112,27 @@ pub fn spawn_worker(
                 ctx.settings.clone(),
                 ctx.clock.clone(),
             )?;
-            tokio::spawn(delivery.run());
+            tasks.push(tokio::spawn(delivery.run()));
             let sink = StoreSink::new(dir, name.as_str(), handler)?;
-            Ok(consumer::spawn(name.as_str(), feed, sink))
+            let (handle, task) = consumer::spawn(name.as_str(), feed, sink);
+            tasks.push(task);
+            Ok(handle)
         }
         WorkerName::Scheduler => {
             let (handler, timers) =
                 crate::scheduler::scheduler(dir, ctx.keys.clone(), ctx.clock.clone())?;
-            tokio::spawn(timers.run());
+            tasks.push(tokio::spawn(timers.run()));
             let sink = StoreSink::new(dir, name.as_str(), handler)?;
-            Ok(consumer::spawn(name.as_str(), feed, sink))
+            let (handle, task) = consumer::spawn(name.as_str(), feed, sink);
+            tasks.push(task);
+            Ok(handle)
         }
         WorkerName::Projector => {
             let models = ReadModels::open(&dir.join("read.db"))
                 .map_err(|e| WorkerError::Other(e.to_string()))?;
-            Ok(consumer::spawn(name.as_str(), feed, models))
+            let (handle, task) = consumer::spawn(name.as_str(), feed, models);
+            tasks.push(task);
+            Ok(handle)
         }
     }
 }
@@ -116,7 +142,11 @@ pub const RECORDER: &str = "recorder";
 
 /// In `custode serve --nats`: records the outcomes that workers run apart publish, appending
 /// them to the log (idempotently: a redelivered outcome appends nothing).
-pub fn spawn_outcome_recorder(js: Context, handler: NoticeHandler, clock: Arc<dyn Clock>) {
+pub fn spawn_outcome_recorder(
+    js: Context,
+    handler: NoticeHandler,
+    clock: Arc<dyn Clock>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut failures = 0u32;
         loop {
@@ -160,5 +190,5 @@ pub fn spawn_outcome_recorder(js: Context, handler: NoticeHandler, clock: Arc<dy
                 }
             }
         }
-    });
+    })
 }
