@@ -189,7 +189,7 @@ fn worker(config: Config, name: WorkerName) -> anyhow::Result<()> {
         };
         let mut tasks = runtime::Tasks::default();
         runtime::spawn_worker(name, Feed::JetStream(Box::new(js)), &ctx, &mut tasks)?;
-        tracing::info!(worker = name.as_str(), %url, data_dir = %config.data_dir.display(), "worker running");
+        tracing::info!(worker = name.as_str(), url = %custode_workers::nats::redacted(&url), data_dir = %config.data_dir.display(), "worker running");
         shutdown_signal().await;
         Ok(())
     })

@@ -60,10 +60,7 @@ pub fn spawn<S: Sink>(name: &str, feed: Feed, sink: S) -> (ConsumerHandle, JoinH
     let task = tokio::spawn(async move {
         let result = match feed {
             Feed::Log(log) => from_log(&task_name, log, sink, &applied_tx).await,
-            Feed::JetStream(js) => {
-                let consumer = durable_consumer(&task_name, &js).await;
-                from_jetstream(&task_name, consumer, sink, &applied_tx).await
-            }
+            Feed::JetStream(js) => from_jetstream(&task_name, &js, sink, &applied_tx).await,
         };
         if let Err(error) = result {
             tracing::error!(consumer = %task_name, %error, "consumer stopped");
@@ -115,15 +112,25 @@ async fn from_log<S: Sink>(
     applied: &watch::Sender<u64>,
 ) -> Result<(), WorkerError> {
     let mut head = log.subscribe();
+    let mut failures = 0u32;
     loop {
         let checkpoint = sink.checkpoint();
         if head.wait_for(|h| *h > checkpoint).await.is_err() {
             return Ok(());
         }
-        let events = log
-            .read_from(checkpoint, BATCH)
-            .await
-            .map_err(|e| WorkerError::Feed(e.to_string()))?;
+        let events = match log.read_from(checkpoint, BATCH).await {
+            Ok(events) => {
+                failures = 0;
+                events
+            }
+            Err(error) => {
+                // A reader that gives up would stop this worker for good: wait and read again.
+                failures = failures.saturating_add(1);
+                tracing::error!(consumer = name, %error, failures, "cannot read the log; retrying");
+                tokio::time::sleep(Duration::from_millis(100u64 << failures.min(6))).await;
+                continue;
+            }
+        };
         if events.is_empty() {
             continue;
         }
@@ -139,7 +146,7 @@ async fn durable_consumer(name: &str, js: &Context) -> PullConsumer {
     loop {
         let attempt = async {
             let stream = crate::nats::events_stream(js).await?;
-            crate::nats::durable(&stream, name).await
+            crate::nats::durable(&stream, name, crate::nats::MAX_DELIVER).await
         };
         match attempt.await {
             Ok(consumer) => return consumer,
@@ -152,12 +159,20 @@ async fn durable_consumer(name: &str, js: &Context) -> PullConsumer {
     }
 }
 
+/// Fetch failures in a row after which the durable consumer is looked up (or created) again:
+/// a NATS restarted without its store has lost it.
+const REBIND_AFTER: u32 = 5;
+
+/// How long a message that arrived ahead of its turn waits before JetStream offers it again.
+const OUT_OF_ORDER_DELAY: Duration = Duration::from_millis(200);
+
 async fn from_jetstream<S: Sink>(
     name: &str,
-    consumer: PullConsumer,
+    js: &Context,
     mut sink: S,
     applied: &watch::Sender<u64>,
 ) -> Result<(), WorkerError> {
+    let mut consumer = durable_consumer(name, js).await;
     let mut failures = 0u32;
     loop {
         let batch = consumer
@@ -166,50 +181,223 @@ async fn from_jetstream<S: Sink>(
             .expires(Duration::from_millis(500))
             .messages()
             .await;
-        let mut messages = match batch {
-            Ok(messages) => messages,
-            Err(error) => {
-                // NATS unreachable: the client reconnects by itself; wait and fetch again.
-                failures = failures.saturating_add(1);
-                tracing::warn!(consumer = name, %error, "cannot fetch from JetStream");
-                tokio::time::sleep(Duration::from_millis(100u64 << failures.min(5))).await;
-                continue;
-            }
-        };
         let mut received: Vec<jetstream::Message> = Vec::new();
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(message) => received.push(message),
-                Err(error) => {
-                    tracing::warn!(consumer = name, %error, "a fetch ended early");
-                    break;
+        let mut error = None;
+        match batch {
+            Ok(mut messages) => {
+                while let Some(message) = messages.next().await {
+                    match message {
+                        Ok(message) => received.push(message),
+                        Err(e) => {
+                            error = Some(e.to_string());
+                            break;
+                        }
+                    }
                 }
             }
+            Err(e) => error = Some(e.to_string()),
         }
         if received.is_empty() {
+            if let Some(error) = error {
+                // NATS unreachable or the consumer gone: the client reconnects by itself; wait,
+                // and after a few failures bind the durable consumer again.
+                failures = failures.saturating_add(1);
+                if failures == 1 || failures.is_multiple_of(20) {
+                    tracing::warn!(consumer = name, %error, failures, "cannot fetch from JetStream");
+                }
+                if failures.is_multiple_of(REBIND_AFTER) {
+                    consumer = durable_consumer(name, js).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100u64 << failures.min(5))).await;
+            }
             continue;
         }
         failures = 0;
-        let mut events = Vec::with_capacity(received.len());
-        for message in &received {
-            match serde_json::from_slice::<RecordedEvent>(&message.payload) {
-                Ok(event) => events.push(event),
+        let (mut events, mut done, mut early) = in_turn(name, &received, sink.checkpoint());
+        tracing::debug!(
+            consumer = name,
+            received = received.len(),
+            checkpoint = sink.checkpoint(),
+            in_turn = events.len(),
+            early = early.len(),
+            "fetched"
+        );
+        if events.is_empty() && !early.is_empty() {
+            // A gap: the events before these were delivered to an earlier run of this worker
+            // that died before acknowledging them, and JetStream offers them again only after
+            // the ack wait. Read them from the stream instead, then take this batch in turn.
+            match fill_gap(js, &consumer, sink.checkpoint()).await {
+                Ok(gap) if !gap.is_empty() => {
+                    let (back, position) = apply_until_done(name, sink, gap).await?;
+                    sink = back;
+                    applied.send_replace(position);
+                    (events, done, early) = in_turn(name, &received, sink.checkpoint());
+                }
+                Ok(_) => {}
                 Err(error) => {
-                    // Not ours (or corrupt): nothing to do with it, and keeping it would block
-                    // the consumer forever. Say so, loudly.
-                    tracing::error!(consumer = name, %error, subject = %message.subject, "undecodable message skipped");
+                    tracing::warn!(consumer = name, %error, "cannot read a gap from the stream")
                 }
             }
         }
-        let (back, position) = apply_until_done(name, sink, events).await?;
-        sink = back;
-        for message in &received {
+        if !events.is_empty() {
+            let (back, position) = apply_until_done(name, sink, events).await?;
+            sink = back;
+            applied.send_replace(position);
+        }
+        for message in done.iter().filter_map(|&i| received.get(i)) {
             // A lost ack is redelivered after the ack wait and then skipped by the sink's
             // delivery record; nothing more to do here.
             if let Err(error) = message.ack().await {
                 tracing::warn!(consumer = name, %error, "ack failed; the message will come again");
             }
         }
-        applied.send_replace(position);
+        for message in early.iter().filter_map(|&i| received.get(i)) {
+            let _ = message
+                .ack_with(jetstream::AckKind::Nak(Some(OUT_OF_ORDER_DELAY)))
+                .await;
+        }
+    }
+}
+
+/// The events that come next after `checkpoint`, read straight from the stream between the
+/// consumer's ack floor and the last message it was given.
+async fn fill_gap(
+    js: &Context,
+    consumer: &PullConsumer,
+    checkpoint: u64,
+) -> Result<Vec<RecordedEvent>, String> {
+    /// Messages read at most to close one gap (a crashed run held at most a few batches).
+    const GAP_SCAN: u64 = 4 * BATCH as u64;
+    let info = consumer.get_info().await.map_err(|e| e.to_string())?;
+    let from = info.ack_floor.stream_sequence.saturating_add(1);
+    let to = info
+        .delivered
+        .stream_sequence
+        .min(from.saturating_add(GAP_SCAN));
+    let stream = js
+        .get_stream_no_info(crate::nats::EVENTS_STREAM)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut found = Vec::new();
+    for sequence in from..=to {
+        let Ok(message) = stream.get_raw_message(sequence).await else {
+            continue;
+        };
+        if let Ok(event) = serde_json::from_slice::<RecordedEvent>(&message.payload) {
+            if event.position > checkpoint {
+                found.push((0, event));
+            }
+        }
+    }
+    Ok(take_in_turn(found, checkpoint).0)
+}
+
+/// Splits a fetched batch by the log's gap-free positions: the events that come next after
+/// `checkpoint`, in order (each once); the messages to acknowledge (those applied, those
+/// applied before, and undecodable ones); and the messages that arrived ahead of their turn
+/// (a relay that re-sent a failed batch after a later one), to be offered again later. A
+/// consumer that has applied nothing yet takes the first position it sees as its start.
+fn in_turn(
+    name: &str,
+    received: &[jetstream::Message],
+    checkpoint: u64,
+) -> (Vec<RecordedEvent>, Vec<usize>, Vec<usize>) {
+    let mut decoded: Vec<(usize, RecordedEvent)> = Vec::with_capacity(received.len());
+    let mut done = Vec::new();
+    for (i, message) in received.iter().enumerate() {
+        match serde_json::from_slice::<RecordedEvent>(&message.payload) {
+            Ok(event) => decoded.push((i, event)),
+            Err(error) => {
+                // Not ours (or corrupt): nothing to do with it, and keeping it would block the
+                // consumer forever. Say so, loudly.
+                tracing::error!(consumer = name, %error, subject = %message.subject, "undecodable message skipped");
+                done.push(i);
+            }
+        }
+    }
+    let (events, mut applied_or_seen, early) = take_in_turn(decoded, checkpoint);
+    done.append(&mut applied_or_seen);
+    (events, done, early)
+}
+
+/// The ordering rule of [`in_turn`] on decoded events (indexes are the messages').
+fn take_in_turn(
+    mut decoded: Vec<(usize, RecordedEvent)>,
+    checkpoint: u64,
+) -> (Vec<RecordedEvent>, Vec<usize>, Vec<usize>) {
+    decoded.sort_by_key(|(_, e)| e.position);
+    let mut next = match checkpoint {
+        0 => decoded.first().map_or(1, |(_, e)| e.position),
+        applied => applied + 1,
+    };
+    let mut events = Vec::with_capacity(decoded.len());
+    let mut done = Vec::new();
+    let mut early = Vec::new();
+    for (i, event) in decoded {
+        if event.position < next {
+            done.push(i);
+        } else if event.position == next {
+            next += 1;
+            events.push(event);
+            done.push(i);
+        } else {
+            early.push(i);
+        }
+    }
+    (events, done, early)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use custode_domain::Actor;
+    use uuid::Uuid;
+
+    fn at(index: usize, position: u64) -> (usize, RecordedEvent) {
+        (
+            index,
+            RecordedEvent {
+                event_id: Uuid::from_u128(u128::from(position)),
+                stream: "account-x".into(),
+                version: position,
+                position,
+                event_type: "PasswordChanged".into(),
+                schema_version: 1,
+                occurred_at: chrono::DateTime::UNIX_EPOCH,
+                actor: Actor::system(),
+                correlation_id: Uuid::nil(),
+                causation_id: Uuid::nil(),
+                payload: serde_json::json!({}),
+                hash: String::new(),
+            },
+        )
+    }
+
+    fn positions(events: &[RecordedEvent]) -> Vec<u64> {
+        events.iter().map(|e| e.position).collect()
+    }
+
+    #[test]
+    fn events_are_applied_in_log_order_once_and_those_ahead_of_a_gap_wait() {
+        // Stream order after a relay re-sent a failed batch: 5, 6 (later batch) then 3, 4;
+        // 4 twice; 2 already applied.
+        let batch = vec![at(0, 5), at(1, 6), at(2, 3), at(3, 4), at(4, 4), at(5, 2)];
+        let (events, done, early) = take_in_turn(batch, 2);
+        assert_eq!(positions(&events), vec![3, 4, 5, 6]);
+        let mut done = done;
+        done.sort();
+        assert_eq!(done, vec![0, 1, 2, 3, 4, 5]);
+        assert!(early.is_empty());
+
+        let (events, done, early) = take_in_turn(vec![at(0, 7), at(1, 9)], 6);
+        assert_eq!(positions(&events), vec![7]);
+        assert_eq!((done, early), (vec![0], vec![1]), "9 waits for 8");
+    }
+
+    #[test]
+    fn a_consumer_that_applied_nothing_starts_where_its_stream_starts() {
+        let (events, _, early) = take_in_turn(vec![at(0, 41), at(1, 40)], 0);
+        assert_eq!(positions(&events), vec![40, 41]);
+        assert!(early.is_empty());
     }
 }

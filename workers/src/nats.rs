@@ -29,10 +29,29 @@ pub const REDELIVERY_BACKOFF: [Duration; 5] = [
     Duration::from_secs(600),
 ];
 pub const MAX_DELIVER: i64 = 20;
+/// The outcome recorder never gives up on a message: a dropped outcome would hide a dead
+/// letter (NT-3). It only fails while the log cannot be written.
+pub const UNBOUNDED: i64 = -1;
 
 /// `custode.events.<stream category>.<event type>`.
 pub fn subject(category: &str, event_type: &str) -> String {
     format!("custode.events.{category}.{event_type}")
+}
+
+/// `url` without its user and password (`nats://user:pass@host` → `nats://***@host`), for
+/// log lines and errors.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!(
+                "{}***{}",
+                url.get(..scheme + 3).unwrap_or(""),
+                url.get(at..).unwrap_or("")
+            )
+        }
+        (None, Some(at)) => format!("***{}", url.get(at..).unwrap_or("")),
+        _ => url.to_string(),
+    }
 }
 
 /// Connects without waiting for NATS to be up: the client keeps reconnecting in the
@@ -44,7 +63,7 @@ pub async fn connect(url: &str) -> Result<Context, String> {
         .connection_timeout(Duration::from_secs(2))
         .connect(url)
         .await
-        .map_err(|e| format!("NATS {url}: {e}"))?;
+        .map_err(|e| format!("NATS {}: {e}", redacted(url)))?;
     Ok(jetstream::new(client))
 }
 
@@ -75,6 +94,7 @@ pub async fn outcomes_stream(js: &Context) -> Result<stream::Stream, String> {
 pub async fn durable(
     stream: &stream::Stream,
     name: &str,
+    max_deliver: i64,
 ) -> Result<consumer::PullConsumer, String> {
     stream
         .get_or_create_consumer(
@@ -83,11 +103,33 @@ pub async fn durable(
                 durable_name: Some(name.to_string()),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: ACK_WAIT,
-                max_deliver: MAX_DELIVER,
-                backoff: REDELIVERY_BACKOFF.to_vec(),
+                max_deliver,
+                // JetStream wants more deliveries than backoff steps; an unbounded consumer
+                // is redelivered every ack wait instead.
+                backoff: if max_deliver == UNBOUNDED {
+                    Vec::new()
+                } else {
+                    REDELIVERY_BACKOFF.to_vec()
+                },
                 ..Default::default()
             },
         )
         .await
         .map_err(|e| format!("JetStream consumer {name}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn credentials_never_reach_a_log_line() {
+        assert_eq!(
+            redacted("nats://user:s3cret@nats.example.it:4222"),
+            "nats://***@nats.example.it:4222"
+        );
+        assert_eq!(redacted("tls://token@host"), "tls://***@host");
+        assert_eq!(redacted("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redacted("user:pw@host:4222"), "***@host:4222");
+    }
 }

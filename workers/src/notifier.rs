@@ -36,19 +36,22 @@ use custode_domain::notice::{
     Channel, NoticeCommand, NoticeEvent, NoticeRef, NotificationFailed, NotificationSent,
 };
 use custode_domain::notify::{notices_for, Contacts, Notice};
+use custode_domain::schedule::delivery_key_end;
 use custode_domain::{Actor, RecordedEvent};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-/// Notices sent at once by one notifier.
-const IN_FLIGHT: usize = 16;
+/// Notices on their way at once, per notifier.
+const IN_FLIGHT: usize = 32;
+/// Due rows read at a time.
 const DUE_BATCH: usize = 64;
 /// Outcomes recorded at once (they share the log's group commits).
 const REPORTS_IN_FLIGHT: usize = 64;
@@ -83,6 +86,9 @@ pub struct NotifierHandler {
     channel: Channel,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
+    /// Events older than this get no notice (their contacts are still folded): a store that
+    /// starts on an old log, or a stream replayed from its start, does not mail the past.
+    max_event_age: chrono::Duration,
 }
 
 impl NotifierHandler {
@@ -128,7 +134,14 @@ impl NotifierHandler {
                 )?;
             }
         }
-        let now = millis(self.clock.now());
+        let now = self.clock.now();
+        if now - event.occurred_at > self.max_event_age {
+            if !notices.is_empty() {
+                tracing::debug!(event_id = %event.event_id, "no notice for an event older than delivery.max_event_age_hours");
+            }
+            return Ok(());
+        }
+        let now = millis(now);
         for (index, notice) in notices
             .iter()
             .filter(|n| n.channel == self.channel)
@@ -162,7 +175,7 @@ impl NotifierHandler {
             // NT-3: an operator asked for the dead letter to be tried again, from scratch.
             tx.execute(
                 "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?3,
-                        last_error = NULL, reported = 0
+                        last_error = NULL, reported = 0, round = round + 1
                  WHERE notice_id = ?1 AND consumer = ?2 AND state = 'dead'",
                 params![
                     retry.notice_id.to_string(),
@@ -201,6 +214,10 @@ pub enum Reporter {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     pub correlation_id: Uuid,
+    /// How many times an operator had retried the notice: with the outcome's kind it makes the
+    /// message id, so a dead letter retried and dead again is not taken for a duplicate.
+    #[serde(default)]
+    pub round: u32,
     pub command: OutcomeCommand,
 }
 
@@ -257,11 +274,7 @@ impl Reporter {
                 };
                 let payload = serde_json::to_vec(outcome).map_err(|e| e.to_string())?;
                 let publish = async_nats::jetstream::message::PublishMessage::build()
-                    .message_id(format!(
-                        "{}-{kind}-{}",
-                        notice.notice_id,
-                        attempts_of(outcome)
-                    ))
+                    .message_id(format!("{}-{kind}-{}", notice.notice_id, outcome.round))
                     .payload(payload.into());
                 crate::nats::outcomes_stream(js).await?;
                 js.send_publish(format!("custode.outcomes.{}", notice.notice_id), publish)
@@ -272,13 +285,6 @@ impl Reporter {
                     .map_err(|e| e.to_string())
             }
         }
-    }
-}
-
-fn attempts_of(outcome: &Outcome) -> u32 {
-    match &outcome.command {
-        OutcomeCommand::Sent(s) => s.attempts,
-        OutcomeCommand::Failed(f) => f.attempts,
     }
 }
 
@@ -338,12 +344,15 @@ struct Due {
     account_id: Uuid,
     notice: Notice,
     attempts: u32,
+    /// Operator retries so far.
+    round: u32,
 }
 
 /// The outbox columns a [`Due`] is read from, in order.
-const DUE_COLUMNS: &str = "notice_id, event_id, correlation_id, account_id, notice, attempts";
+const DUE_COLUMNS: &str =
+    "notice_id, event_id, correlation_id, account_id, notice, attempts, round";
 
-type DueColumns = (String, String, String, String, String, u32);
+type DueColumns = (String, String, String, String, String, u32, u32);
 
 impl Due {
     fn columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<DueColumns> {
@@ -354,11 +363,12 @@ impl Due {
             row.get(3)?,
             row.get(4)?,
             row.get(5)?,
+            row.get(6)?,
         ))
     }
 
     fn parse(
-        (notice_id, event_id, correlation_id, account_id, notice, attempts): DueColumns,
+        (notice_id, event_id, correlation_id, account_id, notice, attempts, round): DueColumns,
     ) -> Result<Self, WorkerError> {
         let uuid =
             |s: &str| Uuid::parse_str(s).map_err(|e| WorkerError::Other(format!("outbox: {e}")));
@@ -369,6 +379,7 @@ impl Due {
             account_id: uuid(&account_id)?,
             notice: serde_json::from_str(&notice)?,
             attempts,
+            round,
         })
     }
 }
@@ -406,6 +417,9 @@ pub fn notifier(
         channel,
         clock: clock.clone(),
         wake: wake.clone(),
+        max_event_age: chrono::Duration::hours(
+            i64::try_from(settings.delivery.max_event_age_hours).unwrap_or(i64::MAX / 3_600_000),
+        ),
     };
     let delivery = Delivery {
         channel,
@@ -454,24 +468,22 @@ impl Delivery {
         .await
     }
 
-    /// When the next pending notice falls due, if any is waiting.
-    async fn next_due(&self) -> Result<Option<i64>, WorkerError> {
-        let consumer = self.consumer();
-        self.with_conn(move |conn| {
-            Ok(conn.query_row(
-                "SELECT min(next_attempt_ms) FROM outbox WHERE consumer = ?1 AND state = 'pending'",
-                [consumer],
-                |row| row.get::<_, Option<i64>>(0),
-            )?)
-        })
-        .await
-    }
-
     async fn attempt(&self, due: &Due) -> Result<(), Failure> {
         let notice = &due.notice;
         let secret = match &notice.secret {
             Some(sealed) => match self.keys.open_sealed(&sealed.sealed, &sealed.context) {
                 Ok(secret) => Some(secret),
+                // A key past its life is gone for good; one still within it may not have
+                // reached this worker yet (a worker apart shares the service's key directory).
+                Err(e @ DeliveryKeyError::KeyGone(_))
+                    if delivery_key_end(&sealed.sealed.key_id)
+                        .is_some_and(|end| end > self.clock.now()) =>
+                {
+                    return Err(Failure {
+                        error: e.to_string(),
+                        permanent: false,
+                    })
+                }
                 Err(e @ (DeliveryKeyError::KeyGone(_) | DeliveryKeyError::Tampered)) => {
                     return Err(Failure {
                         error: e.to_string(),
@@ -603,8 +615,8 @@ impl Delivery {
                 let rows = stmt.query_map([consumer], |row| {
                     Ok((
                         Due::columns(row)?,
-                        row.get::<_, String>(6)?,
-                        row.get::<_, Option<String>>(7)?,
+                        row.get::<_, String>(7)?,
+                        row.get::<_, Option<String>>(8)?,
                     ))
                 })?;
                 rows.map(|row| {
@@ -629,6 +641,7 @@ impl Delivery {
             };
             let outcome = Outcome {
                 correlation_id: due.correlation_id,
+                round: due.round,
                 command,
             };
             outcomes.push((due.notice_id.to_string(), state, outcome));
@@ -667,51 +680,87 @@ impl Delivery {
         .await
     }
 
-    /// One round: send what is due, settle, report. Returns whether a full batch was due (more
-    /// may be waiting).
-    pub async fn round(&self) -> Result<bool, WorkerError> {
-        let now = self.clock.now();
-        let due = self.due(now).await?;
-        let full = due.len() == DUE_BATCH;
-        if !due.is_empty() {
-            let results: Vec<(Due, Result<(), Failure>)> = futures_util::stream::iter(due)
-                .map(|due| async move {
-                    let result = self.attempt(&due).await;
-                    (due, result)
-                })
-                .buffer_unordered(IN_FLIGHT)
-                .collect()
-                .await;
-            self.settle(results, self.clock.now()).await?;
-        }
-        self.report_settled().await?;
-        Ok(full)
+    /// When the next pending notice that is not yet due falls due, if any is waiting.
+    async fn next_retry(&self, now: DateTime<Utc>) -> Result<Option<i64>, WorkerError> {
+        let consumer = self.consumer();
+        self.with_conn(move |conn| {
+            Ok(conn.query_row(
+                "SELECT min(next_attempt_ms) FROM outbox
+                 WHERE consumer = ?1 AND state = 'pending' AND next_attempt_ms > ?2",
+                params![consumer, millis(now)],
+                |row| row.get::<_, Option<i64>>(0),
+            )?)
+        })
+        .await
     }
 
-    /// Delivers until the task is dropped. It wakes when the handler queued a notice, when the
-    /// earliest retry falls due, and at least every second (the clock may be moved by tests).
+    /// Delivers until the task is aborted. Up to [`IN_FLIGHT`] notices are on their way at
+    /// once, each in a task of its own, so a slow transport holds up only its own notice; each
+    /// result is recorded as soon as it is in (with any others finished meanwhile) and then
+    /// reported. The loop wakes when the handler queued a notice, when an attempt ends, when
+    /// the earliest retry falls due, and at least every second (tests move the clock).
     pub async fn run(self) {
         tracing::info!(consumer = self.consumer(), transport = %self.transport.describe(), "notifier delivering");
+        let this = Arc::new(self);
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        let mut busy: HashSet<Uuid> = HashSet::new();
+        let mut failures = 0u32;
         loop {
-            let more = match self.round().await {
-                Ok(more) => more,
-                Err(error) => {
-                    tracing::error!(consumer = self.consumer(), %error, "delivery round failed");
-                    false
+            let now = this.clock.now();
+            let started: Result<(), WorkerError> = async {
+                if in_flight.len() < IN_FLIGHT {
+                    for due in this.due(now).await? {
+                        if in_flight.len() >= IN_FLIGHT {
+                            break;
+                        }
+                        if !busy.insert(due.notice_id) {
+                            continue;
+                        }
+                        let notice_id = due.notice_id;
+                        let worker = this.clone();
+                        let task = tokio::spawn(async move {
+                            let result = worker.attempt(&due).await;
+                            (due, result)
+                        });
+                        in_flight.push(task.map(move |joined| (notice_id, joined)));
+                    }
                 }
-            };
-            if more {
-                continue;
+                this.report_settled().await
             }
-            let wait = match self.next_due().await {
-                Ok(Some(due)) => {
-                    let left = due.saturating_sub(millis(self.clock.now())).max(0);
-                    Duration::from_millis(u64::try_from(left).unwrap_or(0).min(1_000))
+            .await;
+            let wait = match (started, this.next_retry(now).await) {
+                (Ok(()), Ok(next)) => {
+                    failures = 0;
+                    let left = next.map_or(1_000, |due| (due - millis(now)).clamp(0, 1_000));
+                    Duration::from_millis(u64::try_from(left).unwrap_or(1_000))
                 }
-                _ => Duration::from_secs(1),
+                (Err(error), _) | (_, Err(error)) => {
+                    failures = failures.saturating_add(1);
+                    tracing::error!(consumer = this.consumer(), %error, failures, "delivery failed; retrying");
+                    // Back off: a fault that persists must not spin the loop.
+                    Duration::from_millis(100u64 << failures.min(6))
+                }
             };
             tokio::select! {
-                _ = self.wake.notified() => {}
+                Some(first) = in_flight.next(), if !in_flight.is_empty() => {
+                    let mut finished = vec![first];
+                    while let Some(Some(more)) = in_flight.next().now_or_never() {
+                        finished.push(more);
+                    }
+                    let mut results = Vec::with_capacity(finished.len());
+                    for (notice_id, joined) in finished {
+                        busy.remove(&notice_id);
+                        match joined {
+                            Ok(result) => results.push(result),
+                            // The notice stays pending and is tried again.
+                            Err(error) => tracing::error!(consumer = this.consumer(), %notice_id, %error, "a delivery task failed"),
+                        }
+                    }
+                    if let Err(error) = this.settle(results, this.clock.now()).await {
+                        tracing::error!(consumer = this.consumer(), %error, "cannot record deliveries; they will be tried again");
+                    }
+                }
+                _ = this.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }

@@ -137,6 +137,8 @@ impl Relay {
                 }
                 if let Some((last, pending)) = in_flight.pop_front() {
                     Self::confirm(pending).await?;
+                    // Only a confirmed batch shows NATS is back: sending alone merely buffers.
+                    failures = 0;
                     if let Err(error) = self.commit(last) {
                         tracing::error!(%error, "relay cannot save its checkpoint");
                     }
@@ -151,7 +153,7 @@ impl Relay {
             }
             .await;
             match step {
-                Ok(()) => failures = 0,
+                Ok(()) => {}
                 Err(WorkerError::Stopped(_)) => return,
                 Err(error) => {
                     failures = failures.saturating_add(1);

@@ -152,7 +152,7 @@ pub fn spawn_outcome_recorder(
         loop {
             let consumer = async {
                 let stream = crate::nats::outcomes_stream(&js).await?;
-                crate::nats::durable(&stream, RECORDER).await
+                crate::nats::durable(&stream, RECORDER, crate::nats::UNBOUNDED).await
             };
             let consumer = match consumer.await {
                 Ok(consumer) => consumer,

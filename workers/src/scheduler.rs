@@ -139,14 +139,19 @@ impl Timers {
         let wake = self.wake.clone();
         let clock = self.clock.clone();
         let mut timers = self;
+        let mut failures = 0u32;
         loop {
-            let (back, next) = match tokio::task::spawn_blocking(move || {
+            let (back, next, failed) = match tokio::task::spawn_blocking(move || {
                 let mut timers = timers;
-                if let Err(error) = timers.fire_due(timers.clock.now()) {
-                    tracing::error!(%error, "scheduler cannot fire its timers; retrying");
-                }
+                let failed = match timers.fire_due(timers.clock.now()) {
+                    Ok(_) => false,
+                    Err(error) => {
+                        tracing::error!(%error, "scheduler cannot fire its timers; retrying");
+                        true
+                    }
+                };
                 let next = timers.next_due_ms().ok().flatten();
-                (timers, next)
+                (timers, next, failed)
             })
             .await
             {
@@ -157,9 +162,19 @@ impl Timers {
                 }
             };
             timers = back;
-            let wait = next.map_or(1_000, |due| {
-                (due - clock.now().timestamp_millis()).clamp(0, 1_000)
-            });
+            failures = if failed {
+                failures.saturating_add(1)
+            } else {
+                0
+            };
+            let wait = if failed {
+                // A fault that persists (a key file that cannot be removed) must not spin.
+                100i64 << failures.min(6)
+            } else {
+                next.map_or(1_000, |due| {
+                    (due - clock.now().timestamp_millis()).clamp(0, 1_000)
+                })
+            };
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))) => {}

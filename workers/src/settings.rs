@@ -57,6 +57,9 @@ pub struct DeliverySettings {
     pub backoff_base_ms: u64,
     /// The longest wait between two attempts.
     pub backoff_max_ms: u64,
+    /// Events older than this (by the time a worker handles them) get no notice: a worker whose
+    /// store is new on an old log, or a stream replayed from its start, does not mail the past.
+    pub max_event_age_hours: u64,
 }
 
 impl Default for DeliverySettings {
@@ -65,6 +68,7 @@ impl Default for DeliverySettings {
             max_attempts: 8,
             backoff_base_ms: 2_000,
             backoff_max_ms: 10 * 60 * 1_000,
+            max_event_age_hours: 48,
         }
     }
 }
@@ -98,6 +102,7 @@ mod tests {
             max_attempts: 5,
             backoff_base_ms: 100,
             backoff_max_ms: 350,
+            max_event_age_hours: 48,
         };
         let waits: Vec<u128> = (1..=4).map(|n| d.backoff(n).as_millis()).collect();
         assert_eq!(waits, vec![100, 200, 350, 350]);

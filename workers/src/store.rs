@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_ms INTEGER NOT NULL,
     last_error      TEXT,
-    reported        INTEGER NOT NULL DEFAULT 0
+    reported        INTEGER NOT NULL DEFAULT 0,
+    round           INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (consumer, state, next_attempt_ms);
 CREATE INDEX IF NOT EXISTS outbox_unreported ON outbox (consumer, reported) WHERE reported = 0;
@@ -58,10 +59,10 @@ pub fn open(dir: &Path) -> Result<Connection, WorkerError> {
     let path = dir.join(STORE_FILE);
     let conn = Connection::open(&path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    // WAL and NORMAL: durable across a crash of the process (kill -9), which is what the
-    // delivery records must survive; the log itself stays the fsynced source of truth.
+    // FULL: a JetStream message is acknowledged once the outbox row it queued is committed, so
+    // that commit must survive a power cut as well as a kill -9.
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
     conn.execute_batch(SCHEMA)?;
     Ok(conn)
 }
