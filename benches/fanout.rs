@@ -153,7 +153,7 @@ async fn open_accounts(log: &EventLog, accounts: usize) -> Vec<Uuid> {
     ids
 }
 
-async fn bare_publish(js: &jetstream::Context, payloads: &[(String, String, Vec<u8>)]) -> f64 {
+async fn bare_publish(js: &jetstream::Context, payloads: &[(String, String, bytes::Bytes)]) -> f64 {
     js.get_or_create_stream(stream::Config {
         name: "BARE".into(),
         subjects: vec!["bare.>".into()],
@@ -177,7 +177,7 @@ async fn bare_publish(js: &jetstream::Context, payloads: &[(String, String, Vec<
         for (subject, id, payload) in chunk {
             let publish = jetstream::message::PublishMessage::build()
                 .message_id(id.as_str())
-                .payload(payload.clone().into());
+                .payload(payload.clone());
             acks.push(
                 js.send_publish(format!("bare.{subject}"), publish)
                     .await
@@ -213,9 +213,9 @@ fn relay_vs_bare(runtime: &tokio::runtime::Runtime, dir: &Path) {
         open_accounts(&log, RELAY_EVENTS).await;
         // The very bytes the relay sends.
         let events = log.read_wire_from(0, RELAY_EVENTS).await.unwrap();
-        let payloads: Vec<(String, String, Vec<u8>)> = events
+        let payloads: Vec<(String, String, bytes::Bytes)> = events
             .iter()
-            .map(|e| (format!("{}.{}", e.category(), e.event_type), e.event_id.clone(), e.json.clone()))
+            .map(|e| (format!("{}.{}", e.category(), e.event_type), e.event_id.clone(), e.json.clone().into()))
             .collect();
         let js = custode_workers::nats::connect(&url).await.unwrap();
         let mut bare_best: f64 = 0.0;

@@ -488,7 +488,8 @@ fn canonical_envelope(
 ) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(256 + payload.len() + stream.len());
-    let text = |s: &str| serde_json::Value::from(s).to_string();
+    // The same escaping as a `serde_json::Value::String`'s, without building one.
+    let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let actor_id = actor_id.map_or_else(|| "null".to_string(), text);
     let _ = write!(
         out,

@@ -124,7 +124,7 @@ async fn a_relay_killed_between_publish_and_checkpoint_causes_no_duplicate() {
     {
         // Published, acknowledged by JetStream, then the relay dies before its checkpoint.
         let relay = custode_workers::relay::Relay::new(js.clone(), relay_store.path()).unwrap();
-        let first = relay.publish(&events).await.unwrap();
+        let first = relay.publish(events.clone()).await.unwrap();
         assert_eq!(first.stored, events.len() as u64);
         assert_eq!(relay.checkpoint(), 0);
     }

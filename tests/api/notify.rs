@@ -425,3 +425,36 @@ async fn a_password_change_and_new_recovery_information_are_told_to_the_contact_
     app.quiesce().await;
     assert_eq!(count_events(&app.data_dir, "NotificationSent"), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_that_start_on_an_old_log_do_not_mail_its_past() {
+    // A data directory from before the workers (or whose worker store was lost).
+    let dir = tempfile::tempdir().unwrap();
+    let clock = custode_commands::clock::ManualClock::new(chrono::Utc::now());
+    let app =
+        TestApp::start_with(dir.path(), file_config(), clock.clone(), None, Some("none")).await;
+    open_with_contact(
+        &app,
+        "vecchio@pec.example.it",
+        json!({"contact_email": "vecchio@example.it"}),
+    )
+    .await;
+    let (data_dir, _, clock) = app.stop().await;
+    clock.advance(chrono::Duration::hours(49));
+
+    let app = TestApp::start(&data_dir, file_config(), clock).await;
+    open_with_contact(
+        &app,
+        "nuovo@pec.example.it",
+        json!({"contact_email": "nuovo@example.it"}),
+    )
+    .await;
+    eventually(WAIT, "the new account's mail", || {
+        maildir(&app.data_dir).len() == 1
+    })
+    .await;
+    app.quiesce().await;
+    let mail = std::fs::read_to_string(&maildir(&app.data_dir)[0]).unwrap();
+    assert_eq!(header(&mail, "To"), Some("nuovo@example.it"));
+    assert_eq!(count_events(&app.data_dir, "NotificationSent"), 1);
+}

@@ -53,18 +53,16 @@ impl Relay {
     }
 
     /// Sends `events` to JetStream without waiting: the acks to await, in order.
-    async fn send(&self, events: &[WireEvent]) -> Result<Vec<PublishAckFuture>, WorkerError> {
+    async fn send(&self, events: Vec<WireEvent>) -> Result<Vec<PublishAckFuture>, WorkerError> {
         let mut pending = Vec::with_capacity(events.len());
         for event in events {
+            let subject = crate::nats::subject(event.category(), &event.event_type);
             let publish = PublishMessage::build()
-                .message_id(event.event_id.as_str())
-                .payload(event.json.clone().into());
+                .message_id(event.event_id)
+                .payload(event.json.into());
             let ack = self
                 .js
-                .send_publish(
-                    crate::nats::subject(event.category(), &event.event_type),
-                    publish,
-                )
+                .send_publish(subject, publish)
                 .await
                 .map_err(|e| WorkerError::Feed(format!("publish: {e}")))?;
             pending.push(ack);
@@ -89,7 +87,7 @@ impl Relay {
     }
 
     /// Publishes `events` with every ack in flight at once, and waits for all of them.
-    pub async fn publish(&self, events: &[WireEvent]) -> Result<Published, WorkerError> {
+    pub async fn publish(&self, events: Vec<WireEvent>) -> Result<Published, WorkerError> {
         Self::confirm(self.send(events).await?).await
     }
 
@@ -130,7 +128,7 @@ impl Relay {
                         .await
                         .map_err(|e| WorkerError::Feed(e.to_string()))?;
                     if let Some(last) = events.last().map(|e| e.position) {
-                        in_flight.push_back((last, self.send(&events).await?));
+                        in_flight.push_back((last, self.send(events).await?));
                         sent_up_to = last;
                     }
                     return Ok(());
