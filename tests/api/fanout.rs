@@ -263,3 +263,36 @@ async fn a_worker_run_apart_and_killed_mid_stream_resumes_where_it_acked() {
     worker.wait().unwrap();
     let _ = app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_run_apart_builds_the_same_read_models_from_jetstream() {
+    let nats = NatsServer::start();
+    let app = TestApp::spawn_with_nats(file_config(), &nats.url()).await;
+    let projector_dir = tempfile::tempdir().unwrap();
+    let mut projector = Command::new(BIN)
+        .args(["worker", "projector", "--nats", &nats.url()])
+        .env("CUSTODE_DATA_DIR", projector_dir.path())
+        .current_dir(projector_dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("custode worker starts");
+    open_mailboxes(&app, 0..4).await;
+    app.quiesce().await;
+    let head = app.log_head();
+    let read_db = projector_dir.path().join("read.db");
+    let position = || -> i64 {
+        rusqlite::Connection::open_with_flags(&read_db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| c.query_row("SELECT min(position) FROM checkpoints", [], |r| r.get(0)))
+            .unwrap_or(0)
+    };
+    eventually(WAIT, "the projector apart to reach the head", || position() == head as i64).await;
+    projector.kill().unwrap();
+    projector.wait().unwrap();
+    let apart = rusqlite::Connection::open(&read_db).unwrap();
+    let live = rusqlite::Connection::open(app.data_dir.join("read.db")).unwrap();
+    assert_eq!(
+        custode_projections::dump(&apart).unwrap(),
+        custode_projections::dump(&live).unwrap()
+    );
+}

@@ -423,7 +423,7 @@ pub fn notifier(
     };
     let delivery = Delivery {
         channel,
-        conn: Arc::new(Mutex::new(crate::store::open(store_dir)?)),
+        conn: Arc::new(Mutex::new(crate::store::open_relaxed(store_dir)?)),
         transport,
         keys,
         reporter,
