@@ -488,8 +488,7 @@ fn canonical_envelope(
 ) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(256 + payload.len() + stream.len());
-    // The same escaping as a `serde_json::Value::String`'s, without building one.
-    let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let text = json_string;
     let actor_id = actor_id.map_or_else(|| "null".to_string(), text);
     let _ = write!(
         out,
@@ -503,6 +502,20 @@ fn canonical_envelope(
         text(event_type),
     );
     out
+}
+
+/// `s` as a JSON string, escaped exactly as serde_json escapes it (only `"`, `\\` and control
+/// characters). Ids, times, stream and type names need no escaping: they are copied as they are.
+fn json_string(s: &str) -> String {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        let mut out = String::with_capacity(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        out
+    } else {
+        serde_json::to_string(s).unwrap_or_default()
+    }
 }
 
 fn chain_hash(prev: &str, canonical: &str) -> String {

@@ -286,7 +286,10 @@ async fn a_projector_run_apart_builds_the_same_read_models_from_jetstream() {
             .and_then(|c| c.query_row("SELECT min(position) FROM checkpoints", [], |r| r.get(0)))
             .unwrap_or(0)
     };
-    eventually(WAIT, "the projector apart to reach the head", || position() == head as i64).await;
+    eventually(WAIT, "the projector apart to reach the head", || {
+        position() == head as i64
+    })
+    .await;
     projector.kill().unwrap();
     projector.wait().unwrap();
     let apart = rusqlite::Connection::open(&read_db).unwrap();

@@ -220,3 +220,10 @@ async fn the_wire_form_is_the_recorded_event_with_its_hash() {
         assert_eq!(w.event_id, r.event_id.to_string());
     }
 }
+
+proptest::proptest! {
+    #[test]
+    fn canonical_strings_are_escaped_as_serde_json_escapes_them(s in "\\PC*|[\\x00-\\x7f]*") {
+        proptest::prop_assert_eq!(json_string(&s), serde_json::Value::from(s.as_str()).to_string());
+    }
+}
