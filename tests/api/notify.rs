@@ -343,14 +343,19 @@ async fn the_scheduler_destroys_a_delivery_key_once_its_secrets_have_expired() {
     eventually(WAIT, "the key's destruction", || key_files() == 0).await;
     let store =
         rusqlite::Connection::open(app.data_dir.join(custode_workers::store::STORE_FILE)).unwrap();
-    let fired: i64 = store
-        .query_row(
-            "SELECT count(*) FROM deadlines WHERE state = 'fired'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(fired, 1);
+    let fired = || -> i64 {
+        store
+            .query_row(
+                "SELECT count(*) FROM deadlines WHERE state = 'fired'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    // The timer is marked fired right after its action: once, and only once.
+    eventually(WAIT, "the timer marked fired", || fired() == 1).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(fired(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,8 +68,9 @@ pub fn open(dir: &Path) -> Result<Connection, WorkerError> {
 }
 
 /// A connection for bookkeeping that may be lost to a power cut and redone: a delivery's
-/// outcome (lost, the notice is sent again, and the embedded sinks keep one copy by notice id)
-/// or a report mark (lost, the outcome is reported again and recorded once). Commits through it
+/// outcome (lost, the notice is sent again, and the embedded sinks keep one copy by notice id),
+/// a report mark (lost, the outcome is reported again and recorded once), the relay's
+/// checkpoint (lost, events are published again and JetStream drops the duplicates). Commits through it
 /// skip the fsync that [`open`]'s connections pay.
 pub fn open_relaxed(dir: &Path) -> Result<Connection, WorkerError> {
     let conn = open(dir)?;
