@@ -65,9 +65,12 @@ impl DeliveryKeys {
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
         let path = self.key_path(&key_id);
-        let tmp = self
-            .dir
-            .join(format!(".{key_id}.{}.tmp", std::process::id()));
+        // A name of its own for every attempt: threads and processes may race to create the
+        // day's key, and none may write into another's file.
+        let tmp = self.dir.join(format!(
+            ".{key_id}.{:016x}.tmp",
+            rand::rngs::OsRng.next_u64()
+        ));
         let io = |source| DeliveryKeyError::Io {
             path: path.clone(),
             source,
@@ -79,12 +82,15 @@ impl DeliveryKeys {
                 .map_err(io)?;
             file.sync_all().map_err(io)?;
         }
-        // Two processes may race to create the day's key: the first rename wins and both use
-        // what is on disk.
-        if fs::hard_link(&tmp, &path).is_err() && !path.exists() {
-            fs::rename(&tmp, &path).map_err(io)?;
-        }
+        // Linking is an atomic create-if-absent: the first link wins, and every racer then
+        // uses what is on disk. A key on disk is never replaced (secrets are sealed under it).
+        let linked = fs::hard_link(&tmp, &path);
         let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e)),
+        }
         match self.read(&key_id)? {
             Some(key) => Ok((key_id, key)),
             None => Err(DeliveryKeyError::KeyGone(key_id)),
@@ -258,6 +264,32 @@ mod tests {
         let sealed = keys.seal(&Secret::new("x"), "c", at(3, 1)).unwrap();
         let meta = fs::metadata(keys.key_path(&sealed.key_id)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn racing_first_seals_of_a_day_all_use_the_one_key_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = DeliveryKeys::open(dir.path()).unwrap();
+        let sealed: Vec<Sealed> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|n| {
+                    let keys = keys.clone();
+                    scope.spawn(move || {
+                        keys.seal(&Secret::new(format!("s{n}")), "c", at(9, 9))
+                            .unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (n, sealed) in sealed.iter().enumerate() {
+            assert_eq!(
+                keys.open_sealed(sealed, "c").unwrap().expose(),
+                format!("s{n}")
+            );
+        }
+        let files = fs::read_dir(&keys.dir).unwrap().count();
+        assert_eq!(files, 1, "one key file, no temporary left behind");
     }
 
     #[test]
