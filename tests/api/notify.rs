@@ -463,3 +463,45 @@ async fn workers_that_start_on_an_old_log_do_not_mail_its_past() {
     assert_eq!(header(&mail, "To"), Some("nuovo@example.it"));
     assert_eq!(count_events(&app.data_dir, "NotificationSent"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mailer_authenticates_to_a_relay_that_requires_it() {
+    let sink = SmtpSink::start_with_auth("custode", "relay-pass-1");
+    // Wrong credentials: the relay refuses, the notice becomes a dead letter.
+    let mut wrong = smtp_config(&sink, 2);
+    wrong.mail.smtp_url = Some(format!("smtp://custode:wrong@127.0.0.1:{}", sink.port));
+    let app = TestApp::spawn_with(wrong).await;
+    open_with_contact(
+        &app,
+        "auth1@pec.example.it",
+        json!({"contact_email": "auth1@example.it"}),
+    )
+    .await;
+    advancing(&app, "the dead letter", || {
+        count_events(&app.data_dir, "NotificationFailed") == 1
+    })
+    .await;
+    assert!(sink.messages().is_empty());
+    app.quiesce().await;
+    drop(app);
+
+    let mut right = smtp_config(&sink, 2);
+    right.mail.smtp_url = Some(format!(
+        "smtp://custode:relay-pass-1@127.0.0.1:{}",
+        sink.port
+    ));
+    let app = TestApp::spawn_with(right).await;
+    open_with_contact(
+        &app,
+        "auth2@pec.example.it",
+        json!({"contact_email": "auth2@example.it"}),
+    )
+    .await;
+    eventually(WAIT, "the mail", || sink.messages().len() == 1).await;
+    assert_eq!(
+        header(&sink.messages()[0], "X-Envelope-To"),
+        Some("auth2@example.it")
+    );
+    app.quiesce().await;
+    app.remember_secret("relay-pass-1");
+}

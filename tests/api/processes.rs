@@ -174,6 +174,15 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start() -> Self {
+        Self::spawn(&[])
+    }
+
+    /// A server that takes mail only after SMTP AUTH with `user` and `password`.
+    pub fn start_with_auth(user: &str, password: &str) -> Self {
+        Self::spawn(&[user, password])
+    }
+
+    fn spawn(auth: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let python = std::env::var("CUSTODE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -181,6 +190,7 @@ impl SmtpSink {
             .arg(repo_path("tests/support/smtp_sink.py"))
             .arg(port.to_string())
             .arg(dir.path())
+            .args(auth)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -5,7 +5,10 @@ renamed, so a reader never sees half a message). While the file <out>/refuse exi
 message is refused with a transient 451, as a relay that is down for maintenance would; a
 test deletes the file to let the server "recover".
 
-usage: smtp_sink.py PORT OUT_DIR
+With USER and PASSWORD, the server requires SMTP AUTH (PLAIN or LOGIN) with them before it
+takes a message.
+
+usage: smtp_sink.py PORT OUT_DIR [USER PASSWORD]
 """
 
 import asyncio
@@ -14,6 +17,7 @@ import sys
 import uuid
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Sink:
@@ -36,7 +40,21 @@ def main():
     port = int(sys.argv[1])
     out = sys.argv[2]
     os.makedirs(out, exist_ok=True)
-    controller = Controller(Sink(out), hostname="127.0.0.1", port=port)
+    auth = {}
+    if len(sys.argv) == 5:
+        user, password = sys.argv[3].encode(), sys.argv[4].encode()
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = (
+                isinstance(auth_data, LoginPassword)
+                and auth_data.login == user
+                and auth_data.password == password
+            )
+            return AuthResult(success=ok, handled=False)
+
+        # Plain-text AUTH only because this server listens on loopback for tests.
+        auth = dict(authenticator=authenticator, auth_required=True, auth_require_tls=False)
+    controller = Controller(Sink(out), hostname="127.0.0.1", port=port, **auth)
     controller.start()
     print("ready", flush=True)
     try:
