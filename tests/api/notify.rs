@@ -505,3 +505,57 @@ async fn the_mailer_authenticates_to_a_relay_that_requires_it() {
     app.quiesce().await;
     app.remember_secret("relay-pass-1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mailer_speaks_starttls_to_a_relay_whose_ca_it_is_given() {
+    let (sink, ca) = SmtpSink::start_with_tls("custode", "relay-pass-2");
+    let url = format!(
+        "smtp://custode:relay-pass-2@localhost:{}?tls=required",
+        sink.port
+    );
+    // Without the relay's CA the certificate is not trusted: nothing is sent in the clear.
+    let mut untrusted = smtp_config(&sink, 1);
+    untrusted.mail.smtp_url = Some(url.clone());
+    let app = TestApp::spawn_with(untrusted).await;
+    open_with_contact(
+        &app,
+        "tls1@pec.example.it",
+        json!({"contact_email": "tls1@example.it"}),
+    )
+    .await;
+    advancing(&app, "the dead letter", || {
+        count_events(&app.data_dir, "NotificationFailed") == 1
+    })
+    .await;
+    assert!(sink.messages().is_empty());
+    app.quiesce().await;
+    let failed = app.state.log.read_from_blocking(0, 100).unwrap();
+    let error = failed
+        .iter()
+        .find(|e| e.event_type == "NotificationFailed")
+        .map(|e| e.payload["error"].as_str().unwrap().to_lowercase())
+        .unwrap();
+    assert!(
+        error.contains("certificate") || error.contains("tls"),
+        "{error}"
+    );
+    drop(app);
+
+    let mut trusted = smtp_config(&sink, 2);
+    trusted.mail.smtp_url = Some(url);
+    trusted.mail.ca_file = Some(ca);
+    let app = TestApp::spawn_with(trusted).await;
+    open_with_contact(
+        &app,
+        "tls2@pec.example.it",
+        json!({"contact_email": "tls2@example.it"}),
+    )
+    .await;
+    eventually(WAIT, "the mail over TLS", || sink.messages().len() == 1).await;
+    assert_eq!(
+        header(&sink.messages()[0], "X-Envelope-To"),
+        Some("tls2@example.it")
+    );
+    app.quiesce().await;
+    app.remember_secret("relay-pass-2");
+}

@@ -170,6 +170,7 @@ pub struct SmtpSink {
     child: Child,
     pub port: u16,
     dir: tempfile::TempDir,
+    _certs: Option<tempfile::TempDir>,
 }
 
 impl SmtpSink {
@@ -180,6 +181,26 @@ impl SmtpSink {
     /// A server that takes mail only after SMTP AUTH with `user` and `password`.
     pub fn start_with_auth(user: &str, password: &str) -> Self {
         Self::spawn(&[user, password])
+    }
+
+    /// A server that takes mail only over STARTTLS, with a certificate for `localhost` that
+    /// a CA of its own signed (returned as PEM), and then only after SMTP AUTH.
+    pub fn start_with_tls(user: &str, password: &str) -> (Self, PathBuf) {
+        let certs_dir = tempfile::tempdir().unwrap();
+        let certs = certs_dir.path();
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = certs.join("cert.pem");
+        let key = certs.join("key.pem");
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        let mut sink = Self::spawn(&[
+            user,
+            password,
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+        ]);
+        sink._certs = Some(certs_dir);
+        (sink, cert)
     }
 
     fn spawn(auth: &[&str]) -> Self {
@@ -197,7 +218,12 @@ impl SmtpSink {
             .unwrap_or_else(|e| {
                 panic!("{python} (with aiosmtpd) does not start: {e}; run ./scripts/test")
             });
-        let mut sink = Self { child, port, dir };
+        let mut sink = Self {
+            child,
+            port,
+            dir,
+            _certs: None,
+        };
         let started = Instant::now();
         while !port_open(port) {
             if let Ok(Some(status)) = sink.child.try_wait() {

@@ -8,11 +8,14 @@ test deletes the file to let the server "recover".
 With USER and PASSWORD, the server requires SMTP AUTH (PLAIN or LOGIN) with them before it
 takes a message.
 
-usage: smtp_sink.py PORT OUT_DIR [USER PASSWORD]
+With CERT and KEY (PEM files) as well, it offers STARTTLS and requires it before AUTH.
+
+usage: smtp_sink.py PORT OUT_DIR [USER PASSWORD [CERT KEY]]
 """
 
 import asyncio
 import os
+import ssl
 import sys
 import uuid
 
@@ -41,7 +44,7 @@ def main():
     out = sys.argv[2]
     os.makedirs(out, exist_ok=True)
     auth = {}
-    if len(sys.argv) == 5:
+    if len(sys.argv) >= 5:
         user, password = sys.argv[3].encode(), sys.argv[4].encode()
 
         def authenticator(server, session, envelope, mechanism, auth_data):
@@ -54,6 +57,10 @@ def main():
 
         # Plain-text AUTH only because this server listens on loopback for tests.
         auth = dict(authenticator=authenticator, auth_required=True, auth_require_tls=False)
+    if len(sys.argv) == 7:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(sys.argv[5], sys.argv[6])
+        auth.update(tls_context=context, require_starttls=True, auth_require_tls=True)
     controller = Controller(Sink(out), hostname="127.0.0.1", port=port, **auth)
     controller.start()
     print("ready", flush=True)

@@ -308,7 +308,18 @@ impl Transport {
             Channel::Email => {
                 let transport = match &settings.mail.smtp_url {
                     Some(url) => {
-                        MailTransport::smtp(url, Duration::from_secs(settings.mail.timeout_secs))?
+                        let ca = match &settings.mail.ca_file {
+                            Some(path) => Some(
+                                std::fs::read(path)
+                                    .map_err(|e| format!("mail.ca_file {}: {e}", path.display()))?,
+                            ),
+                            None => None,
+                        };
+                        MailTransport::smtp(
+                            url,
+                            Duration::from_secs(settings.mail.timeout_secs),
+                            ca.as_deref(),
+                        )?
                     }
                     None => MailTransport::maildir(data_dir)?,
                 };

@@ -14,6 +14,9 @@ pub struct MailSettings {
     /// The sender of every notice.
     pub from: String,
     pub timeout_secs: u64,
+    /// PEM certificates of a private CA that signed the relay's certificate (trusted besides
+    /// the public roots).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for MailSettings {
@@ -22,6 +25,7 @@ impl Default for MailSettings {
             smtp_url: None,
             from: "custode <noreply@custode.localhost>".into(),
             timeout_secs: 10,
+            ca_file: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
 use lettre::message::{Body, Mailbox, SinglePart};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::AsyncSmtpTransport;
 use lettre::{AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
@@ -34,12 +35,37 @@ pub enum MailTransport {
 impl MailTransport {
     /// `smtp_url` as lettre reads it: `smtp://user:pass@host:587?tls=required` (STARTTLS),
     /// `smtps://user:pass@host:465` (TLS), `smtp://host:25` (plain, for a local relay).
-    pub fn smtp(smtp_url: &str, timeout: Duration) -> Result<Self, String> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
+    ///
+    /// `ca_pem`: certificates (PEM) of a private CA to trust besides the public roots, for a
+    /// relay whose certificate a public CA did not sign.
+    pub fn smtp(smtp_url: &str, timeout: Duration, ca_pem: Option<&[u8]>) -> Result<Self, String> {
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
             .map_err(|e| format!("smtp_url is not usable: {e}"))?
-            .timeout(Some(timeout))
-            .build();
-        Ok(MailTransport::Smtp(transport))
+            .timeout(Some(timeout));
+        if let Some(pem) = ca_pem {
+            let host = url_host(smtp_url).ok_or("smtp_url has no host")?;
+            let certificate = Certificate::from_pem(pem)
+                .map_err(|e| format!("mail.ca_file is not a PEM certificate: {e}"))?;
+            let parameters = TlsParameters::builder(host.to_string())
+                .add_root_certificate(certificate)
+                .build()
+                .map_err(|e| format!("cannot set up TLS for the SMTP relay: {e}"))?;
+            // The URL says how TLS is used; the file only says whom to trust.
+            let tls = if smtp_url.starts_with("smtps://") {
+                Tls::Wrapper(parameters)
+            } else if smtp_url.contains("tls=required") {
+                Tls::Required(parameters)
+            } else if smtp_url.contains("tls=opportunistic") {
+                Tls::Opportunistic(parameters)
+            } else {
+                return Err(
+                    "mail.ca_file is set but smtp_url uses no TLS (smtps://, or ?tls=required)"
+                        .into(),
+                );
+            };
+            builder = builder.tls(tls);
+        }
+        Ok(MailTransport::Smtp(builder.build()))
     }
 
     pub fn maildir(data_dir: &Path) -> Result<Self, String> {
@@ -76,6 +102,15 @@ impl MailTransport {
             }
         }
     }
+}
+
+/// The host of `scheme://user:pass@host:port/...?query`.
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = host_port.split(':').next()?;
+    (!host.is_empty()).then_some(host)
 }
 
 fn build(mail: &Mail<'_>) -> Result<Message, String> {
@@ -226,4 +261,23 @@ fn append_sms(path: &Path, sms: &Sms) -> Result<(), String> {
     file.write_all(line.as_bytes()).map_err(io)?;
     file.sync_data().map_err(io)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_host;
+
+    #[test]
+    fn the_relays_host_is_read_from_its_url() {
+        assert_eq!(
+            url_host("smtp://u:p@relay.example.it:587?tls=required"),
+            Some("relay.example.it")
+        );
+        assert_eq!(
+            url_host("smtps://relay.example.it"),
+            Some("relay.example.it")
+        );
+        assert_eq!(url_host("smtp://localhost:2525/"), Some("localhost"));
+        assert_eq!(url_host("smtp://"), None);
+    }
 }
