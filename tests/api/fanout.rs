@@ -299,3 +299,63 @@ async fn a_projector_run_apart_builds_the_same_read_models_from_jetstream() {
         custode_projections::dump(&live).unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_apart_whose_store_was_lost_still_knows_the_accounts_it_saw() {
+    let nats = NatsServer::start();
+    let service_dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start_with(
+        service_dir.path(),
+        file_config(),
+        custode_commands::clock::ManualClock::new(chrono::Utc::now()),
+        Some(&nats.url()),
+        Some("sms,scheduler"),
+    )
+    .await;
+    let worker_dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(app.data_dir.join("keys"), worker_dir.path().join("keys")).unwrap();
+    let start_worker = || {
+        Command::new(BIN)
+            .args(["worker", "mailer", "--nats", &nats.url()])
+            .env("CUSTODE_DATA_DIR", worker_dir.path())
+            .current_dir(worker_dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("custode worker starts")
+    };
+    let mut worker = start_worker();
+    let (_, temporary) = app.open_mailbox("perso@pec.example.it").await;
+    eventually(WAIT, "the opening mail", || {
+        maildir(worker_dir.path()).len() == 1
+    })
+    .await;
+    eventually(WAIT, "its outcome", || count_sent(&app.data_dir) == 1).await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    for file in ["workers.db", "workers.db-wal", "workers.db-shm"] {
+        let _ = std::fs::remove_file(worker_dir.path().join(file));
+    }
+    let mut worker = start_worker();
+    // The holder changes the password: the notice needs the contact address, which only the
+    // account's opening (already acked by the lost store) tells.
+    let token = app.login("perso@pec.example.it", &temporary).await;
+    let new_password = "Lago#Verde-2026";
+    app.remember_secret(new_password);
+    let res = app.change_password(&token, &temporary, new_password).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    eventually(WAIT, "the password-changed mail", || {
+        maildir(worker_dir.path()).len() == 2
+    })
+    .await;
+    eventually(WAIT, "two outcomes", || count_sent(&app.data_dir) == 2).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        count_sent(&app.data_dir),
+        2,
+        "the opening mail was not sent again"
+    );
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let _ = app.stop().await;
+}

@@ -30,6 +30,11 @@ pub trait Sink: Send + 'static {
     fn apply(&mut self, events: &[RecordedEvent]) -> Result<u64, WorkerError>;
     /// The position of the last event applied (what a log feed reads after).
     fn checkpoint(&self) -> u64;
+    /// Applies events that an earlier run of this worker already acted on (its store was
+    /// lost): learn from them, act on none. By default the same as [`Sink::apply`].
+    fn apply_history(&mut self, events: &[RecordedEvent]) -> Result<u64, WorkerError> {
+        self.apply(events)
+    }
 }
 
 /// Where a consumer's events come from.
@@ -82,13 +87,33 @@ async fn apply_until_done<S: Sink>(
     sink: S,
     events: Vec<RecordedEvent>,
 ) -> Result<(S, u64), WorkerError> {
+    apply_with(name, sink, events, Mode::Live).await
+}
+
+/// Whether events are news (a worker acts on them) or history another run of it already
+/// acted on (it only learns from them).
+#[derive(Clone, Copy)]
+enum Mode {
+    Live,
+    History,
+}
+
+async fn apply_with<S: Sink>(
+    name: &str,
+    sink: S,
+    events: Vec<RecordedEvent>,
+    mode: Mode,
+) -> Result<(S, u64), WorkerError> {
     let mut failures = 0u32;
     let mut state = (sink, events);
     loop {
         let (sink, events) = state;
         let (sink, events, result) = tokio::task::spawn_blocking(move || {
             let mut sink = sink;
-            let result = sink.apply(&events);
+            let result = match mode {
+                Mode::Live => sink.apply(&events),
+                Mode::History => sink.apply_history(&events),
+            };
             (sink, events, result)
         })
         .await
@@ -173,6 +198,9 @@ async fn from_jetstream<S: Sink>(
     applied: &watch::Sender<u64>,
 ) -> Result<(), WorkerError> {
     let mut consumer = durable_consumer(name, js).await;
+    if sink.checkpoint() == 0 {
+        sink = catch_up(name, js, &consumer, sink, applied).await?;
+    }
     let mut failures = 0u32;
     loop {
         let batch = consumer
@@ -274,6 +302,16 @@ async fn fill_gap(
         .delivered
         .stream_sequence
         .min(from.saturating_add(GAP_SCAN));
+    read_stream(js, from, to, checkpoint).await
+}
+
+/// The events after `checkpoint` among stream messages `from..=to`, in turn.
+async fn read_stream(
+    js: &Context,
+    from: u64,
+    to: u64,
+    checkpoint: u64,
+) -> Result<Vec<RecordedEvent>, String> {
     let stream = js
         .get_stream_no_info(crate::nats::EVENTS_STREAM)
         .await
@@ -290,6 +328,47 @@ async fn fill_gap(
         }
     }
     Ok(take_in_turn(found, checkpoint).0)
+}
+
+/// A worker whose store is new (or was lost) on a durable consumer that had already acked
+/// part of the stream: it reads that part from the stream itself as history, so that it knows
+/// what came before (an account's contacts) without acting on it a second time.
+async fn catch_up<S: Sink>(
+    name: &str,
+    js: &Context,
+    consumer: &PullConsumer,
+    mut sink: S,
+    applied: &watch::Sender<u64>,
+) -> Result<S, WorkerError> {
+    let floor = match consumer.get_info().await {
+        Ok(info) => info.ack_floor.stream_sequence,
+        Err(error) => {
+            tracing::warn!(consumer = name, %error, "cannot read the consumer's ack floor");
+            return Ok(sink);
+        }
+    };
+    if floor == 0 {
+        return Ok(sink);
+    }
+    tracing::info!(
+        consumer = name,
+        messages = floor,
+        "new worker store: reading the acked part of the stream"
+    );
+    let mut from = 1;
+    while from <= floor {
+        let to = floor.min(from + BATCH as u64 - 1);
+        let events = read_stream(js, from, to, sink.checkpoint())
+            .await
+            .map_err(WorkerError::Feed)?;
+        if !events.is_empty() {
+            let (back, position) = apply_with(name, sink, events, Mode::History).await?;
+            sink = back;
+            applied.send_replace(position);
+        }
+        from = to + 1;
+    }
+    Ok(sink)
 }
 
 /// Splits a fetched batch by the log's gap-free positions: the events that come next after

@@ -114,6 +114,26 @@ impl NotifierHandler {
         })
     }
 
+    fn save_contacts(
+        &self,
+        tx: &Transaction<'_>,
+        stream: &str,
+        before: &Option<Contacts>,
+        after: Option<Contacts>,
+    ) -> Result<(), WorkerError> {
+        if after == *before {
+            return Ok(());
+        }
+        if let Some(after) = &after {
+            tx.execute(
+                "INSERT INTO contacts (consumer, stream, contacts) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (consumer, stream) DO UPDATE SET contacts = excluded.contacts",
+                params![self.consumer(), stream, serde_json::to_string(after)?],
+            )?;
+        }
+        Ok(())
+    }
+
     fn on_account_event(
         &self,
         tx: &Transaction<'_>,
@@ -124,16 +144,12 @@ impl NotifierHandler {
             .map_err(|e| WorkerError::Other(format!("stream {}: {e}", event.stream)))?;
         let before = self.contacts(tx, &event.stream)?;
         let notices = notices_for(account_id, &typed, before.as_ref());
-        let after = Contacts::evolve(before.clone(), &typed);
-        if after != before {
-            if let Some(after) = &after {
-                tx.execute(
-                    "INSERT INTO contacts (consumer, stream, contacts) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (consumer, stream) DO UPDATE SET contacts = excluded.contacts",
-                    params![self.consumer(), event.stream, serde_json::to_string(after)?],
-                )?;
-            }
-        }
+        self.save_contacts(
+            tx,
+            &event.stream,
+            &before,
+            Contacts::evolve(before.clone(), &typed),
+        )?;
         let now = self.clock.now();
         if now - event.occurred_at > self.max_event_age {
             if !notices.is_empty() {
@@ -199,6 +215,21 @@ impl Handler for NotifierHandler {
 
     fn committed(&mut self) {
         self.wake.notify_one();
+    }
+
+    /// History teaches only the contacts: its notices were queued by the run that acted on it.
+    fn history(&mut self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), WorkerError> {
+        if event.category() != "account" {
+            return Ok(());
+        }
+        let typed: AccountEvent = decode(event)?;
+        let before = self.contacts(tx, &event.stream)?;
+        self.save_contacts(
+            tx,
+            &event.stream,
+            &before,
+            Contacts::evolve(before.clone(), &typed),
+        )
     }
 }
 

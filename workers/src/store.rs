@@ -96,6 +96,10 @@ pub trait Handler: Send + 'static {
     fn handle(&mut self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), WorkerError>;
     /// Called after each commit that handled new events (to wake a delivery loop).
     fn committed(&mut self) {}
+    /// Learns from an event an earlier run already acted on (see `Sink::apply_history`).
+    fn history(&mut self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), WorkerError> {
+        self.handle(tx, event)
+    }
 }
 
 /// A [`Sink`] that keeps a delivery record per event id for `consumer`.
@@ -119,8 +123,8 @@ impl<H: Handler> StoreSink<H> {
     }
 }
 
-impl<H: Handler> Sink for StoreSink<H> {
-    fn apply(&mut self, events: &[RecordedEvent]) -> Result<u64, WorkerError> {
+impl<H: Handler> StoreSink<H> {
+    fn apply_as(&mut self, events: &[RecordedEvent], history: bool) -> Result<u64, WorkerError> {
         let tx = self.conn.transaction()?;
         let mut fresh = 0usize;
         let mut last = self.checkpoint;
@@ -130,8 +134,12 @@ impl<H: Handler> Sink for StoreSink<H> {
                 params![self.consumer, event.event_id.to_string(), event.position],
             )?;
             if inserted == 1 {
-                self.handler.handle(&tx, event)?;
-                fresh += 1;
+                if history {
+                    self.handler.history(&tx, event)?;
+                } else {
+                    self.handler.handle(&tx, event)?;
+                    fresh += 1;
+                }
             }
             last = last.max(event.position);
         }
@@ -146,6 +154,16 @@ impl<H: Handler> Sink for StoreSink<H> {
             self.handler.committed();
         }
         Ok(last)
+    }
+}
+
+impl<H: Handler> Sink for StoreSink<H> {
+    fn apply(&mut self, events: &[RecordedEvent]) -> Result<u64, WorkerError> {
+        self.apply_as(events, false)
+    }
+
+    fn apply_history(&mut self, events: &[RecordedEvent]) -> Result<u64, WorkerError> {
+        self.apply_as(events, true)
     }
 
     fn checkpoint(&self) -> u64 {
