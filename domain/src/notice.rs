@@ -74,6 +74,9 @@ pub struct NotificationFailed {
     #[serde(flatten)]
     pub notice: NoticeRef,
     pub attempts: u32,
+    /// The operator retries that preceded this round of attempts (0 for the first).
+    #[serde(default)]
+    pub round: u32,
     /// The transport's last error, as the worker saw it (never the notice's content).
     pub error: String,
 }
@@ -97,6 +100,8 @@ pub struct Notice {
     pub state: NoticeState,
     /// Dead letters so far; each retry the operator asks for is answered by at most one more.
     pub dead_letters: u32,
+    /// Retries the operator asked for: the round a worker's report must be of to count.
+    pub retries: u32,
 }
 
 pub fn evolve(mut state: Notice, event: &NoticeEvent) -> Notice {
@@ -106,7 +111,10 @@ pub fn evolve(mut state: Notice, event: &NoticeEvent) -> Notice {
             state.state = NoticeState::Dead;
             state.dead_letters = state.dead_letters.saturating_add(1);
         }
-        NoticeEvent::NotificationRetryRequested(_) => state.state = NoticeState::Retrying,
+        NoticeEvent::NotificationRetryRequested(_) => {
+            state.state = NoticeState::Retrying;
+            state.retries = state.retries.saturating_add(1);
+        }
     }
     state
 }
@@ -144,6 +152,9 @@ pub fn decide(state: &Notice, cmd: &NoticeCommand) -> Result<Vec<NoticeEvent>, N
             NoticeState::Sent => Vec::new(),
             _ => vec![NoticeEvent::NotificationSent(sent.clone())],
         },
+        // A report from a round before the operator's last retry is stale: it arrived late
+        // (a worker's redelivered outcome) and says nothing of the retry under way.
+        NoticeCommand::RecordDead(failed) if failed.round < state.retries => Vec::new(),
         NoticeCommand::RecordDead(failed) => match state.state {
             NoticeState::Pending | NoticeState::Retrying => {
                 vec![NoticeEvent::NotificationFailed(failed.clone())]
@@ -181,6 +192,7 @@ mod tests {
         NoticeEvent::NotificationFailed(NotificationFailed {
             notice: notice(),
             attempts: 5,
+            round: 0,
             error: "connection refused".into(),
         })
     }
@@ -214,6 +226,7 @@ mod tests {
                 &NoticeCommand::RecordDead(NotificationFailed {
                     notice: notice(),
                     attempts: 5,
+                    round: 0,
                     error: "again".into(),
                 })
             ),
@@ -230,6 +243,29 @@ mod tests {
         let delivered =
             decide(&fold(&retrying), &NoticeCommand::RecordSent(sent())).unwrap_or_default();
         assert_eq!(delivered.len(), 1);
+    }
+
+    #[test]
+    fn a_late_report_of_a_round_before_the_retry_changes_nothing() {
+        let retry = NoticeEvent::NotificationRetryRequested(NotificationRetryRequested {
+            notice_id: notice().notice_id,
+        });
+        let retrying = fold(&[dead(), retry]);
+        let stale = NotificationFailed {
+            notice: notice(),
+            attempts: 5,
+            round: 0,
+            error: "late".into(),
+        };
+        assert_eq!(
+            decide(&retrying, &NoticeCommand::RecordDead(stale.clone())),
+            Ok(Vec::new())
+        );
+        let current = NotificationFailed { round: 1, ..stale };
+        assert_eq!(
+            decide(&retrying, &NoticeCommand::RecordDead(current.clone())),
+            Ok(vec![NoticeEvent::NotificationFailed(current)])
+        );
     }
 
     #[test]

@@ -678,6 +678,7 @@ impl Delivery {
                 OutcomeCommand::Failed(NotificationFailed {
                     notice,
                     attempts,
+                    round: due.round,
                     error: error.unwrap_or_default(),
                 })
             };
