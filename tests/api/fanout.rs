@@ -207,33 +207,56 @@ fn count_sent(data_dir: &Path) -> i64 {
     .unwrap_or(-1)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_run_apart_and_killed_mid_stream_resumes_where_it_acked() {
-    let nats = NatsServer::start();
-    let service_dir = tempfile::tempdir().unwrap();
-    let app = TestApp::start_with(
-        service_dir.path(),
-        file_config(),
-        custode_commands::clock::ManualClock::new(chrono::Utc::now()),
-        Some(&nats.url()),
-        Some("sms,scheduler"),
-    )
-    .await;
-    let worker_dir = tempfile::tempdir().unwrap();
-    // The worker holds the service's delivery keys (here: the same directory).
-    std::os::unix::fs::symlink(app.data_dir.join("keys"), worker_dir.path().join("keys")).unwrap();
-    let start_worker = || {
+/// A service with `--nats` and no mailer of its own, and the directory of a mailer run apart
+/// (`custode worker mailer`) that shares the service's delivery keys (a symlink here).
+struct MailerApart {
+    nats: NatsServer,
+    app: TestApp,
+    dir: tempfile::TempDir,
+    _service_dir: tempfile::TempDir,
+}
+
+impl MailerApart {
+    async fn start() -> Self {
+        let nats = NatsServer::start();
+        let service_dir = tempfile::tempdir().unwrap();
+        let app = TestApp::start_with(
+            service_dir.path(),
+            file_config(),
+            custode_commands::clock::ManualClock::new(chrono::Utc::now()),
+            Some(&nats.url()),
+            Some("sms,scheduler"),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(app.data_dir.join("keys"), dir.path().join("keys")).unwrap();
+        Self {
+            nats,
+            app,
+            dir,
+            _service_dir: service_dir,
+        }
+    }
+
+    fn spawn(&self) -> std::process::Child {
         Command::new(BIN)
-            .args(["worker", "mailer", "--nats", &nats.url()])
-            .env("CUSTODE_DATA_DIR", worker_dir.path())
-            .current_dir(worker_dir.path())
+            .args(["worker", "mailer", "--nats", &self.nats.url()])
+            .env("CUSTODE_DATA_DIR", self.dir.path())
+            .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("custode worker starts")
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_run_apart_and_killed_mid_stream_resumes_where_it_acked() {
+    let apart = MailerApart::start().await;
+    let (app, worker_dir) = (&apart.app, &apart.dir);
+    let start_worker = || apart.spawn();
     let mut worker = start_worker();
-    open_mailboxes(&app, 0..6).await;
+    open_mailboxes(app, 0..6).await;
     eventually(WAIT, "the first mails", || {
         maildir(worker_dir.path()).len() >= 2
     })
@@ -241,7 +264,7 @@ async fn a_worker_run_apart_and_killed_mid_stream_resumes_where_it_acked() {
     worker.kill().unwrap();
     worker.wait().unwrap();
     let before = maildir(worker_dir.path()).len();
-    open_mailboxes(&app, 6..12).await;
+    open_mailboxes(app, 6..12).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         maildir(worker_dir.path()).len(),
@@ -261,7 +284,6 @@ async fn a_worker_run_apart_and_killed_mid_stream_resumes_where_it_acked() {
     assert_eq!(ids.len(), 12);
     worker.kill().unwrap();
     worker.wait().unwrap();
-    let _ = app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,28 +324,9 @@ async fn a_projector_run_apart_builds_the_same_read_models_from_jetstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_apart_whose_store_was_lost_still_knows_the_accounts_it_saw() {
-    let nats = NatsServer::start();
-    let service_dir = tempfile::tempdir().unwrap();
-    let app = TestApp::start_with(
-        service_dir.path(),
-        file_config(),
-        custode_commands::clock::ManualClock::new(chrono::Utc::now()),
-        Some(&nats.url()),
-        Some("sms,scheduler"),
-    )
-    .await;
-    let worker_dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(app.data_dir.join("keys"), worker_dir.path().join("keys")).unwrap();
-    let start_worker = || {
-        Command::new(BIN)
-            .args(["worker", "mailer", "--nats", &nats.url()])
-            .env("CUSTODE_DATA_DIR", worker_dir.path())
-            .current_dir(worker_dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("custode worker starts")
-    };
+    let apart = MailerApart::start().await;
+    let (app, worker_dir) = (&apart.app, &apart.dir);
+    let start_worker = || apart.spawn();
     let mut worker = start_worker();
     let (_, temporary) = app.open_mailbox("perso@pec.example.it").await;
     eventually(WAIT, "the opening mail", || {
@@ -357,5 +360,4 @@ async fn a_worker_apart_whose_store_was_lost_still_knows_the_accounts_it_saw() {
     );
     worker.kill().unwrap();
     worker.wait().unwrap();
-    let _ = app.stop().await;
 }

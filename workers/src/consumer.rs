@@ -429,27 +429,9 @@ fn take_in_turn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use custode_domain::Actor;
-    use uuid::Uuid;
 
     fn at(index: usize, position: u64) -> (usize, RecordedEvent) {
-        (
-            index,
-            RecordedEvent {
-                event_id: Uuid::from_u128(u128::from(position)),
-                stream: "account-x".into(),
-                version: position,
-                position,
-                event_type: "PasswordChanged".into(),
-                schema_version: 1,
-                occurred_at: chrono::DateTime::UNIX_EPOCH,
-                actor: Actor::system(),
-                correlation_id: Uuid::nil(),
-                causation_id: Uuid::nil(),
-                payload: serde_json::json!({}),
-                hash: String::new(),
-            },
-        )
+        (index, crate::store::tests::event(position))
     }
 
     fn positions(events: &[RecordedEvent]) -> Vec<u64> {

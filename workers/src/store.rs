@@ -172,7 +172,7 @@ impl<H: Handler> Sink for StoreSink<H> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use chrono::Utc;
@@ -188,7 +188,8 @@ mod tests {
         }
     }
 
-    fn event(position: u64) -> RecordedEvent {
+    /// An event at `position` (of no account in particular), for tests of the consumers.
+    pub(crate) fn event(position: u64) -> RecordedEvent {
         RecordedEvent {
             event_id: Uuid::from_u128(u128::from(position)),
             stream: "account-x".into(),
