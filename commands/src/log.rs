@@ -228,23 +228,26 @@ impl EventLog {
             .collect()
     }
 
+    /// Up to `limit` rows after `position`, in order, as stored.
+    fn stored_from(&self, position: u64, limit: usize) -> Result<Vec<Stored>, LogError> {
+        let position = i64::try_from(position).map_err(|e| LogError::Store(e.to_string()))?;
+        let limit = i64::try_from(limit).map_err(|e| LogError::Store(e.to_string()))?;
+        Ok(self.inner.readers.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "{SELECT} WHERE position > ?1 ORDER BY position LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![position, limit], row_to_stored)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?)
+    }
+
     /// Up to `limit` events after `position`, in order.
     pub fn read_from_blocking(
         &self,
         position: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, LogError> {
-        let position = i64::try_from(position).map_err(|e| LogError::Store(e.to_string()))?;
-        let limit = i64::try_from(limit).map_err(|e| LogError::Store(e.to_string()))?;
-        self.inner
-            .readers
-            .with(|conn| {
-                let mut stmt = conn.prepare_cached(&format!(
-                    "{SELECT} WHERE position > ?1 ORDER BY position LIMIT ?2"
-                ))?;
-                let rows = stmt.query_map(params![position, limit], row_to_stored)?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
-            })?
+        self.stored_from(position, limit)?
             .into_iter()
             .map(Stored::into_event)
             .collect()
@@ -258,16 +261,8 @@ impl EventLog {
         position: u64,
         limit: usize,
     ) -> Result<Vec<WireEvent>, LogError> {
-        let position = i64::try_from(position).map_err(|e| LogError::Store(e.to_string()))?;
-        let limit = i64::try_from(limit).map_err(|e| LogError::Store(e.to_string()))?;
-        let stored = self.inner.readers.with(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "{SELECT} WHERE position > ?1 ORDER BY position LIMIT ?2"
-            ))?;
-            let rows = stmt.query_map(params![position, limit], row_to_stored)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?;
-        Ok(stored
+        Ok(self
+            .stored_from(position, limit)?
             .into_iter()
             .map(|s| {
                 let mut json = s.canonical();

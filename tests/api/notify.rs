@@ -228,16 +228,7 @@ async fn a_notice_that_never_gets_through_is_a_dead_letter_an_operator_retries()
     let sink = SmtpSink::start();
     sink.refuse(true);
     let app = TestApp::spawn_with(smtp_config(&sink, 3)).await;
-    let temporary = open_with_contact(
-        &app,
-        "luca@pec.example.it",
-        json!({"contact_email": "luca@example.it"}),
-    )
-    .await;
-    advancing(&app, "the dead letter", || {
-        count_events(&app.data_dir, "NotificationFailed") == 1
-    })
-    .await;
+    let temporary = open_until_dead_letter(&app, "luca").await;
     app.quiesce().await;
 
     let res = app.get("/v1/admin/dead-letters", None).await;
@@ -464,6 +455,23 @@ async fn workers_that_start_on_an_old_log_do_not_mail_its_past() {
     assert_eq!(count_events(&app.data_dir, "NotificationSent"), 1);
 }
 
+/// Opens `<name>@pec.example.it` with contact `<name>@example.it` on an app whose relay
+/// refuses it, and waits (moving the clock through the retries) for the dead letter; returns
+/// the temporary password.
+async fn open_until_dead_letter(app: &TestApp, name: &str) -> String {
+    let temporary = open_with_contact(
+        app,
+        &format!("{name}@pec.example.it"),
+        json!({ "contact_email": format!("{name}@example.it") }),
+    )
+    .await;
+    advancing(app, "the dead letter", || {
+        count_events(&app.data_dir, "NotificationFailed") == 1
+    })
+    .await;
+    temporary
+}
+
 /// Against `sink`: a mailer set up with `refused` gets its notice refused (a dead letter whose
 /// error is returned, nothing delivered); one set up with `accepted` delivers, once.
 async fn refused_then_accepted(
@@ -473,16 +481,7 @@ async fn refused_then_accepted(
     secret: &str,
 ) -> String {
     let app = TestApp::spawn_with(refused).await;
-    open_with_contact(
-        &app,
-        "primo@pec.example.it",
-        json!({"contact_email": "primo@example.it"}),
-    )
-    .await;
-    advancing(&app, "the dead letter", || {
-        count_events(&app.data_dir, "NotificationFailed") == 1
-    })
-    .await;
+    open_until_dead_letter(&app, "primo").await;
     assert!(sink.messages().is_empty());
     app.quiesce().await;
     let error = app

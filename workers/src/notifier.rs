@@ -3,7 +3,7 @@
 //! Handling an event (inside the transaction that records it as handled) folds the account's
 //! contacts, asks the pure notification policy ([`notices_for`]) what the event calls for, and
 //! puts each notice of this worker's channel in the outbox. A delivery loop then sends what is
-//! due, one notice at a time per slot, so a failing notice never holds up the others:
+//! due, each notice in a task of its own, so a failing notice never holds up the others:
 //!
 //! ```text
 //!   pending ──sent──► sent ──reported──► (NotificationSent in the log)
@@ -592,7 +592,7 @@ impl Delivery {
         }
     }
 
-    /// Records attempts' results; returns the outcomes to report.
+    /// Records attempts' results: sent, pending again after a backoff, or dead.
     async fn settle(
         &self,
         results: Vec<(Due, Result<(), Failure>)>,
