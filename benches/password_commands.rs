@@ -86,6 +86,7 @@ fn main() {
             Arc::new(Settings::default()),
             Arc::new(SystemClock),
             DeliveryKeys::open(dir.path()).expect("keys"),
+            custode_commands::service_key::ServiceKey::from_bytes([7; 32]),
         );
         let mut accounts = Vec::new();
         for n in 0..ACCOUNTS {

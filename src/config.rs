@@ -4,7 +4,7 @@
 
 use custode_commands::hashing::Argon2Settings;
 use custode_commands::Synchronous;
-use custode_domain::settings::{PolicySettings, SessionSettings};
+use custode_domain::settings::{LimitSettings, PolicySettings, RecoverySettings, SessionSettings};
 use custode_domain::Settings;
 use custode_workers::runtime::WorkerName;
 use custode_workers::settings::{DeliverySettings, MailSettings, SmsSettings, WorkerSettings};
@@ -29,6 +29,12 @@ pub struct FileConfig {
     pub trusted_proxies: Vec<IpAddr>,
     pub policy: PolicySettings,
     pub sessions: SessionSettings,
+    /// RC-1..7.
+    pub recovery: RecoverySettings,
+    /// SEC-2's rate limits.
+    pub limits: LimitSettings,
+    /// RC-1: the captcha verifier (unset: any non-empty token passes).
+    pub captcha: CaptchaConfig,
     pub argon2: Argon2Settings,
     pub log: LogConfig,
     pub http: HttpConfig,
@@ -38,6 +44,26 @@ pub struct FileConfig {
     pub sms: SmsSettings,
     /// NT-3: retries and dead letters.
     pub delivery: DeliverySettings,
+}
+
+/// RC-1: a captcha verifier in the style of hCaptcha and Friendly Captcha: a form POST of
+/// `secret`, `response` (and `remoteip`) to `verify_url`, answering JSON with `success`.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptchaConfig {
+    pub verify_url: Option<String>,
+    pub secret: Option<String>,
+    /// How long a verification may take before the start is refused as unverified.
+    pub timeout_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for CaptchaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptchaConfig")
+            .field("verify_url", &self.verify_url)
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -71,6 +97,7 @@ pub struct Config {
     pub public_url: String,
     pub trusted_proxies: Vec<IpAddr>,
     pub settings: Settings,
+    pub captcha: CaptchaConfig,
     pub argon2: Argon2Settings,
     pub log: LogConfig,
     pub http: HttpConfig,
@@ -142,6 +169,34 @@ impl Config {
                 "sessions.* durations must be positive".into(),
             ));
         }
+        let r = &file.recovery;
+        if r.link_hours <= 0
+            || r.code_minutes <= 0
+            || r.question_lock_minutes <= 0
+            || r.reset_token_minutes <= 0
+            || r.code_attempts == 0
+            || r.codes_per_recovery == 0
+            || r.question_attempts == 0
+        {
+            return Err(ConfigError::Value(
+                "recovery.* durations and counts must be positive".into(),
+            ));
+        }
+        let l = &file.limits;
+        if l.login_per_address_per_minute == 0
+            || l.login_failures_per_user == 0
+            || l.login_lockout_minutes <= 0
+            || l.recovery_starts_per_address_per_minute == 0
+            || l.recovery_messages_per_user_per_hour == 0
+            || l.checks_per_address_per_minute == 0
+        {
+            return Err(ConfigError::Value("limits.* must be positive".into()));
+        }
+        if file.captcha.verify_url.is_some() != file.captcha.secret.is_some() {
+            return Err(ConfigError::Value(
+                "captcha.verify_url and captcha.secret go together".into(),
+            ));
+        }
         if file.delivery.max_attempts == 0 {
             return Err(ConfigError::Value(
                 "delivery.max_attempts must be at least 1".into(),
@@ -184,7 +239,10 @@ impl Config {
             settings: Settings {
                 policy: file.policy,
                 sessions: file.sessions,
+                recovery: file.recovery,
+                limits: file.limits,
             },
+            captcha: file.captcha,
             argon2: file.argon2,
             log: file.log,
             http: file.http,

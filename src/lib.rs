@@ -2,5 +2,6 @@
 //! can build the same application the binary serves.
 
 pub mod app;
+pub mod captcha;
 pub mod config;
 pub mod http;

@@ -6,6 +6,7 @@ use crate::clock::Clock;
 use crate::delivery::DeliveryKeys;
 use crate::hashing::{Argon2Hasher, HashPool, MemoHasher};
 use crate::log::{EventLog, LogError, Metadata, NewEvent, StreamAppend};
+use crate::service_key::ServiceKey;
 use crate::tokens;
 use custode_domain::account::{
     self, Account, AccountCommand, AccountError, AccountEvent, Ctx, InitialPassword, Login,
@@ -33,6 +34,8 @@ pub enum HandlerError {
     /// Other commands changed the stream every time this one decided.
     #[error("the account changed concurrently; try again")]
     Conflict,
+    #[error("no recovery has that id")]
+    RecoveryNotFound,
     #[error("storage failed: {0}")]
     Store(String),
 }
@@ -77,12 +80,15 @@ pub enum LoginOutcome {
 #[derive(Clone)]
 pub struct AccountHandler {
     locks: Arc<StreamLocks>,
-    log: EventLog,
-    pool: HashPool,
-    hasher: Arc<Argon2Hasher>,
-    settings: Arc<Settings>,
-    clock: Arc<dyn Clock>,
-    keys: DeliveryKeys,
+    pub(crate) service_key: ServiceKey,
+    pub(crate) log: EventLog,
+    pub(crate) pool: HashPool,
+    pub(crate) hasher: Arc<Argon2Hasher>,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) keys: DeliveryKeys,
+    /// What a decoy recovery (RC-1) has done so far, in memory.
+    pub(crate) decoys: Arc<crate::recovery::Decoys>,
 }
 
 impl AccountHandler {
@@ -93,9 +99,12 @@ impl AccountHandler {
         settings: Arc<Settings>,
         clock: Arc<dyn Clock>,
         keys: DeliveryKeys,
+        service_key: ServiceKey,
     ) -> Self {
         Self {
             keys,
+            service_key,
+            decoys: Arc::default(),
             locks: Arc::new(StreamLocks::default()),
             log,
             pool,
@@ -106,7 +115,7 @@ impl AccountHandler {
     }
 
     /// Reads `stream` and folds it with `evolve`: the state as of now and the stream's version.
-    async fn fold<E: serde::de::DeserializeOwned, S: Default>(
+    pub(crate) async fn fold<E: serde::de::DeserializeOwned, S: Default>(
         &self,
         stream: &str,
         evolve: impl Fn(S, &E) -> S,
@@ -288,11 +297,13 @@ impl AccountHandler {
         let now = self.clock.now();
         let settings = self.settings.clone();
         let needs_hashing = cmd.needs_hashing();
+        let service_key = self.service_key.clone();
         let run = move || {
             let ctx = Ctx {
                 now,
                 settings: &settings,
                 hasher: hasher.as_ref(),
+                codes: &service_key,
             };
             account::decide(&state, &cmd, &ctx)
         };
@@ -308,7 +319,7 @@ impl AccountHandler {
         Ok(decided?)
     }
 
-    fn metadata(&self, caller: &Caller) -> Metadata {
+    pub(crate) fn metadata(&self, caller: &Caller) -> Metadata {
         let causation_id = Uuid::now_v7();
         Metadata {
             actor: caller.actor.clone(),

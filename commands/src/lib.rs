@@ -9,6 +9,8 @@ pub mod delivery;
 pub mod hashing;
 pub mod log;
 pub mod notices;
+pub mod recovery;
+pub mod service_key;
 pub mod sqlite;
 pub mod tokens;
 

@@ -2,7 +2,10 @@
 //! which template and in which language. Pure: the workers feed it each event and the contacts
 //! they have folded from earlier ones ([`Contacts::evolve`]), and deliver what it returns.
 
-use crate::account::{temporary_password_context, AccountEvent, Language, TemporaryPasswordReason};
+use crate::account::{
+    otp_context, recovery_link_context, temporary_password_context, AccountEvent, Language,
+    TemporaryPasswordReason,
+};
 use crate::notice::Channel;
 use crate::secret::Sealed;
 use serde::{Deserialize, Serialize};
@@ -18,6 +21,10 @@ pub enum Template {
     PasswordChanged,
     /// NT-4: a recovery method changed.
     RecoveryInfoChanged,
+    /// RC-6, NT-4: the password was recovered.
+    PasswordRecovered,
+    /// SEC-6, NT-4: a lockout started.
+    LockoutStarted,
     /// RC-2: the recovery link.
     RecoveryLink,
     /// RC-3, SC: a one-time code.
@@ -36,6 +43,8 @@ pub const TEMPLATES: &[Template] = &[
     Template::TemporaryCredentials,
     Template::PasswordChanged,
     Template::RecoveryInfoChanged,
+    Template::PasswordRecovered,
+    Template::LockoutStarted,
     Template::RecoveryLink,
     Template::OneTimeCode,
     Template::CollaboratorLink,
@@ -50,6 +59,8 @@ impl Template {
             Template::TemporaryCredentials => "temporary_credentials",
             Template::PasswordChanged => "password_changed",
             Template::RecoveryInfoChanged => "recovery_info_changed",
+            Template::PasswordRecovered => "password_recovered",
+            Template::LockoutStarted => "lockout_started",
             Template::RecoveryLink => "recovery_link",
             Template::OneTimeCode => "one_time_code",
             Template::CollaboratorLink => "collaborator_link",
@@ -91,7 +102,17 @@ impl Contacts {
             | AccountEvent::SessionStarted(_)
             | AccountEvent::LoginFailed(_)
             | AccountEvent::SessionReauthenticated(_)
-            | AccountEvent::SessionsEnded(_) => current,
+            | AccountEvent::SessionsEnded(_)
+            | AccountEvent::RecoveryLinkIssued(_)
+            | AccountEvent::OtpChallengeIssued(_)
+            | AccountEvent::OtpCheckFailed(_)
+            | AccountEvent::OtpVerified(_)
+            | AccountEvent::ResetTokenIssued(_)
+            | AccountEvent::SecurityAnswerFailed(_)
+            | AccountEvent::SecurityQuestionLocked(_)
+            | AccountEvent::SecurityQuestionUnlocked(_)
+            | AccountEvent::PasswordRecovered(_)
+            | AccountEvent::RecoveryInfoConfirmed(_) => current,
         }
     }
 }
@@ -163,6 +184,33 @@ pub fn notices_for(
             }
         }
         AccountEvent::PasswordChanged(_) => to_contact_email(Template::PasswordChanged),
+        // RC-7: the holder hears of an operator's reset; the password goes through the operator.
+        AccountEvent::TemporaryPasswordIssued(e)
+            if e.reason == TemporaryPasswordReason::OperatorReset =>
+        {
+            to_contact_email(Template::PasswordChanged)
+        }
+        AccountEvent::RecoveryLinkIssued(e) => vec![mail(
+            &e.to,
+            Template::RecoveryLink,
+            Some(SealedValue {
+                sealed: e.sealed_token.clone(),
+                context: recovery_link_context(account_id, e.recovery_id),
+            }),
+        )],
+        AccountEvent::OtpChallengeIssued(e) => vec![Notice {
+            channel: e.channel,
+            ..mail(
+                &e.to,
+                Template::OneTimeCode,
+                Some(SealedValue {
+                    sealed: e.sealed_code.clone(),
+                    context: otp_context(account_id, e.challenge_id),
+                }),
+            )
+        }],
+        AccountEvent::PasswordRecovered(_) => to_contact_email(Template::PasswordRecovered),
+        AccountEvent::SecurityQuestionLocked(_) => to_contact_email(Template::LockoutStarted),
         AccountEvent::RecoveryInfoSet(_) => {
             // NT-4: to the contact email, and to the old recovery address when it changed.
             let mut notices = to_contact_email(Template::RecoveryInfoChanged);
@@ -181,7 +229,13 @@ pub fn notices_for(
         | AccountEvent::SessionStarted(_)
         | AccountEvent::LoginFailed(_)
         | AccountEvent::SessionReauthenticated(_)
-        | AccountEvent::SessionsEnded(_) => Vec::new(),
+        | AccountEvent::SessionsEnded(_)
+        | AccountEvent::OtpCheckFailed(_)
+        | AccountEvent::OtpVerified(_)
+        | AccountEvent::ResetTokenIssued(_)
+        | AccountEvent::SecurityAnswerFailed(_)
+        | AccountEvent::SecurityQuestionUnlocked(_)
+        | AccountEvent::RecoveryInfoConfirmed(_) => Vec::new(),
     }
 }
 

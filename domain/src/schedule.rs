@@ -62,8 +62,24 @@ pub fn schedule_for(event: &AccountEvent) -> Schedule {
             set: e.sealed_password.iter().filter_map(destroy_key).collect(),
             cancel: Vec::new(),
         },
+        AccountEvent::RecoveryLinkIssued(e) => Schedule {
+            set: destroy_key(&e.sealed_token).into_iter().collect(),
+            cancel: Vec::new(),
+        },
+        AccountEvent::OtpChallengeIssued(e) => Schedule {
+            set: destroy_key(&e.sealed_code).into_iter().collect(),
+            cancel: Vec::new(),
+        },
         AccountEvent::AccountOpened(_)
         | AccountEvent::PasswordImported(_)
+        | AccountEvent::OtpCheckFailed(_)
+        | AccountEvent::OtpVerified(_)
+        | AccountEvent::ResetTokenIssued(_)
+        | AccountEvent::SecurityAnswerFailed(_)
+        | AccountEvent::SecurityQuestionLocked(_)
+        | AccountEvent::SecurityQuestionUnlocked(_)
+        | AccountEvent::PasswordRecovered(_)
+        | AccountEvent::RecoveryInfoConfirmed(_)
         | AccountEvent::PasswordChanged(_)
         | AccountEvent::RecoveryInfoSet(_)
         | AccountEvent::SessionStarted(_)

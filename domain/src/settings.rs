@@ -8,6 +8,89 @@ use serde::{Deserialize, Serialize};
 pub struct Settings {
     pub policy: PolicySettings,
     pub sessions: SessionSettings,
+    pub recovery: RecoverySettings,
+    pub limits: LimitSettings,
+}
+
+/// RC-1..7: the forgotten-password flow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoverySettings {
+    /// RC-4: offer the security question (NIST SP 800-63B advises against it; the guides use it).
+    pub security_question: bool,
+    /// RC-2: how long a recovery link lives.
+    pub link_hours: i64,
+    /// RC-3: how long an SMS code lives, how many checks a recovery gets, how many codes.
+    pub code_minutes: i64,
+    pub code_attempts: u32,
+    pub codes_per_recovery: u32,
+    /// RC-4: wrong answers before the question locks, and for how long.
+    pub question_attempts: u32,
+    pub question_lock_minutes: i64,
+    /// How long the reset token that a right code or answer yields lives (RC-5).
+    pub reset_token_minutes: i64,
+    /// RC-1: recovery calls answer no sooner than this, so a real account's extra work (a
+    /// read, an append, a message queued) does not show in the timing against a decoy's.
+    pub answer_floor_ms: u64,
+}
+
+impl Default for RecoverySettings {
+    fn default() -> Self {
+        Self {
+            security_question: true,
+            link_hours: 24,
+            code_minutes: 5,
+            code_attempts: 5,
+            codes_per_recovery: 3,
+            question_attempts: 5,
+            question_lock_minutes: 15,
+            reset_token_minutes: 30,
+            answer_floor_ms: 25,
+        }
+    }
+}
+
+impl RecoverySettings {
+    pub fn link_lifetime(&self) -> chrono::Duration {
+        chrono::Duration::hours(self.link_hours)
+    }
+    pub fn code_lifetime(&self) -> chrono::Duration {
+        chrono::Duration::minutes(self.code_minutes)
+    }
+    pub fn question_lock(&self) -> chrono::Duration {
+        chrono::Duration::minutes(self.question_lock_minutes)
+    }
+    pub fn reset_token_lifetime(&self) -> chrono::Duration {
+        chrono::Duration::minutes(self.reset_token_minutes)
+    }
+}
+
+/// SEC-2's rate limits. Per client address: requests a minute; per user id as the table says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    pub login_per_address_per_minute: u32,
+    /// SEC-6: failures in a row before a user id gets `429`, and for how long.
+    pub login_failures_per_user: u32,
+    pub login_lockout_minutes: i64,
+    pub recovery_starts_per_address_per_minute: u32,
+    /// Recovery messages (mail or SMS) per user id an hour.
+    pub recovery_messages_per_user_per_hour: u32,
+    /// OTP and answer checks per address a minute.
+    pub checks_per_address_per_minute: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            login_per_address_per_minute: 30,
+            login_failures_per_user: 10,
+            login_lockout_minutes: 15,
+            recovery_starts_per_address_per_minute: 10,
+            recovery_messages_per_user_per_hour: 5,
+            checks_per_address_per_minute: 30,
+        }
+    }
 }
 
 /// PW-1 composition rules (each can be turned off: NIST SP 800-63B advises against them) and

@@ -3,7 +3,7 @@
 //! here (workers need them); pages mask them.
 
 use crate::{Projection, ProjectionError};
-use custode_domain::account::{AccountEvent, AccountKind};
+use custode_domain::account::{AccountEvent, AccountKind, TemporaryPasswordReason};
 use custode_domain::user_registry::user_key;
 use custode_domain::RecordedEvent;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -17,7 +17,7 @@ impl Projection for AccountsProjection {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn create(&self, conn: &Connection) -> rusqlite::Result<()> {
@@ -37,6 +37,7 @@ impl Projection for AccountsProjection {
                 contact_mobile TEXT,
                 must_change_password INTEGER NOT NULL,
                 must_set_recovery_info INTEGER NOT NULL,
+                must_confirm_recovery_info INTEGER NOT NULL DEFAULT 0,
                 recovery_email TEXT,
                 recovery_email_verified INTEGER NOT NULL DEFAULT 0,
                 recovery_mobile TEXT,
@@ -81,9 +82,25 @@ impl Projection for AccountsProjection {
                     ],
                 )?;
             }
-            AccountEvent::TemporaryPasswordIssued(_) => {
+            AccountEvent::TemporaryPasswordIssued(e) => {
+                let reset = e.reason == TemporaryPasswordReason::OperatorReset;
                 tx.execute(
-                    "UPDATE accounts SET must_change_password = 1 WHERE account_id = ?1",
+                    "UPDATE accounts SET must_change_password = 1,
+                        must_confirm_recovery_info = must_confirm_recovery_info OR ?2
+                     WHERE account_id = ?1",
+                    params![account_id, reset],
+                )?;
+            }
+            AccountEvent::PasswordRecovered(_) => {
+                tx.execute(
+                    "UPDATE accounts SET must_change_password = 0, must_confirm_recovery_info = 1,
+                        password_changed_at = ?2 WHERE account_id = ?1",
+                    params![account_id, event.occurred_at.to_rfc3339()],
+                )?;
+            }
+            AccountEvent::RecoveryInfoConfirmed(_) => {
+                tx.execute(
+                    "UPDATE accounts SET must_confirm_recovery_info = 0 WHERE account_id = ?1",
                     params![account_id],
                 )?;
             }
@@ -96,7 +113,7 @@ impl Projection for AccountsProjection {
             }
             AccountEvent::RecoveryInfoSet(e) => {
                 tx.execute(
-                    "UPDATE accounts SET must_set_recovery_info = 0,
+                    "UPDATE accounts SET must_set_recovery_info = 0, must_confirm_recovery_info = 0,
                         recovery_email_verified = CASE WHEN recovery_email IS ?2 THEN recovery_email_verified ELSE 0 END,
                         recovery_mobile_verified = CASE WHEN recovery_mobile IS ?3 THEN recovery_mobile_verified ELSE 0 END,
                         recovery_email = ?2, recovery_mobile = ?3, security_question = ?4
@@ -107,7 +124,15 @@ impl Projection for AccountsProjection {
             AccountEvent::SessionStarted(_)
             | AccountEvent::LoginFailed(_)
             | AccountEvent::SessionReauthenticated(_)
-            | AccountEvent::SessionsEnded(_) => {}
+            | AccountEvent::SessionsEnded(_)
+            | AccountEvent::RecoveryLinkIssued(_)
+            | AccountEvent::OtpChallengeIssued(_)
+            | AccountEvent::OtpCheckFailed(_)
+            | AccountEvent::OtpVerified(_)
+            | AccountEvent::ResetTokenIssued(_)
+            | AccountEvent::SecurityAnswerFailed(_)
+            | AccountEvent::SecurityQuestionLocked(_)
+            | AccountEvent::SecurityQuestionUnlocked(_) => {}
         }
         Ok(())
     }
@@ -145,11 +170,13 @@ pub struct AccountRow {
     pub imap: Option<bool>,
     pub pop: Option<bool>,
     pub smtp: Option<bool>,
+    pub must_confirm_recovery_info: bool,
 }
 
 const COLUMNS: &str = "account_id, user_id, kind, plan, status, language, owner_id, name, created_at,
     contact_email, contact_mobile, must_change_password, must_set_recovery_info, recovery_email,
-    recovery_email_verified, recovery_mobile, recovery_mobile_verified, security_question, imap, pop, smtp";
+    recovery_email_verified, recovery_mobile, recovery_mobile_verified, security_question, imap, pop, smtp,
+    must_confirm_recovery_info";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
     Ok(AccountRow {
@@ -174,6 +201,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
         imap: r.get(18)?,
         pop: r.get(19)?,
         smtp: r.get(20)?,
+        must_confirm_recovery_info: r.get(21)?,
     })
 }
 

@@ -75,6 +75,16 @@ impl Projection for SessionsProjection {
                 }
             }
             AccountEvent::AccountOpened(_)
+            | AccountEvent::RecoveryLinkIssued(_)
+            | AccountEvent::OtpChallengeIssued(_)
+            | AccountEvent::OtpCheckFailed(_)
+            | AccountEvent::OtpVerified(_)
+            | AccountEvent::ResetTokenIssued(_)
+            | AccountEvent::SecurityAnswerFailed(_)
+            | AccountEvent::SecurityQuestionLocked(_)
+            | AccountEvent::SecurityQuestionUnlocked(_)
+            | AccountEvent::PasswordRecovered(_)
+            | AccountEvent::RecoveryInfoConfirmed(_)
             | AccountEvent::TemporaryPasswordIssued(_)
             | AccountEvent::PasswordImported(_)
             | AccountEvent::PasswordChanged(_)

@@ -133,6 +133,8 @@ pub async fn page(
     }
     if row.must_set_recovery_info {
         required_actions.push("set_recovery_info");
+    } else if row.must_confirm_recovery_info {
+        required_actions.push("confirm_recovery_info");
     }
     let page = Page {
         recovery: recovery(&row),

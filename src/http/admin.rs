@@ -164,3 +164,47 @@ pub async fn retry_dead_letter(
     let position = recorded.last().map_or(state.log.head(), |e| e.position);
     Ok(command_answer(&state, position, StatusCode::ACCEPTED).await)
 }
+
+#[derive(Debug, Deserialize)]
+pub struct PasswordResetRequest {
+    form_reference: String,
+}
+
+#[derive(Debug, Serialize)]
+struct PasswordReset {
+    temporary_password: String,
+}
+
+/// RC-7: after a signed paper form and an identity document, fresh temporary credentials
+/// (shown once); the form's reference is recorded.
+pub async fn password_reset(
+    State(state): State<AppState>,
+    _: Operator,
+    correlation: Correlation,
+    user_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    Body(req): Body<PasswordResetRequest>,
+) -> Result<Response, Problem> {
+    let Path(user_id) = user_id.map_err(|_| {
+        Problem::new(
+            "invalid-request",
+            "the user id in the path is not valid UTF-8",
+        )
+    })?;
+    let caller = Caller {
+        actor: Actor::operator(),
+        correlation_id: correlation.0,
+    };
+    let (outcome, password) = state
+        .accounts
+        .operator_reset(&user_id, req.form_reference, &caller)
+        .await?;
+    let body = PasswordReset {
+        temporary_password: password.expose().to_string(),
+    };
+    Ok(command_answer(
+        &state,
+        outcome.position(),
+        (StatusCode::CREATED, Json(body)),
+    )
+    .await)
+}

@@ -5,9 +5,11 @@
 mod account;
 mod admin;
 pub mod extract;
+pub mod limits;
 mod meta;
 pub mod metrics;
 pub mod problem;
+mod recovery;
 mod sessions;
 
 use crate::app::AppState;
@@ -72,6 +74,11 @@ fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
             "/v1/admin/dead-letters/{notice_id}/retry",
             post(admin::retry_dead_letter),
         ),
+        (
+            Method::POST,
+            "/v1/admin/accounts/{user_id}/password-reset",
+            post(admin::password_reset),
+        ),
         (Method::POST, "/v1/sessions", post(sessions::login)),
         (
             Method::DELETE,
@@ -100,6 +107,37 @@ fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
             get(meta::suggested_questions),
         ),
         (Method::POST, "/v1/password/strength", post(meta::strength)),
+        (Method::POST, "/v1/recovery", post(recovery::start)),
+        (
+            Method::POST,
+            "/v1/recovery/complete",
+            post(recovery::complete),
+        ),
+        (
+            Method::POST,
+            "/v1/recovery/{recovery_id}/email",
+            post(recovery::send_link),
+        ),
+        (
+            Method::POST,
+            "/v1/recovery/{recovery_id}/sms",
+            post(recovery::send_code),
+        ),
+        (
+            Method::POST,
+            "/v1/recovery/{recovery_id}/sms/verify",
+            post(recovery::verify_code),
+        ),
+        (
+            Method::GET,
+            "/v1/recovery/{recovery_id}/question",
+            get(recovery::question),
+        ),
+        (
+            Method::POST,
+            "/v1/recovery/{recovery_id}/question",
+            post(recovery::answer),
+        ),
     ];
     let mut router = Router::new();
     let mut listed = Vec::with_capacity(table.len());

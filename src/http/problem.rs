@@ -42,6 +42,7 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
     ("not-found", 404, "Not found"),
     ("account-not-found", 404, "No such account"),
     ("dead-letter-not-found", 404, "No such dead letter"),
+    ("recovery-not-found", 404, "No such recovery"),
     ("method-not-allowed", 405, "Method not allowed"),
     ("user-id-taken", 409, "The user id is already in use"),
     ("account-exists", 409, "The account already exists"),
@@ -50,6 +51,30 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
         "dead-letter-not-dead",
         409,
         "The notice is not a dead letter any more",
+    ),
+    (
+        "recovery-method-unavailable",
+        409,
+        "This recovery does not offer that method",
+    ),
+    (
+        "code-limit-reached",
+        409,
+        "This recovery has sent all its codes",
+    ),
+    ("no-code", 409, "No code is waiting to be checked"),
+    (
+        "code-attempts-exhausted",
+        409,
+        "Every attempt at the code has been spent",
+    ),
+    ("code-expired", 410, "The code has expired"),
+    ("token-used", 410, "The token has already been used"),
+    ("token-expired", 410, "The token has expired"),
+    (
+        "token-superseded",
+        410,
+        "A newer request replaced the token",
     ),
     ("body-too-large", 413, "The body is too large"),
     (
@@ -68,9 +93,20 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
         422,
         "The current password is not right",
     ),
+    ("code-wrong", 422, "The code is not right"),
+    ("answer-wrong", 422, "The answer is not right"),
+    ("token-invalid", 422, "The token is not valid"),
+    ("captcha-failed", 422, "The captcha was not solved"),
+    ("rate-limited", 429, "Too many requests"),
+    ("question-locked", 429, "The security question is locked"),
     ("internal", 500, "Something failed on our side"),
     ("operator-key-unset", 503, "Operator endpoints are disabled"),
     ("not-ready", 503, "The read model has not caught up yet"),
+    (
+        "captcha-unavailable",
+        503,
+        "The captcha could not be checked",
+    ),
 ];
 
 impl Problem {
@@ -155,6 +191,23 @@ impl From<AccountError> for Problem {
                 "reauthentication-required",
                 "this change needs a login in the last minutes: confirm your password with POST /v1/sessions/current/reauth",
             ),
+            AccountError::QuestionLocked { until, seconds } => {
+                Problem::new(
+                    "question-locked",
+                    format!("too many wrong answers: the security question is locked until {}; the other methods still work", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                )
+                .retry_after(u64::try_from(seconds).unwrap_or(1))
+            }
+            AccountError::MethodUnavailable
+            | AccountError::CodeLimit
+            | AccountError::NoCode
+            | AccountError::CodeExpired
+            | AccountError::CodeExhausted
+            | AccountError::TokenInvalid
+            | AccountError::TokenUsed
+            | AccountError::TokenExpired
+            | AccountError::TokenSuperseded
+            | AccountError::RecoveryRefused => Problem::new(e.code(), detail),
         }
     }
 }
@@ -176,6 +229,10 @@ impl From<HandlerError> for Problem {
             HandlerError::Notice(e @ NoticeError::NotDead) => Problem::new(
                 e.code(),
                 "this notice was delivered, or a retry of it is already under way",
+            ),
+            HandlerError::RecoveryNotFound => Problem::new(
+                "recovery-not-found",
+                "no recovery has this id; start one with POST /v1/recovery",
             ),
             HandlerError::Store(message) => Problem::internal(&message),
         }

@@ -52,13 +52,36 @@ pub async fn login(
         },
         correlation_id: correlation.0,
     };
+    // SEC-2: per client address, and SEC-6: a user id (known or not) after failures in a row.
+    let limits = &state.config.settings.limits;
+    let now = state.clock.now();
+    if let Some(ip) = client.0 {
+        state.limiter.hit(
+            format!("logins:{ip}"),
+            limits.login_per_address_per_minute,
+            chrono::Duration::minutes(1),
+            now,
+            "logins from this address",
+        )?;
+    }
+    let user_key = format!("login:{}", req.user_id.trim().to_lowercase());
+    state.limiter.check_lockout(&user_key, now)?;
     let outcome = state
         .accounts
         .login(&req.user_id, req.password, client.text(), &caller)
         .await?;
     match outcome {
-        LoginOutcome::Refused => Err(invalid_credentials()),
+        LoginOutcome::Refused => {
+            state.limiter.failure(
+                &user_key,
+                limits.login_failures_per_user,
+                chrono::Duration::minutes(limits.login_lockout_minutes),
+                now,
+            );
+            Err(invalid_credentials())
+        }
         LoginOutcome::Started { token, outcome } => {
+            state.limiter.success(&user_key);
             let Some(AccountEvent::SessionStarted(started)) = outcome.events.first() else {
                 return Err(Problem::internal(&"a login produced no session"));
             };

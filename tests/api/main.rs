@@ -16,6 +16,7 @@ mod helpers;
 mod journey;
 mod notify;
 mod processes;
+mod recovery;
 mod replay;
 mod robustness;
 mod sessions;

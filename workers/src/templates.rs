@@ -70,6 +70,36 @@ pub fn render(input: &Input<'_>) -> Rendered {
                 "If this was not you, contact support at once.".into(),
             ],
         ),
+        (Template::PasswordRecovered, Language::It) => (
+            "La password del tuo account è stata recuperata",
+            vec![
+                format!("La password dell'account {user} è stata reimpostata con la procedura di recupero e ogni sessione aperta è stata chiusa."),
+                "Al prossimo accesso ti chiederemo di confermare le informazioni di recupero.".into(),
+                "Se non sei stato tu, contatta subito l'assistenza.".into(),
+            ],
+        ),
+        (Template::PasswordRecovered, Language::En) => (
+            "Your account's password has been recovered",
+            vec![
+                format!("The password of the account {user} has been reset through the recovery procedure and every open session has been closed."),
+                "At your next login we will ask you to confirm your recovery information.".into(),
+                "If this was not you, contact support at once.".into(),
+            ],
+        ),
+        (Template::LockoutStarted, Language::It) => (
+            "Domanda di sicurezza bloccata",
+            vec![
+                format!("Troppe risposte errate alla domanda di sicurezza dell'account {user}: la domanda è bloccata per 15 minuti. L'account resta utilizzabile."),
+                "Se non sei stato tu, qualcuno sta tentando di recuperare la tua password: contatta l'assistenza.".into(),
+            ],
+        ),
+        (Template::LockoutStarted, Language::En) => (
+            "Security question locked",
+            vec![
+                format!("Too many wrong answers to the security question of the account {user}: the question is locked for 15 minutes. The account itself stays usable."),
+                "If this was not you, someone is trying to recover your password: contact support.".into(),
+            ],
+        ),
         (Template::RecoveryLink, Language::It) => (
             "Recupero della password",
             vec![

@@ -3,9 +3,12 @@
 //! handler and arrive inside the command; time, settings and the hasher arrive in [`Ctx`].
 
 use super::events::*;
-use super::state::Account;
+use super::state::{Account, Spent};
 use crate::masking::{normalize_answer, normalize_email, normalize_mobile};
+use crate::notice::Channel;
+use crate::otp::{self, CodeHasher, OtpPurpose};
 use crate::policy::{self, Holder};
+use crate::recovery::{self, RecoveryMethod};
 use crate::secret::{PasswordHash, Sealed, Secret, SecretHasher, TokenHash};
 use crate::settings::Settings;
 use crate::violation::Violation;
@@ -17,6 +20,8 @@ pub struct Ctx<'a> {
     pub now: DateTime<Utc>,
     pub settings: &'a Settings,
     pub hasher: &'a dyn SecretHasher,
+    /// The keyed hash of one-time codes.
+    pub codes: &'a dyn CodeHasher,
 }
 
 /// Longest free text we accept in a security question or answer.
@@ -32,6 +37,12 @@ pub enum AccountCommand {
     Logout(Logout),
     ChangePassword(ChangePassword),
     SetRecoveryInfo(SetRecoveryInfo),
+    SendRecoveryLink(SendRecoveryLink),
+    SendRecoveryCode(SendRecoveryCode),
+    VerifyRecoveryCode(VerifyRecoveryCode),
+    AnswerSecurityQuestion(AnswerSecurityQuestion),
+    CompleteRecovery(CompleteRecovery),
+    OperatorReset(OperatorReset),
 }
 
 impl AccountCommand {
@@ -43,8 +54,14 @@ impl AccountCommand {
             | AccountCommand::Login(_)
             | AccountCommand::Reauthenticate(_)
             | AccountCommand::ChangePassword(_)
-            | AccountCommand::SetRecoveryInfo(_) => true,
-            AccountCommand::Logout(_) => false,
+            | AccountCommand::SetRecoveryInfo(_)
+            | AccountCommand::AnswerSecurityQuestion(_)
+            | AccountCommand::CompleteRecovery(_)
+            | AccountCommand::OperatorReset(_) => true,
+            AccountCommand::Logout(_)
+            | AccountCommand::SendRecoveryLink(_)
+            | AccountCommand::SendRecoveryCode(_)
+            | AccountCommand::VerifyRecoveryCode(_) => false,
         }
     }
 }
@@ -134,6 +151,57 @@ pub struct SetRecoveryInfo {
     pub security: Change<SecurityQuestion>,
 }
 
+/// RC-2: mail a recovery link. The handler draws the token and seals it for the mailer.
+#[derive(Debug, Clone)]
+pub struct SendRecoveryLink {
+    pub recovery_id: Uuid,
+    pub token_hash: TokenHash,
+    pub sealed_token: Sealed,
+}
+
+/// RC-3: send a code by SMS. The handler draws the code, its challenge id, and seals it.
+#[derive(Debug, Clone)]
+pub struct SendRecoveryCode {
+    pub recovery_id: Uuid,
+    pub challenge_id: Uuid,
+    pub code: Secret,
+    pub sealed_code: Sealed,
+}
+
+/// RC-3: check a code; a right one yields the reset token drawn by the handler.
+#[derive(Debug, Clone)]
+pub struct VerifyRecoveryCode {
+    pub recovery_id: Uuid,
+    pub code: Secret,
+    pub token_hash: TokenHash,
+    pub client_ip: Option<String>,
+}
+
+/// RC-4: answer the security question; a right answer yields the reset token.
+#[derive(Debug, Clone)]
+pub struct AnswerSecurityQuestion {
+    pub recovery_id: Uuid,
+    pub answer: Secret,
+    pub token_hash: TokenHash,
+    pub client_ip: Option<String>,
+}
+
+/// RC-5: the new password, twice, with the link's or reset token (its hash).
+#[derive(Debug, Clone)]
+pub struct CompleteRecovery {
+    pub token_hash: TokenHash,
+    pub new_password: Secret,
+    pub new_password_repeat: Secret,
+}
+
+/// RC-7: an operator's reset after a signed paper form.
+#[derive(Debug, Clone)]
+pub struct OperatorReset {
+    pub form_reference: String,
+    pub password: Secret,
+    pub sealed: Sealed,
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AccountError {
     #[error("the request breaks {} rule(s)", .0.len())]
@@ -150,6 +218,32 @@ pub enum AccountError {
     SessionInvalid,
     #[error("this change needs a recent login: confirm your password first")]
     ReauthenticationRequired,
+    #[error("this recovery does not offer that method")]
+    MethodUnavailable,
+    #[error("this recovery has sent as many codes as it may; start a new recovery")]
+    CodeLimit,
+    #[error("no code is waiting to be checked; ask for one")]
+    NoCode,
+    #[error("the code has expired; ask for a new one")]
+    CodeExpired,
+    #[error("too many wrong codes; start a new recovery")]
+    CodeExhausted,
+    #[error("too many wrong answers: the security question is locked")]
+    QuestionLocked {
+        until: DateTime<Utc>,
+        /// Seconds from the refusal to `until` (for `Retry-After`).
+        seconds: i64,
+    },
+    #[error("the token is not valid")]
+    TokenInvalid,
+    #[error("the token has already been used")]
+    TokenUsed,
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("a newer request replaced this token")]
+    TokenSuperseded,
+    #[error("the account cannot recover its password")]
+    RecoveryRefused,
 }
 
 impl AccountError {
@@ -162,6 +256,16 @@ impl AccountError {
             AccountError::AlreadyOpen => "account-exists",
             AccountError::SessionInvalid => "unauthenticated",
             AccountError::ReauthenticationRequired => "reauthentication-required",
+            AccountError::MethodUnavailable => "recovery-method-unavailable",
+            AccountError::CodeLimit => "code-limit-reached",
+            AccountError::NoCode => "no-code",
+            AccountError::CodeExpired => "code-expired",
+            AccountError::CodeExhausted => "code-attempts-exhausted",
+            AccountError::QuestionLocked { .. } => "question-locked",
+            AccountError::TokenInvalid | AccountError::RecoveryRefused => "token-invalid",
+            AccountError::TokenUsed => "token-used",
+            AccountError::TokenExpired => "token-expired",
+            AccountError::TokenSuperseded => "token-superseded",
         }
     }
 }
@@ -178,6 +282,12 @@ pub fn decide(
         AccountCommand::Logout(c) => logout(state, c, ctx),
         AccountCommand::ChangePassword(c) => change_password(state, c, ctx),
         AccountCommand::SetRecoveryInfo(c) => set_recovery_info(state, c, ctx),
+        AccountCommand::SendRecoveryLink(c) => send_recovery_link(state, c, ctx),
+        AccountCommand::SendRecoveryCode(c) => send_recovery_code(state, c, ctx),
+        AccountCommand::VerifyRecoveryCode(c) => verify_recovery_code(state, c, ctx),
+        AccountCommand::AnswerSecurityQuestion(c) => answer_question(state, c, ctx),
+        AccountCommand::CompleteRecovery(c) => complete_recovery(state, c, ctx),
+        AccountCommand::OperatorReset(c) => operator_reset(state, c, ctx),
     }
 }
 
@@ -433,6 +543,54 @@ fn change_password(
     if !current_ok {
         return Err(AccountError::CurrentPasswordWrong);
     }
+    check_new_password(
+        state,
+        profile,
+        &c.new_password,
+        &c.new_password_repeat,
+        Some(&c.current_password),
+        ctx,
+    )?;
+    let mut events = vec![AccountEvent::PasswordChanged(PasswordChanged {
+        password_hash: ctx.hasher.hash(&c.new_password),
+    })];
+    // PW-4: every session ends, the one that asked included; the holder logs in again.
+    events.extend(end_sessions(
+        state,
+        SessionEndReason::PasswordChanged,
+        ctx.now,
+    ));
+    Ok(events)
+}
+
+/// `SessionsEnded` for every live session, if there is one.
+fn end_sessions(
+    state: &Account,
+    reason: SessionEndReason,
+    now: DateTime<Utc>,
+) -> Option<AccountEvent> {
+    let live: Vec<Uuid> = state
+        .sessions
+        .iter()
+        .filter(|(_, s)| s.expires_at > now)
+        .map(|(id, _)| *id)
+        .collect();
+    (!live.is_empty()).then_some(AccountEvent::SessionsEnded(SessionsEnded {
+        session_ids: live,
+        reason,
+    }))
+}
+
+/// PW-1, PW-2 and the repetition, for a new password. `current` is the password just verified
+/// in the clear (it compares without another Argon2 run), when there is one.
+fn check_new_password(
+    state: &Account,
+    profile: &AccountOpened,
+    new_password: &Secret,
+    new_password_repeat: &Secret,
+    current: Option<&Secret>,
+    ctx: &Ctx<'_>,
+) -> Result<(), AccountError> {
     let policy = &ctx.settings.policy;
     let mut personal = Vec::new();
     if profile.kind == AccountKind::Identity {
@@ -444,28 +602,28 @@ fn change_password(
         personal,
     };
     let mut violations = Vec::new();
-    if c.new_password != c.new_password_repeat {
+    if new_password != new_password_repeat {
         violations.push(Violation::new(
             "PW-4.repeat",
             Some("new_password_repeat"),
             "the new password and its repetition differ",
         ));
     }
-    violations
-        .extend(policy::evaluate(c.new_password.expose(), &holder, policy).violations(policy));
+    violations.extend(policy::evaluate(new_password.expose(), &holder, policy).violations(policy));
     if !violations.is_empty() {
         return Err(AccountError::PasswordPolicy(violations));
     }
     // The expensive check last: one Argon2 verification per remembered password, except the
-    // current one, which was just verified to be `current_password` and compares in the clear.
+    // current one when it was just verified in the clear.
+    let skip = usize::from(current.is_some());
     let reused = policy.history > 0
-        && (c.new_password == c.current_password
+        && (current == Some(new_password)
             || state
                 .passwords
                 .iter()
                 .take(policy.history)
-                .skip(1)
-                .any(|old| ctx.hasher.verify(&c.new_password, old)));
+                .skip(skip)
+                .any(|old| ctx.hasher.verify(new_password, old)));
     if reused {
         return Err(AccountError::PasswordPolicy(vec![Violation::new(
             "PW-2.history",
@@ -476,22 +634,270 @@ fn change_password(
             ),
         )]));
     }
-    let mut events = vec![AccountEvent::PasswordChanged(PasswordChanged {
+    Ok(())
+}
+
+/// Recovery commands act on active accounts only (SEC-6); the handler gives others a decoy's
+/// answers before it gets here, so this is the guard against a race with a suspension.
+fn recoverable(state: &Account) -> Result<&AccountOpened, AccountError> {
+    let profile = opened(state)?;
+    if state.status != AccountStatus::Active {
+        return Err(AccountError::RecoveryRefused);
+    }
+    Ok(profile)
+}
+
+fn send_recovery_link(
+    state: &Account,
+    c: &SendRecoveryLink,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    recoverable(state)?;
+    let to = recovery::link_address(state).ok_or(AccountError::MethodUnavailable)?;
+    Ok(vec![AccountEvent::RecoveryLinkIssued(RecoveryLinkIssued {
+        recovery_id: c.recovery_id,
+        to: to.to_string(),
+        token_hash: c.token_hash.clone(),
+        expires_at: ctx.now + ctx.settings.recovery.link_lifetime(),
+        sealed_token: c.sealed_token.clone(),
+    })])
+}
+
+fn send_recovery_code(
+    state: &Account,
+    c: &SendRecoveryCode,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    recoverable(state)?;
+    let to = state
+        .recovery
+        .mobile
+        .as_ref()
+        .ok_or(AccountError::MethodUnavailable)?;
+    let settings = &ctx.settings.recovery;
+    let sent = state
+        .grants
+        .codes_sent
+        .get(&c.recovery_id)
+        .copied()
+        .unwrap_or(0);
+    if sent >= settings.codes_per_recovery {
+        return Err(AccountError::CodeLimit);
+    }
+    // Asking again does not buy guesses: a recovery whose attempts are spent sends no more.
+    if let Some(live) = state.challenges.get(OtpPurpose::Recovery) {
+        if live.recovery_id == Some(c.recovery_id) && live.attempts >= live.max_attempts {
+            return Err(AccountError::CodeExhausted);
+        }
+    }
+    Ok(vec![AccountEvent::OtpChallengeIssued(OtpChallengeIssued {
+        challenge_id: c.challenge_id,
+        purpose: OtpPurpose::Recovery,
+        channel: Channel::Sms,
+        to: to.clone(),
+        code_hash: ctx.codes.hash_code(c.challenge_id, c.code.expose()),
+        expires_at: ctx.now + settings.code_lifetime(),
+        max_attempts: settings.code_attempts,
+        recovery_id: Some(c.recovery_id),
+        sealed_code: c.sealed_code.clone(),
+    })])
+}
+
+fn verify_recovery_code(
+    state: &Account,
+    c: &VerifyRecoveryCode,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    recoverable(state)?;
+    let challenge = state
+        .challenges
+        .get(OtpPurpose::Recovery)
+        .filter(|ch| ch.recovery_id == Some(c.recovery_id))
+        .ok_or(AccountError::NoCode)?;
+    if !otp::well_formed(c.code.expose()) {
+        return Err(AccountError::Invalid(vec![Violation::new(
+            "RC-3.code",
+            Some("code"),
+            "the code has 6 digits",
+        )]));
+    }
+    let candidate = ctx.codes.hash_code(challenge.challenge_id, c.code.expose());
+    match challenge.check(&candidate, ctx.now) {
+        otp::Check::Right => Ok(vec![
+            AccountEvent::OtpVerified(OtpVerified {
+                challenge_id: challenge.challenge_id,
+            }),
+            AccountEvent::ResetTokenIssued(ResetTokenIssued {
+                recovery_id: c.recovery_id,
+                method: RecoveryMethod::Sms,
+                token_hash: c.token_hash.clone(),
+                expires_at: ctx.now + ctx.settings.recovery.reset_token_lifetime(),
+            }),
+        ]),
+        otp::Check::Wrong { attempts_left } => {
+            Ok(vec![AccountEvent::OtpCheckFailed(OtpCheckFailed {
+                challenge_id: challenge.challenge_id,
+                attempts_left,
+                client_ip: c.client_ip.clone(),
+            })])
+        }
+        otp::Check::Missing => Err(AccountError::NoCode),
+        otp::Check::Expired => Err(AccountError::CodeExpired),
+        otp::Check::Exhausted => Err(AccountError::CodeExhausted),
+    }
+}
+
+fn answer_question(
+    state: &Account,
+    c: &AnswerSecurityQuestion,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    recoverable(state)?;
+    let settings = &ctx.settings.recovery;
+    let hash = state
+        .recovery
+        .security_answer_hash
+        .as_ref()
+        .filter(|_| settings.security_question)
+        .ok_or(AccountError::MethodUnavailable)?;
+    let answer = normalize_answer(c.answer.expose());
+    if answer.is_empty() || answer.chars().count() > MAX_ANSWER_CHARS {
+        return Err(AccountError::Invalid(vec![Violation::new(
+            "RC-4.answer",
+            Some("answer"),
+            "the answer must have 1 to 200 characters",
+        )]));
+    }
+    let mut events = Vec::new();
+    if let Some(until) = state.grants.question_locked_until {
+        if ctx.now < until {
+            return Err(AccountError::QuestionLocked {
+                until,
+                seconds: (until - ctx.now).num_seconds().max(1),
+            });
+        }
+        events.push(AccountEvent::SecurityQuestionUnlocked(
+            SecurityQuestionUnlocked {
+                locked_until: until,
+            },
+        ));
+    }
+    if ctx.hasher.verify(&Secret::new(answer), hash) {
+        events.push(AccountEvent::ResetTokenIssued(ResetTokenIssued {
+            recovery_id: c.recovery_id,
+            method: RecoveryMethod::Question,
+            token_hash: c.token_hash.clone(),
+            expires_at: ctx.now + settings.reset_token_lifetime(),
+        }));
+        return Ok(events);
+    }
+    // A lock that just ended restarts the count.
+    let failures = if events.is_empty() {
+        state.grants.question_failures + 1
+    } else {
+        1
+    };
+    events.push(AccountEvent::SecurityAnswerFailed(SecurityAnswerFailed {
+        recovery_id: c.recovery_id,
+        attempts_left: settings.question_attempts.saturating_sub(failures),
+        client_ip: c.client_ip.clone(),
+    }));
+    if failures >= settings.question_attempts {
+        events.push(AccountEvent::SecurityQuestionLocked(
+            SecurityQuestionLocked {
+                until: ctx.now + settings.question_lock(),
+            },
+        ));
+    }
+    Ok(events)
+}
+
+fn complete_recovery(
+    state: &Account,
+    c: &CompleteRecovery,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    let profile = recoverable(state)?;
+    let grants = &state.grants;
+    let live = [&grants.link, &grants.reset]
+        .into_iter()
+        .flatten()
+        .find(|g| otp::constant_time_eq(g.token_hash.as_str(), c.token_hash.as_str()));
+    let Some(grant) = live else {
+        let spent = grants
+            .spent
+            .iter()
+            .find(|(hash, _)| otp::constant_time_eq(hash.as_str(), c.token_hash.as_str()));
+        return Err(match spent {
+            Some((_, Spent::Used)) => AccountError::TokenUsed,
+            Some((_, Spent::Superseded)) => AccountError::TokenSuperseded,
+            None => AccountError::TokenInvalid,
+        });
+    };
+    if ctx.now >= grant.expires_at {
+        return Err(AccountError::TokenExpired);
+    }
+    check_new_password(
+        state,
+        profile,
+        &c.new_password,
+        &c.new_password_repeat,
+        None,
+        ctx,
+    )?;
+    let mut events = vec![AccountEvent::PasswordRecovered(PasswordRecovered {
+        recovery_id: grant.recovery_id,
+        method: grant.method,
         password_hash: ctx.hasher.hash(&c.new_password),
     })];
-    // PW-4: every session ends, the one that asked included; the holder logs in again.
-    let live: Vec<Uuid> = state
-        .sessions
-        .iter()
-        .filter(|(_, s)| s.expires_at > ctx.now)
-        .map(|(id, _)| *id)
-        .collect();
-    if !live.is_empty() {
-        events.push(AccountEvent::SessionsEnded(SessionsEnded {
-            session_ids: live,
-            reason: SessionEndReason::PasswordChanged,
-        }));
+    // RC-6: every session ends; the next login confirms the recovery information.
+    events.extend(end_sessions(
+        state,
+        SessionEndReason::PasswordRecovered,
+        ctx.now,
+    ));
+    Ok(events)
+}
+
+/// Longest form reference accepted (RC-7).
+const MAX_FORM_REFERENCE_CHARS: usize = 100;
+
+fn operator_reset(
+    state: &Account,
+    c: &OperatorReset,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    opened(state)?;
+    let reference = c.form_reference.trim();
+    if reference.is_empty()
+        || reference.chars().count() > MAX_FORM_REFERENCE_CHARS
+        || reference.chars().any(char::is_control)
+    {
+        return Err(AccountError::Invalid(vec![Violation::new(
+            "RC-7.form_reference",
+            Some("form_reference"),
+            "the signed form's reference has 1 to 100 characters",
+        )]));
     }
+    if matches!(
+        state.status,
+        AccountStatus::Revoked | AccountStatus::Deactivated
+    ) {
+        return Err(AccountError::RecoveryRefused);
+    }
+    let mut events = vec![AccountEvent::TemporaryPasswordIssued(
+        TemporaryPasswordIssued {
+            password_hash: ctx.hasher.hash(&c.password),
+            reason: TemporaryPasswordReason::OperatorReset,
+            form_reference: Some(reference.to_string()),
+            sealed_password: Some(c.sealed.clone()),
+        },
+    )];
+    events.extend(end_sessions(
+        state,
+        SessionEndReason::OperatorReset,
+        ctx.now,
+    ));
     Ok(events)
 }
 
@@ -503,7 +909,8 @@ fn set_recovery_info(
     opened(state)?;
     // Setting it for the first time is a required action; changing contacts later is a
     // sensitive change and needs a fresh session (SEC-3).
-    require_session(state, c.session_id, !state.must_set_recovery_info, ctx.now)?;
+    let required = state.must_set_recovery_info || state.must_confirm_recovery_info;
+    require_session(state, c.session_id, !required, ctx.now)?;
     let mut errors = Vec::new();
     let current = &state.recovery;
     let email = match &c.email {
@@ -586,8 +993,14 @@ fn set_recovery_info(
         && question == current.security_question
         && answer_hash == current.security_answer_hash;
     if unchanged && !state.must_set_recovery_info {
-        // Saving the same information again records nothing.
-        return Ok(Vec::new());
+        // RC-6: saving it unchanged after a recovery confirms it; otherwise it records nothing.
+        return Ok(if state.must_confirm_recovery_info {
+            vec![AccountEvent::RecoveryInfoConfirmed(
+                RecoveryInfoConfirmed {},
+            )]
+        } else {
+            Vec::new()
+        });
     }
     let answer_hash = match new_answer {
         Some(answer) => Some(ctx.hasher.hash(&answer)),

@@ -1,6 +1,9 @@
 //! Events of the account stream. Each is a fact an auditor can read; none holds a secret in the
 //! clear (hashes only). Every type has a JSON Schema in `schemas/events/<Type>.v1.json`.
 
+use crate::notice::Channel;
+use crate::otp::OtpPurpose;
+use crate::recovery::RecoveryMethod;
 use crate::secret::{PasswordHash, Sealed, TokenHash};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -89,6 +92,10 @@ pub enum LoginFailure {
 pub enum SessionEndReason {
     Logout,
     PasswordChanged,
+    /// RC-6: a recovery ends every session.
+    PasswordRecovered,
+    /// RC-7: an operator reset the password.
+    OperatorReset,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +110,16 @@ pub enum AccountEvent {
     LoginFailed(LoginFailed),
     SessionReauthenticated(SessionReauthenticated),
     SessionsEnded(SessionsEnded),
+    RecoveryLinkIssued(RecoveryLinkIssued),
+    OtpChallengeIssued(OtpChallengeIssued),
+    OtpCheckFailed(OtpCheckFailed),
+    OtpVerified(OtpVerified),
+    ResetTokenIssued(ResetTokenIssued),
+    SecurityAnswerFailed(SecurityAnswerFailed),
+    SecurityQuestionLocked(SecurityQuestionLocked),
+    SecurityQuestionUnlocked(SecurityQuestionUnlocked),
+    PasswordRecovered(PasswordRecovered),
+    RecoveryInfoConfirmed(RecoveryInfoConfirmed),
 }
 
 /// Every account event type, for the schema coverage test and the projections' filters.
@@ -116,6 +133,16 @@ pub const ACCOUNT_EVENT_TYPES: &[&str] = &[
     "LoginFailed",
     "SessionReauthenticated",
     "SessionsEnded",
+    "RecoveryLinkIssued",
+    "OtpChallengeIssued",
+    "OtpCheckFailed",
+    "OtpVerified",
+    "ResetTokenIssued",
+    "SecurityAnswerFailed",
+    "SecurityQuestionLocked",
+    "SecurityQuestionUnlocked",
+    "PasswordRecovered",
+    "RecoveryInfoConfirmed",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,3 +245,97 @@ pub struct SessionsEnded {
     pub session_ids: Vec<Uuid>,
     pub reason: SessionEndReason,
 }
+
+/// RC-2: a recovery link mailed to `to`; the token itself travels only sealed, under
+/// [`recovery_link_context`]. A newer link supersedes this one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryLinkIssued {
+    pub recovery_id: Uuid,
+    pub to: String,
+    pub token_hash: TokenHash,
+    pub expires_at: DateTime<Utc>,
+    pub sealed_token: Sealed,
+}
+
+pub fn recovery_link_context(account_id: Uuid, recovery_id: Uuid) -> String {
+    format!("custode/recovery-link/{account_id}/{recovery_id}")
+}
+
+/// A one-time code sent to `to` over `channel` (RC-3, PW-4, SC). The code is kept as a keyed
+/// hash; it travels only sealed, under [`otp_context`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OtpChallengeIssued {
+    pub challenge_id: Uuid,
+    pub purpose: OtpPurpose,
+    pub channel: Channel,
+    pub to: String,
+    pub code_hash: TokenHash,
+    pub expires_at: DateTime<Utc>,
+    pub max_attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_id: Option<Uuid>,
+    pub sealed_code: Sealed,
+}
+
+pub fn otp_context(account_id: Uuid, challenge_id: Uuid) -> String {
+    format!("custode/otp/{account_id}/{challenge_id}")
+}
+
+/// A wrong code: one attempt spent (SEC-6: counted in the aggregate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OtpCheckFailed {
+    pub challenge_id: Uuid,
+    pub attempts_left: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+}
+
+/// A right code: the challenge is used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OtpVerified {
+    pub challenge_id: Uuid,
+}
+
+/// A reset token, yielded by a right SMS code or answer (RC-3, RC-4); consumed by RC-5. A newer
+/// one supersedes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResetTokenIssued {
+    pub recovery_id: Uuid,
+    pub method: RecoveryMethod,
+    pub token_hash: TokenHash,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// RC-4: a wrong answer to the security question.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecurityAnswerFailed {
+    pub recovery_id: Uuid,
+    /// Wrong answers left before the lock (0: this one locked it).
+    pub attempts_left: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+}
+
+/// RC-4, SEC-6: too many wrong answers; the question (never the account) is locked until `until`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecurityQuestionLocked {
+    pub until: DateTime<Utc>,
+}
+
+/// SEC-6: the lock has ended (recorded when the question is next used after `until`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecurityQuestionUnlocked {
+    pub locked_until: DateTime<Utc>,
+}
+
+/// RC-5, RC-6: the password was chosen anew through a recovery; the token is consumed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasswordRecovered {
+    pub recovery_id: Uuid,
+    pub method: RecoveryMethod,
+    pub password_hash: PasswordHash,
+}
+
+/// RC-6: the holder confirmed the recovery information after a recovery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryInfoConfirmed {}

@@ -1,7 +1,9 @@
 //! The account's state, folded from its events by [`evolve`]. It holds only what `decide` needs.
 
 use super::events::*;
-use crate::secret::PasswordHash;
+use crate::otp::{Challenge, Challenges};
+use crate::recovery::RecoveryMethod;
+use crate::secret::{PasswordHash, TokenHash};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, VecDeque};
 use uuid::Uuid;
@@ -20,6 +22,67 @@ pub struct Account {
     pub must_set_recovery_info: bool,
     pub recovery: RecoveryInfo,
     pub sessions: BTreeMap<Uuid, Session>,
+    /// RC-6: set by a recovery or an operator reset, cleared by saving or confirming RI.
+    pub must_confirm_recovery_info: bool,
+    /// Live one-time-code challenges, one per purpose.
+    pub challenges: Challenges,
+    /// RC-2..5: the recovery grants and counters.
+    pub grants: Grants,
+}
+
+/// A token that lets the holder choose a new password (RC-5): the emailed link, or the reset
+/// token a right code or answer yields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    pub recovery_id: Uuid,
+    pub method: RecoveryMethod,
+    pub token_hash: TokenHash,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What became of a token that no longer works, so its bearer gets a clear answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spent {
+    Used,
+    Superseded,
+}
+
+/// How many spent tokens the state remembers (for a clear `410` instead of "unknown").
+const SPENT_KEPT: usize = 32;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grants {
+    /// The live recovery link (RC-2); a newer one supersedes it.
+    pub link: Option<Grant>,
+    /// The live reset token (RC-3, RC-4); a newer one supersedes it.
+    pub reset: Option<Grant>,
+    pub spent: VecDeque<(TokenHash, Spent)>,
+    /// Codes sent per recovery (RC-3: at most three).
+    pub codes_sent: BTreeMap<Uuid, u32>,
+    /// Wrong answers since the last right one or the last lock (RC-4).
+    pub question_failures: u32,
+    pub question_locked_until: Option<DateTime<Utc>>,
+}
+
+impl Grants {
+    fn spend(&mut self, grant: Option<Grant>, how: Spent) {
+        if let Some(g) = grant {
+            self.spent.push_front((g.token_hash, how));
+            self.spent.truncate(SPENT_KEPT);
+        }
+    }
+
+    /// Every live token ends: the one used as `Used`, the others as `Superseded`.
+    fn spend_all(&mut self, used: Option<&TokenHash>) {
+        for grant in [self.link.take(), self.reset.take()].into_iter().flatten() {
+            let how = if Some(&grant.token_hash) == used {
+                Spent::Used
+            } else {
+                Spent::Superseded
+            };
+            self.spend(Some(grant), how);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -58,6 +121,8 @@ impl Account {
         }
         if self.must_set_recovery_info {
             actions.push(RequiredAction::SetRecoveryInfo);
+        } else if self.must_confirm_recovery_info {
+            actions.push(RequiredAction::ConfirmRecoveryInfo);
         }
         actions
     }
@@ -85,6 +150,10 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
         AccountEvent::TemporaryPasswordIssued(e) => {
             state.push_password(&e.password_hash);
             state.must_change_password = true;
+            if e.reason == TemporaryPasswordReason::OperatorReset {
+                state.must_confirm_recovery_info = true;
+                state.grants.spend_all(None);
+            }
         }
         AccountEvent::PasswordImported(e) => {
             state.push_password(&e.password_hash);
@@ -93,6 +162,8 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
         AccountEvent::PasswordChanged(e) => {
             state.push_password(&e.password_hash);
             state.must_change_password = false;
+            // A recovery under way for a password the holder just changed is moot.
+            state.grants.spend_all(None);
         }
         AccountEvent::RecoveryInfoSet(e) => {
             state.recovery = RecoveryInfo {
@@ -102,6 +173,7 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
                 security_answer_hash: e.security_answer_hash.clone(),
             };
             state.must_set_recovery_info = false;
+            state.must_confirm_recovery_info = false;
         }
         AccountEvent::SessionStarted(e) => {
             // Sessions past their expiry can never be used again: forget them as time moves on.
@@ -125,6 +197,65 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
                 state.sessions.remove(id);
             }
         }
+        AccountEvent::RecoveryLinkIssued(e) => {
+            let old = state.grants.link.replace(Grant {
+                recovery_id: e.recovery_id,
+                method: RecoveryMethod::Email,
+                token_hash: e.token_hash.clone(),
+                expires_at: e.expires_at,
+            });
+            state.grants.spend(old, Spent::Superseded);
+        }
+        AccountEvent::OtpChallengeIssued(e) => {
+            if let Some(recovery_id) = e.recovery_id {
+                *state.grants.codes_sent.entry(recovery_id).or_default() += 1;
+            }
+            state.challenges.issue(Challenge {
+                challenge_id: e.challenge_id,
+                purpose: e.purpose,
+                channel: e.channel,
+                target: e.to.clone(),
+                code_hash: e.code_hash.clone(),
+                expires_at: e.expires_at,
+                attempts: 0,
+                max_attempts: e.max_attempts,
+                used: false,
+                recovery_id: e.recovery_id,
+            });
+        }
+        AccountEvent::OtpCheckFailed(e) => state.challenges.failed(e.challenge_id),
+        AccountEvent::OtpVerified(e) => state.challenges.verified(e.challenge_id),
+        AccountEvent::ResetTokenIssued(e) => {
+            let old = state.grants.reset.replace(Grant {
+                recovery_id: e.recovery_id,
+                method: e.method,
+                token_hash: e.token_hash.clone(),
+                expires_at: e.expires_at,
+            });
+            state.grants.spend(old, Spent::Superseded);
+            if e.method == RecoveryMethod::Question {
+                state.grants.question_failures = 0;
+            }
+        }
+        AccountEvent::SecurityAnswerFailed(_) => state.grants.question_failures += 1,
+        AccountEvent::SecurityQuestionLocked(e) => {
+            state.grants.question_locked_until = Some(e.until);
+            state.grants.question_failures = 0;
+        }
+        AccountEvent::SecurityQuestionUnlocked(_) => state.grants.question_locked_until = None,
+        AccountEvent::PasswordRecovered(e) => {
+            state.push_password(&e.password_hash);
+            state.must_change_password = false;
+            state.must_confirm_recovery_info = true;
+            let used = [&state.grants.link, &state.grants.reset]
+                .into_iter()
+                .flatten()
+                .find(|g| g.recovery_id == e.recovery_id && g.method == e.method)
+                .map(|g| g.token_hash.clone());
+            state.grants.spend_all(used.as_ref());
+            state.grants.codes_sent.clear();
+        }
+        AccountEvent::RecoveryInfoConfirmed(_) => state.must_confirm_recovery_info = false,
     }
     state
 }

@@ -29,6 +29,17 @@ impl SecretHasher for FakeHasher {
     }
 }
 
+/// A keyed hash of codes for domain tests: the challenge id and the code, in the clear.
+struct FakeCodes;
+
+impl crate::otp::CodeHasher for FakeCodes {
+    fn hash_code(&self, challenge_id: Uuid, code: &str) -> TokenHash {
+        TokenHash::from_hex(format!("{challenge_id}:{code}"))
+    }
+}
+
+mod recovery;
+
 const ACCOUNT: Uuid = Uuid::from_u128(0xacc0);
 const SESSION: Uuid = Uuid::from_u128(0x5e55);
 const OTHER_SESSION: Uuid = Uuid::from_u128(0x5e56);
@@ -64,11 +75,14 @@ impl Given {
         self.when_at(cmd, now())
     }
     fn when_at(self, cmd: AccountCommand, at: DateTime<Utc>) -> Then {
-        let settings = Settings::default();
+        self.when_with(cmd, at, &Settings::default())
+    }
+    fn when_with(self, cmd: AccountCommand, at: DateTime<Utc>, settings: &Settings) -> Then {
         let ctx = Ctx {
             now: at,
-            settings: &settings,
+            settings,
             hasher: &FakeHasher,
+            codes: &FakeCodes,
         };
         Then {
             result: decide(&self.state, &cmd, &ctx),

@@ -1,0 +1,500 @@
+//! The forgotten-password flow (RC-1..7) on top of the account handler. A start appends
+//! `RecoveryStarted` to a stream of its own whatever the user id (so a real and an unknown id
+//! cost the same); what follows runs as account commands for a real account, and as a decoy,
+//! in memory, for anything else: the same answers, nothing sent (RC-1, SEC-6).
+
+use crate::accounts::{to_new_events, AccountHandler, Caller, HandlerError, Outcome};
+use crate::log::StreamAppend;
+use crate::tokens;
+use chrono::{DateTime, Utc};
+use custode_domain::account::{
+    self, recovery_link_context, AccountCommand, AccountError, AccountEvent,
+    AnswerSecurityQuestion, CompleteRecovery, InitialPassword, OperatorReset, SendRecoveryCode,
+    SendRecoveryLink, VerifyRecoveryCode,
+};
+use custode_domain::otp;
+use custode_domain::recovery::{
+    self as rc, decoy_offer, decoy_question, Offer, RecoveryEvent, RecoveryMethod, RecoveryStarted,
+};
+use custode_domain::{Secret, Violation};
+use rand::Rng;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use uuid::Uuid;
+
+/// RC-1's answer.
+#[derive(Debug)]
+pub struct Started {
+    pub recovery_id: Uuid,
+    pub offers: Vec<Offer>,
+    pub position: u64,
+    /// The keyed hash of the user id, hex: the key of the per-user-id limits (SEC-2).
+    pub subject: String,
+}
+
+/// What checking a code or an answer gave.
+#[derive(Debug)]
+pub enum Checked {
+    /// The reset token, shown once.
+    Token {
+        token: Secret,
+        position: u64,
+    },
+    Wrong {
+        attempts_left: u32,
+        position: u64,
+    },
+}
+
+/// The answer to a send: the position of what was recorded (0 for a decoy: nothing was).
+#[derive(Debug)]
+pub struct Sent {
+    pub position: u64,
+}
+
+/// Past this many decoys remembered, the oldest are forgotten (their answers then start over,
+/// which only an attacker with that many open decoys could notice).
+const DECOYS_KEPT: usize = 50_000;
+
+#[derive(Debug, Default)]
+struct DecoyRecovery {
+    started_at: Option<DateTime<Utc>>,
+    codes: u32,
+    attempts: u32,
+    last_code_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Default)]
+struct DecoyQuestion {
+    failures: u32,
+    locked_until: Option<DateTime<Utc>>,
+}
+
+/// What decoy recoveries have done, so their answers follow the same limits as real ones.
+#[derive(Debug, Default)]
+pub struct Decoys {
+    recoveries: Mutex<HashMap<Uuid, DecoyRecovery>>,
+    questions: Mutex<HashMap<String, DecoyQuestion>>,
+}
+
+impl Decoys {
+    fn with_recovery<T>(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        f: impl FnOnce(&mut DecoyRecovery) -> T,
+    ) -> Result<T, HandlerError> {
+        let mut map = self
+            .recoveries
+            .lock()
+            .map_err(|_| HandlerError::Store("decoy map poisoned".into()))?;
+        if map.len() >= DECOYS_KEPT && !map.contains_key(&id) {
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, d)| d.started_at)
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                map.remove(&k);
+            }
+        }
+        let entry = map.entry(id).or_default();
+        entry.started_at.get_or_insert(now);
+        Ok(f(entry))
+    }
+
+    fn with_question<T>(
+        &self,
+        subject: &str,
+        f: impl FnOnce(&mut DecoyQuestion) -> T,
+    ) -> Result<T, HandlerError> {
+        let mut map = self
+            .questions
+            .lock()
+            .map_err(|_| HandlerError::Store("decoy map poisoned".into()))?;
+        if map.len() >= DECOYS_KEPT && !map.contains_key(subject) {
+            map.clear();
+        }
+        Ok(f(map.entry(subject.to_string()).or_default()))
+    }
+}
+
+/// A fresh six-digit code, uniform over 000000..=999999.
+fn new_code() -> Secret {
+    let n: u32 = rand::rngs::OsRng.gen_range(0..1_000_000);
+    Secret::new(format!("{n:06}"))
+}
+
+impl AccountHandler {
+    fn decoy_seed(&self, subject: &[u8; 32]) -> [u8; 32] {
+        self.service_key.mac("custode/recovery-decoy", &[subject])
+    }
+
+    /// RC-1: starts a recovery for `user_id`. Always answers; a real account's methods or a
+    /// decoy's, recorded the same way.
+    pub async fn start_recovery(
+        &self,
+        user_id: &str,
+        client_ip: Option<String>,
+        caller: &Caller,
+    ) -> Result<Started, HandlerError> {
+        let subject = self.service_key.subject(user_id);
+        let subject_hex = crate::log::hex(&subject);
+        let mut real = None;
+        if let Some(account_id) = self.account_id_of(user_id.trim()).await? {
+            let (state, _) = self.load(account_id).await?;
+            if let Some(offers) = rc::offer(&state, &self.settings.recovery) {
+                real = Some((account_id, offers));
+            }
+        }
+        let (account_id, offers) = match real {
+            Some((id, offers)) => (Some(id), offers),
+            None => (
+                None,
+                decoy_offer(&self.decoy_seed(&subject), &self.settings.recovery),
+            ),
+        };
+        let recovery_id = Uuid::now_v7();
+        let event = RecoveryEvent::RecoveryStarted(RecoveryStarted {
+            recovery_id,
+            account_id,
+            subject: subject_hex.clone(),
+            methods: offers.iter().map(|o| o.method).collect(),
+            client_ip,
+        });
+        let recorded = self
+            .log
+            .append(
+                vec![StreamAppend {
+                    stream: rc::stream_for(recovery_id),
+                    expected_version: 0,
+                    events: to_new_events(&[event])?,
+                }],
+                self.metadata(caller),
+            )
+            .await?;
+        Ok(Started {
+            recovery_id,
+            offers,
+            position: recorded.last().map_or(0, |e| e.position),
+            subject: subject_hex,
+        })
+    }
+
+    /// The recovery `recovery_id` as its start recorded it.
+    pub async fn recovery(&self, recovery_id: Uuid) -> Result<RecoveryStarted, HandlerError> {
+        let (started, _) = self
+            .fold::<RecoveryEvent, Option<RecoveryStarted>>(
+                &rc::stream_for(recovery_id),
+                rc::evolve,
+            )
+            .await?;
+        started.ok_or(HandlerError::RecoveryNotFound)
+    }
+
+    async fn offered(
+        &self,
+        recovery_id: Uuid,
+        method: RecoveryMethod,
+    ) -> Result<RecoveryStarted, HandlerError> {
+        let started = self.recovery(recovery_id).await?;
+        if !started.methods.contains(&method) {
+            return Err(AccountError::MethodUnavailable.into());
+        }
+        Ok(started)
+    }
+
+    /// RC-2: mails a fresh link (superseding any earlier one).
+    pub async fn send_recovery_link(
+        &self,
+        recovery_id: Uuid,
+        caller: &Caller,
+    ) -> Result<Sent, HandlerError> {
+        let started = self.offered(recovery_id, RecoveryMethod::Email).await?;
+        let Some(account_id) = started.account_id else {
+            return Ok(Sent { position: 0 });
+        };
+        let (token, token_hash) = tokens::new_token();
+        let sealed_token = self
+            .keys
+            .seal(
+                &token,
+                &recovery_link_context(account_id, recovery_id),
+                self.clock.now(),
+            )
+            .map_err(|e| HandlerError::Store(e.to_string()))?;
+        let cmd = AccountCommand::SendRecoveryLink(SendRecoveryLink {
+            recovery_id,
+            token_hash,
+            sealed_token,
+        });
+        let outcome = self.execute(account_id, cmd, caller).await?;
+        Ok(Sent {
+            position: outcome.position(),
+        })
+    }
+
+    /// RC-3: sends a fresh code by SMS (replacing the earlier one, keeping its attempts).
+    pub async fn send_recovery_code(
+        &self,
+        recovery_id: Uuid,
+        caller: &Caller,
+    ) -> Result<Sent, HandlerError> {
+        let started = self.offered(recovery_id, RecoveryMethod::Sms).await?;
+        let now = self.clock.now();
+        let limits = &self.settings.recovery;
+        let Some(account_id) = started.account_id else {
+            return self.decoys.with_recovery(recovery_id, now, |d| {
+                if d.codes >= limits.codes_per_recovery {
+                    return Err(AccountError::CodeLimit.into());
+                }
+                if d.attempts >= limits.code_attempts {
+                    return Err(AccountError::CodeExhausted.into());
+                }
+                d.codes += 1;
+                d.last_code_at = Some(now);
+                Ok(Sent { position: 0 })
+            })?;
+        };
+        let challenge_id = Uuid::now_v7();
+        let code = new_code();
+        let sealed_code = self
+            .keys
+            .seal(&code, &account::otp_context(account_id, challenge_id), now)
+            .map_err(|e| HandlerError::Store(e.to_string()))?;
+        let cmd = AccountCommand::SendRecoveryCode(SendRecoveryCode {
+            recovery_id,
+            challenge_id,
+            code,
+            sealed_code,
+        });
+        let outcome = self.execute(account_id, cmd, caller).await?;
+        Ok(Sent {
+            position: outcome.position(),
+        })
+    }
+
+    /// RC-3: checks a code; a right one yields a reset token.
+    pub async fn verify_recovery_code(
+        &self,
+        recovery_id: Uuid,
+        code: Secret,
+        client_ip: Option<String>,
+        caller: &Caller,
+    ) -> Result<Checked, HandlerError> {
+        let started = self.offered(recovery_id, RecoveryMethod::Sms).await?;
+        let now = self.clock.now();
+        let limits = &self.settings.recovery;
+        let Some(account_id) = started.account_id else {
+            let well_formed = otp::well_formed(code.expose());
+            return self.decoys.with_recovery(recovery_id, now, |d| {
+                let Some(sent_at) = d.last_code_at else {
+                    return Err(AccountError::NoCode.into());
+                };
+                if !well_formed {
+                    return Err(code_malformed());
+                }
+                if d.attempts >= limits.code_attempts {
+                    return Err(AccountError::CodeExhausted.into());
+                }
+                if now >= sent_at + limits.code_lifetime() {
+                    return Err(AccountError::CodeExpired.into());
+                }
+                d.attempts += 1;
+                Ok(Checked::Wrong {
+                    attempts_left: limits.code_attempts - d.attempts,
+                    position: 0,
+                })
+            })?;
+        };
+        let (token, token_hash) = tokens::new_token();
+        let cmd = AccountCommand::VerifyRecoveryCode(VerifyRecoveryCode {
+            recovery_id,
+            code,
+            token_hash,
+            client_ip,
+        });
+        let outcome = self.execute(account_id, cmd, caller).await?;
+        Ok(checked(outcome, token))
+    }
+
+    /// RC-4: the question of the recovery's account (a decoy's: a plausible one).
+    pub async fn security_question(&self, recovery_id: Uuid) -> Result<String, HandlerError> {
+        let started = self.offered(recovery_id, RecoveryMethod::Question).await?;
+        match started.account_id {
+            Some(account_id) => {
+                let (state, _) = self.load(account_id).await?;
+                state
+                    .recovery
+                    .security_question
+                    .ok_or_else(|| AccountError::MethodUnavailable.into())
+            }
+            None => {
+                let subject = subject_bytes(&started.subject)?;
+                Ok(decoy_question(&self.decoy_seed(&subject)).to_string())
+            }
+        }
+    }
+
+    /// RC-4: answers the security question; a right answer yields a reset token.
+    pub async fn answer_security_question(
+        &self,
+        recovery_id: Uuid,
+        answer: Secret,
+        client_ip: Option<String>,
+        caller: &Caller,
+    ) -> Result<Checked, HandlerError> {
+        let started = self.offered(recovery_id, RecoveryMethod::Question).await?;
+        let Some(account_id) = started.account_id else {
+            let normalized = custode_domain::masking::normalize_answer(answer.expose());
+            if normalized.is_empty() || normalized.chars().count() > 200 {
+                return Err(answer_malformed());
+            }
+            // The same Argon2 verification a real answer costs.
+            let hasher = self.hasher.clone();
+            let answer = Secret::new(normalized);
+            self.pool
+                .run(move || hasher.verify_dummy(&answer))
+                .await
+                .map_err(|e| HandlerError::Store(e.to_string()))?;
+            let now = self.clock.now();
+            let limits = &self.settings.recovery;
+            return self.decoys.with_question(&started.subject, |q| {
+                if let Some(until) = q.locked_until {
+                    if now < until {
+                        return Err(AccountError::QuestionLocked {
+                            until,
+                            seconds: (until - now).num_seconds().max(1),
+                        }
+                        .into());
+                    }
+                    q.locked_until = None;
+                    q.failures = 0;
+                }
+                q.failures += 1;
+                let attempts_left = limits.question_attempts.saturating_sub(q.failures);
+                if attempts_left == 0 {
+                    q.locked_until = Some(now + limits.question_lock());
+                    q.failures = 0;
+                }
+                Ok(Checked::Wrong {
+                    attempts_left,
+                    position: 0,
+                })
+            })?;
+        };
+        let (token, token_hash) = tokens::new_token();
+        let cmd = AccountCommand::AnswerSecurityQuestion(AnswerSecurityQuestion {
+            recovery_id,
+            answer,
+            token_hash,
+            client_ip,
+        });
+        let outcome = self.execute(account_id, cmd, caller).await?;
+        Ok(checked(outcome, token))
+    }
+
+    /// RC-5: the new password with the link's or reset token. An unknown user id gets the same
+    /// answer as a token that is not valid.
+    pub async fn complete_recovery(
+        &self,
+        user_id: &str,
+        token: &str,
+        new_password: Secret,
+        new_password_repeat: Secret,
+        caller: &Caller,
+    ) -> Result<Outcome, HandlerError> {
+        let Some(token_hash) = tokens::parse_token(token) else {
+            return Err(AccountError::Invalid(vec![Violation::new(
+                "SEC-1.token",
+                Some("token"),
+                "a token has 43 URL-safe base64 characters",
+            )])
+            .into());
+        };
+        let Some(account_id) = self.account_id_of(user_id.trim()).await? else {
+            return Err(AccountError::TokenInvalid.into());
+        };
+        let cmd = AccountCommand::CompleteRecovery(CompleteRecovery {
+            token_hash,
+            new_password,
+            new_password_repeat,
+        });
+        match self.execute(account_id, cmd, caller).await {
+            Err(HandlerError::Domain(AccountError::NotFound)) => {
+                Err(AccountError::TokenInvalid.into())
+            }
+            other => other,
+        }
+    }
+
+    /// RC-7: an operator's reset after a signed form: fresh temporary credentials, shown once.
+    pub async fn operator_reset(
+        &self,
+        user_id: &str,
+        form_reference: String,
+        caller: &Caller,
+    ) -> Result<(Outcome, Secret), HandlerError> {
+        let Some(account_id) = self.account_id_of(user_id.trim()).await? else {
+            return Err(AccountError::NotFound.into());
+        };
+        let InitialPassword::Temporary { password, sealed } =
+            self.temporary_password(account_id)?
+        else {
+            return Err(HandlerError::Store("no temporary password drawn".into()));
+        };
+        let cmd = AccountCommand::OperatorReset(OperatorReset {
+            form_reference,
+            password: password.clone(),
+            sealed,
+        });
+        let outcome = self.execute(account_id, cmd, caller).await?;
+        Ok((outcome, password))
+    }
+}
+
+fn checked(outcome: Outcome, token: Secret) -> Checked {
+    let position = outcome.position();
+    let wrong = outcome.events.iter().find_map(|e| match e {
+        AccountEvent::OtpCheckFailed(f) => Some(f.attempts_left),
+        AccountEvent::SecurityAnswerFailed(f) => Some(f.attempts_left),
+        _ => None,
+    });
+    match wrong {
+        Some(attempts_left) => Checked::Wrong {
+            attempts_left,
+            position,
+        },
+        None => Checked::Token { token, position },
+    }
+}
+
+fn code_malformed() -> HandlerError {
+    AccountError::Invalid(vec![Violation::new(
+        "RC-3.code",
+        Some("code"),
+        "the code has 6 digits",
+    )])
+    .into()
+}
+
+fn answer_malformed() -> HandlerError {
+    AccountError::Invalid(vec![Violation::new(
+        "RC-4.answer",
+        Some("answer"),
+        "the answer must have 1 to 200 characters",
+    )])
+    .into()
+}
+
+fn subject_bytes(hex: &str) -> Result<[u8; 32], HandlerError> {
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect();
+    bytes
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| HandlerError::Store("a recovery's subject is not a 32-byte hex".into()))
+}

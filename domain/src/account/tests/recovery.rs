@@ -1,0 +1,525 @@
+//! Given/when/then specifications of the forgotten-password flow (RC-2..7) and the OTP
+//! challenge it uses, including expiry, reuse, supersession, lockout and its end.
+
+use super::*;
+use crate::otp::OtpPurpose;
+use crate::recovery::RecoveryMethod;
+
+const RECOVERY: Uuid = Uuid::from_u128(0x2ec0);
+const OTHER_RECOVERY: Uuid = Uuid::from_u128(0x2ec1);
+const NEW_PASSWORD: &str = "Nuova!Strada-Blu9";
+
+fn token(n: u8) -> TokenHash {
+    TokenHash::from_hex(format!("{n:02x}").repeat(32))
+}
+
+fn sealed() -> Sealed {
+    Sealed {
+        key_id: "20260110".into(),
+        nonce: "bm9uY2U=".into(),
+        ciphertext: "c2VhbGVk".into(),
+    }
+}
+
+fn challenge(n: u128) -> Uuid {
+    Uuid::from_u128(0xc0de_0000 + n)
+}
+
+/// An account that has chosen its password and saved every recovery method; its session is
+/// still live.
+fn recoverable() -> Vec<AccountEvent> {
+    let mut history = with_session();
+    let mut step = |cmd| {
+        let events = given(history.clone()).when(cmd).events();
+        history.extend(events);
+    };
+    step(change_to(CHOSEN, CHOSEN));
+    step(login_as(SESSION, CHOSEN));
+    step(set_info(
+        Change::Set("marisa@inwind.it".into()),
+        Change::Set("+393471234512".into()),
+        question("  Fido   il Cane ", "fido il cane"),
+    ));
+    history
+}
+
+fn and(mut history: Vec<AccountEvent>, events: Vec<AccountEvent>) -> Vec<AccountEvent> {
+    history.extend(events);
+    history
+}
+
+fn send_link(n: u8) -> AccountCommand {
+    AccountCommand::SendRecoveryLink(SendRecoveryLink {
+        recovery_id: RECOVERY,
+        token_hash: token(n),
+        sealed_token: sealed(),
+    })
+}
+
+fn send_code(recovery_id: Uuid, n: u128, code: &str) -> AccountCommand {
+    AccountCommand::SendRecoveryCode(SendRecoveryCode {
+        recovery_id,
+        challenge_id: challenge(n),
+        code: Secret::new(code),
+        sealed_code: sealed(),
+    })
+}
+
+fn verify(recovery_id: Uuid, code: &str, n: u8) -> AccountCommand {
+    AccountCommand::VerifyRecoveryCode(VerifyRecoveryCode {
+        recovery_id,
+        code: Secret::new(code),
+        token_hash: token(n),
+        client_ip: None,
+    })
+}
+
+fn answer(text: &str, n: u8) -> AccountCommand {
+    AccountCommand::AnswerSecurityQuestion(AnswerSecurityQuestion {
+        recovery_id: RECOVERY,
+        answer: Secret::new(text),
+        token_hash: token(n),
+        client_ip: None,
+    })
+}
+
+fn complete(n: u8) -> AccountCommand {
+    complete_with(n, NEW_PASSWORD, NEW_PASSWORD)
+}
+
+fn complete_with(n: u8, new: &str, repeat: &str) -> AccountCommand {
+    AccountCommand::CompleteRecovery(CompleteRecovery {
+        token_hash: token(n),
+        new_password: Secret::new(new),
+        new_password_repeat: Secret::new(repeat),
+    })
+}
+
+/// Runs `cmd` at `at` and returns the history with its events.
+fn step(history: Vec<AccountEvent>, cmd: AccountCommand, at: DateTime<Utc>) -> Vec<AccountEvent> {
+    let events = given(history.clone()).when_at(cmd, at).events();
+    and(history, events)
+}
+
+// ---- RC-2: the email link ----
+
+#[test]
+fn a_link_goes_to_the_recovery_address_and_lives_24_hours() {
+    let events = given(recoverable()).when(send_link(1)).events();
+    let [AccountEvent::RecoveryLinkIssued(link)] = events.as_slice() else {
+        panic!("{events:?}")
+    };
+    assert_eq!(link.to, "marisa@inwind.it");
+    assert_eq!(link.expires_at, now() + Duration::hours(24));
+    assert_eq!(link.token_hash, token(1));
+}
+
+#[test]
+fn completing_with_the_link_recovers_ends_sessions_and_asks_to_confirm_rc_5_rc_6() {
+    let history = step(recoverable(), send_link(1), now());
+    let later = now() + Duration::hours(23);
+    let events = given(history.clone()).when_at(complete(1), later).events();
+    let [AccountEvent::PasswordRecovered(recovered), AccountEvent::SessionsEnded(ended)] =
+        events.as_slice()
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!(recovered.method, RecoveryMethod::Email);
+    assert_eq!(recovered.recovery_id, RECOVERY);
+    assert!(FakeHasher.verify(&Secret::new(NEW_PASSWORD), &recovered.password_hash));
+    assert_eq!(ended.session_ids, vec![SESSION]);
+    assert_eq!(ended.reason, SessionEndReason::PasswordRecovered);
+    let after = given(and(history, events));
+    assert_eq!(
+        after.state.required_actions(),
+        vec![RequiredAction::ConfirmRecoveryInfo]
+    );
+}
+
+#[test]
+fn a_used_link_cannot_be_used_again() {
+    let history = step(step(recoverable(), send_link(1), now()), complete(1), now());
+    assert_eq!(
+        given(history).when(complete(1)).error(),
+        AccountError::TokenUsed
+    );
+}
+
+#[test]
+fn a_link_past_24_hours_has_expired_and_changes_nothing() {
+    let history = step(recoverable(), send_link(1), now());
+    let late = now() + Duration::hours(24) + Duration::seconds(1);
+    assert_eq!(
+        given(history).when_at(complete(1), late).error(),
+        AccountError::TokenExpired
+    );
+}
+
+#[test]
+fn asking_again_supersedes_the_previous_link() {
+    let history = step(
+        step(recoverable(), send_link(1), now()),
+        send_link(2),
+        now(),
+    );
+    assert_eq!(
+        given(history.clone()).when(complete(1)).error(),
+        AccountError::TokenSuperseded
+    );
+    assert!(matches!(
+        given(history).when(complete(2)).events().first(),
+        Some(AccountEvent::PasswordRecovered(_))
+    ));
+}
+
+#[test]
+fn a_token_nobody_issued_is_not_valid() {
+    assert_eq!(
+        given(recoverable()).when(complete(9)).error(),
+        AccountError::TokenInvalid
+    );
+}
+
+#[test]
+fn a_migrated_mailbox_without_a_recovery_address_gets_the_link_at_its_service_address() {
+    let mut open = open_mailbox();
+    open.password = InitialPassword::Imported(PasswordHash::new("$argon2id$v=19$imported"));
+    let history = given([]).when(AccountCommand::Open(open)).events();
+    let events = given(history).when(send_link(1)).events();
+    let [AccountEvent::RecoveryLinkIssued(link)] = events.as_slice() else {
+        panic!("{events:?}")
+    };
+    assert_eq!(link.to, "mario@example.it");
+}
+
+#[test]
+fn an_account_without_a_recovery_address_offers_no_link() {
+    assert_eq!(
+        given(opened_mailbox()).when(send_link(1)).error(),
+        AccountError::MethodUnavailable
+    );
+}
+
+// ---- RC-5: the new password follows PW-1 and PW-2 ----
+
+#[test]
+fn the_new_password_must_meet_the_policy_and_not_be_a_recent_one() {
+    let history = step(recoverable(), send_link(1), now());
+    let weak = given(history.clone())
+        .when(complete_with(1, "short", "short"))
+        .violated_rules();
+    assert!(weak.contains(&"PW-1.min_length"), "{weak:?}");
+    let differ = given(history.clone())
+        .when(complete_with(1, NEW_PASSWORD, "Other!Strada-Blu9"))
+        .violated_rules();
+    assert_eq!(differ, vec!["PW-4.repeat"]);
+    let reused = given(history.clone())
+        .when(complete_with(1, CHOSEN, CHOSEN))
+        .violated_rules();
+    assert_eq!(reused, vec!["PW-2.history"]);
+    // None of these spent the token.
+    assert!(given(history).when(complete(1)).events().len() == 2);
+}
+
+// ---- RC-3: the SMS code ----
+
+#[test]
+fn a_code_goes_to_the_recovery_mobile_as_a_keyed_hash_and_lives_5_minutes() {
+    let events = given(recoverable())
+        .when(send_code(RECOVERY, 1, "482913"))
+        .events();
+    let [AccountEvent::OtpChallengeIssued(issued)] = events.as_slice() else {
+        panic!("{events:?}")
+    };
+    assert_eq!(issued.to, "+393471234512");
+    assert_eq!(issued.purpose, OtpPurpose::Recovery);
+    assert_eq!(issued.expires_at, now() + minutes(5));
+    assert_eq!(issued.max_attempts, 5);
+    assert_eq!(
+        issued.code_hash,
+        TokenHash::from_hex(format!("{}:482913", challenge(1)))
+    );
+    assert!(!serde_json::to_string(&events)
+        .unwrap()
+        .contains("\"482913\""));
+}
+
+#[test]
+fn a_right_code_yields_a_reset_token_that_completes_the_recovery() {
+    let history = step(recoverable(), send_code(RECOVERY, 1, "482913"), now());
+    let events = given(history.clone())
+        .when_at(verify(RECOVERY, "482913", 3), now() + minutes(4))
+        .events();
+    let [AccountEvent::OtpVerified(v), AccountEvent::ResetTokenIssued(reset)] = events.as_slice()
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!(v.challenge_id, challenge(1));
+    assert_eq!(reset.method, RecoveryMethod::Sms);
+    let history = and(history, events);
+    // The code is single use.
+    assert_eq!(
+        given(history.clone())
+            .when(verify(RECOVERY, "482913", 4))
+            .error(),
+        AccountError::NoCode
+    );
+    let done = given(history).when(complete(3)).events();
+    assert!(matches!(
+        done.first(),
+        Some(AccountEvent::PasswordRecovered(r)) if r.method == RecoveryMethod::Sms
+    ));
+}
+
+#[test]
+fn a_code_past_5_minutes_has_expired() {
+    let history = step(recoverable(), send_code(RECOVERY, 1, "482913"), now());
+    assert_eq!(
+        given(history)
+            .when_at(verify(RECOVERY, "482913", 3), now() + minutes(5))
+            .error(),
+        AccountError::CodeExpired
+    );
+}
+
+#[test]
+fn five_wrong_codes_spend_the_recovery_and_a_new_code_does_not_reset_the_count() {
+    let mut history = step(recoverable(), send_code(RECOVERY, 1, "111111"), now());
+    for left in [4, 3] {
+        let events = given(history.clone())
+            .when(verify(RECOVERY, "999999", 3))
+            .events();
+        assert!(matches!(
+            events.as_slice(),
+            [AccountEvent::OtpCheckFailed(f)] if f.attempts_left == left
+        ));
+        history = and(history, events);
+    }
+    // A new code replaces the old one, which no longer works, and keeps the two spent attempts.
+    history = step(history, send_code(RECOVERY, 2, "222222"), now());
+    let old = given(history.clone())
+        .when(verify(RECOVERY, "111111", 3))
+        .events();
+    assert!(matches!(
+        old.as_slice(),
+        [AccountEvent::OtpCheckFailed(f)] if f.attempts_left == 2
+    ));
+    history = and(history, old);
+    history = step(history, verify(RECOVERY, "999999", 3), now());
+    history = step(history, verify(RECOVERY, "999999", 3), now());
+    assert_eq!(
+        given(history.clone())
+            .when(verify(RECOVERY, "222222", 3))
+            .error(),
+        AccountError::CodeExhausted
+    );
+    assert_eq!(
+        given(history)
+            .when(send_code(RECOVERY, 3, "333333"))
+            .error(),
+        AccountError::CodeExhausted
+    );
+}
+
+#[test]
+fn a_recovery_sends_at_most_three_codes() {
+    let mut history = recoverable();
+    for n in 1..=3 {
+        history = step(history, send_code(RECOVERY, n, "123456"), now());
+    }
+    assert_eq!(
+        given(history.clone())
+            .when(send_code(RECOVERY, 4, "123456"))
+            .error(),
+        AccountError::CodeLimit
+    );
+    // Another recovery may send its own.
+    assert!(
+        given(history)
+            .when(send_code(OTHER_RECOVERY, 5, "123456"))
+            .events()
+            .len()
+            == 1
+    );
+}
+
+#[test]
+fn a_code_of_another_recovery_cannot_be_checked_here_and_malformed_codes_cost_nothing() {
+    let history = step(recoverable(), send_code(OTHER_RECOVERY, 1, "123456"), now());
+    assert_eq!(
+        given(history.clone())
+            .when(verify(RECOVERY, "123456", 3))
+            .error(),
+        AccountError::NoCode
+    );
+    assert_eq!(
+        given(history)
+            .when(verify(OTHER_RECOVERY, "12345x", 3))
+            .violated_rules(),
+        vec!["RC-3.code"]
+    );
+}
+
+// ---- RC-4: the security question ----
+
+#[test]
+fn a_right_answer_compared_after_normalising_yields_a_reset_token() {
+    let events = given(recoverable())
+        .when(answer("FIDO  il cane", 5))
+        .events();
+    assert!(matches!(
+        events.as_slice(),
+        [AccountEvent::ResetTokenIssued(r)] if r.method == RecoveryMethod::Question && r.token_hash == token(5)
+    ));
+}
+
+#[test]
+fn five_wrong_answers_lock_the_question_for_15_minutes_and_the_lock_ends() {
+    let mut history = recoverable();
+    for left in (1..=4).rev() {
+        let events = given(history.clone()).when(answer("gatto", 5)).events();
+        assert!(matches!(
+            events.as_slice(),
+            [AccountEvent::SecurityAnswerFailed(f)] if f.attempts_left == left
+        ));
+        history = and(history, events);
+    }
+    let fifth = given(history.clone()).when(answer("gatto", 5)).events();
+    assert!(matches!(
+        fifth.as_slice(),
+        [AccountEvent::SecurityAnswerFailed(_), AccountEvent::SecurityQuestionLocked(l)]
+            if l.until == now() + minutes(15)
+    ));
+    history = and(history, fifth);
+    // Locked: even the right answer is refused, and nothing is recorded.
+    assert_eq!(
+        given(history.clone())
+            .when_at(answer("fido il cane", 5), now() + minutes(14))
+            .error(),
+        AccountError::QuestionLocked {
+            until: now() + minutes(15),
+            seconds: 60,
+        }
+    );
+    // The method is locked, never the account: the link still works.
+    assert!(
+        given(history.clone())
+            .when_at(send_link(1), now() + minutes(1))
+            .events()
+            .len()
+            == 1
+    );
+    // After 15 minutes the lock ends (recorded) and the right answer works.
+    let events = given(history)
+        .when_at(answer("fido il cane", 5), now() + minutes(15))
+        .events();
+    assert!(matches!(
+        events.as_slice(),
+        [
+            AccountEvent::SecurityQuestionUnlocked(_),
+            AccountEvent::ResetTokenIssued(_)
+        ]
+    ));
+}
+
+#[test]
+fn the_question_can_be_turned_off_by_setting() {
+    let settings = Settings {
+        recovery: crate::settings::RecoverySettings {
+            security_question: false,
+            ..Default::default()
+        },
+        ..Settings::default()
+    };
+    let err = given(recoverable())
+        .when_with(answer("fido il cane", 5), now(), &settings)
+        .error();
+    assert_eq!(err, AccountError::MethodUnavailable);
+}
+
+#[test]
+fn an_oversized_answer_is_refused_before_it_costs_an_attempt() {
+    let rules = given(recoverable())
+        .when(answer(&"a".repeat(201), 5))
+        .violated_rules();
+    assert_eq!(rules, vec!["RC-4.answer"]);
+}
+
+// ---- RC-6: after a recovery ----
+
+#[test]
+fn saving_the_recovery_info_unchanged_after_a_recovery_confirms_it() {
+    let history = step(step(recoverable(), send_link(1), now()), complete(1), now());
+    let history = step(history, login_as(OTHER_SESSION, NEW_PASSWORD), now());
+    let AccountEvent::SessionStarted(started) = history.last().unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        started.required_actions,
+        vec![RequiredAction::ConfirmRecoveryInfo]
+    );
+    let confirm = AccountCommand::SetRecoveryInfo(SetRecoveryInfo {
+        session_id: OTHER_SESSION,
+        email: Change::Keep,
+        mobile: Change::Keep,
+        security: Change::Keep,
+    });
+    let events = given(history.clone()).when(confirm).events();
+    assert_eq!(
+        events,
+        vec![AccountEvent::RecoveryInfoConfirmed(
+            RecoveryInfoConfirmed {}
+        )]
+    );
+    assert!(given(and(history, events))
+        .state
+        .required_actions()
+        .is_empty());
+}
+
+// ---- RC-7: the operator's reset ----
+
+#[test]
+fn an_operator_reset_issues_temporary_credentials_records_the_form_and_ends_sessions() {
+    let history = step(recoverable(), send_link(1), now());
+    let reset = AccountCommand::OperatorReset(OperatorReset {
+        form_reference: " MOD-2026/0042 ".into(),
+        password: Secret::new(TEMPORARY),
+        sealed: sealed(),
+    });
+    let events = given(history.clone()).when(reset).events();
+    let [AccountEvent::TemporaryPasswordIssued(t), AccountEvent::SessionsEnded(ended)] =
+        events.as_slice()
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!(t.reason, TemporaryPasswordReason::OperatorReset);
+    assert_eq!(t.form_reference.as_deref(), Some("MOD-2026/0042"));
+    assert_eq!(ended.reason, SessionEndReason::OperatorReset);
+    let after = and(history, events);
+    assert_eq!(
+        given(after.clone()).state.required_actions(),
+        vec![
+            RequiredAction::ChangePassword,
+            RequiredAction::ConfirmRecoveryInfo
+        ]
+    );
+    // A link sent before the reset no longer works.
+    assert_eq!(
+        given(after).when(complete(1)).error(),
+        AccountError::TokenSuperseded
+    );
+}
+
+#[test]
+fn an_operator_reset_needs_the_forms_reference() {
+    let reset = AccountCommand::OperatorReset(OperatorReset {
+        form_reference: "  ".into(),
+        password: Secret::new(TEMPORARY),
+        sealed: sealed(),
+    });
+    assert_eq!(
+        given(recoverable()).when(reset).violated_rules(),
+        vec!["RC-7.form_reference"]
+    );
+}

@@ -1,0 +1,238 @@
+//! The start of a forgotten-password recovery (RC-1): one stream per recovery
+//! (`recovery-<uuid>`) whose only event, `RecoveryStarted`, says which account it is for (none
+//! for an unknown user id, or an account that cannot recover: a *decoy*) and which methods its
+//! answer offered. What happens next (links, codes, answers, lockouts, the new password) lives
+//! in the account's own stream, where SEC-6 counts it under optimistic concurrency.
+//!
+//! A decoy's answer is indistinguishable from a real one: its methods and masked targets come
+//! from a keyed hash of the user id ([`decoy_offer`]), the same every time for the same id.
+
+use crate::account::{Account, AccountStatus};
+use crate::masking::{mask_email, mask_mobile};
+use crate::settings::RecoverySettings;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryMethod {
+    Email,
+    Sms,
+    Question,
+}
+
+impl RecoveryMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecoveryMethod::Email => "email",
+            RecoveryMethod::Sms => "sms",
+            RecoveryMethod::Question => "question",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload")]
+pub enum RecoveryEvent {
+    RecoveryStarted(RecoveryStarted),
+}
+
+pub const RECOVERY_EVENT_TYPES: &[&str] = &["RecoveryStarted"];
+
+/// RC-1. `subject` is the keyed hash of the user id as typed (normalised), so the log can tell
+/// repeated starts for one id apart without holding ids that do not exist.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryStarted {
+    pub recovery_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<Uuid>,
+    pub subject: String,
+    pub methods: Vec<RecoveryMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+}
+
+pub fn stream_for(recovery_id: Uuid) -> String {
+    format!("recovery-{recovery_id}")
+}
+
+/// A recovery as its stream tells it: `None` before it started.
+pub fn evolve(state: Option<RecoveryStarted>, event: &RecoveryEvent) -> Option<RecoveryStarted> {
+    match event {
+        RecoveryEvent::RecoveryStarted(e) => Some(e.clone()).or(state),
+    }
+}
+
+/// One method as RC-1's answer lists it: the target masked (RI-3); the question has none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Offer {
+    pub method: RecoveryMethod,
+    pub target: Option<String>,
+}
+
+/// Where a recovery link goes (RC-2): the recovery address, or for a migrated mailbox without
+/// one the service address on file.
+pub fn link_address(account: &Account) -> Option<&str> {
+    let profile = account.profile.as_ref()?;
+    account.recovery.email.as_deref().or(if profile.migrated {
+        profile.contact_email.as_deref()
+    } else {
+        None
+    })
+}
+
+/// The methods a real account offers, or `None` when it cannot recover by itself (no recovery
+/// information, or not active: SEC-6), and then gets a decoy's answer.
+pub fn offer(account: &Account, settings: &RecoverySettings) -> Option<Vec<Offer>> {
+    if account.status != AccountStatus::Active {
+        return None;
+    }
+    let mut methods = Vec::new();
+    if let Some(email) = link_address(account) {
+        methods.push(Offer {
+            method: RecoveryMethod::Email,
+            target: Some(mask_email(email)),
+        });
+    }
+    if let Some(mobile) = &account.recovery.mobile {
+        methods.push(Offer {
+            method: RecoveryMethod::Sms,
+            target: Some(mask_mobile(mobile)),
+        });
+    }
+    if methods.is_empty() {
+        return None;
+    }
+    if settings.security_question && account.recovery.security_answer_hash.is_some() {
+        methods.push(Offer {
+            method: RecoveryMethod::Question,
+            target: None,
+        });
+    }
+    Some(methods)
+}
+
+const DECOY_DOMAINS: &[&str] = &[
+    "gmail.com",
+    "libero.it",
+    "hotmail.it",
+    "yahoo.it",
+    "outlook.it",
+    "tiscali.it",
+    "virgilio.it",
+    "alice.it",
+    "fastwebnet.it",
+    "icloud.com",
+];
+
+/// RC-1: plausible methods for an id that cannot recover, from `seed` (a keyed hash of the id,
+/// 32 bytes): one to three methods, always an email or a mobile among them, masked exactly as a
+/// real account's are.
+pub fn decoy_offer(seed: &[u8; 32], settings: &RecoverySettings) -> Vec<Offer> {
+    let byte = |i: usize| seed.get(i).copied().unwrap_or(0);
+    let letter = |i: usize| char::from(b'a' + byte(i) % 26);
+    let digit = |i: usize| char::from(b'0' + byte(i) % 10);
+    // Mostly an email, often a mobile too, sometimes a question.
+    let shape = byte(0) % 8;
+    let email = shape != 0;
+    let sms = shape == 0 || shape >= 4;
+    let question = settings.security_question && byte(1) % 3 == 0;
+    let mut methods = Vec::new();
+    if email {
+        let len = 5 + usize::from(byte(2) % 6);
+        let local: String = (0..len).map(|i| letter(3 + i)).collect();
+        let domain = DECOY_DOMAINS
+            .get(usize::from(byte(12)) % DECOY_DOMAINS.len())
+            .copied()
+            .unwrap_or("gmail.com");
+        methods.push(Offer {
+            method: RecoveryMethod::Email,
+            target: Some(mask_email(&format!("{local}@{domain}"))),
+        });
+    }
+    if sms {
+        let digits: String = (0..9).map(|i| digit(13 + i)).collect();
+        methods.push(Offer {
+            method: RecoveryMethod::Sms,
+            target: Some(mask_mobile(&format!("+393{digits}"))),
+        });
+    }
+    if question {
+        methods.push(Offer {
+            method: RecoveryMethod::Question,
+            target: None,
+        });
+    }
+    methods
+}
+
+/// RI-1: suggested security questions, in Italian and English.
+pub const SUGGESTED_QUESTIONS_IT: &[&str] = &[
+    "Qual è il cognome da nubile di tua madre?",
+    "Come si chiamava il tuo primo animale domestico?",
+    "In quale città sei nato?",
+    "Come si chiamava la tua scuola elementare?",
+    "Qual è il nome del tuo migliore amico d'infanzia?",
+];
+
+pub const SUGGESTED_QUESTIONS_EN: &[&str] = &[
+    "What is your mother's maiden name?",
+    "What was the name of your first pet?",
+    "In which city were you born?",
+    "What was the name of your primary school?",
+    "What is the name of your best childhood friend?",
+];
+
+/// The question a decoy shows (RC-4): one of the suggested ones, the same for the same id.
+pub fn decoy_question(seed: &[u8; 32]) -> &'static str {
+    let i = usize::from(seed.get(30).copied().unwrap_or(0)) % SUGGESTED_QUESTIONS_IT.len();
+    SUGGESTED_QUESTIONS_IT
+        .get(i)
+        .copied()
+        .unwrap_or("In quale città sei nato?")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoys_offer_one_to_three_masked_methods_stable_per_seed() {
+        let settings = RecoverySettings::default();
+        let mut shapes = std::collections::BTreeSet::new();
+        for n in 0u8..=255 {
+            let seed = [n.wrapping_mul(37); 32].map(|b| b ^ n);
+            let offer = decoy_offer(&seed, &settings);
+            assert_eq!(offer, decoy_offer(&seed, &settings));
+            assert!((1..=3).contains(&offer.len()), "{offer:?}");
+            assert!(offer
+                .iter()
+                .any(|o| matches!(o.method, RecoveryMethod::Email | RecoveryMethod::Sms)));
+            for o in &offer {
+                match o.method {
+                    RecoveryMethod::Email => {
+                        assert!(o.target.as_deref().unwrap().starts_with("*****"))
+                    }
+                    RecoveryMethod::Sms => {
+                        assert!(o.target.as_deref().unwrap().starts_with("+39 ***** **"))
+                    }
+                    RecoveryMethod::Question => assert_eq!(o.target, None),
+                }
+            }
+            shapes.insert(offer.iter().map(|o| o.method).collect::<Vec<_>>());
+        }
+        assert!(shapes.len() >= 4, "{shapes:?}");
+    }
+
+    #[test]
+    fn without_the_security_question_decoys_never_offer_it() {
+        let settings = RecoverySettings {
+            security_question: false,
+            ..RecoverySettings::default()
+        };
+        for n in 0u8..=255 {
+            let offer = decoy_offer(&[n; 32], &settings);
+            assert!(offer.iter().all(|o| o.method != RecoveryMethod::Question));
+        }
+    }
+}

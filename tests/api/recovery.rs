@@ -1,0 +1,869 @@
+//! The forgotten-password flow end to end (RC-1..7, SEC-1, SEC-2): through HTTP, with the link
+//! read from the mail the mailer delivered and the code from the SMS the SMS sender posted to
+//! a real HTTP gateway; decoys for unknown ids; rate limits; bad input on every call.
+
+use crate::helpers::{expect_problem, file_config, rules, TestApp, OPERATOR_KEY};
+use crate::processes::{eventually, maildir, SmsReceiver};
+use chrono::Duration;
+use custode::config::FileConfig;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::{Duration as StdDuration, Instant};
+
+const NEW_PASSWORD: &str = "Nuova!Strada-Blu9";
+const ANSWER: &str = "Fido il cane";
+
+/// Limits high enough that only the tests about limits meet them.
+fn roomy() -> FileConfig {
+    let mut file = file_config();
+    file.limits.recovery_starts_per_address_per_minute = 1_000;
+    file.limits.checks_per_address_per_minute = 1_000;
+    file.limits.recovery_messages_per_user_per_hour = 1_000;
+    file.limits.login_per_address_per_minute = 1_000;
+    file
+}
+
+/// An account with every recovery method on file (email, mobile, question); returns the
+/// session token.
+async fn recoverable(app: &TestApp, user_id: &str) -> String {
+    let (token, _) = app.ready_mailbox(user_id).await;
+    app.remember_secret(ANSWER);
+    let res = app
+        .request(
+            Method::PUT,
+            "/v1/account/recovery-info",
+            Some(&token),
+            Some(json!({
+                "email": "recupero@example.it",
+                "mobile": "+39 347 123 4512",
+                "security_question": "Come si chiamava il tuo primo animale?",
+                "security_answer": ANSWER,
+                "security_answer_repeat": ANSWER,
+            })),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    token
+}
+
+async fn start(app: &TestApp, user_id: &str) -> Value {
+    let res = app
+        .post(
+            "/v1/recovery",
+            None,
+            json!({ "user_id": user_id, "captcha_token": "solved" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json().await.expect("json")
+}
+
+fn recovery_path(started: &Value, tail: &str) -> String {
+    format!(
+        "/v1/recovery/{}{tail}",
+        started["recovery_id"].as_str().expect("recovery id")
+    )
+}
+
+async fn complete(app: &TestApp, user_id: &str, token: &str) -> reqwest::Response {
+    app.remember_secret(token);
+    app.remember_secret(NEW_PASSWORD);
+    app.post(
+        "/v1/recovery/complete",
+        None,
+        json!({ "user_id": user_id, "token": token, "new_password": NEW_PASSWORD, "new_password_repeat": NEW_PASSWORD }),
+    )
+    .await
+}
+
+/// The text of the delivered mails to `to` whose subject holds `subject`.
+fn mails(app: &TestApp, to: &str, subject: &str) -> Vec<String> {
+    maildir(&app.data_dir)
+        .into_iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter(|m| {
+            m.lines().any(|l| l == format!("To: {to}"))
+                && m.lines()
+                    .any(|l| l.starts_with("Subject:") && l.contains(subject))
+        })
+        .collect()
+}
+
+/// The token in the newest-first `n`-th recovery mail to `to`, once it has arrived.
+async fn link_token(app: &TestApp, to: &str, count: usize) -> Vec<String> {
+    eventually(StdDuration::from_secs(10), "the recovery mail", || {
+        mails(app, to, "Recupero della password").len() >= count
+    })
+    .await;
+    mails(app, to, "Recupero della password")
+        .iter()
+        .filter_map(|m| {
+            let at = m.find("/recovery?token=")? + "/recovery?token=".len();
+            m.get(at..at + 43).map(String::from)
+        })
+        .collect()
+}
+
+/// The account page's required actions.
+async fn required_actions(app: &TestApp, token: &str) -> Vec<String> {
+    let res = app.get("/v1/account", Some(token)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let page: Value = res.json().await.expect("json");
+    page["required_actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect()
+}
+
+/// After a recovery: the old session is over, the new password logs in and must confirm the
+/// recovery information, which saving it unchanged does (RC-6); the contact address was told.
+async fn after_recovery(app: &TestApp, user_id: &str, old_session: &str) {
+    let res = app.get("/v1/account", Some(old_session)).await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let session = app.login(user_id, NEW_PASSWORD).await;
+    assert_eq!(
+        required_actions(app, &session).await,
+        vec!["confirm_recovery_info"]
+    );
+    let res = app
+        .request(
+            Method::PUT,
+            "/v1/account/recovery-info",
+            Some(&session),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(required_actions(app, &session).await.is_empty());
+    eventually(StdDuration::from_secs(10), "the recovered notice", || {
+        mails(app, "titolare@example.it", "recuperata").len() == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn recovery_by_the_emailed_link_end_to_end_rc_2() {
+    let app = TestApp::spawn_with(roomy()).await;
+    let user = "link@pec.example.it";
+    let session = recoverable(&app, user).await;
+    let started = start(&app, user).await;
+    let methods: Vec<&str> = started["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, vec!["email", "sms", "question"]);
+    assert_eq!(started["methods"][0]["target"], "*****ro@e*****.it");
+    assert_eq!(started["methods"][1]["target"], "+39 ***** **12");
+    assert!(started["notice"]
+        .as_str()
+        .unwrap()
+        .contains("amministratore"));
+    let res = app
+        .post(&recovery_path(&started, "/email"), None, json!({}))
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let tokens = link_token(&app, "recupero@example.it", 1).await;
+    let token = tokens.first().expect("a link in the mail").clone();
+    assert_eq!(token.len(), 43);
+    let res = complete(&app, user, &token).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // Single use (RC-5).
+    let res = complete(&app, user, &token).await;
+    expect_problem(res, StatusCode::GONE, "token-used").await;
+    after_recovery(&app, user, &session).await;
+}
+
+#[tokio::test]
+async fn recovery_by_sms_code_through_a_real_gateway_end_to_end_rc_3() {
+    let gateway = SmsReceiver::start(Vec::new()).await;
+    let mut file = roomy();
+    file.sms.gateway_url = Some(gateway.url.clone());
+    let app = TestApp::spawn_with(file).await;
+    let user = "sms@pec.example.it";
+    let session = recoverable(&app, user).await;
+    let started = start(&app, user).await;
+    let res = app
+        .post(&recovery_path(&started, "/sms"), None, json!({}))
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    eventually(StdDuration::from_secs(10), "the SMS", || {
+        !gateway.accepted.lock().unwrap().is_empty()
+    })
+    .await;
+    let sms = gateway.accepted.lock().unwrap()[0].clone();
+    assert_eq!(sms["to"], "+393471234512");
+    let text = sms["text"].as_str().unwrap();
+    let code: String = text
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .expect("a six-digit code in the SMS")
+        .to_string();
+    app.remember_secret(&code);
+    let wrong = if code == "000000" { "000001" } else { "000000" };
+    let res = app
+        .post(
+            &recovery_path(&started, "/sms/verify"),
+            None,
+            json!({ "code": wrong }),
+        )
+        .await;
+    let problem = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "code-wrong").await;
+    assert!(problem["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("4 attempt(s) left"));
+    let res = app
+        .post(
+            &recovery_path(&started, "/sms/verify"),
+            None,
+            json!({ "code": code }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    let reset = body["reset_token"].as_str().unwrap().to_string();
+    assert_eq!(reset.len(), 43);
+    let res = complete(&app, user, &reset).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    after_recovery(&app, user, &session).await;
+}
+
+#[tokio::test]
+async fn recovery_by_security_question_end_to_end_rc_4() {
+    let app = TestApp::spawn_with(roomy()).await;
+    let user = "question@pec.example.it";
+    let session = recoverable(&app, user).await;
+    let started = start(&app, user).await;
+    let res = app.get(&recovery_path(&started, "/question"), None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["question"], "Come si chiamava il tuo primo animale?");
+    let res = app
+        .post(
+            &recovery_path(&started, "/question"),
+            None,
+            json!({ "answer": "gatto" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "answer-wrong").await;
+    let res = app
+        .post(
+            &recovery_path(&started, "/question"),
+            None,
+            json!({ "answer": "  FIDO   il cane " }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    let reset = body["reset_token"].as_str().unwrap().to_string();
+    let res = complete(&app, user, &reset).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    after_recovery(&app, user, &session).await;
+}
+
+#[tokio::test]
+async fn a_newer_link_supersedes_the_older_and_links_expire_after_24_hours() {
+    let app = TestApp::spawn_with(roomy()).await;
+    let user = "expiry@pec.example.it";
+    recoverable(&app, user).await;
+    let started = start(&app, user).await;
+    let path = recovery_path(&started, "/email");
+    assert_eq!(
+        app.post(&path, None, json!({})).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let first = link_token(&app, "recupero@example.it", 1).await;
+    assert_eq!(
+        app.post(&path, None, json!({})).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let both = link_token(&app, "recupero@example.it", 2).await;
+    let second: Vec<&String> = both.iter().filter(|t| !first.contains(t)).collect();
+    let (first, second) = (first[0].clone(), second[0].clone());
+    let head = app.settled_head().await;
+    let res = complete(&app, user, &first).await;
+    expect_problem(res, StatusCode::GONE, "token-superseded").await;
+    app.advance(Duration::hours(24) + Duration::seconds(1));
+    let res = complete(&app, user, &second).await;
+    expect_problem(res, StatusCode::GONE, "token-expired").await;
+    assert_eq!(app.settled_head().await, head, "refusals change nothing");
+    // The old password still works.
+    app.login(user, "Tr4m-Colle!Verde").await;
+}
+
+#[tokio::test]
+async fn sms_codes_expire_count_attempts_across_resends_and_stop_at_three() {
+    let app = TestApp::spawn_with(roomy()).await;
+    let user = "codes@pec.example.it";
+    recoverable(&app, user).await;
+    let started = start(&app, user).await;
+    let send = recovery_path(&started, "/sms");
+    let verify = recovery_path(&started, "/sms/verify");
+    assert_eq!(
+        app.post(&send, None, json!({})).await.status(),
+        StatusCode::ACCEPTED
+    );
+    app.advance(Duration::minutes(5));
+    let res = app.post(&verify, None, json!({ "code": "123456" })).await;
+    expect_problem(res, StatusCode::GONE, "code-expired").await;
+    for _ in 0..2 {
+        assert_eq!(
+            app.post(&send, None, json!({})).await.status(),
+            StatusCode::ACCEPTED
+        );
+    }
+    let res = app.post(&send, None, json!({})).await;
+    expect_problem(res, StatusCode::CONFLICT, "code-limit-reached").await;
+    // The codes are random: "000000" and "999999" cannot both be right; five wrong ones spend
+    // the recovery whatever the code was.
+    let mut refused = 0;
+    for guess in ["000000", "999999", "000000", "999999", "000000"] {
+        let res = app.post(&verify, None, json!({ "code": guess })).await;
+        if res.status() == StatusCode::UNPROCESSABLE_ENTITY {
+            refused += 1;
+        } else {
+            break;
+        }
+    }
+    if refused == 5 {
+        let res = app.post(&verify, None, json!({ "code": "000000" })).await;
+        expect_problem(res, StatusCode::CONFLICT, "code-attempts-exhausted").await;
+    }
+    // Every code sent went out as an SMS to the recovery mobile.
+    app.quiesce().await;
+    let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap_or_default();
+    assert_eq!(
+        sms.lines().filter(|l| l.contains("+393471234512")).count(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn five_wrong_answers_lock_the_question_for_15_minutes_and_mail_the_holder() {
+    let app = TestApp::spawn_with(roomy()).await;
+    let user = "lock@pec.example.it";
+    recoverable(&app, user).await;
+    let started = start(&app, user).await;
+    let path = recovery_path(&started, "/question");
+    for _ in 0..5 {
+        let res = app.post(&path, None, json!({ "answer": "gatto" })).await;
+        expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "answer-wrong").await;
+    }
+    let res = app.post(&path, None, json!({ "answer": ANSWER })).await;
+    let retry_after: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&retry_after), "{retry_after}");
+    expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "question-locked").await;
+    eventually(StdDuration::from_secs(10), "the lockout notice", || {
+        mails(&app, "titolare@example.it", "bloccata").len() == 1
+    })
+    .await;
+    // The method is locked, never the account: the link still goes out.
+    let res = app
+        .post(&recovery_path(&started, "/email"), None, json!({}))
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    app.advance(Duration::minutes(15));
+    let res = app.post(&path, None, json!({ "answer": ANSWER })).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    app.remember_secret(body["reset_token"].as_str().unwrap());
+}
+
+/// The shape of a start's answer with the targets' letters and digits blurred, so a real
+/// and a decoy answer compare.
+fn shape(answer: &Value) -> Value {
+    let methods: Vec<Value> = answer["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let target = m["target"].as_str().map(|t| {
+                t.chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { 'x' } else { c })
+                    .collect::<String>()
+            });
+            json!({ "method": m["method"], "target": target.map(|t| t.replace("xx", "x").replace("xx", "x")) })
+        })
+        .collect();
+    let mut keys: Vec<&String> = answer.as_object().unwrap().keys().collect();
+    keys.sort();
+    json!({ "keys": keys, "methods": methods })
+}
+
+/// The `q`-quantile of `samples` (0.5: the median).
+fn quantile(samples: &[f64], q: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+#[tokio::test]
+async fn unknown_ids_and_accounts_without_recovery_info_get_decoys_alike_rc_1() {
+    let app = TestApp::spawn_with(roomy()).await;
+    let real = "reale@pec.example.it";
+    let bare = "senza@pec.example.it";
+    let unknown = "nessuno@pec.example.it";
+    recoverable(&app, real).await;
+    app.open_mailbox(bare).await;
+    let real_answer = start(&app, real).await;
+    for id in [unknown, bare] {
+        let a = start(&app, id).await;
+        let b = start(&app, &id.to_uppercase()).await;
+        assert_ne!(a["recovery_id"], b["recovery_id"]);
+        assert_eq!(a["methods"], b["methods"], "stable for the same id");
+        let count = a["methods"].as_array().unwrap().len();
+        assert!((1..=3).contains(&count), "{a}");
+        assert_eq!(shape(&a)["keys"], shape(&real_answer)["keys"]);
+        for m in shape(&a)["methods"].as_array().unwrap() {
+            let same_kind = shape(&real_answer)["methods"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == m);
+            assert!(same_kind, "decoy method {m} looks unlike a real one");
+        }
+        assert_eq!(a["notice"], real_answer["notice"]);
+        // Sending answers as for a real account, and nothing is sent.
+        let methods: Vec<String> = a["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["method"].as_str().unwrap().to_string())
+            .collect();
+        for method in &methods {
+            match method.as_str() {
+                "email" => {
+                    let res = app
+                        .post(&recovery_path(&a, "/email"), None, json!({}))
+                        .await;
+                    assert_eq!(res.status(), StatusCode::ACCEPTED);
+                }
+                "sms" => {
+                    let res = app.post(&recovery_path(&a, "/sms"), None, json!({})).await;
+                    assert_eq!(res.status(), StatusCode::ACCEPTED);
+                    let res = app
+                        .post(
+                            &recovery_path(&a, "/sms/verify"),
+                            None,
+                            json!({ "code": "123456" }),
+                        )
+                        .await;
+                    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "code-wrong").await;
+                }
+                _ => {
+                    let res = app.get(&recovery_path(&a, "/question"), None).await;
+                    assert_eq!(res.status(), StatusCode::OK);
+                    let res = app
+                        .post(
+                            &recovery_path(&a, "/question"),
+                            None,
+                            json!({ "answer": "x" }),
+                        )
+                        .await;
+                    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "answer-wrong").await;
+                }
+            }
+        }
+        // A method the answer did not offer is refused alike.
+        for (method, path) in [("email", "/email"), ("sms", "/sms")] {
+            if !methods.iter().any(|m| m == method) {
+                let res = app.post(&recovery_path(&a, path), None, json!({})).await;
+                expect_problem(res, StatusCode::CONFLICT, "recovery-method-unavailable").await;
+            }
+        }
+    }
+    app.quiesce().await;
+    assert!(mails(&app, "recupero@example.it", "Recupero").is_empty());
+    assert!(
+        !app.data_dir.join("sms.jsonl").exists(),
+        "no SMS for a decoy"
+    );
+    let links = maildir(&app.data_dir)
+        .into_iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter(|m| m.contains("/recovery?token="))
+        .count();
+    assert_eq!(links, 0, "no recovery mail for a decoy");
+
+    // Timing: interleaved starts for the real id and an unknown one; their medians agree.
+    let mut real_ms = Vec::new();
+    let mut unknown_ms = Vec::new();
+    for i in 0..40 {
+        for (id, samples) in [(real, &mut real_ms), (unknown, &mut unknown_ms)] {
+            let id = if i % 2 == 0 {
+                id.to_string()
+            } else {
+                id.to_uppercase()
+            };
+            let t = Instant::now();
+            start(&app, &id).await;
+            samples.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    for q in [0.25, 0.5, 0.75] {
+        let (r, u) = (quantile(&real_ms, q), quantile(&unknown_ms, q));
+        eprintln!("recovery start, quantile {q}: real {r:.2} ms, unknown {u:.2} ms");
+        assert!(
+            (r - u).abs() <= (0.1 * r.max(u)).max(1.0),
+            "quantile {q}: a real id ({r:.2} ms) and an unknown one ({u:.2} ms) answer in visibly different times"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_input_on_every_recovery_call_gets_a_problem_and_changes_nothing() {
+    let app = TestApp::spawn_with(roomy()).await;
+    let user = "bad@pec.example.it";
+    recoverable(&app, user).await;
+    let started = start(&app, user).await;
+    let head = app.settled_head().await;
+    let unknown = format!("/v1/recovery/{}", uuid::Uuid::now_v7());
+
+    let res = app
+        .post("/v1/recovery", None, json!({ "user_id": user }))
+        .await;
+    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request").await;
+    let res = app
+        .post(
+            "/v1/recovery",
+            None,
+            json!({ "user_id": user, "captcha_token": " " }),
+        )
+        .await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), vec!["RC-1.captcha"]);
+    let res = app
+        .post(
+            "/v1/recovery",
+            None,
+            json!({ "user_id": "", "captcha_token": "ok" }),
+        )
+        .await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), vec!["RC-1.user_id"]);
+    let res = app.request(Method::POST, "/v1/recovery", None, None).await;
+    expect_problem(res, StatusCode::BAD_REQUEST, "malformed-json").await;
+
+    for path in ["/email", "/sms"] {
+        let res = app.post(&format!("{unknown}{path}"), None, json!({})).await;
+        expect_problem(res, StatusCode::NOT_FOUND, "recovery-not-found").await;
+        let res = app
+            .post(&format!("/v1/recovery/not-a-uuid{path}"), None, json!({}))
+            .await;
+        expect_problem(res, StatusCode::NOT_FOUND, "recovery-not-found").await;
+    }
+    let res = app
+        .post(
+            &format!("{unknown}/sms/verify"),
+            None,
+            json!({ "code": "123456" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::NOT_FOUND, "recovery-not-found").await;
+    let res = app.get(&format!("{unknown}/question"), None).await;
+    expect_problem(res, StatusCode::NOT_FOUND, "recovery-not-found").await;
+    let res = app
+        .post(
+            &format!("{unknown}/question"),
+            None,
+            json!({ "answer": "x" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::NOT_FOUND, "recovery-not-found").await;
+
+    // No code was sent yet; a malformed one is refused all the same without costing anything.
+    let res = app
+        .post(
+            &recovery_path(&started, "/sms/verify"),
+            None,
+            json!({ "code": "123456" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::CONFLICT, "no-code").await;
+    let res = app
+        .post(
+            &recovery_path(&started, "/sms/verify"),
+            None,
+            json!({ "code": 123456 }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request").await;
+    let res = app
+        .post(
+            &recovery_path(&started, "/question"),
+            None,
+            json!({ "answer": "x".repeat(5_000) }),
+        )
+        .await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), vec!["RC-4.answer"]);
+    let res = app
+        .post(
+            &recovery_path(&started, "/question"),
+            None,
+            json!({ "answer": "a".repeat(300) }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+
+    let res = complete(&app, user, "not-a-token").await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), vec!["SEC-1.token"]);
+    let forged = "A".repeat(43);
+    let res = complete(&app, user, &forged).await;
+    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "token-invalid").await;
+    let res = complete(&app, "nobody@pec.example.it", &forged).await;
+    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "token-invalid").await;
+    let res = app
+        .post(
+            "/v1/recovery/complete",
+            None,
+            json!({ "user_id": user, "token": forged }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request").await;
+
+    assert_eq!(app.settled_head().await, head, "bad input changed the log");
+    app.login(user, "Tr4m-Colle!Verde").await;
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after_and_lift_sec_2() {
+    let mut file = file_config();
+    file.limits.recovery_starts_per_address_per_minute = 3;
+    file.limits.recovery_messages_per_user_per_hour = 2;
+    file.limits.login_failures_per_user = 3;
+    let app = TestApp::spawn_with(file).await;
+    let user = "limits@pec.example.it";
+    recoverable(&app, user).await;
+
+    // Recovery messages per user id, a real one and an unknown one alike.
+    for id in [user, "ignoto@pec.example.it"] {
+        let started = start(&app, id).await;
+        let methods = started["methods"].as_array().unwrap().clone();
+        let path = if methods.iter().any(|m| m["method"] == "email") {
+            recovery_path(&started, "/email")
+        } else {
+            recovery_path(&started, "/sms")
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                app.post(&path, None, json!({})).await.status(),
+                StatusCode::ACCEPTED
+            );
+        }
+        let res = app.post(&path, None, json!({})).await;
+        assert!(res.headers().contains_key("retry-after"));
+        expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+    }
+    // Recovery starts per client address: two above, one more, then refused.
+    start(&app, user).await;
+    let res = app
+        .post(
+            "/v1/recovery",
+            None,
+            json!({ "user_id": user, "captcha_token": "ok" }),
+        )
+        .await;
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+    app.advance(Duration::minutes(1));
+    start(&app, user).await;
+
+    // Failed logins in a row lock the user id out (even with the right password), then lift.
+    for id in [user, "ignoto@pec.example.it"] {
+        for _ in 0..3 {
+            let res = app
+                .post(
+                    "/v1/sessions",
+                    None,
+                    json!({ "user_id": id, "password": "Sbagliata!123" }),
+                )
+                .await;
+            expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
+        }
+        let res = app
+            .post(
+                "/v1/sessions",
+                None,
+                json!({ "user_id": id, "password": "Tr4m-Colle!Verde" }),
+            )
+            .await;
+        expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+    }
+    app.advance(Duration::minutes(15));
+    app.login(user, "Tr4m-Colle!Verde").await;
+    // An hour on, the user id may have messages again.
+    app.advance(Duration::hours(1));
+    let started = start(&app, user).await;
+    let res = app
+        .post(&recovery_path(&started, "/email"), None, json!({}))
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn a_holder_following_the_flow_by_hand_never_meets_the_default_limits() {
+    let app = TestApp::spawn().await;
+    let user = "hand@pec.example.it";
+    recoverable(&app, user).await;
+    for _ in 0..3 {
+        start(&app, user).await;
+    }
+    let started = start(&app, user).await;
+    for path in ["/email", "/sms", "/sms"] {
+        let res = app
+            .post(&recovery_path(&started, path), None, json!({}))
+            .await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED, "{path}");
+    }
+    for _ in 0..2 {
+        let res = app
+            .post(
+                &recovery_path(&started, "/sms/verify"),
+                None,
+                json!({ "code": "000000" }),
+            )
+            .await;
+        assert_ne!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+}
+
+/// A captcha verifier in the style of hCaptcha: form fields `secret` and `response`.
+async fn captcha_verifier() -> (String, tokio::task::JoinHandle<()>) {
+    let router = axum::Router::new().route(
+        "/siteverify",
+        axum::routing::post(|body: String| async move {
+            let fields: Vec<(String, String)> = body
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone());
+            let ok = get("secret").as_deref() == Some("s3cret")
+                && get("response").as_deref() == Some("good-token");
+            axum::Json(json!({ "success": ok }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (format!("http://{addr}/siteverify"), server)
+}
+
+#[tokio::test]
+async fn a_configured_captcha_verifier_decides_rc_1() {
+    let (url, server) = captcha_verifier().await;
+    let mut file = roomy();
+    file.captcha.verify_url = Some(url);
+    file.captcha.secret = Some("s3cret".into());
+    let app = TestApp::spawn_with(file).await;
+    let head = app.settled_head().await;
+    let res = app
+        .post(
+            "/v1/recovery",
+            None,
+            json!({ "user_id": "x@pec.example.it", "captcha_token": "bad-token" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "captcha-failed").await;
+    assert_eq!(app.settled_head().await, head);
+    let res = app
+        .post(
+            "/v1/recovery",
+            None,
+            json!({ "user_id": "x@pec.example.it", "captcha_token": "good-token" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    server.abort();
+    let _ = server.await;
+    let res = app
+        .post(
+            "/v1/recovery",
+            None,
+            json!({ "user_id": "x@pec.example.it", "captcha_token": "good-token" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::SERVICE_UNAVAILABLE, "captcha-unavailable").await;
+}
+
+#[tokio::test]
+async fn an_operator_resets_a_password_after_a_signed_form_rc_7() {
+    let app = TestApp::spawn_with(roomy()).await;
+    let user = "modulo@pec.example.it";
+    let session = recoverable(&app, user).await;
+    let path = format!("/v1/admin/accounts/{user}/password-reset");
+    let res = app
+        .post(&path, None, json!({ "form_reference": "MOD-1" }))
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let res = app
+        .post(&path, Some(OPERATOR_KEY), json!({ "form_reference": "" }))
+        .await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), vec!["RC-7.form_reference"]);
+    let res = app
+        .post(
+            "/v1/admin/accounts/nobody@pec.example.it/password-reset",
+            Some(OPERATOR_KEY),
+            json!({ "form_reference": "MOD-1" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::NOT_FOUND, "account-not-found").await;
+    let res = app
+        .post(
+            &path,
+            Some(OPERATOR_KEY),
+            json!({ "form_reference": "MOD-2026/0042" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    let temporary = body["temporary_password"].as_str().unwrap().to_string();
+    app.remember_secret(&temporary);
+    // Every session ended; the old password no longer works; the temporary one does.
+    let res = app.get("/v1/account", Some(&session)).await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": user, "password": "Tr4m-Colle!Verde" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
+    let session = app.login(user, &temporary).await;
+    assert_eq!(
+        required_actions(&app, &session).await,
+        vec!["change_password", "confirm_recovery_info"]
+    );
+    // The form's reference is on record.
+    app.quiesce().await;
+    let db = rusqlite::Connection::open(app.data_dir.join("events.db")).unwrap();
+    let payload: String = db
+        .query_row(
+            "SELECT payload FROM events WHERE type = 'TemporaryPasswordIssued' ORDER BY position DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let payload: Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(payload["reason"], "operator_reset");
+    assert_eq!(payload["form_reference"], "MOD-2026/0042");
+}
