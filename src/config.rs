@@ -273,6 +273,39 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 mod tests {
     use super::*;
 
+    /// The README's settings block names every section with its real defaults.
+    #[test]
+    fn the_readme_settings_block_is_the_defaults() {
+        let readme = include_str!("../README.md");
+        let block = readme
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap_or_default();
+        let file: FileConfig = toml::from_str(block).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(file, FileConfig::default());
+        for section in [
+            "[recovery]",
+            "[limits]",
+            "[captcha]",
+            "[policy]",
+            "[delivery]",
+        ] {
+            assert!(
+                block.contains(section),
+                "{section} is missing from the README"
+            );
+        }
+    }
+
+    #[test]
+    fn a_captcha_url_needs_its_secret() {
+        let mut file = FileConfig::default();
+        file.captcha.verify_url = Some("https://captcha.example/verify".into());
+        let err = Config::resolve(file, Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("captcha"), "{err}");
+    }
+
     #[test]
     fn an_unknown_key_is_named_in_the_error() {
         let err = toml::from_str::<FileConfig>("[policy]\nmin_lenght = 9\n").unwrap_err();

@@ -358,4 +358,92 @@ mod tests {
         let unchanged = notices_for(ACCOUNT, &recovery(Some("old@example.it")), before.as_ref());
         assert_eq!(unchanged.len(), 1);
     }
+
+    #[test]
+    fn a_recovery_link_is_mailed_sealed_to_its_address_rc_2() {
+        use crate::account::RecoveryLinkIssued;
+        let before = fold(&[opened(Some("mario@example.it"), None, Language::En)]);
+        let recovery_id = Uuid::from_u128(7);
+        let link = AccountEvent::RecoveryLinkIssued(RecoveryLinkIssued {
+            recovery_id,
+            to: "recupero@example.it".into(),
+            token_hash: crate::secret::TokenHash::from_hex("ab".repeat(32)),
+            expires_at: chrono::DateTime::UNIX_EPOCH,
+            sealed_token: sealed(),
+        });
+        let notices = notices_for(ACCOUNT, &link, before.as_ref());
+        assert_eq!(
+            notices,
+            vec![Notice {
+                channel: Channel::Email,
+                to: "recupero@example.it".into(),
+                template: Template::RecoveryLink,
+                language: Language::En,
+                user_id: "mario.rossi@pec.example.it".into(),
+                secret: Some(SealedValue {
+                    sealed: sealed(),
+                    context: recovery_link_context(ACCOUNT, recovery_id),
+                }),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_one_time_code_goes_by_its_channel_to_its_target_rc_3() {
+        use crate::account::OtpChallengeIssued;
+        use crate::otp::OtpPurpose;
+        let before = fold(&[opened(Some("mario@example.it"), None, Language::It)]);
+        let challenge_id = Uuid::from_u128(9);
+        let code = AccountEvent::OtpChallengeIssued(OtpChallengeIssued {
+            challenge_id,
+            purpose: OtpPurpose::Recovery,
+            channel: Channel::Sms,
+            to: "+393471234512".into(),
+            code_hash: crate::secret::TokenHash::from_hex("cd".repeat(32)),
+            expires_at: chrono::DateTime::UNIX_EPOCH,
+            max_attempts: 5,
+            recovery_id: Some(Uuid::from_u128(7)),
+            sealed_code: sealed(),
+        });
+        let notices = notices_for(ACCOUNT, &code, before.as_ref());
+        assert_eq!(notices.len(), 1);
+        let notice = &notices[0];
+        assert_eq!(
+            (notice.channel, notice.to.as_str(), notice.template),
+            (Channel::Sms, "+393471234512", Template::OneTimeCode)
+        );
+        assert_eq!(
+            notice.secret.as_ref().map(|s| s.context.clone()),
+            Some(otp_context(ACCOUNT, challenge_id))
+        );
+    }
+
+    #[test]
+    fn a_recovery_and_a_lockout_are_told_to_the_contact_address_nt_4() {
+        use crate::account::{PasswordRecovered, SecurityQuestionLocked};
+        use crate::recovery::RecoveryMethod;
+        let before = fold(&[opened(Some("mario@example.it"), None, Language::It)]);
+        let recovered = AccountEvent::PasswordRecovered(PasswordRecovered {
+            recovery_id: Uuid::from_u128(7),
+            method: RecoveryMethod::Sms,
+            password_hash: PasswordHash::new("$argon2id$h3"),
+        });
+        let locked = AccountEvent::SecurityQuestionLocked(SecurityQuestionLocked {
+            until: chrono::DateTime::UNIX_EPOCH,
+        });
+        let templates = |e: &AccountEvent| {
+            notices_for(ACCOUNT, e, before.as_ref())
+                .iter()
+                .map(|n| (n.to.clone(), n.template))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            templates(&recovered),
+            vec![("mario@example.it".to_string(), Template::PasswordRecovered)]
+        );
+        assert_eq!(
+            templates(&locked),
+            vec![("mario@example.it".to_string(), Template::LockoutStarted)]
+        );
+    }
 }

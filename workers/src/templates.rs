@@ -89,14 +89,14 @@ pub fn render(input: &Input<'_>) -> Rendered {
         (Template::LockoutStarted, Language::It) => (
             "Domanda di sicurezza bloccata",
             vec![
-                format!("Troppe risposte errate alla domanda di sicurezza dell'account {user}: la domanda è bloccata per 15 minuti. L'account resta utilizzabile."),
+                format!("Troppe risposte errate alla domanda di sicurezza dell'account {user}: la domanda è bloccata per qualche minuto. L'account e gli altri metodi di recupero restano utilizzabili."),
                 "Se non sei stato tu, qualcuno sta tentando di recuperare la tua password: contatta l'assistenza.".into(),
             ],
         ),
         (Template::LockoutStarted, Language::En) => (
             "Security question locked",
             vec![
-                format!("Too many wrong answers to the security question of the account {user}: the question is locked for 15 minutes. The account itself stays usable."),
+                format!("Too many wrong answers to the security question of the account {user}: the question is locked for a few minutes. The account and the other recovery methods stay usable."),
                 "If this was not you, someone is trying to recover your password: contact support.".into(),
             ],
         ),
