@@ -23,8 +23,10 @@ pub enum Template {
     RecoveryInfoChanged,
     /// RC-6, NT-4: the password was recovered.
     PasswordRecovered,
-    /// SEC-6, NT-4: a lockout started.
+    /// SEC-6, NT-4: the security question locked.
     LockoutStarted,
+    /// SEC-6, NT-4: logins locked after wrong passwords in a row.
+    LoginLocked,
     /// RC-2: the recovery link.
     RecoveryLink,
     /// RC-3, SC: a one-time code.
@@ -45,6 +47,7 @@ pub const TEMPLATES: &[Template] = &[
     Template::RecoveryInfoChanged,
     Template::PasswordRecovered,
     Template::LockoutStarted,
+    Template::LoginLocked,
     Template::RecoveryLink,
     Template::OneTimeCode,
     Template::CollaboratorLink,
@@ -61,6 +64,7 @@ impl Template {
             Template::RecoveryInfoChanged => "recovery_info_changed",
             Template::PasswordRecovered => "password_recovered",
             Template::LockoutStarted => "lockout_started",
+            Template::LoginLocked => "login_locked",
             Template::RecoveryLink => "recovery_link",
             Template::OneTimeCode => "one_time_code",
             Template::CollaboratorLink => "collaborator_link",
@@ -112,7 +116,9 @@ impl Contacts {
             | AccountEvent::SecurityQuestionLocked(_)
             | AccountEvent::SecurityQuestionUnlocked(_)
             | AccountEvent::PasswordRecovered(_)
-            | AccountEvent::RecoveryInfoConfirmed(_) => current,
+            | AccountEvent::RecoveryInfoConfirmed(_)
+            | AccountEvent::LoginLockedOut(_)
+            | AccountEvent::LoginUnlocked(_) => current,
         }
     }
 }
@@ -211,6 +217,7 @@ pub fn notices_for(
         }],
         AccountEvent::PasswordRecovered(_) => to_contact_email(Template::PasswordRecovered),
         AccountEvent::SecurityQuestionLocked(_) => to_contact_email(Template::LockoutStarted),
+        AccountEvent::LoginLockedOut(_) => to_contact_email(Template::LoginLocked),
         AccountEvent::RecoveryInfoSet(_) => {
             // NT-4: to the contact email, and to the old recovery address when it changed.
             let mut notices = to_contact_email(Template::RecoveryInfoChanged);
@@ -235,7 +242,8 @@ pub fn notices_for(
         | AccountEvent::ResetTokenIssued(_)
         | AccountEvent::SecurityAnswerFailed(_)
         | AccountEvent::SecurityQuestionUnlocked(_)
-        | AccountEvent::RecoveryInfoConfirmed(_) => Vec::new(),
+        | AccountEvent::RecoveryInfoConfirmed(_)
+        | AccountEvent::LoginUnlocked(_) => Vec::new(),
     }
 }
 

@@ -80,6 +80,8 @@ pub fn schedule_for(event: &AccountEvent) -> Schedule {
         | AccountEvent::SecurityQuestionUnlocked(_)
         | AccountEvent::PasswordRecovered(_)
         | AccountEvent::RecoveryInfoConfirmed(_)
+        | AccountEvent::LoginLockedOut(_)
+        | AccountEvent::LoginUnlocked(_)
         | AccountEvent::PasswordChanged(_)
         | AccountEvent::RecoveryInfoSet(_)
         | AccountEvent::SessionStarted(_)

@@ -132,7 +132,9 @@ impl Projection for AccountsProjection {
             | AccountEvent::ResetTokenIssued(_)
             | AccountEvent::SecurityAnswerFailed(_)
             | AccountEvent::SecurityQuestionLocked(_)
-            | AccountEvent::SecurityQuestionUnlocked(_) => {}
+            | AccountEvent::SecurityQuestionUnlocked(_)
+            | AccountEvent::LoginLockedOut(_)
+            | AccountEvent::LoginUnlocked(_) => {}
         }
         Ok(())
     }

@@ -83,6 +83,8 @@ impl Projection for SessionsProjection {
             | AccountEvent::SecurityAnswerFailed(_)
             | AccountEvent::SecurityQuestionLocked(_)
             | AccountEvent::SecurityQuestionUnlocked(_)
+            | AccountEvent::LoginLockedOut(_)
+            | AccountEvent::LoginUnlocked(_)
             | AccountEvent::PasswordRecovered(_)
             | AccountEvent::RecoveryInfoConfirmed(_)
             | AccountEvent::TemporaryPasswordIssued(_)

@@ -28,6 +28,11 @@ fn seconds_until(then: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
     ((then - now).num_milliseconds() + 999) / 1000
 }
 
+/// The key of SEC-6's login lockout for a user id as typed.
+pub fn login_key(user_id: &str) -> String {
+    format!("login:{}", user_id.trim().to_lowercase())
+}
+
 fn limited(seconds: i64, what: &str) -> Problem {
     Problem::new(
         "rate-limited",

@@ -191,6 +191,11 @@ impl From<AccountError> for Problem {
                 "reauthentication-required",
                 "this change needs a login in the last minutes: confirm your password with POST /v1/sessions/current/reauth",
             ),
+            AccountError::LoginLocked { seconds, .. } => Problem::new(
+                "rate-limited",
+                format!("too many failed logins for this user id; try again in {seconds} seconds"),
+            )
+            .retry_after(u64::try_from(seconds).unwrap_or(1)),
             AccountError::QuestionLocked { until, seconds } => {
                 Problem::new(
                     "question-locked",

@@ -64,7 +64,7 @@ pub async fn login(
             "logins from this address",
         )?;
     }
-    let user_key = format!("login:{}", req.user_id.trim().to_lowercase());
+    let user_key = super::limits::login_key(&req.user_id);
     state.limiter.check_lockout(&user_key, now)?;
     let outcome = state
         .accounts
@@ -82,7 +82,10 @@ pub async fn login(
         }
         LoginOutcome::Started { token, outcome } => {
             state.limiter.success(&user_key);
-            let Some(AccountEvent::SessionStarted(started)) = outcome.events.first() else {
+            let Some(started) = outcome.events.iter().find_map(|e| match e {
+                AccountEvent::SessionStarted(started) => Some(started),
+                _ => None,
+            }) else {
                 return Err(Problem::internal(&"a login produced no session"));
             };
             let body = SessionCreated {

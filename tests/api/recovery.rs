@@ -867,3 +867,43 @@ async fn an_operator_resets_a_password_after_a_signed_form_rc_7() {
     assert_eq!(payload["reason"], "operator_reset");
     assert_eq!(payload["form_reference"], "MOD-2026/0042");
 }
+
+#[tokio::test]
+async fn a_login_lockout_is_kept_in_the_account_so_it_survives_a_restart_and_is_mailed() {
+    let mut file = roomy();
+    file.limits.login_failures_per_user = 3;
+    let app = TestApp::spawn_with(file.clone()).await;
+    let user = "chiuso@pec.example.it";
+    recoverable(&app, user).await;
+    for _ in 0..3 {
+        let res = app
+            .post(
+                "/v1/sessions",
+                None,
+                json!({ "user_id": user, "password": "Sbagliata!123" }),
+            )
+            .await;
+        expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
+    }
+    eventually(StdDuration::from_secs(10), "the lockout notice", || {
+        mails(&app, "titolare@example.it", "Accesso bloccato").len() == 1
+    })
+    .await;
+    app.quiesce().await;
+    let (data_dir, dir, clock) = app.stop().await;
+    // A new process has no memory of the failures; the account stream has.
+    let app = TestApp::start(&data_dir, file, clock).await;
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": user, "password": "Tr4m-Colle!Verde" }),
+        )
+        .await;
+    assert!(res.headers().contains_key("retry-after"));
+    expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+    app.advance(Duration::minutes(15));
+    app.login(user, "Tr4m-Colle!Verde").await;
+    drop(app);
+    drop(dir);
+}

@@ -100,6 +100,20 @@ pub fn render(input: &Input<'_>) -> Rendered {
                 "If this was not you, someone is trying to recover your password: contact support.".into(),
             ],
         ),
+        (Template::LoginLocked, Language::It) => (
+            "Accesso bloccato per troppi tentativi",
+            vec![
+                format!("Troppe password errate di seguito per l'account {user}: per qualche minuto gli accessi sono rifiutati."),
+                "Se non sei stato tu, qualcuno sta tentando di indovinare la tua password: puoi recuperarla con la procedura di password dimenticata, che sblocca subito l'accesso.".into(),
+            ],
+        ),
+        (Template::LoginLocked, Language::En) => (
+            "Logins locked after too many attempts",
+            vec![
+                format!("Too many wrong passwords in a row for the account {user}: logins are refused for a few minutes."),
+                "If this was not you, someone is trying to guess your password: the forgotten-password procedure recovers it and lifts the lock at once.".into(),
+            ],
+        ),
         (Template::RecoveryLink, Language::It) => (
             "Recupero della password",
             vec![

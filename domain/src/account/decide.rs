@@ -244,6 +244,12 @@ pub enum AccountError {
     TokenSuperseded,
     #[error("the account cannot recover its password")]
     RecoveryRefused,
+    #[error("too many wrong passwords in a row: logins are refused for a while")]
+    LoginLocked {
+        until: DateTime<Utc>,
+        /// Seconds from the refusal to `until` (for `Retry-After`).
+        seconds: i64,
+    },
 }
 
 impl AccountError {
@@ -266,6 +272,7 @@ impl AccountError {
             AccountError::TokenUsed => "token-used",
             AccountError::TokenExpired => "token-expired",
             AccountError::TokenSuperseded => "token-superseded",
+            AccountError::LoginLocked { .. } => "rate-limited",
         }
     }
 }
@@ -452,18 +459,16 @@ fn opened(state: &Account) -> Result<&AccountOpened, AccountError> {
 
 fn login(state: &Account, c: &Login, ctx: &Ctx<'_>) -> Result<Vec<AccountEvent>, AccountError> {
     opened(state)?;
+    let mut events = lockout_over(state, ctx)?;
     let right = state
         .current_password()
         .is_some_and(|hash| ctx.hasher.verify(&c.password, hash));
     if !right {
-        return Ok(vec![AccountEvent::LoginFailed(LoginFailed {
-            reason: LoginFailure::WrongPassword,
-            client_ip: c.client_ip.clone(),
-            session_id: None,
-        })]);
+        failed_login(state, &mut events, c.client_ip.clone(), None, ctx);
+        return Ok(events);
     }
     let sessions = &ctx.settings.sessions;
-    Ok(vec![AccountEvent::SessionStarted(SessionStarted {
+    events.push(AccountEvent::SessionStarted(SessionStarted {
         session_id: c.session_id,
         token_hash: c.token_hash.clone(),
         started_at: ctx.now,
@@ -471,7 +476,51 @@ fn login(state: &Account, c: &Login, ctx: &Ctx<'_>) -> Result<Vec<AccountEvent>,
         fresh_until: ctx.now + sessions.step_up(),
         client_ip: c.client_ip.clone(),
         required_actions: state.required_actions(),
-    })])
+    }));
+    Ok(events)
+}
+
+/// SEC-6: refuses while a login lockout lasts; once it has ended, the `LoginUnlocked` to record
+/// before anything else.
+fn lockout_over(state: &Account, ctx: &Ctx<'_>) -> Result<Vec<AccountEvent>, AccountError> {
+    match state.login_locked_until {
+        Some(until) if ctx.now < until => Err(AccountError::LoginLocked {
+            until,
+            seconds: (until - ctx.now).num_seconds().max(1),
+        }),
+        Some(until) => Ok(vec![AccountEvent::LoginUnlocked(LoginUnlocked {
+            locked_until: until,
+        })]),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// A wrong password: `LoginFailed`, and `LoginLockedOut` when it is one too many in a row.
+fn failed_login(
+    state: &Account,
+    events: &mut Vec<AccountEvent>,
+    client_ip: Option<String>,
+    session_id: Option<Uuid>,
+    ctx: &Ctx<'_>,
+) {
+    // A lockout that just ended restarts the count.
+    let failures = if events.is_empty() {
+        state.login_failures + 1
+    } else {
+        1
+    };
+    events.push(AccountEvent::LoginFailed(LoginFailed {
+        reason: LoginFailure::WrongPassword,
+        client_ip,
+        session_id,
+    }));
+    let limits = &ctx.settings.limits;
+    if failures >= limits.login_failures_per_user {
+        events.push(AccountEvent::LoginLockedOut(LoginLockedOut {
+            until: ctx.now + chrono::Duration::minutes(limits.login_lockout_minutes),
+            failures,
+        }));
+    }
 }
 
 fn reauthenticate(
@@ -483,24 +532,29 @@ fn reauthenticate(
     let session = state
         .live_session(c.session_id, ctx.now)
         .ok_or(AccountError::SessionInvalid)?;
+    let mut events = lockout_over(state, ctx)?;
     let right = state
         .current_password()
         .is_some_and(|hash| ctx.hasher.verify(&c.password, hash));
     if !right {
-        return Ok(vec![AccountEvent::LoginFailed(LoginFailed {
-            reason: LoginFailure::WrongPassword,
-            client_ip: c.client_ip.clone(),
-            session_id: Some(c.session_id),
-        })]);
+        failed_login(
+            state,
+            &mut events,
+            c.client_ip.clone(),
+            Some(c.session_id),
+            ctx,
+        );
+        return Ok(events);
     }
     // Step-up never outlives the session itself.
     let fresh_until = (ctx.now + ctx.settings.sessions.step_up()).min(session.expires_at);
-    Ok(vec![AccountEvent::SessionReauthenticated(
+    events.push(AccountEvent::SessionReauthenticated(
         SessionReauthenticated {
             session_id: c.session_id,
             fresh_until,
         },
-    )])
+    ));
+    Ok(events)
 }
 
 fn logout(state: &Account, c: &Logout, ctx: &Ctx<'_>) -> Result<Vec<AccountEvent>, AccountError> {
@@ -845,11 +899,18 @@ fn complete_recovery(
         None,
         ctx,
     )?;
-    let mut events = vec![AccountEvent::PasswordRecovered(PasswordRecovered {
+    let mut events = Vec::new();
+    // Proving the holder ends a login lockout (an attacker's guesses caused it).
+    if let Some(until) = state.login_locked_until {
+        events.push(AccountEvent::LoginUnlocked(LoginUnlocked {
+            locked_until: until,
+        }));
+    }
+    events.push(AccountEvent::PasswordRecovered(PasswordRecovered {
         recovery_id: grant.recovery_id,
         method: grant.method,
         password_hash: ctx.hasher.hash(&c.new_password),
-    })];
+    }));
     // RC-6: every session ends; the next login confirms the recovery information.
     events.extend(end_sessions(
         state,

@@ -120,6 +120,8 @@ pub enum AccountEvent {
     SecurityQuestionUnlocked(SecurityQuestionUnlocked),
     PasswordRecovered(PasswordRecovered),
     RecoveryInfoConfirmed(RecoveryInfoConfirmed),
+    LoginLockedOut(LoginLockedOut),
+    LoginUnlocked(LoginUnlocked),
 }
 
 /// Every account event type, for the schema coverage test and the projections' filters.
@@ -143,6 +145,8 @@ pub const ACCOUNT_EVENT_TYPES: &[&str] = &[
     "SecurityQuestionUnlocked",
     "PasswordRecovered",
     "RecoveryInfoConfirmed",
+    "LoginLockedOut",
+    "LoginUnlocked",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -339,3 +343,17 @@ pub struct PasswordRecovered {
 /// RC-6: the holder confirmed the recovery information after a recovery.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecoveryInfoConfirmed {}
+
+/// SEC-2, SEC-6: too many wrong passwords in a row; logins are refused until `until`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoginLockedOut {
+    pub until: DateTime<Utc>,
+    pub failures: u32,
+}
+
+/// SEC-6: the login lockout has ended (recorded at the next login after `locked_until`, or
+/// when a recovery proves the holder).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoginUnlocked {
+    pub locked_until: DateTime<Utc>,
+}

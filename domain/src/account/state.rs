@@ -28,6 +28,9 @@ pub struct Account {
     pub challenges: Challenges,
     /// RC-2..5: the recovery grants and counters.
     pub grants: Grants,
+    /// SEC-6: wrong passwords in a row, and the lockout they caused.
+    pub login_failures: u32,
+    pub login_locked_until: Option<DateTime<Utc>>,
 }
 
 /// A token that lets the holder choose a new password (RC-5): the emailed link, or the reset
@@ -178,6 +181,7 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
         AccountEvent::SessionStarted(e) => {
             // Sessions past their expiry can never be used again: forget them as time moves on.
             state.sessions.retain(|_, s| s.expires_at > e.started_at);
+            state.login_failures = 0;
             state.sessions.insert(
                 e.session_id,
                 Session {
@@ -186,8 +190,17 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
                 },
             );
         }
-        AccountEvent::LoginFailed(_) => {}
+        AccountEvent::LoginFailed(_) => state.login_failures += 1,
+        AccountEvent::LoginLockedOut(e) => {
+            state.login_locked_until = Some(e.until);
+            state.login_failures = 0;
+        }
+        AccountEvent::LoginUnlocked(_) => {
+            state.login_locked_until = None;
+            state.login_failures = 0;
+        }
         AccountEvent::SessionReauthenticated(e) => {
+            state.login_failures = 0;
             if let Some(s) = state.sessions.get_mut(&e.session_id) {
                 s.fresh_until = e.fresh_until;
             }

@@ -523,3 +523,86 @@ fn an_operator_reset_needs_the_forms_reference() {
         vec!["RC-7.form_reference"]
     );
 }
+
+// ---- SEC-2, SEC-6: login lockout, counted in the aggregate ----
+
+/// Ten wrong passwords in a row (the default), the last one locking.
+fn locked_out() -> Vec<AccountEvent> {
+    let mut history = recoverable();
+    for n in 1..=10 {
+        let events = given(history.clone())
+            .when(login_as(OTHER_SESSION, "Wrong#Pass1"))
+            .events();
+        if n < 10 {
+            assert!(matches!(events.as_slice(), [AccountEvent::LoginFailed(_)]));
+        } else {
+            assert!(matches!(
+                events.as_slice(),
+                [AccountEvent::LoginFailed(_), AccountEvent::LoginLockedOut(l)]
+                    if l.until == now() + minutes(15) && l.failures == 10
+            ));
+        }
+        history = and(history, events);
+    }
+    history
+}
+
+#[test]
+fn ten_wrong_passwords_in_a_row_lock_logins_for_15_minutes_then_the_lock_ends() {
+    let history = locked_out();
+    // Even the right password is refused meanwhile, and nothing is recorded.
+    assert_eq!(
+        given(history.clone())
+            .when_at(login_as(OTHER_SESSION, CHOSEN), now() + minutes(10))
+            .error(),
+        AccountError::LoginLocked {
+            until: now() + minutes(15),
+            seconds: 300,
+        }
+    );
+    let events = given(history)
+        .when_at(login_as(OTHER_SESSION, CHOSEN), now() + minutes(15))
+        .events();
+    assert!(matches!(
+        events.as_slice(),
+        [
+            AccountEvent::LoginUnlocked(_),
+            AccountEvent::SessionStarted(_)
+        ]
+    ));
+}
+
+#[test]
+fn a_right_password_ends_the_run_of_failures() {
+    let mut history = recoverable();
+    for _ in 0..9 {
+        history = step(history, login_as(OTHER_SESSION, "Wrong#Pass1"), now());
+    }
+    history = step(history, login_as(OTHER_SESSION, CHOSEN), now());
+    let events = given(history)
+        .when(login_as(OTHER_SESSION, "Wrong#Pass1"))
+        .events();
+    assert!(matches!(events.as_slice(), [AccountEvent::LoginFailed(_)]));
+}
+
+#[test]
+fn a_recovery_lifts_a_login_lockout() {
+    let history = step(locked_out(), send_link(1), now());
+    let events = given(history.clone()).when(complete(1)).events();
+    assert!(matches!(
+        events.as_slice(),
+        [
+            AccountEvent::LoginUnlocked(_),
+            AccountEvent::PasswordRecovered(_),
+            AccountEvent::SessionsEnded(_)
+        ]
+    ));
+    let history = and(history, events);
+    assert!(matches!(
+        given(history)
+            .when(login_as(OTHER_SESSION, NEW_PASSWORD))
+            .events()
+            .as_slice(),
+        [AccountEvent::SessionStarted(_)]
+    ));
+}
