@@ -111,6 +111,11 @@ impl Challenges {
         self.by_purpose.insert(challenge.purpose, challenge);
     }
 
+    /// Drops the challenge of `purpose` (its target changed).
+    pub fn cancel(&mut self, purpose: OtpPurpose) {
+        self.by_purpose.remove(&purpose);
+    }
+
     pub fn failed(&mut self, challenge_id: Uuid) {
         if let Some(c) = self.find_mut(challenge_id) {
             c.attempts = c.attempts.saturating_add(1);

@@ -4,6 +4,7 @@
 
 use crate::{Projection, ProjectionError};
 use custode_domain::account::{AccountEvent, AccountKind, TemporaryPasswordReason};
+use custode_domain::recovery::RecoveryMethod;
 use custode_domain::user_registry::user_key;
 use custode_domain::RecordedEvent;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -91,11 +92,20 @@ impl Projection for AccountsProjection {
                     params![account_id, reset],
                 )?;
             }
-            AccountEvent::PasswordRecovered(_) => {
+            AccountEvent::PasswordRecovered(e) => {
+                // RI-3: a recovery through a contact proves the holder reads it.
+                let (email, mobile) = match e.method {
+                    RecoveryMethod::Email => (true, false),
+                    RecoveryMethod::Sms => (false, true),
+                    RecoveryMethod::Question => (false, false),
+                };
                 tx.execute(
                     "UPDATE accounts SET must_change_password = 0, must_confirm_recovery_info = 1,
-                        password_changed_at = ?2 WHERE account_id = ?1",
-                    params![account_id, event.occurred_at.to_rfc3339()],
+                        password_changed_at = ?2,
+                        recovery_email_verified = recovery_email_verified OR (?3 AND recovery_email IS NOT NULL),
+                        recovery_mobile_verified = recovery_mobile_verified OR (?4 AND recovery_mobile IS NOT NULL)
+                     WHERE account_id = ?1",
+                    params![account_id, event.occurred_at.to_rfc3339(), email, mobile],
                 )?;
             }
             AccountEvent::RecoveryInfoConfirmed(_) => {

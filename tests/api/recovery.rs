@@ -175,6 +175,16 @@ async fn recovery_by_the_emailed_link_end_to_end_rc_2() {
     let res = complete(&app, user, &token).await;
     expect_problem(res, StatusCode::GONE, "token-used").await;
     after_recovery(&app, user, &session).await;
+    // RI-3: the link proved the recovery address.
+    let session = app.login(user, NEW_PASSWORD).await;
+    let page: Value = app
+        .get("/v1/account", Some(&session))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["recovery"]["email"]["verified"], true, "{page}");
+    assert_eq!(page["recovery"]["mobile"]["verified"], false, "{page}");
 }
 
 #[tokio::test]

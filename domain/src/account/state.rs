@@ -1,7 +1,7 @@
 //! The account's state, folded from its events by [`evolve`]. It holds only what `decide` needs.
 
 use super::events::*;
-use crate::otp::{Challenge, Challenges};
+use crate::otp::{Challenge, Challenges, OtpPurpose};
 use crate::recovery::RecoveryMethod;
 use crate::secret::{PasswordHash, TokenHash};
 use chrono::{DateTime, Utc};
@@ -169,6 +169,14 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             state.grants.spend_all(None);
         }
         AccountEvent::RecoveryInfoSet(e) => {
+            // A link or a code on its way to an address that is no longer on file dies.
+            if e.email != state.recovery.email {
+                let link = state.grants.link.take();
+                state.grants.spend(link, Spent::Superseded);
+            }
+            if e.mobile != state.recovery.mobile {
+                state.challenges.cancel(OtpPurpose::Recovery);
+            }
             state.recovery = RecoveryInfo {
                 email: e.email.clone(),
                 mobile: e.mobile.clone(),

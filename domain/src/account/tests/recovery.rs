@@ -606,3 +606,24 @@ fn a_recovery_lifts_a_login_lockout() {
         [AccountEvent::SessionStarted(_)]
     ));
 }
+
+#[test]
+fn changing_the_recovery_address_or_mobile_kills_what_was_on_its_way_there() {
+    let history = step(recoverable(), send_link(1), now());
+    let history = step(history, send_code(RECOVERY, 1, "482913"), now());
+    let changed = AccountCommand::SetRecoveryInfo(SetRecoveryInfo {
+        session_id: SESSION,
+        email: Change::Set("nuovo@example.it".into()),
+        mobile: Change::Set("+393470000000".into()),
+        security: Change::Keep,
+    });
+    let history = step(history, changed, now());
+    assert_eq!(
+        given(history.clone()).when(complete(1)).error(),
+        AccountError::TokenSuperseded
+    );
+    assert_eq!(
+        given(history).when(verify(RECOVERY, "482913", 3)).error(),
+        AccountError::NoCode
+    );
+}
