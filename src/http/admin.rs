@@ -83,6 +83,18 @@ pub async fn open_account(
     .await)
 }
 
+/// The user id of an operator path.
+fn user_id_in_path(
+    user_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<String, Problem> {
+    user_id.map(|Path(id)| id).map_err(|_| {
+        Problem::new(
+            "invalid-request",
+            "the user id in the path is not valid UTF-8",
+        )
+    })
+}
+
 #[derive(Debug, Serialize)]
 struct AdminAccount {
     account_id: String,
@@ -99,12 +111,7 @@ pub async fn get_account(
     user_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
     after: After,
 ) -> Result<Response, Problem> {
-    let Path(user_id) = user_id.map_err(|_| {
-        Problem::new(
-            "invalid-request",
-            "the user id in the path is not valid UTF-8",
-        )
-    })?;
+    let user_id = user_id_in_path(user_id)?;
     wait_for_after(&state, &after).await?;
     let row = query(&state, move |conn| {
         custode_projections::accounts::by_user_id(conn, &user_id)
@@ -184,12 +191,7 @@ pub async fn password_reset(
     user_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
     Body(req): Body<PasswordResetRequest>,
 ) -> Result<Response, Problem> {
-    let Path(user_id) = user_id.map_err(|_| {
-        Problem::new(
-            "invalid-request",
-            "the user id in the path is not valid UTF-8",
-        )
-    })?;
+    let user_id = user_id_in_path(user_id)?;
     let caller = Caller {
         actor: Actor::operator(),
         correlation_id: correlation.0,

@@ -72,6 +72,27 @@ impl Limiter {
         Ok(())
     }
 
+    /// SEC-2's per-client-address limits: `limit` requests of kind `what` a minute. A request
+    /// without a known address (no socket) is not counted.
+    pub fn per_address_minute(
+        &self,
+        what: &str,
+        address: Option<std::net::IpAddr>,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), Problem> {
+        let Some(ip) = address else {
+            return Ok(());
+        };
+        self.hit(
+            format!("{what}:{ip}"),
+            limit,
+            Duration::minutes(1),
+            now,
+            what,
+        )
+    }
+
     /// `429` while `key` is locked out.
     pub fn check_lockout(&self, key: &str, now: DateTime<Utc>) -> Result<(), Problem> {
         let lockouts = self

@@ -12,9 +12,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Duration;
-use custode_commands::accounts::Caller;
+use custode_commands::accounts::{Caller, HandlerError};
 use custode_commands::recovery::Checked;
-use custode_domain::recovery::Offer;
+use custode_domain::recovery::{Offer, RecoveryMethod};
 use custode_domain::{Actor, ActorKind, Secret, Violation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -69,15 +69,18 @@ impl Floor {
 }
 
 fn per_minute(state: &AppState, what: &str, client: ClientIp, limit: u32) -> Result<(), Problem> {
-    let Some(ip) = client.0 else {
-        return Ok(());
-    };
-    state.limiter.hit(
-        format!("{what}:{ip}"),
-        limit,
-        Duration::minutes(1),
-        state.clock.now(),
-        what,
+    state
+        .limiter
+        .per_address_minute(what, client.0, limit, state.clock.now())
+}
+
+/// SEC-2: codes, answers and recovery tokens checked from one client address.
+fn checks_allowed(state: &AppState, client: ClientIp) -> Result<(), Problem> {
+    per_minute(
+        state,
+        "code and answer checks",
+        client,
+        state.config.settings.limits.checks_per_address_per_minute,
     )
 }
 
@@ -192,19 +195,7 @@ pub async fn send_link(
     correlation: Correlation,
     id: Result<Path<Uuid>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, Problem> {
-    let id = recovery_id(id)?;
-    message_allowed(&state, id).await?;
-    let floor = Floor::start();
-    let sent = state
-        .accounts
-        .send_recovery_link(id, &anonymous(correlation))
-        .await;
-    if let Ok(sent) = &sent {
-        settle(&state, sent.position).await;
-    }
-    floor.wait(&state).await;
-    sent?;
-    Ok(StatusCode::ACCEPTED.into_response())
+    send(state, correlation, id, RecoveryMethod::Email).await
 }
 
 /// RC-3: sends a fresh six-digit code to the recovery mobile.
@@ -213,13 +204,25 @@ pub async fn send_code(
     correlation: Correlation,
     id: Result<Path<Uuid>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, Problem> {
+    send(state, correlation, id, RecoveryMethod::Sms).await
+}
+
+/// A recovery message (link or code) within the per-user-id limit, answered `202` no sooner
+/// than the floor.
+async fn send(
+    state: AppState,
+    correlation: Correlation,
+    id: Result<Path<Uuid>, axum::extract::rejection::PathRejection>,
+    method: RecoveryMethod,
+) -> Result<Response, Problem> {
     let id = recovery_id(id)?;
     message_allowed(&state, id).await?;
     let floor = Floor::start();
-    let sent = state
-        .accounts
-        .send_recovery_code(id, &anonymous(correlation))
-        .await;
+    let caller = anonymous(correlation);
+    let sent = match method {
+        RecoveryMethod::Email => state.accounts.send_recovery_link(id, &caller).await,
+        _ => state.accounts.send_recovery_code(id, &caller).await,
+    };
     if let Ok(sent) = &sent {
         settle(&state, sent.position).await;
     }
@@ -236,6 +239,22 @@ pub struct CodeRequest {
 #[derive(Debug, Serialize)]
 struct ResetToken {
     reset_token: String,
+}
+
+/// Settles what a check recorded, waits out the floor, then answers.
+async fn answer_check(
+    state: &AppState,
+    floor: Floor,
+    checked: Result<Checked, HandlerError>,
+    what: &str,
+    rule: &'static str,
+    field: &'static str,
+) -> Result<Response, Problem> {
+    if let Ok(Checked::Wrong { position, .. } | Checked::Token { position, .. }) = &checked {
+        settle(state, *position).await;
+    }
+    floor.wait(state).await;
+    checked_answer(checked?, what, rule, field)
 }
 
 fn checked_answer(
@@ -278,23 +297,13 @@ pub async fn verify_code(
     Body(req): Body<CodeRequest>,
 ) -> Result<Response, Problem> {
     let id = recovery_id(id)?;
-    per_minute(
-        &state,
-        "code and answer checks",
-        client,
-        state.config.settings.limits.checks_per_address_per_minute,
-    )?;
+    checks_allowed(&state, client)?;
     let floor = Floor::start();
     let checked = state
         .accounts
         .verify_recovery_code(id, req.code, client.text(), &anonymous(correlation))
         .await;
-    if let Ok(Checked::Wrong { position, .. } | Checked::Token { position, .. }) = &checked {
-        settle(&state, *position).await;
-    }
-    floor.wait(&state).await;
-    let checked = checked?;
-    checked_answer(checked, "code", "RC-3.code", "code")
+    answer_check(&state, floor, checked, "code", "RC-3.code", "code").await
 }
 
 #[derive(Debug, Serialize)]
@@ -326,12 +335,7 @@ pub async fn answer(
     Body(req): Body<AnswerRequest>,
 ) -> Result<Response, Problem> {
     let id = recovery_id(id)?;
-    per_minute(
-        &state,
-        "code and answer checks",
-        client,
-        state.config.settings.limits.checks_per_address_per_minute,
-    )?;
+    checks_allowed(&state, client)?;
     if req.answer.expose().chars().count() > MAX_ANSWER_INPUT_CHARS {
         return Err(invalid(
             "RC-4.answer",
@@ -344,12 +348,7 @@ pub async fn answer(
         .accounts
         .answer_security_question(id, req.answer, client.text(), &anonymous(correlation))
         .await;
-    if let Ok(Checked::Wrong { position, .. } | Checked::Token { position, .. }) = &checked {
-        settle(&state, *position).await;
-    }
-    floor.wait(&state).await;
-    let checked = checked?;
-    checked_answer(checked, "answer", "RC-4.answer", "answer")
+    answer_check(&state, floor, checked, "answer", "RC-4.answer", "answer").await
 }
 
 #[derive(Debug, Deserialize)]
@@ -367,12 +366,8 @@ pub async fn complete(
     correlation: Correlation,
     Body(req): Body<CompleteRequest>,
 ) -> Result<Response, Problem> {
-    per_minute(
-        &state,
-        "code and answer checks",
-        client,
-        state.config.settings.limits.checks_per_address_per_minute,
-    )?;
+    checks_allowed(&state, client)?;
+    let floor = Floor::start();
     let outcome = state
         .accounts
         .complete_recovery(
@@ -382,7 +377,15 @@ pub async fn complete(
             req.new_password_repeat,
             &anonymous(correlation),
         )
-        .await?;
+        .await;
+    // A refusal for an unknown user id and one for a real account take the same time.
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            floor.wait(&state).await;
+            return Err(e.into());
+        }
+    };
     // A recovery proves the holder: a login lockout (an attacker's guesses) ends with it.
     state
         .limiter

@@ -55,15 +55,12 @@ pub async fn login(
     // SEC-2: per client address, and SEC-6: a user id (known or not) after failures in a row.
     let limits = &state.config.settings.limits;
     let now = state.clock.now();
-    if let Some(ip) = client.0 {
-        state.limiter.hit(
-            format!("logins:{ip}"),
-            limits.login_per_address_per_minute,
-            chrono::Duration::minutes(1),
-            now,
-            "logins from this address",
-        )?;
-    }
+    state.limiter.per_address_minute(
+        "logins from this address",
+        client.0,
+        limits.login_per_address_per_minute,
+        now,
+    )?;
     let user_key = super::limits::login_key(&req.user_id);
     state.limiter.check_lockout(&user_key, now)?;
     let outcome = state

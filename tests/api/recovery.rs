@@ -58,6 +58,11 @@ async fn start(app: &TestApp, user_id: &str) -> Value {
     res.json().await.expect("json")
 }
 
+/// `POST` to a call of the recovery `started`, e.g. `/sms/verify`.
+async fn call(app: &TestApp, started: &Value, tail: &str, body: Value) -> reqwest::Response {
+    app.post(&recovery_path(started, tail), None, body).await
+}
+
 fn recovery_path(started: &Value, tail: &str) -> String {
     format!(
         "/v1/recovery/{}{tail}",
@@ -162,9 +167,7 @@ async fn recovery_by_the_emailed_link_end_to_end_rc_2() {
         .as_str()
         .unwrap()
         .contains("amministratore"));
-    let res = app
-        .post(&recovery_path(&started, "/email"), None, json!({}))
-        .await;
+    let res = call(&app, &started, "/email", json!({})).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let tokens = link_token(&app, "recupero@example.it", 1).await;
     let token = tokens.first().expect("a link in the mail").clone();
@@ -196,9 +199,7 @@ async fn recovery_by_sms_code_through_a_real_gateway_end_to_end_rc_3() {
     let user = "sms@pec.example.it";
     let session = recoverable(&app, user).await;
     let started = start(&app, user).await;
-    let res = app
-        .post(&recovery_path(&started, "/sms"), None, json!({}))
-        .await;
+    let res = call(&app, &started, "/sms", json!({})).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     eventually(StdDuration::from_secs(10), "the SMS", || {
         !gateway.accepted.lock().unwrap().is_empty()
@@ -214,25 +215,13 @@ async fn recovery_by_sms_code_through_a_real_gateway_end_to_end_rc_3() {
         .to_string();
     app.remember_secret(&code);
     let wrong = if code == "000000" { "000001" } else { "000000" };
-    let res = app
-        .post(
-            &recovery_path(&started, "/sms/verify"),
-            None,
-            json!({ "code": wrong }),
-        )
-        .await;
+    let res = call(&app, &started, "/sms/verify", json!({ "code": wrong })).await;
     let problem = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "code-wrong").await;
     assert!(problem["errors"][0]["message"]
         .as_str()
         .unwrap()
         .contains("4 attempt(s) left"));
-    let res = app
-        .post(
-            &recovery_path(&started, "/sms/verify"),
-            None,
-            json!({ "code": code }),
-        )
-        .await;
+    let res = call(&app, &started, "/sms/verify", json!({ "code": code })).await;
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();
     let reset = body["reset_token"].as_str().unwrap().to_string();
@@ -252,21 +241,15 @@ async fn recovery_by_security_question_end_to_end_rc_4() {
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["question"], "Come si chiamava il tuo primo animale?");
-    let res = app
-        .post(
-            &recovery_path(&started, "/question"),
-            None,
-            json!({ "answer": "gatto" }),
-        )
-        .await;
+    let res = call(&app, &started, "/question", json!({ "answer": "gatto" })).await;
     expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "answer-wrong").await;
-    let res = app
-        .post(
-            &recovery_path(&started, "/question"),
-            None,
-            json!({ "answer": "  FIDO   il cane " }),
-        )
-        .await;
+    let res = call(
+        &app,
+        &started,
+        "/question",
+        json!({ "answer": "  FIDO   il cane " }),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();
     let reset = body["reset_token"].as_str().unwrap().to_string();
@@ -376,9 +359,7 @@ async fn five_wrong_answers_lock_the_question_for_15_minutes_and_mail_the_holder
     })
     .await;
     // The method is locked, never the account: the link still goes out.
-    let res = app
-        .post(&recovery_path(&started, "/email"), None, json!({}))
-        .await;
+    let res = call(&app, &started, "/email", json!({})).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     app.advance(Duration::minutes(15));
     let res = app.post(&path, None, json!({ "answer": ANSWER })).await;
@@ -451,33 +432,19 @@ async fn unknown_ids_and_accounts_without_recovery_info_get_decoys_alike_rc_1() 
         for method in &methods {
             match method.as_str() {
                 "email" => {
-                    let res = app
-                        .post(&recovery_path(&a, "/email"), None, json!({}))
-                        .await;
+                    let res = call(&app, &a, "/email", json!({})).await;
                     assert_eq!(res.status(), StatusCode::ACCEPTED);
                 }
                 "sms" => {
-                    let res = app.post(&recovery_path(&a, "/sms"), None, json!({})).await;
+                    let res = call(&app, &a, "/sms", json!({})).await;
                     assert_eq!(res.status(), StatusCode::ACCEPTED);
-                    let res = app
-                        .post(
-                            &recovery_path(&a, "/sms/verify"),
-                            None,
-                            json!({ "code": "123456" }),
-                        )
-                        .await;
+                    let res = call(&app, &a, "/sms/verify", json!({ "code": "123456" })).await;
                     expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "code-wrong").await;
                 }
                 _ => {
                     let res = app.get(&recovery_path(&a, "/question"), None).await;
                     assert_eq!(res.status(), StatusCode::OK);
-                    let res = app
-                        .post(
-                            &recovery_path(&a, "/question"),
-                            None,
-                            json!({ "answer": "x" }),
-                        )
-                        .await;
+                    let res = call(&app, &a, "/question", json!({ "answer": "x" })).await;
                     expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "answer-wrong").await;
                 }
             }
@@ -562,66 +529,43 @@ async fn bad_input_on_every_recovery_call_gets_a_problem_and_changes_nothing() {
     let res = app.request(Method::POST, "/v1/recovery", None, None).await;
     expect_problem(res, StatusCode::BAD_REQUEST, "malformed-json").await;
 
-    for path in ["/email", "/sms"] {
-        let res = app.post(&format!("{unknown}{path}"), None, json!({})).await;
-        expect_problem(res, StatusCode::NOT_FOUND, "recovery-not-found").await;
-        let res = app
-            .post(&format!("/v1/recovery/not-a-uuid{path}"), None, json!({}))
-            .await;
-        expect_problem(res, StatusCode::NOT_FOUND, "recovery-not-found").await;
+    for (method, tail, body) in [
+        (Method::POST, "/email", json!({})),
+        (Method::POST, "/sms", json!({})),
+        (Method::POST, "/sms/verify", json!({ "code": "123456" })),
+        (Method::GET, "/question", json!(null)),
+        (Method::POST, "/question", json!({ "answer": "x" })),
+    ] {
+        for base in [unknown.clone(), "/v1/recovery/not-a-uuid".to_string()] {
+            let body = (method == Method::POST).then(|| body.clone());
+            let res = app
+                .request(method.clone(), &format!("{base}{tail}"), None, body)
+                .await;
+            expect_problem(res, StatusCode::NOT_FOUND, "recovery-not-found").await;
+        }
     }
-    let res = app
-        .post(
-            &format!("{unknown}/sms/verify"),
-            None,
-            json!({ "code": "123456" }),
-        )
-        .await;
-    expect_problem(res, StatusCode::NOT_FOUND, "recovery-not-found").await;
-    let res = app.get(&format!("{unknown}/question"), None).await;
-    expect_problem(res, StatusCode::NOT_FOUND, "recovery-not-found").await;
-    let res = app
-        .post(
-            &format!("{unknown}/question"),
-            None,
-            json!({ "answer": "x" }),
-        )
-        .await;
-    expect_problem(res, StatusCode::NOT_FOUND, "recovery-not-found").await;
 
     // No code was sent yet; a malformed one is refused all the same without costing anything.
-    let res = app
-        .post(
-            &recovery_path(&started, "/sms/verify"),
-            None,
-            json!({ "code": "123456" }),
-        )
-        .await;
+    let res = call(&app, &started, "/sms/verify", json!({ "code": "123456" })).await;
     expect_problem(res, StatusCode::CONFLICT, "no-code").await;
-    let res = app
-        .post(
-            &recovery_path(&started, "/sms/verify"),
-            None,
-            json!({ "code": 123456 }),
-        )
-        .await;
+    let res = call(&app, &started, "/sms/verify", json!({ "code": 123456 })).await;
     expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request").await;
-    let res = app
-        .post(
-            &recovery_path(&started, "/question"),
-            None,
-            json!({ "answer": "x".repeat(5_000) }),
-        )
-        .await;
+    let res = call(
+        &app,
+        &started,
+        "/question",
+        json!({ "answer": "x".repeat(5_000) }),
+    )
+    .await;
     let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
     assert_eq!(rules(&p), vec!["RC-4.answer"]);
-    let res = app
-        .post(
-            &recovery_path(&started, "/question"),
-            None,
-            json!({ "answer": "a".repeat(300) }),
-        )
-        .await;
+    let res = call(
+        &app,
+        &started,
+        "/question",
+        json!({ "answer": "a".repeat(300) }),
+    )
+    .await;
     expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
 
     let res = complete(&app, user, "not-a-token").await;
@@ -719,9 +663,7 @@ async fn rate_limits_answer_429_with_retry_after_and_lift_sec_2() {
     // An hour on, the user id may have messages again.
     app.advance(Duration::hours(1));
     let started = start(&app, user).await;
-    let res = app
-        .post(&recovery_path(&started, "/email"), None, json!({}))
-        .await;
+    let res = call(&app, &started, "/email", json!({})).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
 }
 
@@ -741,13 +683,7 @@ async fn a_holder_following_the_flow_by_hand_never_meets_the_default_limits() {
         assert_eq!(res.status(), StatusCode::ACCEPTED, "{path}");
     }
     for _ in 0..2 {
-        let res = app
-            .post(
-                &recovery_path(&started, "/sms/verify"),
-                None,
-                json!({ "code": "000000" }),
-            )
-            .await;
+        let res = call(&app, &started, "/sms/verify", json!({ "code": "000000" })).await;
         assert_ne!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     }
 }
