@@ -58,6 +58,16 @@ async fn start(app: &TestApp, user_id: &str) -> Value {
     res.json().await.expect("json")
 }
 
+/// `POST /v1/sessions`, whatever it answers.
+async fn try_login(app: &TestApp, user_id: &str, password: &str) -> reqwest::Response {
+    app.post(
+        "/v1/sessions",
+        None,
+        json!({ "user_id": user_id, "password": password }),
+    )
+    .await
+}
+
 /// `POST` to a call of the recovery `started`, e.g. `/sms/verify`.
 async fn call(app: &TestApp, started: &Value, tail: &str, body: Value) -> reqwest::Response {
     app.post(&recovery_path(started, tail), None, body).await
@@ -640,22 +650,10 @@ async fn rate_limits_answer_429_with_retry_after_and_lift_sec_2() {
     // Failed logins in a row lock the user id out (even with the right password), then lift.
     for id in [user, "ignoto@pec.example.it"] {
         for _ in 0..3 {
-            let res = app
-                .post(
-                    "/v1/sessions",
-                    None,
-                    json!({ "user_id": id, "password": "Sbagliata!123" }),
-                )
-                .await;
+            let res = try_login(&app, id, "Sbagliata!123").await;
             expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
         }
-        let res = app
-            .post(
-                "/v1/sessions",
-                None,
-                json!({ "user_id": id, "password": "Tr4m-Colle!Verde" }),
-            )
-            .await;
+        let res = try_login(&app, id, "Tr4m-Colle!Verde").await;
         expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
     }
     app.advance(Duration::minutes(15));
@@ -786,13 +784,7 @@ async fn an_operator_resets_a_password_after_a_signed_form_rc_7() {
     // Every session ended; the old password no longer works; the temporary one does.
     let res = app.get("/v1/account", Some(&session)).await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": user, "password": "Tr4m-Colle!Verde" }),
-        )
-        .await;
+    let res = try_login(&app, user, "Tr4m-Colle!Verde").await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
     let session = app.login(user, &temporary).await;
     assert_eq!(
@@ -822,13 +814,7 @@ async fn a_login_lockout_is_kept_in_the_account_so_it_survives_a_restart_and_is_
     let user = "chiuso@pec.example.it";
     recoverable(&app, user).await;
     for _ in 0..3 {
-        let res = app
-            .post(
-                "/v1/sessions",
-                None,
-                json!({ "user_id": user, "password": "Sbagliata!123" }),
-            )
-            .await;
+        let res = try_login(&app, user, "Sbagliata!123").await;
         expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
     }
     eventually(StdDuration::from_secs(10), "the lockout notice", || {
@@ -839,13 +825,7 @@ async fn a_login_lockout_is_kept_in_the_account_so_it_survives_a_restart_and_is_
     let (data_dir, dir, clock) = app.stop().await;
     // A new process has no memory of the failures; the account stream has.
     let app = TestApp::start(&data_dir, file, clock).await;
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": user, "password": "Tr4m-Colle!Verde" }),
-        )
-        .await;
+    let res = try_login(&app, user, "Tr4m-Colle!Verde").await;
     assert!(res.headers().contains_key("retry-after"));
     expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
     app.advance(Duration::minutes(15));
