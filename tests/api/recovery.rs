@@ -132,6 +132,22 @@ async fn required_actions(app: &TestApp, token: &str) -> Vec<String> {
         .collect()
 }
 
+/// The reset token of a right code or answer.
+async fn reset_token(res: reqwest::Response) -> String {
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    let token = body["reset_token"].as_str().unwrap().to_string();
+    assert_eq!(token.len(), 43, "SEC-1: 32 bytes in URL-safe base64");
+    token
+}
+
+/// Completes the recovery with `token` and checks what follows (RC-5, RC-6).
+async fn finish(app: &TestApp, user_id: &str, token: &str, old_session: &str) {
+    let res = complete(app, user_id, token).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    after_recovery(app, user_id, old_session).await;
+}
+
 /// After a recovery: the old session is over, the new password logs in and must confirm the
 /// recovery information, which saving it unchanged does (RC-6); the contact address was told.
 async fn after_recovery(app: &TestApp, user_id: &str, old_session: &str) {
@@ -232,13 +248,8 @@ async fn recovery_by_sms_code_through_a_real_gateway_end_to_end_rc_3() {
         .unwrap()
         .contains("4 attempt(s) left"));
     let res = call(&app, &started, "/sms/verify", json!({ "code": code })).await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: Value = res.json().await.unwrap();
-    let reset = body["reset_token"].as_str().unwrap().to_string();
-    assert_eq!(reset.len(), 43);
-    let res = complete(&app, user, &reset).await;
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    after_recovery(&app, user, &session).await;
+    let reset = reset_token(res).await;
+    finish(&app, user, &reset, &session).await;
 }
 
 #[tokio::test]
@@ -260,12 +271,8 @@ async fn recovery_by_security_question_end_to_end_rc_4() {
         json!({ "answer": "  FIDO   il cane " }),
     )
     .await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: Value = res.json().await.unwrap();
-    let reset = body["reset_token"].as_str().unwrap().to_string();
-    let res = complete(&app, user, &reset).await;
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    after_recovery(&app, user, &session).await;
+    let reset = reset_token(res).await;
+    finish(&app, user, &reset, &session).await;
 }
 
 #[tokio::test]
