@@ -30,7 +30,9 @@ impl Captcha {
     pub fn from_config(config: &CaptchaConfig) -> Result<Self, String> {
         match (&config.verify_url, &config.secret) {
             (Some(url), Some(secret)) => {
+                // Never follow a redirect: it would carry the secret to wherever it points.
                 let client = reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
                     .timeout(Duration::from_millis(config.timeout_ms.unwrap_or(5_000)))
                     .build()
                     .map_err(|e| format!("captcha client: {e}"))?;

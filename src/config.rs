@@ -192,6 +192,46 @@ impl Config {
         {
             return Err(ConfigError::Value("limits.* must be positive".into()));
         }
+        // Upper bounds keep time arithmetic far from overflow and settings sane.
+        let bounded = [
+            ("recovery.link_hours", r.link_hours, 24 * 30),
+            ("recovery.code_minutes", r.code_minutes, 60 * 24),
+            (
+                "recovery.question_lock_minutes",
+                r.question_lock_minutes,
+                60 * 24 * 30,
+            ),
+            (
+                "recovery.reset_token_minutes",
+                r.reset_token_minutes,
+                60 * 24,
+            ),
+            (
+                "limits.login_lockout_minutes",
+                l.login_lockout_minutes,
+                60 * 24 * 30,
+            ),
+        ];
+        for (name, value, max) in bounded {
+            if value > max {
+                return Err(ConfigError::Value(format!("{name} may be at most {max}")));
+            }
+        }
+        if r.answer_floor_ms > 10_000 {
+            return Err(ConfigError::Value(
+                "recovery.answer_floor_ms may be at most 10000".into(),
+            ));
+        }
+        if let Some(url) = &file.captcha.verify_url {
+            let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                .iter()
+                .any(|p| url.starts_with(p));
+            if !url.starts_with("https://") && !loopback {
+                return Err(ConfigError::Value(
+                    "captcha.verify_url must be https (the secret travels with each check)".into(),
+                ));
+            }
+        }
         if file.captcha.verify_url.is_some() != file.captcha.secret.is_some() {
             return Err(ConfigError::Value(
                 "captcha.verify_url and captcha.secret go together".into(),

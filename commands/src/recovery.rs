@@ -9,8 +9,8 @@ use crate::tokens;
 use chrono::{DateTime, Utc};
 use custode_domain::account::{
     self, recovery_link_context, AccountCommand, AccountError, AccountEvent,
-    AnswerSecurityQuestion, CompleteRecovery, InitialPassword, OperatorReset, SendRecoveryCode,
-    SendRecoveryLink, VerifyRecoveryCode,
+    AnswerSecurityQuestion, CompleteRecovery, OperatorReset, SendRecoveryCode, SendRecoveryLink,
+    VerifyRecoveryCode,
 };
 use custode_domain::otp;
 use custode_domain::recovery::{
@@ -129,6 +129,16 @@ impl AccountHandler {
         self.service_key.mac("custode/recovery-decoy", &[subject])
     }
 
+    /// The methods a decoy for `user_id` offers (for support staff and tests: what an unknown
+    /// id's holder would be shown).
+    pub fn decoy_methods_of(&self, user_id: &str) -> Vec<RecoveryMethod> {
+        let seed = self.decoy_seed(&self.service_key.subject(user_id));
+        decoy_offer(&seed, &self.settings.recovery)
+            .iter()
+            .map(|o| o.method)
+            .collect()
+    }
+
     /// RC-1: starts a recovery for `user_id`. Always answers; a real account's methods or a
     /// decoy's, recorded the same way.
     pub async fn start_recovery(
@@ -227,10 +237,13 @@ impl AccountHandler {
             token_hash,
             sealed_token,
         });
-        let outcome = self.execute(account_id, cmd, caller).await?;
-        Ok(Sent {
-            position: outcome.position(),
-        })
+        match self.execute(account_id, cmd, caller).await {
+            // SEC-6: an account that can no longer recover answers as a decoy does.
+            Err(HandlerError::Domain(AccountError::RecoveryRefused)) => Ok(Sent { position: 0 }),
+            other => other.map(|outcome| Sent {
+                position: outcome.position(),
+            }),
+        }
     }
 
     /// RC-3: sends a fresh code by SMS (replacing the earlier one, keeping its attempts).
@@ -241,19 +254,8 @@ impl AccountHandler {
     ) -> Result<Sent, HandlerError> {
         let started = self.offered(recovery_id, RecoveryMethod::Sms).await?;
         let now = self.clock.now();
-        let limits = &self.settings.recovery;
         let Some(account_id) = started.account_id else {
-            return self.decoys.with_recovery(recovery_id, now, |d| {
-                if d.codes >= limits.codes_per_recovery {
-                    return Err(AccountError::CodeLimit.into());
-                }
-                if d.attempts >= limits.code_attempts {
-                    return Err(AccountError::CodeExhausted.into());
-                }
-                d.codes += 1;
-                d.last_code_at = Some(now);
-                Ok(Sent { position: 0 })
-            })?;
+            return self.decoy_send_code(recovery_id);
         };
         let challenge_id = Uuid::now_v7();
         let code = new_code();
@@ -267,10 +269,14 @@ impl AccountHandler {
             code,
             sealed_code,
         });
-        let outcome = self.execute(account_id, cmd, caller).await?;
-        Ok(Sent {
-            position: outcome.position(),
-        })
+        match self.execute(account_id, cmd, caller).await {
+            Err(HandlerError::Domain(AccountError::RecoveryRefused)) => {
+                self.decoy_send_code(recovery_id)
+            }
+            other => other.map(|outcome| Sent {
+                position: outcome.position(),
+            }),
+        }
     }
 
     /// RC-3: checks a code; a right one yields a reset token.
@@ -282,39 +288,22 @@ impl AccountHandler {
         caller: &Caller,
     ) -> Result<Checked, HandlerError> {
         let started = self.offered(recovery_id, RecoveryMethod::Sms).await?;
-        let now = self.clock.now();
-        let limits = &self.settings.recovery;
         let Some(account_id) = started.account_id else {
-            let well_formed = otp::well_formed(code.expose());
-            return self.decoys.with_recovery(recovery_id, now, |d| {
-                let Some(sent_at) = d.last_code_at else {
-                    return Err(AccountError::NoCode.into());
-                };
-                if !well_formed {
-                    return Err(code_malformed());
-                }
-                if d.attempts >= limits.code_attempts {
-                    return Err(AccountError::CodeExhausted.into());
-                }
-                if now >= sent_at + limits.code_lifetime() {
-                    return Err(AccountError::CodeExpired.into());
-                }
-                d.attempts += 1;
-                Ok(Checked::Wrong {
-                    attempts_left: limits.code_attempts - d.attempts,
-                    position: 0,
-                })
-            })?;
+            return self.decoy_verify_code(recovery_id, &code);
         };
         let (token, token_hash) = tokens::new_token();
         let cmd = AccountCommand::VerifyRecoveryCode(VerifyRecoveryCode {
             recovery_id,
-            code,
+            code: code.clone(),
             token_hash,
             client_ip,
         });
-        let outcome = self.execute(account_id, cmd, caller).await?;
-        Ok(checked(outcome, token))
+        match self.execute(account_id, cmd, caller).await {
+            Err(HandlerError::Domain(AccountError::RecoveryRefused)) => {
+                self.decoy_verify_code(recovery_id, &code)
+            }
+            other => other.map(|outcome| checked(outcome, token)),
+        }
     }
 
     /// RC-4: the question of the recovery's account (a decoy's: a plausible one).
@@ -345,52 +334,21 @@ impl AccountHandler {
     ) -> Result<Checked, HandlerError> {
         let started = self.offered(recovery_id, RecoveryMethod::Question).await?;
         let Some(account_id) = started.account_id else {
-            let normalized = custode_domain::masking::normalize_answer(answer.expose());
-            if normalized.is_empty() || normalized.chars().count() > 200 {
-                return Err(answer_malformed());
-            }
-            // The same Argon2 verification a real answer costs.
-            let hasher = self.hasher.clone();
-            let answer = Secret::new(normalized);
-            self.pool
-                .run(move || hasher.verify_dummy(&answer))
-                .await
-                .map_err(|e| HandlerError::Store(e.to_string()))?;
-            let now = self.clock.now();
-            let limits = &self.settings.recovery;
-            return self.decoys.with_question(&started.subject, |q| {
-                if let Some(until) = q.locked_until {
-                    if now < until {
-                        return Err(AccountError::QuestionLocked {
-                            until,
-                            seconds: (until - now).num_seconds().max(1),
-                        }
-                        .into());
-                    }
-                    q.locked_until = None;
-                    q.failures = 0;
-                }
-                q.failures += 1;
-                let attempts_left = limits.question_attempts.saturating_sub(q.failures);
-                if attempts_left == 0 {
-                    q.locked_until = Some(now + limits.question_lock());
-                    q.failures = 0;
-                }
-                Ok(Checked::Wrong {
-                    attempts_left,
-                    position: 0,
-                })
-            })?;
+            return self.decoy_answer(&started.subject, answer).await;
         };
         let (token, token_hash) = tokens::new_token();
         let cmd = AccountCommand::AnswerSecurityQuestion(AnswerSecurityQuestion {
             recovery_id,
-            answer,
+            answer: answer.clone(),
             token_hash,
             client_ip,
         });
-        let outcome = self.execute(account_id, cmd, caller).await?;
-        Ok(checked(outcome, token))
+        match self.execute(account_id, cmd, caller).await {
+            Err(HandlerError::Domain(AccountError::RecoveryRefused)) => {
+                self.decoy_answer(&started.subject, answer).await
+            }
+            other => other.map(|outcome| checked(outcome, token)),
+        }
     }
 
     /// RC-5: the new password with the link's or reset token. An unknown user id gets the same
@@ -420,7 +378,7 @@ impl AccountHandler {
             new_password_repeat,
         });
         match self.execute(account_id, cmd, caller).await {
-            Err(HandlerError::Domain(AccountError::NotFound)) => {
+            Err(HandlerError::Domain(AccountError::NotFound | AccountError::RecoveryRefused)) => {
                 Err(AccountError::TokenInvalid.into())
             }
             other => other,
@@ -437,18 +395,101 @@ impl AccountHandler {
         let Some(account_id) = self.account_id_of(user_id.trim()).await? else {
             return Err(AccountError::NotFound.into());
         };
-        let InitialPassword::Temporary { password, sealed } =
-            self.temporary_password(account_id)?
-        else {
-            return Err(HandlerError::Store("no temporary password drawn".into()));
-        };
+        let password = tokens::temporary_password();
         let cmd = AccountCommand::OperatorReset(OperatorReset {
             form_reference,
             password: password.clone(),
-            sealed,
         });
         let outcome = self.execute(account_id, cmd, caller).await?;
         Ok((outcome, password))
+    }
+}
+
+/// A decoy's answers (RC-1, SEC-6): the same checks, in the same order, with the same limits
+/// as a real account's, on counters kept in memory; nothing is recorded or sent.
+impl AccountHandler {
+    fn decoy_send_code(&self, recovery_id: Uuid) -> Result<Sent, HandlerError> {
+        let now = self.clock.now();
+        let limits = &self.settings.recovery;
+        self.decoys.with_recovery(recovery_id, now, |d| {
+            if d.codes >= limits.codes_per_recovery {
+                return Err(AccountError::CodeLimit.into());
+            }
+            if d.attempts >= limits.code_attempts {
+                return Err(AccountError::CodeExhausted.into());
+            }
+            d.codes += 1;
+            d.last_code_at = Some(now);
+            Ok(Sent { position: 0 })
+        })?
+    }
+
+    fn decoy_verify_code(&self, recovery_id: Uuid, code: &Secret) -> Result<Checked, HandlerError> {
+        let now = self.clock.now();
+        let limits = &self.settings.recovery;
+        let well_formed = otp::well_formed(code.expose());
+        self.decoys.with_recovery(recovery_id, now, |d| {
+            let Some(sent_at) = d.last_code_at else {
+                return Err(AccountError::NoCode.into());
+            };
+            if !well_formed {
+                return Err(code_malformed());
+            }
+            if d.attempts >= limits.code_attempts {
+                return Err(AccountError::CodeExhausted.into());
+            }
+            if now >= sent_at + limits.code_lifetime() {
+                return Err(AccountError::CodeExpired.into());
+            }
+            d.attempts += 1;
+            Ok(Checked::Wrong {
+                attempts_left: limits.code_attempts - d.attempts,
+                position: 0,
+            })
+        })?
+    }
+
+    async fn decoy_answer(&self, subject: &str, answer: Secret) -> Result<Checked, HandlerError> {
+        let normalized = custode_domain::masking::normalize_answer(answer.expose());
+        if normalized.is_empty() || normalized.chars().count() > 200 {
+            return Err(answer_malformed());
+        }
+        let limits = &self.settings.recovery;
+        // A lock refuses before any hashing, as a real account's does.
+        let now = self.clock.now();
+        self.decoys
+            .with_question(subject, |q| match q.locked_until {
+                Some(until) if now < until => Err(AccountError::QuestionLocked {
+                    until,
+                    seconds: (until - now).num_seconds().max(1),
+                }),
+                Some(_) => {
+                    q.locked_until = None;
+                    q.failures = 0;
+                    Ok(())
+                }
+                None => Ok(()),
+            })??;
+        // The same Argon2 verification a real answer costs.
+        let hasher = self.hasher.clone();
+        let answer = Secret::new(normalized);
+        self.pool
+            .run(move || hasher.verify_dummy(&answer))
+            .await
+            .map_err(|e| HandlerError::Store(e.to_string()))?;
+        let now = self.clock.now();
+        self.decoys.with_question(subject, |q| {
+            q.failures += 1;
+            let attempts_left = limits.question_attempts.saturating_sub(q.failures);
+            if attempts_left == 0 {
+                q.locked_until = Some(now + limits.question_lock());
+                q.failures = 0;
+            }
+            Checked::Wrong {
+                attempts_left,
+                position: 0,
+            }
+        })
     }
 }
 

@@ -89,31 +89,32 @@ impl Challenge {
     }
 }
 
-/// The live challenge of each purpose.
+/// The live challenge of each purpose, and for recovery of each recovery (a recovery's codes
+/// are its own: one recovery's attempts are never another's).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Challenges {
-    by_purpose: BTreeMap<OtpPurpose, Challenge>,
+    by_scope: BTreeMap<(OtpPurpose, Option<Uuid>), Challenge>,
 }
 
 impl Challenges {
-    pub fn get(&self, purpose: OtpPurpose) -> Option<&Challenge> {
-        self.by_purpose.get(&purpose)
+    /// The live challenge of `purpose` within `recovery_id` (`None`: outside any recovery).
+    pub fn get(&self, purpose: OtpPurpose, recovery_id: Option<Uuid>) -> Option<&Challenge> {
+        self.by_scope.get(&(purpose, recovery_id))
     }
 
-    /// A new challenge replaces the one of the same purpose; within the same recovery (or both
-    /// outside any) the attempts spent carry over.
+    /// A new challenge replaces the one of the same purpose and recovery, and inherits the
+    /// attempts it spent (NIST SP 800-63B: a new code buys no new guesses).
     pub fn issue(&mut self, mut challenge: Challenge) {
-        if let Some(old) = self.by_purpose.get(&challenge.purpose) {
-            if old.recovery_id == challenge.recovery_id && !old.used {
-                challenge.attempts = challenge.attempts.max(old.attempts);
-            }
+        let scope = (challenge.purpose, challenge.recovery_id);
+        if let Some(old) = self.by_scope.get(&scope) {
+            challenge.attempts = challenge.attempts.max(old.attempts);
         }
-        self.by_purpose.insert(challenge.purpose, challenge);
+        self.by_scope.insert(scope, challenge);
     }
 
-    /// Drops the challenge of `purpose` (its target changed).
+    /// Drops every challenge of `purpose` (its target changed).
     pub fn cancel(&mut self, purpose: OtpPurpose) {
-        self.by_purpose.remove(&purpose);
+        self.by_scope.retain(|(p, _), _| *p != purpose);
     }
 
     pub fn failed(&mut self, challenge_id: Uuid) {
@@ -129,7 +130,7 @@ impl Challenges {
     }
 
     fn find_mut(&mut self, challenge_id: Uuid) -> Option<&mut Challenge> {
-        self.by_purpose
+        self.by_scope
             .values_mut()
             .find(|c| c.challenge_id == challenge_id)
     }
@@ -172,13 +173,17 @@ mod tests {
     fn a_right_code_within_its_life_is_right_and_then_gone_once_used() {
         let mut all = Challenges::default();
         all.issue(challenge(1, "123456", Some(9)));
-        let live = all.get(OtpPurpose::Recovery).unwrap();
+        let live = all
+            .get(OtpPurpose::Recovery, Some(Uuid::from_u128(9)))
+            .unwrap();
         assert_eq!(
             live.check(&TokenHash::from_hex("h-123456"), at(1)),
             Check::Right
         );
         all.verified(Uuid::from_u128(1));
-        let used = all.get(OtpPurpose::Recovery).unwrap();
+        let used = all
+            .get(OtpPurpose::Recovery, Some(Uuid::from_u128(9)))
+            .unwrap();
         assert_eq!(
             used.check(&TokenHash::from_hex("h-123456"), at(1)),
             Check::Missing
@@ -191,11 +196,13 @@ mod tests {
         all.issue(challenge(1, "123456", None));
         let right = TokenHash::from_hex("h-123456");
         assert_eq!(
-            all.get(OtpPurpose::Recovery).unwrap().check(&right, at(5)),
+            all.get(OtpPurpose::Recovery, None)
+                .unwrap()
+                .check(&right, at(5)),
             Check::Expired
         );
         for left in (0..5).rev() {
-            let c = all.get(OtpPurpose::Recovery).unwrap();
+            let c = all.get(OtpPurpose::Recovery, None).unwrap();
             assert_eq!(
                 c.check(&TokenHash::from_hex("h-000000"), at(1)),
                 Check::Wrong {
@@ -205,7 +212,9 @@ mod tests {
             all.failed(Uuid::from_u128(1));
         }
         assert_eq!(
-            all.get(OtpPurpose::Recovery).unwrap().check(&right, at(1)),
+            all.get(OtpPurpose::Recovery, None)
+                .unwrap()
+                .check(&right, at(1)),
             Check::Exhausted
         );
     }
@@ -217,16 +226,29 @@ mod tests {
         all.failed(Uuid::from_u128(1));
         all.failed(Uuid::from_u128(1));
         all.issue(challenge(2, "222222", Some(9)));
-        let live = all.get(OtpPurpose::Recovery).unwrap();
+        let live = all
+            .get(OtpPurpose::Recovery, Some(Uuid::from_u128(9)))
+            .unwrap();
         assert_eq!(live.challenge_id, Uuid::from_u128(2));
         assert_eq!(live.attempts, 2);
         assert_eq!(
             live.check(&TokenHash::from_hex("h-111111"), at(1)),
             Check::Wrong { attempts_left: 2 }
         );
-        // Another recovery starts its count afresh.
+        // Another recovery has a code and a count of its own; the first one's is untouched.
         all.issue(challenge(3, "333333", Some(10)));
-        assert_eq!(all.get(OtpPurpose::Recovery).unwrap().attempts, 0);
+        assert_eq!(
+            all.get(OtpPurpose::Recovery, Some(Uuid::from_u128(10)))
+                .unwrap()
+                .attempts,
+            0
+        );
+        assert_eq!(
+            all.get(OtpPurpose::Recovery, Some(Uuid::from_u128(9)))
+                .unwrap()
+                .attempts,
+            2
+        );
     }
 
     #[test]

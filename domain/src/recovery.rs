@@ -112,17 +112,38 @@ pub fn offer(account: &Account, settings: &RecoverySettings) -> Option<Vec<Offer
     Some(methods)
 }
 
+/// Where holders' recovery addresses are, roughly as often as they are there.
 const DECOY_DOMAINS: &[&str] = &[
     "gmail.com",
+    "gmail.com",
+    "gmail.com",
+    "libero.it",
     "libero.it",
     "hotmail.it",
+    "hotmail.com",
     "yahoo.it",
+    "yahoo.com",
     "outlook.it",
+    "outlook.com",
+    "live.it",
     "tiscali.it",
     "virgilio.it",
     "alice.it",
+    "tim.it",
     "fastwebnet.it",
     "icloud.com",
+    "email.it",
+    "inwind.it",
+    "aruba.it",
+    "studiolegale.eu",
+    "web.de",
+    "gmx.net",
+    "proton.me",
+];
+
+/// Mobile country codes (mostly Italy, as the holders are).
+const DECOY_COUNTRIES: &[&str] = &[
+    "39", "39", "39", "39", "39", "39", "39", "39", "39", "39", "39", "39", "41", "33", "49", "44",
 ];
 
 /// RC-1: plausible methods for an id that cannot recover, from `seed` (a keyed hash of the id,
@@ -139,8 +160,8 @@ pub fn decoy_offer(seed: &[u8; 32], settings: &RecoverySettings) -> Vec<Offer> {
     let question = settings.security_question && byte(1) % 3 == 0;
     let mut methods = Vec::new();
     if email {
-        let len = 5 + usize::from(byte(2) % 6);
-        let local: String = (0..len).map(|i| letter(3 + i)).collect();
+        let len = 2 + usize::from(byte(2) % 12);
+        let local: String = (0..len).map(|i| letter(3 + i % 9)).collect();
         let domain = DECOY_DOMAINS
             .get(usize::from(byte(12)) % DECOY_DOMAINS.len())
             .copied()
@@ -151,10 +172,14 @@ pub fn decoy_offer(seed: &[u8; 32], settings: &RecoverySettings) -> Vec<Offer> {
         });
     }
     if sms {
+        let country = DECOY_COUNTRIES
+            .get(usize::from(byte(23)) % DECOY_COUNTRIES.len())
+            .copied()
+            .unwrap_or("39");
         let digits: String = (0..9).map(|i| digit(13 + i)).collect();
         methods.push(Offer {
             method: RecoveryMethod::Sms,
-            target: Some(mask_mobile(&format!("+393{digits}"))),
+            target: Some(mask_mobile(&format!("+{country}3{digits}"))),
         });
     }
     if question {
@@ -183,13 +208,16 @@ pub const SUGGESTED_QUESTIONS_EN: &[&str] = &[
     "What is the name of your best childhood friend?",
 ];
 
-/// The question a decoy shows (RC-4): one of the suggested ones, the same for the same id.
+/// The question a decoy shows (RC-4): one of the suggested ones, in either language, the same
+/// for the same id.
 pub fn decoy_question(seed: &[u8; 32]) -> &'static str {
-    let i = usize::from(seed.get(30).copied().unwrap_or(0)) % SUGGESTED_QUESTIONS_IT.len();
-    SUGGESTED_QUESTIONS_IT
-        .get(i)
+    let all: Vec<&'static str> = SUGGESTED_QUESTIONS_IT
+        .iter()
+        .chain(SUGGESTED_QUESTIONS_EN)
         .copied()
-        .unwrap_or("In quale città sei nato?")
+        .collect();
+    let i = usize::from(seed.get(30).copied().unwrap_or(0)) % all.len();
+    all.get(i).copied().unwrap_or("In quale città sei nato?")
 }
 
 #[cfg(test)]
@@ -214,7 +242,8 @@ mod tests {
                         assert!(o.target.as_deref().unwrap().starts_with("*****"))
                     }
                     RecoveryMethod::Sms => {
-                        assert!(o.target.as_deref().unwrap().starts_with("+39 ***** **"))
+                        let t = o.target.as_deref().unwrap();
+                        assert!(t.starts_with('+') && t.contains(" ***** **"), "{t}")
                     }
                     RecoveryMethod::Question => assert_eq!(o.target, None),
                 }

@@ -45,7 +45,7 @@ impl Default for RecoverySettings {
             question_attempts: 5,
             question_lock_minutes: 15,
             reset_token_minutes: 30,
-            answer_floor_ms: 25,
+            answer_floor_ms: 100,
         }
     }
 }

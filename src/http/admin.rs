@@ -200,6 +200,8 @@ pub async fn password_reset(
         .accounts
         .operator_reset(&user_id, req.form_reference, &caller)
         .await?;
+    // The reset proves the holder: logins locked by someone's guesses open again.
+    state.limiter.lift(&super::limits::login_key(&user_id));
     let body = PasswordReset {
         temporary_password: password.expose().to_string(),
     };

@@ -11,16 +11,78 @@ use std::sync::Mutex;
 /// Past this many keys, windows that have emptied are dropped.
 const PRUNE_AT: usize = 100_000;
 
+/// A key's window: its length and the hits within it.
+type Window = (Duration, VecDeque<DateTime<Utc>>);
+
 #[derive(Debug, Default)]
 pub struct Limiter {
-    windows: Mutex<HashMap<String, VecDeque<DateTime<Utc>>>>,
+    windows: Mutex<HashMap<String, Window>>,
     lockouts: Mutex<HashMap<String, Lockout>>,
 }
 
 #[derive(Debug, Default)]
 struct Lockout {
     failures: u32,
+    /// Attempts under way: they count against the threshold until they end, so parallel
+    /// guesses cannot exceed it (SEC-6).
+    in_flight: u32,
     until: Option<DateTime<Utc>>,
+}
+
+/// The group a client address is limited as: an IPv4 address, or an IPv6 /64 (one site's
+/// whole allocation, which one holder can roam across).
+fn address_group(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!(
+                    "{:x}:{:x}:{:x}:{:x}::/64",
+                    s.first().copied().unwrap_or(0),
+                    s.get(1).copied().unwrap_or(0),
+                    s.get(2).copied().unwrap_or(0),
+                    s.get(3).copied().unwrap_or(0)
+                )
+            }
+        },
+    }
+}
+
+/// One login attempt under way for a user id; ends as a success, a failure, or (dropped) as
+/// neither.
+pub struct LoginAttempt<'a> {
+    limiter: &'a Limiter,
+    key: String,
+    ended: bool,
+}
+
+impl LoginAttempt<'_> {
+    /// A right password ends the run of failures.
+    pub fn succeeded(mut self) {
+        self.ended = true;
+        self.limiter.end_attempt(&self.key, None);
+    }
+
+    /// One more failure in a row; at `threshold` the user id is locked out for `lock`.
+    pub fn failed(mut self, threshold: u32, lock: Duration, now: DateTime<Utc>) {
+        self.ended = true;
+        self.limiter
+            .end_attempt(&self.key, Some((threshold, lock, now)));
+    }
+}
+
+impl Drop for LoginAttempt<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            if let Ok(mut lockouts) = self.limiter.lockouts.lock() {
+                if let Some(l) = lockouts.get_mut(&self.key) {
+                    l.in_flight = l.in_flight.saturating_sub(1);
+                }
+            }
+        }
+    }
 }
 
 /// Whole seconds until `then`, rounded up.
@@ -56,9 +118,13 @@ impl Limiter {
             .lock()
             .map_err(|_| Problem::internal(&"limiter poisoned"))?;
         if windows.len() >= PRUNE_AT {
-            windows.retain(|_, hits| hits.back().is_some_and(|t| now - *t < window));
+            // Each key by its own window: an hourly count outlives a busy minute's pruning.
+            windows.retain(|_, (length, hits)| hits.back().is_some_and(|t| now - *t < *length));
         }
-        let hits = windows.entry(key).or_default();
+        let (length, hits) = windows
+            .entry(key)
+            .or_insert_with(|| (window, VecDeque::new()));
+        *length = window;
         while hits.front().is_some_and(|t| now - *t >= window) {
             hits.pop_front();
         }
@@ -85,7 +151,7 @@ impl Limiter {
             return Ok(());
         };
         self.hit(
-            format!("{what}:{ip}"),
+            format!("{what}:{}", address_group(ip)),
             limit,
             Duration::minutes(1),
             now,
@@ -93,44 +159,75 @@ impl Limiter {
         )
     }
 
-    /// `429` while `key` is locked out.
-    pub fn check_lockout(&self, key: &str, now: DateTime<Utc>) -> Result<(), Problem> {
-        let lockouts = self
+    /// SEC-6: starts a login attempt for `key`, or `429` while it is locked out or while the
+    /// failures so far and the attempts under way already reach `threshold`.
+    pub fn begin_login(
+        &self,
+        key: String,
+        threshold: u32,
+        now: DateTime<Utc>,
+    ) -> Result<LoginAttempt<'_>, Problem> {
+        let mut lockouts = self
             .lockouts
             .lock()
             .map_err(|_| Problem::internal(&"limiter poisoned"))?;
-        match lockouts.get(key).and_then(|l| l.until) {
-            Some(until) if now < until => Err(limited(
-                seconds_until(until, now),
-                "failed logins for this user id",
-            )),
-            _ => Ok(()),
+        if lockouts.len() >= PRUNE_AT {
+            lockouts.retain(|_, l| {
+                l.until.is_some_and(|u| u > now) || l.failures > 0 || l.in_flight > 0
+            });
         }
+        let entry = lockouts.entry(key.clone()).or_default();
+        match entry.until {
+            Some(until) if now < until => {
+                return Err(limited(
+                    seconds_until(until, now),
+                    "failed logins for this user id",
+                ))
+            }
+            Some(_) => *entry = Lockout::default(),
+            None => {}
+        }
+        if entry.failures + entry.in_flight >= threshold {
+            return Err(limited(1, "login attempts for this user id at once"));
+        }
+        entry.in_flight += 1;
+        Ok(LoginAttempt {
+            limiter: self,
+            key,
+            ended: false,
+        })
     }
 
-    /// One more failure in a row for `key`; at `threshold` it is locked out for `lock`.
-    pub fn failure(&self, key: &str, threshold: u32, lock: Duration, now: DateTime<Utc>) {
+    fn end_attempt(&self, key: &str, failure: Option<(u32, Duration, DateTime<Utc>)>) {
         let Ok(mut lockouts) = self.lockouts.lock() else {
             return;
         };
-        if lockouts.len() >= PRUNE_AT {
-            lockouts.retain(|_, l| l.until.is_some_and(|u| u > now) || l.failures > 0);
+        let Some(entry) = lockouts.get_mut(key) else {
+            return;
+        };
+        entry.in_flight = entry.in_flight.saturating_sub(1);
+        match failure {
+            None => entry.failures = 0,
+            Some((threshold, lock, now)) => {
+                entry.failures += 1;
+                if entry.failures >= threshold {
+                    entry.until = Some(now + lock);
+                    entry.failures = 0;
+                }
+            }
         }
-        let entry = lockouts.entry(key.to_string()).or_default();
-        if entry.until.is_some_and(|u| u <= now) {
-            *entry = Lockout::default();
-        }
-        entry.failures += 1;
-        if entry.failures >= threshold {
-            entry.until = Some(now + lock);
-            entry.failures = 0;
+        if entry.failures == 0 && entry.in_flight == 0 && entry.until.is_none() {
+            lockouts.remove(key);
         }
     }
 
-    /// A success ends the run of failures.
-    pub fn success(&self, key: &str) {
+    /// Ends any lockout of `key` (a recovery or an operator's reset proved the holder).
+    pub fn lift(&self, key: &str) {
         if let Ok(mut lockouts) = self.lockouts.lock() {
-            lockouts.remove(key);
+            if let Some(entry) = lockouts.get_mut(key) {
+                entry.failures = 0;
+                entry.until = None;
+            }
         }
     }
 }
@@ -167,17 +264,70 @@ mod tests {
     fn failures_in_a_row_lock_out_until_the_lock_ends_and_a_success_resets() {
         let limiter = Limiter::default();
         let lock = Duration::minutes(15);
+        let fail = |at_s| {
+            limiter
+                .begin_login("u".into(), 10, at(at_s))
+                .unwrap()
+                .failed(10, lock, at(at_s));
+        };
         for _ in 0..9 {
-            limiter.failure("u", 10, lock, at(0));
+            fail(0);
         }
-        limiter.success("u");
+        limiter
+            .begin_login("u".into(), 10, at(0))
+            .unwrap()
+            .succeeded();
         for _ in 0..9 {
-            limiter.failure("u", 10, lock, at(0));
+            fail(0);
         }
-        assert!(limiter.check_lockout("u", at(1)).is_ok());
-        limiter.failure("u", 10, lock, at(1));
-        let refused = limiter.check_lockout("u", at(2)).unwrap_err();
+        fail(1);
+        let refused = limiter.begin_login("u".into(), 10, at(2)).err().unwrap();
         assert_eq!(refused.retry_after, Some(899));
-        assert!(limiter.check_lockout("u", at(901)).is_ok());
+        assert!(limiter.begin_login("u".into(), 10, at(901)).is_ok());
+    }
+
+    #[test]
+    fn parallel_attempts_cannot_exceed_the_threshold() {
+        let limiter = Limiter::default();
+        let attempts: Vec<_> = (0..3)
+            .map(|_| limiter.begin_login("u".into(), 3, at(0)).unwrap())
+            .collect();
+        assert_eq!(
+            limiter
+                .begin_login("u".into(), 3, at(0))
+                .err()
+                .unwrap()
+                .status,
+            429
+        );
+        // An attempt that ends in neither way (an error) frees its place.
+        drop(attempts);
+        assert!(limiter.begin_login("u".into(), 3, at(0)).is_ok());
+    }
+
+    #[test]
+    fn ipv6_addresses_are_limited_by_their_64() {
+        let a: std::net::IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_group(a), address_group(b));
+        assert_ne!(address_group(a), address_group(c));
+        let mapped: std::net::IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(address_group(mapped), "192.0.2.1");
+    }
+
+    #[test]
+    fn pruning_keeps_an_hourly_count_that_a_minute_would_drop() {
+        let limiter = Limiter::default();
+        limiter
+            .hit("hourly".into(), 1, Duration::hours(1), at(0), "x")
+            .unwrap();
+        for n in 0..PRUNE_AT {
+            let _ = limiter.hit(format!("k{n}"), 1, Duration::minutes(1), at(0), "x");
+        }
+        let _ = limiter.hit("late".into(), 1, Duration::minutes(1), at(120), "x");
+        assert!(limiter
+            .hit("hourly".into(), 1, Duration::hours(1), at(130), "x")
+            .is_err());
     }
 }

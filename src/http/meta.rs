@@ -24,11 +24,15 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
     let head = state.log.head();
     let applied = *state.applied.borrow();
     if applied >= head {
-        Ok(Json(
-            serde_json::json!({ "status": "ready", "position": head }),
-        ))
+        // The log's position stays out of anonymous answers: watching it move would tell
+        // what others' requests wrote (a real recovery's messages against a decoy's none).
+        Ok(Json(serde_json::json!({ "status": "ready" })))
     } else {
-        Err(Problem::new("not-ready", format!("read models at {applied} of {head}")).retry_after(1))
+        Err(Problem::new(
+            "not-ready",
+            "the read models have not caught up with the log yet",
+        )
+        .retry_after(1))
     }
 }
 

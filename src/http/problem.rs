@@ -211,8 +211,11 @@ impl From<AccountError> for Problem {
             | AccountError::TokenInvalid
             | AccountError::TokenUsed
             | AccountError::TokenExpired
-            | AccountError::TokenSuperseded
-            | AccountError::RecoveryRefused => Problem::new(e.code(), detail),
+            | AccountError::TokenSuperseded => Problem::new(e.code(), detail),
+            // SEC-6: an account that cannot recover answers as a token nobody issued.
+            AccountError::RecoveryRefused => {
+                Problem::new(e.code(), AccountError::TokenInvalid.to_string())
+            }
         }
     }
 }

@@ -87,7 +87,7 @@ fn checks_allowed(state: &AppState, client: ClientIp) -> Result<(), Problem> {
 #[derive(Debug, Deserialize)]
 pub struct StartRequest {
     user_id: String,
-    captcha_token: String,
+    captcha_token: Secret,
 }
 
 #[derive(Debug, Serialize)]
@@ -131,14 +131,15 @@ pub async fn start(
             "give the user id or the mailbox address, up to 254 characters",
         ));
     }
-    if req.captcha_token.trim().is_empty() || req.captcha_token.len() > MAX_CAPTCHA_CHARS {
+    let captcha = req.captcha_token.expose();
+    if captcha.trim().is_empty() || captcha.len() > MAX_CAPTCHA_CHARS {
         return Err(invalid(
             "RC-1.captcha",
             "captcha_token",
             "solve the captcha and send its token",
         ));
     }
-    match state.captcha.check(&req.captcha_token, client.0).await {
+    match state.captcha.check(captcha, client.0).await {
         Verdict::Solved => {}
         Verdict::Refused => {
             return Err(Problem::new(
@@ -168,9 +169,10 @@ pub async fn start(
             NOTICE_IT
         },
     };
-    let answer = command_answer(&state, started.position, (StatusCode::OK, Json(body))).await;
+    // No position header: an anonymous caller must not watch the log's head move.
+    settle(&state, started.position).await;
     floor.wait(&state).await;
-    Ok(answer)
+    Ok((StatusCode::OK, Json(body)).into_response())
 }
 
 /// SEC-2: at most so many recovery messages an hour per user id (its keyed hash).
@@ -354,7 +356,7 @@ pub async fn answer(
 #[derive(Debug, Deserialize)]
 pub struct CompleteRequest {
     user_id: String,
-    token: String,
+    token: Secret,
     new_password: Secret,
     new_password_repeat: Secret,
 }
@@ -372,7 +374,7 @@ pub async fn complete(
         .accounts
         .complete_recovery(
             &req.user_id,
-            &req.token,
+            req.token.expose(),
             req.new_password,
             req.new_password_repeat,
             &anonymous(correlation),
@@ -387,8 +389,6 @@ pub async fn complete(
         }
     };
     // A recovery proves the holder: a login lockout (an attacker's guesses) ends with it.
-    state
-        .limiter
-        .success(&super::limits::login_key(&req.user_id));
+    state.limiter.lift(&super::limits::login_key(&req.user_id));
     Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)
 }

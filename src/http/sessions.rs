@@ -61,16 +61,18 @@ pub async fn login(
         limits.login_per_address_per_minute,
         now,
     )?;
-    let user_key = super::limits::login_key(&req.user_id);
-    state.limiter.check_lockout(&user_key, now)?;
+    let attempt = state.limiter.begin_login(
+        super::limits::login_key(&req.user_id),
+        limits.login_failures_per_user,
+        now,
+    )?;
     let outcome = state
         .accounts
         .login(&req.user_id, req.password, client.text(), &caller)
         .await?;
     match outcome {
         LoginOutcome::Refused => {
-            state.limiter.failure(
-                &user_key,
+            attempt.failed(
                 limits.login_failures_per_user,
                 chrono::Duration::minutes(limits.login_lockout_minutes),
                 now,
@@ -78,7 +80,7 @@ pub async fn login(
             Err(invalid_credentials())
         }
         LoginOutcome::Started { token, outcome } => {
-            state.limiter.success(&user_key);
+            attempt.succeeded();
             let Some(started) = outcome.events.iter().find_map(|e| match e {
                 AccountEvent::SessionStarted(started) => Some(started),
                 _ => None,

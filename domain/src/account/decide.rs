@@ -199,7 +199,6 @@ pub struct CompleteRecovery {
 pub struct OperatorReset {
     pub form_reference: String,
     pub password: Secret,
-    pub sealed: Sealed,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -739,8 +738,11 @@ fn send_recovery_code(
         return Err(AccountError::CodeLimit);
     }
     // Asking again does not buy guesses: a recovery whose attempts are spent sends no more.
-    if let Some(live) = state.challenges.get(OtpPurpose::Recovery) {
-        if live.recovery_id == Some(c.recovery_id) && live.attempts >= live.max_attempts {
+    if let Some(live) = state
+        .challenges
+        .get(OtpPurpose::Recovery, Some(c.recovery_id))
+    {
+        if live.attempts >= live.max_attempts {
             return Err(AccountError::CodeExhausted);
         }
     }
@@ -765,8 +767,7 @@ fn verify_recovery_code(
     recoverable(state)?;
     let challenge = state
         .challenges
-        .get(OtpPurpose::Recovery)
-        .filter(|ch| ch.recovery_id == Some(c.recovery_id))
+        .get(OtpPurpose::Recovery, Some(c.recovery_id))
         .ok_or(AccountError::NoCode)?;
     if !otp::well_formed(c.code.expose()) {
         return Err(AccountError::Invalid(vec![Violation::new(
@@ -946,14 +947,22 @@ fn operator_reset(
     ) {
         return Err(AccountError::RecoveryRefused);
     }
-    let mut events = vec![AccountEvent::TemporaryPasswordIssued(
+    let mut events = Vec::new();
+    // The holder proved who they are on paper: a login lockout ends with the reset.
+    if let Some(until) = state.login_locked_until {
+        events.push(AccountEvent::LoginUnlocked(LoginUnlocked {
+            locked_until: until,
+        }));
+    }
+    // The operator hands the password over (RC-7): no worker delivers it, so nothing is sealed.
+    events.push(AccountEvent::TemporaryPasswordIssued(
         TemporaryPasswordIssued {
             password_hash: ctx.hasher.hash(&c.password),
             reason: TemporaryPasswordReason::OperatorReset,
             form_reference: Some(reference.to_string()),
-            sealed_password: Some(c.sealed.clone()),
+            sealed_password: None,
         },
-    )];
+    ));
     events.extend(end_sessions(
         state,
         SessionEndReason::OperatorReset,
@@ -970,8 +979,9 @@ fn set_recovery_info(
     opened(state)?;
     // Setting it for the first time is a required action; changing contacts later is a
     // sensitive change and needs a fresh session (SEC-3).
-    let required = state.must_set_recovery_info || state.must_confirm_recovery_info;
-    require_session(state, c.session_id, !required, ctx.now)?;
+    // First saving it is a required action and needs no step-up; so does confirming it
+    // unchanged after a recovery (checked below, once we know it is unchanged).
+    require_session(state, c.session_id, false, ctx.now)?;
     let mut errors = Vec::new();
     let current = &state.recovery;
     let email = match &c.email {
@@ -1053,6 +1063,10 @@ fn set_recovery_info(
         && mobile == current.mobile
         && question == current.security_question
         && answer_hash == current.security_answer_hash;
+    let confirming = unchanged && state.must_confirm_recovery_info;
+    if !state.must_set_recovery_info && !confirming {
+        require_session(state, c.session_id, true, ctx.now)?;
+    }
     if unchanged && !state.must_set_recovery_info {
         // RC-6: saving it unchanged after a recovery confirms it; otherwise it records nothing.
         return Ok(if state.must_confirm_recovery_info {

@@ -156,6 +156,7 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             if e.reason == TemporaryPasswordReason::OperatorReset {
                 state.must_confirm_recovery_info = true;
                 state.grants.spend_all(None);
+                state.challenges.cancel(OtpPurpose::Recovery);
             }
         }
         AccountEvent::PasswordImported(e) => {
@@ -176,6 +177,15 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             }
             if e.mobile != state.recovery.mobile {
                 state.challenges.cancel(OtpPurpose::Recovery);
+                if state
+                    .grants
+                    .reset
+                    .as_ref()
+                    .is_some_and(|g| g.method == RecoveryMethod::Sms)
+                {
+                    let reset = state.grants.reset.take();
+                    state.grants.spend(reset, Spent::Superseded);
+                }
             }
             state.recovery = RecoveryInfo {
                 email: e.email.clone(),

@@ -485,7 +485,6 @@ fn an_operator_reset_issues_temporary_credentials_records_the_form_and_ends_sess
     let reset = AccountCommand::OperatorReset(OperatorReset {
         form_reference: " MOD-2026/0042 ".into(),
         password: Secret::new(TEMPORARY),
-        sealed: sealed(),
     });
     let events = given(history.clone()).when(reset).events();
     let [AccountEvent::TemporaryPasswordIssued(t), AccountEvent::SessionsEnded(ended)] =
@@ -516,7 +515,6 @@ fn an_operator_reset_needs_the_forms_reference() {
     let reset = AccountCommand::OperatorReset(OperatorReset {
         form_reference: "  ".into(),
         password: Secret::new(TEMPORARY),
-        sealed: sealed(),
     });
     assert_eq!(
         given(recoverable()).when(reset).violated_rules(),
@@ -625,5 +623,67 @@ fn changing_the_recovery_address_or_mobile_kills_what_was_on_its_way_there() {
     assert_eq!(
         given(history).when(verify(RECOVERY, "482913", 3)).error(),
         AccountError::NoCode
+    );
+}
+
+#[test]
+fn two_recoveries_have_codes_and_attempts_of_their_own_rc_3() {
+    let mut history = step(recoverable(), send_code(RECOVERY, 1, "111111"), now());
+    for _ in 0..5 {
+        history = step(history, verify(RECOVERY, "999999", 3), now());
+    }
+    history = step(history, send_code(OTHER_RECOVERY, 2, "222222"), now());
+    // The first recovery's code is still its own, spent; asking again there buys nothing.
+    assert_eq!(
+        given(history.clone())
+            .when(verify(RECOVERY, "111111", 3))
+            .error(),
+        AccountError::CodeExhausted
+    );
+    assert_eq!(
+        given(history.clone())
+            .when(send_code(RECOVERY, 3, "333333"))
+            .error(),
+        AccountError::CodeExhausted
+    );
+    // The second recovery's code works.
+    assert!(matches!(
+        given(history)
+            .when(verify(OTHER_RECOVERY, "222222", 4))
+            .events()
+            .as_slice(),
+        [
+            AccountEvent::OtpVerified(_),
+            AccountEvent::ResetTokenIssued(_)
+        ]
+    ));
+}
+
+#[test]
+fn changing_the_recovery_info_after_a_recovery_still_needs_a_fresh_session() {
+    let history = step(step(recoverable(), send_link(1), now()), complete(1), now());
+    let history = step(history, login_as(OTHER_SESSION, NEW_PASSWORD), now());
+    let later = now() + minutes(11);
+    let change = AccountCommand::SetRecoveryInfo(SetRecoveryInfo {
+        session_id: OTHER_SESSION,
+        email: Change::Set("altro@example.it".into()),
+        mobile: Change::Keep,
+        security: Change::Keep,
+    });
+    assert_eq!(
+        given(history.clone()).when_at(change, later).error(),
+        AccountError::ReauthenticationRequired
+    );
+    let confirm = AccountCommand::SetRecoveryInfo(SetRecoveryInfo {
+        session_id: OTHER_SESSION,
+        email: Change::Keep,
+        mobile: Change::Keep,
+        security: Change::Keep,
+    });
+    assert_eq!(
+        given(history).when_at(confirm, later).events(),
+        vec![AccountEvent::RecoveryInfoConfirmed(
+            RecoveryInfoConfirmed {}
+        )]
     );
 }
