@@ -87,8 +87,6 @@ pub struct AccountHandler {
     pub(crate) settings: Arc<Settings>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) keys: DeliveryKeys,
-    /// What a decoy recovery (RC-1) has done so far, in memory.
-    pub(crate) decoys: Arc<crate::recovery::Decoys>,
 }
 
 impl AccountHandler {
@@ -104,7 +102,6 @@ impl AccountHandler {
         Self {
             keys,
             service_key,
-            decoys: Arc::default(),
             locks: Arc::new(StreamLocks::default()),
             log,
             pool,
@@ -221,11 +218,26 @@ impl AccountHandler {
         caller: &Caller,
     ) -> Result<LoginOutcome, HandlerError> {
         let Some(account_id) = self.account_id_of(user_id).await? else {
+            // An unknown id: refused while locked out, as an account is; else the same Argon2
+            // verification and a recorded failure (SEC-2: throttled alike).
+            let subject_hex = crate::log::hex(&self.service_key.subject(user_id));
+            let (state, _) = self
+                .fold(
+                    &custode_domain::subject::stream_for(&subject_hex),
+                    custode_domain::subject::evolve,
+                )
+                .await?;
+            custode_domain::subject::login_lock(&state, self.clock.now())?;
             let hasher = self.hasher.clone();
             self.pool
                 .run(move || hasher.verify_dummy(&password))
                 .await
                 .map_err(|e| HandlerError::Store(e.to_string()))?;
+            let now = self.clock.now();
+            self.on_subject(&subject_hex, caller, |s| {
+                custode_domain::subject::login_failed(s, client_ip.clone(), &self.settings, now)
+            })
+            .await?;
             return Ok(LoginOutcome::Refused);
         };
         let (token, token_hash) = tokens::new_token();

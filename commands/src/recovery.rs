@@ -4,9 +4,8 @@
 //! in memory, for anything else: the same answers, nothing sent (RC-1, SEC-6).
 
 use crate::accounts::{to_new_events, AccountHandler, Caller, HandlerError, Outcome};
-use crate::log::StreamAppend;
+use crate::log::{LogError, StreamAppend};
 use crate::tokens;
-use chrono::{DateTime, Utc};
 use custode_domain::account::{
     self, recovery_link_context, AccountCommand, AccountError, AccountEvent,
     AnswerSecurityQuestion, CompleteRecovery, OperatorReset, SendRecoveryCode, SendRecoveryLink,
@@ -16,10 +15,9 @@ use custode_domain::otp;
 use custode_domain::recovery::{
     self as rc, decoy_offer, decoy_question, Offer, RecoveryEvent, RecoveryMethod, RecoveryStarted,
 };
+use custode_domain::subject::{self, Subject, SubjectEvent};
 use custode_domain::{Secret, Violation};
 use rand::Rng;
-use std::collections::HashMap;
-use std::sync::Mutex;
 use uuid::Uuid;
 
 /// RC-1's answer.
@@ -50,72 +48,6 @@ pub enum Checked {
 #[derive(Debug)]
 pub struct Sent {
     pub position: u64,
-}
-
-/// Past this many decoys remembered, the oldest are forgotten (their answers then start over,
-/// which only an attacker with that many open decoys could notice).
-const DECOYS_KEPT: usize = 50_000;
-
-#[derive(Debug, Default)]
-struct DecoyRecovery {
-    started_at: Option<DateTime<Utc>>,
-    codes: u32,
-    attempts: u32,
-    last_code_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Default)]
-struct DecoyQuestion {
-    failures: u32,
-    locked_until: Option<DateTime<Utc>>,
-}
-
-/// What decoy recoveries have done, so their answers follow the same limits as real ones.
-#[derive(Debug, Default)]
-pub struct Decoys {
-    recoveries: Mutex<HashMap<Uuid, DecoyRecovery>>,
-    questions: Mutex<HashMap<String, DecoyQuestion>>,
-}
-
-impl Decoys {
-    fn with_recovery<T>(
-        &self,
-        id: Uuid,
-        now: DateTime<Utc>,
-        f: impl FnOnce(&mut DecoyRecovery) -> T,
-    ) -> Result<T, HandlerError> {
-        let mut map = self
-            .recoveries
-            .lock()
-            .map_err(|_| HandlerError::Store("decoy map poisoned".into()))?;
-        if map.len() >= DECOYS_KEPT && !map.contains_key(&id) {
-            let oldest = map
-                .iter()
-                .min_by_key(|(_, d)| d.started_at)
-                .map(|(k, _)| *k);
-            if let Some(k) = oldest {
-                map.remove(&k);
-            }
-        }
-        let entry = map.entry(id).or_default();
-        entry.started_at.get_or_insert(now);
-        Ok(f(entry))
-    }
-
-    fn with_question<T>(
-        &self,
-        subject: &str,
-        f: impl FnOnce(&mut DecoyQuestion) -> T,
-    ) -> Result<T, HandlerError> {
-        let mut map = self
-            .questions
-            .lock()
-            .map_err(|_| HandlerError::Store("decoy map poisoned".into()))?;
-        if map.len() >= DECOYS_KEPT && !map.contains_key(subject) {
-            map.clear();
-        }
-        Ok(f(map.entry(subject.to_string()).or_default()))
-    }
 }
 
 /// A fresh six-digit code, uniform over 000000..=999999.
@@ -255,7 +187,9 @@ impl AccountHandler {
         let started = self.offered(recovery_id, RecoveryMethod::Sms).await?;
         let now = self.clock.now();
         let Some(account_id) = started.account_id else {
-            return self.decoy_send_code(recovery_id);
+            return self
+                .decoy_send_code(&started.subject, recovery_id, caller)
+                .await;
         };
         let challenge_id = Uuid::now_v7();
         let code = new_code();
@@ -271,7 +205,8 @@ impl AccountHandler {
         });
         match self.execute(account_id, cmd, caller).await {
             Err(HandlerError::Domain(AccountError::RecoveryRefused)) => {
-                self.decoy_send_code(recovery_id)
+                self.decoy_send_code(&started.subject, recovery_id, caller)
+                    .await
             }
             other => other.map(|outcome| Sent {
                 position: outcome.position(),
@@ -289,7 +224,9 @@ impl AccountHandler {
     ) -> Result<Checked, HandlerError> {
         let started = self.offered(recovery_id, RecoveryMethod::Sms).await?;
         let Some(account_id) = started.account_id else {
-            return self.decoy_verify_code(recovery_id, &code);
+            return self
+                .decoy_verify_code(&started.subject, recovery_id, &code, caller)
+                .await;
         };
         let (token, token_hash) = tokens::new_token();
         let cmd = AccountCommand::VerifyRecoveryCode(VerifyRecoveryCode {
@@ -300,7 +237,8 @@ impl AccountHandler {
         });
         match self.execute(account_id, cmd, caller).await {
             Err(HandlerError::Domain(AccountError::RecoveryRefused)) => {
-                self.decoy_verify_code(recovery_id, &code)
+                self.decoy_verify_code(&started.subject, recovery_id, &code, caller)
+                    .await
             }
             other => other.map(|outcome| checked(outcome, token)),
         }
@@ -334,7 +272,9 @@ impl AccountHandler {
     ) -> Result<Checked, HandlerError> {
         let started = self.offered(recovery_id, RecoveryMethod::Question).await?;
         let Some(account_id) = started.account_id else {
-            return self.decoy_answer(&started.subject, answer).await;
+            return self
+                .decoy_answer(&started.subject, recovery_id, answer, caller)
+                .await;
         };
         let (token, token_hash) = tokens::new_token();
         let cmd = AccountCommand::AnswerSecurityQuestion(AnswerSecurityQuestion {
@@ -345,7 +285,8 @@ impl AccountHandler {
         });
         match self.execute(account_id, cmd, caller).await {
             Err(HandlerError::Domain(AccountError::RecoveryRefused)) => {
-                self.decoy_answer(&started.subject, answer).await
+                self.decoy_answer(&started.subject, recovery_id, answer, caller)
+                    .await
             }
             other => other.map(|outcome| checked(outcome, token)),
         }
@@ -406,70 +347,91 @@ impl AccountHandler {
 }
 
 /// A decoy's answers (RC-1, SEC-6): the same checks, in the same order, with the same limits
-/// as a real account's, on counters kept in memory; nothing is recorded or sent.
+/// as a real account's, counted in the id's `subject-<hex>` stream; nothing is sent.
 impl AccountHandler {
-    fn decoy_send_code(&self, recovery_id: Uuid) -> Result<Sent, HandlerError> {
-        let now = self.clock.now();
-        let limits = &self.settings.recovery;
-        self.decoys.with_recovery(recovery_id, now, |d| {
-            if d.codes >= limits.codes_per_recovery {
-                return Err(AccountError::CodeLimit.into());
+    /// Load, decide, append on the stream of `subject`, again on a version conflict. Returns
+    /// the events and the position of the last (0 when there were none).
+    pub(crate) async fn on_subject(
+        &self,
+        subject_hex: &str,
+        caller: &Caller,
+        decide: impl Fn(&Subject) -> Result<Vec<SubjectEvent>, AccountError>,
+    ) -> Result<(Vec<SubjectEvent>, u64), HandlerError> {
+        let stream = subject::stream_for(subject_hex);
+        let mut attempts_left = 4;
+        loop {
+            attempts_left -= 1;
+            let (state, version) = self
+                .fold::<SubjectEvent, Subject>(&stream, subject::evolve)
+                .await?;
+            let events = decide(&state)?;
+            if events.is_empty() {
+                return Ok((events, 0));
             }
-            if d.attempts >= limits.code_attempts {
-                return Err(AccountError::CodeExhausted.into());
-            }
-            d.codes += 1;
-            d.last_code_at = Some(now);
-            Ok(Sent { position: 0 })
-        })?
-    }
-
-    fn decoy_verify_code(&self, recovery_id: Uuid, code: &Secret) -> Result<Checked, HandlerError> {
-        let now = self.clock.now();
-        let limits = &self.settings.recovery;
-        let well_formed = otp::well_formed(code.expose());
-        self.decoys.with_recovery(recovery_id, now, |d| {
-            let Some(sent_at) = d.last_code_at else {
-                return Err(AccountError::NoCode.into());
+            let append = StreamAppend {
+                stream: stream.clone(),
+                expected_version: version,
+                events: to_new_events(&events)?,
             };
-            if !well_formed {
-                return Err(code_malformed());
+            match self.log.append(vec![append], self.metadata(caller)).await {
+                Ok(recorded) => {
+                    let position = recorded.last().map_or(0, |e| e.position);
+                    return Ok((events, position));
+                }
+                Err(LogError::Conflict { .. }) if attempts_left > 0 => continue,
+                Err(e) => return Err(e.into()),
             }
-            if d.attempts >= limits.code_attempts {
-                return Err(AccountError::CodeExhausted.into());
-            }
-            if now >= sent_at + limits.code_lifetime() {
-                return Err(AccountError::CodeExpired.into());
-            }
-            d.attempts += 1;
-            Ok(Checked::Wrong {
-                attempts_left: limits.code_attempts - d.attempts,
-                position: 0,
-            })
-        })?
+        }
     }
 
-    async fn decoy_answer(&self, subject: &str, answer: Secret) -> Result<Checked, HandlerError> {
+    async fn decoy_send_code(
+        &self,
+        subject_hex: &str,
+        recovery_id: Uuid,
+        caller: &Caller,
+    ) -> Result<Sent, HandlerError> {
+        let now = self.clock.now();
+        let (_, position) = self
+            .on_subject(subject_hex, caller, |s| {
+                subject::send_code(s, recovery_id, &self.settings, now)
+            })
+            .await?;
+        Ok(Sent { position })
+    }
+
+    async fn decoy_verify_code(
+        &self,
+        subject_hex: &str,
+        recovery_id: Uuid,
+        code: &Secret,
+        caller: &Caller,
+    ) -> Result<Checked, HandlerError> {
+        let now = self.clock.now();
+        let well_formed = otp::well_formed(code.expose());
+        let (events, position) = self
+            .on_subject(subject_hex, caller, |s| {
+                subject::verify_code(s, recovery_id, well_formed, &self.settings, now)
+            })
+            .await?;
+        Ok(decoy_wrong(&events, position))
+    }
+
+    async fn decoy_answer(
+        &self,
+        subject_hex: &str,
+        recovery_id: Uuid,
+        answer: Secret,
+        caller: &Caller,
+    ) -> Result<Checked, HandlerError> {
         let normalized = custode_domain::masking::normalize_answer(answer.expose());
         if normalized.is_empty() || normalized.chars().count() > 200 {
             return Err(answer_malformed());
         }
-        let limits = &self.settings.recovery;
         // A lock refuses before any hashing, as a real account's does.
-        let now = self.clock.now();
-        self.decoys
-            .with_question(subject, |q| match q.locked_until {
-                Some(until) if now < until => Err(AccountError::QuestionLocked {
-                    until,
-                    seconds: (until - now).num_seconds().max(1),
-                }),
-                Some(_) => {
-                    q.locked_until = None;
-                    q.failures = 0;
-                    Ok(())
-                }
-                None => Ok(()),
-            })??;
+        let (state, _) = self
+            .fold::<SubjectEvent, Subject>(&subject::stream_for(subject_hex), subject::evolve)
+            .await?;
+        subject::question_lock(&state, self.clock.now())?;
         // The same Argon2 verification a real answer costs.
         let hasher = self.hasher.clone();
         let answer = Secret::new(normalized);
@@ -478,18 +440,28 @@ impl AccountHandler {
             .await
             .map_err(|e| HandlerError::Store(e.to_string()))?;
         let now = self.clock.now();
-        self.decoys.with_question(subject, |q| {
-            q.failures += 1;
-            let attempts_left = limits.question_attempts.saturating_sub(q.failures);
-            if attempts_left == 0 {
-                q.locked_until = Some(now + limits.question_lock());
-                q.failures = 0;
-            }
-            Checked::Wrong {
-                attempts_left,
-                position: 0,
-            }
+        let (events, position) = self
+            .on_subject(subject_hex, caller, |s| {
+                subject::answer_failed(s, recovery_id, &self.settings, now)
+            })
+            .await?;
+        Ok(decoy_wrong(&events, position))
+    }
+}
+
+/// A decoy's refusal of a code or an answer, with the attempts it says are left.
+fn decoy_wrong(events: &[SubjectEvent], position: u64) -> Checked {
+    let attempts_left = events
+        .iter()
+        .find_map(|e| match e {
+            SubjectEvent::DecoyCodeFailed(f) => Some(f.attempts_left),
+            SubjectEvent::DecoyAnswerFailed(f) => Some(f.attempts_left),
+            _ => None,
         })
+        .unwrap_or(0);
+    Checked::Wrong {
+        attempts_left,
+        position,
     }
 }
 
@@ -507,15 +479,6 @@ fn checked(outcome: Outcome, token: Secret) -> Checked {
         },
         None => Checked::Token { token, position },
     }
-}
-
-fn code_malformed() -> HandlerError {
-    AccountError::Invalid(vec![Violation::new(
-        "RC-3.code",
-        Some("code"),
-        "the code has 6 digits",
-    )])
-    .into()
 }
 
 fn answer_malformed() -> HandlerError {

@@ -16,6 +16,7 @@ pub mod recovery;
 pub mod schedule;
 pub mod secret;
 pub mod settings;
+pub mod subject;
 pub mod user_registry;
 pub mod violation;
 

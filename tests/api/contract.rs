@@ -67,6 +67,7 @@ fn every_event_type_has_a_schema() {
     types.push("UserIdClaimed");
     types.extend_from_slice(custode_domain::notice::NOTICE_EVENT_TYPES);
     types.extend_from_slice(custode_domain::recovery::RECOVERY_EVENT_TYPES);
+    types.extend_from_slice(custode_domain::subject::SUBJECT_EVENT_TYPES);
     for event_type in types {
         let schema = load_json(&format!("schemas/events/{event_type}.v1.json"));
         assert!(jsonschema::validator_for(&schema).is_ok(), "{event_type}");

@@ -843,29 +843,65 @@ async fn an_operator_resets_a_password_after_a_signed_form_rc_7() {
 }
 
 #[tokio::test]
-async fn a_login_lockout_is_kept_in_the_account_so_it_survives_a_restart_and_is_mailed() {
+async fn lockouts_and_decoy_progress_are_in_the_log_so_they_survive_a_restart() {
     let mut file = roomy();
     file.limits.login_failures_per_user = 3;
     let app = TestApp::spawn_with(file.clone()).await;
     let user = "chiuso@pec.example.it";
+    let unknown = "ignoto@pec.example.it";
     recoverable(&app, user).await;
-    for _ in 0..3 {
-        let res = try_login(&app, user, "Sbagliata!123").await;
-        expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
+    for id in [user, unknown] {
+        for _ in 0..3 {
+            let res = try_login(&app, id, "Sbagliata!123").await;
+            expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
+        }
     }
     eventually(StdDuration::from_secs(10), "the lockout notice", || {
         mails(&app, "titolare@example.it", "Accesso bloccato").len() == 1
     })
     .await;
+    // A decoy's question, four wrong answers in (an id whose decoy offers it).
+    let decoy = (0..100)
+        .map(|n| format!("domanda{n}@pec.example.it"))
+        .find(|id| {
+            app.state
+                .accounts
+                .decoy_methods_of(id)
+                .contains(&custode_domain::recovery::RecoveryMethod::Question)
+        })
+        .expect("some unknown id offers a question");
+    let started = start(&app, &decoy).await;
+    for left in [4, 3, 2, 1] {
+        let res = call(&app, &started, "/question", json!({ "answer": "gatto" })).await;
+        let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "answer-wrong").await;
+        let message = p["errors"][0]["message"].as_str().unwrap().to_string();
+        assert!(
+            message.contains(&format!("{left} attempt(s) left")),
+            "{message}"
+        );
+    }
     app.quiesce().await;
     let (data_dir, dir, clock) = app.stop().await;
-    // A new process has no memory of the failures; the account stream has.
+
+    // A new process has no memory of its own; the log has.
     let app = TestApp::start(&data_dir, file, clock).await;
-    let res = try_login(&app, user, "Tr4m-Colle!Verde").await;
-    assert!(res.headers().contains_key("retry-after"));
-    expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+    for id in [user, unknown] {
+        let res = try_login(&app, id, "Tr4m-Colle!Verde").await;
+        assert!(res.headers().contains_key("retry-after"));
+        expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+    }
+    let res = call(&app, &started, "/question", json!({ "answer": "gatto" })).await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "answer-wrong").await;
+    assert!(p["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no attempts are left"));
+    let res = call(&app, &started, "/question", json!({ "answer": "gatto" })).await;
+    expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "question-locked").await;
     app.advance(Duration::minutes(15));
     app.login(user, "Tr4m-Colle!Verde").await;
+    let res = try_login(&app, unknown, "Tr4m-Colle!Verde").await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
     drop(app);
     drop(dir);
 }

@@ -1,0 +1,392 @@
+//! What the log knows of a user id that leads to no account able to act: an unknown id, or one
+//! whose account cannot recover. One stream per keyed hash of the id (`subject-<hex>`, the
+//! `subject` of `RecoveryStarted`), so its failed logins (SEC-2, SEC-6) and a decoy recovery's
+//! progress (RC-1) are counted like a real account's: under optimistic concurrency, across
+//! restarts, and at the cost of a write, so neither the answers nor the log's growth tell the
+//! two apart. Nothing here names the id itself.
+
+use crate::account::AccountError;
+use crate::settings::Settings;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload")]
+pub enum SubjectEvent {
+    UnknownLoginFailed(UnknownLoginFailed),
+    UnknownLoginLockedOut(UnknownLoginLockedOut),
+    UnknownLoginUnlocked(UnknownLoginUnlocked),
+    DecoyCodeSent(DecoyCodeSent),
+    DecoyCodeFailed(DecoyCodeFailed),
+    DecoyAnswerFailed(DecoyAnswerFailed),
+    DecoyQuestionLocked(DecoyQuestionLocked),
+    DecoyQuestionUnlocked(DecoyQuestionUnlocked),
+}
+
+pub const SUBJECT_EVENT_TYPES: &[&str] = &[
+    "UnknownLoginFailed",
+    "UnknownLoginLockedOut",
+    "UnknownLoginUnlocked",
+    "DecoyCodeSent",
+    "DecoyCodeFailed",
+    "DecoyAnswerFailed",
+    "DecoyQuestionLocked",
+    "DecoyQuestionUnlocked",
+];
+
+/// A login with a user id that has no account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnknownLoginFailed {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+}
+
+/// SEC-2: an unknown id is throttled alike: too many failures in a row lock it out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnknownLoginLockedOut {
+    pub until: DateTime<Utc>,
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnknownLoginUnlocked {
+    pub locked_until: DateTime<Utc>,
+}
+
+/// A decoy recovery "sent" a code: nothing went anywhere; the count and the expiry are kept so
+/// the next answers match a real recovery's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecoyCodeSent {
+    pub recovery_id: Uuid,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecoyCodeFailed {
+    pub recovery_id: Uuid,
+    pub attempts_left: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecoyAnswerFailed {
+    pub recovery_id: Uuid,
+    pub attempts_left: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecoyQuestionLocked {
+    pub until: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecoyQuestionUnlocked {
+    pub locked_until: DateTime<Utc>,
+}
+
+pub fn stream_for(subject_hex: &str) -> String {
+    format!("subject-{subject_hex}")
+}
+
+/// A decoy recovery's code, as a real recovery's challenge would stand.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DecoyCodes {
+    pub sent: u32,
+    pub attempts: u32,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Subject {
+    pub login_failures: u32,
+    pub login_locked_until: Option<DateTime<Utc>>,
+    pub codes: BTreeMap<Uuid, DecoyCodes>,
+    pub question_failures: u32,
+    pub question_locked_until: Option<DateTime<Utc>>,
+}
+
+pub fn evolve(mut state: Subject, event: &SubjectEvent) -> Subject {
+    match event {
+        SubjectEvent::UnknownLoginFailed(_) => state.login_failures += 1,
+        SubjectEvent::UnknownLoginLockedOut(e) => {
+            state.login_locked_until = Some(e.until);
+            state.login_failures = 0;
+        }
+        SubjectEvent::UnknownLoginUnlocked(_) => {
+            state.login_locked_until = None;
+            state.login_failures = 0;
+        }
+        SubjectEvent::DecoyCodeSent(e) => {
+            let codes = state.codes.entry(e.recovery_id).or_default();
+            codes.sent += 1;
+            codes.expires_at = Some(e.expires_at);
+        }
+        SubjectEvent::DecoyCodeFailed(e) => {
+            state.codes.entry(e.recovery_id).or_default().attempts += 1;
+        }
+        SubjectEvent::DecoyAnswerFailed(_) => state.question_failures += 1,
+        SubjectEvent::DecoyQuestionLocked(e) => {
+            state.question_locked_until = Some(e.until);
+            state.question_failures = 0;
+        }
+        SubjectEvent::DecoyQuestionUnlocked(_) => {
+            state.question_locked_until = None;
+            state.question_failures = 0;
+        }
+    }
+    state
+}
+
+fn seconds(until: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
+    (until - now).num_seconds().max(1)
+}
+
+/// Before verifying a login's (dummy) password: refused while locked out, as an account's is;
+/// an ended lockout is recorded first.
+pub fn login_lock(state: &Subject, now: DateTime<Utc>) -> Result<Vec<SubjectEvent>, AccountError> {
+    match state.login_locked_until {
+        Some(until) if now < until => Err(AccountError::LoginLocked {
+            until,
+            seconds: seconds(until, now),
+        }),
+        Some(until) => Ok(vec![SubjectEvent::UnknownLoginUnlocked(
+            UnknownLoginUnlocked {
+                locked_until: until,
+            },
+        )]),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// A failed login with an unknown id: counted, and locked out at the threshold.
+pub fn login_failed(
+    state: &Subject,
+    client_ip: Option<String>,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> Result<Vec<SubjectEvent>, AccountError> {
+    let mut events = login_lock(state, now)?;
+    let failures = if events.is_empty() {
+        state.login_failures + 1
+    } else {
+        1
+    };
+    events.push(SubjectEvent::UnknownLoginFailed(UnknownLoginFailed {
+        client_ip,
+    }));
+    let limits = &settings.limits;
+    if failures >= limits.login_failures_per_user {
+        events.push(SubjectEvent::UnknownLoginLockedOut(UnknownLoginLockedOut {
+            until: now + Duration::minutes(limits.login_lockout_minutes),
+            failures,
+        }));
+    }
+    Ok(events)
+}
+
+/// RC-3 for a decoy: the limits of a real recovery's codes.
+pub fn send_code(
+    state: &Subject,
+    recovery_id: Uuid,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> Result<Vec<SubjectEvent>, AccountError> {
+    let limits = &settings.recovery;
+    let codes = state.codes.get(&recovery_id).cloned().unwrap_or_default();
+    if codes.sent >= limits.codes_per_recovery {
+        return Err(AccountError::CodeLimit);
+    }
+    if codes.attempts >= limits.code_attempts {
+        return Err(AccountError::CodeExhausted);
+    }
+    Ok(vec![SubjectEvent::DecoyCodeSent(DecoyCodeSent {
+        recovery_id,
+        expires_at: now + limits.code_lifetime(),
+    })])
+}
+
+/// RC-3 for a decoy: every code is wrong, with a real check's order of refusals.
+pub fn verify_code(
+    state: &Subject,
+    recovery_id: Uuid,
+    well_formed: bool,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> Result<Vec<SubjectEvent>, AccountError> {
+    let limits = &settings.recovery;
+    let codes = state.codes.get(&recovery_id);
+    let Some(expires_at) = codes.and_then(|c| c.expires_at) else {
+        return Err(AccountError::NoCode);
+    };
+    let attempts = codes.map_or(0, |c| c.attempts);
+    if !well_formed {
+        return Err(AccountError::Invalid(vec![crate::Violation::new(
+            "RC-3.code",
+            Some("code"),
+            "the code has 6 digits",
+        )]));
+    }
+    if attempts >= limits.code_attempts {
+        return Err(AccountError::CodeExhausted);
+    }
+    if now >= expires_at {
+        return Err(AccountError::CodeExpired);
+    }
+    Ok(vec![SubjectEvent::DecoyCodeFailed(DecoyCodeFailed {
+        recovery_id,
+        attempts_left: limits.code_attempts.saturating_sub(attempts + 1),
+    })])
+}
+
+/// RC-4 for a decoy, before hashing: refused while locked, an ended lock recorded first.
+pub fn question_lock(
+    state: &Subject,
+    now: DateTime<Utc>,
+) -> Result<Vec<SubjectEvent>, AccountError> {
+    match state.question_locked_until {
+        Some(until) if now < until => Err(AccountError::QuestionLocked {
+            until,
+            seconds: seconds(until, now),
+        }),
+        Some(until) => Ok(vec![SubjectEvent::DecoyQuestionUnlocked(
+            DecoyQuestionUnlocked {
+                locked_until: until,
+            },
+        )]),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// RC-4 for a decoy, after hashing: every answer is wrong; five lock the question.
+pub fn answer_failed(
+    state: &Subject,
+    recovery_id: Uuid,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> Result<Vec<SubjectEvent>, AccountError> {
+    let limits = &settings.recovery;
+    let mut events = question_lock(state, now)?;
+    let failures = if events.is_empty() {
+        state.question_failures + 1
+    } else {
+        1
+    };
+    events.push(SubjectEvent::DecoyAnswerFailed(DecoyAnswerFailed {
+        recovery_id,
+        attempts_left: limits.question_attempts.saturating_sub(failures),
+    }));
+    if failures >= limits.question_attempts {
+        events.push(SubjectEvent::DecoyQuestionLocked(DecoyQuestionLocked {
+            until: now + limits.question_lock(),
+        }));
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 5, 4, 12, 0, 0).unwrap()
+    }
+
+    fn fold(events: &[SubjectEvent]) -> Subject {
+        events.iter().fold(Subject::default(), evolve)
+    }
+
+    #[test]
+    fn an_unknown_id_is_locked_out_after_ten_failures_and_the_lock_ends() {
+        let settings = Settings::default();
+        let mut history = Vec::new();
+        for _ in 0..10 {
+            history.extend(login_failed(&fold(&history), None, &settings, now()).unwrap());
+        }
+        assert!(matches!(
+            history.last(),
+            Some(SubjectEvent::UnknownLoginLockedOut(l)) if l.until == now() + Duration::minutes(15)
+        ));
+        let state = fold(&history);
+        assert!(matches!(
+            login_lock(&state, now() + Duration::minutes(14)),
+            Err(AccountError::LoginLocked { seconds: 60, .. })
+        ));
+        let after = login_failed(&state, None, &settings, now() + Duration::minutes(15)).unwrap();
+        assert!(matches!(
+            after.as_slice(),
+            [
+                SubjectEvent::UnknownLoginUnlocked(_),
+                SubjectEvent::UnknownLoginFailed(_)
+            ]
+        ));
+    }
+
+    #[test]
+    fn a_decoy_recovery_follows_the_code_limits_of_a_real_one() {
+        let settings = Settings::default();
+        let r = Uuid::from_u128(1);
+        assert_eq!(
+            verify_code(&Subject::default(), r, true, &settings, now()),
+            Err(AccountError::NoCode)
+        );
+        let mut history = Vec::new();
+        for _ in 0..3 {
+            history.extend(send_code(&fold(&history), r, &settings, now()).unwrap());
+        }
+        assert_eq!(
+            send_code(&fold(&history), r, &settings, now()),
+            Err(AccountError::CodeLimit)
+        );
+        for left in (0..5).rev() {
+            let events = verify_code(&fold(&history), r, true, &settings, now()).unwrap();
+            assert!(matches!(
+                events.as_slice(),
+                [SubjectEvent::DecoyCodeFailed(f)] if f.attempts_left == left
+            ));
+            history.extend(events);
+        }
+        assert_eq!(
+            verify_code(&fold(&history), r, true, &settings, now()),
+            Err(AccountError::CodeExhausted)
+        );
+        // Another recovery of the same id counts afresh, and codes expire.
+        let other = Uuid::from_u128(2);
+        history.extend(send_code(&fold(&history), other, &settings, now()).unwrap());
+        assert_eq!(
+            verify_code(
+                &fold(&history),
+                other,
+                true,
+                &settings,
+                now() + Duration::minutes(5)
+            ),
+            Err(AccountError::CodeExpired)
+        );
+    }
+
+    #[test]
+    fn a_decoy_question_locks_after_five_answers_and_unlocks() {
+        let settings = Settings::default();
+        let r = Uuid::from_u128(1);
+        let mut history = Vec::new();
+        for _ in 0..5 {
+            history.extend(answer_failed(&fold(&history), r, &settings, now()).unwrap());
+        }
+        assert!(matches!(
+            history.last(),
+            Some(SubjectEvent::DecoyQuestionLocked(_))
+        ));
+        assert!(matches!(
+            question_lock(&fold(&history), now()),
+            Err(AccountError::QuestionLocked { .. })
+        ));
+        assert!(matches!(
+            question_lock(&fold(&history), now() + Duration::minutes(15))
+                .unwrap()
+                .as_slice(),
+            [SubjectEvent::DecoyQuestionUnlocked(_)]
+        ));
+    }
+}
