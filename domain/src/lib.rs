@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod envelope;
+pub mod lockout;
 pub mod masking;
 pub mod notice;
 pub mod notify;

@@ -6,6 +6,7 @@
 //! two apart. Nothing here names the id itself.
 
 use crate::account::AccountError;
+use crate::lockout::{failures_after, lock_at, Lock};
 use crate::settings::Settings;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -138,24 +139,17 @@ pub fn evolve(mut state: Subject, event: &SubjectEvent) -> Subject {
     state
 }
 
-fn seconds(until: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
-    (until - now).num_seconds().max(1)
-}
-
 /// Before verifying a login's (dummy) password: refused while locked out, as an account's is;
 /// an ended lockout is recorded first.
 pub fn login_lock(state: &Subject, now: DateTime<Utc>) -> Result<Vec<SubjectEvent>, AccountError> {
-    match state.login_locked_until {
-        Some(until) if now < until => Err(AccountError::LoginLocked {
-            until,
-            seconds: seconds(until, now),
-        }),
-        Some(until) => Ok(vec![SubjectEvent::UnknownLoginUnlocked(
+    match lock_at(state.login_locked_until, now) {
+        Lock::Locked { until, seconds } => Err(AccountError::LoginLocked { until, seconds }),
+        Lock::Ended(until) => Ok(vec![SubjectEvent::UnknownLoginUnlocked(
             UnknownLoginUnlocked {
                 locked_until: until,
             },
         )]),
-        None => Ok(Vec::new()),
+        Lock::Open => Ok(Vec::new()),
     }
 }
 
@@ -167,11 +161,7 @@ pub fn login_failed(
     now: DateTime<Utc>,
 ) -> Result<Vec<SubjectEvent>, AccountError> {
     let mut events = login_lock(state, now)?;
-    let failures = if events.is_empty() {
-        state.login_failures + 1
-    } else {
-        1
-    };
+    let failures = failures_after(state.login_failures, !events.is_empty());
     events.push(SubjectEvent::UnknownLoginFailed(UnknownLoginFailed {
         client_ip,
     }));
@@ -244,17 +234,14 @@ pub fn question_lock(
     state: &Subject,
     now: DateTime<Utc>,
 ) -> Result<Vec<SubjectEvent>, AccountError> {
-    match state.question_locked_until {
-        Some(until) if now < until => Err(AccountError::QuestionLocked {
-            until,
-            seconds: seconds(until, now),
-        }),
-        Some(until) => Ok(vec![SubjectEvent::DecoyQuestionUnlocked(
+    match lock_at(state.question_locked_until, now) {
+        Lock::Locked { until, seconds } => Err(AccountError::QuestionLocked { until, seconds }),
+        Lock::Ended(until) => Ok(vec![SubjectEvent::DecoyQuestionUnlocked(
             DecoyQuestionUnlocked {
                 locked_until: until,
             },
         )]),
-        None => Ok(Vec::new()),
+        Lock::Open => Ok(Vec::new()),
     }
 }
 
@@ -267,11 +254,7 @@ pub fn answer_failed(
 ) -> Result<Vec<SubjectEvent>, AccountError> {
     let limits = &settings.recovery;
     let mut events = question_lock(state, now)?;
-    let failures = if events.is_empty() {
-        state.question_failures + 1
-    } else {
-        1
-    };
+    let failures = failures_after(state.question_failures, !events.is_empty());
     events.push(SubjectEvent::DecoyAnswerFailed(DecoyAnswerFailed {
         recovery_id,
         attempts_left: limits.question_attempts.saturating_sub(failures),

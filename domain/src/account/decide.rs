@@ -4,6 +4,7 @@
 
 use super::events::*;
 use super::state::{Account, Spent};
+use crate::lockout::{failures_after, lock_at, Lock};
 use crate::masking::{normalize_answer, normalize_email, normalize_mobile};
 use crate::notice::Channel;
 use crate::otp::{self, CodeHasher, OtpPurpose};
@@ -482,15 +483,12 @@ fn login(state: &Account, c: &Login, ctx: &Ctx<'_>) -> Result<Vec<AccountEvent>,
 /// SEC-6: refuses while a login lockout lasts; once it has ended, the `LoginUnlocked` to record
 /// before anything else.
 fn lockout_over(state: &Account, ctx: &Ctx<'_>) -> Result<Vec<AccountEvent>, AccountError> {
-    match state.login_locked_until {
-        Some(until) if ctx.now < until => Err(AccountError::LoginLocked {
-            until,
-            seconds: (until - ctx.now).num_seconds().max(1),
-        }),
-        Some(until) => Ok(vec![AccountEvent::LoginUnlocked(LoginUnlocked {
+    match lock_at(state.login_locked_until, ctx.now) {
+        Lock::Locked { until, seconds } => Err(AccountError::LoginLocked { until, seconds }),
+        Lock::Ended(until) => Ok(vec![AccountEvent::LoginUnlocked(LoginUnlocked {
             locked_until: until,
         })]),
-        None => Ok(Vec::new()),
+        Lock::Open => Ok(Vec::new()),
     }
 }
 
@@ -502,12 +500,7 @@ fn failed_login(
     session_id: Option<Uuid>,
     ctx: &Ctx<'_>,
 ) {
-    // A lockout that just ended restarts the count.
-    let failures = if events.is_empty() {
-        state.login_failures + 1
-    } else {
-        1
-    };
+    let failures = failures_after(state.login_failures, !events.is_empty());
     events.push(AccountEvent::LoginFailed(LoginFailed {
         reason: LoginFailure::WrongPassword,
         client_ip,
@@ -824,18 +817,16 @@ fn answer_question(
         )]));
     }
     let mut events = Vec::new();
-    if let Some(until) = state.grants.question_locked_until {
-        if ctx.now < until {
-            return Err(AccountError::QuestionLocked {
-                until,
-                seconds: (until - ctx.now).num_seconds().max(1),
-            });
+    match lock_at(state.grants.question_locked_until, ctx.now) {
+        Lock::Locked { until, seconds } => {
+            return Err(AccountError::QuestionLocked { until, seconds })
         }
-        events.push(AccountEvent::SecurityQuestionUnlocked(
+        Lock::Ended(until) => events.push(AccountEvent::SecurityQuestionUnlocked(
             SecurityQuestionUnlocked {
                 locked_until: until,
             },
-        ));
+        )),
+        Lock::Open => {}
     }
     if ctx.hasher.verify(&Secret::new(answer), hash) {
         events.push(AccountEvent::ResetTokenIssued(ResetTokenIssued {
@@ -846,12 +837,7 @@ fn answer_question(
         }));
         return Ok(events);
     }
-    // A lock that just ended restarts the count.
-    let failures = if events.is_empty() {
-        state.grants.question_failures + 1
-    } else {
-        1
-    };
+    let failures = failures_after(state.grants.question_failures, !events.is_empty());
     events.push(AccountEvent::SecurityAnswerFailed(SecurityAnswerFailed {
         recovery_id: c.recovery_id,
         attempts_left: settings.question_attempts.saturating_sub(failures),
