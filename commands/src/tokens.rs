@@ -100,6 +100,20 @@ mod tests {
         assert_eq!(parse_token(&"!".repeat(43)), None);
     }
 
+    /// The OpenAPI document's pattern for tokens: 42 characters, then one whose low two bits
+    /// are zero (43 characters carry 258 bits for 256).
+    #[test]
+    fn tokens_match_the_documented_pattern_and_nothing_else_parses() {
+        const LAST: &str = "AEIMQUYcgkosw048";
+        for _ in 0..500 {
+            let (token, _) = new_token();
+            let last = token.expose().chars().last().unwrap_or_default();
+            assert!(LAST.contains(last), "{last}");
+        }
+        assert!(parse_token(&format!("{}A", "A".repeat(42))).is_some());
+        assert!(parse_token(&format!("{}B", "A".repeat(42))).is_none());
+    }
+
     #[test]
     fn temporary_passwords_meet_the_composition_rules() {
         let settings = PolicySettings::default();

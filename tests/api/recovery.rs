@@ -242,7 +242,7 @@ async fn recovery_by_sms_code_through_a_real_gateway_end_to_end_rc_3() {
     app.remember_secret(&code);
     let wrong = if code == "000000" { "000001" } else { "000000" };
     let res = call(&app, &started, "/sms/verify", json!({ "code": wrong })).await;
-    let problem = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "code-wrong").await;
+    let problem = expect_problem(res, StatusCode::UNAUTHORIZED, "code-wrong").await;
     assert!(problem["errors"][0]["message"]
         .as_str()
         .unwrap()
@@ -263,7 +263,7 @@ async fn recovery_by_security_question_end_to_end_rc_4() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["question"], "Come si chiamava il tuo primo animale?");
     let res = call(&app, &started, "/question", json!({ "answer": "gatto" })).await;
-    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "answer-wrong").await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "answer-wrong").await;
     let res = call(
         &app,
         &started,
@@ -361,7 +361,7 @@ async fn five_wrong_answers_lock_the_question_for_15_minutes_and_mail_the_holder
     let path = recovery_path(&started, "/question");
     for _ in 0..5 {
         let res = app.post(&path, None, json!({ "answer": "gatto" })).await;
-        expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "answer-wrong").await;
+        expect_problem(res, StatusCode::UNAUTHORIZED, "answer-wrong").await;
     }
     let res = app.post(&path, None, json!({ "answer": ANSWER })).await;
     let retry_after: u64 = res.headers()["retry-after"]
@@ -456,13 +456,13 @@ async fn unknown_ids_and_accounts_without_recovery_info_get_decoys_alike_rc_1() 
                     let res = call(&app, &a, "/sms", json!({})).await;
                     assert_eq!(res.status(), StatusCode::ACCEPTED);
                     let res = call(&app, &a, "/sms/verify", json!({ "code": "123456" })).await;
-                    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "code-wrong").await;
+                    expect_problem(res, StatusCode::UNAUTHORIZED, "code-wrong").await;
                 }
                 _ => {
                     let res = app.get(&recovery_path(&a, "/question"), None).await;
                     assert_eq!(res.status(), StatusCode::OK);
                     let res = call(&app, &a, "/question", json!({ "answer": "x" })).await;
-                    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "answer-wrong").await;
+                    expect_problem(res, StatusCode::UNAUTHORIZED, "answer-wrong").await;
                 }
             }
         }
@@ -619,9 +619,9 @@ async fn bad_input_on_every_recovery_call_gets_a_problem_and_changes_nothing() {
     assert_eq!(rules(&p), vec!["SEC-1.token"]);
     let forged = "A".repeat(43);
     let res = complete(&app, user, &forged).await;
-    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "token-invalid").await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "token-invalid").await;
     let res = complete(&app, "nobody@pec.example.it", &forged).await;
-    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "token-invalid").await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "token-invalid").await;
     let res = app
         .post(
             "/v1/recovery/complete",
@@ -873,7 +873,7 @@ async fn lockouts_and_decoy_progress_are_in_the_log_so_they_survive_a_restart() 
     let started = start(&app, &decoy).await;
     for left in [4, 3, 2, 1] {
         let res = call(&app, &started, "/question", json!({ "answer": "gatto" })).await;
-        let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "answer-wrong").await;
+        let p = expect_problem(res, StatusCode::UNAUTHORIZED, "answer-wrong").await;
         let message = p["errors"][0]["message"].as_str().unwrap().to_string();
         assert!(
             message.contains(&format!("{left} attempt(s) left")),
@@ -891,7 +891,7 @@ async fn lockouts_and_decoy_progress_are_in_the_log_so_they_survive_a_restart() 
         expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
     }
     let res = call(&app, &started, "/question", json!({ "answer": "gatto" })).await;
-    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "answer-wrong").await;
+    let p = expect_problem(res, StatusCode::UNAUTHORIZED, "answer-wrong").await;
     assert!(p["errors"][0]["message"]
         .as_str()
         .unwrap()
