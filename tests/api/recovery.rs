@@ -214,6 +214,17 @@ async fn recovery_by_the_emailed_link_end_to_end_rc_2() {
         .unwrap();
     assert_eq!(page["recovery"]["email"]["verified"], true, "{page}");
     assert_eq!(page["recovery"]["mobile"]["verified"], false, "{page}");
+    // AU-3: the read models rebuilt from the log, recovery and all, equal the live ones.
+    app.quiesce().await;
+    let (data_dir, dir, _) = app.stop().await;
+    let live = crate::replay::dump(&data_dir);
+    let rebuilt_dir = data_dir.clone();
+    tokio::task::spawn_blocking(move || custode::app::replay(&rebuilt_dir, &mut |_, _| {}))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(crate::replay::dump(&data_dir), live);
+    drop(dir);
 }
 
 #[tokio::test]

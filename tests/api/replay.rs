@@ -5,7 +5,7 @@ use crate::helpers::TestApp;
 use custode::app::{replay, StartError, READ_MODELS_FILE};
 use serde_json::json;
 
-fn dump(data_dir: &std::path::Path) -> Vec<String> {
+pub fn dump(data_dir: &std::path::Path) -> Vec<String> {
     let conn = rusqlite::Connection::open(data_dir.join(READ_MODELS_FILE)).unwrap();
     custode_projections::dump(&conn).unwrap()
 }
