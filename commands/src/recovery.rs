@@ -1,7 +1,8 @@
 //! The forgotten-password flow (RC-1..7) on top of the account handler. A start appends
 //! `RecoveryStarted` to a stream of its own whatever the user id (so a real and an unknown id
-//! cost the same); what follows runs as account commands for a real account, and as a decoy,
-//! in memory, for anything else: the same answers, nothing sent (RC-1, SEC-6).
+//! cost the same); what follows runs as account commands for a real account, and as a decoy
+//! for anything else, counted on the id's `subject-<keyed hash>` stream: the same answers, the
+//! same writes, nothing sent (RC-1, SEC-6).
 
 use crate::accounts::{to_new_events, AccountHandler, Caller, HandlerError, Outcome};
 use crate::log::{LogError, StreamAppend};
@@ -26,8 +27,6 @@ pub struct Started {
     pub recovery_id: Uuid,
     pub offers: Vec<Offer>,
     pub position: u64,
-    /// The keyed hash of the user id, hex: the key of the per-user-id limits (SEC-2).
-    pub subject: String,
 }
 
 /// What checking a code or an answer gave.
@@ -44,7 +43,7 @@ pub enum Checked {
     },
 }
 
-/// The answer to a send: the position of what was recorded (0 for a decoy: nothing was).
+/// The answer to a send: the position of what was recorded.
 #[derive(Debug)]
 pub struct Sent {
     pub position: u64,
@@ -99,7 +98,7 @@ impl AccountHandler {
         let event = RecoveryEvent::RecoveryStarted(RecoveryStarted {
             recovery_id,
             account_id,
-            subject: subject_hex.clone(),
+            subject: subject_hex,
             methods: offers.iter().map(|o| o.method).collect(),
             client_ip,
         });
@@ -118,7 +117,6 @@ impl AccountHandler {
             recovery_id,
             offers,
             position: recorded.last().map_or(0, |e| e.position),
-            subject: subject_hex,
         })
     }
 
@@ -153,7 +151,9 @@ impl AccountHandler {
     ) -> Result<Sent, HandlerError> {
         let started = self.offered(recovery_id, RecoveryMethod::Email).await?;
         let Some(account_id) = started.account_id else {
-            return Ok(Sent { position: 0 });
+            return self
+                .decoy_send_link(&started.subject, recovery_id, caller)
+                .await;
         };
         let (token, token_hash) = tokens::new_token();
         let sealed_token = self
@@ -171,7 +171,10 @@ impl AccountHandler {
         });
         match self.execute(account_id, cmd, caller).await {
             // SEC-6: an account that can no longer recover answers as a decoy does.
-            Err(HandlerError::Domain(AccountError::RecoveryRefused)) => Ok(Sent { position: 0 }),
+            Err(HandlerError::Domain(AccountError::RecoveryRefused)) => {
+                self.decoy_send_link(&started.subject, recovery_id, caller)
+                    .await
+            }
             other => other.map(|outcome| Sent {
                 position: outcome.position(),
             }),
@@ -382,6 +385,21 @@ impl AccountHandler {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    async fn decoy_send_link(
+        &self,
+        subject_hex: &str,
+        recovery_id: Uuid,
+        caller: &Caller,
+    ) -> Result<Sent, HandlerError> {
+        let now = self.clock.now();
+        let (_, position) = self
+            .on_subject(subject_hex, caller, |_| {
+                Ok(subject::send_link(recovery_id, &self.settings, now))
+            })
+            .await?;
+        Ok(Sent { position })
     }
 
     async fn decoy_send_code(

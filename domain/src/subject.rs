@@ -19,6 +19,7 @@ pub enum SubjectEvent {
     UnknownLoginFailed(UnknownLoginFailed),
     UnknownLoginLockedOut(UnknownLoginLockedOut),
     UnknownLoginUnlocked(UnknownLoginUnlocked),
+    DecoyLinkSent(DecoyLinkSent),
     DecoyCodeSent(DecoyCodeSent),
     DecoyCodeFailed(DecoyCodeFailed),
     DecoyAnswerFailed(DecoyAnswerFailed),
@@ -30,6 +31,7 @@ pub const SUBJECT_EVENT_TYPES: &[&str] = &[
     "UnknownLoginFailed",
     "UnknownLoginLockedOut",
     "UnknownLoginUnlocked",
+    "DecoyLinkSent",
     "DecoyCodeSent",
     "DecoyCodeFailed",
     "DecoyAnswerFailed",
@@ -54,6 +56,13 @@ pub struct UnknownLoginLockedOut {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnknownLoginUnlocked {
     pub locked_until: DateTime<Utc>,
+}
+
+/// A decoy recovery "sent" a link: nothing went anywhere; recorded as a real link would be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecoyLinkSent {
+    pub recovery_id: Uuid,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A decoy recovery "sent" a code: nothing went anywhere; the count and the expiry are kept so
@@ -118,6 +127,7 @@ pub fn evolve(mut state: Subject, event: &SubjectEvent) -> Subject {
             state.login_locked_until = None;
             state.login_failures = 0;
         }
+        SubjectEvent::DecoyLinkSent(_) => {}
         SubjectEvent::DecoyCodeSent(e) => {
             let codes = state.codes.entry(e.recovery_id).or_default();
             codes.sent += 1;
@@ -173,6 +183,14 @@ pub fn login_failed(
         }));
     }
     Ok(events)
+}
+
+/// RC-2 for a decoy: a link that goes nowhere, recorded as a real one is.
+pub fn send_link(recovery_id: Uuid, settings: &Settings, now: DateTime<Utc>) -> Vec<SubjectEvent> {
+    vec![SubjectEvent::DecoyLinkSent(DecoyLinkSent {
+        recovery_id,
+        expires_at: now + settings.recovery.link_lifetime(),
+    })]
 }
 
 /// RC-3 for a decoy: the limits of a real recovery's codes.
