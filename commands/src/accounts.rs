@@ -79,7 +79,7 @@ pub enum LoginOutcome {
 
 #[derive(Clone)]
 pub struct AccountHandler {
-    locks: Arc<StreamLocks>,
+    pub(crate) locks: Arc<StreamLocks>,
     pub(crate) service_key: ServiceKey,
     pub(crate) log: EventLog,
     pub(crate) pool: HashPool,
@@ -218,22 +218,28 @@ impl AccountHandler {
         caller: &Caller,
     ) -> Result<LoginOutcome, HandlerError> {
         let Some(account_id) = self.account_id_of(user_id).await? else {
-            // An unknown id: refused while locked out, as an account is; else the same Argon2
-            // verification and a recorded failure (SEC-2: throttled alike).
+            // An unknown id, as an account would be: in turn, refused on the hashing pool
+            // while locked out, else the same Argon2 verification and a recorded failure
+            // (SEC-2: throttled alike).
             let subject_hex = crate::log::hex(&self.service_key.subject(user_id));
+            let turn = self.subject_turn(&subject_hex);
+            let _turn = turn.lock().await;
+            let now = self.clock.now();
             let (state, _) = self
                 .fold(
                     &custode_domain::subject::stream_for(&subject_hex),
                     custode_domain::subject::evolve,
                 )
                 .await?;
-            custode_domain::subject::login_lock(&state, self.clock.now())?;
             let hasher = self.hasher.clone();
             self.pool
-                .run(move || hasher.verify_dummy(&password))
+                .run(move || {
+                    custode_domain::subject::login_lock(&state, now)?;
+                    hasher.verify_dummy(&password);
+                    Ok::<_, AccountError>(())
+                })
                 .await
-                .map_err(|e| HandlerError::Store(e.to_string()))?;
-            let now = self.clock.now();
+                .map_err(|e| HandlerError::Store(e.to_string()))??;
             self.on_subject(&subject_hex, caller, |s| {
                 custode_domain::subject::login_failed(s, client_ip.clone(), &self.settings, now)
             })
@@ -344,12 +350,12 @@ impl AccountHandler {
 
 /// One async mutex per account with commands in flight; entries die with their last user.
 #[derive(Default)]
-struct StreamLocks {
+pub(crate) struct StreamLocks {
     locks: std::sync::Mutex<HashMap<Uuid, Weak<tokio::sync::Mutex<()>>>>,
 }
 
 impl StreamLocks {
-    fn get(&self, account_id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn get(&self, account_id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
         let Ok(mut locks) = self.locks.lock() else {
             // A poisoned map only loses the in-process ordering; the log's version check remains.
             return Arc::new(tokio::sync::Mutex::new(()));

@@ -314,6 +314,11 @@ impl AccountHandler {
             .into());
         };
         let Some(account_id) = self.account_id_of(user_id.trim()).await? else {
+            // A real account's refusal is decided on the hashing pool: wait our turn there too.
+            self.pool
+                .run(|| ())
+                .await
+                .map_err(|e| HandlerError::Store(e.to_string()))?;
             return Err(AccountError::TokenInvalid.into());
         };
         let cmd = AccountCommand::CompleteRecovery(CompleteRecovery {
@@ -352,7 +357,18 @@ impl AccountHandler {
 /// A decoy's answers (RC-1, SEC-6): the same checks, in the same order, with the same limits
 /// as a real account's, counted in the id's `subject-<hex>` stream; nothing is sent.
 impl AccountHandler {
-    /// Load, decide, append on the stream of `subject`, again on a version conflict. Returns
+    /// The in-process turn of a subject stream, as an account has one: commands on one id
+    /// (known or not) take turns, so neither answers faster or conflicts more under a burst.
+    pub(crate) fn subject_turn(&self, subject_hex: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let key = subject_hex
+            .get(..32)
+            .and_then(|h| u128::from_str_radix(h, 16).ok())
+            .unwrap_or_default();
+        self.locks.get(Uuid::from_u128(key))
+    }
+
+    /// Load, decide, append on the stream of `subject`, again on a version conflict. The
+    /// caller holds the subject's turn. Returns
     /// the events and the position of the last (0 when there were none).
     pub(crate) async fn on_subject(
         &self,
@@ -393,6 +409,8 @@ impl AccountHandler {
         recovery_id: Uuid,
         caller: &Caller,
     ) -> Result<Sent, HandlerError> {
+        let turn = self.subject_turn(subject_hex);
+        let _turn = turn.lock().await;
         let now = self.clock.now();
         let (_, position) = self
             .on_subject(subject_hex, caller, |_| {
@@ -408,6 +426,8 @@ impl AccountHandler {
         recovery_id: Uuid,
         caller: &Caller,
     ) -> Result<Sent, HandlerError> {
+        let turn = self.subject_turn(subject_hex);
+        let _turn = turn.lock().await;
         let now = self.clock.now();
         let (_, position) = self
             .on_subject(subject_hex, caller, |s| {
@@ -424,6 +444,8 @@ impl AccountHandler {
         code: &Secret,
         caller: &Caller,
     ) -> Result<Checked, HandlerError> {
+        let turn = self.subject_turn(subject_hex);
+        let _turn = turn.lock().await;
         let now = self.clock.now();
         let well_formed = otp::well_formed(code.expose());
         let (events, position) = self
@@ -441,23 +463,27 @@ impl AccountHandler {
         answer: Secret,
         caller: &Caller,
     ) -> Result<Checked, HandlerError> {
-        let normalized = custode_domain::masking::normalize_answer(answer.expose());
-        if normalized.is_empty() || normalized.chars().count() > 200 {
-            return Err(answer_malformed());
-        }
-        // A lock refuses before any hashing, as a real account's does.
+        // As a real answer: in turn, then on the hashing pool the answer's shape, the lock and
+        // the same Argon2 verification, in that order, with one clock reading for all of it.
+        let turn = self.subject_turn(subject_hex);
+        let _turn = turn.lock().await;
+        let now = self.clock.now();
         let (state, _) = self
             .fold::<SubjectEvent, Subject>(&subject::stream_for(subject_hex), subject::evolve)
             .await?;
-        subject::question_lock(&state, self.clock.now())?;
-        // The same Argon2 verification a real answer costs.
         let hasher = self.hasher.clone();
-        let answer = Secret::new(normalized);
         self.pool
-            .run(move || hasher.verify_dummy(&answer))
+            .run(move || {
+                let normalized = custode_domain::masking::normalize_answer(answer.expose());
+                if normalized.is_empty() || normalized.chars().count() > 200 {
+                    return Err(answer_malformed());
+                }
+                subject::question_lock(&state, now)?;
+                hasher.verify_dummy(&Secret::new(normalized));
+                Ok(())
+            })
             .await
-            .map_err(|e| HandlerError::Store(e.to_string()))?;
-        let now = self.clock.now();
+            .map_err(|e| HandlerError::Store(e.to_string()))??;
         let (events, position) = self
             .on_subject(subject_hex, caller, |s| {
                 subject::answer_failed(s, recovery_id, &self.settings, now)
@@ -499,13 +525,12 @@ fn checked(outcome: Outcome, token: Secret) -> Checked {
     }
 }
 
-fn answer_malformed() -> HandlerError {
+fn answer_malformed() -> AccountError {
     AccountError::Invalid(vec![Violation::new(
         "RC-4.answer",
         Some("answer"),
         "the answer must have 1 to 200 characters",
     )])
-    .into()
 }
 
 fn subject_bytes(hex: &str) -> Result<[u8; 32], HandlerError> {

@@ -117,6 +117,14 @@ impl Challenges {
         self.by_scope.retain(|(p, _), _| *p != purpose);
     }
 
+    /// The recovery a challenge belongs to, if it is live and belongs to one.
+    pub fn recovery_of(&self, challenge_id: Uuid) -> Option<Uuid> {
+        self.by_scope
+            .values()
+            .find(|c| c.challenge_id == challenge_id)
+            .and_then(|c| c.recovery_id)
+    }
+
     pub fn failed(&mut self, challenge_id: Uuid) {
         if let Some(c) = self.find_mut(challenge_id) {
             c.attempts = c.attempts.saturating_add(1);

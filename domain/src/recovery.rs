@@ -160,12 +160,36 @@ pub fn decoy_offer(seed: &[u8; 32], settings: &RecoverySettings) -> Vec<Offer> {
     let question = settings.security_question && byte(1) % 3 == 0;
     let mut methods = Vec::new();
     if email {
+        // Local parts end in letters mostly, digits often, sometimes '.', '_' or '-'.
+        const TAIL: &[u8] = b"abcdefghijklmnopqrstuvwxyzaeiouaeiou0123456789012345._-";
         let len = 2 + usize::from(byte(2) % 12);
-        let local: String = (0..len).map(|i| letter(3 + i % 9)).collect();
-        let domain = DECOY_DOMAINS
-            .get(usize::from(byte(12)) % DECOY_DOMAINS.len())
-            .copied()
-            .unwrap_or("gmail.com");
+        let local: String = (0..len)
+            .map(|i| {
+                let b = byte(3 + i % 9);
+                char::from(
+                    TAIL.get(usize::from(b) % TAIL.len())
+                        .copied()
+                        .unwrap_or(b'a'),
+                )
+            })
+            .collect();
+        let local = format!("{}{local}", letter(31));
+        // A known provider mostly; else a domain of its own (a firm's, a school's).
+        const TLDS: &[&str] = &["it", "it", "it", "com", "net", "org", "eu"];
+        let own;
+        let domain = if byte(11) % 4 == 0 {
+            let tld = TLDS
+                .get(usize::from(byte(10)) % TLDS.len())
+                .copied()
+                .unwrap_or("it");
+            own = format!("{}studio.{tld}", letter(9));
+            own.as_str()
+        } else {
+            DECOY_DOMAINS
+                .get(usize::from(byte(12)) % DECOY_DOMAINS.len())
+                .copied()
+                .unwrap_or("gmail.com")
+        };
         methods.push(Offer {
             method: RecoveryMethod::Email,
             target: Some(mask_email(&format!("{local}@{domain}"))),
@@ -211,13 +235,16 @@ pub const SUGGESTED_QUESTIONS_EN: &[&str] = &[
 /// The question a decoy shows (RC-4): one of the suggested ones, in either language, the same
 /// for the same id.
 pub fn decoy_question(seed: &[u8; 32]) -> &'static str {
-    let all: Vec<&'static str> = SUGGESTED_QUESTIONS_IT
-        .iter()
-        .chain(SUGGESTED_QUESTIONS_EN)
-        .copied()
-        .collect();
-    let i = usize::from(seed.get(30).copied().unwrap_or(0)) % all.len();
-    all.get(i).copied().unwrap_or("In quale città sei nato?")
+    // Holders write in Italian mostly.
+    let pick = |list: &[&'static str]| {
+        let i = usize::from(seed.get(30).copied().unwrap_or(0)) % list.len().max(1);
+        list.get(i).copied().unwrap_or("In quale città sei nato?")
+    };
+    if seed.get(29).copied().unwrap_or(0) % 5 == 0 {
+        pick(SUGGESTED_QUESTIONS_EN)
+    } else {
+        pick(SUGGESTED_QUESTIONS_IT)
+    }
 }
 
 #[cfg(test)]

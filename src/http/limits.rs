@@ -27,7 +27,13 @@ struct Lockout {
     /// guesses cannot exceed it (SEC-6).
     in_flight: u32,
     until: Option<DateTime<Utc>>,
+    /// The last attempt: a run of failures this old is forgotten when the map is pruned (the
+    /// log keeps the authoritative count).
+    last: Option<DateTime<Utc>>,
 }
+
+/// How long an idle run of failures is remembered in memory.
+const IDLE_RUN_HOURS: i64 = 1;
 
 /// The group a client address is limited as: an IPv4 address, or an IPv6 /64 (one site's
 /// whole allocation, which one holder can roam across).
@@ -172,8 +178,11 @@ impl Limiter {
             .lock()
             .map_err(|_| Problem::internal(&"limiter poisoned"))?;
         if lockouts.len() >= PRUNE_AT {
+            let idle = Duration::hours(IDLE_RUN_HOURS);
             lockouts.retain(|_, l| {
-                l.until.is_some_and(|u| u > now) || l.failures > 0 || l.in_flight > 0
+                l.until.is_some_and(|u| u > now)
+                    || l.in_flight > 0
+                    || (l.failures > 0 && l.last.is_some_and(|t| now - t < idle))
             });
         }
         let entry = lockouts.entry(key.clone()).or_default();
@@ -191,6 +200,7 @@ impl Limiter {
             return Err(limited(1, "login attempts for this user id at once"));
         }
         entry.in_flight += 1;
+        entry.last = Some(now);
         Ok(LoginAttempt {
             limiter: self,
             key,

@@ -319,8 +319,13 @@ pub async fn question(
     id: Result<Path<Uuid>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, Problem> {
     let id = recovery_id(id)?;
-    let question = state.accounts.security_question(id).await?;
-    Ok(Json(Question { question }).into_response())
+    let floor = Floor::start();
+    let question = state.accounts.security_question(id).await;
+    floor.wait(&state).await;
+    Ok(Json(Question {
+        question: question?,
+    })
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -61,6 +61,10 @@ pub async fn login(
         limits.login_per_address_per_minute,
         now,
     )?;
+    // No user id is longer (RC-1's limit); a longer one is refused before it is counted.
+    if req.user_id.chars().count() > 254 {
+        return Err(invalid_credentials());
+    }
     let attempt = state.limiter.begin_login(
         super::limits::login_key(&req.user_id),
         limits.login_failures_per_user,

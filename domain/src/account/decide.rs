@@ -731,13 +731,14 @@ fn send_recovery_code(
         return Err(AccountError::CodeLimit);
     }
     // Asking again does not buy guesses: a recovery whose attempts are spent sends no more.
-    if let Some(live) = state
-        .challenges
-        .get(OtpPurpose::Recovery, Some(c.recovery_id))
-    {
-        if live.attempts >= live.max_attempts {
-            return Err(AccountError::CodeExhausted);
-        }
+    let spent = state
+        .grants
+        .code_attempts
+        .get(&c.recovery_id)
+        .copied()
+        .unwrap_or(0);
+    if spent >= settings.code_attempts {
+        return Err(AccountError::CodeExhausted);
     }
     Ok(vec![AccountEvent::OtpChallengeIssued(OtpChallengeIssued {
         challenge_id: c.challenge_id,

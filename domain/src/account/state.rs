@@ -62,6 +62,8 @@ pub struct Grants {
     pub spent: VecDeque<(TokenHash, Spent)>,
     /// Codes sent per recovery (RC-3: at most three).
     pub codes_sent: BTreeMap<Uuid, u32>,
+    /// Wrong codes per recovery (RC-3: five in all, whatever becomes of its codes).
+    pub code_attempts: BTreeMap<Uuid, u32>,
     /// Wrong answers since the last right one or the last lock (RC-4).
     pub question_failures: u32,
     pub question_locked_until: Option<DateTime<Utc>>,
@@ -155,6 +157,7 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             state.must_change_password = true;
             if e.reason == TemporaryPasswordReason::OperatorReset {
                 state.must_confirm_recovery_info = true;
+                state.login_failures = 0;
                 state.grants.spend_all(None);
                 state.challenges.cancel(OtpPurpose::Recovery);
             }
@@ -238,8 +241,17 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             state.grants.spend(old, Spent::Superseded);
         }
         AccountEvent::OtpChallengeIssued(e) => {
+            // A recovery's count of wrong codes outlives its codes (cancelled by a mobile
+            // change or an operator's reset, replaced by a newer one).
+            let mut attempts = 0;
             if let Some(recovery_id) = e.recovery_id {
                 *state.grants.codes_sent.entry(recovery_id).or_default() += 1;
+                attempts = state
+                    .grants
+                    .code_attempts
+                    .get(&recovery_id)
+                    .copied()
+                    .unwrap_or(0);
             }
             state.challenges.issue(Challenge {
                 challenge_id: e.challenge_id,
@@ -248,13 +260,18 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
                 target: e.to.clone(),
                 code_hash: e.code_hash.clone(),
                 expires_at: e.expires_at,
-                attempts: 0,
+                attempts,
                 max_attempts: e.max_attempts,
                 used: false,
                 recovery_id: e.recovery_id,
             });
         }
-        AccountEvent::OtpCheckFailed(e) => state.challenges.failed(e.challenge_id),
+        AccountEvent::OtpCheckFailed(e) => {
+            if let Some(recovery_id) = state.challenges.recovery_of(e.challenge_id) {
+                *state.grants.code_attempts.entry(recovery_id).or_default() += 1;
+            }
+            state.challenges.failed(e.challenge_id);
+        }
         AccountEvent::OtpVerified(e) => state.challenges.verified(e.challenge_id),
         AccountEvent::ResetTokenIssued(e) => {
             let old = state.grants.reset.replace(Grant {
@@ -284,7 +301,8 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
                 .find(|g| g.recovery_id == e.recovery_id && g.method == e.method)
                 .map(|g| g.token_hash.clone());
             state.grants.spend_all(used.as_ref());
-            state.grants.codes_sent.clear();
+            // Proving the holder ends a run of wrong passwords (an attacker's, or forgotten ones).
+            state.login_failures = 0;
         }
         AccountEvent::RecoveryInfoConfirmed(_) => state.must_confirm_recovery_info = false,
     }

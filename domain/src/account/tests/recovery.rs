@@ -687,3 +687,48 @@ fn changing_the_recovery_info_after_a_recovery_still_needs_a_fresh_session() {
         )]
     );
 }
+
+#[test]
+fn a_recoverys_wrong_codes_count_even_after_its_code_was_cancelled_or_another_recovery_ended() {
+    let mut history = step(recoverable(), send_code(RECOVERY, 1, "111111"), now());
+    for _ in 0..3 {
+        history = step(history, verify(RECOVERY, "999999", 3), now());
+    }
+    // An operator's reset cancels the code; the recovery's spent attempts stay spent.
+    let reset = AccountCommand::OperatorReset(OperatorReset {
+        form_reference: "MOD-1".into(),
+        password: Secret::new(TEMPORARY),
+    });
+    history = step(history, reset, now());
+    history = step(history, send_code(RECOVERY, 2, "222222"), now());
+    history = step(history, verify(RECOVERY, "999999", 3), now());
+    let last = given(history.clone())
+        .when(verify(RECOVERY, "999999", 3))
+        .events();
+    assert!(matches!(
+        last.as_slice(),
+        [AccountEvent::OtpCheckFailed(f)] if f.attempts_left == 0
+    ));
+    history = and(history, last);
+    assert_eq!(
+        given(history)
+            .when(send_code(RECOVERY, 3, "333333"))
+            .error(),
+        AccountError::CodeExhausted
+    );
+}
+
+#[test]
+fn a_recovery_ends_the_run_of_wrong_passwords() {
+    let mut history = recoverable();
+    for _ in 0..9 {
+        history = step(history, login_as(OTHER_SESSION, "Wrong#Pass1"), now());
+    }
+    history = step(history, send_link(1), now());
+    history = step(history, complete(1), now());
+    // One typo after the recovery is one failure, not the tenth.
+    let events = given(history)
+        .when(login_as(OTHER_SESSION, "Wrong#Pass1"))
+        .events();
+    assert!(matches!(events.as_slice(), [AccountEvent::LoginFailed(_)]));
+}
