@@ -143,6 +143,27 @@ impl AccountHandler {
         Ok(started)
     }
 
+    /// `real` on the recovery's account, or `decoy` when it has none or can no longer recover
+    /// (SEC-6: such an account answers as a decoy does).
+    async fn real_or_decoy<T, R, D>(
+        &self,
+        account_id: Option<Uuid>,
+        real: impl FnOnce(Uuid) -> R,
+        decoy: impl FnOnce() -> D,
+    ) -> Result<T, HandlerError>
+    where
+        R: std::future::Future<Output = Result<T, HandlerError>>,
+        D: std::future::Future<Output = Result<T, HandlerError>>,
+    {
+        if let Some(account_id) = account_id {
+            match real(account_id).await {
+                Err(HandlerError::Domain(AccountError::RecoveryRefused)) => {}
+                other => return other,
+            }
+        }
+        decoy().await
+    }
+
     /// RC-2: mails a fresh link (superseding any earlier one).
     pub async fn send_recovery_link(
         &self,
@@ -150,35 +171,25 @@ impl AccountHandler {
         caller: &Caller,
     ) -> Result<Sent, HandlerError> {
         let started = self.offered(recovery_id, RecoveryMethod::Email).await?;
-        let Some(account_id) = started.account_id else {
-            return self
-                .decoy_send_link(&started.subject, recovery_id, caller)
-                .await;
-        };
-        let (token, token_hash) = tokens::new_token();
-        let sealed_token = self
-            .keys
-            .seal(
-                &token,
-                &recovery_link_context(account_id, recovery_id),
-                self.clock.now(),
-            )
-            .map_err(|e| HandlerError::Store(e.to_string()))?;
-        let cmd = AccountCommand::SendRecoveryLink(SendRecoveryLink {
-            recovery_id,
-            token_hash,
-            sealed_token,
-        });
-        match self.execute(account_id, cmd, caller).await {
-            // SEC-6: an account that can no longer recover answers as a decoy does.
-            Err(HandlerError::Domain(AccountError::RecoveryRefused)) => {
-                self.decoy_send_link(&started.subject, recovery_id, caller)
-                    .await
-            }
-            other => other.map(|outcome| Sent {
+        let real = |account_id| async move {
+            let (token, token_hash) = tokens::new_token();
+            let context = recovery_link_context(account_id, recovery_id);
+            let sealed_token = self
+                .keys
+                .seal(&token, &context, self.clock.now())
+                .map_err(|e| HandlerError::Store(e.to_string()))?;
+            let cmd = AccountCommand::SendRecoveryLink(SendRecoveryLink {
+                recovery_id,
+                token_hash,
+                sealed_token,
+            });
+            let outcome = self.execute(account_id, cmd, caller).await?;
+            Ok(Sent {
                 position: outcome.position(),
-            }),
-        }
+            })
+        };
+        let decoy = || self.decoy_send_link(&started.subject, recovery_id, caller);
+        self.real_or_decoy(started.account_id, real, decoy).await
     }
 
     /// RC-3: sends a fresh code by SMS (replacing the earlier one, keeping its attempts).
@@ -188,33 +199,27 @@ impl AccountHandler {
         caller: &Caller,
     ) -> Result<Sent, HandlerError> {
         let started = self.offered(recovery_id, RecoveryMethod::Sms).await?;
-        let now = self.clock.now();
-        let Some(account_id) = started.account_id else {
-            return self
-                .decoy_send_code(&started.subject, recovery_id, caller)
-                .await;
-        };
-        let challenge_id = Uuid::now_v7();
-        let code = new_code();
-        let sealed_code = self
-            .keys
-            .seal(&code, &account::otp_context(account_id, challenge_id), now)
-            .map_err(|e| HandlerError::Store(e.to_string()))?;
-        let cmd = AccountCommand::SendRecoveryCode(SendRecoveryCode {
-            recovery_id,
-            challenge_id,
-            code,
-            sealed_code,
-        });
-        match self.execute(account_id, cmd, caller).await {
-            Err(HandlerError::Domain(AccountError::RecoveryRefused)) => {
-                self.decoy_send_code(&started.subject, recovery_id, caller)
-                    .await
-            }
-            other => other.map(|outcome| Sent {
+        let real = |account_id| async move {
+            let challenge_id = Uuid::now_v7();
+            let code = new_code();
+            let context = account::otp_context(account_id, challenge_id);
+            let sealed_code = self
+                .keys
+                .seal(&code, &context, self.clock.now())
+                .map_err(|e| HandlerError::Store(e.to_string()))?;
+            let cmd = AccountCommand::SendRecoveryCode(SendRecoveryCode {
+                recovery_id,
+                challenge_id,
+                code,
+                sealed_code,
+            });
+            let outcome = self.execute(account_id, cmd, caller).await?;
+            Ok(Sent {
                 position: outcome.position(),
-            }),
-        }
+            })
+        };
+        let decoy = || self.decoy_send_code(&started.subject, recovery_id, caller);
+        self.real_or_decoy(started.account_id, real, decoy).await
     }
 
     /// RC-3: checks a code; a right one yields a reset token.
@@ -226,25 +231,22 @@ impl AccountHandler {
         caller: &Caller,
     ) -> Result<Checked, HandlerError> {
         let started = self.offered(recovery_id, RecoveryMethod::Sms).await?;
-        let Some(account_id) = started.account_id else {
-            return self
-                .decoy_verify_code(&started.subject, recovery_id, &code, caller)
-                .await;
-        };
-        let (token, token_hash) = tokens::new_token();
-        let cmd = AccountCommand::VerifyRecoveryCode(VerifyRecoveryCode {
-            recovery_id,
-            code: code.clone(),
-            token_hash,
-            client_ip,
-        });
-        match self.execute(account_id, cmd, caller).await {
-            Err(HandlerError::Domain(AccountError::RecoveryRefused)) => {
-                self.decoy_verify_code(&started.subject, recovery_id, &code, caller)
-                    .await
+        let real = |account_id| {
+            let code = code.clone();
+            async move {
+                let (token, token_hash) = tokens::new_token();
+                let cmd = AccountCommand::VerifyRecoveryCode(VerifyRecoveryCode {
+                    recovery_id,
+                    code,
+                    token_hash,
+                    client_ip,
+                });
+                let outcome = self.execute(account_id, cmd, caller).await?;
+                Ok(checked(outcome, token))
             }
-            other => other.map(|outcome| checked(outcome, token)),
-        }
+        };
+        let decoy = || self.decoy_verify_code(&started.subject, recovery_id, &code, caller);
+        self.real_or_decoy(started.account_id, real, decoy).await
     }
 
     /// RC-4: the question of the recovery's account (a decoy's: a plausible one).
@@ -274,25 +276,22 @@ impl AccountHandler {
         caller: &Caller,
     ) -> Result<Checked, HandlerError> {
         let started = self.offered(recovery_id, RecoveryMethod::Question).await?;
-        let Some(account_id) = started.account_id else {
-            return self
-                .decoy_answer(&started.subject, recovery_id, answer, caller)
-                .await;
-        };
-        let (token, token_hash) = tokens::new_token();
-        let cmd = AccountCommand::AnswerSecurityQuestion(AnswerSecurityQuestion {
-            recovery_id,
-            answer: answer.clone(),
-            token_hash,
-            client_ip,
-        });
-        match self.execute(account_id, cmd, caller).await {
-            Err(HandlerError::Domain(AccountError::RecoveryRefused)) => {
-                self.decoy_answer(&started.subject, recovery_id, answer, caller)
-                    .await
+        let real = |account_id| {
+            let answer = answer.clone();
+            async move {
+                let (token, token_hash) = tokens::new_token();
+                let cmd = AccountCommand::AnswerSecurityQuestion(AnswerSecurityQuestion {
+                    recovery_id,
+                    answer,
+                    token_hash,
+                    client_ip,
+                });
+                let outcome = self.execute(account_id, cmd, caller).await?;
+                Ok(checked(outcome, token))
             }
-            other => other.map(|outcome| checked(outcome, token)),
-        }
+        };
+        let decoy = || self.decoy_answer(&started.subject, recovery_id, answer.clone(), caller);
+        self.real_or_decoy(started.account_id, real, decoy).await
     }
 
     /// RC-5: the new password with the link's or reset token. An unknown user id gets the same
