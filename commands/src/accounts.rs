@@ -14,7 +14,7 @@ use custode_domain::account::{
 };
 use custode_domain::envelope::{decode, encode, CURRENT_SCHEMA_VERSION};
 use custode_domain::user_registry::{self, UserId, UserIdError};
-use custode_domain::{Actor, RecordedEvent, Secret, Settings};
+use custode_domain::{Actor, RecordedEvent, Sealed, Secret, Settings};
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use uuid::Uuid;
@@ -150,15 +150,15 @@ impl AccountHandler {
     /// ACC-2: fresh temporary credentials for `account_id`, sealed for the mailer.
     pub fn temporary_password(&self, account_id: Uuid) -> Result<InitialPassword, HandlerError> {
         let password = tokens::temporary_password();
-        let sealed = self
-            .keys
-            .seal(
-                &password,
-                &account::temporary_password_context(account_id),
-                self.clock.now(),
-            )
-            .map_err(|e| HandlerError::Store(e.to_string()))?;
+        let sealed = self.seal(&password, &account::temporary_password_context(account_id))?;
         Ok(InitialPassword::Temporary { password, sealed })
+    }
+
+    /// `secret` sealed for the workers under today's delivery key, bound to `context`.
+    pub(crate) fn seal(&self, secret: &Secret, context: &str) -> Result<Sealed, HandlerError> {
+        self.keys
+            .seal(secret, context, self.clock.now())
+            .map_err(|e| HandlerError::Store(e.to_string()))
     }
 
     /// ACC-1..4: claims the user id and opens the account in one atomic append. Returns the

@@ -49,6 +49,14 @@ pub struct Sent {
     pub position: u64,
 }
 
+impl From<Outcome> for Sent {
+    fn from(outcome: Outcome) -> Self {
+        Self {
+            position: outcome.position(),
+        }
+    }
+}
+
 /// A fresh six-digit code, uniform over 000000..=999999.
 fn new_code() -> Secret {
     let n: u32 = rand::rngs::OsRng.gen_range(0..1_000_000);
@@ -137,9 +145,7 @@ impl AccountHandler {
         method: RecoveryMethod,
     ) -> Result<RecoveryStarted, HandlerError> {
         let started = self.recovery(recovery_id).await?;
-        if !started.methods.contains(&method) {
-            return Err(AccountError::MethodUnavailable.into());
-        }
+        offers(&started, method)?;
         Ok(started)
     }
 
@@ -167,26 +173,19 @@ impl AccountHandler {
     /// RC-2: mails a fresh link (superseding any earlier one).
     pub async fn send_recovery_link(
         &self,
-        recovery_id: Uuid,
+        started: &RecoveryStarted,
         caller: &Caller,
     ) -> Result<Sent, HandlerError> {
-        let started = self.offered(recovery_id, RecoveryMethod::Email).await?;
+        offers(started, RecoveryMethod::Email)?;
+        let recovery_id = started.recovery_id;
         let real = |account_id| async move {
             let (token, token_hash) = tokens::new_token();
-            let context = recovery_link_context(account_id, recovery_id);
-            let sealed_token = self
-                .keys
-                .seal(&token, &context, self.clock.now())
-                .map_err(|e| HandlerError::Store(e.to_string()))?;
             let cmd = AccountCommand::SendRecoveryLink(SendRecoveryLink {
                 recovery_id,
                 token_hash,
-                sealed_token,
+                sealed_token: self.seal(&token, &recovery_link_context(account_id, recovery_id))?,
             });
-            let outcome = self.execute(account_id, cmd, caller).await?;
-            Ok(Sent {
-                position: outcome.position(),
-            })
+            Ok(self.execute(account_id, cmd, caller).await?.into())
         };
         let decoy = || self.decoy_send_link(&started.subject, recovery_id, caller);
         self.real_or_decoy(started.account_id, real, decoy).await
@@ -195,28 +194,22 @@ impl AccountHandler {
     /// RC-3: sends a fresh code by SMS (replacing the earlier one, keeping its attempts).
     pub async fn send_recovery_code(
         &self,
-        recovery_id: Uuid,
+        started: &RecoveryStarted,
         caller: &Caller,
     ) -> Result<Sent, HandlerError> {
-        let started = self.offered(recovery_id, RecoveryMethod::Sms).await?;
+        offers(started, RecoveryMethod::Sms)?;
+        let recovery_id = started.recovery_id;
         let real = |account_id| async move {
             let challenge_id = Uuid::now_v7();
             let code = new_code();
-            let context = account::otp_context(account_id, challenge_id);
-            let sealed_code = self
-                .keys
-                .seal(&code, &context, self.clock.now())
-                .map_err(|e| HandlerError::Store(e.to_string()))?;
+            let sealed_code = self.seal(&code, &account::otp_context(account_id, challenge_id))?;
             let cmd = AccountCommand::SendRecoveryCode(SendRecoveryCode {
                 recovery_id,
                 challenge_id,
                 code,
                 sealed_code,
             });
-            let outcome = self.execute(account_id, cmd, caller).await?;
-            Ok(Sent {
-                position: outcome.position(),
-            })
+            Ok(self.execute(account_id, cmd, caller).await?.into())
         };
         let decoy = || self.decoy_send_code(&started.subject, recovery_id, caller);
         self.real_or_decoy(started.account_id, real, decoy).await
@@ -505,6 +498,15 @@ fn decoy_wrong(events: &[SubjectEvent], position: u64) -> Checked {
     Checked::Wrong {
         attempts_left,
         position,
+    }
+}
+
+/// A method the recovery's start did not offer is refused, real or decoy alike.
+fn offers(started: &RecoveryStarted, method: RecoveryMethod) -> Result<(), HandlerError> {
+    if started.methods.contains(&method) {
+        Ok(())
+    } else {
+        Err(AccountError::MethodUnavailable.into())
     }
 }
 

@@ -39,6 +39,10 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            recovery::answer_floor,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), access_log))
         .with_state(state)
 }

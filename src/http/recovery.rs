@@ -12,9 +12,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Duration;
-use custode_commands::accounts::{Caller, HandlerError};
+use custode_commands::accounts::Caller;
 use custode_commands::recovery::Checked;
-use custode_domain::recovery::{Offer, RecoveryMethod};
+use custode_domain::recovery::{Offer, RecoveryMethod, RecoveryStarted};
 use custode_domain::{Actor, ActorKind, Secret, Violation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -52,20 +52,29 @@ fn recovery_id(
     })
 }
 
-/// RC-1: answers no sooner than the floor after the request arrived (see
-/// `recovery.answer_floor_ms`), whatever the path taken.
-struct Floor(tokio::time::Instant);
-
-impl Floor {
-    fn start() -> Self {
-        Self(tokio::time::Instant::now())
+/// RC-1: every recovery call answers no sooner than `recovery.answer_floor_ms` after its
+/// request arrived, whatever path it took, so a real account's extra work does not show
+/// against a decoy's. A middleware over the recovery routes, so no handler can forget it.
+pub async fn answer_floor(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string());
+    let floored = path
+        .as_deref()
+        .is_some_and(|p| p == "/v1/recovery" || p.starts_with("/v1/recovery/"));
+    if !floored {
+        return next.run(request).await;
     }
-
-    async fn wait(self, state: &AppState) {
-        let floor =
-            std::time::Duration::from_millis(state.config.settings.recovery.answer_floor_ms);
-        tokio::time::sleep_until(self.0 + floor).await;
-    }
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(state.config.settings.recovery.answer_floor_ms);
+    let response = next.run(request).await;
+    tokio::time::sleep_until(deadline).await;
+    response
 }
 
 fn per_minute(state: &AppState, what: &str, client: ClientIp, limit: u32) -> Result<(), Problem> {
@@ -155,7 +164,6 @@ pub async fn start(
             .retry_after(5))
         }
     }
-    let floor = Floor::start();
     let started = state
         .accounts
         .start_recovery(user_id, client.text(), &anonymous(correlation))
@@ -171,13 +179,11 @@ pub async fn start(
     };
     // No position header: an anonymous caller must not watch the log's head move.
     settle(&state, started.position).await;
-    floor.wait(&state).await;
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 
 /// SEC-2: at most so many recovery messages an hour per user id (its keyed hash).
-async fn message_allowed(state: &AppState, id: Uuid) -> Result<(), Problem> {
-    let started = state.accounts.recovery(id).await?;
+fn message_allowed(state: &AppState, started: &RecoveryStarted) -> Result<(), Problem> {
     state.limiter.hit(
         format!("recovery messages:{}", started.subject),
         state
@@ -209,8 +215,7 @@ pub async fn send_code(
     send(state, correlation, id, RecoveryMethod::Sms).await
 }
 
-/// A recovery message (link or code) within the per-user-id limit, answered `202` no sooner
-/// than the floor.
+/// A recovery message (link or code) within the per-user-id limit, answered `202`.
 async fn send(
     state: AppState,
     correlation: Correlation,
@@ -218,18 +223,14 @@ async fn send(
     method: RecoveryMethod,
 ) -> Result<Response, Problem> {
     let id = recovery_id(id)?;
-    message_allowed(&state, id).await?;
-    let floor = Floor::start();
+    let started = state.accounts.recovery(id).await?;
+    message_allowed(&state, &started)?;
     let caller = anonymous(correlation);
     let sent = match method {
-        RecoveryMethod::Email => state.accounts.send_recovery_link(id, &caller).await,
-        _ => state.accounts.send_recovery_code(id, &caller).await,
-    };
-    if let Ok(sent) = &sent {
-        settle(&state, sent.position).await;
-    }
-    floor.wait(&state).await;
-    sent?;
+        RecoveryMethod::Email => state.accounts.send_recovery_link(&started, &caller).await,
+        _ => state.accounts.send_recovery_code(&started, &caller).await,
+    }?;
+    settle(&state, sent.position).await;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -243,20 +244,17 @@ struct ResetToken {
     reset_token: String,
 }
 
-/// Settles what a check recorded, waits out the floor, then answers.
+/// Settles what a check recorded, then answers.
 async fn answer_check(
     state: &AppState,
-    floor: Floor,
-    checked: Result<Checked, HandlerError>,
+    checked: Checked,
     what: &str,
     rule: &'static str,
     field: &'static str,
 ) -> Result<Response, Problem> {
-    if let Ok(Checked::Wrong { position, .. } | Checked::Token { position, .. }) = &checked {
-        settle(state, *position).await;
-    }
-    floor.wait(state).await;
-    checked_answer(checked?, what, rule, field)
+    let (Checked::Wrong { position, .. } | Checked::Token { position, .. }) = &checked;
+    settle(state, *position).await;
+    checked_answer(checked, what, rule, field)
 }
 
 fn checked_answer(
@@ -300,12 +298,11 @@ pub async fn verify_code(
 ) -> Result<Response, Problem> {
     let id = recovery_id(id)?;
     checks_allowed(&state, client)?;
-    let floor = Floor::start();
     let checked = state
         .accounts
         .verify_recovery_code(id, req.code, client.text(), &anonymous(correlation))
-        .await;
-    answer_check(&state, floor, checked, "code", "RC-3.code", "code").await
+        .await?;
+    answer_check(&state, checked, "code", "RC-3.code", "code").await
 }
 
 #[derive(Debug, Serialize)]
@@ -319,13 +316,8 @@ pub async fn question(
     id: Result<Path<Uuid>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, Problem> {
     let id = recovery_id(id)?;
-    let floor = Floor::start();
-    let question = state.accounts.security_question(id).await;
-    floor.wait(&state).await;
-    Ok(Json(Question {
-        question: question?,
-    })
-    .into_response())
+    let question = state.accounts.security_question(id).await?;
+    Ok(Json(Question { question }).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -350,12 +342,11 @@ pub async fn answer(
             "the answer must have 1 to 200 characters",
         ));
     }
-    let floor = Floor::start();
     let checked = state
         .accounts
         .answer_security_question(id, req.answer, client.text(), &anonymous(correlation))
-        .await;
-    answer_check(&state, floor, checked, "answer", "RC-4.answer", "answer").await
+        .await?;
+    answer_check(&state, checked, "answer", "RC-4.answer", "answer").await
 }
 
 #[derive(Debug, Deserialize)]
@@ -374,7 +365,6 @@ pub async fn complete(
     Body(req): Body<CompleteRequest>,
 ) -> Result<Response, Problem> {
     checks_allowed(&state, client)?;
-    let floor = Floor::start();
     let outcome = state
         .accounts
         .complete_recovery(
@@ -384,15 +374,7 @@ pub async fn complete(
             req.new_password_repeat,
             &anonymous(correlation),
         )
-        .await;
-    // A refusal for an unknown user id and one for a real account take the same time.
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            floor.wait(&state).await;
-            return Err(e.into());
-        }
-    };
+        .await?;
     // A recovery proves the holder: a login lockout (an attacker's guesses) ends with it.
     state.limiter.lift(&super::limits::login_key(&req.user_id));
     Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)

@@ -575,8 +575,16 @@ async fn unknown_ids_and_accounts_without_recovery_info_get_decoys_alike_rc_1() 
     alike_in_time("email", &real_ms, &unknown_ms);
 }
 
-/// The quartiles of two timing samples agree within 10 % (or a millisecond).
+/// The quartiles of two timing samples agree within 10 % (or a millisecond), and none answers
+/// before the floor (`recovery.answer_floor_ms`, 100 ms by default).
 fn alike_in_time(what: &str, real_ms: &[f64], unknown_ms: &[f64]) {
+    let floor = custode_domain::settings::RecoverySettings::default().answer_floor_ms as f64;
+    for sample in real_ms.iter().chain(unknown_ms) {
+        assert!(
+            *sample >= floor,
+            "{what} answered in {sample:.2} ms, under the floor"
+        );
+    }
     for q in [0.25, 0.5, 0.75] {
         let (r, u) = (quantile(real_ms, q), quantile(unknown_ms, q));
         eprintln!("recovery {what}, quantile {q}: real {r:.2} ms, unknown {u:.2} ms");
