@@ -170,6 +170,21 @@ impl AccountHandler {
         decoy().await
     }
 
+    /// A code or an answer checked on the account: the reset token a right one yields is drawn
+    /// here, and only its hash goes into `command`.
+    async fn check(
+        &self,
+        account_id: Uuid,
+        caller: &Caller,
+        command: impl FnOnce(custode_domain::TokenHash) -> AccountCommand,
+    ) -> Result<Checked, HandlerError> {
+        let (token, token_hash) = tokens::new_token();
+        let outcome = self
+            .execute(account_id, command(token_hash), caller)
+            .await?;
+        Ok(checked(outcome, token))
+    }
+
     /// RC-2: mails a fresh link (superseding any earlier one).
     pub async fn send_recovery_link(
         &self,
@@ -226,17 +241,14 @@ impl AccountHandler {
         let started = self.offered(recovery_id, RecoveryMethod::Sms).await?;
         let real = |account_id| {
             let code = code.clone();
-            async move {
-                let (token, token_hash) = tokens::new_token();
-                let cmd = AccountCommand::VerifyRecoveryCode(VerifyRecoveryCode {
+            self.check(account_id, caller, |token_hash| {
+                AccountCommand::VerifyRecoveryCode(VerifyRecoveryCode {
                     recovery_id,
                     code,
                     token_hash,
                     client_ip,
-                });
-                let outcome = self.execute(account_id, cmd, caller).await?;
-                Ok(checked(outcome, token))
-            }
+                })
+            })
         };
         let decoy = || self.decoy_verify_code(&started.subject, recovery_id, &code, caller);
         self.real_or_decoy(started.account_id, real, decoy).await
@@ -271,17 +283,14 @@ impl AccountHandler {
         let started = self.offered(recovery_id, RecoveryMethod::Question).await?;
         let real = |account_id| {
             let answer = answer.clone();
-            async move {
-                let (token, token_hash) = tokens::new_token();
-                let cmd = AccountCommand::AnswerSecurityQuestion(AnswerSecurityQuestion {
+            self.check(account_id, caller, |token_hash| {
+                AccountCommand::AnswerSecurityQuestion(AnswerSecurityQuestion {
                     recovery_id,
                     answer,
                     token_hash,
                     client_ip,
-                });
-                let outcome = self.execute(account_id, cmd, caller).await?;
-                Ok(checked(outcome, token))
-            }
+                })
+            })
         };
         let decoy = || self.decoy_answer(&started.subject, recovery_id, answer.clone(), caller);
         self.real_or_decoy(started.account_id, real, decoy).await
