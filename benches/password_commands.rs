@@ -15,7 +15,8 @@ use custode_commands::hashing::{Argon2Hasher, Argon2Settings, HashPool};
 use custode_commands::tokens::temporary_password;
 use custode_commands::{EventLog, LogOptions};
 use custode_domain::account::{
-    AccountCommand, AccountKind, ChangePassword, InitialPassword, Language, OpenAccount,
+    AccessChannel, AccountCommand, AccountKind, ChangePassword, InitialPassword, Language,
+    OpenAccount,
 };
 use custode_domain::{Actor, Secret, SecretHasher, Settings};
 use std::sync::Arc;
@@ -138,7 +139,13 @@ fn main() {
                 let handler = handler.clone();
                 tasks.push(tokio::spawn(async move {
                     match handler
-                        .login(&user_id, password.clone(), None, &caller())
+                        .login(
+                            &user_id,
+                            password.clone(),
+                            None,
+                            AccessChannel::Api,
+                            &caller(),
+                        )
                         .await
                         .expect("login")
                     {

@@ -156,7 +156,7 @@ impl App {
             keys.clone(),
             service_key,
         );
-        let notices = NoticeHandler::new(log.clone());
+        let notices = NoticeHandler::new(accounts.services().clone());
         let ctx = WorkerContext {
             data_dir: config.data_dir.clone(),
             keys,
@@ -175,11 +175,7 @@ impl App {
                     custode_workers::relay::spawn(js.clone(), log.clone(), &config.data_dir)
                         .map_err(|e| component(&e))?;
                 tasks.push(relay);
-                tasks.push(runtime::spawn_outcome_recorder(
-                    js.clone(),
-                    notices.clone(),
-                    clock.clone(),
-                ));
+                tasks.push(runtime::spawn_outcome_recorder(js.clone(), notices.clone()));
                 (Feed::JetStream(Box::new(js)), Some(relayed))
             }
         };

@@ -67,12 +67,6 @@ impl Argon2Hasher {
             dummy: PasswordHash::new(dummy),
         })
     }
-
-    /// Spends the time of one verification and always fails (unknown user ids).
-    pub fn verify_dummy(&self, secret: &Secret) -> bool {
-        let _ = self.verify(secret, &self.dummy);
-        false
-    }
 }
 
 impl SecretHasher for Argon2Hasher {
@@ -100,6 +94,10 @@ impl SecretHasher for Argon2Hasher {
 
     fn accepts(&self, hash: &PasswordHash) -> bool {
         Phc::new(hash.as_str()).is_ok_and(|phc| phc.algorithm.as_str().starts_with("argon2"))
+    }
+
+    fn verify_dummy(&self, secret: &Secret) {
+        let _ = self.verify(secret, &self.dummy);
     }
 }
 
@@ -210,6 +208,11 @@ impl SecretHasher for MemoHasher {
     fn accepts(&self, hash: &PasswordHash) -> bool {
         self.inner.accepts(hash)
     }
+
+    /// Remembered like a real verification: a retried decoy costs what a retried login does.
+    fn verify_dummy(&self, secret: &Secret) {
+        let _ = self.verify(secret, &self.inner.dummy);
+    }
 }
 
 #[cfg(test)]
@@ -224,7 +227,7 @@ mod tests {
         assert!(hasher.verify(&Secret::new("Tr4m-Colle!Verde"), &hash));
         assert!(!hasher.verify(&Secret::new("Tr4m-Colle!Verdi"), &hash));
         assert!(!hasher.verify(&Secret::new("x"), &PasswordHash::new("garbage")));
-        assert!(!hasher.verify_dummy(&Secret::new("anything")));
+        hasher.verify_dummy(&Secret::new("anything"));
         assert!(hasher.accepts(&hash));
         assert!(!hasher.accepts(&PasswordHash::new("$2b$12$abc")));
     }

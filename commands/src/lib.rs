@@ -1,11 +1,13 @@
 //! The write path of custode: the append-only SQLite event log with group commit and a hash
-//! chain ([`log`]), the load → decide → append handlers ([`accounts`]), the bounded Argon2id
+//! chain ([`log`]), the one load → decide → append handler ([`handler`]) and the flows on it ([`accounts`],
+//! [`recovery`]), the bounded Argon2id
 //! pool ([`hashing`]), tokens ([`tokens`]) and the clock ([`clock`]).
 
 pub mod accounts;
 pub mod canonical;
 pub mod clock;
 pub mod delivery;
+pub mod handler;
 pub mod hashing;
 pub mod log;
 pub mod notices;

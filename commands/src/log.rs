@@ -207,20 +207,41 @@ impl EventLog {
 
     /// Every event of `stream`, in version order.
     pub async fn read_stream(&self, stream: &str) -> Result<Vec<RecordedEvent>, LogError> {
+        self.read_stream_after(stream, 0).await
+    }
+
+    pub fn read_stream_blocking(&self, stream: &str) -> Result<Vec<RecordedEvent>, LogError> {
+        self.read_stream_after_blocking(stream, 0)
+    }
+
+    /// The events of `stream` past `version`, in version order: what a handler whose cached
+    /// state stands at `version` folds. An indexed read (the `(stream, version)` key), so its
+    /// cost does not grow with the stream's length.
+    pub async fn read_stream_after(
+        &self,
+        stream: &str,
+        version: u64,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
         let this = self.clone();
         let stream = stream.to_string();
-        tokio::task::spawn_blocking(move || this.read_stream_blocking(&stream))
+        tokio::task::spawn_blocking(move || this.read_stream_after_blocking(&stream, version))
             .await
             .map_err(|e| LogError::Store(e.to_string()))?
     }
 
-    pub fn read_stream_blocking(&self, stream: &str) -> Result<Vec<RecordedEvent>, LogError> {
+    pub fn read_stream_after_blocking(
+        &self,
+        stream: &str,
+        version: u64,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        let version = i64::try_from(version).map_err(|e| LogError::Store(e.to_string()))?;
         self.inner
             .readers
             .with(|conn| {
-                let mut stmt =
-                    conn.prepare_cached(&format!("{SELECT} WHERE stream = ?1 ORDER BY version"))?;
-                let rows = stmt.query_map(params![stream], row_to_stored)?;
+                let mut stmt = conn.prepare_cached(&format!(
+                    "{SELECT} WHERE stream = ?1 AND version > ?2 ORDER BY version"
+                ))?;
+                let rows = stmt.query_map(params![stream, version], row_to_stored)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })?
             .into_iter()

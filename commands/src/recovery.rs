@@ -4,19 +4,18 @@
 //! for anything else, counted on the id's `subject-<keyed hash>` stream: the same answers, the
 //! same writes, nothing sent (RC-1, SEC-6).
 
-use crate::accounts::{to_new_events, AccountHandler, Caller, HandlerError, Outcome};
-use crate::log::{LogError, StreamAppend};
+use crate::accounts::{AccountHandler, AccountResult, Caller, Outcome};
+use crate::handler::HandlerError;
 use crate::tokens;
 use custode_domain::account::{
     self, recovery_link_context, AccountCommand, AccountError, AccountEvent,
     AnswerSecurityQuestion, CompleteRecovery, OperatorReset, SendRecoveryCode, SendRecoveryLink,
     VerifyRecoveryCode,
 };
-use custode_domain::otp;
 use custode_domain::recovery::{
-    self as rc, decoy_offer, decoy_question, Offer, RecoveryEvent, RecoveryMethod, RecoveryStarted,
+    self as rc, decoy_offer, decoy_question, Offer, RecoveryMethod, RecoveryStarted,
 };
-use custode_domain::subject::{self, Subject, SubjectEvent};
+use custode_domain::subject::{SubjectCommand, SubjectEvent};
 use custode_domain::{Secret, Violation};
 use rand::Rng;
 use uuid::Uuid;
@@ -65,14 +64,14 @@ fn new_code() -> Secret {
 
 impl AccountHandler {
     fn decoy_seed(&self, subject: &[u8; 32]) -> [u8; 32] {
-        self.service_key.mac("custode/recovery-decoy", &[subject])
+        self.service_key().mac("custode/recovery-decoy", &[subject])
     }
 
     /// The methods a decoy for `user_id` offers (for support staff and tests: what an unknown
     /// id's holder would be shown).
     pub fn decoy_methods_of(&self, user_id: &str) -> Vec<RecoveryMethod> {
-        let seed = self.decoy_seed(&self.service_key.subject(user_id));
-        decoy_offer(&seed, &self.settings.recovery)
+        let seed = self.decoy_seed(&self.service_key().subject(user_id));
+        decoy_offer(&seed, &self.settings().recovery)
             .iter()
             .map(|o| o.method)
             .collect()
@@ -85,13 +84,13 @@ impl AccountHandler {
         user_id: &str,
         client_ip: Option<String>,
         caller: &Caller,
-    ) -> Result<Started, HandlerError> {
-        let subject = self.service_key.subject(user_id);
+    ) -> AccountResult<Started> {
+        let subject = self.service_key().subject(user_id);
         let subject_hex = crate::log::hex(&subject);
         let mut real = None;
         if let Some(account_id) = self.account_id_of(user_id.trim()).await? {
             let (state, _) = self.load(account_id).await?;
-            if let Some(offers) = rc::offer(&state, &self.settings.recovery) {
+            if let Some(offers) = rc::offer(&state, &self.settings().recovery) {
                 real = Some((account_id, offers));
             }
         }
@@ -99,51 +98,44 @@ impl AccountHandler {
             Some((id, offers)) => (Some(id), offers),
             None => (
                 None,
-                decoy_offer(&self.decoy_seed(&subject), &self.settings.recovery),
+                decoy_offer(&self.decoy_seed(&subject), &self.settings().recovery),
             ),
         };
         let recovery_id = Uuid::now_v7();
-        let event = RecoveryEvent::RecoveryStarted(RecoveryStarted {
+        let start = RecoveryStarted {
             recovery_id,
             account_id,
             subject: subject_hex,
             methods: offers.iter().map(|o| o.method).collect(),
             client_ip,
-        });
-        let recorded = self
-            .log
-            .append(
-                vec![StreamAppend {
-                    stream: rc::stream_for(recovery_id),
-                    expected_version: 0,
-                    events: to_new_events(&[event])?,
-                }],
-                self.metadata(caller),
-            )
-            .await?;
+        };
+        let outcome = self
+            .recoveries
+            .execute(&recovery_id, start, caller)
+            .await
+            .map_err(|e| e.map_domain(|never| match never {}))?;
         Ok(Started {
             recovery_id,
             offers,
-            position: recorded.last().map_or(0, |e| e.position),
+            position: outcome.position(),
         })
     }
 
     /// The recovery `recovery_id` as its start recorded it.
-    pub async fn recovery(&self, recovery_id: Uuid) -> Result<RecoveryStarted, HandlerError> {
+    pub async fn recovery(&self, recovery_id: Uuid) -> AccountResult<RecoveryStarted> {
         let (started, _) = self
-            .fold::<RecoveryEvent, Option<RecoveryStarted>>(
-                &rc::stream_for(recovery_id),
-                rc::evolve,
-            )
-            .await?;
-        started.ok_or(HandlerError::RecoveryNotFound)
+            .recoveries
+            .load(&recovery_id)
+            .await
+            .map_err(|e| e.map_domain(|never| match never {}))?;
+        started.ok_or(HandlerError::Domain(AccountError::RecoveryNotFound))
     }
 
     async fn offered(
         &self,
         recovery_id: Uuid,
         method: RecoveryMethod,
-    ) -> Result<RecoveryStarted, HandlerError> {
+    ) -> AccountResult<RecoveryStarted> {
         let started = self.recovery(recovery_id).await?;
         offers(&started, method)?;
         Ok(started)
@@ -156,10 +148,10 @@ impl AccountHandler {
         account_id: Option<Uuid>,
         real: impl FnOnce(Uuid) -> R,
         decoy: impl FnOnce() -> D,
-    ) -> Result<T, HandlerError>
+    ) -> AccountResult<T>
     where
-        R: std::future::Future<Output = Result<T, HandlerError>>,
-        D: std::future::Future<Output = Result<T, HandlerError>>,
+        R: std::future::Future<Output = AccountResult<T>>,
+        D: std::future::Future<Output = AccountResult<T>>,
     {
         if let Some(account_id) = account_id {
             match real(account_id).await {
@@ -177,7 +169,7 @@ impl AccountHandler {
         account_id: Uuid,
         caller: &Caller,
         command: impl FnOnce(custode_domain::TokenHash) -> AccountCommand,
-    ) -> Result<Checked, HandlerError> {
+    ) -> AccountResult<Checked> {
         let (token, token_hash) = tokens::new_token();
         let outcome = self
             .execute(account_id, command(token_hash), caller)
@@ -190,7 +182,7 @@ impl AccountHandler {
         &self,
         started: &RecoveryStarted,
         caller: &Caller,
-    ) -> Result<Sent, HandlerError> {
+    ) -> AccountResult<Sent> {
         offers(started, RecoveryMethod::Email)?;
         let recovery_id = started.recovery_id;
         let real = |account_id| async move {
@@ -211,7 +203,7 @@ impl AccountHandler {
         &self,
         started: &RecoveryStarted,
         caller: &Caller,
-    ) -> Result<Sent, HandlerError> {
+    ) -> AccountResult<Sent> {
         offers(started, RecoveryMethod::Sms)?;
         let recovery_id = started.recovery_id;
         let real = |account_id| async move {
@@ -237,7 +229,7 @@ impl AccountHandler {
         code: Secret,
         client_ip: Option<String>,
         caller: &Caller,
-    ) -> Result<Checked, HandlerError> {
+    ) -> AccountResult<Checked> {
         let started = self.offered(recovery_id, RecoveryMethod::Sms).await?;
         let real = |account_id| {
             let code = code.clone();
@@ -255,7 +247,7 @@ impl AccountHandler {
     }
 
     /// RC-4: the question of the recovery's account (a decoy's: a plausible one).
-    pub async fn security_question(&self, recovery_id: Uuid) -> Result<String, HandlerError> {
+    pub async fn security_question(&self, recovery_id: Uuid) -> AccountResult<String> {
         let started = self.offered(recovery_id, RecoveryMethod::Question).await?;
         match started.account_id {
             Some(account_id) => {
@@ -279,7 +271,7 @@ impl AccountHandler {
         answer: Secret,
         client_ip: Option<String>,
         caller: &Caller,
-    ) -> Result<Checked, HandlerError> {
+    ) -> AccountResult<Checked> {
         let started = self.offered(recovery_id, RecoveryMethod::Question).await?;
         let real = |account_id| {
             let answer = answer.clone();
@@ -305,7 +297,7 @@ impl AccountHandler {
         new_password: Secret,
         new_password_repeat: Secret,
         caller: &Caller,
-    ) -> Result<Outcome, HandlerError> {
+    ) -> AccountResult<Outcome> {
         let Some(token_hash) = tokens::parse_token(token) else {
             return Err(AccountError::Invalid(vec![Violation::new(
                 "SEC-1.token",
@@ -316,7 +308,8 @@ impl AccountHandler {
         };
         let Some(account_id) = self.account_id_of(user_id.trim()).await? else {
             // A real account's refusal is decided on the hashing pool: wait our turn there too.
-            self.pool
+            self.services()
+                .pool
                 .run(|| ())
                 .await
                 .map_err(|e| HandlerError::Store(e.to_string()))?;
@@ -341,7 +334,7 @@ impl AccountHandler {
         user_id: &str,
         form_reference: String,
         caller: &Caller,
-    ) -> Result<(Outcome, Secret), HandlerError> {
+    ) -> AccountResult<(Outcome, Secret)> {
         let Some(account_id) = self.account_id_of(user_id.trim()).await? else {
             return Err(AccountError::NotFound.into());
         };
@@ -358,50 +351,18 @@ impl AccountHandler {
 /// A decoy's answers (RC-1, SEC-6): the same checks, in the same order, with the same limits
 /// as a real account's, counted in the id's `subject-<hex>` stream; nothing is sent.
 impl AccountHandler {
-    /// The in-process turn of a subject stream, as an account has one: commands on one id
-    /// (known or not) take turns, so neither answers faster or conflicts more under a burst.
-    pub(crate) fn subject_turn(&self, subject_hex: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
-        let key = subject_hex
-            .get(..32)
-            .and_then(|h| u128::from_str_radix(h, 16).ok())
-            .unwrap_or_default();
-        self.locks.get(Uuid::from_u128(key))
-    }
-
-    /// Load, decide, append on the stream of `subject`, again on a version conflict. The
-    /// caller holds the subject's turn. Returns
-    /// the events and the position of the last (0 when there were none).
-    pub(crate) async fn on_subject(
+    async fn on_subject(
         &self,
         subject_hex: &str,
+        command: SubjectCommand,
         caller: &Caller,
-        decide: impl Fn(&Subject) -> Result<Vec<SubjectEvent>, AccountError>,
-    ) -> Result<(Vec<SubjectEvent>, u64), HandlerError> {
-        let stream = subject::stream_for(subject_hex);
-        let mut attempts_left = 4;
-        loop {
-            attempts_left -= 1;
-            let (state, version) = self
-                .fold::<SubjectEvent, Subject>(&stream, subject::evolve)
-                .await?;
-            let events = decide(&state)?;
-            if events.is_empty() {
-                return Ok((events, 0));
-            }
-            let append = StreamAppend {
-                stream: stream.clone(),
-                expected_version: version,
-                events: to_new_events(&events)?,
-            };
-            match self.log.append(vec![append], self.metadata(caller)).await {
-                Ok(recorded) => {
-                    let position = recorded.last().map_or(0, |e| e.position);
-                    return Ok((events, position));
-                }
-                Err(LogError::Conflict { .. }) if attempts_left > 0 => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+    ) -> AccountResult<(Vec<SubjectEvent>, u64)> {
+        let outcome = self
+            .subjects
+            .execute(&subject_hex.to_string(), command, caller)
+            .await?;
+        let position = outcome.position();
+        Ok((outcome.events, position))
     }
 
     async fn decoy_send_link(
@@ -409,15 +370,9 @@ impl AccountHandler {
         subject_hex: &str,
         recovery_id: Uuid,
         caller: &Caller,
-    ) -> Result<Sent, HandlerError> {
-        let turn = self.subject_turn(subject_hex);
-        let _turn = turn.lock().await;
-        let now = self.clock.now();
-        let (_, position) = self
-            .on_subject(subject_hex, caller, |_| {
-                Ok(subject::send_link(recovery_id, &self.settings, now))
-            })
-            .await?;
+    ) -> AccountResult<Sent> {
+        let command = SubjectCommand::SendLink { recovery_id };
+        let (_, position) = self.on_subject(subject_hex, command, caller).await?;
         Ok(Sent { position })
     }
 
@@ -426,15 +381,9 @@ impl AccountHandler {
         subject_hex: &str,
         recovery_id: Uuid,
         caller: &Caller,
-    ) -> Result<Sent, HandlerError> {
-        let turn = self.subject_turn(subject_hex);
-        let _turn = turn.lock().await;
-        let now = self.clock.now();
-        let (_, position) = self
-            .on_subject(subject_hex, caller, |s| {
-                subject::send_code(s, recovery_id, &self.settings, now)
-            })
-            .await?;
+    ) -> AccountResult<Sent> {
+        let command = SubjectCommand::SendCode { recovery_id };
+        let (_, position) = self.on_subject(subject_hex, command, caller).await?;
         Ok(Sent { position })
     }
 
@@ -444,16 +393,12 @@ impl AccountHandler {
         recovery_id: Uuid,
         code: &Secret,
         caller: &Caller,
-    ) -> Result<Checked, HandlerError> {
-        let turn = self.subject_turn(subject_hex);
-        let _turn = turn.lock().await;
-        let now = self.clock.now();
-        let well_formed = otp::well_formed(code.expose());
-        let (events, position) = self
-            .on_subject(subject_hex, caller, |s| {
-                subject::verify_code(s, recovery_id, well_formed, &self.settings, now)
-            })
-            .await?;
+    ) -> AccountResult<Checked> {
+        let command = SubjectCommand::VerifyCode {
+            recovery_id,
+            code: code.clone(),
+        };
+        let (events, position) = self.on_subject(subject_hex, command, caller).await?;
         Ok(decoy_wrong(&events, position))
     }
 
@@ -463,33 +408,12 @@ impl AccountHandler {
         recovery_id: Uuid,
         answer: Secret,
         caller: &Caller,
-    ) -> Result<Checked, HandlerError> {
-        // As a real answer: in turn, then on the hashing pool the answer's shape, the lock and
-        // the same Argon2 verification, in that order, with one clock reading for all of it.
-        let turn = self.subject_turn(subject_hex);
-        let _turn = turn.lock().await;
-        let now = self.clock.now();
-        let (state, _) = self
-            .fold::<SubjectEvent, Subject>(&subject::stream_for(subject_hex), subject::evolve)
-            .await?;
-        let hasher = self.hasher.clone();
-        self.pool
-            .run(move || {
-                let normalized = custode_domain::masking::normalize_answer(answer.expose());
-                if normalized.is_empty() || normalized.chars().count() > 200 {
-                    return Err(answer_malformed());
-                }
-                subject::question_lock(&state, now)?;
-                hasher.verify_dummy(&Secret::new(normalized));
-                Ok(())
-            })
-            .await
-            .map_err(|e| HandlerError::Store(e.to_string()))??;
-        let (events, position) = self
-            .on_subject(subject_hex, caller, |s| {
-                subject::answer_failed(s, recovery_id, &self.settings, now)
-            })
-            .await?;
+    ) -> AccountResult<Checked> {
+        let command = SubjectCommand::AnswerQuestion {
+            recovery_id,
+            answer,
+        };
+        let (events, position) = self.on_subject(subject_hex, command, caller).await?;
         Ok(decoy_wrong(&events, position))
     }
 }
@@ -511,7 +435,7 @@ fn decoy_wrong(events: &[SubjectEvent], position: u64) -> Checked {
 }
 
 /// A method the recovery's start did not offer is refused, real or decoy alike.
-fn offers(started: &RecoveryStarted, method: RecoveryMethod) -> Result<(), HandlerError> {
+fn offers(started: &RecoveryStarted, method: RecoveryMethod) -> AccountResult<()> {
     if started.methods.contains(&method) {
         Ok(())
     } else {
@@ -535,15 +459,7 @@ fn checked(outcome: Outcome, token: Secret) -> Checked {
     }
 }
 
-fn answer_malformed() -> AccountError {
-    AccountError::Invalid(vec![Violation::new(
-        "RC-4.answer",
-        Some("answer"),
-        "the answer must have 1 to 200 characters",
-    )])
-}
-
-fn subject_bytes(hex: &str) -> Result<[u8; 32], HandlerError> {
+fn subject_bytes(hex: &str) -> AccountResult<[u8; 32]> {
     let bytes: Option<Vec<u8>> = (0..hex.len())
         .step_by(2)
         .map(|i| {

@@ -93,9 +93,49 @@ impl RecordedEvent {
     }
 }
 
-/// The schema version every event type is written with today. AU-4: when a payload's shape
-/// changes, the new version gets its own schema file and [`upcast`] lifts the old ones on read.
-pub const CURRENT_SCHEMA_VERSION: u32 = 1;
+/// Lifts a payload of `event_type` written at `from_version` to `from_version + 1`.
+pub struct Upcaster {
+    pub event_type: &'static str,
+    pub from_version: u32,
+    pub upcast: fn(serde_json::Value) -> serde_json::Value,
+}
+
+/// Every upcaster, each type's in version order (AU-4). A type's current version is one past
+/// its last upcaster's `from_version`, and 1 for a type that never changed; each version has
+/// its schema in `schemas/events/<Type>.v<N>.json`. Events are never rewritten: old versions
+/// are lifted on read, one step at a time.
+pub const UPCASTERS: &[Upcaster] = &[
+    Upcaster {
+        event_type: "SessionStarted",
+        from_version: 1,
+        upcast: crate::account::upcast::session_started_v1,
+    },
+    Upcaster {
+        event_type: "LoginFailed",
+        from_version: 1,
+        upcast: crate::account::upcast::login_failed_v1,
+    },
+];
+
+/// The version `event_type` is written with today.
+pub fn current_version(event_type: &str) -> u32 {
+    UPCASTERS
+        .iter()
+        .filter(|u| u.event_type == event_type)
+        .map(|u| u.from_version + 1)
+        .max()
+        .unwrap_or(1)
+}
+
+/// Splits a `#[serde(tag = "type", content = "payload")]` event into its type name, the
+/// version that type is written with today, and its payload.
+pub fn encode_versioned<E: Serialize>(
+    event: &E,
+) -> Result<(String, u32, serde_json::Value), serde_json::Error> {
+    let (event_type, payload) = encode(event)?;
+    let version = current_version(&event_type);
+    Ok((event_type, version, payload))
+}
 
 /// Splits a `#[serde(tag = "type", content = "payload")]` event into its type name and payload.
 pub fn encode<E: Serialize>(event: &E) -> Result<(String, serde_json::Value), serde_json::Error> {
@@ -128,12 +168,59 @@ pub fn decode<E: serde::de::DeserializeOwned>(
     serde_json::from_value(serde_json::json!({ "type": event.event_type, "payload": payload }))
 }
 
-/// Lifts an old payload to the current shape. Every event is still at version 1, so this is the
-/// identity; it is the one place a future version's upcaster goes.
+/// Lifts a payload of `event_type` at `schema_version` to the current shape.
 pub fn upcast(
-    _event_type: &str,
-    _schema_version: u32,
-    payload: serde_json::Value,
+    event_type: &str,
+    schema_version: u32,
+    mut payload: serde_json::Value,
 ) -> serde_json::Value {
+    let mut version = schema_version;
+    for step in UPCASTERS.iter().filter(|u| u.event_type == event_type) {
+        if step.from_version == version {
+            payload = (step.upcast)(payload);
+            version += 1;
+        }
+    }
     payload
+}
+
+/// A set of event types one consumer folds (a projection, the notification policy, the
+/// schedule), as an enum of just those: the consumer matches it exhaustively and never lists
+/// what it ignores. Declared with [`event_group!`](crate::event_group).
+pub trait EventGroup: serde::de::DeserializeOwned {
+    const TYPES: &'static [&'static str];
+
+    /// `event` as a member of this group, upcast; `None` when its type is not one of ours.
+    fn from_recorded(event: &RecordedEvent) -> Result<Option<Self>, serde_json::Error> {
+        if Self::TYPES.contains(&event.event_type.as_str()) {
+            decode(event).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// Declares an [`EventGroup`]: an enum whose variants are event types, each wrapping the
+/// payload struct of the same name (which must be in scope).
+///
+/// ```ignore
+/// event_group! {
+///     /// What the accounts read model folds.
+///     pub enum AccountsFolds { AccountOpened, PasswordChanged }
+/// }
+/// ```
+#[macro_export]
+macro_rules! event_group {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+        #[serde(tag = "type", content = "payload")]
+        $vis enum $name {
+            $($variant($variant)),+
+        }
+
+        impl $crate::envelope::EventGroup for $name {
+            const TYPES: &'static [&'static str] = &[$(stringify!($variant)),+];
+        }
+    };
 }

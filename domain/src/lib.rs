@@ -6,6 +6,7 @@
 //! testable as *given these events, when this command, then these events or this error*.
 
 pub mod account;
+pub mod decider;
 pub mod envelope;
 pub mod lockout;
 pub mod masking;
@@ -21,6 +22,7 @@ pub mod subject;
 pub mod user_registry;
 pub mod violation;
 
+pub use decider::{Ctx, Decider, Refusal};
 pub use envelope::{Actor, ActorKind, RecordedEvent};
 pub use secret::{PasswordHash, Sealed, Secret, SecretHasher, TokenHash};
 pub use settings::Settings;

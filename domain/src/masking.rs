@@ -9,6 +9,20 @@ pub fn normalize_answer(answer: &str) -> String {
         .to_lowercase()
 }
 
+/// Longest security answer accepted, in characters, once normalised (RI-1, RC-4).
+pub const MAX_ANSWER_CHARS: usize = 200;
+
+/// A security answer as it is hashed and compared: normalised, with 1 to
+/// [`MAX_ANSWER_CHARS`] characters; `None` for any other shape. The one check every path that
+/// takes an answer applies (saving it, answering it, and a decoy's answer alike).
+pub fn checked_answer(answer: &str) -> Option<String> {
+    let normalized = normalize_answer(answer);
+    let chars = normalized.chars().count();
+    (1..=MAX_ANSWER_CHARS)
+        .contains(&chars)
+        .then_some(normalized)
+}
+
 /// A plausible e-mail address: one `@`, a non-empty local part, a dotted domain, no spaces.
 pub fn normalize_email(email: &str) -> Option<String> {
     let email = email.trim();

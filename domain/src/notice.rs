@@ -146,6 +146,39 @@ impl NoticeError {
     }
 }
 
+impl crate::decider::Refusal for NoticeError {
+    fn code(&self) -> &'static str {
+        NoticeError::code(self)
+    }
+}
+
+/// The notice aggregate as the generic handler runs it.
+pub struct Notices;
+
+impl crate::decider::Decider for Notices {
+    type Id = Uuid;
+    type State = Notice;
+    type Command = NoticeCommand;
+    type Event = NoticeEvent;
+    type Error = NoticeError;
+
+    fn stream_for(id: &Uuid) -> String {
+        stream_for(*id)
+    }
+
+    fn decide(
+        state: &Notice,
+        command: &NoticeCommand,
+        _ctx: &crate::decider::Ctx<'_>,
+    ) -> Result<Vec<NoticeEvent>, NoticeError> {
+        decide(state, command)
+    }
+
+    fn evolve(state: Notice, event: &NoticeEvent) -> Notice {
+        evolve(state, event)
+    }
+}
+
 pub fn decide(state: &Notice, cmd: &NoticeCommand) -> Result<Vec<NoticeEvent>, NoticeError> {
     Ok(match cmd {
         NoticeCommand::RecordSent(sent) => match state.state {

@@ -56,6 +56,37 @@ pub fn stream_for(recovery_id: Uuid) -> String {
     format!("recovery-{recovery_id}")
 }
 
+/// The recovery start as the generic handler runs it: a stream that takes one event.
+pub struct Recoveries;
+
+impl crate::decider::Decider for Recoveries {
+    type Id = Uuid;
+    type State = Option<RecoveryStarted>;
+    type Command = RecoveryStarted;
+    type Event = RecoveryEvent;
+    type Error = std::convert::Infallible;
+
+    fn stream_for(id: &Uuid) -> String {
+        stream_for(*id)
+    }
+
+    /// A recovery id is drawn fresh for each start; a second start of one id records nothing.
+    fn decide(
+        state: &Option<RecoveryStarted>,
+        command: &RecoveryStarted,
+        _ctx: &crate::decider::Ctx<'_>,
+    ) -> Result<Vec<RecoveryEvent>, std::convert::Infallible> {
+        Ok(match state {
+            Some(_) => Vec::new(),
+            None => vec![RecoveryEvent::RecoveryStarted(command.clone())],
+        })
+    }
+
+    fn evolve(state: Option<RecoveryStarted>, event: &RecoveryEvent) -> Option<RecoveryStarted> {
+        evolve(state, event)
+    }
+}
+
 /// A recovery as its stream tells it: `None` before it started.
 pub fn evolve(state: Option<RecoveryStarted>, event: &RecoveryEvent) -> Option<RecoveryStarted> {
     match event {

@@ -74,6 +74,9 @@ impl TokenHash {
 pub trait SecretHasher: Send + Sync {
     fn hash(&self, secret: &Secret) -> PasswordHash;
     fn verify(&self, secret: &Secret, hash: &PasswordHash) -> bool;
+    /// Costs what [`SecretHasher::verify`] costs, against no real hash: an unknown id is
+    /// answered in the time a known one is (RC-1, SEC-2).
+    fn verify_dummy(&self, secret: &Secret);
     /// Whether an imported hash (ACC-3) is one this hasher can verify.
     fn accepts(&self, hash: &PasswordHash) -> bool;
 }

@@ -7,6 +7,7 @@
 
 use crate::account::AccountError;
 use crate::lockout::{failures_after, lock_at, Lock};
+use crate::secret::Secret;
 use crate::settings::Settings;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -97,6 +98,90 @@ pub struct DecoyQuestionUnlocked {
 
 pub fn stream_for(subject_hex: &str) -> String {
     format!("subject-{subject_hex}")
+}
+
+/// What an unknown id (or a decoy recovery) is asked to do: each is refused or recorded with
+/// the same checks, in the same order and at the same cost as an account's own command.
+#[derive(Debug, Clone)]
+pub enum SubjectCommand {
+    /// A login: the (dummy) verification of `password`, then a recorded failure (SEC-2).
+    FailLogin {
+        password: Secret,
+        client_ip: Option<String>,
+    },
+    /// RC-2 for a decoy.
+    SendLink { recovery_id: Uuid },
+    /// RC-3 for a decoy.
+    SendCode { recovery_id: Uuid },
+    /// RC-3 for a decoy: every code is wrong.
+    VerifyCode { recovery_id: Uuid, code: Secret },
+    /// RC-4 for a decoy: every answer is wrong, after the same Argon2 verification.
+    AnswerQuestion { recovery_id: Uuid, answer: Secret },
+}
+
+/// The subject aggregate as the generic handler runs it; its id is the keyed hash in hex.
+pub struct Subjects;
+
+impl crate::decider::Decider for Subjects {
+    type Id = String;
+    type State = Subject;
+    type Command = SubjectCommand;
+    type Event = SubjectEvent;
+    type Error = AccountError;
+
+    fn stream_for(subject_hex: &String) -> String {
+        stream_for(subject_hex)
+    }
+
+    fn decide(
+        state: &Subject,
+        command: &SubjectCommand,
+        ctx: &crate::decider::Ctx<'_>,
+    ) -> Result<Vec<SubjectEvent>, AccountError> {
+        let (settings, now) = (ctx.settings, ctx.now);
+        match command {
+            SubjectCommand::FailLogin {
+                password,
+                client_ip,
+            } => {
+                login_lock(state, now)?;
+                ctx.hasher.verify_dummy(password);
+                login_failed(state, client_ip.clone(), settings, now)
+            }
+            SubjectCommand::SendLink { recovery_id } => Ok(send_link(*recovery_id, settings, now)),
+            SubjectCommand::SendCode { recovery_id } => {
+                send_code(state, *recovery_id, settings, now)
+            }
+            SubjectCommand::VerifyCode { recovery_id, code } => verify_code(
+                state,
+                *recovery_id,
+                crate::otp::well_formed(code.expose()),
+                settings,
+                now,
+            ),
+            SubjectCommand::AnswerQuestion {
+                recovery_id,
+                answer,
+            } => {
+                let normalized = crate::masking::checked_answer(answer.expose())
+                    .ok_or_else(crate::account::answer_malformed)?;
+                question_lock(state, now)?;
+                ctx.hasher.verify_dummy(&Secret::new(normalized));
+                answer_failed(state, *recovery_id, settings, now)
+            }
+        }
+    }
+
+    fn evolve(state: Subject, event: &SubjectEvent) -> Subject {
+        evolve(state, event)
+    }
+
+    fn needs_hashing(command: &SubjectCommand) -> bool {
+        matches!(
+            command,
+            SubjectCommand::FailLogin { .. } | SubjectCommand::AnswerQuestion { .. }
+        )
+    }
 }
 
 /// A decoy recovery's code, as a real recovery's challenge would stand.

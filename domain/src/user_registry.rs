@@ -47,6 +47,46 @@ impl UserIdError {
     }
 }
 
+impl crate::decider::Refusal for UserIdError {
+    fn code(&self) -> &'static str {
+        UserIdError::code(self)
+    }
+}
+
+/// Claiming a user id for an account.
+#[derive(Debug, Clone)]
+pub struct ClaimUserId {
+    pub user_id: String,
+    pub account_id: Uuid,
+}
+
+/// The registry as the generic handler runs it: one stream per user id, keyed by the id.
+pub struct Registry;
+
+impl crate::decider::Decider for Registry {
+    type Id = String;
+    type State = UserId;
+    type Command = ClaimUserId;
+    type Event = UserIdEvent;
+    type Error = UserIdError;
+
+    fn stream_for(user_id: &String) -> String {
+        stream_for(user_id)
+    }
+
+    fn decide(
+        state: &UserId,
+        command: &ClaimUserId,
+        _ctx: &crate::decider::Ctx<'_>,
+    ) -> Result<Vec<UserIdEvent>, UserIdError> {
+        decide(state, &command.user_id, command.account_id)
+    }
+
+    fn evolve(state: UserId, event: &UserIdEvent) -> UserId {
+        evolve(state, event)
+    }
+}
+
 pub fn decide(
     state: &UserId,
     user_id: &str,

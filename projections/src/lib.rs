@@ -175,7 +175,7 @@ pub fn dump(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 mod tests {
     use super::*;
     use custode_domain::account::{
-        AccountEvent, AccountKind, AccountOpened, Language, SessionStarted,
+        AccessChannel, AccountEvent, AccountKind, AccountOpened, Language, SessionStarted,
     };
     use custode_domain::envelope::encode;
     use custode_domain::{Actor, TokenHash};
@@ -222,6 +222,7 @@ mod tests {
             expires_at: chrono::DateTime::UNIX_EPOCH,
             fresh_until: chrono::DateTime::UNIX_EPOCH,
             client_ip: None,
+            channel: AccessChannel::Api,
             required_actions: vec![],
         });
         vec![

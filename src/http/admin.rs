@@ -158,17 +158,14 @@ pub async fn retry_dead_letter(
         actor: Actor::operator(),
         correlation_id: correlation.0,
     };
-    let recorded = state
+    let outcome = state
         .notices
-        .execute(
-            notice_id,
-            NoticeCommand::Retry { notice_id },
-            &caller,
-            None,
-            state.clock.now(),
-        )
+        .execute(&notice_id, NoticeCommand::Retry { notice_id }, &caller)
         .await?;
-    let position = recorded.last().map_or(state.log.head(), |e| e.position);
+    let position = outcome
+        .recorded
+        .last()
+        .map_or(state.log.head(), |e| e.position);
     Ok(command_answer(&state, position, StatusCode::ACCEPTED).await)
 }
 
@@ -200,8 +197,6 @@ pub async fn password_reset(
         .accounts
         .operator_reset(&user_id, req.form_reference, &caller)
         .await?;
-    // The reset proves the holder: logins locked by someone's guesses open again.
-    state.limiter.lift(&super::limits::login_key(&user_id));
     let body = PasswordReset {
         temporary_password: password.expose().to_string(),
     };

@@ -1,7 +1,8 @@
-//! SEC-2's rate limits, in this process's memory: sliding windows per key (a client address,
-//! or the keyed hash of a user id) and SEC-6's lockout of a user id after failed logins in a
-//! row. Time comes from the service's clock, so tests move it. Several API nodes each keep
-//! their own counts: the limits then hold per node.
+//! SEC-2's per-address rate limits, in this process's memory: sliding windows per key (a
+//! client address, or the keyed hash of a user id). Time comes from the service's clock, so
+//! tests move it. Several API nodes each keep their own counts: these limits then hold per
+//! node. SEC-6's lockouts of a user id are not here: they live in the log, counted by the
+//! account (or the unknown id's subject stream) under optimistic concurrency.
 
 use super::problem::Problem;
 use chrono::{DateTime, Duration, Utc};
@@ -17,23 +18,7 @@ type Window = (Duration, VecDeque<DateTime<Utc>>);
 #[derive(Debug, Default)]
 pub struct Limiter {
     windows: Mutex<HashMap<String, Window>>,
-    lockouts: Mutex<HashMap<String, Lockout>>,
 }
-
-#[derive(Debug, Default)]
-struct Lockout {
-    failures: u32,
-    /// Attempts under way: they count against the threshold until they end, so parallel
-    /// guesses cannot exceed it (SEC-6).
-    in_flight: u32,
-    until: Option<DateTime<Utc>>,
-    /// The last attempt: a run of failures this old is forgotten when the map is pruned (the
-    /// log keeps the authoritative count).
-    last: Option<DateTime<Utc>>,
-}
-
-/// How long an idle run of failures is remembered in memory.
-const IDLE_RUN_HOURS: i64 = 1;
 
 /// The group a client address is limited as: an IPv4 address, or an IPv6 /64 (one site's
 /// whole allocation, which one holder can roam across).
@@ -56,49 +41,9 @@ fn address_group(ip: std::net::IpAddr) -> String {
     }
 }
 
-/// One login attempt under way for a user id; ends as a success, a failure, or (dropped) as
-/// neither.
-pub struct LoginAttempt<'a> {
-    limiter: &'a Limiter,
-    key: String,
-    ended: bool,
-}
-
-impl LoginAttempt<'_> {
-    /// A right password ends the run of failures.
-    pub fn succeeded(mut self) {
-        self.ended = true;
-        self.limiter.end_attempt(&self.key, None);
-    }
-
-    /// One more failure in a row; at `threshold` the user id is locked out for `lock`.
-    pub fn failed(mut self, threshold: u32, lock: Duration, now: DateTime<Utc>) {
-        self.ended = true;
-        self.limiter
-            .end_attempt(&self.key, Some((threshold, lock, now)));
-    }
-}
-
-impl Drop for LoginAttempt<'_> {
-    fn drop(&mut self) {
-        if !self.ended {
-            if let Ok(mut lockouts) = self.limiter.lockouts.lock() {
-                if let Some(l) = lockouts.get_mut(&self.key) {
-                    l.in_flight = l.in_flight.saturating_sub(1);
-                }
-            }
-        }
-    }
-}
-
 /// Whole seconds until `then`, rounded up.
 fn seconds_until(then: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
     ((then - now).num_milliseconds() + 999) / 1000
-}
-
-/// The key of SEC-6's login lockout for a user id as typed.
-pub fn login_key(user_id: &str) -> String {
-    format!("login:{}", user_id.trim().to_lowercase())
 }
 
 fn limited(seconds: i64, what: &str) -> Problem {
@@ -164,82 +109,6 @@ impl Limiter {
             what,
         )
     }
-
-    /// SEC-6: starts a login attempt for `key`, or `429` while it is locked out or while the
-    /// failures so far and the attempts under way already reach `threshold`.
-    pub fn begin_login(
-        &self,
-        key: String,
-        threshold: u32,
-        now: DateTime<Utc>,
-    ) -> Result<LoginAttempt<'_>, Problem> {
-        let mut lockouts = self
-            .lockouts
-            .lock()
-            .map_err(|_| Problem::internal(&"limiter poisoned"))?;
-        if lockouts.len() >= PRUNE_AT {
-            let idle = Duration::hours(IDLE_RUN_HOURS);
-            lockouts.retain(|_, l| {
-                l.until.is_some_and(|u| u > now)
-                    || l.in_flight > 0
-                    || (l.failures > 0 && l.last.is_some_and(|t| now - t < idle))
-            });
-        }
-        let entry = lockouts.entry(key.clone()).or_default();
-        match entry.until {
-            Some(until) if now < until => {
-                return Err(limited(
-                    seconds_until(until, now),
-                    "failed logins for this user id",
-                ))
-            }
-            Some(_) => *entry = Lockout::default(),
-            None => {}
-        }
-        if entry.failures + entry.in_flight >= threshold {
-            return Err(limited(1, "login attempts for this user id at once"));
-        }
-        entry.in_flight += 1;
-        entry.last = Some(now);
-        Ok(LoginAttempt {
-            limiter: self,
-            key,
-            ended: false,
-        })
-    }
-
-    fn end_attempt(&self, key: &str, failure: Option<(u32, Duration, DateTime<Utc>)>) {
-        let Ok(mut lockouts) = self.lockouts.lock() else {
-            return;
-        };
-        let Some(entry) = lockouts.get_mut(key) else {
-            return;
-        };
-        entry.in_flight = entry.in_flight.saturating_sub(1);
-        match failure {
-            None => entry.failures = 0,
-            Some((threshold, lock, now)) => {
-                entry.failures += 1;
-                if entry.failures >= threshold {
-                    entry.until = Some(now + lock);
-                    entry.failures = 0;
-                }
-            }
-        }
-        if entry.failures == 0 && entry.in_flight == 0 && entry.until.is_none() {
-            lockouts.remove(key);
-        }
-    }
-
-    /// Ends any lockout of `key` (a recovery or an operator's reset proved the holder).
-    pub fn lift(&self, key: &str) {
-        if let Ok(mut lockouts) = self.lockouts.lock() {
-            if let Some(entry) = lockouts.get_mut(key) {
-                entry.failures = 0;
-                entry.until = None;
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -268,51 +137,6 @@ mod tests {
         assert_eq!(refused.retry_after, Some(50));
         assert!(limiter.hit("other".into(), 3, minute, at(10), "x").is_ok());
         assert!(limiter.hit("ip".into(), 3, minute, at(60), "x").is_ok());
-    }
-
-    #[test]
-    fn failures_in_a_row_lock_out_until_the_lock_ends_and_a_success_resets() {
-        let limiter = Limiter::default();
-        let lock = Duration::minutes(15);
-        let fail = |at_s| {
-            limiter
-                .begin_login("u".into(), 10, at(at_s))
-                .unwrap()
-                .failed(10, lock, at(at_s));
-        };
-        for _ in 0..9 {
-            fail(0);
-        }
-        limiter
-            .begin_login("u".into(), 10, at(0))
-            .unwrap()
-            .succeeded();
-        for _ in 0..9 {
-            fail(0);
-        }
-        fail(1);
-        let refused = limiter.begin_login("u".into(), 10, at(2)).err().unwrap();
-        assert_eq!(refused.retry_after, Some(899));
-        assert!(limiter.begin_login("u".into(), 10, at(901)).is_ok());
-    }
-
-    #[test]
-    fn parallel_attempts_cannot_exceed_the_threshold() {
-        let limiter = Limiter::default();
-        let attempts: Vec<_> = (0..3)
-            .map(|_| limiter.begin_login("u".into(), 3, at(0)).unwrap())
-            .collect();
-        assert_eq!(
-            limiter
-                .begin_login("u".into(), 3, at(0))
-                .err()
-                .unwrap()
-                .status,
-            429
-        );
-        // An attempt that ends in neither way (an error) frees its place.
-        drop(attempts);
-        assert!(limiter.begin_login("u".into(), 3, at(0)).is_ok());
     }
 
     #[test]

@@ -4,10 +4,9 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use custode_commands::accounts::HandlerError;
+use custode_commands::handler::HandlerError;
 use custode_domain::account::AccountError;
 use custode_domain::notice::NoticeError;
-use custode_domain::user_registry::UserIdError;
 use custode_domain::Violation;
 use serde::Serialize;
 
@@ -185,6 +184,11 @@ impl From<AccountError> for Problem {
                 Violation::new("PW-4.current", Some("current_password"), "the current password is not right"),
             ]),
             AccountError::NotFound => Problem::new("account-not-found", detail),
+            AccountError::UserIdTaken => Problem::new(e.code(), detail),
+            AccountError::RecoveryNotFound => Problem::new(
+                "recovery-not-found",
+                "no recovery has this id; start one with POST /v1/recovery",
+            ),
             AccountError::AlreadyOpen => Problem::new("account-exists", detail),
             AccountError::SessionInvalid => Problem::new("unauthenticated", detail),
             AccountError::ReauthenticationRequired => Problem::new(
@@ -220,27 +224,25 @@ impl From<AccountError> for Problem {
     }
 }
 
-impl From<HandlerError> for Problem {
-    fn from(e: HandlerError) -> Self {
+impl From<NoticeError> for Problem {
+    fn from(e: NoticeError) -> Self {
         match e {
-            HandlerError::Domain(e) => e.into(),
-            HandlerError::UserId(e @ UserIdError::Taken) => {
-                Problem::new(e.code(), "another account already has this user id")
-            }
-            HandlerError::Conflict => Problem::new(
-                "conflict",
-                "the account changed while this request was decided; send it again",
-            ),
-            HandlerError::Notice(e @ NoticeError::NotFound) => {
-                Problem::new(e.code(), "no dead letter has this id")
-            }
-            HandlerError::Notice(e @ NoticeError::NotDead) => Problem::new(
+            NoticeError::NotFound => Problem::new(e.code(), "no dead letter has this id"),
+            NoticeError::NotDead => Problem::new(
                 e.code(),
                 "this notice was delivered, or a retry of it is already under way",
             ),
-            HandlerError::RecoveryNotFound => Problem::new(
-                "recovery-not-found",
-                "no recovery has this id; start one with POST /v1/recovery",
+        }
+    }
+}
+
+impl<E: Into<Problem>> From<HandlerError<E>> for Problem {
+    fn from(e: HandlerError<E>) -> Self {
+        match e {
+            HandlerError::Domain(e) => e.into(),
+            HandlerError::Conflict => Problem::new(
+                "conflict",
+                "the account changed while this request was decided; send it again",
             ),
             HandlerError::Store(message) => Problem::internal(&message),
         }
@@ -254,7 +256,7 @@ mod tests {
     /// Every domain refusal maps to a listed problem type with the status SPEC gives it.
     #[test]
     fn every_refusal_has_its_problem_and_status() {
-        let cases: Vec<(HandlerError, &str, u16)> = vec![
+        let cases: Vec<(Problem, &str, u16)> = vec![
             (
                 AccountError::Invalid(vec![]).into(),
                 "/problems/validation-failed",
@@ -290,8 +292,16 @@ mod tests {
                 "/problems/reauthentication-required",
                 403,
             ),
-            (UserIdError::Taken.into(), "/problems/user-id-taken", 409),
-            (HandlerError::Conflict, "/problems/conflict", 409),
+            (
+                AccountError::UserIdTaken.into(),
+                "/problems/user-id-taken",
+                409,
+            ),
+            (
+                HandlerError::<AccountError>::Conflict.into(),
+                "/problems/conflict",
+                409,
+            ),
             (
                 NoticeError::NotFound.into(),
                 "/problems/dead-letter-not-found",
@@ -303,13 +313,13 @@ mod tests {
                 409,
             ),
             (
-                HandlerError::Store("disk full".into()),
+                HandlerError::<AccountError>::Store("disk full".into()).into(),
                 "/problems/internal",
                 500,
             ),
         ];
         for (error, problem_type, status) in cases {
-            let problem = Problem::from(error);
+            let problem = error;
             assert_eq!(
                 (problem.problem_type.as_str(), problem.status),
                 (problem_type, status)

@@ -375,7 +375,5 @@ pub async fn complete(
             &anonymous(correlation),
         )
         .await?;
-    // A recovery proves the holder: a login lockout (an attacker's guesses) ends with it.
-    state.limiter.lift(&super::limits::login_key(&req.user_id));
     Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)
 }

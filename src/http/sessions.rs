@@ -11,7 +11,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use custode_commands::accounts::{Caller, LoginOutcome};
 use custode_domain::account::{
-    AccountCommand, AccountEvent, Logout, Reauthenticate, RequiredAction,
+    AccessChannel, AccountCommand, AccountEvent, Logout, Reauthenticate, RequiredAction,
 };
 use custode_domain::{Actor, ActorKind, Secret};
 use serde::{Deserialize, Serialize};
@@ -65,26 +65,21 @@ pub async fn login(
     if req.user_id.chars().count() > 254 {
         return Err(invalid_credentials());
     }
-    let attempt = state.limiter.begin_login(
-        super::limits::login_key(&req.user_id),
-        limits.login_failures_per_user,
-        now,
-    )?;
+    // SEC-6: a user id (known or not) locked out after failures in a row is refused by its
+    // aggregate, counted in the log; parallel guesses take turns on its stream.
     let outcome = state
         .accounts
-        .login(&req.user_id, req.password, client.text(), &caller)
+        .login(
+            &req.user_id,
+            req.password,
+            client.text(),
+            AccessChannel::Api,
+            &caller,
+        )
         .await?;
     match outcome {
-        LoginOutcome::Refused => {
-            attempt.failed(
-                limits.login_failures_per_user,
-                chrono::Duration::minutes(limits.login_lockout_minutes),
-                now,
-            );
-            Err(invalid_credentials())
-        }
+        LoginOutcome::Refused => Err(invalid_credentials()),
         LoginOutcome::Started { token, outcome } => {
-            attempt.succeeded();
             let Some(started) = outcome.events.iter().find_map(|e| match e {
                 AccountEvent::SessionStarted(started) => Some(started),
                 _ => None,
@@ -139,6 +134,7 @@ pub async fn reauth(
         session_id: session.session_id,
         password: req.password,
         client_ip: client.text(),
+        channel: AccessChannel::Api,
     });
     let outcome = state
         .accounts

@@ -69,8 +69,14 @@ fn every_event_type_has_a_schema() {
     types.extend_from_slice(custode_domain::recovery::RECOVERY_EVENT_TYPES);
     types.extend_from_slice(custode_domain::subject::SUBJECT_EVENT_TYPES);
     for event_type in types {
-        let schema = load_json(&format!("schemas/events/{event_type}.v1.json"));
-        assert!(jsonschema::validator_for(&schema).is_ok(), "{event_type}");
+        // AU-4: every version a type was ever written with keeps its schema.
+        for version in 1..=custode_domain::envelope::current_version(event_type) {
+            let schema = load_json(&format!("schemas/events/{event_type}.v{version}.json"));
+            assert!(
+                jsonschema::validator_for(&schema).is_ok(),
+                "{event_type} v{version}"
+            );
+        }
     }
 }
 

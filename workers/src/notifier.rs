@@ -269,7 +269,7 @@ impl Outcome {
 
     /// Appends the outcome to the notice's stream (idempotent: a report already recorded
     /// appends nothing).
-    pub async fn record(&self, handler: &NoticeHandler, now: DateTime<Utc>) -> Result<(), String> {
+    pub async fn record(&self, handler: &NoticeHandler) -> Result<(), String> {
         let notice = self.notice();
         let cmd = match &self.command {
             OutcomeCommand::Sent(s) => NoticeCommand::RecordSent(s.clone()),
@@ -280,12 +280,11 @@ impl Outcome {
             correlation_id: self.correlation_id,
         };
         handler
-            .execute(
-                notice.notice_id,
+            .execute_caused(
+                &notice.notice_id,
                 cmd,
                 &caller,
                 Some(notice.source_event_id),
-                now,
             )
             .await
             .map(|_| ())
@@ -294,9 +293,9 @@ impl Outcome {
 }
 
 impl Reporter {
-    async fn report(&self, outcome: &Outcome, now: DateTime<Utc>) -> Result<(), String> {
+    async fn report(&self, outcome: &Outcome) -> Result<(), String> {
         match self {
-            Reporter::Log(handler) => outcome.record(handler, now).await,
+            Reporter::Log(handler) => outcome.record(handler).await,
             Reporter::JetStream(js) => {
                 let notice = outcome.notice();
                 let kind = match outcome.command {
@@ -690,10 +689,9 @@ impl Delivery {
             outcomes.push((due.notice_id.to_string(), state, outcome));
         }
         // Reported side by side, so that the log commits many of them together.
-        let now = self.clock.now();
         let reported: Vec<(String, String)> = futures_util::stream::iter(outcomes)
             .map(|(notice_id, state, outcome)| async move {
-                match self.reporter.report(&outcome, now).await {
+                match self.reporter.report(&outcome).await {
                     Ok(()) => Some((notice_id, state)),
                     Err(error) => {
                         // Kept unreported: the next round tries again.

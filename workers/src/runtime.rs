@@ -142,11 +142,7 @@ pub const RECORDER: &str = "recorder";
 
 /// In `custode serve --nats`: records the outcomes that workers run apart publish, appending
 /// them to the log (idempotently: a redelivered outcome appends nothing).
-pub fn spawn_outcome_recorder(
-    js: Context,
-    handler: NoticeHandler,
-    clock: Arc<dyn Clock>,
-) -> tokio::task::JoinHandle<()> {
+pub fn spawn_outcome_recorder(js: Context, handler: NoticeHandler) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut failures = 0u32;
         loop {
@@ -177,7 +173,7 @@ pub fn spawn_outcome_recorder(
                 let Ok(message) = message else { break };
                 match serde_json::from_slice::<Outcome>(&message.payload) {
                     Ok(outcome) => {
-                        if let Err(error) = outcome.record(&handler, clock.now()).await {
+                        if let Err(error) = outcome.record(&handler).await {
                             // Not acked: JetStream redelivers it after the ack wait.
                             tracing::warn!(%error, "cannot record an outcome yet");
                             continue;

@@ -1,5 +1,6 @@
 //! Events of the account stream. Each is a fact an auditor can read; none holds a secret in the
-//! clear (hashes only). Every type has a JSON Schema in `schemas/events/<Type>.v1.json`.
+//! clear (hashes only). Every type has a JSON Schema per version in `schemas/events/<Type>.v<N>.json`; older
+//! versions are lifted on read by the upcasters in [`super::upcast`].
 
 use crate::notice::Channel;
 use crate::otp::OtpPurpose;
@@ -85,6 +86,14 @@ pub enum TemporaryPasswordReason {
 #[serde(rename_all = "snake_case")]
 pub enum LoginFailure {
     WrongPassword,
+}
+
+/// Where a login came from (AH-1): the holder's pages or the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessChannel {
+    Web,
+    Api,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,16 +232,20 @@ pub struct SessionStarted {
     pub expires_at: DateTime<Utc>,
     /// Until when the session counts as fresh for sensitive changes (SEC-3 step-up).
     pub fresh_until: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// v2: always present, `null` when the address is not known (v1 left it out).
     pub client_ip: Option<String>,
+    /// v2: the pages or the API (every v1 login came through the API).
+    pub channel: AccessChannel,
     pub required_actions: Vec<RequiredAction>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoginFailed {
     pub reason: LoginFailure,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// v2: always present, `null` when the address is not known (v1 left it out).
     pub client_ip: Option<String>,
+    /// v2: the pages or the API (every v1 failure came through the API).
+    pub channel: AccessChannel,
     /// Set when the failure was a step-up (re-authentication) inside a session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<Uuid>,

@@ -9,13 +9,19 @@
 //! mailbox (ACC-3) only `set_recovery_info`. Sessions live in the same stream (SEC-3): a login
 //! is `SessionStarted` (or `LoginFailed`), and a password change ends every live session.
 
+mod commands;
 mod decide;
+mod errors;
 mod events;
 mod state;
 #[cfg(test)]
 mod tests;
+pub mod upcast;
 
-pub use decide::*;
+pub use crate::decider::Ctx;
+pub use commands::*;
+pub use decide::{answer_malformed, decide};
+pub use errors::*;
 pub use events::*;
 pub use state::*;
 
@@ -23,4 +29,35 @@ use uuid::Uuid;
 
 pub fn stream_for(account_id: Uuid) -> String {
     format!("account-{account_id}")
+}
+
+/// The account aggregate as the generic handler runs it.
+pub struct Accounts;
+
+impl crate::decider::Decider for Accounts {
+    type Id = Uuid;
+    type State = Account;
+    type Command = AccountCommand;
+    type Event = AccountEvent;
+    type Error = AccountError;
+
+    fn stream_for(id: &Uuid) -> String {
+        stream_for(*id)
+    }
+
+    fn decide(
+        state: &Account,
+        command: &AccountCommand,
+        ctx: &Ctx<'_>,
+    ) -> Result<Vec<AccountEvent>, AccountError> {
+        decide(state, command, ctx)
+    }
+
+    fn evolve(state: Account, event: &AccountEvent) -> Account {
+        evolve(state, event)
+    }
+
+    fn needs_hashing(command: &AccountCommand) -> bool {
+        command.needs_hashing()
+    }
 }

@@ -27,6 +27,9 @@ impl SecretHasher for FakeHasher {
     fn accepts(&self, hash: &PasswordHash) -> bool {
         hash.as_str().starts_with("$argon2id$")
     }
+    fn verify_dummy(&self, secret: &Secret) {
+        let _ = self.hash(secret);
+    }
 }
 
 /// A keyed hash of codes for domain tests: the challenge id and the code, in the clear.
@@ -175,6 +178,7 @@ fn login_as(session_id: Uuid, password: &str) -> AccountCommand {
         token_hash: TokenHash::from_hex(format!("{:064x}", session_id.as_u128())),
         password: Secret::new(password),
         client_ip: Some("192.0.2.10".into()),
+        channel: AccessChannel::Api,
     })
 }
 
@@ -374,6 +378,7 @@ fn reauthentication_renews_the_step_up_window() {
                 session_id: SESSION,
                 password: Secret::new(TEMPORARY),
                 client_ip: None,
+                channel: AccessChannel::Api,
             }),
             now() + minutes(30),
         )
@@ -388,6 +393,7 @@ fn reauthentication_with_a_wrong_password_is_a_recorded_failure() {
             session_id: SESSION,
             password: Secret::new("nope"),
             client_ip: Some("192.0.2.10".into()),
+            channel: AccessChannel::Web,
         }))
         .events();
     insta::assert_json_snapshot!(events);
@@ -541,6 +547,7 @@ fn none_of_the_last_five_passwords_may_come_back() {
         token_hash: TokenHash::from_hex("00"),
         password: Secret::new(current),
         client_ip: None,
+        channel: AccessChannel::Api,
     });
     history.extend(given(history.clone()).when(login).events());
     let change = |new: &str| {

@@ -1,0 +1,181 @@
+//! Commands of the account aggregate. Fresh values (ids, token hashes, the temporary password)
+//! are drawn by the handler and arrive inside the command; time, settings and the hasher
+//! arrive in [`Ctx`](crate::decider::Ctx).
+
+use super::events::*;
+use crate::secret::{PasswordHash, Sealed, Secret, TokenHash};
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub enum AccountCommand {
+    Open(OpenAccount),
+    Login(Login),
+    Reauthenticate(Reauthenticate),
+    Logout(Logout),
+    ChangePassword(ChangePassword),
+    SetRecoveryInfo(SetRecoveryInfo),
+    SendRecoveryLink(SendRecoveryLink),
+    SendRecoveryCode(SendRecoveryCode),
+    VerifyRecoveryCode(VerifyRecoveryCode),
+    AnswerSecurityQuestion(AnswerSecurityQuestion),
+    CompleteRecovery(CompleteRecovery),
+    OperatorReset(OperatorReset),
+}
+
+impl AccountCommand {
+    /// Whether `decide` will hash or verify a password: the handler then runs it on the
+    /// bounded hashing pool instead of the async runtime (PW-5).
+    pub fn needs_hashing(&self) -> bool {
+        match self {
+            AccountCommand::Open(_)
+            | AccountCommand::Login(_)
+            | AccountCommand::Reauthenticate(_)
+            | AccountCommand::ChangePassword(_)
+            | AccountCommand::SetRecoveryInfo(_)
+            | AccountCommand::AnswerSecurityQuestion(_)
+            | AccountCommand::CompleteRecovery(_)
+            | AccountCommand::OperatorReset(_) => true,
+            AccountCommand::Logout(_)
+            | AccountCommand::SendRecoveryLink(_)
+            | AccountCommand::SendRecoveryCode(_)
+            | AccountCommand::VerifyRecoveryCode(_) => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum InitialPassword {
+    /// ACC-2: drawn by the handler, shown once to the operator and, sealed with the delivery
+    /// key, mailed to the contact email.
+    Temporary { password: Secret, sealed: Sealed },
+    /// ACC-3: a PHC hash brought from the old system.
+    Imported(PasswordHash),
+}
+
+/// The owning mailbox of a collaborator as the handler found it (`kind` is `None` when no
+/// account has that id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnerRef {
+    pub account_id: Uuid,
+    pub kind: Option<AccountKind>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenAccount {
+    pub account_id: Uuid,
+    pub kind: AccountKind,
+    pub user_id: String,
+    pub plan: Option<Plan>,
+    pub owner: Option<OwnerRef>,
+    pub name: Option<String>,
+    pub fiscal_code: Option<String>,
+    pub contact_email: Option<String>,
+    pub contact_mobile: Option<String>,
+    pub language: Language,
+    pub password: InitialPassword,
+}
+
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub session_id: Uuid,
+    pub token_hash: TokenHash,
+    pub password: Secret,
+    pub client_ip: Option<String>,
+    pub channel: AccessChannel,
+}
+
+#[derive(Debug, Clone)]
+pub struct Reauthenticate {
+    pub session_id: Uuid,
+    pub password: Secret,
+    pub client_ip: Option<String>,
+    pub channel: AccessChannel,
+}
+
+#[derive(Debug, Clone)]
+pub struct Logout {
+    pub session_id: Uuid,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChangePassword {
+    pub session_id: Uuid,
+    pub current_password: Secret,
+    pub new_password: Secret,
+    pub new_password_repeat: Secret,
+}
+
+/// A field of a partial update: absent leaves it, `null` removes it, a value sets it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Change<T> {
+    #[default]
+    Keep,
+    Clear,
+    Set(T),
+}
+
+#[derive(Debug, Clone)]
+pub struct SecurityQuestion {
+    pub question: String,
+    pub answer: Secret,
+    pub answer_repeat: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct SetRecoveryInfo {
+    pub session_id: Uuid,
+    pub email: Change<String>,
+    pub mobile: Change<String>,
+    /// `Set` replaces question and answer; `Clear` removes them.
+    pub security: Change<SecurityQuestion>,
+}
+
+/// RC-2: mail a recovery link. The handler draws the token and seals it for the mailer.
+#[derive(Debug, Clone)]
+pub struct SendRecoveryLink {
+    pub recovery_id: Uuid,
+    pub token_hash: TokenHash,
+    pub sealed_token: Sealed,
+}
+
+/// RC-3: send a code by SMS. The handler draws the code, its challenge id, and seals it.
+#[derive(Debug, Clone)]
+pub struct SendRecoveryCode {
+    pub recovery_id: Uuid,
+    pub challenge_id: Uuid,
+    pub code: Secret,
+    pub sealed_code: Sealed,
+}
+
+/// RC-3: check a code; a right one yields the reset token drawn by the handler.
+#[derive(Debug, Clone)]
+pub struct VerifyRecoveryCode {
+    pub recovery_id: Uuid,
+    pub code: Secret,
+    pub token_hash: TokenHash,
+    pub client_ip: Option<String>,
+}
+
+/// RC-4: answer the security question; a right answer yields the reset token.
+#[derive(Debug, Clone)]
+pub struct AnswerSecurityQuestion {
+    pub recovery_id: Uuid,
+    pub answer: Secret,
+    pub token_hash: TokenHash,
+    pub client_ip: Option<String>,
+}
+
+/// RC-5: the new password, twice, with the link's or reset token (its hash).
+#[derive(Debug, Clone)]
+pub struct CompleteRecovery {
+    pub token_hash: TokenHash,
+    pub new_password: Secret,
+    pub new_password_repeat: Secret,
+}
+
+/// RC-7: an operator's reset after a signed paper form.
+#[derive(Debug, Clone)]
+pub struct OperatorReset {
+    pub form_reference: String,
+    pub password: Secret,
+}

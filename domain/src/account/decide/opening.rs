@@ -1,0 +1,166 @@
+//! ACC-1..3: opening an account with temporary credentials or an imported password.
+
+use super::super::commands::*;
+use super::super::errors::AccountError;
+use super::super::events::*;
+use super::super::state::Account;
+use crate::decider::Ctx;
+use crate::masking::{normalize_email, normalize_mobile};
+use crate::violation::Violation;
+
+const MAX_NAME_CHARS: usize = 200;
+
+pub(super) fn open(
+    state: &Account,
+    c: &OpenAccount,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    if state.is_open() {
+        return Err(AccountError::AlreadyOpen);
+    }
+    let mut errors = Vec::new();
+    let user_id = c.user_id.trim();
+    let user_id_ok = match c.kind {
+        AccountKind::Mailbox => normalize_email(user_id).is_some(),
+        AccountKind::Identity => {
+            (3..=64).contains(&user_id.len())
+                && user_id
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+        }
+        AccountKind::Collaborator => {
+            (3..=128).contains(&user_id.chars().count())
+                && !user_id
+                    .chars()
+                    .any(|ch| ch.is_whitespace() || ch.is_control())
+        }
+    };
+    if !user_id_ok {
+        errors.push(Violation::new(
+            "ACC-1.user_id",
+            Some("user_id"),
+            match c.kind {
+                AccountKind::Mailbox => "a mailbox's user id is its full PEC address",
+                AccountKind::Identity => "an identity's user id is its SPID user name: 3 to 64 letters, digits, '.', '_' or '-'",
+                AccountKind::Collaborator => "a collaborator's user id has 3 to 128 characters and no spaces",
+            },
+        ));
+    }
+    if c.plan.is_some() && c.kind != AccountKind::Mailbox {
+        errors.push(Violation::new(
+            "ACC-1.plan",
+            Some("plan"),
+            "only mailboxes have a plan",
+        ));
+    }
+    match (&c.owner, c.kind) {
+        (None, AccountKind::Collaborator) => errors.push(Violation::new(
+            "ACC-1.owner_id",
+            Some("owner_id"),
+            "a collaborator needs the account id of its mailbox",
+        )),
+        (Some(owner), AccountKind::Collaborator) if owner.kind != Some(AccountKind::Mailbox) => {
+            errors.push(Violation::new(
+                "ACC-1.owner_id",
+                Some("owner_id"),
+                "owner_id must be the account id of an existing mailbox",
+            ))
+        }
+        (Some(_), AccountKind::Mailbox | AccountKind::Identity) => errors.push(Violation::new(
+            "ACC-1.owner_id",
+            Some("owner_id"),
+            "only collaborators have an owner",
+        )),
+        _ => {}
+    }
+    if let Some(name) = &c.name {
+        if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
+            errors.push(Violation::new(
+                "ACC-1.name",
+                Some("name"),
+                "the name must have 1 to 200 characters",
+            ));
+        }
+    }
+    let fiscal_code = c.fiscal_code.as_deref().map(|f| f.trim().to_uppercase());
+    if let Some(fc) = &fiscal_code {
+        if c.kind != AccountKind::Identity {
+            errors.push(Violation::new(
+                "ACC-1.fiscal_code",
+                Some("fiscal_code"),
+                "only identities have a fiscal code",
+            ));
+        } else if fc.len() != 16 || !fc.chars().all(|ch| ch.is_ascii_alphanumeric()) {
+            errors.push(Violation::new(
+                "ACC-1.fiscal_code",
+                Some("fiscal_code"),
+                "a fiscal code has 16 letters and digits",
+            ));
+        }
+    }
+    let contact_email = c.contact_email.as_deref().map(normalize_email);
+    if let Some(None) = contact_email {
+        errors.push(Violation::new(
+            "ACC-1.contact_email",
+            Some("contact_email"),
+            "not a valid e-mail address",
+        ));
+    }
+    let contact_mobile = c.contact_mobile.as_deref().map(normalize_mobile);
+    if let Some(None) = contact_mobile {
+        errors.push(Violation::new(
+            "ACC-1.contact_mobile",
+            Some("contact_mobile"),
+            "not a valid mobile number",
+        ));
+    }
+    if let InitialPassword::Imported(hash) = &c.password {
+        if c.kind != AccountKind::Mailbox {
+            errors.push(Violation::new(
+                "ACC-3",
+                Some("password_phc"),
+                "only migrated mailboxes bring a password",
+            ));
+        }
+        if !ctx.hasher.accepts(hash) {
+            errors.push(Violation::new(
+                "ACC-3",
+                Some("password_phc"),
+                "the imported password must be an Argon2 PHC string",
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(AccountError::Invalid(errors));
+    }
+    let password_event = match &c.password {
+        InitialPassword::Temporary { password, sealed } => {
+            AccountEvent::TemporaryPasswordIssued(TemporaryPasswordIssued {
+                password_hash: ctx.hasher.hash(password),
+                reason: TemporaryPasswordReason::Opening,
+                form_reference: None,
+                sealed_password: Some(sealed.clone()),
+            })
+        }
+        InitialPassword::Imported(hash) => AccountEvent::PasswordImported(PasswordImported {
+            password_hash: hash.clone(),
+        }),
+    };
+    let opened = AccountOpened {
+        account_id: c.account_id,
+        kind: c.kind,
+        user_id: user_id.to_string(),
+        plan: match c.kind {
+            AccountKind::Mailbox => Some(c.plan.unwrap_or(Plan::Standard)),
+            _ => None,
+        },
+        owner_id: c.owner.as_ref().map(|o| o.account_id),
+        name: c.name.as_ref().map(|n| n.trim().to_string()),
+        fiscal_code,
+        contact_email: contact_email.flatten(),
+        contact_mobile: contact_mobile.flatten(),
+        language: c.language,
+        migrated: matches!(c.password, InitialPassword::Imported(_)),
+    };
+    Ok(vec![AccountEvent::AccountOpened(opened), password_event])
+}

@@ -1,0 +1,135 @@
+//! SEC-3, SEC-6: logins, step-up, logout, and the login lockout.
+
+use super::super::commands::*;
+use super::super::errors::AccountError;
+use super::super::events::*;
+use super::super::state::Account;
+use super::*;
+use crate::decider::Ctx;
+use crate::lockout::{failures_after, lock_at, Lock};
+use uuid::Uuid;
+
+pub(super) fn login(
+    state: &Account,
+    c: &Login,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    opened(state)?;
+    let mut events = lockout_over(state, ctx)?;
+    let right = state
+        .current_password()
+        .is_some_and(|hash| ctx.hasher.verify(&c.password, hash));
+    if !right {
+        failed_login(
+            state,
+            &mut events,
+            c.client_ip.clone(),
+            c.channel,
+            None,
+            ctx,
+        );
+        return Ok(events);
+    }
+    let sessions = &ctx.settings.sessions;
+    events.push(AccountEvent::SessionStarted(SessionStarted {
+        session_id: c.session_id,
+        token_hash: c.token_hash.clone(),
+        started_at: ctx.now,
+        expires_at: ctx.now + sessions.lifetime(),
+        fresh_until: ctx.now + sessions.step_up(),
+        client_ip: c.client_ip.clone(),
+        channel: c.channel,
+        required_actions: state.required_actions(),
+    }));
+    Ok(events)
+}
+
+/// SEC-6: refuses while a login lockout lasts; once it has ended, the `LoginUnlocked` to record
+/// before anything else.
+pub(super) fn lockout_over(
+    state: &Account,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    match lock_at(state.login_locked_until, ctx.now) {
+        Lock::Locked { until, seconds } => Err(AccountError::LoginLocked { until, seconds }),
+        Lock::Ended(until) => Ok(vec![AccountEvent::LoginUnlocked(LoginUnlocked {
+            locked_until: until,
+        })]),
+        Lock::Open => Ok(Vec::new()),
+    }
+}
+
+/// A wrong password: `LoginFailed`, and `LoginLockedOut` when it is one too many in a row.
+pub(super) fn failed_login(
+    state: &Account,
+    events: &mut Vec<AccountEvent>,
+    client_ip: Option<String>,
+    channel: AccessChannel,
+    session_id: Option<Uuid>,
+    ctx: &Ctx<'_>,
+) {
+    let failures = failures_after(state.login_failures, !events.is_empty());
+    events.push(AccountEvent::LoginFailed(LoginFailed {
+        reason: LoginFailure::WrongPassword,
+        client_ip,
+        channel,
+        session_id,
+    }));
+    let limits = &ctx.settings.limits;
+    if failures >= limits.login_failures_per_user {
+        events.push(AccountEvent::LoginLockedOut(LoginLockedOut {
+            until: ctx.now + chrono::Duration::minutes(limits.login_lockout_minutes),
+            failures,
+        }));
+    }
+}
+
+pub(super) fn reauthenticate(
+    state: &Account,
+    c: &Reauthenticate,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    opened(state)?;
+    let session = state
+        .live_session(c.session_id, ctx.now)
+        .ok_or(AccountError::SessionInvalid)?;
+    let mut events = lockout_over(state, ctx)?;
+    let right = state
+        .current_password()
+        .is_some_and(|hash| ctx.hasher.verify(&c.password, hash));
+    if !right {
+        failed_login(
+            state,
+            &mut events,
+            c.client_ip.clone(),
+            c.channel,
+            Some(c.session_id),
+            ctx,
+        );
+        return Ok(events);
+    }
+    // Step-up never outlives the session itself.
+    let fresh_until = (ctx.now + ctx.settings.sessions.step_up()).min(session.expires_at);
+    events.push(AccountEvent::SessionReauthenticated(
+        SessionReauthenticated {
+            session_id: c.session_id,
+            fresh_until,
+        },
+    ));
+    Ok(events)
+}
+
+pub(super) fn logout(
+    state: &Account,
+    c: &Logout,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    opened(state)?;
+    state
+        .live_session(c.session_id, ctx.now)
+        .ok_or(AccountError::SessionInvalid)?;
+    Ok(vec![AccountEvent::SessionsEnded(SessionsEnded {
+        session_ids: vec![c.session_id],
+        reason: SessionEndReason::Logout,
+    })])
+}
