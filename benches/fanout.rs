@@ -15,11 +15,10 @@
 
 use async_nats::jetstream::{self, stream};
 use chrono::Utc;
+use custode_commands::accounts::AccountHandler;
 use custode_commands::clock::SystemClock;
 use custode_commands::delivery::DeliveryKeys;
-use custode_commands::handler::Services;
 use custode_commands::hashing::{Argon2Hasher, Argon2Settings, HashPool};
-use custode_commands::notices::NoticeHandler;
 use custode_commands::service_key::ServiceKey;
 use custode_commands::{EventLog, LogOptions, Metadata, NewEvent, StreamAppend};
 use custode_domain::account::{
@@ -29,7 +28,7 @@ use custode_domain::envelope::encode;
 use custode_domain::notice::Channel;
 use custode_domain::{Actor, PasswordHash};
 use custode_workers::consumer::Feed;
-use custode_workers::notifier::{notice_id, Reporter};
+use custode_workers::notifier::{notice_id, Recorder, Reporter};
 use custode_workers::runtime::{spawn_worker, WorkerContext, WorkerName};
 use custode_workers::settings::WorkerSettings;
 use std::path::{Path, PathBuf};
@@ -269,14 +268,15 @@ fn latency_under_load(runtime: &tokio::runtime::Runtime, dir: &Path) {
                 ..WorkerSettings::default()
             },
             clock: Arc::new(SystemClock),
-            reporter: Reporter::Log(NoticeHandler::new(Services {
-                log: log.clone(),
-                pool: HashPool::new(1),
-                hasher: Arc::new(Argon2Hasher::new(Argon2Settings::default()).unwrap()),
-                settings: Arc::default(),
-                clock: Arc::new(SystemClock),
-                service_key: ServiceKey::open(&data_dir.join("keys")).unwrap().0,
-            })),
+            reporter: Reporter::Log(Box::new(Recorder::new(AccountHandler::new(
+                log.clone(),
+                HashPool::new(1),
+                Arc::new(Argon2Hasher::new(Argon2Settings::default()).unwrap()),
+                Arc::default(),
+                Arc::new(SystemClock),
+                DeliveryKeys::open(&data_dir.join("keys")).unwrap(),
+                ServiceKey::open(&data_dir.join("keys")).unwrap().0,
+            )))),
         };
         let mut tasks = custode_workers::runtime::Tasks::default();
         let mailer = spawn_worker(WorkerName::Mailer, Feed::Log(log.clone()), &ctx, &mut tasks).unwrap();

@@ -13,7 +13,7 @@ use custode_commands::sqlite::ReadPool;
 use custode_commands::{EventLog, LogOptions};
 use custode_projections::ReadModels;
 use custode_workers::consumer::{ConsumerHandle, Feed};
-use custode_workers::notifier::Reporter;
+use custode_workers::notifier::{Recorder, Reporter};
 use custode_workers::runtime::{self, WorkerContext};
 use std::collections::HashMap;
 use std::fs::File;
@@ -156,13 +156,14 @@ impl App {
             keys.clone(),
             service_key,
         );
-        let notices = NoticeHandler::new(accounts.services().clone());
+        let recorder = Recorder::new(accounts.clone());
+        let notices = recorder.notices.clone();
         let ctx = WorkerContext {
             data_dir: config.data_dir.clone(),
             keys,
             settings: config.workers.clone(),
             clock: clock.clone(),
-            reporter: Reporter::Log(notices.clone()),
+            reporter: Reporter::Log(Box::new(recorder.clone())),
         };
         let mut tasks = runtime::Tasks::default();
         let (feed, relayed) = match &config.nats {
@@ -175,7 +176,10 @@ impl App {
                     custode_workers::relay::spawn(js.clone(), log.clone(), &config.data_dir)
                         .map_err(|e| component(&e))?;
                 tasks.push(relay);
-                tasks.push(runtime::spawn_outcome_recorder(js.clone(), notices.clone()));
+                tasks.push(runtime::spawn_outcome_recorder(
+                    js.clone(),
+                    recorder.clone(),
+                ));
                 (Feed::JetStream(Box::new(js)), Some(relayed))
             }
         };

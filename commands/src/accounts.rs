@@ -208,6 +208,33 @@ impl AccountHandler {
         })
     }
 
+    /// SEC-6, fired by the scheduler at a lock's end: `EndLocks` on `stream`, an account's or
+    /// an unknown id's. Returns the position of what it recorded (0 when the locks had already
+    /// ended: the command is idempotent, so a timer fired twice appends once).
+    pub async fn end_locks(&self, stream: &str) -> AccountResult<u64> {
+        let caller = Caller {
+            actor: custode_domain::Actor::system(),
+            correlation_id: Uuid::now_v7(),
+        };
+        let position = if let Some(account) = stream.strip_prefix("account-") {
+            let account_id = Uuid::parse_str(account)
+                .map_err(|e| HandlerError::Store(format!("stream {stream}: {e}")))?;
+            self.execute(account_id, AccountCommand::EndLocks, &caller)
+                .await?
+                .position()
+        } else if let Some(subject) = stream.strip_prefix("subject-") {
+            self.subjects
+                .execute(&subject.to_string(), SubjectCommand::EndLocks, &caller)
+                .await?
+                .position()
+        } else {
+            return Err(HandlerError::Store(format!(
+                "stream {stream} has no locks to end"
+            )));
+        };
+        Ok(position)
+    }
+
     /// Load, decide, append on the account's stream (see [`Handler::execute`]).
     pub async fn execute(
         &self,

@@ -198,6 +198,15 @@ pub trait EventGroup: serde::de::DeserializeOwned {
             Ok(None)
         }
     }
+
+    /// A typed event of an aggregate as a member of this group, if its type is one of ours.
+    fn from_typed<E: Serialize>(event: &E) -> Option<Self> {
+        let (event_type, payload) = encode(event).ok()?;
+        if !Self::TYPES.contains(&event_type.as_str()) {
+            return None;
+        }
+        serde_json::from_value(serde_json::json!({ "type": event_type, "payload": payload })).ok()
+    }
 }
 
 /// Declares an [`EventGroup`]: an enum whose variants are event types, each wrapping the

@@ -3,8 +3,9 @@
 //! they have folded from earlier ones ([`Contacts::evolve`]), and deliver what it returns.
 
 use crate::account::{
-    otp_context, recovery_link_context, temporary_password_context, AccountEvent, Language,
-    TemporaryPasswordReason,
+    otp_context, recovery_link_context, temporary_password_context, AccountOpened, Language,
+    LoginLockedOut, OtpChallengeIssued, PasswordChanged, PasswordRecovered, RecoveryInfoSet,
+    RecoveryLinkIssued, SecurityQuestionLocked, TemporaryPasswordIssued, TemporaryPasswordReason,
 };
 use crate::notice::Channel;
 use crate::secret::Sealed;
@@ -85,40 +86,43 @@ pub struct Contacts {
     pub recovery_email: Option<String>,
 }
 
+crate::event_group! {
+    /// The events a worker learns an account's addresses from.
+    pub enum ContactEvent {
+        AccountOpened,
+        RecoveryInfoSet,
+    }
+}
+
+crate::event_group! {
+    /// The events that call for a notice (NT-4, ACC-2, RC-2, RC-3, SEC-6).
+    pub enum NotifyEvent {
+        TemporaryPasswordIssued,
+        PasswordChanged,
+        RecoveryLinkIssued,
+        OtpChallengeIssued,
+        PasswordRecovered,
+        SecurityQuestionLocked,
+        LoginLockedOut,
+        RecoveryInfoSet,
+    }
+}
+
 impl Contacts {
     /// The contacts after `event` (`None` before the account is opened).
-    pub fn evolve(current: Option<Contacts>, event: &AccountEvent) -> Option<Contacts> {
+    pub fn evolve(current: Option<Contacts>, event: &ContactEvent) -> Option<Contacts> {
         match event {
-            AccountEvent::AccountOpened(e) => Some(Contacts {
+            ContactEvent::AccountOpened(e) => Some(Contacts {
                 user_id: e.user_id.clone(),
                 language: e.language,
                 contact_email: e.contact_email.clone(),
                 contact_mobile: e.contact_mobile.clone(),
                 recovery_email: None,
             }),
-            AccountEvent::RecoveryInfoSet(e) => current.map(|c| Contacts {
+            ContactEvent::RecoveryInfoSet(e) => current.map(|c| Contacts {
                 recovery_email: e.email.clone(),
                 ..c
             }),
-            AccountEvent::TemporaryPasswordIssued(_)
-            | AccountEvent::PasswordImported(_)
-            | AccountEvent::PasswordChanged(_)
-            | AccountEvent::SessionStarted(_)
-            | AccountEvent::LoginFailed(_)
-            | AccountEvent::SessionReauthenticated(_)
-            | AccountEvent::SessionsEnded(_)
-            | AccountEvent::RecoveryLinkIssued(_)
-            | AccountEvent::OtpChallengeIssued(_)
-            | AccountEvent::OtpCheckFailed(_)
-            | AccountEvent::OtpVerified(_)
-            | AccountEvent::ResetTokenIssued(_)
-            | AccountEvent::SecurityAnswerFailed(_)
-            | AccountEvent::SecurityQuestionLocked(_)
-            | AccountEvent::SecurityQuestionUnlocked(_)
-            | AccountEvent::PasswordRecovered(_)
-            | AccountEvent::RecoveryInfoConfirmed(_)
-            | AccountEvent::LoginLockedOut(_)
-            | AccountEvent::LoginUnlocked(_) => current,
         }
     }
 }
@@ -147,10 +151,16 @@ pub struct Notice {
 /// with nowhere to write gets none (its operator saw the temporary password in the answer).
 pub fn notices_for(
     account_id: Uuid,
-    event: &AccountEvent,
+    event: &NotifyEvent,
     before: Option<&Contacts>,
 ) -> Vec<Notice> {
-    let after = Contacts::evolve(before.cloned(), event);
+    let after = match event {
+        NotifyEvent::RecoveryInfoSet(e) => before.map(|c| Contacts {
+            recovery_email: e.email.clone(),
+            ..c.clone()
+        }),
+        _ => before.cloned(),
+    };
     let Some(contacts) = after.as_ref() else {
         return Vec::new();
     };
@@ -170,33 +180,32 @@ pub fn notices_for(
             .collect::<Vec<_>>()
     };
     match event {
-        AccountEvent::TemporaryPasswordIssued(e)
-            if e.reason == TemporaryPasswordReason::Opening =>
-        {
-            let Some(sealed) = &e.sealed_password else {
-                return Vec::new();
-            };
-            let secret = Some(SealedValue {
-                sealed: sealed.clone(),
-                context: temporary_password_context(account_id),
-            });
-            match (&contacts.contact_email, &contacts.contact_mobile) {
-                (Some(email), _) => vec![mail(email, Template::TemporaryCredentials, secret)],
-                (None, Some(mobile)) => vec![Notice {
-                    channel: Channel::Sms,
-                    ..mail(mobile, Template::TemporaryCredentials, secret)
-                }],
-                (None, None) => Vec::new(),
+        NotifyEvent::TemporaryPasswordIssued(e) => match e.reason {
+            TemporaryPasswordReason::Opening => {
+                let Some(sealed) = &e.sealed_password else {
+                    return Vec::new();
+                };
+                let secret = Some(SealedValue {
+                    sealed: sealed.clone(),
+                    context: temporary_password_context(account_id),
+                });
+                match (&contacts.contact_email, &contacts.contact_mobile) {
+                    (Some(email), _) => {
+                        vec![mail(email, Template::TemporaryCredentials, secret)]
+                    }
+                    (None, Some(mobile)) => vec![Notice {
+                        channel: Channel::Sms,
+                        ..mail(mobile, Template::TemporaryCredentials, secret)
+                    }],
+                    (None, None) => Vec::new(),
+                }
             }
-        }
-        AccountEvent::PasswordChanged(_) => to_contact_email(Template::PasswordChanged),
-        // RC-7: the holder hears of an operator's reset; the password goes through the operator.
-        AccountEvent::TemporaryPasswordIssued(e)
-            if e.reason == TemporaryPasswordReason::OperatorReset =>
-        {
-            to_contact_email(Template::PasswordChanged)
-        }
-        AccountEvent::RecoveryLinkIssued(e) => vec![mail(
+            // RC-7: the holder hears of an operator's reset; the password goes through the
+            // operator.
+            TemporaryPasswordReason::OperatorReset => to_contact_email(Template::PasswordChanged),
+        },
+        NotifyEvent::PasswordChanged(_) => to_contact_email(Template::PasswordChanged),
+        NotifyEvent::RecoveryLinkIssued(e) => vec![mail(
             &e.to,
             Template::RecoveryLink,
             Some(SealedValue {
@@ -204,7 +213,7 @@ pub fn notices_for(
                 context: recovery_link_context(account_id, e.recovery_id),
             }),
         )],
-        AccountEvent::OtpChallengeIssued(e) => vec![Notice {
+        NotifyEvent::OtpChallengeIssued(e) => vec![Notice {
             channel: e.channel,
             ..mail(
                 &e.to,
@@ -215,10 +224,10 @@ pub fn notices_for(
                 }),
             )
         }],
-        AccountEvent::PasswordRecovered(_) => to_contact_email(Template::PasswordRecovered),
-        AccountEvent::SecurityQuestionLocked(_) => to_contact_email(Template::LockoutStarted),
-        AccountEvent::LoginLockedOut(_) => to_contact_email(Template::LoginLocked),
-        AccountEvent::RecoveryInfoSet(_) => {
+        NotifyEvent::PasswordRecovered(_) => to_contact_email(Template::PasswordRecovered),
+        NotifyEvent::SecurityQuestionLocked(_) => to_contact_email(Template::LockoutStarted),
+        NotifyEvent::LoginLockedOut(_) => to_contact_email(Template::LoginLocked),
+        NotifyEvent::RecoveryInfoSet(_) => {
             // NT-4: to the contact email, and to the old recovery address when it changed.
             let mut notices = to_contact_email(Template::RecoveryInfoChanged);
             let old = before.and_then(|b| b.recovery_email.as_ref());
@@ -230,20 +239,6 @@ pub fn notices_for(
             }
             notices
         }
-        AccountEvent::AccountOpened(_)
-        | AccountEvent::TemporaryPasswordIssued(_)
-        | AccountEvent::PasswordImported(_)
-        | AccountEvent::SessionStarted(_)
-        | AccountEvent::LoginFailed(_)
-        | AccountEvent::SessionReauthenticated(_)
-        | AccountEvent::SessionsEnded(_)
-        | AccountEvent::OtpCheckFailed(_)
-        | AccountEvent::OtpVerified(_)
-        | AccountEvent::ResetTokenIssued(_)
-        | AccountEvent::SecurityAnswerFailed(_)
-        | AccountEvent::SecurityQuestionUnlocked(_)
-        | AccountEvent::RecoveryInfoConfirmed(_)
-        | AccountEvent::LoginUnlocked(_) => Vec::new(),
     }
 }
 
@@ -251,8 +246,10 @@ pub fn notices_for(
 mod tests {
     use super::*;
     use crate::account::{
-        AccountKind, AccountOpened, PasswordChanged, RecoveryInfoSet, TemporaryPasswordIssued,
+        AccountEvent, AccountKind, AccountOpened, PasswordChanged, RecoveryInfoSet,
+        TemporaryPasswordIssued,
     };
+    use crate::envelope::EventGroup;
     use crate::secret::PasswordHash;
 
     const ACCOUNT: Uuid = Uuid::from_u128(1);
@@ -291,7 +288,16 @@ mod tests {
     }
 
     fn fold(events: &[AccountEvent]) -> Option<Contacts> {
-        events.iter().fold(None, Contacts::evolve)
+        events
+            .iter()
+            .filter_map(ContactEvent::from_typed)
+            .fold(None, |c, e| Contacts::evolve(c, &e))
+    }
+
+    /// What the policy makes of an account event that calls for a notice.
+    fn policy(event: &AccountEvent, before: Option<&Contacts>) -> Vec<Notice> {
+        let event = NotifyEvent::from_typed(event).expect("an event of the notify group");
+        notices_for(ACCOUNT, &event, before)
     }
 
     fn recovery(email: Option<&str>) -> AccountEvent {
@@ -310,7 +316,7 @@ mod tests {
             Some("+393331234567"),
             Language::En,
         )]);
-        let notices = notices_for(ACCOUNT, &temporary(), before.as_ref());
+        let notices = policy(&temporary(), before.as_ref());
         assert_eq!(
             notices,
             vec![Notice {
@@ -330,7 +336,7 @@ mod tests {
     #[test]
     fn temporary_credentials_go_by_sms_when_there_is_no_email() {
         let before = fold(&[opened(None, Some("+393331234567"), Language::It)]);
-        let notices = notices_for(ACCOUNT, &temporary(), before.as_ref());
+        let notices = policy(&temporary(), before.as_ref());
         assert_eq!(notices.len(), 1);
         assert_eq!(notices.first().map(|n| n.channel), Some(Channel::Sms));
     }
@@ -338,7 +344,7 @@ mod tests {
     #[test]
     fn an_account_with_no_contact_gets_no_notice() {
         let before = fold(&[opened(None, None, Language::It)]);
-        assert!(notices_for(ACCOUNT, &temporary(), before.as_ref()).is_empty());
+        assert!(policy(&temporary(), before.as_ref()).is_empty());
     }
 
     #[test]
@@ -347,7 +353,7 @@ mod tests {
         let changed = AccountEvent::PasswordChanged(PasswordChanged {
             password_hash: PasswordHash::new("$argon2id$h2"),
         });
-        let notices = notices_for(ACCOUNT, &changed, before.as_ref());
+        let notices = policy(&changed, before.as_ref());
         assert_eq!(
             notices.iter().map(|n| n.template).collect::<Vec<_>>(),
             vec![Template::PasswordChanged]
@@ -360,10 +366,10 @@ mod tests {
             opened(Some("mario@example.it"), None, Language::It),
             recovery(Some("old@example.it")),
         ]);
-        let notices = notices_for(ACCOUNT, &recovery(Some("new@example.it")), before.as_ref());
+        let notices = policy(&recovery(Some("new@example.it")), before.as_ref());
         let to: Vec<_> = notices.iter().map(|n| n.to.as_str()).collect();
         assert_eq!(to, vec!["mario@example.it", "old@example.it"]);
-        let unchanged = notices_for(ACCOUNT, &recovery(Some("old@example.it")), before.as_ref());
+        let unchanged = policy(&recovery(Some("old@example.it")), before.as_ref());
         assert_eq!(unchanged.len(), 1);
     }
 
@@ -379,7 +385,7 @@ mod tests {
             expires_at: chrono::DateTime::UNIX_EPOCH,
             sealed_token: sealed(),
         });
-        let notices = notices_for(ACCOUNT, &link, before.as_ref());
+        let notices = policy(&link, before.as_ref());
         assert_eq!(
             notices,
             vec![Notice {
@@ -413,7 +419,7 @@ mod tests {
             recovery_id: Some(Uuid::from_u128(7)),
             sealed_code: sealed(),
         });
-        let notices = notices_for(ACCOUNT, &code, before.as_ref());
+        let notices = policy(&code, before.as_ref());
         assert_eq!(notices.len(), 1);
         let notice = &notices[0];
         assert_eq!(
@@ -440,7 +446,7 @@ mod tests {
             until: chrono::DateTime::UNIX_EPOCH,
         });
         let templates = |e: &AccountEvent| {
-            notices_for(ACCOUNT, e, before.as_ref())
+            policy(e, before.as_ref())
                 .iter()
                 .map(|n| (n.to.clone(), n.template))
                 .collect::<Vec<_>>()

@@ -2,13 +2,23 @@
 //! worker feeds it every event and keeps the deadlines it returns in its store, firing each at
 //! most once when the clock passes it.
 //!
-//! Today's timer is the end of a delivery key's life (SPEC: envelope): a key that sealed a
-//! secret is destroyed [`DELIVERY_KEY_RETENTION_DAYS`] after its day ended, so the log keeps no
-//! readable secret beyond its useful life. Expiry notices of app passwords (AP-6), the end of a
-//! suspension (SC-6) and document expiry (SC-2) arrive with the events that carry their dates.
+//! Two kinds of timer so far:
+//! - the end of a delivery key's life (SPEC: envelope): a key that sealed a secret is destroyed
+//!   [`DELIVERY_KEY_RETENTION_DAYS`] after its day ended, so the log keeps no readable secret
+//!   beyond its useful life;
+//! - a *command* timer: at a lock's end (SEC-6) the scheduler runs the stream's `EndLocks`
+//!   command through the same handler as every other command. Such a command is idempotent (it
+//!   decides from the state, not from the timer), so a timer fired twice appends once.
+//!
+//! Expiry notices of app passwords (AP-6), the end of a suspension (SC-6), password age (PW-6),
+//! inactivity (SC-8) and document expiry (SC-2) arrive as command timers with their events.
 
-use crate::account::AccountEvent;
+use crate::account::{
+    LoginLockedOut, OtpChallengeIssued, RecoveryLinkIssued, SecurityQuestionLocked,
+    TemporaryPasswordIssued,
+};
 use crate::secret::Sealed;
+use crate::subject::{DecoyQuestionLocked, UnknownLoginLockedOut};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +31,8 @@ pub const DELIVERY_KEY_RETENTION_DAYS: i64 = 2;
 pub enum Timer {
     /// Destroy the delivery key `key_id` (and any other past its life).
     DestroyDeliveryKey { key_id: String },
+    /// Run `EndLocks` on `stream` (an account's, or an unknown id's subject stream).
+    EndLocks { stream: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,51 +68,60 @@ fn destroy_key(sealed: &Sealed) -> Option<Deadline> {
     })
 }
 
-pub fn schedule_for(event: &AccountEvent) -> Schedule {
+crate::event_group! {
+    /// The events that set timers.
+    pub enum ScheduleEvent {
+        TemporaryPasswordIssued,
+        RecoveryLinkIssued,
+        OtpChallengeIssued,
+        LoginLockedOut,
+        SecurityQuestionLocked,
+        UnknownLoginLockedOut,
+        DecoyQuestionLocked,
+    }
+}
+
+/// The end of a lock on `stream` at `until`.
+fn end_locks(stream: &str, until: DateTime<Utc>) -> Schedule {
+    Schedule {
+        set: vec![Deadline {
+            key: format!("end-locks/{stream}/{}", until.timestamp_millis()),
+            timer: Timer::EndLocks {
+                stream: stream.to_string(),
+            },
+            due_at: until,
+        }],
+        cancel: Vec::new(),
+    }
+}
+
+/// What `event`, appended to `stream`, does to the timers.
+pub fn schedule_for(stream: &str, event: &ScheduleEvent) -> Schedule {
+    let destroy = |sealed: Option<&Sealed>| Schedule {
+        set: sealed.and_then(destroy_key).into_iter().collect(),
+        cancel: Vec::new(),
+    };
     match event {
-        AccountEvent::TemporaryPasswordIssued(e) => Schedule {
-            set: e.sealed_password.iter().filter_map(destroy_key).collect(),
-            cancel: Vec::new(),
-        },
-        AccountEvent::RecoveryLinkIssued(e) => Schedule {
-            set: destroy_key(&e.sealed_token).into_iter().collect(),
-            cancel: Vec::new(),
-        },
-        AccountEvent::OtpChallengeIssued(e) => Schedule {
-            set: destroy_key(&e.sealed_code).into_iter().collect(),
-            cancel: Vec::new(),
-        },
-        AccountEvent::AccountOpened(_)
-        | AccountEvent::PasswordImported(_)
-        | AccountEvent::OtpCheckFailed(_)
-        | AccountEvent::OtpVerified(_)
-        | AccountEvent::ResetTokenIssued(_)
-        | AccountEvent::SecurityAnswerFailed(_)
-        | AccountEvent::SecurityQuestionLocked(_)
-        | AccountEvent::SecurityQuestionUnlocked(_)
-        | AccountEvent::PasswordRecovered(_)
-        | AccountEvent::RecoveryInfoConfirmed(_)
-        | AccountEvent::LoginLockedOut(_)
-        | AccountEvent::LoginUnlocked(_)
-        | AccountEvent::PasswordChanged(_)
-        | AccountEvent::RecoveryInfoSet(_)
-        | AccountEvent::SessionStarted(_)
-        | AccountEvent::LoginFailed(_)
-        | AccountEvent::SessionReauthenticated(_)
-        | AccountEvent::SessionsEnded(_) => Schedule::default(),
+        ScheduleEvent::TemporaryPasswordIssued(e) => destroy(e.sealed_password.as_ref()),
+        ScheduleEvent::RecoveryLinkIssued(e) => destroy(Some(&e.sealed_token)),
+        ScheduleEvent::OtpChallengeIssued(e) => destroy(Some(&e.sealed_code)),
+        ScheduleEvent::LoginLockedOut(e) => end_locks(stream, e.until),
+        ScheduleEvent::SecurityQuestionLocked(e) => end_locks(stream, e.until),
+        ScheduleEvent::UnknownLoginLockedOut(e) => end_locks(stream, e.until),
+        ScheduleEvent::DecoyQuestionLocked(e) => end_locks(stream, e.until),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::account::{TemporaryPasswordIssued, TemporaryPasswordReason};
+    use crate::account::TemporaryPasswordReason;
     use crate::secret::PasswordHash;
     use chrono::TimeZone;
 
     #[test]
     fn a_sealed_temporary_password_schedules_its_keys_destruction_two_days_after_its_day() {
-        let issued = AccountEvent::TemporaryPasswordIssued(TemporaryPasswordIssued {
+        let issued = ScheduleEvent::TemporaryPasswordIssued(TemporaryPasswordIssued {
             password_hash: PasswordHash::new("$argon2id$h"),
             reason: TemporaryPasswordReason::Opening,
             form_reference: None,
@@ -110,7 +131,7 @@ mod tests {
                 ciphertext: "c".into(),
             }),
         });
-        let schedule = schedule_for(&issued);
+        let schedule = schedule_for("account-x", &issued);
         assert_eq!(
             schedule.set,
             vec![Deadline {
@@ -125,6 +146,29 @@ mod tests {
             }]
         );
         assert!(schedule.cancel.is_empty());
+    }
+
+    #[test]
+    fn a_lockout_sets_a_command_timer_at_its_end_sec_6() {
+        let until = Utc
+            .with_ymd_and_hms(2026, 11, 27, 10, 15, 0)
+            .single()
+            .unwrap_or_default();
+        let locked = ScheduleEvent::LoginLockedOut(LoginLockedOut {
+            until,
+            failures: 10,
+        });
+        let schedule = schedule_for("account-7", &locked);
+        assert_eq!(
+            schedule.set,
+            vec![Deadline {
+                key: format!("end-locks/account-7/{}", until.timestamp_millis()),
+                timer: Timer::EndLocks {
+                    stream: "account-7".into()
+                },
+                due_at: until,
+            }]
+        );
     }
 
     #[test]

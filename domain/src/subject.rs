@@ -117,6 +117,9 @@ pub enum SubjectCommand {
     VerifyCode { recovery_id: Uuid, code: Secret },
     /// RC-4 for a decoy: every answer is wrong, after the same Argon2 verification.
     AnswerQuestion { recovery_id: Uuid, answer: Secret },
+    /// SEC-6, from the scheduler: record the end of every lock whose time has passed, as an
+    /// account's own timer does.
+    EndLocks,
 }
 
 /// The subject aggregate as the generic handler runs it; its id is the keyed hash in hex.
@@ -168,6 +171,20 @@ impl crate::decider::Decider for Subjects {
                 question_lock(state, now)?;
                 ctx.hasher.verify_dummy(&Secret::new(normalized));
                 answer_failed(state, *recovery_id, settings, now)
+            }
+            SubjectCommand::EndLocks => {
+                let mut events = Vec::new();
+                if let Lock::Ended(until) = lock_at(state.login_locked_until, now) {
+                    events.push(SubjectEvent::UnknownLoginUnlocked(UnknownLoginUnlocked {
+                        locked_until: until,
+                    }));
+                }
+                if let Lock::Ended(until) = lock_at(state.question_locked_until, now) {
+                    events.push(SubjectEvent::DecoyQuestionUnlocked(DecoyQuestionUnlocked {
+                        locked_until: until,
+                    }));
+                }
+                Ok(events)
             }
         }
     }

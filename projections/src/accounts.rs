@@ -3,7 +3,22 @@
 //! here (workers need them); pages mask them.
 
 use crate::{Projection, ProjectionError};
-use custode_domain::account::{AccountEvent, AccountKind, TemporaryPasswordReason};
+use custode_domain::account::{
+    AccountKind, AccountOpened, PasswordChanged, PasswordRecovered, RecoveryInfoConfirmed,
+    RecoveryInfoSet, TemporaryPasswordIssued, TemporaryPasswordReason,
+};
+
+custode_domain::event_group! {
+    /// The events the accounts read model folds.
+    pub enum AccountsFolds {
+        AccountOpened,
+        TemporaryPasswordIssued,
+        PasswordChanged,
+        PasswordRecovered,
+        RecoveryInfoSet,
+        RecoveryInfoConfirmed,
+    }
+}
 use custode_domain::recovery::RecoveryMethod;
 use custode_domain::user_registry::user_key;
 use custode_domain::RecordedEvent;
@@ -60,7 +75,7 @@ impl Projection for AccountsProjection {
             return Ok(());
         };
         match typed {
-            AccountEvent::AccountOpened(e) => {
+            AccountsFolds::AccountOpened(e) => {
                 let mail = e.kind == AccountKind::Mailbox;
                 tx.execute(
                     "INSERT INTO accounts (account_id, user_id, user_key, kind, plan, status, language, owner_id,
@@ -83,7 +98,7 @@ impl Projection for AccountsProjection {
                     ],
                 )?;
             }
-            AccountEvent::TemporaryPasswordIssued(e) => {
+            AccountsFolds::TemporaryPasswordIssued(e) => {
                 let reset = e.reason == TemporaryPasswordReason::OperatorReset;
                 tx.execute(
                     "UPDATE accounts SET must_change_password = 1,
@@ -92,7 +107,7 @@ impl Projection for AccountsProjection {
                     params![account_id, reset],
                 )?;
             }
-            AccountEvent::PasswordRecovered(e) => {
+            AccountsFolds::PasswordRecovered(e) => {
                 // RI-3: a recovery through a contact proves the holder reads it.
                 let (email, mobile) = match e.method {
                     RecoveryMethod::Email => (true, false),
@@ -108,20 +123,19 @@ impl Projection for AccountsProjection {
                     params![account_id, event.occurred_at.to_rfc3339(), email, mobile],
                 )?;
             }
-            AccountEvent::RecoveryInfoConfirmed(_) => {
+            AccountsFolds::RecoveryInfoConfirmed(_) => {
                 tx.execute(
                     "UPDATE accounts SET must_confirm_recovery_info = 0 WHERE account_id = ?1",
                     params![account_id],
                 )?;
             }
-            AccountEvent::PasswordImported(_) => {}
-            AccountEvent::PasswordChanged(_) => {
+            AccountsFolds::PasswordChanged(_) => {
                 tx.execute(
                     "UPDATE accounts SET must_change_password = 0, password_changed_at = ?2 WHERE account_id = ?1",
                     params![account_id, event.occurred_at.to_rfc3339()],
                 )?;
             }
-            AccountEvent::RecoveryInfoSet(e) => {
+            AccountsFolds::RecoveryInfoSet(e) => {
                 tx.execute(
                     "UPDATE accounts SET must_set_recovery_info = 0, must_confirm_recovery_info = 0,
                         recovery_email_verified = CASE WHEN recovery_email IS ?2 THEN recovery_email_verified ELSE 0 END,
@@ -131,20 +145,6 @@ impl Projection for AccountsProjection {
                     params![account_id, e.email, e.mobile, e.security_question],
                 )?;
             }
-            AccountEvent::SessionStarted(_)
-            | AccountEvent::LoginFailed(_)
-            | AccountEvent::SessionReauthenticated(_)
-            | AccountEvent::SessionsEnded(_)
-            | AccountEvent::RecoveryLinkIssued(_)
-            | AccountEvent::OtpChallengeIssued(_)
-            | AccountEvent::OtpCheckFailed(_)
-            | AccountEvent::OtpVerified(_)
-            | AccountEvent::ResetTokenIssued(_)
-            | AccountEvent::SecurityAnswerFailed(_)
-            | AccountEvent::SecurityQuestionLocked(_)
-            | AccountEvent::SecurityQuestionUnlocked(_)
-            | AccountEvent::LoginLockedOut(_)
-            | AccountEvent::LoginUnlocked(_) => {}
         }
         Ok(())
     }

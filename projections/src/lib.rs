@@ -44,16 +44,16 @@ impl ProjectionError {
     }
 }
 
-/// An event of an account stream, typed, with the account's id; `None` for other streams.
-pub fn account_event(
+/// An event of an account stream as a member of group `G`, with the account's id; `None` for
+/// other streams and for types the group does not name.
+pub fn account_event<G: custode_domain::envelope::EventGroup>(
     event: &RecordedEvent,
-) -> Result<Option<(&str, custode_domain::account::AccountEvent)>, ProjectionError> {
+) -> Result<Option<(&str, G)>, ProjectionError> {
     if event.category() != "account" {
         return Ok(None);
     }
-    let typed = custode_domain::envelope::decode(event)
-        .map_err(|e| ProjectionError::undecodable(event, e))?;
-    Ok(Some((event.stream.trim_start_matches("account-"), typed)))
+    let typed = G::from_recorded(event).map_err(|e| ProjectionError::undecodable(event, e))?;
+    Ok(typed.map(|t| (event.stream.trim_start_matches("account-"), t)))
 }
 
 /// Every projection custode has, in the order they are applied.

@@ -3,7 +3,16 @@
 //! the API process itself (SEC-3).
 
 use crate::{Projection, ProjectionError};
-use custode_domain::account::AccountEvent;
+use custode_domain::account::{SessionReauthenticated, SessionStarted, SessionsEnded};
+
+custode_domain::event_group! {
+    /// The events the sessions read model folds.
+    pub enum SessionsFolds {
+        SessionStarted,
+        SessionReauthenticated,
+        SessionsEnded,
+    }
+}
 use custode_domain::RecordedEvent;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
@@ -43,7 +52,7 @@ impl Projection for SessionsProjection {
             return Ok(());
         };
         match typed {
-            AccountEvent::SessionStarted(e) => {
+            SessionsFolds::SessionStarted(e) => {
                 tx.execute(
                     "INSERT INTO sessions (session_id, account_id, token_hash, started_at, expires_at, fresh_until)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -57,13 +66,13 @@ impl Projection for SessionsProjection {
                     ],
                 )?;
             }
-            AccountEvent::SessionReauthenticated(e) => {
+            SessionsFolds::SessionReauthenticated(e) => {
                 tx.execute(
                     "UPDATE sessions SET fresh_until = ?2 WHERE session_id = ?1",
                     params![e.session_id.to_string(), e.fresh_until.to_rfc3339()],
                 )?;
             }
-            AccountEvent::SessionsEnded(e) => {
+            SessionsFolds::SessionsEnded(e) => {
                 let reason = serde_json::to_value(e.reason)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string));
@@ -74,24 +83,6 @@ impl Projection for SessionsProjection {
                     )?;
                 }
             }
-            AccountEvent::AccountOpened(_)
-            | AccountEvent::RecoveryLinkIssued(_)
-            | AccountEvent::OtpChallengeIssued(_)
-            | AccountEvent::OtpCheckFailed(_)
-            | AccountEvent::OtpVerified(_)
-            | AccountEvent::ResetTokenIssued(_)
-            | AccountEvent::SecurityAnswerFailed(_)
-            | AccountEvent::SecurityQuestionLocked(_)
-            | AccountEvent::SecurityQuestionUnlocked(_)
-            | AccountEvent::LoginLockedOut(_)
-            | AccountEvent::LoginUnlocked(_)
-            | AccountEvent::PasswordRecovered(_)
-            | AccountEvent::RecoveryInfoConfirmed(_)
-            | AccountEvent::TemporaryPasswordIssued(_)
-            | AccountEvent::PasswordImported(_)
-            | AccountEvent::PasswordChanged(_)
-            | AccountEvent::RecoveryInfoSet(_)
-            | AccountEvent::LoginFailed(_) => {}
         }
         Ok(())
     }

@@ -25,18 +25,21 @@ use crate::transport::{Mail, MailTransport, Sms, SmsTransport};
 use crate::WorkerError;
 use async_nats::jetstream::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
+use custode_commands::accounts::AccountHandler;
 use custode_commands::accounts::Caller;
 use custode_commands::clock::Clock;
 use custode_commands::delivery::{DeliveryKeyError, DeliveryKeys};
 use custode_commands::notices::NoticeHandler;
-use custode_domain::account::{AccountEvent, Language};
+use custode_domain::account::Language;
 use custode_domain::envelope::decode;
+use custode_domain::envelope::EventGroup;
 use custode_domain::masking::{mask_email, mask_mobile};
 use custode_domain::notice::{
     Channel, NoticeCommand, NoticeEvent, NoticeRef, NotificationFailed, NotificationSent,
 };
-use custode_domain::notify::{notices_for, Contacts, Notice};
+use custode_domain::notify::{notices_for, ContactEvent, Contacts, Notice, NotifyEvent};
 use custode_domain::schedule::delivery_key_end;
+use custode_domain::schedule::Timer;
 use custode_domain::{Actor, RecordedEvent};
 use futures_util::{FutureExt, StreamExt};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -139,17 +142,20 @@ impl NotifierHandler {
         tx: &Transaction<'_>,
         event: &RecordedEvent,
     ) -> Result<(), WorkerError> {
-        let typed: AccountEvent = decode(event)?;
+        let notify = NotifyEvent::from_recorded(event)?;
+        let contact = ContactEvent::from_recorded(event)?;
+        if notify.is_none() && contact.is_none() {
+            return Ok(());
+        }
         let account_id = Uuid::parse_str(event.stream.trim_start_matches("account-"))
             .map_err(|e| WorkerError::Other(format!("stream {}: {e}", event.stream)))?;
         let before = self.contacts(tx, &event.stream)?;
-        let notices = notices_for(account_id, &typed, before.as_ref());
-        self.save_contacts(
-            tx,
-            &event.stream,
-            &before,
-            Contacts::evolve(before.clone(), &typed),
-        )?;
+        let notices =
+            notify.map_or_else(Vec::new, |n| notices_for(account_id, &n, before.as_ref()));
+        if let Some(contact) = contact {
+            let after = Contacts::evolve(before.clone(), &contact);
+            self.save_contacts(tx, &event.stream, &before, after)?;
+        }
         let now = self.clock.now();
         if now - event.occurred_at > self.max_event_age {
             if !notices.is_empty() {
@@ -222,26 +228,42 @@ impl Handler for NotifierHandler {
         if event.category() != "account" {
             return Ok(());
         }
-        let typed: AccountEvent = decode(event)?;
+        let Some(contact) = ContactEvent::from_recorded(event)? else {
+            return Ok(());
+        };
         let before = self.contacts(tx, &event.stream)?;
-        self.save_contacts(
-            tx,
-            &event.stream,
-            &before,
-            Contacts::evolve(before.clone(), &typed),
-        )
+        let after = Contacts::evolve(before.clone(), &contact);
+        self.save_contacts(tx, &event.stream, &before, after)
     }
 }
 
-/// Where a notifier records what became of its notices (NT-3): straight into the log when it
-/// runs beside it, or, run apart, as an outcome on JetStream that `custode serve` records.
+/// What `custode serve` records on the workers' behalf: notices' outcomes (NT-3) on their
+/// streams, and timers' commands (SEC-6's lock ends, …) through the account handler.
+#[derive(Clone)]
+pub struct Recorder {
+    pub notices: NoticeHandler,
+    pub accounts: AccountHandler,
+}
+
+impl Recorder {
+    pub fn new(accounts: AccountHandler) -> Self {
+        Self {
+            notices: NoticeHandler::new(accounts.services().clone()),
+            accounts,
+        }
+    }
+}
+
+/// Where a worker's results go: straight into the log when it runs beside it, or, run apart,
+/// as an outcome on JetStream that `custode serve` records.
 #[derive(Clone)]
 pub enum Reporter {
-    Log(NoticeHandler),
+    Log(Box<Recorder>),
     JetStream(Box<Context>),
 }
 
-/// A worker's report, as it travels on `custode.outcomes.<notice id>` when run apart.
+/// A worker's report, as it travels on `custode.outcomes.<notice id>` (or
+/// `custode.outcomes.timer`) when run apart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     pub correlation_id: Uuid,
@@ -257,29 +279,60 @@ pub struct Outcome {
 pub enum OutcomeCommand {
     Sent(NotificationSent),
     Failed(NotificationFailed),
+    /// A command timer came due (`key` is its deadline's key).
+    TimerDue {
+        key: String,
+        timer: Timer,
+    },
 }
 
 impl Outcome {
-    pub fn notice(&self) -> &NoticeRef {
-        match &self.command {
-            OutcomeCommand::Sent(s) => &s.notice,
-            OutcomeCommand::Failed(f) => &f.notice,
+    /// A timer's command, to be run by whoever records outcomes.
+    pub fn timer(key: &str, timer: &Timer) -> Self {
+        Self {
+            correlation_id: Uuid::now_v7(),
+            round: 0,
+            command: OutcomeCommand::TimerDue {
+                key: key.to_string(),
+                timer: timer.clone(),
+            },
         }
     }
 
-    /// Appends the outcome to the notice's stream (idempotent: a report already recorded
-    /// appends nothing).
-    pub async fn record(&self, handler: &NoticeHandler) -> Result<(), String> {
-        let notice = self.notice();
-        let cmd = match &self.command {
-            OutcomeCommand::Sent(s) => NoticeCommand::RecordSent(s.clone()),
-            OutcomeCommand::Failed(f) => NoticeCommand::RecordDead(f.clone()),
-        };
+    /// The message id and subject it travels under: a report on a notice, or a timer.
+    fn address(&self) -> (String, String) {
+        match &self.command {
+            OutcomeCommand::Sent(s) => (
+                format!("{}-sent-{}", s.notice.notice_id, self.round),
+                format!("custode.outcomes.{}", s.notice.notice_id),
+            ),
+            OutcomeCommand::Failed(f) => (
+                format!("{}-failed-{}", f.notice.notice_id, self.round),
+                format!("custode.outcomes.{}", f.notice.notice_id),
+            ),
+            OutcomeCommand::TimerDue { key, .. } => {
+                (format!("timer-{key}"), "custode.outcomes.timer".to_string())
+            }
+        }
+    }
+
+    /// Records the outcome: a report on the notice's stream, a timer's command on its own
+    /// stream. Both are idempotent: a report already recorded, or a timer's command whose work
+    /// is done, appends nothing.
+    pub async fn record(&self, recorder: &Recorder) -> Result<(), String> {
         let caller = Caller {
             actor: Actor::system(),
             correlation_id: self.correlation_id,
         };
-        handler
+        let (notice, cmd) = match &self.command {
+            OutcomeCommand::Sent(s) => (&s.notice, NoticeCommand::RecordSent(s.clone())),
+            OutcomeCommand::Failed(f) => (&f.notice, NoticeCommand::RecordDead(f.clone())),
+            OutcomeCommand::TimerDue { timer, .. } => {
+                return run_timer(&recorder.accounts, timer).await;
+            }
+        };
+        recorder
+            .notices
             .execute_caused(
                 &notice.notice_id,
                 cmd,
@@ -292,22 +345,31 @@ impl Outcome {
     }
 }
 
+/// A command timer's command, through the account handler.
+async fn run_timer(accounts: &AccountHandler, timer: &Timer) -> Result<(), String> {
+    match timer {
+        Timer::EndLocks { stream } => accounts
+            .end_locks(stream)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        // Not a command: the scheduler that holds the keys does it itself.
+        Timer::DestroyDeliveryKey { .. } => Ok(()),
+    }
+}
+
 impl Reporter {
-    async fn report(&self, outcome: &Outcome) -> Result<(), String> {
+    pub async fn report(&self, outcome: &Outcome) -> Result<(), String> {
         match self {
-            Reporter::Log(handler) => outcome.record(handler).await,
+            Reporter::Log(recorder) => outcome.record(recorder).await,
             Reporter::JetStream(js) => {
-                let notice = outcome.notice();
-                let kind = match outcome.command {
-                    OutcomeCommand::Sent(_) => "sent",
-                    OutcomeCommand::Failed(_) => "failed",
-                };
+                let (message_id, subject) = outcome.address();
                 let payload = serde_json::to_vec(outcome).map_err(|e| e.to_string())?;
                 let publish = async_nats::jetstream::message::PublishMessage::build()
-                    .message_id(format!("{}-{kind}-{}", notice.notice_id, outcome.round))
+                    .message_id(message_id)
                     .payload(payload.into());
                 crate::nats::outcomes_stream(js).await?;
-                js.send_publish(format!("custode.outcomes.{}", notice.notice_id), publish)
+                js.send_publish(subject, publish)
                     .await
                     .map_err(|e| e.to_string())?
                     .await

@@ -2,14 +2,13 @@
 //! JetStream mode differ, apart from where a worker run apart reports outcomes.
 
 use crate::consumer::{self, ConsumerHandle, Feed};
-use crate::notifier::{self, Outcome, Reporter, Transport};
+use crate::notifier::{self, Outcome, Recorder, Reporter, Transport};
 use crate::settings::WorkerSettings;
 use crate::store::StoreSink;
 use crate::WorkerError;
 use async_nats::jetstream::Context;
 use custode_commands::clock::Clock;
 use custode_commands::delivery::DeliveryKeys;
-use custode_commands::notices::NoticeHandler;
 use custode_domain::notice::Channel;
 use custode_projections::ReadModels;
 use futures_util::StreamExt;
@@ -119,8 +118,12 @@ pub fn spawn_worker(
             Ok(handle)
         }
         WorkerName::Scheduler => {
-            let (handler, timers) =
-                crate::scheduler::scheduler(dir, ctx.keys.clone(), ctx.clock.clone())?;
+            let (handler, timers) = crate::scheduler::scheduler(
+                dir,
+                ctx.keys.clone(),
+                ctx.clock.clone(),
+                ctx.reporter.clone(),
+            )?;
             tasks.push(tokio::spawn(timers.run()));
             let sink = StoreSink::new(dir, name.as_str(), handler)?;
             let (handle, task) = consumer::spawn(name.as_str(), feed, sink);
@@ -140,9 +143,10 @@ pub fn spawn_worker(
 /// The durable consumer name of the outcome recorder.
 pub const RECORDER: &str = "recorder";
 
-/// In `custode serve --nats`: records the outcomes that workers run apart publish, appending
+/// In `custode serve --nats`: records the outcomes that workers run apart publish (notices'
+/// reports, timers' commands), appending
 /// them to the log (idempotently: a redelivered outcome appends nothing).
-pub fn spawn_outcome_recorder(js: Context, handler: NoticeHandler) -> tokio::task::JoinHandle<()> {
+pub fn spawn_outcome_recorder(js: Context, recorder: Recorder) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut failures = 0u32;
         loop {
@@ -173,7 +177,7 @@ pub fn spawn_outcome_recorder(js: Context, handler: NoticeHandler) -> tokio::tas
                 let Ok(message) = message else { break };
                 match serde_json::from_slice::<Outcome>(&message.payload) {
                     Ok(outcome) => {
-                        if let Err(error) = outcome.record(&handler).await {
+                        if let Err(error) = outcome.record(&recorder).await {
                             // Not acked: JetStream redelivers it after the ack wait.
                             tracing::warn!(%error, "cannot record an outcome yet");
                             continue;

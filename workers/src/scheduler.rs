@@ -8,14 +8,14 @@
 //!                          └──(later event cancels)──► cancelled (final)
 //! ```
 
+use crate::notifier::{Outcome, Reporter};
 use crate::store::Handler;
 use crate::WorkerError;
 use chrono::{DateTime, Utc};
 use custode_commands::clock::Clock;
 use custode_commands::delivery::DeliveryKeys;
-use custode_domain::account::AccountEvent;
-use custode_domain::envelope::decode;
-use custode_domain::schedule::{schedule_for, Deadline, Schedule, Timer};
+use custode_domain::envelope::EventGroup;
+use custode_domain::schedule::{schedule_for, Deadline, Schedule, ScheduleEvent, Timer};
 use custode_domain::RecordedEvent;
 use rusqlite::{params, Connection, Transaction};
 use std::path::Path;
@@ -53,11 +53,10 @@ pub struct SchedulerHandler {
 
 impl Handler for SchedulerHandler {
     fn handle(&mut self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), WorkerError> {
-        if event.category() != "account" {
-            return Ok(());
+        match ScheduleEvent::from_recorded(event)? {
+            Some(typed) => apply_schedule(tx, &schedule_for(&event.stream, &typed)),
+            None => Ok(()),
         }
-        let typed: AccountEvent = decode(event)?;
-        apply_schedule(tx, &schedule_for(&typed))
     }
 
     fn committed(&mut self) {
@@ -71,12 +70,15 @@ pub struct Timers {
     keys: DeliveryKeys,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
+    /// Where a command timer's command goes: the handler beside the log, or JetStream.
+    reporter: Reporter,
 }
 
 pub fn scheduler(
     store_dir: &Path,
     keys: DeliveryKeys,
     clock: Arc<dyn Clock>,
+    reporter: Reporter,
 ) -> Result<(SchedulerHandler, Timers), WorkerError> {
     let wake = Arc::new(Notify::new());
     Ok((
@@ -86,13 +88,14 @@ pub fn scheduler(
             keys,
             clock,
             wake,
+            reporter,
         },
     ))
 }
 
 impl Timers {
     /// Fires every waiting deadline due at `now`, each once; returns the keys fired.
-    pub fn fire_due(&mut self, now: DateTime<Utc>) -> Result<Vec<String>, WorkerError> {
+    pub async fn fire_due(&mut self, now: DateTime<Utc>) -> Result<Vec<String>, WorkerError> {
         let due: Vec<(String, String)> = {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT key, timer FROM deadlines WHERE state = 'waiting' AND due_ms <= ?1
@@ -102,9 +105,11 @@ impl Timers {
             rows.collect::<Result<_, _>>()?
         };
         let mut fired = Vec::with_capacity(due.len());
+        let mut failed = None;
         for (key, timer) in due {
-            // Each action is idempotent, so a crash between it and the mark repeats it harmlessly;
-            // the mark makes the timer final.
+            // Each action is idempotent, so a crash between it and the mark repeats it
+            // harmlessly (a command decides from the state it finds, not from the timer); the
+            // mark makes the timer final.
             match serde_json::from_str::<Timer>(&timer)? {
                 Timer::DestroyDeliveryKey { .. } => {
                     let destroyed = self
@@ -115,6 +120,15 @@ impl Timers {
                         tracing::info!(keys = ?destroyed, "delivery keys destroyed: their secrets have expired");
                     }
                 }
+                command @ Timer::EndLocks { .. } => {
+                    // A command that cannot run now waits for the next round; the others go on.
+                    if let Err(error) = self.reporter.report(&Outcome::timer(&key, &command)).await
+                    {
+                        tracing::warn!(%error, key, "a timer's command failed; it stays due");
+                        failed = Some(error);
+                        continue;
+                    }
+                }
             }
             self.conn.execute(
                 "UPDATE deadlines SET state = 'fired', fired_ms = ?2 WHERE key = ?1 AND state = 'waiting'",
@@ -122,7 +136,10 @@ impl Timers {
             )?;
             fired.push(key);
         }
-        Ok(fired)
+        match failed {
+            Some(error) => Err(WorkerError::Other(error)),
+            None => Ok(fired),
+        }
     }
 
     fn next_due_ms(&self) -> Result<Option<i64>, WorkerError> {
@@ -135,33 +152,20 @@ impl Timers {
 
     /// Fires timers until the task is dropped: at the earliest deadline, when an event set a
     /// new one, and at least every second (tests move the clock instead of waiting).
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let wake = self.wake.clone();
         let clock = self.clock.clone();
-        let mut timers = self;
         let mut failures = 0u32;
         loop {
-            let (back, next, failed) = match tokio::task::spawn_blocking(move || {
-                let mut timers = timers;
-                let failed = match timers.fire_due(timers.clock.now()) {
-                    Ok(_) => false,
-                    Err(error) => {
-                        tracing::error!(%error, "scheduler cannot fire its timers; retrying");
-                        true
-                    }
-                };
-                let next = timers.next_due_ms().ok().flatten();
-                (timers, next, failed)
-            })
-            .await
-            {
-                Ok(result) => result,
+            // The store's queries are small and local; a command timer awaits its append.
+            let failed = match self.fire_due(clock.now()).await {
+                Ok(_) => false,
                 Err(error) => {
-                    tracing::error!(%error, "scheduler stopped");
-                    return;
+                    tracing::error!(%error, "scheduler cannot fire its timers; retrying");
+                    true
                 }
             };
-            timers = back;
+            let next = self.next_due_ms().ok().flatten();
             failures = if failed {
                 failures.saturating_add(1)
             } else {
@@ -187,12 +191,37 @@ impl Timers {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::notifier::Recorder;
     use chrono::TimeZone;
+    use custode_commands::accounts::{AccountHandler, Caller};
     use custode_commands::clock::ManualClock;
-    use custode_domain::Secret;
+    use custode_commands::hashing::{Argon2Hasher, Argon2Settings, HashPool};
+    use custode_commands::service_key::ServiceKey;
+    use custode_domain::account::{AccessChannel, AccountKind, Language, OpenAccount};
+    use custode_domain::{Actor, Secret};
 
     fn at(day: u32, hour: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0).unwrap()
+    }
+
+    /// The account handler a scheduler beside the log runs its commands through.
+    fn reporter(
+        dir: &Path,
+        clock: &ManualClock,
+    ) -> (custode_commands::EventLog, AccountHandler, Reporter) {
+        let log =
+            custode_commands::EventLog::open(&dir.join("events.db"), &Default::default()).unwrap();
+        let accounts = AccountHandler::new(
+            log.clone(),
+            HashPool::new(1),
+            Arc::new(Argon2Hasher::new(Argon2Settings::default()).unwrap()),
+            Arc::default(),
+            Arc::new(clock.clone()),
+            DeliveryKeys::open(&dir.join("keys")).unwrap(),
+            ServiceKey::open(&dir.join("keys")).unwrap().0,
+        );
+        let reporter = Reporter::Log(Box::new(Recorder::new(accounts.clone())));
+        (log, accounts, reporter)
     }
 
     fn state(conn: &Connection, key: &str) -> String {
@@ -202,13 +231,20 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn a_timer_fires_once_when_the_clock_passes_it_and_survives_a_restart() {
+    #[tokio::test]
+    async fn a_timer_fires_once_when_the_clock_passes_it_and_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let keys = DeliveryKeys::open(dir.path()).unwrap();
         let sealed = keys.seal(&Secret::new("Tmp-1"), "c", at(2, 10)).unwrap();
         let clock = ManualClock::new(at(2, 10));
-        let (_, mut timers) = scheduler(dir.path(), keys.clone(), Arc::new(clock.clone())).unwrap();
+        let (_, _, reporter) = reporter(dir.path(), &clock);
+        let (_, mut timers) = scheduler(
+            dir.path(),
+            keys.clone(),
+            Arc::new(clock.clone()),
+            reporter.clone(),
+        )
+        .unwrap();
         let tx = timers.conn.transaction().unwrap();
         let schedule = Schedule {
             set: vec![Deadline {
@@ -222,12 +258,13 @@ mod tests {
         };
         apply_schedule(&tx, &schedule).unwrap();
         tx.commit().unwrap();
-        assert!(timers.fire_due(at(4, 23)).unwrap().is_empty());
+        assert!(timers.fire_due(at(4, 23)).await.unwrap().is_empty());
         drop(timers);
 
-        let (_, mut timers) = scheduler(dir.path(), keys.clone(), Arc::new(clock)).unwrap();
+        let (_, mut timers) =
+            scheduler(dir.path(), keys.clone(), Arc::new(clock), reporter).unwrap();
         assert_eq!(
-            timers.fire_due(at(5, 0)).unwrap(),
+            timers.fire_due(at(5, 0)).await.unwrap(),
             vec!["delivery-key/20261102"]
         );
         assert!(
@@ -235,18 +272,19 @@ mod tests {
             "the key is destroyed"
         );
         assert!(
-            timers.fire_due(at(6, 0)).unwrap().is_empty(),
+            timers.fire_due(at(6, 0)).await.unwrap().is_empty(),
             "fired at most once"
         );
         assert_eq!(state(&timers.conn, "delivery-key/20261102"), "fired");
     }
 
-    #[test]
-    fn a_cancelled_timer_never_fires_and_a_second_setting_keeps_the_first() {
+    #[tokio::test]
+    async fn a_cancelled_timer_never_fires_and_a_second_setting_keeps_the_first() {
         let dir = tempfile::tempdir().unwrap();
         let keys = DeliveryKeys::open(dir.path()).unwrap();
-        let (_, mut timers) =
-            scheduler(dir.path(), keys, Arc::new(ManualClock::new(at(1, 0)))).unwrap();
+        let clock = ManualClock::new(at(1, 0));
+        let (_, _, reporter) = reporter(dir.path(), &clock);
+        let (_, mut timers) = scheduler(dir.path(), keys, Arc::new(clock), reporter).unwrap();
         let deadline = |due_at| Deadline {
             key: "k".into(),
             timer: Timer::DestroyDeliveryKey {
@@ -289,7 +327,91 @@ mod tests {
         )
         .unwrap();
         tx.commit().unwrap();
-        assert!(timers.fire_due(at(10, 0)).unwrap().is_empty());
+        assert!(timers.fire_due(at(10, 0)).await.unwrap().is_empty());
         assert_eq!(state(&timers.conn, "k"), "cancelled");
+    }
+
+    /// SEC-6 through the scheduler: a lockout's end is a command timer. Fired, then fired again
+    /// as after a crash that lost the timer's mark, it appends `LoginUnlocked` once.
+    #[tokio::test]
+    async fn a_timer_fired_twice_across_a_crash_appends_its_command_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(at(3, 9));
+        let (log, accounts, reporter) = reporter(dir.path(), &clock);
+        let caller = Caller {
+            actor: Actor::operator(),
+            correlation_id: uuid::Uuid::now_v7(),
+        };
+        let account_id = uuid::Uuid::now_v7();
+        let password = accounts.temporary_password(account_id).unwrap();
+        let open = OpenAccount {
+            account_id,
+            kind: AccountKind::Mailbox,
+            user_id: "mario.rossi@pec.example.it".into(),
+            plan: None,
+            owner: None,
+            name: None,
+            fiscal_code: None,
+            contact_email: None,
+            contact_mobile: None,
+            language: Language::It,
+            password,
+        };
+        accounts.open(open, &caller).await.unwrap();
+        for _ in 0..10 {
+            let wrong = Secret::new("not-the-password");
+            accounts
+                .login(
+                    "mario.rossi@pec.example.it",
+                    wrong,
+                    None,
+                    AccessChannel::Api,
+                    &caller,
+                )
+                .await
+                .unwrap();
+        }
+        let (handler, mut timers) = scheduler(
+            dir.path(),
+            DeliveryKeys::open(&dir.path().join("keys")).unwrap(),
+            Arc::new(clock.clone()),
+            reporter,
+        )
+        .unwrap();
+        let mut handler = handler;
+        let tx = timers.conn.transaction().unwrap();
+        for event in log.read_from(0, 1000).await.unwrap() {
+            handler.handle(&tx, &event).unwrap();
+        }
+        tx.commit().unwrap();
+        let unlocked = || async {
+            log.read_from(0, 1000)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|e| e.event_type == "LoginUnlocked")
+                .count()
+        };
+        assert!(
+            timers.fire_due(clock.now()).await.unwrap().is_empty(),
+            "not yet due"
+        );
+        clock.advance(chrono::Duration::minutes(15));
+        let fired = timers.fire_due(clock.now()).await.unwrap();
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(unlocked().await, 1);
+        // The crash: the command was appended, the mark was lost.
+        timers
+            .conn
+            .execute(
+                "UPDATE deadlines SET state = 'waiting' WHERE key = ?1",
+                [&fired[0]],
+            )
+            .unwrap();
+        assert_eq!(timers.fire_due(clock.now()).await.unwrap(), fired);
+        assert_eq!(unlocked().await, 1, "fired twice, appended once");
+        // And the account logs in again without a 429.
+        let (state, _) = accounts.load(account_id).await.unwrap();
+        assert_eq!(state.login_locked_until, None);
     }
 }

@@ -20,6 +20,8 @@ pub enum AccountCommand {
     AnswerSecurityQuestion(AnswerSecurityQuestion),
     CompleteRecovery(CompleteRecovery),
     OperatorReset(OperatorReset),
+    /// SEC-6, from the scheduler: record the end of every lock whose time has passed.
+    EndLocks,
 }
 
 impl AccountCommand {
@@ -38,7 +40,8 @@ impl AccountCommand {
             AccountCommand::Logout(_)
             | AccountCommand::SendRecoveryLink(_)
             | AccountCommand::SendRecoveryCode(_)
-            | AccountCommand::VerifyRecoveryCode(_) => false,
+            | AccountCommand::VerifyRecoveryCode(_)
+            | AccountCommand::EndLocks => false,
         }
     }
 }

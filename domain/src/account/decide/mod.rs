@@ -35,6 +35,7 @@ pub fn decide(
         AccountCommand::AnswerSecurityQuestion(c) => recovery::answer_question(state, c, ctx),
         AccountCommand::CompleteRecovery(c) => recovery::complete_recovery(state, c, ctx),
         AccountCommand::OperatorReset(c) => password::operator_reset(state, c, ctx),
+        AccountCommand::EndLocks => sessions::end_locks(state, ctx),
     }
 }
 

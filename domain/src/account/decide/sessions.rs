@@ -133,3 +133,25 @@ pub(super) fn logout(
         reason: SessionEndReason::Logout,
     })])
 }
+
+/// SEC-6: the scheduler's command at a lock's end. Records `LoginUnlocked` and
+/// `SecurityQuestionUnlocked` for locks whose time has passed, so the log (and the holder's
+/// page) shows the end when it happens, not at the next attempt. Idempotent: a lock already
+/// recorded as ended, or not yet over, yields nothing, so a timer fired twice appends once.
+pub(super) fn end_locks(state: &Account, ctx: &Ctx<'_>) -> Result<Vec<AccountEvent>, AccountError> {
+    opened(state)?;
+    let mut events = Vec::new();
+    if let Lock::Ended(until) = lock_at(state.login_locked_until, ctx.now) {
+        events.push(AccountEvent::LoginUnlocked(LoginUnlocked {
+            locked_until: until,
+        }));
+    }
+    if let Lock::Ended(until) = lock_at(state.grants.question_locked_until, ctx.now) {
+        events.push(AccountEvent::SecurityQuestionUnlocked(
+            SecurityQuestionUnlocked {
+                locked_until: until,
+            },
+        ));
+    }
+    Ok(events)
+}
