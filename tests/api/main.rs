@@ -20,3 +20,4 @@ mod recovery;
 mod replay;
 mod robustness;
 mod sessions;
+mod upgrade;
