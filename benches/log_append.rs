@@ -9,134 +9,12 @@
 //! transaction per row, and in batches. Both with WAL and `synchronous=FULL`. Prints the
 //! figures and the ratios; run with `cargo bench --bench log_append`.
 
-use chrono::Utc;
-use custode_commands::{EventLog, LogOptions, Metadata, NewEvent, StreamAppend};
-use custode_domain::Actor;
-use rusqlite::{params, Connection};
-use serde_json::json;
-use std::time::Instant;
-use uuid::Uuid;
+mod common;
+
+use common::{bare, log_alone};
 
 const WRITERS: usize = 8;
 const EVENTS: usize = 12_000;
-const BARE_ROWS: usize = 3_000;
-
-fn payload(n: usize) -> serde_json::Value {
-    json!({
-        "session_id": Uuid::now_v7(),
-        "token_hash": format!("{:064x}", n),
-        "started_at": "2026-11-23T10:00:00.000000Z",
-        "expires_at": "2026-11-24T10:00:00.000000Z",
-        "fresh_until": "2026-11-23T10:10:00.000000Z",
-        "client_ip": "192.0.2.10",
-        "required_actions": [],
-    })
-}
-
-fn ours(dir: &std::path::Path, writers: usize) -> f64 {
-    let per_writer = EVENTS / writers;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let log = EventLog::open(&dir.join(format!("ours-{writers}.db")), &LogOptions::default()).expect("log");
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for w in 0..writers {
-            let log = log.clone();
-            tasks.push(tokio::spawn(async move {
-                let stream = format!("account-{}", Uuid::now_v7());
-                for i in 0..per_writer {
-                    let append = StreamAppend {
-                        stream: stream.clone(),
-                        expected_version: i as u64,
-                        events: vec![NewEvent {
-                            event_id: Uuid::now_v7(),
-                            event_type: "SessionStarted".into(),
-                            schema_version: 1,
-                            payload: payload(w * per_writer + i),
-                        }],
-                    };
-                    let meta = Metadata {
-                        actor: Actor::system(),
-                        correlation_id: Uuid::now_v7(),
-                        causation_id: Uuid::now_v7(),
-                        occurred_at: Utc::now(),
-                    };
-                    log.append(vec![append], meta).await.expect("append");
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.expect("writer");
-        }
-        let rate = (writers * per_writer) as f64 / started.elapsed().as_secs_f64();
-        let (commits, jobs) = log.stats();
-        println!("  (custode log, {writers} writers: {jobs} commands in {commits} commits, {:.1} per commit)", jobs as f64 / commits as f64);
-        assert_eq!(log.head(), (writers * per_writer) as u64);
-        rate
-    })
-}
-
-/// The same table as the log's, the same pragmas, rows of the same shape and size.
-fn bare(dir: &std::path::Path, name: &str, batch: usize) -> f64 {
-    let conn = Connection::open(dir.join(name)).expect("db");
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .expect("wal");
-    conn.pragma_update(None, "synchronous", "FULL")
-        .expect("sync");
-    conn.execute_batch(
-        "CREATE TABLE events (position INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, stream TEXT NOT NULL,
-         version INTEGER NOT NULL, type TEXT NOT NULL, schema_version INTEGER NOT NULL, occurred_at TEXT NOT NULL,
-         actor_kind TEXT NOT NULL, actor_id TEXT, correlation_id TEXT NOT NULL, causation_id TEXT NOT NULL,
-         payload TEXT NOT NULL, hash TEXT NOT NULL, UNIQUE (stream, version))",
-    )
-    .expect("schema");
-    let rows: Vec<(String, String, String)> = (0..BARE_ROWS)
-        .map(|n| {
-            (
-                Uuid::now_v7().to_string(),
-                payload(n).to_string(),
-                format!("{:064x}", n),
-            )
-        })
-        .collect();
-    // The same rows as the log writes: WRITERS streams, interleaved, versions counting up.
-    let streams: Vec<String> = (0..WRITERS)
-        .map(|_| format!("account-{}", Uuid::now_v7()))
-        .collect();
-    let started = Instant::now();
-    for (chunk_index, chunk) in rows.chunks(batch).enumerate() {
-        let tx = conn.unchecked_transaction().expect("tx");
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO events VALUES (?1, ?2, ?3, ?4, 'SessionStarted', 1, ?5, 'system', NULL, ?6, ?7, ?8, ?9)",
-                )
-                .expect("prepare");
-            for (i, (event_id, payload, hash)) in chunk.iter().enumerate() {
-                let n = chunk_index * batch + i;
-                insert
-                    .execute(params![
-                        (n + 1) as i64,
-                        event_id,
-                        streams[n % WRITERS],
-                        (n / WRITERS + 1) as i64,
-                        "2026-11-23T10:00:00.000000Z",
-                        event_id,
-                        event_id,
-                        payload,
-                        hash
-                    ])
-                    .expect("insert");
-            }
-        }
-        tx.commit().expect("commit");
-    }
-    BARE_ROWS as f64 / started.elapsed().as_secs_f64()
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -144,11 +22,11 @@ fn main() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let per_row = bare(dir.path(), "bare-row.db", 1);
-    let per_8 = bare(dir.path(), "bare-8.db", WRITERS);
-    let per_256 = bare(dir.path(), "bare-256.db", 256);
-    let ours_8 = ours(dir.path(), WRITERS);
-    let ours_64 = ours(dir.path(), 64);
+    let per_row = bare(dir.path(), "bare-row.db", 1, WRITERS);
+    let per_8 = bare(dir.path(), "bare-8.db", WRITERS, WRITERS);
+    let per_256 = bare(dir.path(), "bare-256.db", 256, WRITERS);
+    let ours_8 = log_alone(dir.path(), WRITERS, EVENTS);
+    let ours_64 = log_alone(dir.path(), 64, EVENTS);
     let ours = ours_8;
     println!("log append, single-event commands, WAL + synchronous=FULL, one run:");
     println!("  custode log, {WRITERS} concurrent writers (group commit): {ours:>9.0} appends/s");

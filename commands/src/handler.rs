@@ -9,9 +9,11 @@
 //! ```
 //! Hash results are remembered across attempts ([`MemoHasher`]), so a retry costs a read and a
 //! `decide`, not another Argon2 run. The cache of folded states keeps a command's cost flat as
-//! its stream grows (see ARCHITECTURE.md, "Bounded loads"); it is only an optimisation: every
-//! load reads what the log has past the cached version, so a stale or evicted entry costs a
-//! longer read, never a wrong decision. Replay and audit never use it.
+//! its stream grows (see ARCHITECTURE.md, "Bounded loads"); it is only an optimisation: a load
+//! reads what the log has past the cached version (skipped when the log's writer says it
+//! committed nothing to the stream since), so a stale or evicted entry costs a longer read,
+//! and an append at a stale version is refused by the log's version check and decided again
+//! from a fresh read. Replay and audit never use it.
 
 use crate::clock::Clock;
 use crate::hashing::{Argon2Hasher, HashPool, MemoHasher};
@@ -159,6 +161,10 @@ impl<D: Decider> Handler<D> {
 
     async fn load_stream(&self, stream: &str) -> Result<(D::State, u64), HandlerError<D::Error>> {
         let (mut state, mut version) = self.cache.get(stream).unwrap_or_default();
+        if version > 0 && self.services.log.known_version(stream) == Some(version) {
+            // The writer committed nothing to the stream since: no read at all.
+            return Ok((state, version));
+        }
         let newer = self.services.log.read_stream_after(stream, version).await?;
         if newer.is_empty() {
             return Ok((state, version));

@@ -101,6 +101,7 @@ pub struct EventLog {
 struct Inner {
     jobs: mpsc::Sender<Job>,
     stats: Arc<WriterStats>,
+    versions: Arc<StreamVersions>,
     head: watch::Receiver<u64>,
     readers: ReadPool,
     path: PathBuf,
@@ -142,11 +143,13 @@ impl EventLog {
         let (head_tx, head_rx) = watch::channel(tip.position);
         let (jobs_tx, jobs_rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
+        let versions = Arc::new(StreamVersions::default());
         let writer = Writer {
             conn,
             tip,
             head: head_tx,
             stats: stats.clone(),
+            versions: versions.clone(),
         };
         std::thread::Builder::new()
             .name("custode-log-writer".into())
@@ -156,6 +159,7 @@ impl EventLog {
             inner: Arc::new(Inner {
                 jobs: jobs_tx,
                 stats,
+                versions,
                 head: head_rx,
                 readers: ReadPool::new(path),
                 path: path.to_path_buf(),
@@ -193,6 +197,13 @@ impl EventLog {
             self.inner.stats.commits.load(Relaxed),
             self.inner.stats.jobs.load(Relaxed),
         )
+    }
+
+    /// The version of `stream` as this process last committed it, when it remembers: a
+    /// handler whose cached state stands at that version need not read the stream at all. A
+    /// hint, never the truth: the append's version check is.
+    pub fn known_version(&self, stream: &str) -> Option<u64> {
+        self.inner.versions.get(stream)
     }
 
     /// The position of the last committed event (0 for an empty log).
@@ -585,6 +596,36 @@ struct Writer {
     tip: Tip,
     head: watch::Sender<u64>,
     stats: Arc<WriterStats>,
+    versions: Arc<StreamVersions>,
+}
+
+/// Streams' versions as of this writer's last commits (bounded; forgotten wholesale when full).
+#[derive(Default)]
+struct StreamVersions(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+/// How many streams' versions are remembered.
+const VERSIONS_KEPT: usize = 65_536;
+
+impl StreamVersions {
+    fn get(&self, stream: &str) -> Option<u64> {
+        self.0.lock().ok()?.get(stream).copied()
+    }
+
+    fn committed(&self, replies: &[Reply]) {
+        let Ok(mut versions) = self.0.lock() else {
+            return;
+        };
+        if versions.len() >= VERSIONS_KEPT {
+            versions.clear();
+        }
+        for event in replies
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .flatten()
+        {
+            versions.insert(event.stream.clone(), event.version);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -653,6 +694,7 @@ impl Writer {
         match committed {
             Ok(()) => {
                 self.tip = tip;
+                self.versions.committed(&replies);
                 self.head.send_replace(self.tip.position);
                 use std::sync::atomic::Ordering::Relaxed;
                 self.stats.commits.fetch_add(1, Relaxed);

@@ -33,10 +33,11 @@ impl AccountCommand {
             | AccountCommand::Login(_)
             | AccountCommand::Reauthenticate(_)
             | AccountCommand::ChangePassword(_)
-            | AccountCommand::SetRecoveryInfo(_)
             | AccountCommand::AnswerSecurityQuestion(_)
             | AccountCommand::CompleteRecovery(_)
             | AccountCommand::OperatorReset(_) => true,
+            // Only a new security answer is hashed; contacts alone decide right here.
+            AccountCommand::SetRecoveryInfo(c) => matches!(c.security, Change::Set(_)),
             AccountCommand::Logout(_)
             | AccountCommand::SendRecoveryLink(_)
             | AccountCommand::SendRecoveryCode(_)

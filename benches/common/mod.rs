@@ -1,0 +1,134 @@
+//! What more than one benchmark measures against: the log alone with concurrent writers, and
+//! a bare rusqlite insert loop of the same rows into the same table (WAL, `synchronous=FULL`).
+
+use chrono::Utc;
+use custode_commands::{EventLog, LogOptions, Metadata, NewEvent, StreamAppend};
+use custode_domain::Actor;
+use rusqlite::{params, Connection};
+use serde_json::json;
+use std::time::Instant;
+use uuid::Uuid;
+
+/// Rows the bare loops insert.
+pub const BARE_ROWS: usize = 3_000;
+
+pub fn payload(n: usize) -> serde_json::Value {
+    json!({
+        "session_id": Uuid::now_v7(),
+        "token_hash": format!("{:064x}", n),
+        "started_at": "2026-11-23T10:00:00.000000Z",
+        "expires_at": "2026-11-24T10:00:00.000000Z",
+        "fresh_until": "2026-11-23T10:10:00.000000Z",
+        "client_ip": "192.0.2.10",
+        "required_actions": [],
+    })
+}
+
+/// Appends/s of `events` single-event commands through the log from `writers` concurrent
+/// writers (group commit).
+pub fn log_alone(dir: &std::path::Path, writers: usize, events: usize) -> f64 {
+    let per_writer = events / writers;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let log = EventLog::open(&dir.join(format!("ours-{writers}.db")), &LogOptions::default()).expect("log");
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let stream = format!("account-{}", Uuid::now_v7());
+                for i in 0..per_writer {
+                    let append = StreamAppend {
+                        stream: stream.clone(),
+                        expected_version: i as u64,
+                        events: vec![NewEvent {
+                            event_id: Uuid::now_v7(),
+                            event_type: "SessionStarted".into(),
+                            schema_version: 1,
+                            payload: payload(w * per_writer + i),
+                        }],
+                    };
+                    let meta = Metadata {
+                        actor: Actor::system(),
+                        correlation_id: Uuid::now_v7(),
+                        causation_id: Uuid::now_v7(),
+                        occurred_at: Utc::now(),
+                    };
+                    log.append(vec![append], meta).await.expect("append");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("writer");
+        }
+        let rate = (writers * per_writer) as f64 / started.elapsed().as_secs_f64();
+        let (commits, jobs) = log.stats();
+        println!("  (custode log, {writers} writers: {jobs} commands in {commits} commits, {:.1} per commit)", jobs as f64 / commits as f64);
+        assert_eq!(log.head(), (writers * per_writer) as u64);
+        rate
+    })
+}
+
+/// Rows/s of a bare insert loop, `batch` rows per transaction: the same table as the log's,
+/// the same pragmas, rows of the same shape and size, spread over `streams` streams.
+pub fn bare(dir: &std::path::Path, name: &str, batch: usize, streams: usize) -> f64 {
+    let conn = Connection::open(dir.join(name)).expect("db");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
+    conn.pragma_update(None, "synchronous", "FULL")
+        .expect("sync");
+    conn.execute_batch(
+        "CREATE TABLE events (position INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, stream TEXT NOT NULL,
+         version INTEGER NOT NULL, type TEXT NOT NULL, schema_version INTEGER NOT NULL, occurred_at TEXT NOT NULL,
+         actor_kind TEXT NOT NULL, actor_id TEXT, correlation_id TEXT NOT NULL, causation_id TEXT NOT NULL,
+         payload TEXT NOT NULL, hash TEXT NOT NULL, UNIQUE (stream, version))",
+    )
+    .expect("schema");
+    let rows: Vec<(String, String, String)> = (0..BARE_ROWS)
+        .map(|n| {
+            (
+                Uuid::now_v7().to_string(),
+                payload(n).to_string(),
+                format!("{:064x}", n),
+            )
+        })
+        .collect();
+    // The same rows as the log writes: one stream per writer, interleaved, versions counting up.
+    let stream_count = streams;
+    let streams: Vec<String> = (0..stream_count)
+        .map(|_| format!("account-{}", Uuid::now_v7()))
+        .collect();
+    let started = Instant::now();
+    for (chunk_index, chunk) in rows.chunks(batch).enumerate() {
+        let tx = conn.unchecked_transaction().expect("tx");
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO events VALUES (?1, ?2, ?3, ?4, 'SessionStarted', 1, ?5, 'system', NULL, ?6, ?7, ?8, ?9)",
+                )
+                .expect("prepare");
+            for (i, (event_id, payload, hash)) in chunk.iter().enumerate() {
+                let n = chunk_index * batch + i;
+                insert
+                    .execute(params![
+                        (n + 1) as i64,
+                        event_id,
+                        streams[n % stream_count],
+                        (n / stream_count + 1) as i64,
+                        "2026-11-23T10:00:00.000000Z",
+                        event_id,
+                        event_id,
+                        payload,
+                        hash
+                    ])
+                    .expect("insert");
+            }
+        }
+        tx.commit().expect("commit");
+    }
+    BARE_ROWS as f64 / started.elapsed().as_secs_f64()
+}
