@@ -13,6 +13,8 @@
 //! 2. End-to-end latency from a committed append to the Maildir file the mailer writes for it,
 //!    p50 and p99, under 1,000 commands/s in the embedded mode.
 
+mod common;
+
 use async_nats::jetstream::{self, stream};
 use chrono::Utc;
 use custode_commands::accounts::AccountHandler;
@@ -355,11 +357,7 @@ fn latency_under_load(runtime: &tokio::runtime::Runtime, dir: &Path) {
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     relay_vs_bare(&runtime, dir.path());
     latency_under_load(&runtime, dir.path());
 }

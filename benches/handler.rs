@@ -27,8 +27,8 @@ use custode_commands::hashing::{Argon2Hasher, Argon2Settings, HashPool};
 use custode_commands::service_key::ServiceKey;
 use custode_commands::{EventLog, LogOptions, Metadata, StreamAppend};
 use custode_domain::account::{
-    self, AccessChannel, AccountCommand, AccountError, AccountEvent, AccountKind, Change, Language,
-    OpenAccount, RecoveryInfoSet, SessionStarted, SetRecoveryInfo,
+    self, AccessChannel, AccountCommand, AccountError, AccountEvent, Change, OpenAccount,
+    RecoveryInfoSet, SessionStarted, SetRecoveryInfo,
 };
 use custode_domain::{Actor, TokenHash};
 use std::path::Path;
@@ -67,19 +67,11 @@ fn handler(dir: &Path) -> (EventLog, AccountHandler) {
 /// `events` on file, appended straight to the log (as if written over months).
 async fn account_with(log: &EventLog, handler: &AccountHandler, events: usize) -> (Uuid, Uuid) {
     let account_id = Uuid::now_v7();
-    let open = OpenAccount {
+    let open = OpenAccount::mailbox(
         account_id,
-        kind: AccountKind::Mailbox,
-        user_id: format!("bench-{account_id}@pec.example.it"),
-        plan: None,
-        owner: None,
-        name: None,
-        fiscal_code: None,
-        contact_email: None,
-        contact_mobile: None,
-        language: Language::It,
-        password: handler.temporary_password(account_id).unwrap(),
-    };
+        format!("bench-{account_id}@pec.example.it"),
+        handler.temporary_password(account_id).unwrap(),
+    );
     handler.open(open, &caller()).await.unwrap();
     let session_id = Uuid::now_v7();
     let far = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
@@ -213,11 +205,7 @@ fn main() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
 
     println!("bounded loads: a non-hashing command (recovery email change), {COMMANDS_PER_SIZE} in a row on one account, durable commits:");
     let mut by_size = Vec::new();

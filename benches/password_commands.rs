@@ -15,8 +15,7 @@ use custode_commands::hashing::{Argon2Hasher, Argon2Settings, HashPool};
 use custode_commands::tokens::temporary_password;
 use custode_commands::{EventLog, LogOptions};
 use custode_domain::account::{
-    AccessChannel, AccountCommand, AccountKind, ChangePassword, InitialPassword, Language,
-    OpenAccount,
+    AccessChannel, AccountCommand, ChangePassword, InitialPassword, OpenAccount,
 };
 use custode_domain::{Actor, Secret, SecretHasher, Settings};
 use std::sync::Arc;
@@ -97,19 +96,7 @@ fn main() {
                 unreachable!("a temporary password")
             };
             let password = password.clone();
-            let cmd = OpenAccount {
-                account_id,
-                kind: AccountKind::Mailbox,
-                user_id: format!("bench{n}@pec.example.it"),
-                plan: None,
-                owner: None,
-                name: None,
-                fiscal_code: None,
-                contact_email: None,
-                contact_mobile: None,
-                language: Language::It,
-                password: initial,
-            };
+            let cmd = OpenAccount::mailbox(account_id, format!("bench{n}@pec.example.it"), initial);
             handler.open(cmd, &caller()).await.expect("open");
             accounts.push((account_id, format!("bench{n}@pec.example.it"), password));
         }

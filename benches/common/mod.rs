@@ -1,6 +1,9 @@
 //! What more than one benchmark measures against: the log alone with concurrent writers, and
 //! a bare rusqlite insert loop of the same rows into the same table (WAL, `synchronous=FULL`).
 
+// Each benchmark uses the part of this it measures against.
+#![allow(dead_code)]
+
 use chrono::Utc;
 use custode_commands::{EventLog, LogOptions, Metadata, NewEvent, StreamAppend};
 use custode_domain::Actor;
@@ -8,6 +11,15 @@ use rusqlite::{params, Connection};
 use serde_json::json;
 use std::time::Instant;
 use uuid::Uuid;
+
+/// The runtime every benchmark drives its async side with: two workers, as the machine has.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
 
 /// Rows the bare loops insert.
 pub const BARE_ROWS: usize = 3_000;
@@ -28,12 +40,7 @@ pub fn payload(n: usize) -> serde_json::Value {
 /// writers (group commit).
 pub fn log_alone(dir: &std::path::Path, writers: usize, events: usize) -> f64 {
     let per_writer = events / writers;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    runtime().block_on(async {
         let log = EventLog::open(&dir.join(format!("ours-{writers}.db")), &LogOptions::default()).expect("log");
         let started = Instant::now();
         let mut tasks = Vec::new();

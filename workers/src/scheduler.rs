@@ -197,7 +197,7 @@ mod tests {
     use custode_commands::clock::ManualClock;
     use custode_commands::hashing::{Argon2Hasher, Argon2Settings, HashPool};
     use custode_commands::service_key::ServiceKey;
-    use custode_domain::account::{AccessChannel, AccountKind, Language, OpenAccount};
+    use custode_domain::account::{AccessChannel, OpenAccount};
     use custode_domain::{Actor, Secret};
 
     fn at(day: u32, hour: u32) -> DateTime<Utc> {
@@ -344,19 +344,7 @@ mod tests {
         };
         let account_id = uuid::Uuid::now_v7();
         let password = accounts.temporary_password(account_id).unwrap();
-        let open = OpenAccount {
-            account_id,
-            kind: AccountKind::Mailbox,
-            user_id: "mario.rossi@pec.example.it".into(),
-            plan: None,
-            owner: None,
-            name: None,
-            fiscal_code: None,
-            contact_email: None,
-            contact_mobile: None,
-            language: Language::It,
-            password,
-        };
+        let open = OpenAccount::mailbox(account_id, "mario.rossi@pec.example.it", password);
         accounts.open(open, &caller).await.unwrap();
         for _ in 0..10 {
             let wrong = Secret::new("not-the-password");

@@ -79,6 +79,29 @@ pub struct OpenAccount {
     pub password: InitialPassword,
 }
 
+impl OpenAccount {
+    /// A standard mailbox with nothing but its user id and initial password.
+    pub fn mailbox(
+        account_id: Uuid,
+        user_id: impl Into<String>,
+        password: InitialPassword,
+    ) -> Self {
+        Self {
+            account_id,
+            kind: AccountKind::Mailbox,
+            user_id: user_id.into(),
+            plan: None,
+            owner: None,
+            name: None,
+            fiscal_code: None,
+            contact_email: None,
+            contact_mobile: None,
+            language: Language::It,
+            password,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Login {
     pub session_id: Uuid,

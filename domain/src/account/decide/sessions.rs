@@ -15,19 +15,9 @@ pub(super) fn login(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     opened(state)?;
-    let mut events = lockout_over(state, ctx)?;
-    let right = state
-        .current_password()
-        .is_some_and(|hash| ctx.hasher.verify(&c.password, hash));
+    let (mut events, right) =
+        check_password(state, &c.password, &c.client_ip, c.channel, None, ctx)?;
     if !right {
-        failed_login(
-            state,
-            &mut events,
-            c.client_ip.clone(),
-            c.channel,
-            None,
-            ctx,
-        );
         return Ok(events);
     }
     let sessions = &ctx.settings.sessions;
@@ -42,6 +32,34 @@ pub(super) fn login(
         required_actions: state.required_actions(),
     }));
     Ok(events)
+}
+
+/// SEC-6's check of the password a login or a step-up gives: refused while a lockout lasts (an
+/// ended one recorded first), a wrong password recorded, locking at the threshold. The events
+/// to record, and whether the password was right.
+pub(super) fn check_password(
+    state: &Account,
+    password: &crate::secret::Secret,
+    client_ip: &Option<String>,
+    channel: AccessChannel,
+    session_id: Option<Uuid>,
+    ctx: &Ctx<'_>,
+) -> Result<(Vec<AccountEvent>, bool), AccountError> {
+    let mut events = lockout_over(state, ctx)?;
+    let right = state
+        .current_password()
+        .is_some_and(|hash| ctx.hasher.verify(password, hash));
+    if !right {
+        failed_login(
+            state,
+            &mut events,
+            client_ip.clone(),
+            channel,
+            session_id,
+            ctx,
+        );
+    }
+    Ok((events, right))
 }
 
 /// SEC-6: refuses while a login lockout lasts; once it has ended, the `LoginUnlocked` to record
@@ -93,19 +111,15 @@ pub(super) fn reauthenticate(
     let session = state
         .live_session(c.session_id, ctx.now)
         .ok_or(AccountError::SessionInvalid)?;
-    let mut events = lockout_over(state, ctx)?;
-    let right = state
-        .current_password()
-        .is_some_and(|hash| ctx.hasher.verify(&c.password, hash));
+    let (mut events, right) = check_password(
+        state,
+        &c.password,
+        &c.client_ip,
+        c.channel,
+        Some(c.session_id),
+        ctx,
+    )?;
     if !right {
-        failed_login(
-            state,
-            &mut events,
-            c.client_ip.clone(),
-            c.channel,
-            Some(c.session_id),
-            ctx,
-        );
         return Ok(events);
     }
     // Step-up never outlives the session itself.
