@@ -189,6 +189,8 @@ impl Config {
             || l.recovery_starts_per_address_per_minute == 0
             || l.recovery_messages_per_user_per_hour == 0
             || l.checks_per_address_per_minute == 0
+            || l.check_failures_per_user == 0
+            || l.check_lockout_minutes <= 0
         {
             return Err(ConfigError::Value("limits.* must be positive".into()));
         }
@@ -209,6 +211,11 @@ impl Config {
             (
                 "limits.login_lockout_minutes",
                 l.login_lockout_minutes,
+                60 * 24 * 30,
+            ),
+            (
+                "limits.check_lockout_minutes",
+                l.check_lockout_minutes,
                 60 * 24 * 30,
             ),
         ];

@@ -36,3 +36,18 @@ pub fn failures_after(previous: u32, lock_ended: bool) -> u32 {
         previous + 1
     }
 }
+
+/// Refuses with `refuse(until, seconds)` while the lock lasts; once it has ended, the event
+/// `ended(until)` that records the end, to write before anything else; nothing while open.
+pub fn guard<E, R>(
+    locked_until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    refuse: impl FnOnce(DateTime<Utc>, i64) -> R,
+    ended: impl FnOnce(DateTime<Utc>) -> E,
+) -> Result<Vec<E>, R> {
+    match lock_at(locked_until, now) {
+        Lock::Locked { until, seconds } => Err(refuse(until, seconds)),
+        Lock::Ended(until) => Ok(vec![ended(until)]),
+        Lock::Open => Ok(Vec::new()),
+    }
+}

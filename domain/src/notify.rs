@@ -3,9 +3,10 @@
 //! they have folded from earlier ones ([`Contacts::evolve`]), and deliver what it returns.
 
 use crate::account::{
-    otp_context, recovery_link_context, temporary_password_context, AccountOpened, Language,
-    LoginLockedOut, OtpChallengeIssued, PasswordChanged, PasswordRecovered, RecoveryInfoSet,
-    RecoveryLinkIssued, SecurityQuestionLocked, TemporaryPasswordIssued, TemporaryPasswordReason,
+    otp_context, recovery_link_context, temporary_password_context, AccountOpened, ChecksLockedOut,
+    Language, LoginLockedOut, OtpChallengeIssued, PasswordChanged, PasswordRecovered,
+    RecoveryInfoSet, RecoveryLinkIssued, SecurityQuestionLocked, TemporaryPasswordIssued,
+    TemporaryPasswordReason,
 };
 use crate::notice::Channel;
 use crate::secret::Sealed;
@@ -28,6 +29,8 @@ pub enum Template {
     LockoutStarted,
     /// SEC-6, NT-4: logins locked after wrong passwords in a row.
     LoginLocked,
+    /// SEC-2, NT-4: code and answer checks locked after wrong ones in a row.
+    ChecksLocked,
     /// RC-2: the recovery link.
     RecoveryLink,
     /// RC-3, SC: a one-time code.
@@ -49,6 +52,7 @@ pub const TEMPLATES: &[Template] = &[
     Template::PasswordRecovered,
     Template::LockoutStarted,
     Template::LoginLocked,
+    Template::ChecksLocked,
     Template::RecoveryLink,
     Template::OneTimeCode,
     Template::CollaboratorLink,
@@ -66,6 +70,7 @@ impl Template {
             Template::PasswordRecovered => "password_recovered",
             Template::LockoutStarted => "lockout_started",
             Template::LoginLocked => "login_locked",
+            Template::ChecksLocked => "checks_locked",
             Template::RecoveryLink => "recovery_link",
             Template::OneTimeCode => "one_time_code",
             Template::CollaboratorLink => "collaborator_link",
@@ -104,6 +109,7 @@ crate::event_group! {
         PasswordRecovered,
         SecurityQuestionLocked,
         LoginLockedOut,
+        ChecksLockedOut,
         RecoveryInfoSet,
     }
 }
@@ -227,6 +233,7 @@ pub fn notices_for(
         NotifyEvent::PasswordRecovered(_) => to_contact_email(Template::PasswordRecovered),
         NotifyEvent::SecurityQuestionLocked(_) => to_contact_email(Template::LockoutStarted),
         NotifyEvent::LoginLockedOut(_) => to_contact_email(Template::LoginLocked),
+        NotifyEvent::ChecksLockedOut(_) => to_contact_email(Template::ChecksLocked),
         NotifyEvent::RecoveryInfoSet(_) => {
             // NT-4: to the contact email, and to the old recovery address when it changed.
             let mut notices = to_contact_email(Template::RecoveryInfoChanged);

@@ -14,11 +14,11 @@
 //! inactivity (SC-8) and document expiry (SC-2) arrive as command timers with their events.
 
 use crate::account::{
-    LoginLockedOut, OtpChallengeIssued, RecoveryLinkIssued, SecurityQuestionLocked,
-    TemporaryPasswordIssued,
+    ChecksLockedOut, LoginLockedOut, OtpChallengeIssued, RecoveryLinkIssued,
+    SecurityQuestionLocked, TemporaryPasswordIssued,
 };
 use crate::secret::Sealed;
-use crate::subject::{DecoyQuestionLocked, UnknownLoginLockedOut};
+use crate::subject::{DecoyQuestionLocked, UnknownChecksLockedOut, UnknownLoginLockedOut};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +78,8 @@ crate::event_group! {
         SecurityQuestionLocked,
         UnknownLoginLockedOut,
         DecoyQuestionLocked,
+        ChecksLockedOut,
+        UnknownChecksLockedOut,
     }
 }
 
@@ -109,6 +111,8 @@ pub fn schedule_for(stream: &str, event: &ScheduleEvent) -> Schedule {
         ScheduleEvent::SecurityQuestionLocked(e) => end_locks(stream, e.until),
         ScheduleEvent::UnknownLoginLockedOut(e) => end_locks(stream, e.until),
         ScheduleEvent::DecoyQuestionLocked(e) => end_locks(stream, e.until),
+        ScheduleEvent::ChecksLockedOut(e) => end_locks(stream, e.until),
+        ScheduleEvent::UnknownChecksLockedOut(e) => end_locks(stream, e.until),
     }
 }
 

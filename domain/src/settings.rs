@@ -78,6 +78,10 @@ pub struct LimitSettings {
     pub recovery_messages_per_user_per_hour: u32,
     /// OTP and answer checks per address a minute.
     pub checks_per_address_per_minute: u32,
+    /// SEC-2: wrong codes or answers in a row, across recoveries, before a user id's checks
+    /// are locked, and for how long.
+    pub check_failures_per_user: u32,
+    pub check_lockout_minutes: i64,
 }
 
 impl Default for LimitSettings {
@@ -89,6 +93,8 @@ impl Default for LimitSettings {
             recovery_starts_per_address_per_minute: 10,
             recovery_messages_per_user_per_hour: 5,
             checks_per_address_per_minute: 30,
+            check_failures_per_user: 10,
+            check_lockout_minutes: 15,
         }
     }
 }

@@ -6,7 +6,7 @@
 //! two apart. Nothing here names the id itself.
 
 use crate::account::AccountError;
-use crate::lockout::{failures_after, lock_at, Lock};
+use crate::lockout::{failures_after, guard, lock_at, Lock};
 use crate::secret::Secret;
 use crate::settings::Settings;
 use chrono::{DateTime, Duration, Utc};
@@ -26,6 +26,8 @@ pub enum SubjectEvent {
     DecoyAnswerFailed(DecoyAnswerFailed),
     DecoyQuestionLocked(DecoyQuestionLocked),
     DecoyQuestionUnlocked(DecoyQuestionUnlocked),
+    UnknownChecksLockedOut(UnknownChecksLockedOut),
+    UnknownChecksUnlocked(UnknownChecksUnlocked),
 }
 
 pub const SUBJECT_EVENT_TYPES: &[&str] = &[
@@ -38,6 +40,8 @@ pub const SUBJECT_EVENT_TYPES: &[&str] = &[
     "DecoyAnswerFailed",
     "DecoyQuestionLocked",
     "DecoyQuestionUnlocked",
+    "UnknownChecksLockedOut",
+    "UnknownChecksUnlocked",
 ];
 
 /// A login with a user id that has no account.
@@ -93,6 +97,19 @@ pub struct DecoyQuestionLocked {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecoyQuestionUnlocked {
+    pub locked_until: DateTime<Utc>,
+}
+
+/// SEC-2: too many wrong codes or answers in a row for the id, as an account's
+/// `ChecksLockedOut`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnknownChecksLockedOut {
+    pub until: DateTime<Utc>,
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnknownChecksUnlocked {
     pub locked_until: DateTime<Utc>,
 }
 
@@ -169,6 +186,7 @@ impl crate::decider::Decider for Subjects {
                 let normalized = crate::masking::checked_answer(answer.expose())
                     .ok_or_else(crate::account::answer_malformed)?;
                 question_lock(state, now)?;
+                checks_open(state, now)?;
                 ctx.hasher.verify_dummy(&Secret::new(normalized));
                 answer_failed(state, *recovery_id, settings, now)
             }
@@ -181,6 +199,11 @@ impl crate::decider::Decider for Subjects {
                 }
                 if let Lock::Ended(until) = lock_at(state.question_locked_until, now) {
                     events.push(SubjectEvent::DecoyQuestionUnlocked(DecoyQuestionUnlocked {
+                        locked_until: until,
+                    }));
+                }
+                if let Lock::Ended(until) = lock_at(state.checks_locked_until, now) {
+                    events.push(SubjectEvent::UnknownChecksUnlocked(UnknownChecksUnlocked {
                         locked_until: until,
                     }));
                 }
@@ -216,6 +239,9 @@ pub struct Subject {
     pub codes: BTreeMap<Uuid, DecoyCodes>,
     pub question_failures: u32,
     pub question_locked_until: Option<DateTime<Utc>>,
+    /// SEC-2: wrong codes and answers in a row, across recoveries, and their lock.
+    pub check_failures: u32,
+    pub checks_locked_until: Option<DateTime<Utc>>,
 }
 
 pub fn evolve(mut state: Subject, event: &SubjectEvent) -> Subject {
@@ -237,8 +263,20 @@ pub fn evolve(mut state: Subject, event: &SubjectEvent) -> Subject {
         }
         SubjectEvent::DecoyCodeFailed(e) => {
             state.codes.entry(e.recovery_id).or_default().attempts += 1;
+            state.check_failures += 1;
         }
-        SubjectEvent::DecoyAnswerFailed(_) => state.question_failures += 1,
+        SubjectEvent::DecoyAnswerFailed(_) => {
+            state.question_failures += 1;
+            state.check_failures += 1;
+        }
+        SubjectEvent::UnknownChecksLockedOut(e) => {
+            state.checks_locked_until = Some(e.until);
+            state.check_failures = 0;
+        }
+        SubjectEvent::UnknownChecksUnlocked(_) => {
+            state.checks_locked_until = None;
+            state.check_failures = 0;
+        }
         SubjectEvent::DecoyQuestionLocked(e) => {
             state.question_locked_until = Some(e.until);
             state.question_failures = 0;
@@ -254,15 +292,16 @@ pub fn evolve(mut state: Subject, event: &SubjectEvent) -> Subject {
 /// Before verifying a login's (dummy) password: refused while locked out, as an account's is;
 /// an ended lockout is recorded first.
 pub fn login_lock(state: &Subject, now: DateTime<Utc>) -> Result<Vec<SubjectEvent>, AccountError> {
-    match lock_at(state.login_locked_until, now) {
-        Lock::Locked { until, seconds } => Err(AccountError::LoginLocked { until, seconds }),
-        Lock::Ended(until) => Ok(vec![SubjectEvent::UnknownLoginUnlocked(
-            UnknownLoginUnlocked {
+    guard(
+        state.login_locked_until,
+        now,
+        |until, seconds| AccountError::LoginLocked { until, seconds },
+        |until| {
+            SubjectEvent::UnknownLoginUnlocked(UnknownLoginUnlocked {
                 locked_until: until,
-            },
-        )]),
-        Lock::Open => Ok(Vec::new()),
-    }
+            })
+        },
+    )
 }
 
 /// A failed login with an unknown id: counted, and locked out at the threshold.
@@ -337,16 +376,55 @@ pub fn verify_code(
             "the code has 6 digits",
         )]));
     }
+    let mut events = checks_open(state, now)?;
+    let checks_lock_ended = !events.is_empty();
     if attempts >= limits.code_attempts {
         return Err(AccountError::CodeExhausted);
     }
     if now >= expires_at {
         return Err(AccountError::CodeExpired);
     }
-    Ok(vec![SubjectEvent::DecoyCodeFailed(DecoyCodeFailed {
+    events.push(SubjectEvent::DecoyCodeFailed(DecoyCodeFailed {
         recovery_id,
         attempts_left: limits.code_attempts.saturating_sub(attempts + 1),
-    })])
+    }));
+    check_failed(state, &mut events, checks_lock_ended, settings, now);
+    Ok(events)
+}
+
+/// SEC-2 for an unknown id, as for an account: checks refused while locked, an ended lock
+/// recorded first.
+pub fn checks_open(state: &Subject, now: DateTime<Utc>) -> Result<Vec<SubjectEvent>, AccountError> {
+    guard(
+        state.checks_locked_until,
+        now,
+        |until, seconds| AccountError::ChecksLocked { until, seconds },
+        |until| {
+            SubjectEvent::UnknownChecksUnlocked(UnknownChecksUnlocked {
+                locked_until: until,
+            })
+        },
+    )
+}
+
+/// SEC-2 for an unknown id: one more wrong code or answer in a row; the lock at the threshold.
+fn check_failed(
+    state: &Subject,
+    events: &mut Vec<SubjectEvent>,
+    lock_ended: bool,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) {
+    let failures = failures_after(state.check_failures, lock_ended);
+    let limits = &settings.limits;
+    if failures >= limits.check_failures_per_user {
+        events.push(SubjectEvent::UnknownChecksLockedOut(
+            UnknownChecksLockedOut {
+                until: now + Duration::minutes(limits.check_lockout_minutes),
+                failures,
+            },
+        ));
+    }
 }
 
 /// RC-4 for a decoy, before hashing: refused while locked, an ended lock recorded first.
@@ -354,15 +432,16 @@ pub fn question_lock(
     state: &Subject,
     now: DateTime<Utc>,
 ) -> Result<Vec<SubjectEvent>, AccountError> {
-    match lock_at(state.question_locked_until, now) {
-        Lock::Locked { until, seconds } => Err(AccountError::QuestionLocked { until, seconds }),
-        Lock::Ended(until) => Ok(vec![SubjectEvent::DecoyQuestionUnlocked(
-            DecoyQuestionUnlocked {
+    guard(
+        state.question_locked_until,
+        now,
+        |until, seconds| AccountError::QuestionLocked { until, seconds },
+        |until| {
+            SubjectEvent::DecoyQuestionUnlocked(DecoyQuestionUnlocked {
                 locked_until: until,
-            },
-        )]),
-        Lock::Open => Ok(Vec::new()),
-    }
+            })
+        },
+    )
 }
 
 /// RC-4 for a decoy, after hashing: every answer is wrong; five lock the question.
@@ -374,7 +453,11 @@ pub fn answer_failed(
 ) -> Result<Vec<SubjectEvent>, AccountError> {
     let limits = &settings.recovery;
     let mut events = question_lock(state, now)?;
-    let failures = failures_after(state.question_failures, !events.is_empty());
+    let question_lock_ended = !events.is_empty();
+    let checks = checks_open(state, now)?;
+    let checks_lock_ended = !checks.is_empty();
+    events.extend(checks);
+    let failures = failures_after(state.question_failures, question_lock_ended);
     events.push(SubjectEvent::DecoyAnswerFailed(DecoyAnswerFailed {
         recovery_id,
         attempts_left: limits.question_attempts.saturating_sub(failures),
@@ -384,6 +467,7 @@ pub fn answer_failed(
             until: now + limits.question_lock(),
         }));
     }
+    check_failed(state, &mut events, checks_lock_ended, settings, now);
     Ok(events)
 }
 

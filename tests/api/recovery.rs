@@ -986,3 +986,120 @@ async fn a_recovery_opens_logins_that_wrong_passwords_locked() {
     // No waiting out the lock: the recovery proved the holder.
     app.login(user, NEW_PASSWORD).await;
 }
+
+/// SEC-2: wrong codes are counted per user id across recoveries: three fresh recoveries buy
+/// no more than ten wrong codes in a row, then checks answer `429` (still after a restart),
+/// the holder is mailed, and an unknown id is held alike; the lock ends after 15 minutes.
+#[tokio::test]
+async fn sec_2_wrong_codes_across_fresh_recoveries_lock_the_user_ids_checks() {
+    let app = TestApp::spawn_with(roomy()).await;
+    let user = "indovino@pec.example.it";
+    recoverable(&app, user).await;
+    let unknown = (0..200)
+        .map(|n| format!("ignoto{n}@pec.example.it"))
+        .find(|id| {
+            app.state
+                .accounts
+                .decoy_methods_of(id)
+                .contains(&custode_domain::recovery::RecoveryMethod::Sms)
+        })
+        .expect("some unknown id offers an SMS code");
+    // A code that is not the one sent: the last SMS's code plus one (any code, for a decoy).
+    let wrong_code = |app: &TestApp| {
+        let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap_or_default();
+        let sent = sms
+            .lines()
+            .last()
+            .and_then(|text| {
+                text.split(|c: char| !c.is_ascii_digit())
+                    .find(|w| w.len() == 6)
+                    .map(|w| w.parse::<u32>().unwrap())
+            })
+            .unwrap_or(0);
+        format!("{:06}", (sent + 1) % 1_000_000)
+    };
+    let mut last = Vec::new();
+    for id in [user, unknown.as_str()] {
+        let mut wrong_so_far = 0;
+        for guesses in [4, 4, 2] {
+            let started = start(&app, id).await;
+            assert_eq!(
+                call(&app, &started, "/sms", json!({})).await.status(),
+                StatusCode::ACCEPTED
+            );
+            app.quiesce().await;
+            for _ in 0..guesses {
+                let code = wrong_code(&app);
+                let res = call(&app, &started, "/sms/verify", json!({ "code": code })).await;
+                expect_problem(res, StatusCode::UNAUTHORIZED, "code-wrong").await;
+                wrong_so_far += 1;
+            }
+            last = vec![started];
+        }
+        assert_eq!(wrong_so_far, 10);
+        // The eleventh, in the third recovery which has attempts of its own left: refused.
+        let res = call(
+            &app,
+            &last[0],
+            "/sms/verify",
+            json!({ "code": wrong_code(&app) }),
+        )
+        .await;
+        assert!(res.headers().contains_key("retry-after"));
+        expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+        // A fresh recovery does not reopen them.
+        let fresh = start(&app, id).await;
+        assert_eq!(
+            call(&app, &fresh, "/sms", json!({})).await.status(),
+            StatusCode::ACCEPTED
+        );
+        let res = call(
+            &app,
+            &fresh,
+            "/sms/verify",
+            json!({ "code": wrong_code(&app) }),
+        )
+        .await;
+        expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+        last = vec![fresh];
+    }
+    eventually(
+        StdDuration::from_secs(10),
+        "the checks-locked notice",
+        || mails(&app, "titolare@example.it", "Verifiche bloccate").len() == 1,
+    )
+    .await;
+
+    // The count is in the log: a new process refuses alike.
+    let (data_dir, dir, clock) = app.stop().await;
+    let app = TestApp::start(&data_dir, roomy(), clock).await;
+    for id in [user, unknown.as_str()] {
+        let started = start(&app, id).await;
+        assert_eq!(
+            call(&app, &started, "/sms", json!({})).await.status(),
+            StatusCode::ACCEPTED
+        );
+        let res = call(&app, &started, "/sms/verify", json!({ "code": "000000" })).await;
+        expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+    }
+    // Fifteen minutes on, checks are open again (the scheduler records the lock's end).
+    app.advance(Duration::minutes(15));
+    for id in [user, unknown.as_str()] {
+        let started = start(&app, id).await;
+        assert_eq!(
+            call(&app, &started, "/sms", json!({})).await.status(),
+            StatusCode::ACCEPTED
+        );
+        app.quiesce().await;
+        let res = call(
+            &app,
+            &started,
+            "/sms/verify",
+            json!({ "code": wrong_code(&app) }),
+        )
+        .await;
+        expect_problem(res, StatusCode::UNAUTHORIZED, "code-wrong").await;
+    }
+    drop(app);
+    drop(dir);
+}

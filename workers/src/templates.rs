@@ -114,6 +114,20 @@ pub fn render(input: &Input<'_>) -> Rendered {
                 "If this was not you, someone is trying to guess your password: the forgotten-password procedure recovers it and lifts the lock at once.".into(),
             ],
         ),
+        (Template::ChecksLocked, Language::It) => (
+            "Verifiche bloccate per troppi codici o risposte errati",
+            vec![
+                format!("Troppi codici o risposte errati di seguito per l'account {user}: per qualche minuto codici e risposte alla domanda di sicurezza sono rifiutati."),
+                "Se non sei stato tu, qualcuno sta tentando di recuperare la tua password: contatta l'assistenza.".into(),
+            ],
+        ),
+        (Template::ChecksLocked, Language::En) => (
+            "Checks locked after too many wrong codes or answers",
+            vec![
+                format!("Too many wrong codes or answers in a row for the account {user}: for a few minutes codes and answers to the security question are refused."),
+                "If this was not you, someone is trying to recover your password: contact support.".into(),
+            ],
+        ),
         (Template::RecoveryLink, Language::It) => (
             "Recupero della password",
             vec![

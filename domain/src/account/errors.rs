@@ -50,6 +50,12 @@ pub enum AccountError {
     TokenSuperseded,
     #[error("the account cannot recover its password")]
     RecoveryRefused,
+    #[error("too many wrong codes or answers in a row: checks are refused for a while")]
+    ChecksLocked {
+        until: DateTime<Utc>,
+        /// Seconds from the refusal to `until` (for `Retry-After`).
+        seconds: i64,
+    },
     #[error("too many wrong passwords in a row: logins are refused for a while")]
     LoginLocked {
         until: DateTime<Utc>,
@@ -80,7 +86,7 @@ impl AccountError {
             AccountError::TokenUsed => "token-used",
             AccountError::TokenExpired => "token-expired",
             AccountError::TokenSuperseded => "token-superseded",
-            AccountError::LoginLocked { .. } => "rate-limited",
+            AccountError::LoginLocked { .. } | AccountError::ChecksLocked { .. } => "rate-limited",
         }
     }
 }

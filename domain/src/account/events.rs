@@ -131,6 +131,8 @@ pub enum AccountEvent {
     RecoveryInfoConfirmed(RecoveryInfoConfirmed),
     LoginLockedOut(LoginLockedOut),
     LoginUnlocked(LoginUnlocked),
+    ChecksLockedOut(ChecksLockedOut),
+    ChecksUnlocked(ChecksUnlocked),
 }
 
 /// Every account event type, for the schema coverage test and the projections' filters.
@@ -156,6 +158,8 @@ pub const ACCOUNT_EVENT_TYPES: &[&str] = &[
     "RecoveryInfoConfirmed",
     "LoginLockedOut",
     "LoginUnlocked",
+    "ChecksLockedOut",
+    "ChecksUnlocked",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -368,5 +372,19 @@ pub struct LoginLockedOut {
 /// when a recovery proves the holder).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoginUnlocked {
+    pub locked_until: DateTime<Utc>,
+}
+
+/// SEC-2, SEC-6: too many wrong codes or answers in a row, whatever the recovery or the
+/// challenge; code and answer checks of the account are refused until `until`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChecksLockedOut {
+    pub until: DateTime<Utc>,
+    pub failures: u32,
+}
+
+/// SEC-6: the lock of code and answer checks has ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChecksUnlocked {
     pub locked_until: DateTime<Utc>,
 }

@@ -31,6 +31,9 @@ pub struct Account {
     /// SEC-6: wrong passwords in a row, and the lockout they caused.
     pub login_failures: u32,
     pub login_locked_until: Option<DateTime<Utc>>,
+    /// SEC-2: wrong codes and answers in a row, across recoveries, and the lock they caused.
+    pub check_failures: u32,
+    pub checks_locked_until: Option<DateTime<Utc>>,
 }
 
 /// A token that lets the holder choose a new password (RC-5): the emailed link, or the reset
@@ -267,12 +270,16 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             });
         }
         AccountEvent::OtpCheckFailed(e) => {
+            state.check_failures += 1;
             if let Some(recovery_id) = state.challenges.recovery_of(e.challenge_id) {
                 *state.grants.code_attempts.entry(recovery_id).or_default() += 1;
             }
             state.challenges.failed(e.challenge_id);
         }
-        AccountEvent::OtpVerified(e) => state.challenges.verified(e.challenge_id),
+        AccountEvent::OtpVerified(e) => {
+            state.check_failures = 0;
+            state.challenges.verified(e.challenge_id);
+        }
         AccountEvent::ResetTokenIssued(e) => {
             let old = state.grants.reset.replace(Grant {
                 recovery_id: e.recovery_id,
@@ -283,9 +290,21 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             state.grants.spend(old, Spent::Superseded);
             if e.method == RecoveryMethod::Question {
                 state.grants.question_failures = 0;
+                state.check_failures = 0;
             }
         }
-        AccountEvent::SecurityAnswerFailed(_) => state.grants.question_failures += 1,
+        AccountEvent::SecurityAnswerFailed(_) => {
+            state.grants.question_failures += 1;
+            state.check_failures += 1;
+        }
+        AccountEvent::ChecksLockedOut(e) => {
+            state.checks_locked_until = Some(e.until);
+            state.check_failures = 0;
+        }
+        AccountEvent::ChecksUnlocked(_) => {
+            state.checks_locked_until = None;
+            state.check_failures = 0;
+        }
         AccountEvent::SecurityQuestionLocked(e) => {
             state.grants.question_locked_until = Some(e.until);
             state.grants.question_failures = 0;

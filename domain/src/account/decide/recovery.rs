@@ -7,7 +7,7 @@ use super::super::state::{Account, Spent};
 use super::password::check_new_password;
 use super::*;
 use crate::decider::Ctx;
-use crate::lockout::{failures_after, lock_at, Lock};
+use crate::lockout::{failures_after, guard};
 use crate::masking::checked_answer;
 use crate::notice::Channel;
 use crate::otp::{self, OtpPurpose};
@@ -102,25 +102,30 @@ pub(super) fn verify_recovery_code(
             "the code has 6 digits",
         )]));
     }
+    let mut events = checks_open(state, ctx)?;
+    let checks_lock_ended = !events.is_empty();
     let candidate = ctx.codes.hash_code(challenge.challenge_id, c.code.expose());
     match challenge.check(&candidate, ctx.now) {
-        otp::Check::Right => Ok(vec![
-            AccountEvent::OtpVerified(OtpVerified {
+        otp::Check::Right => {
+            events.push(AccountEvent::OtpVerified(OtpVerified {
                 challenge_id: challenge.challenge_id,
-            }),
-            AccountEvent::ResetTokenIssued(ResetTokenIssued {
+            }));
+            events.push(AccountEvent::ResetTokenIssued(ResetTokenIssued {
                 recovery_id: c.recovery_id,
                 method: RecoveryMethod::Sms,
                 token_hash: c.token_hash.clone(),
                 expires_at: ctx.now + ctx.settings.recovery.reset_token_lifetime(),
-            }),
-        ]),
+            }));
+            Ok(events)
+        }
         otp::Check::Wrong { attempts_left } => {
-            Ok(vec![AccountEvent::OtpCheckFailed(OtpCheckFailed {
+            events.push(AccountEvent::OtpCheckFailed(OtpCheckFailed {
                 challenge_id: challenge.challenge_id,
                 attempts_left,
                 client_ip: c.client_ip.clone(),
-            })])
+            }));
+            check_failed(state, &mut events, checks_lock_ended, ctx);
+            Ok(events)
         }
         otp::Check::Missing => Err(AccountError::NoCode),
         otp::Check::Expired => Err(AccountError::CodeExpired),
@@ -142,18 +147,20 @@ pub(super) fn answer_question(
         .filter(|_| settings.security_question)
         .ok_or(AccountError::MethodUnavailable)?;
     let answer = checked_answer(c.answer.expose()).ok_or_else(answer_malformed)?;
-    let mut events = Vec::new();
-    match lock_at(state.grants.question_locked_until, ctx.now) {
-        Lock::Locked { until, seconds } => {
-            return Err(AccountError::QuestionLocked { until, seconds })
-        }
-        Lock::Ended(until) => events.push(AccountEvent::SecurityQuestionUnlocked(
-            SecurityQuestionUnlocked {
+    let mut events = guard(
+        state.grants.question_locked_until,
+        ctx.now,
+        |until, seconds| AccountError::QuestionLocked { until, seconds },
+        |until| {
+            AccountEvent::SecurityQuestionUnlocked(SecurityQuestionUnlocked {
                 locked_until: until,
-            },
-        )),
-        Lock::Open => {}
-    }
+            })
+        },
+    )?;
+    let question_lock_ended = !events.is_empty();
+    let checks = checks_open(state, ctx)?;
+    let checks_lock_ended = !checks.is_empty();
+    events.extend(checks);
     if ctx.hasher.verify(&Secret::new(answer), hash) {
         events.push(AccountEvent::ResetTokenIssued(ResetTokenIssued {
             recovery_id: c.recovery_id,
@@ -163,7 +170,7 @@ pub(super) fn answer_question(
         }));
         return Ok(events);
     }
-    let failures = failures_after(state.grants.question_failures, !events.is_empty());
+    let failures = failures_after(state.grants.question_failures, question_lock_ended);
     events.push(AccountEvent::SecurityAnswerFailed(SecurityAnswerFailed {
         recovery_id: c.recovery_id,
         attempts_left: settings.question_attempts.saturating_sub(failures),
@@ -176,7 +183,36 @@ pub(super) fn answer_question(
             },
         ));
     }
+    check_failed(state, &mut events, checks_lock_ended, ctx);
     Ok(events)
+}
+
+/// SEC-2: code and answer checks are refused while the account's checks are locked; an ended
+/// lock is recorded first.
+fn checks_open(state: &Account, ctx: &Ctx<'_>) -> Result<Vec<AccountEvent>, AccountError> {
+    guard(
+        state.checks_locked_until,
+        ctx.now,
+        |until, seconds| AccountError::ChecksLocked { until, seconds },
+        |until| {
+            AccountEvent::ChecksUnlocked(ChecksUnlocked {
+                locked_until: until,
+            })
+        },
+    )
+}
+
+/// SEC-2: one more wrong code or answer in a row, across recoveries; at the threshold the
+/// account's checks lock (and the holder is mailed).
+fn check_failed(state: &Account, events: &mut Vec<AccountEvent>, lock_ended: bool, ctx: &Ctx<'_>) {
+    let failures = failures_after(state.check_failures, lock_ended);
+    let limits = &ctx.settings.limits;
+    if failures >= limits.check_failures_per_user {
+        events.push(AccountEvent::ChecksLockedOut(ChecksLockedOut {
+            until: ctx.now + chrono::Duration::minutes(limits.check_lockout_minutes),
+            failures,
+        }));
+    }
 }
 
 /// RC-4: an answer of a shape no holder could have saved (a decoy refuses it alike).

@@ -6,7 +6,7 @@ use super::super::events::*;
 use super::super::state::Account;
 use super::*;
 use crate::decider::Ctx;
-use crate::lockout::{failures_after, lock_at, Lock};
+use crate::lockout::{failures_after, guard, lock_at, Lock};
 use uuid::Uuid;
 
 pub(super) fn login(
@@ -68,13 +68,16 @@ pub(super) fn lockout_over(
     state: &Account,
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
-    match lock_at(state.login_locked_until, ctx.now) {
-        Lock::Locked { until, seconds } => Err(AccountError::LoginLocked { until, seconds }),
-        Lock::Ended(until) => Ok(vec![AccountEvent::LoginUnlocked(LoginUnlocked {
-            locked_until: until,
-        })]),
-        Lock::Open => Ok(Vec::new()),
-    }
+    guard(
+        state.login_locked_until,
+        ctx.now,
+        |until, seconds| AccountError::LoginLocked { until, seconds },
+        |until| {
+            AccountEvent::LoginUnlocked(LoginUnlocked {
+                locked_until: until,
+            })
+        },
+    )
 }
 
 /// A wrong password: `LoginFailed`, and `LoginLockedOut` when it is one too many in a row.
@@ -166,6 +169,11 @@ pub(super) fn end_locks(state: &Account, ctx: &Ctx<'_>) -> Result<Vec<AccountEve
                 locked_until: until,
             },
         ));
+    }
+    if let Lock::Ended(until) = lock_at(state.checks_locked_until, ctx.now) {
+        events.push(AccountEvent::ChecksUnlocked(ChecksUnlocked {
+            locked_until: until,
+        }));
     }
     Ok(events)
 }

@@ -732,3 +732,71 @@ fn a_recovery_ends_the_run_of_wrong_passwords() {
         .events();
     assert!(matches!(events.as_slice(), [AccountEvent::LoginFailed(_)]));
 }
+
+// ---- SEC-2: wrong codes and answers counted across recoveries ----
+
+/// Four wrong codes in each of `recoveries`, each recovery with a code of its own.
+fn wrong_codes_in(
+    mut history: Vec<AccountEvent>,
+    recoveries: &[(Uuid, u128, usize)],
+) -> Vec<AccountEvent> {
+    for (recovery_id, n, guesses) in recoveries {
+        history = step(history, send_code(*recovery_id, *n, "111111"), now());
+        for _ in 0..*guesses {
+            history = step(history, verify(*recovery_id, "999999", 3), now());
+        }
+    }
+    history
+}
+
+#[test]
+fn ten_wrong_codes_in_a_row_across_recoveries_lock_the_checks_and_a_right_code_ends_the_run_sec_2()
+{
+    let third = Uuid::from_u128(0x2ec2);
+    let history = wrong_codes_in(
+        recoverable(),
+        &[(RECOVERY, 1, 4), (OTHER_RECOVERY, 2, 4), (third, 3, 1)],
+    );
+    // The tenth: recorded, and it locks every check of the account for 15 minutes.
+    let tenth = given(history.clone())
+        .when(verify(third, "999999", 3))
+        .events();
+    assert!(matches!(
+        tenth.as_slice(),
+        [AccountEvent::OtpCheckFailed(_), AccountEvent::ChecksLockedOut(l)]
+            if l.failures == 10 && l.until == now() + minutes(15)
+    ));
+    let locked = and(history.clone(), tenth);
+    assert!(matches!(
+        given(locked.clone())
+            .when(verify(third, "111111", 4))
+            .error(),
+        AccountError::ChecksLocked { seconds: 900, .. }
+    ));
+    assert!(matches!(
+        given(locked.clone()).when(answer("gatto", 4)).error(),
+        AccountError::ChecksLocked { .. }
+    ));
+    // The lock's end is recorded first, and the count starts afresh.
+    let later = step(locked, send_code(third, 7, "111111"), now() + minutes(15));
+    let after = given(later)
+        .when_at(verify(third, "111111", 4), now() + minutes(15))
+        .events();
+    assert!(matches!(
+        after.first(),
+        Some(AccountEvent::ChecksUnlocked(_))
+    ));
+    // A right code before the tenth ends the run: nine more wrong ones lock nothing.
+    let right = step(history, verify(third, "111111", 5), now());
+    let again = wrong_codes_in(
+        right,
+        &[
+            (Uuid::from_u128(0x2ec3), 4, 4),
+            (Uuid::from_u128(0x2ec4), 5, 4),
+            (Uuid::from_u128(0x2ec5), 6, 1),
+        ],
+    );
+    assert!(!again
+        .iter()
+        .any(|e| matches!(e, AccountEvent::ChecksLockedOut(_))));
+}
