@@ -13,8 +13,9 @@ use crate::service_key::ServiceKey;
 use crate::tokens;
 use custode_domain::account::{
     self, AccessChannel, Account, AccountCommand, AccountError, AccountEvent, Accounts,
-    InitialPassword, Login, OpenAccount, OwnerRef,
+    InitialPassword, Login, OpenAccount, OwnerRef, RequestOtp,
 };
+use custode_domain::otp::OtpPurpose;
 use custode_domain::recovery::Recoveries;
 use custode_domain::subject::{SubjectCommand, Subjects};
 use custode_domain::user_registry::{ClaimUserId, Registry, UserIdError};
@@ -233,6 +234,28 @@ impl AccountHandler {
             )));
         };
         Ok(position)
+    }
+
+    /// PW-4, SC: a one-time code for `purpose`, by SMS to the account's mobile; the code is
+    /// drawn here and leaves only sealed for the SMS sender.
+    pub async fn request_otp(
+        &self,
+        account_id: Uuid,
+        session_id: Uuid,
+        purpose: OtpPurpose,
+        caller: &Caller,
+    ) -> AccountResult<Outcome> {
+        let challenge_id = Uuid::now_v7();
+        let code = tokens::otp_code();
+        let sealed_code = self.seal(&code, &account::otp_context(account_id, challenge_id))?;
+        let cmd = AccountCommand::RequestOtp(RequestOtp {
+            session_id,
+            purpose,
+            challenge_id,
+            code,
+            sealed_code,
+        });
+        self.execute(account_id, cmd, caller).await
     }
 
     /// Load, decide, append on the account's stream (see [`Handler::execute`]).

@@ -17,7 +17,6 @@ use custode_domain::recovery::{
 };
 use custode_domain::subject::{SubjectCommand, SubjectEvent};
 use custode_domain::{Secret, Violation};
-use rand::Rng;
 use uuid::Uuid;
 
 /// RC-1's answer.
@@ -54,12 +53,6 @@ impl From<Outcome> for Sent {
             position: outcome.position(),
         }
     }
-}
-
-/// A fresh six-digit code, uniform over 000000..=999999.
-fn new_code() -> Secret {
-    let n: u32 = rand::rngs::OsRng.gen_range(0..1_000_000);
-    Secret::new(format!("{n:06}"))
 }
 
 impl AccountHandler {
@@ -208,7 +201,7 @@ impl AccountHandler {
         let recovery_id = started.recovery_id;
         let real = |account_id| async move {
             let challenge_id = Uuid::now_v7();
-            let code = new_code();
+            let code = tokens::otp_code();
             let sealed_code = self.seal(&code, &account::otp_context(account_id, challenge_id))?;
             let cmd = AccountCommand::SendRecoveryCode(SendRecoveryCode {
                 recovery_id,

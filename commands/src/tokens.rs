@@ -131,3 +131,10 @@ mod tests {
         }
     }
 }
+
+/// A fresh six-digit one-time code, uniform over 000000..=999999.
+pub fn otp_code() -> Secret {
+    use rand::Rng;
+    let n: u32 = rand::rngs::OsRng.gen_range(0..1_000_000);
+    Secret::new(format!("{n:06}"))
+}

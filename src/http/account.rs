@@ -1,18 +1,21 @@
 //! The holder's own account: the account page (RI-3), recovery information (RI-1, RI-2) and
 //! the password change (PW-4).
 
-use super::extract::{Body, Correlation, HolderSession};
+use super::extract::{Body, ClientIp, Correlation, HolderSession};
 use super::problem::Problem;
-use super::{command_answer, query, wait_for_after, After};
+use super::{command_answer, query, settle, wait_for_after, After};
 use crate::app::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use custode_domain::account::{
-    AccountCommand, Change, ChangePassword, SecurityQuestion, SetRecoveryInfo,
+    AccessChannel, AccountCommand, AccountError, AccountEvent, Change, ChangePassword,
+    SecurityQuestion, SetRecoveryInfo,
 };
 use custode_domain::masking::{mask_email, mask_mobile};
+use custode_domain::notice::Channel;
+use custode_domain::otp::OtpPurpose;
 use custode_domain::{Secret, Violation};
 use custode_projections::accounts::AccountRow;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -279,26 +282,114 @@ pub struct ChangePasswordRequest {
     current_password: Secret,
     new_password: Secret,
     new_password_repeat: Secret,
-    /// PW-4's identity OTP arrives with the OTP challenges (issue #5).
-    #[allow(dead_code)]
+    /// PW-4: an identity's code from `POST /v1/account/otp`.
     otp: Option<Secret>,
 }
 
 pub async fn change_password(
     State(state): State<AppState>,
     session: HolderSession,
+    client: ClientIp,
     correlation: Correlation,
     Body(req): Body<ChangePasswordRequest>,
 ) -> Result<Response, Problem> {
+    if req.otp.as_ref().is_some_and(|otp| otp.expose().len() > 64) {
+        return Err(
+            Problem::new("validation-failed", "the request breaks 1 rule(s)").with_errors(vec![
+                Violation::new("PW-4.otp", Some("otp"), "the code has 6 digits"),
+            ]),
+        );
+    }
     let cmd = AccountCommand::ChangePassword(ChangePassword {
         session_id: session.session_id,
         current_password: req.current_password,
         new_password: req.new_password,
         new_password_repeat: req.new_password_repeat,
+        otp: req.otp,
+        client_ip: client.text(),
+        channel: AccessChannel::Api,
     });
     let outcome = state
         .accounts
         .execute(session.account_id, cmd, &session.caller(correlation))
         .await?;
+    // Refusals that count (SEC-6, SEC-2) are recorded, then answered as refusals.
+    for event in &outcome.events {
+        match event {
+            AccountEvent::LoginFailed(_) => {
+                settle(&state, outcome.position()).await;
+                return Err(AccountError::CurrentPasswordWrong.into());
+            }
+            AccountEvent::OtpCheckFailed(failed) => {
+                settle(&state, outcome.position()).await;
+                return Err(wrong_code(failed.attempts_left));
+            }
+            _ => {}
+        }
+    }
     Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)
+}
+
+/// A wrong one-time code, with the attempts it leaves.
+fn wrong_code(attempts_left: u32) -> Problem {
+    let message = if attempts_left == 0 {
+        "the code is not right; no attempts are left".to_string()
+    } else {
+        format!("the code is not right; {attempts_left} attempt(s) left")
+    };
+    Problem::new("code-wrong", "the code is not right").with_errors(vec![Violation::new(
+        "PW-4.otp",
+        Some("otp"),
+        message,
+    )])
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OtpRequest {
+    purpose: OtpPurpose,
+}
+
+#[derive(Debug, Serialize)]
+struct OtpSent {
+    challenge_id: uuid::Uuid,
+    channel: Channel,
+    target: String,
+    expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// PW-4, SC: `{purpose}` → a code by SMS to the account's mobile, answered with where it went
+/// (masked) and until when it works.
+pub async fn request_otp(
+    State(state): State<AppState>,
+    session: HolderSession,
+    correlation: Correlation,
+    Body(req): Body<OtpRequest>,
+) -> Result<Response, Problem> {
+    let outcome = state
+        .accounts
+        .request_otp(
+            session.account_id,
+            session.session_id,
+            req.purpose,
+            &session.caller(correlation),
+        )
+        .await?;
+    let Some(issued) = outcome.events.iter().find_map(|e| match e {
+        AccountEvent::OtpChallengeIssued(issued) => Some(issued),
+        _ => None,
+    }) else {
+        return Err(Problem::internal(&"a code request issued no challenge"));
+    };
+    let body = OtpSent {
+        challenge_id: issued.challenge_id,
+        channel: issued.channel,
+        target: mask_mobile(&issued.to),
+        expires_at: issued.expires_at,
+    };
+    Ok(command_answer(
+        &state,
+        outcome.position(),
+        (StatusCode::ACCEPTED, Json(body)),
+    )
+    .await)
 }

@@ -105,6 +105,7 @@ fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
             "/v1/account/password",
             post(account::change_password),
         ),
+        (Method::POST, "/v1/account/otp", post(account::request_otp)),
         (
             Method::GET,
             "/v1/recovery-info/questions",

@@ -15,6 +15,7 @@ mod fanout;
 mod helpers;
 mod journey;
 mod notify;
+mod password;
 mod processes;
 mod recovery;
 mod replay;

@@ -3,6 +3,7 @@
 //! arrive in [`Ctx`](crate::decider::Ctx).
 
 use super::events::*;
+use crate::otp::OtpPurpose;
 use crate::secret::{PasswordHash, Sealed, Secret, TokenHash};
 use uuid::Uuid;
 
@@ -20,6 +21,7 @@ pub enum AccountCommand {
     AnswerSecurityQuestion(AnswerSecurityQuestion),
     CompleteRecovery(CompleteRecovery),
     OperatorReset(OperatorReset),
+    RequestOtp(RequestOtp),
     /// SEC-6, from the scheduler: record the end of every lock whose time has passed.
     EndLocks,
 }
@@ -42,6 +44,7 @@ impl AccountCommand {
             | AccountCommand::SendRecoveryLink(_)
             | AccountCommand::SendRecoveryCode(_)
             | AccountCommand::VerifyRecoveryCode(_)
+            | AccountCommand::RequestOtp(_)
             | AccountCommand::EndLocks => false,
         }
     }
@@ -130,6 +133,22 @@ pub struct ChangePassword {
     pub current_password: Secret,
     pub new_password: Secret,
     pub new_password_repeat: Secret,
+    /// PW-4: an identity's code from `POST /v1/account/otp` (purpose `password_change`).
+    pub otp: Option<Secret>,
+    /// For the failed attempt a wrong current password records (SEC-6).
+    pub client_ip: Option<String>,
+    pub channel: AccessChannel,
+}
+
+/// PW-4, SC: a one-time code for `purpose`, by SMS to the account's mobile. The handler draws
+/// the code and its challenge id and seals the code for the SMS sender.
+#[derive(Debug, Clone)]
+pub struct RequestOtp {
+    pub session_id: Uuid,
+    pub purpose: OtpPurpose,
+    pub challenge_id: Uuid,
+    pub code: Secret,
+    pub sealed_code: Sealed,
 }
 
 /// A field of a partial update: absent leaves it, `null` removes it, a value sets it.

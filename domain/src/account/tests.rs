@@ -214,6 +214,9 @@ fn change_to(new: &str, repeat: &str) -> AccountCommand {
         current_password: Secret::new(TEMPORARY),
         new_password: Secret::new(new),
         new_password_repeat: Secret::new(repeat),
+        otp: None,
+        client_ip: None,
+        channel: AccessChannel::Api,
     })
 }
 
@@ -510,9 +513,11 @@ fn the_new_password_must_be_typed_twice_alike() {
     insta::assert_json_snapshot!(refusal(&err));
 }
 
+/// SEC-6: a wrong current password is recorded as a failed login of the session (the caller
+/// answers `current-password-wrong`), so a stolen session gets no free guesses.
 #[test]
-fn a_wrong_current_password_is_refused() {
-    given(with_session())
+fn a_wrong_current_password_is_recorded_as_a_failed_login() {
+    let events = given(with_session())
         .when(AccountCommand::ChangePassword(ChangePassword {
             current_password: Secret::new("not-it"),
             ..match change_to(CHOSEN, CHOSEN) {
@@ -520,7 +525,12 @@ fn a_wrong_current_password_is_refused() {
                 _ => unreachable!(),
             }
         }))
-        .then_err(AccountError::CurrentPasswordWrong);
+        .events();
+    assert!(matches!(
+        events.as_slice(),
+        [AccountEvent::LoginFailed(f)] if f.session_id == Some(SESSION)
+            && f.reason == LoginFailure::WrongPassword
+    ));
 }
 
 #[test]
@@ -556,6 +566,9 @@ fn none_of_the_last_five_passwords_may_come_back() {
             current_password: Secret::new(current),
             new_password: Secret::new(new),
             new_password_repeat: Secret::new(new),
+            otp: None,
+            client_ip: None,
+            channel: AccessChannel::Api,
         })
     };
     for p in passwords {

@@ -14,6 +14,7 @@ use super::errors::AccountError;
 use super::events::*;
 use super::state::Account;
 use crate::decider::Ctx;
+use crate::lockout::{failures_after, guard};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -36,6 +37,7 @@ pub fn decide(
         AccountCommand::CompleteRecovery(c) => recovery::complete_recovery(state, c, ctx),
         AccountCommand::OperatorReset(c) => password::operator_reset(state, c, ctx),
         AccountCommand::EndLocks => sessions::end_locks(state, ctx),
+        AccountCommand::RequestOtp(c) => password::request_otp(state, c, ctx),
     }
 }
 
@@ -75,4 +77,40 @@ pub(super) fn end_sessions(
         session_ids: live,
         reason,
     }))
+}
+
+/// SEC-2: code and answer checks are refused while the account's checks are locked; an ended
+/// lock is recorded first.
+pub(super) fn checks_open(
+    state: &Account,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    guard(
+        state.checks_locked_until,
+        ctx.now,
+        |until, seconds| AccountError::ChecksLocked { until, seconds },
+        |until| {
+            AccountEvent::ChecksUnlocked(ChecksUnlocked {
+                locked_until: until,
+            })
+        },
+    )
+}
+
+/// SEC-2: one more wrong code or answer in a row, across recoveries; at the threshold the
+/// account's checks lock (and the holder is mailed).
+pub(super) fn check_failed(
+    state: &Account,
+    events: &mut Vec<AccountEvent>,
+    lock_ended: bool,
+    ctx: &Ctx<'_>,
+) {
+    let failures = failures_after(state.check_failures, lock_ended);
+    let limits = &ctx.settings.limits;
+    if failures >= limits.check_failures_per_user {
+        events.push(AccountEvent::ChecksLockedOut(ChecksLockedOut {
+            until: ctx.now + chrono::Duration::minutes(limits.check_lockout_minutes),
+            failures,
+        }));
+    }
 }

@@ -7,6 +7,8 @@ use super::super::events::*;
 use super::super::state::Account;
 use super::*;
 use crate::decider::Ctx;
+use crate::notice::Channel;
+use crate::otp::{self, OtpPurpose};
 use crate::policy::{self, Holder};
 use crate::secret::Secret;
 use crate::violation::Violation;
@@ -18,11 +20,30 @@ pub(super) fn change_password(
 ) -> Result<Vec<AccountEvent>, AccountError> {
     let profile = opened(state)?;
     require_session(state, c.session_id, true, ctx.now)?;
-    let current_ok = state
-        .current_password()
-        .is_some_and(|hash| ctx.hasher.verify(&c.current_password, hash));
-    if !current_ok {
-        return Err(AccountError::CurrentPasswordWrong);
+    // SEC-6: a wrong current password counts as a failed login (a stolen session gets no
+    // free guesses); the handler's caller answers `current-password-wrong` when it is recorded.
+    let (mut events, right) = super::sessions::check_password(
+        state,
+        &c.current_password,
+        &c.client_ip,
+        c.channel,
+        Some(c.session_id),
+        ctx,
+    )?;
+    if !right {
+        return Ok(events);
+    }
+    // PW-4: an identity confirms with a code sent to its mobile, except the first change
+    // (opening, an operator's reset), when no mobile may be on file yet.
+    if profile.kind == AccountKind::Identity && !state.must_change_password {
+        let confirmed = confirm_otp(state, OtpPurpose::PasswordChange, c.otp.as_ref(), ctx)?;
+        let wrong = confirmed
+            .iter()
+            .any(|e| matches!(e, AccountEvent::OtpCheckFailed(_)));
+        events.extend(confirmed);
+        if wrong {
+            return Ok(events);
+        }
     }
     check_new_password(
         state,
@@ -32,9 +53,9 @@ pub(super) fn change_password(
         Some(&c.current_password),
         ctx,
     )?;
-    let mut events = vec![AccountEvent::PasswordChanged(PasswordChanged {
+    events.push(AccountEvent::PasswordChanged(PasswordChanged {
         password_hash: ctx.hasher.hash(&c.new_password),
-    })];
+    }));
     // PW-4: every session ends, the one that asked included; the holder logs in again.
     events.extend(end_sessions(
         state,
@@ -42,6 +63,103 @@ pub(super) fn change_password(
         ctx.now,
     ));
     Ok(events)
+}
+
+/// Checks `code` against the live challenge of `purpose`: `OtpVerified` when right; when
+/// wrong, `OtpCheckFailed` (and SEC-2's lock at the threshold), which the caller records and
+/// answers as a wrong code.
+fn confirm_otp(
+    state: &Account,
+    purpose: OtpPurpose,
+    code: Option<&Secret>,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    let missing = || {
+        AccountError::Invalid(vec![Violation::new(
+            "PW-4.otp",
+            Some("otp"),
+            "ask for a code with POST /v1/account/otp and send it as `otp`",
+        )])
+    };
+    let code = code.ok_or_else(missing)?;
+    let challenge = state
+        .challenges
+        .get(purpose, None)
+        .ok_or(AccountError::NoCode)?;
+    if !otp::well_formed(code.expose()) {
+        return Err(AccountError::Invalid(vec![Violation::new(
+            "PW-4.otp",
+            Some("otp"),
+            "the code has 6 digits",
+        )]));
+    }
+    let mut events = checks_open(state, ctx)?;
+    let checks_lock_ended = !events.is_empty();
+    let candidate = ctx.codes.hash_code(challenge.challenge_id, code.expose());
+    match challenge.check(&candidate, ctx.now) {
+        otp::Check::Right => events.push(AccountEvent::OtpVerified(OtpVerified {
+            challenge_id: challenge.challenge_id,
+        })),
+        otp::Check::Wrong { attempts_left } => {
+            events.push(AccountEvent::OtpCheckFailed(OtpCheckFailed {
+                challenge_id: challenge.challenge_id,
+                attempts_left,
+                client_ip: None,
+            }));
+            check_failed(state, &mut events, checks_lock_ended, ctx);
+        }
+        otp::Check::Missing => return Err(AccountError::NoCode),
+        otp::Check::Expired => return Err(AccountError::CodeExpired),
+        otp::Check::Exhausted => return Err(AccountError::CodeExhausted),
+    }
+    Ok(events)
+}
+
+/// PW-4, SC: a code by SMS to the account's mobile (the contact mobile, else the recovery
+/// one), replacing any earlier code of the purpose and keeping its spent attempts. At most
+/// `limits.recovery_messages_per_user_per_hour` codes an hour, counted in the state.
+pub(super) fn request_otp(
+    state: &Account,
+    c: &RequestOtp,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    let profile = opened(state)?;
+    require_session(state, c.session_id, false, ctx.now)?;
+    if c.purpose == OtpPurpose::Recovery {
+        return Err(AccountError::Invalid(vec![Violation::new(
+            "PW-4.purpose",
+            Some("purpose"),
+            "recovery codes are asked for with POST /v1/recovery/{recovery_id}/sms",
+        )]));
+    }
+    let to = profile
+        .contact_mobile
+        .as_ref()
+        .or(state.recovery.mobile.as_ref())
+        .ok_or(AccountError::MethodUnavailable)?;
+    let settings = &ctx.settings.recovery;
+    // A code's expiry is its sending time plus the code lifetime.
+    let sent_after = ctx.now - chrono::Duration::hours(1) + settings.code_lifetime();
+    let recent = state
+        .otp_expiries
+        .iter()
+        .filter(|expires| **expires > sent_after)
+        .count();
+    let limit = ctx.settings.limits.recovery_messages_per_user_per_hour;
+    if recent >= usize::try_from(limit).unwrap_or(usize::MAX) {
+        return Err(AccountError::CodeLimit);
+    }
+    Ok(vec![AccountEvent::OtpChallengeIssued(OtpChallengeIssued {
+        challenge_id: c.challenge_id,
+        purpose: c.purpose,
+        channel: Channel::Sms,
+        to: to.clone(),
+        code_hash: ctx.codes.hash_code(c.challenge_id, c.code.expose()),
+        expires_at: ctx.now + settings.code_lifetime(),
+        max_attempts: settings.code_attempts,
+        recovery_id: None,
+        sealed_code: c.sealed_code.clone(),
+    })])
 }
 
 /// PW-1, PW-2 and the repetition, for a new password. `current` is the password just verified

@@ -187,34 +187,6 @@ pub(super) fn answer_question(
     Ok(events)
 }
 
-/// SEC-2: code and answer checks are refused while the account's checks are locked; an ended
-/// lock is recorded first.
-fn checks_open(state: &Account, ctx: &Ctx<'_>) -> Result<Vec<AccountEvent>, AccountError> {
-    guard(
-        state.checks_locked_until,
-        ctx.now,
-        |until, seconds| AccountError::ChecksLocked { until, seconds },
-        |until| {
-            AccountEvent::ChecksUnlocked(ChecksUnlocked {
-                locked_until: until,
-            })
-        },
-    )
-}
-
-/// SEC-2: one more wrong code or answer in a row, across recoveries; at the threshold the
-/// account's checks lock (and the holder is mailed).
-fn check_failed(state: &Account, events: &mut Vec<AccountEvent>, lock_ended: bool, ctx: &Ctx<'_>) {
-    let failures = failures_after(state.check_failures, lock_ended);
-    let limits = &ctx.settings.limits;
-    if failures >= limits.check_failures_per_user {
-        events.push(AccountEvent::ChecksLockedOut(ChecksLockedOut {
-            until: ctx.now + chrono::Duration::minutes(limits.check_lockout_minutes),
-            failures,
-        }));
-    }
-}
-
 /// RC-4: an answer of a shape no holder could have saved (a decoy refuses it alike).
 pub fn answer_malformed() -> AccountError {
     AccountError::Invalid(vec![Violation::new(

@@ -1,0 +1,198 @@
+//! PW-4 and SEC-6 on the password change: an identity confirms with a code sent to its mobile
+//! (read back from the SMS the sender wrote), and wrong current passwords count as failed logins.
+
+use crate::helpers::{expect_problem, TestApp, OPERATOR_KEY};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const IDENTITY: &str = "mario.bianchi80";
+const FIRST: &str = "Tr4m-Colle!Verde";
+const SECOND: &str = "Nuova!Strada-Blu9";
+
+/// The code in the last SMS sent to `to`.
+fn last_code_to(app: &TestApp, to: &str) -> String {
+    let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap_or_default();
+    let line = sms
+        .lines()
+        .filter(|l| l.contains(to))
+        .last()
+        .expect("an SMS to the mobile");
+    let text: Value = serde_json::from_str(line).unwrap();
+    let code = text["text"]
+        .as_str()
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .expect("a code in the SMS")
+        .to_string();
+    app.remember_secret(&code);
+    code
+}
+
+fn change(current: &str, new: &str, otp: Option<&str>) -> Value {
+    json!({ "current_password": current, "new_password": new, "new_password_repeat": new, "otp": otp })
+}
+
+#[tokio::test]
+async fn pw_4_an_identity_changes_its_password_only_with_the_code_sent_to_its_mobile() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .post(
+            "/v1/admin/accounts",
+            Some(OPERATOR_KEY),
+            json!({ "kind": "identity", "user_id": IDENTITY, "name": "Mario Bianchi",
+                    "contact_mobile": "+39 333 765 4321", "language": "en" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    let temporary = body["temporary_password"].as_str().unwrap().to_string();
+    app.remember_secret(&temporary);
+    app.remember_secret(FIRST);
+    app.remember_secret(SECOND);
+
+    // The first change (it clears `change_password`) needs no code.
+    let token = app.login(IDENTITY, &temporary).await;
+    let res = app
+        .post(
+            "/v1/account/password",
+            Some(&token),
+            change(&temporary, FIRST, None),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let token = app.login(IDENTITY, FIRST).await;
+    let res = app
+        .request(
+            Method::PUT,
+            "/v1/account/recovery-info",
+            Some(&token),
+            Some(json!({ "email": "recupero@example.it" })),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // Later ones do: refused without it, and with a wrong one (counted), before any code is sent.
+    let res = app
+        .post(
+            "/v1/account/password",
+            Some(&token),
+            change(FIRST, SECOND, None),
+        )
+        .await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(p["errors"][0]["rule"], "PW-4.otp");
+    let res = app
+        .post(
+            "/v1/account/password",
+            Some(&token),
+            change(FIRST, SECOND, Some("123456")),
+        )
+        .await;
+    expect_problem(res, StatusCode::CONFLICT, "no-code").await;
+
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "password_change" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let sent: Value = res.json().await.unwrap();
+    assert_eq!(sent["channel"], "sms");
+    assert_eq!(sent["target"], "+39 ***** **21");
+    app.quiesce().await;
+    let code = last_code_to(&app, "+393337654321");
+    let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
+    let res = app
+        .post(
+            "/v1/account/password",
+            Some(&token),
+            change(FIRST, SECOND, Some(&wrong)),
+        )
+        .await;
+    let p = expect_problem(res, StatusCode::UNAUTHORIZED, "code-wrong").await;
+    assert!(
+        p["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4 attempt(s) left"),
+        "{p}"
+    );
+    let res = app
+        .post(
+            "/v1/account/password",
+            Some(&token),
+            change(FIRST, SECOND, Some(&code)),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // Used once: the session ended with the change, and the new password logs in.
+    app.login(IDENTITY, SECOND).await;
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": IDENTITY, "password": FIRST }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
+
+    // Bad requests for codes change nothing.
+    let token = app.login(IDENTITY, SECOND).await;
+    let head = app.settled_head().await;
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "recovery" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "lunch" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = app
+        .post(
+            "/v1/account/otp",
+            None,
+            json!({ "purpose": "password_change" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    assert_eq!(app.settled_head().await, head);
+}
+
+#[tokio::test]
+async fn sec_6_ten_wrong_current_passwords_lock_the_next_login() {
+    let app = TestApp::spawn().await;
+    let user = "rubato@pec.example.it";
+    let (token, password) = app.ready_mailbox(user).await;
+    for _ in 0..10 {
+        let res = app.change_password(&token, "Sbagliata!123", SECOND).await;
+        expect_problem(
+            res,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "current-password-wrong",
+        )
+        .await;
+    }
+    // A stolen session bought no free guesses: logins are locked as after ten wrong logins.
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": user, "password": password }),
+        )
+        .await;
+    assert!(res.headers().contains_key("retry-after"));
+    expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+    let res = app.change_password(&token, &password, SECOND).await;
+    expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+}
