@@ -168,6 +168,9 @@ fn main() {
                     current_password: current,
                     new_password: new.clone(),
                     new_password_repeat: new,
+                    otp: None,
+                    client_ip: None,
+                    channel: AccessChannel::Api,
                 });
                 handler
                     .execute(account_id, cmd, &caller())

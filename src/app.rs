@@ -106,6 +106,8 @@ pub struct AppState {
     pub captcha: crate::captcha::Captcha,
     /// SEC-2's rate limits.
     pub limiter: Arc<crate::http::limits::Limiter>,
+    /// SEC-9: the requests served at once.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 pub struct App {
@@ -149,7 +151,7 @@ impl App {
             crate::captcha::Captcha::from_config(&config.captcha).map_err(StartError::Component)?;
         let accounts = AccountHandler::new(
             log.clone(),
-            HashPool::per_core(),
+            HashPool::per_core(config.http.hashing_queue),
             hasher,
             settings,
             clock.clone(),
@@ -188,6 +190,7 @@ impl App {
             let worker = runtime::spawn_worker(*name, feed.clone(), &ctx, &mut tasks);
             workers.push(worker.map_err(|e| component(&e))?);
         }
+        let max_concurrent_requests = config.http.max_concurrent_requests;
         let state = AppState {
             read_models: Arc::new(ReadPool::new(config.data_dir.join(READ_MODELS_FILE))),
             config: Arc::new(config),
@@ -202,6 +205,7 @@ impl App {
             relayed,
             captcha,
             limiter: Arc::default(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests)),
         };
         Ok(Self {
             state,

@@ -78,12 +78,22 @@ pub struct LogConfig {
 pub struct HttpConfig {
     /// How long a read with `?after=` waits for its read model before answering 503.
     pub read_wait_ms: u64,
+    /// SEC-9: how long a request may take before it is answered `503`.
+    pub request_timeout_ms: u64,
+    /// SEC-9: requests served at once; more are answered `503` with `Retry-After` at once.
+    pub max_concurrent_requests: usize,
+    /// SEC-9: hashing jobs (logins, password changes, answers) that may wait for the pool's
+    /// threads; more are answered `503` with `Retry-After` at once.
+    pub hashing_queue: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             read_wait_ms: 5_000,
+            request_timeout_ms: 10_000,
+            max_concurrent_requests: 512,
+            hashing_queue: 32,
         }
     }
 }
@@ -180,6 +190,12 @@ impl Config {
         {
             return Err(ConfigError::Value(
                 "recovery.* durations and counts must be positive".into(),
+            ));
+        }
+        let h = &file.http;
+        if h.request_timeout_ms == 0 || h.max_concurrent_requests == 0 || h.hashing_queue == 0 {
+            return Err(ConfigError::Value(
+                "http.request_timeout_ms, http.max_concurrent_requests and http.hashing_queue must be positive".into(),
             ));
         }
         let l = &file.limits;

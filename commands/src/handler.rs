@@ -41,6 +41,9 @@ pub enum HandlerError<E> {
     /// Other commands changed the stream every time this one decided.
     #[error("the stream changed concurrently; try again")]
     Conflict,
+    /// SEC-9: the hashing pool's queue is full; nothing was decided.
+    #[error("the service is busy; try again shortly")]
+    Busy,
     #[error("storage failed: {0}")]
     Store(String),
 }
@@ -51,6 +54,7 @@ impl<E> HandlerError<E> {
         match self {
             HandlerError::Domain(e) => HandlerError::Domain(f(e)),
             HandlerError::Conflict => HandlerError::Conflict,
+            HandlerError::Busy => HandlerError::Busy,
             HandlerError::Store(s) => HandlerError::Store(s),
         }
     }
@@ -59,6 +63,15 @@ impl<E> HandlerError<E> {
 impl<E: custode_domain::Refusal> From<E> for HandlerError<E> {
     fn from(e: E) -> Self {
         HandlerError::Domain(e)
+    }
+}
+
+impl<E> From<crate::hashing::PoolError> for HandlerError<E> {
+    fn from(e: crate::hashing::PoolError) -> Self {
+        match e {
+            crate::hashing::PoolError::Busy => HandlerError::Busy,
+            crate::hashing::PoolError::Closed => HandlerError::Store(e.to_string()),
+        }
     }
 }
 
@@ -319,7 +332,7 @@ impl<D: Decider> Handler<D> {
                 .pool
                 .run(run)
                 .await
-                .map_err(|e| HandlerError::Store(e.to_string()))
+                .map_err(HandlerError::from)
         } else {
             Ok(run())
         }

@@ -103,21 +103,47 @@ impl SecretHasher for Argon2Hasher {
 
 /// A dedicated pool of long-lived threads, one per core, for CPU-heavy closures. Dedicated
 /// threads (not Tokio's elastic blocking pool) keep Argon2's 19 MiB working memory warm in
-/// each thread's allocator arena instead of faulting fresh pages in for every hash, and the
-/// queue in front of them bounds how much hashing runs at once.
+/// each thread's allocator arena instead of faulting fresh pages in for every hash. The queue
+/// in front of them is bounded (SEC-9): a job offered while the threads are busy and the queue
+/// is full is refused at once ([`PoolError::Busy`]), so a burst of logins gets quick `503`s
+/// instead of waiting for seconds.
 #[derive(Clone)]
 pub struct HashPool {
     jobs: std::sync::mpsc::Sender<Job>,
+    /// Jobs running or waiting, and how many may be.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    capacity: usize,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
 
-#[derive(Debug, thiserror::Error)]
-#[error("the hashing pool is gone")]
-pub struct PoolClosed;
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("the hashing pool is gone")]
+    Closed,
+    #[error("the hashing pool's queue is full")]
+    Busy,
+}
+
+/// Jobs each thread may have waiting when the pool is built without a bound of its own.
+const DEFAULT_QUEUE_PER_THREAD: usize = 64;
+
+/// Releases a job's place when it ends, however it ends.
+struct Place(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 
 impl HashPool {
     pub fn new(size: usize) -> Self {
+        Self::bounded(size, size.max(1) * DEFAULT_QUEUE_PER_THREAD)
+    }
+
+    /// `size` threads, and at most `queue` jobs waiting for one.
+    pub fn bounded(size: usize, waiting: usize) -> Self {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let queue = Arc::new(std::sync::Mutex::new(queue));
         for n in 0..size.max(1) {
@@ -138,25 +164,44 @@ impl HashPool {
                 tracing::error!(%error, "cannot start a hashing thread");
             }
         }
-        Self { jobs }
+        Self {
+            jobs,
+            in_flight: Arc::default(),
+            capacity: size.max(1) + waiting,
+        }
     }
 
-    /// One thread per available core.
-    pub fn per_core() -> Self {
-        Self::new(std::thread::available_parallelism().map_or(2, usize::from))
+    /// One thread per available core, with at most `queue` jobs waiting.
+    pub fn per_core(queue: usize) -> Self {
+        Self::bounded(
+            std::thread::available_parallelism().map_or(2, usize::from),
+            queue,
+        )
     }
 
+    /// Runs `f` on a pool thread, or refuses at once when the queue is full.
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, PoolClosed> {
+    ) -> Result<T, PoolError> {
+        use std::sync::atomic::Ordering;
+        let taken = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            });
+        if taken.is_err() {
+            return Err(PoolError::Busy);
+        }
+        let place = Place(self.in_flight.clone());
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Box::new(move || {
+                let _place = place;
                 let _ = reply.send(f());
             }))
-            .map_err(|_| PoolClosed)?;
-        answer.await.map_err(|_| PoolClosed)
+            .map_err(|_| PoolError::Closed)?;
+        answer.await.map_err(|_| PoolError::Closed)
     }
 }
 

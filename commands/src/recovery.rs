@@ -301,11 +301,7 @@ impl AccountHandler {
         };
         let Some(account_id) = self.account_id_of(user_id.trim()).await? else {
             // A real account's refusal is decided on the hashing pool: wait our turn there too.
-            self.services()
-                .pool
-                .run(|| ())
-                .await
-                .map_err(|e| HandlerError::Store(e.to_string()))?;
+            self.services().pool.run(|| ()).await?;
             return Err(AccountError::TokenInvalid.into());
         };
         let cmd = AccountCommand::CompleteRecovery(CompleteRecovery {

@@ -57,15 +57,25 @@ pub async fn strength(
     Body(req): Body<StrengthRequest>,
 ) -> Result<Response, Problem> {
     let settings = state.config.settings.policy.clone();
-    let evaluation = tokio::task::spawn_blocking(move || {
-        let holder = Holder {
-            user_id: req.user_id.as_deref().unwrap_or_default(),
-            personal: Vec::new(),
-        };
-        policy::evaluate(req.password.expose(), &holder, &settings)
-    })
-    .await
-    .map_err(|e| Problem::internal(&e))?;
+    // zxcvbn costs CPU: it waits its turn on the bounded pool, like hashing (SEC-9).
+    let evaluation = state
+        .accounts
+        .services()
+        .pool
+        .run(move || {
+            let holder = Holder {
+                user_id: req.user_id.as_deref().unwrap_or_default(),
+                personal: Vec::new(),
+            };
+            policy::evaluate(req.password.expose(), &holder, &settings)
+        })
+        .await
+        .map_err(|e| match e {
+            custode_commands::hashing::PoolError::Busy => {
+                Problem::busy("the service is busy; try again shortly")
+            }
+            closed => Problem::internal(&closed),
+        })?;
     Ok(Json(evaluation).into_response())
 }
 

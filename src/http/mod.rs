@@ -43,6 +43,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             recovery::answer_floor,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), bounded))
         .layer(middleware::from_fn_with_state(state.clone(), access_log))
         .with_state(state)
 }
@@ -174,6 +175,27 @@ async fn access_log(
         .metrics
         .observe(&route, method.as_str(), status, elapsed);
     response
+}
+
+/// SEC-9: at most `http.max_concurrent_requests` requests at once and each within
+/// `http.request_timeout_ms`; past either, `503` with `Retry-After` at once. Health and
+/// readiness probes are never turned away.
+async fn bounded(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+        return next.run(request).await;
+    }
+    let Ok(_place) = state.in_flight.clone().try_acquire_owned() else {
+        return Problem::busy("too many requests at once; try again shortly").into_response();
+    };
+    let limit = Duration::from_millis(state.config.http.request_timeout_ms);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::busy("the request took too long; try again shortly").into_response(),
+    }
 }
 
 /// Waits until this process's read models have applied `position`, for at most the configured

@@ -101,6 +101,7 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
     ("internal", 500, "Something failed on our side"),
     ("operator-key-unset", 503, "Operator endpoints are disabled"),
     ("not-ready", 503, "The read model has not caught up yet"),
+    ("busy", 503, "The service is busy"),
     (
         "captcha-unavailable",
         503,
@@ -144,6 +145,11 @@ impl Problem {
             "internal",
             "the request could not be completed; it is safe to retry",
         )
+    }
+
+    /// SEC-9: a bounded queue or the request limit turned the request away; try again soon.
+    pub fn busy(detail: &str) -> Self {
+        Self::new("busy", detail).retry_after(1)
     }
 
     pub fn unauthenticated() -> Self {
@@ -249,6 +255,7 @@ impl<E: Into<Problem>> From<HandlerError<E>> for Problem {
                 "conflict",
                 "the account changed while this request was decided; send it again",
             ),
+            HandlerError::Busy => Problem::busy("the service is busy; try again shortly"),
             HandlerError::Store(message) => Problem::internal(&message),
         }
     }

@@ -2,7 +2,7 @@
 
 use crate::helpers::{expect_problem, file_config, oneshot, problem, TestApp, OPERATOR_KEY};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Every endpoint that takes a JSON body, with the credential it needs.
 async fn json_endpoints(app: &TestApp) -> Vec<(Method, &'static str, Option<String>)> {
@@ -155,4 +155,132 @@ async fn unknown_paths_and_methods_are_problems_too() {
         "method-not-allowed",
     )
     .await;
+}
+
+/// SEC-9: a burst of logins meets a bounded hashing queue: those past it are answered `503`
+/// with `Retry-After` at once, instead of waiting seconds in line, and `/healthz` keeps
+/// answering within a second throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sec_9_a_login_burst_gets_quick_503s_and_healthz_keeps_answering() {
+    let mut file = crate::helpers::file_config();
+    file.http.hashing_queue = 2;
+    file.limits.login_per_address_per_minute = 10_000;
+    let app = TestApp::spawn_with(file).await;
+    let health_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let health = {
+        let base = app.base.clone();
+        let done = health_done.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut slowest = std::time::Duration::ZERO;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                let res = client.get(format!("{base}/healthz")).send().await.unwrap();
+                assert_eq!(res.status(), 200);
+                slowest = slowest.max(started.elapsed());
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            slowest
+        })
+    };
+    let burst: Vec<_> = (0..80)
+        .map(|n| {
+            let base = app.base.clone();
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let res = reqwest::Client::new()
+                    .post(format!("{base}/v1/sessions"))
+                    .json(&json!({ "user_id": format!("folla{n}@pec.example.it"), "password": "Sbagliata!123" }))
+                    .send()
+                    .await
+                    .unwrap();
+                let retry_after = res.headers().contains_key("retry-after");
+                let status = res.status().as_u16();
+                let body: Value = res.json().await.unwrap();
+                (status, retry_after, body, started.elapsed())
+            })
+        })
+        .collect();
+    let mut busy = 0;
+    for answer in burst {
+        let (status, retry_after, body, elapsed) = answer.await.unwrap();
+        match status {
+            401 => {}
+            503 => {
+                busy += 1;
+                assert!(retry_after, "{body}");
+                assert_eq!(body["type"], "/problems/busy");
+                assert!(
+                    elapsed < std::time::Duration::from_secs(1),
+                    "a 503 took {elapsed:?}"
+                );
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    health_done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let slowest = health.await.unwrap();
+    assert!(busy > 0, "the queue never filled");
+    assert!(
+        slowest < std::time::Duration::from_secs(1),
+        "/healthz took {slowest:?}"
+    );
+    // The burst over, logins are served again.
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": "dopo@pec.example.it", "password": "x" }),
+        )
+        .await;
+    assert_eq!(res.status(), 401);
+}
+
+/// SEC-9: a request past `http.request_timeout_ms` is answered `503` with `Retry-After`, and
+/// past `http.max_concurrent_requests` at once the next is turned away at once; the probes are
+/// never turned away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sec_9_requests_have_a_time_limit_and_a_concurrency_limit() {
+    let mut file = file_config();
+    file.http.request_timeout_ms = 300;
+    file.http.max_concurrent_requests = 1;
+    file.recovery.answer_floor_ms = 2_000;
+    let app = TestApp::spawn_with(file).await;
+    let (token, _) = app.ready_mailbox("paziente@pec.example.it").await;
+    // A recovery start answers no sooner than its floor (2 s here): held until the time limit.
+    let waiting = {
+        let client = app.client.clone();
+        let url = format!("{}/v1/recovery", app.base);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let res = client
+                .post(url)
+                .json(&json!({ "user_id": "chiunque@pec.example.it", "captcha_token": "x" }))
+                .send()
+                .await
+                .unwrap();
+            (
+                res.status(),
+                res.headers().contains_key("retry-after"),
+                started.elapsed(),
+            )
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let res = app.get("/v1/account", Some(&token)).await;
+    assert!(res.headers().contains_key("retry-after"));
+    expect_problem(res, StatusCode::SERVICE_UNAVAILABLE, "busy").await;
+    assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
+    let (status, retry_after, elapsed) = waiting.await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(retry_after);
+    assert!(
+        elapsed < std::time::Duration::from_millis(1_500),
+        "{elapsed:?}"
+    );
+    // Its place is free again.
+    assert_eq!(
+        app.get("/v1/account", Some(&token)).await.status(),
+        StatusCode::OK
+    );
 }
