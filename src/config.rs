@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 pub const DEFAULT_DATA_DIR: &str = "./var";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// SEC-8: `/metrics` is served on this operator listener only, never on the public one.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_CONFIG_FILE: &str = "custode.toml";
 
 /// The settings file as written by an operator.
@@ -22,6 +24,8 @@ pub const DEFAULT_CONFIG_FILE: &str = "custode.toml";
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
+    /// SEC-8: where `/metrics` is served (an operator listener).
+    pub metrics_listen: Option<SocketAddr>,
     pub nats: Option<String>,
     /// Base of links sent to people; default `http://<listen>`.
     pub public_url: Option<String>,
@@ -103,6 +107,7 @@ impl Default for HttpConfig {
 pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
     pub nats: Option<String>,
     pub public_url: String,
     pub trusted_proxies: Vec<IpAddr>,
@@ -138,6 +143,7 @@ pub struct Overrides {
     pub config: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
     pub nats: Option<String>,
     /// `--workers mailer,sms` or `--workers none`.
     pub workers: Option<String>,
@@ -163,6 +169,18 @@ impl Config {
                 .parse()
                 .map_err(|e| ConfigError::Value(format!("default listen address: {e}")))?,
         };
+        let metrics_listen = match overrides.metrics_listen.or(file.metrics_listen) {
+            Some(address) => address,
+            None => DEFAULT_METRICS_LISTEN
+                .parse()
+                .map_err(|e| ConfigError::Value(format!("default metrics address: {e}")))?,
+        };
+        if metrics_listen == listen {
+            return Err(ConfigError::Value(
+                "metrics_listen must differ from listen: /metrics is for operators only (SEC-8)"
+                    .into(),
+            ));
+        }
         if file.policy.min_score > 4 {
             return Err(ConfigError::Value(
                 "policy.min_score must be between 0 and 4".into(),
@@ -296,6 +314,7 @@ impl Config {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             listen,
+            metrics_listen,
             nats: overrides.nats.or(file.nats),
             public_url: public_url.clone(),
             trusted_proxies: file.trusted_proxies,

@@ -39,6 +39,9 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long, env = "CUSTODE_LISTEN")]
         listen: Option<SocketAddr>,
+        /// Address of the operator listener that serves /metrics (default 127.0.0.1:9464).
+        #[arg(long, env = "CUSTODE_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
         /// NATS URL for fan-out (default: none, the embedded mode).
         #[arg(long, env = "CUSTODE_NATS_URL")]
         nats: Option<String>,
@@ -81,19 +84,21 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let (listen, nats, workers) = match &cli.command {
+    let (listen, metrics_listen, nats, workers) = match &cli.command {
         Command::Serve {
             listen,
+            metrics_listen,
             nats,
             workers,
-        } => (*listen, nats.clone(), workers.clone()),
-        Command::Worker { nats, .. } => (None, Some(nats.clone()), Some("none".into())),
-        _ => (None, None, None),
+        } => (*listen, *metrics_listen, nats.clone(), workers.clone()),
+        Command::Worker { nats, .. } => (None, None, Some(nats.clone()), Some("none".into())),
+        _ => (None, None, None, None),
     };
     let config = Config::load(Overrides {
         config: cli.config,
         data_dir: cli.data_dir,
         listen,
+        metrics_listen,
         nats,
         workers,
         operator_key: std::env::var("CUSTODE_OPERATOR_KEY").ok(),
@@ -147,6 +152,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let listen = config.listen;
+        let metrics_listen = config.metrics_listen;
         let app = App::start(config, Arc::new(SystemClock))
             .await
             .context("starting custode")?;
@@ -154,7 +160,18 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        tracing::info!(%listen, data_dir = %app.state.config.data_dir.display(), "custode is serving");
+        let operator = tokio::net::TcpListener::bind(metrics_listen)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {metrics_listen} for /metrics (--metrics-listen)")
+            })?;
+        tracing::info!(%listen, %metrics_listen, data_dir = %app.state.config.data_dir.display(), "custode is serving");
+        let metrics = custode::http::metrics_app(app.state.clone());
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(operator, metrics).await {
+                tracing::error!(%error, "the metrics listener stopped");
+            }
+        });
         let router = custode::http::app(app.state.clone());
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown_signal())

@@ -48,6 +48,16 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// SEC-8: the operator listener's application: `/metrics` and nothing else. It shows the log's
+/// head and the workers' counters, which move with every message sent, so it is never served
+/// on the public listener.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .fallback(|| async { Problem::new("not-found", "no such endpoint") })
+        .with_state(state)
+}
+
 /// Every (method, path) the API serves; the OpenAPI document must list exactly these.
 pub fn route_table() -> Vec<(Method, &'static str)> {
     routes().1
@@ -57,7 +67,6 @@ fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
     let table: Vec<(Method, &'static str, MethodRouter<AppState>)> = vec![
         (Method::GET, "/healthz", get(meta::healthz)),
         (Method::GET, "/readyz", get(meta::readyz)),
-        (Method::GET, "/metrics", get(metrics::metrics)),
         (Method::GET, "/v1/openapi.json", get(meta::openapi)),
         (
             Method::POST,
@@ -185,7 +194,7 @@ async fn bounded(
     request: Request,
     next: Next,
 ) -> Response {
-    if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+    if matches!(request.uri().path(), "/healthz" | "/readyz") {
         return next.run(request).await;
     }
     let Ok(_place) = state.in_flight.clone().try_acquire_owned() else {

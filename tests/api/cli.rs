@@ -138,3 +138,30 @@ fn an_unknown_settings_key_stops_startup_naming_it() {
     // The OpenAPI document and the example settings stay loadable.
     let _ = load_json("schemas/openapi.json");
 }
+
+/// SEC-8: `/metrics` (the log's head, the workers' counters) is served on the operator listener
+/// only; the public listener answers it as any unknown path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sec_8_metrics_are_served_on_the_operator_listener_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve(dir.path(), &[]).await;
+    let public = reqwest::get(format!("{}/metrics", served.base))
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 404);
+    assert_eq!(public.headers()["content-type"], "application/problem+json");
+    let operator = reqwest::get(format!("{}/metrics", served.metrics))
+        .await
+        .unwrap();
+    assert_eq!(operator.status(), 200);
+    assert!(operator
+        .text()
+        .await
+        .unwrap()
+        .contains("custode_log_head_position"));
+    // Nothing else is served there.
+    let other = reqwest::get(format!("{}/v1/openapi.json", served.metrics))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+}

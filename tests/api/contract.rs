@@ -234,13 +234,27 @@ async fn metrics_count_requests_and_show_the_log_and_read_model_positions() {
     app.open_mailbox("metriche@pec.example.it").await;
     app.quiesce().await;
     let _ = app.get("/v1/nothing", None).await;
+    // SEC-8: not on the public listener; on the operator's.
     let res = app.get("/metrics", None).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = tower::ServiceExt::oneshot(
+        custode::http::metrics_app(app.state.clone()),
+        axum::http::Request::get("/metrics")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers()["content-type"]
         .to_str()
         .unwrap()
         .starts_with("text/plain"));
-    let text = res.text().await.unwrap();
+    let bytes = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
     let head = app.log_head();
     assert!(
         text.contains(&format!("custode_log_head_position {head}")),
@@ -259,7 +273,7 @@ async fn metrics_count_requests_and_show_the_log_and_read_model_positions() {
     assert!(text.contains(r#"custode_http_requests_total{route="/v1/admin/accounts",method="POST",status="201"} 1"#), "{text}");
     assert!(
         text.contains(
-            r#"custode_http_requests_total{route="(unmatched)",method="GET",status="404"} 1"#
+            r#"custode_http_requests_total{route="(unmatched)",method="GET",status="404"} 2"#
         ),
         "{text}"
     );

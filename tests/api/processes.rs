@@ -52,6 +52,8 @@ fn program(name: &str, env_override: &str) -> PathBuf {
 pub struct Served {
     pub child: Child,
     pub base: String,
+    /// The operator listener, where `/metrics` is (SEC-8).
+    pub metrics: String,
 }
 
 impl Drop for Served {
@@ -72,8 +74,15 @@ impl Served {
 /// `custode serve` on a free port over `data_dir`, with `args` added; waits for `/healthz`.
 pub async fn serve(data_dir: &Path, args: &[&str]) -> Served {
     let port = free_port();
+    let metrics_port = loop {
+        let other = free_port();
+        if other != port {
+            break other;
+        }
+    };
     let child = Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
         .args(args)
         .env("CUSTODE_DATA_DIR", data_dir)
         .env("CUSTODE_OPERATOR_KEY", OPERATOR_KEY)
@@ -91,7 +100,11 @@ pub async fn serve(data_dir: &Path, args: &[&str]) -> Served {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Served { child, base }
+    Served {
+        child,
+        base,
+        metrics: format!("http://127.0.0.1:{metrics_port}"),
+    }
 }
 
 /// A `nats-server -js` child with its own store, on its own port.
