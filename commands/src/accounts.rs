@@ -236,6 +236,28 @@ impl AccountHandler {
         Ok(position)
     }
 
+    /// SEC-8, fired by the scheduler: the mirror of a notice on the unknown id's subject
+    /// stream `stream` (idempotent: at most one per notice a real account would have had).
+    pub async fn mirror_notice(&self, stream: &str, template: &str) -> AccountResult<u64> {
+        let Some(subject) = stream.strip_prefix("subject-") else {
+            return Err(HandlerError::Store(format!(
+                "stream {stream} mirrors no notices"
+            )));
+        };
+        let caller = Caller {
+            actor: custode_domain::Actor::system(),
+            correlation_id: Uuid::now_v7(),
+        };
+        let command = SubjectCommand::MirrorNotice {
+            template: template.to_string(),
+        };
+        Ok(self
+            .subjects
+            .execute(&subject.to_string(), command, &caller)
+            .await?
+            .position())
+    }
+
     /// PW-4, SC: a one-time code for `purpose`, by SMS to the account's mobile; the code is
     /// drawn here and leaves only sealed for the SMS sender.
     pub async fn request_otp(

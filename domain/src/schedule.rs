@@ -18,7 +18,10 @@ use crate::account::{
     SecurityQuestionLocked, TemporaryPasswordIssued,
 };
 use crate::secret::Sealed;
-use crate::subject::{DecoyQuestionLocked, UnknownChecksLockedOut, UnknownLoginLockedOut};
+use crate::subject::{
+    DecoyCodeSent, DecoyLinkSent, DecoyQuestionLocked, UnknownChecksLockedOut,
+    UnknownLoginLockedOut,
+};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +36,9 @@ pub enum Timer {
     DestroyDeliveryKey { key_id: String },
     /// Run `EndLocks` on `stream` (an account's, or an unknown id's subject stream).
     EndLocks { stream: String },
+    /// SEC-8: run `MirrorNotice` on the unknown id's subject stream `stream`, as a worker
+    /// records the notice a real account's event is sent.
+    MirrorNotice { stream: String, template: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +55,14 @@ pub struct Schedule {
     pub set: Vec<Deadline>,
     /// Keys of waiting deadlines this event makes moot.
     pub cancel: Vec<String>,
+}
+
+impl Schedule {
+    /// This schedule with `deadline` set too.
+    fn and(mut self, deadline: Deadline) -> Self {
+        self.set.push(deadline);
+        self
+    }
 }
 
 /// When the key of day `key_id` (`yyyymmdd`) is to be destroyed.
@@ -80,6 +94,8 @@ crate::event_group! {
         DecoyQuestionLocked,
         ChecksLockedOut,
         UnknownChecksLockedOut,
+        DecoyLinkSent,
+        DecoyCodeSent,
     }
 }
 
@@ -97,6 +113,22 @@ fn end_locks(stream: &str, until: DateTime<Utc>) -> Schedule {
     }
 }
 
+/// SEC-8: a decoy's event that a real account's notice would follow is followed by a mirror,
+/// due at once (the scheduler fires it as soon as it sees it, as a worker sends a notice).
+fn mirror(stream: &str, template: &str, at: DateTime<Utc>) -> Deadline {
+    Deadline {
+        key: format!(
+            "mirror-notice/{stream}/{template}/{}",
+            at.timestamp_millis()
+        ),
+        timer: Timer::MirrorNotice {
+            stream: stream.to_string(),
+            template: template.to_string(),
+        },
+        due_at: DateTime::UNIX_EPOCH,
+    }
+}
+
 /// What `event`, appended to `stream`, does to the timers.
 pub fn schedule_for(stream: &str, event: &ScheduleEvent) -> Schedule {
     let destroy = |sealed: Option<&Sealed>| Schedule {
@@ -109,10 +141,22 @@ pub fn schedule_for(stream: &str, event: &ScheduleEvent) -> Schedule {
         ScheduleEvent::OtpChallengeIssued(e) => destroy(Some(&e.sealed_code)),
         ScheduleEvent::LoginLockedOut(e) => end_locks(stream, e.until),
         ScheduleEvent::SecurityQuestionLocked(e) => end_locks(stream, e.until),
-        ScheduleEvent::UnknownLoginLockedOut(e) => end_locks(stream, e.until),
-        ScheduleEvent::DecoyQuestionLocked(e) => end_locks(stream, e.until),
+        ScheduleEvent::UnknownLoginLockedOut(e) => {
+            end_locks(stream, e.until).and(mirror(stream, "login_locked", e.until))
+        }
+        ScheduleEvent::DecoyQuestionLocked(e) => {
+            end_locks(stream, e.until).and(mirror(stream, "lockout_started", e.until))
+        }
         ScheduleEvent::ChecksLockedOut(e) => end_locks(stream, e.until),
-        ScheduleEvent::UnknownChecksLockedOut(e) => end_locks(stream, e.until),
+        ScheduleEvent::UnknownChecksLockedOut(e) => {
+            end_locks(stream, e.until).and(mirror(stream, "checks_locked", e.until))
+        }
+        ScheduleEvent::DecoyLinkSent(e) => {
+            Schedule::default().and(mirror(stream, "recovery_link", e.expires_at))
+        }
+        ScheduleEvent::DecoyCodeSent(e) => {
+            Schedule::default().and(mirror(stream, "one_time_code", e.expires_at))
+        }
     }
 }
 

@@ -28,6 +28,7 @@ pub enum SubjectEvent {
     DecoyQuestionUnlocked(DecoyQuestionUnlocked),
     UnknownChecksLockedOut(UnknownChecksLockedOut),
     UnknownChecksUnlocked(UnknownChecksUnlocked),
+    DecoyNoticeSent(DecoyNoticeSent),
 }
 
 pub const SUBJECT_EVENT_TYPES: &[&str] = &[
@@ -42,6 +43,7 @@ pub const SUBJECT_EVENT_TYPES: &[&str] = &[
     "DecoyQuestionUnlocked",
     "UnknownChecksLockedOut",
     "UnknownChecksUnlocked",
+    "DecoyNoticeSent",
 ];
 
 /// A login with a user id that has no account.
@@ -113,6 +115,15 @@ pub struct UnknownChecksUnlocked {
     pub locked_until: DateTime<Utc>,
 }
 
+/// SEC-8: where a real account's event would be followed by a worker's `NotificationSent`
+/// (a link, a code, a lockout's mail), a decoy's is followed by this, shortly after, so the
+/// log grows alike for real and unknown ids. Nothing was sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecoyNoticeSent {
+    /// The template a real account's notice would have used.
+    pub template: String,
+}
+
 pub fn stream_for(subject_hex: &str) -> String {
     format!("subject-{subject_hex}")
 }
@@ -137,6 +148,8 @@ pub enum SubjectCommand {
     /// SEC-6, from the scheduler: record the end of every lock whose time has passed, as an
     /// account's own timer does.
     EndLocks,
+    /// SEC-8, from the scheduler: mirror one notice a real account would have had sent.
+    MirrorNotice { template: String },
 }
 
 /// The subject aggregate as the generic handler runs it; its id is the keyed hash in hex.
@@ -190,6 +203,15 @@ impl crate::decider::Decider for Subjects {
                 ctx.hasher.verify_dummy(&Secret::new(normalized));
                 answer_failed(state, *recovery_id, settings, now)
             }
+            SubjectCommand::MirrorNotice { template } => {
+                Ok(if state.notices_mirrored < state.notices_due {
+                    vec![SubjectEvent::DecoyNoticeSent(DecoyNoticeSent {
+                        template: template.clone(),
+                    })]
+                } else {
+                    Vec::new()
+                })
+            }
             SubjectCommand::EndLocks => {
                 let mut events = Vec::new();
                 if let Lock::Ended(until) = lock_at(state.login_locked_until, now) {
@@ -242,9 +264,15 @@ pub struct Subject {
     /// SEC-2: wrong codes and answers in a row, across recoveries, and their lock.
     pub check_failures: u32,
     pub checks_locked_until: Option<DateTime<Utc>>,
+    /// SEC-8: notices a real account would have had sent, and how many were mirrored.
+    pub notices_due: u32,
+    pub notices_mirrored: u32,
 }
 
 pub fn evolve(mut state: Subject, event: &SubjectEvent) -> Subject {
+    if mirrored_template(event).is_some() {
+        state.notices_due += 1;
+    }
     match event {
         SubjectEvent::UnknownLoginFailed(_) => state.login_failures += 1,
         SubjectEvent::UnknownLoginLockedOut(e) => {
@@ -277,6 +305,7 @@ pub fn evolve(mut state: Subject, event: &SubjectEvent) -> Subject {
             state.checks_locked_until = None;
             state.check_failures = 0;
         }
+        SubjectEvent::DecoyNoticeSent(_) => state.notices_mirrored += 1,
         SubjectEvent::DecoyQuestionLocked(e) => {
             state.question_locked_until = Some(e.until);
             state.question_failures = 0;
@@ -287,6 +316,25 @@ pub fn evolve(mut state: Subject, event: &SubjectEvent) -> Subject {
         }
     }
     state
+}
+
+/// The template of the notice a real account's counterpart of `event` is sent (SEC-8), for
+/// the decoy events that have one.
+pub fn mirrored_template(event: &SubjectEvent) -> Option<&'static str> {
+    match event {
+        SubjectEvent::DecoyLinkSent(_) => Some("recovery_link"),
+        SubjectEvent::DecoyCodeSent(_) => Some("one_time_code"),
+        SubjectEvent::UnknownLoginLockedOut(_) => Some("login_locked"),
+        SubjectEvent::DecoyQuestionLocked(_) => Some("lockout_started"),
+        SubjectEvent::UnknownChecksLockedOut(_) => Some("checks_locked"),
+        SubjectEvent::UnknownLoginFailed(_)
+        | SubjectEvent::UnknownLoginUnlocked(_)
+        | SubjectEvent::DecoyCodeFailed(_)
+        | SubjectEvent::DecoyAnswerFailed(_)
+        | SubjectEvent::DecoyQuestionUnlocked(_)
+        | SubjectEvent::UnknownChecksUnlocked(_)
+        | SubjectEvent::DecoyNoticeSent(_) => None,
+    }
 }
 
 /// Before verifying a login's (dummy) password: refused while locked out, as an account's is;

@@ -1103,3 +1103,158 @@ async fn sec_2_wrong_codes_across_fresh_recoveries_lock_the_user_ids_checks() {
     drop(app);
     drop(dir);
 }
+
+/// The log's head as the operator listener shows it, once it has not moved for a while.
+async fn quiet_head(served: &crate::processes::Served) -> u64 {
+    let read = || async {
+        let text = reqwest::get(format!("{}/metrics", served.metrics))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("custode_log_head_position "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .expect("the head in /metrics")
+    };
+    let mut last = read().await;
+    let mut still_since = Instant::now();
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+        let now = read().await;
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        } else if still_since.elapsed() > StdDuration::from_millis(500) {
+            return last;
+        }
+        assert!(
+            started.elapsed() < StdDuration::from_secs(20),
+            "the log never settled"
+        );
+    }
+}
+
+/// SEC-8: a send moves the log's head by as much for an unknown id as for a real account: a
+/// real link or code is followed by the worker's `NotificationSent`, a decoy's by its mirror.
+/// Watched where it could be watched (the log's head on the operator listener), through the
+/// real binary, over several sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sec_8_the_head_moves_alike_for_real_and_unknown_ids_over_several_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("custode.toml"),
+        "[limits]\nrecovery_starts_per_address_per_minute = 1000\n",
+    )
+    .unwrap();
+    let served = crate::processes::serve(dir.path(), &[]).await;
+    let client = reqwest::Client::new();
+    let post = |path: String, token: Option<String>, body: Value| {
+        let client = client.clone();
+        let base = served.base.clone();
+        async move {
+            let mut req = client.post(format!("{base}{path}")).json(&body);
+            if let Some(token) = token {
+                req = req.bearer_auth(token);
+            }
+            req.send().await.unwrap()
+        }
+    };
+    let user = "vero@pec.example.it";
+    let opened: Value = post(
+        "/v1/admin/accounts".into(),
+        Some(OPERATOR_KEY.into()),
+        json!({ "kind": "mailbox", "user_id": user, "contact_email": "titolare@example.it" }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let temporary = opened["temporary_password"].as_str().unwrap().to_string();
+    let login = |password: String| {
+        let post = post.clone();
+        async move {
+            let session: Value = post(
+                "/v1/sessions".into(),
+                None,
+                json!({ "user_id": user, "password": password }),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+            session["session_token"].as_str().unwrap().to_string()
+        }
+    };
+    let token = login(temporary.clone()).await;
+    let res = post(
+        "/v1/account/password".into(),
+        Some(token),
+        json!({ "current_password": temporary, "new_password": NEW_PASSWORD, "new_password_repeat": NEW_PASSWORD }),
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    let token = login(NEW_PASSWORD.into()).await;
+    let res = client
+        .put(format!("{}/v1/account/recovery-info", served.base))
+        .bearer_auth(&token)
+        .json(&json!({ "email": "recupero@example.it", "mobile": "+39 347 123 4512" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // An unknown id whose decoy offers both a link and a code.
+    let offers = |started: &Value, method: &str| {
+        started["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["method"] == method)
+    };
+    let mut unknown = None;
+    for n in 0..200 {
+        let id = format!("ignoto{n}@pec.example.it");
+        let started: Value = post(
+            "/v1/recovery".into(),
+            None,
+            json!({ "user_id": id, "captcha_token": "x" }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        if offers(&started, "email") && offers(&started, "sms") {
+            unknown = Some(id);
+            break;
+        }
+    }
+    let unknown = unknown.expect("an unknown id offering a link and a code");
+    let mut deltas: Vec<(String, &str, u64)> = Vec::new();
+    for id in [user.to_string(), unknown] {
+        for _ in 0..2 {
+            let started: Value = post(
+                "/v1/recovery".into(),
+                None,
+                json!({ "user_id": id, "captcha_token": "x" }),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+            let recovery = started["recovery_id"].as_str().unwrap().to_string();
+            for send in ["email", "sms"] {
+                let before = quiet_head(&served).await;
+                let res = post(format!("/v1/recovery/{recovery}/{send}"), None, json!({})).await;
+                assert_eq!(res.status(), 202, "{id} {send}");
+                let after = quiet_head(&served).await;
+                deltas.push((id.clone(), send, after - before));
+            }
+        }
+    }
+    let real: Vec<u64> = deltas.iter().filter(|d| d.0 == user).map(|d| d.2).collect();
+    let decoy: Vec<u64> = deltas.iter().filter(|d| d.0 != user).map(|d| d.2).collect();
+    assert_eq!(real, vec![2, 2, 2, 2], "{deltas:?}");
+    assert_eq!(decoy, real, "{deltas:?}");
+}

@@ -353,6 +353,11 @@ async fn run_timer(accounts: &AccountHandler, timer: &Timer) -> Result<(), Strin
             .await
             .map(|_| ())
             .map_err(|e| e.to_string()),
+        Timer::MirrorNotice { stream, template } => accounts
+            .mirror_notice(stream, template)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         // Not a command: the scheduler that holds the keys does it itself.
         Timer::DestroyDeliveryKey { .. } => Ok(()),
     }

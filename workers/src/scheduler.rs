@@ -120,7 +120,7 @@ impl Timers {
                         tracing::info!(keys = ?destroyed, "delivery keys destroyed: their secrets have expired");
                     }
                 }
-                command @ Timer::EndLocks { .. } => {
+                command @ (Timer::EndLocks { .. } | Timer::MirrorNotice { .. }) => {
                     // A command that cannot run now waits for the next round; the others go on.
                     if let Err(error) = self.reporter.report(&Outcome::timer(&key, &command)).await
                     {
