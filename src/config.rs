@@ -224,6 +224,7 @@ impl Config {
             || l.recovery_messages_per_user_per_hour == 0
             || l.checks_per_address_per_minute == 0
             || l.check_failures_per_user == 0
+            || l.anonymous_writes_per_minute == 0
             || l.check_lockout_minutes <= 0
         {
             return Err(ConfigError::Value("limits.* must be positive".into()));

@@ -105,6 +105,10 @@ impl Challenges {
     /// A new challenge replaces the one of the same purpose and recovery, and inherits the
     /// attempts it spent (NIST SP 800-63B: a new code buys no new guesses).
     pub fn issue(&mut self, mut challenge: Challenge) {
+        // Challenges that expired a day before this one can never be checked again: forget them,
+        // so the state does not grow with every recovery.
+        let cutoff = challenge.expires_at - chrono::Duration::days(1);
+        self.by_scope.retain(|_, c| c.expires_at >= cutoff);
         let scope = (challenge.purpose, challenge.recovery_id);
         if let Some(old) = self.by_scope.get(&scope) {
             challenge.attempts = challenge.attempts.max(old.attempts);

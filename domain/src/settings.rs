@@ -82,6 +82,9 @@ pub struct LimitSettings {
     /// are locked, and for how long.
     pub check_failures_per_user: u32,
     pub check_lockout_minutes: i64,
+    /// SEC-9: calls anyone may make that write to the log (logins, recovery calls), a minute,
+    /// service-wide and alike for every id.
+    pub anonymous_writes_per_minute: u32,
 }
 
 impl Default for LimitSettings {
@@ -95,6 +98,7 @@ impl Default for LimitSettings {
             checks_per_address_per_minute: 30,
             check_failures_per_user: 10,
             check_lockout_minutes: 15,
+            anonymous_writes_per_minute: 12_000,
         }
     }
 }

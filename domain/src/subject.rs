@@ -285,6 +285,11 @@ pub fn evolve(mut state: Subject, event: &SubjectEvent) -> Subject {
         }
         SubjectEvent::DecoyLinkSent(_) => {}
         SubjectEvent::DecoyCodeSent(e) => {
+            // As an account forgets its old recoveries' counts (RECOVERY_STATE_KEPT).
+            let cutoff = e.expires_at - crate::account::RECOVERY_STATE_KEPT;
+            state
+                .codes
+                .retain(|_, c| c.expires_at.is_some_and(|t| t >= cutoff));
             let codes = state.codes.entry(e.recovery_id).or_default();
             codes.sent += 1;
             codes.expires_at = Some(e.expires_at);
@@ -623,5 +628,17 @@ mod tests {
                 .as_slice(),
             [SubjectEvent::DecoyQuestionUnlocked(_)]
         ));
+    }
+
+    #[test]
+    fn a_decoys_old_recoveries_are_forgotten_as_an_accounts_are() {
+        let settings = Settings::default();
+        let mut history = Vec::new();
+        for day in 0..30u32 {
+            let at = now() + Duration::days(i64::from(day));
+            let recovery = Uuid::from_u128(u128::from(day) + 1);
+            history.extend(send_code(&fold(&history), recovery, &settings, at).unwrap());
+        }
+        assert!(fold(&history).codes.len() <= 2);
     }
 }

@@ -43,6 +43,10 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             recovery::answer_floor,
         ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::anonymous_writes,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), bounded))
         .layer(middleware::from_fn_with_state(state.clone(), access_log))
         .with_state(state)

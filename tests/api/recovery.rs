@@ -1258,3 +1258,46 @@ async fn sec_8_the_head_moves_alike_for_real_and_unknown_ids_over_several_sends(
     assert_eq!(real, vec![2, 2, 2, 2], "{deltas:?}");
     assert_eq!(decoy, real, "{deltas:?}");
 }
+
+/// SEC-9: logins and recovery calls that write to the log are capped service-wide, alike for a
+/// real account and an unknown id; a refused call writes nothing.
+#[tokio::test]
+async fn sec_9_anonymous_writes_are_capped_service_wide_alike_for_every_id() {
+    let mut file = roomy();
+    file.limits.anonymous_writes_per_minute = 6;
+    let app = TestApp::spawn_with(file).await;
+    // Opening and readying the account (operator calls and holder commands) are not capped;
+    // the two logins it makes are.
+    let user = "limite@pec.example.it";
+    recoverable(&app, user).await;
+    let unknown = "nessuno@pec.example.it";
+    for id in [user, unknown] {
+        let res = try_login(&app, id, "Sbagliata!123").await;
+        expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
+    }
+    start(&app, unknown).await;
+    start(&app, user).await;
+    let head = app.settled_head().await;
+    for id in [user, unknown] {
+        let res = try_login(&app, id, "Sbagliata!123").await;
+        assert!(res.headers().contains_key("retry-after"));
+        expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+        let res = app
+            .post(
+                "/v1/recovery",
+                None,
+                json!({ "user_id": id, "captcha_token": "x" }),
+            )
+            .await;
+        expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+    }
+    assert_eq!(
+        app.settled_head().await,
+        head,
+        "a refused call writes nothing"
+    );
+    // A minute later, calls go through again.
+    app.advance(Duration::minutes(1));
+    let res = try_login(&app, unknown, "Sbagliata!123").await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
+}

@@ -73,12 +73,34 @@ pub struct Grants {
     pub codes_sent: BTreeMap<Uuid, u32>,
     /// Wrong codes per recovery (RC-3: five in all, whatever becomes of its codes).
     pub code_attempts: BTreeMap<Uuid, u32>,
+    /// When each recovery's latest code expires: a recovery whose codes all expired a day
+    /// before another recovery's newest is forgotten, so the state does not grow for ever
+    /// (SEC-2's count across recoveries still holds its guesses).
+    pub code_expiries: BTreeMap<Uuid, DateTime<Utc>>,
     /// Wrong answers since the last right one or the last lock (RC-4).
     pub question_failures: u32,
     pub question_locked_until: Option<DateTime<Utc>>,
 }
 
+/// How long after its last code expired a recovery's counts are kept.
+pub const RECOVERY_STATE_KEPT: chrono::Duration = chrono::Duration::days(1);
+
 impl Grants {
+    /// Drops the counts of recoveries whose latest code expired before `cutoff`.
+    fn forget_recoveries_before(&mut self, cutoff: DateTime<Utc>) {
+        let old: Vec<Uuid> = self
+            .code_expiries
+            .iter()
+            .filter(|(_, expires)| **expires < cutoff)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in old {
+            self.code_expiries.remove(&id);
+            self.codes_sent.remove(&id);
+            self.code_attempts.remove(&id);
+        }
+    }
+
     fn spend(&mut self, grant: Option<Grant>, how: Spent) {
         if let Some(g) = grant {
             self.spent.push_front((g.token_hash, how));
@@ -258,6 +280,10 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             // change or an operator's reset, replaced by a newer one).
             let mut attempts = 0;
             if let Some(recovery_id) = e.recovery_id {
+                state
+                    .grants
+                    .forget_recoveries_before(e.expires_at - RECOVERY_STATE_KEPT);
+                state.grants.code_expiries.insert(recovery_id, e.expires_at);
                 *state.grants.codes_sent.entry(recovery_id).or_default() += 1;
                 attempts = state
                     .grants

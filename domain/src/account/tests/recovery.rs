@@ -800,3 +800,23 @@ fn ten_wrong_codes_in_a_row_across_recoveries_lock_the_checks_and_a_right_code_e
         .iter()
         .any(|e| matches!(e, AccountEvent::ChecksLockedOut(_))));
 }
+
+#[test]
+fn a_recoverys_counts_are_forgotten_a_day_after_its_last_code_expired() {
+    let mut history = recoverable();
+    for day in 0..30 {
+        let recovery = Uuid::from_u128(0x5000 + day);
+        let at = now() + chrono::Duration::days(i64::try_from(day).unwrap());
+        history = step(history, send_code(recovery, day + 100, "111111"), at);
+        history = step(history, verify(recovery, "999999", 3), at);
+        history = step(history, verify(recovery, "111111", 4), at);
+    }
+    let state = history.iter().fold(Account::default(), |s, e| evolve(s, e));
+    assert!(
+        state.grants.codes_sent.len() <= 2,
+        "{:?}",
+        state.grants.codes_sent
+    );
+    assert!(state.grants.code_attempts.len() <= 2);
+    assert!(state.grants.code_expiries.len() <= 2);
+}
