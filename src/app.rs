@@ -14,6 +14,7 @@ use custode_commands::{EventLog, LogOptions};
 use custode_projections::ReadModels;
 use custode_workers::consumer::{ConsumerHandle, Feed};
 use custode_workers::notifier::{Recorder, Reporter};
+use custode_workers::runtime::WorkerName;
 use custode_workers::runtime::{self, WorkerContext};
 use std::collections::HashMap;
 use std::fs::File;
@@ -143,8 +144,20 @@ impl App {
         .map_err(|e| component(&e))?;
         let hasher = Arc::new(Argon2Hasher::new(config.argon2).map_err(|e| component(&e))?);
         let settings = Arc::new(config.settings.clone());
-        let keys =
-            DeliveryKeys::open(&config.data_dir.join(KEYS_DIR)).map_err(|e| component(&e))?;
+        // SEC-7: only a process that delivers holds private delivery keys; a pure API node seals
+        // with the public halves the delivering processes publish in the keys directory.
+        let delivers = config
+            .run_workers
+            .iter()
+            .any(|w| matches!(w, WorkerName::Mailer | WorkerName::Sms));
+        let keys_dir = config.data_dir.join(KEYS_DIR);
+        let keys = if delivers {
+            let keys = DeliveryKeys::open(&keys_dir).map_err(|e| component(&e))?;
+            keys.publish(clock.now()).map_err(|e| component(&e))?;
+            keys
+        } else {
+            DeliveryKeys::sealing_only(&keys_dir).map_err(|e| component(&e))?
+        };
         let (service_key, service_key_generated) =
             ServiceKey::open(&config.data_dir.join(KEYS_DIR)).map_err(StartError::Component)?;
         let captcha =

@@ -197,6 +197,7 @@ fn worker(config: Config, name: WorkerName) -> anyhow::Result<()> {
             .await
             .map_err(anyhow::Error::msg)?;
         let keys = DeliveryKeys::open(&config.data_dir.join(app::KEYS_DIR))?;
+        keys.publish(chrono::Utc::now())?;
         let ctx = WorkerContext {
             data_dir: config.data_dir.clone(),
             keys,

@@ -115,6 +115,23 @@ pub const UPCASTERS: &[Upcaster] = &[
         from_version: 1,
         upcast: crate::account::upcast::login_failed_v1,
     },
+    // v2 seals may carry `ephemeral` (SEC-7: sealed to a public key); a v1 seal is read as it
+    // is, a seal under the day's symmetric key.
+    Upcaster {
+        event_type: "TemporaryPasswordIssued",
+        from_version: 1,
+        upcast: crate::account::upcast::unchanged,
+    },
+    Upcaster {
+        event_type: "RecoveryLinkIssued",
+        from_version: 1,
+        upcast: crate::account::upcast::unchanged,
+    },
+    Upcaster {
+        event_type: "OtpChallengeIssued",
+        from_version: 1,
+        upcast: crate::account::upcast::unchanged,
+    },
 ];
 
 /// The version `event_type` is written with today.

@@ -282,6 +282,7 @@ mod tests {
             key_id: "20261124".into(),
             nonce: "n".into(),
             ciphertext: "c".into(),
+            ephemeral: None,
         }
     }
 

@@ -177,6 +177,7 @@ mod tests {
                 key_id: "20261124".into(),
                 nonce: "n".into(),
                 ciphertext: "c".into(),
+                ephemeral: None,
             }),
         });
         let schedule = schedule_for("account-x", &issued);

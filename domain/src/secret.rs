@@ -92,4 +92,9 @@ pub struct Sealed {
     pub nonce: String,
     /// Base64 of the ChaCha20-Poly1305 ciphertext and tag.
     pub ciphertext: String,
+    /// SEC-7: base64 of the sender's ephemeral X25519 public key, when sealed to the day's
+    /// public key (only a worker holding the private key opens it). Absent in seals made
+    /// before (under the day's symmetric key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<String>,
 }

@@ -165,3 +165,66 @@ async fn sec_8_metrics_are_served_on_the_operator_listener_only() {
         .unwrap();
     assert_eq!(other.status(), 404);
 }
+
+/// SEC-7: an API node that delivers nothing (`--workers none`) seals secrets to the public
+/// delivery key the workers published, and holds no key that opens them; the workers' private
+/// key opens what it sealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sec_7_an_api_node_with_no_workers_holds_no_private_delivery_key() {
+    use custode_commands::delivery::DeliveryKeys;
+    let workers = tempfile::tempdir().unwrap();
+    let api = tempfile::tempdir().unwrap();
+    let delivering = DeliveryKeys::open(&workers.path().join("keys")).unwrap();
+    delivering.publish(chrono::Utc::now()).unwrap();
+    // Only the public halves reach the API node.
+    let published = api.path().join("keys/delivery");
+    std::fs::create_dir_all(&published).unwrap();
+    for entry in std::fs::read_dir(workers.path().join("keys/delivery")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "pub") {
+            std::fs::copy(&path, published.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let served = serve(api.path(), &["--workers", "none"]).await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/admin/accounts", served.base))
+        .bearer_auth(OPERATOR_KEY)
+        .json(&serde_json::json!({ "kind": "mailbox", "user_id": "sigillo@pec.example.it", "contact_email": "s@example.it" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let temporary = body["temporary_password"].as_str().unwrap().to_string();
+    let account_id: uuid::Uuid = body["account_id"].as_str().unwrap().parse().unwrap();
+    drop(served);
+
+    let sealing = DeliveryKeys::sealing_only(&api.path().join("keys")).unwrap();
+    assert!(
+        !sealing.holds_private_keys().unwrap(),
+        "the API node holds no private key"
+    );
+    let names: Vec<String> = std::fs::read_dir(&published)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(names.iter().all(|n| n.ends_with(".pub")), "{names:?}");
+    // The sealed copy in the API node's log opens with the workers' private key only.
+    let conn = rusqlite::Connection::open(api.path().join("events.db")).unwrap();
+    let payload: String = conn
+        .query_row(
+            "SELECT payload FROM events WHERE type = 'TemporaryPasswordIssued'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    let sealed: custode_domain::Sealed =
+        serde_json::from_value(payload["sealed_password"].clone()).unwrap();
+    let context = custode_domain::account::temporary_password_context(account_id);
+    assert!(sealing.open_sealed(&sealed, &context).is_err());
+    assert_eq!(
+        delivering.open_sealed(&sealed, &context).unwrap().expose(),
+        temporary
+    );
+}

@@ -103,6 +103,7 @@ async fn every_event_is_published_once_and_notices_go_out_through_jetstream() {
 async fn a_relay_killed_between_publish_and_checkpoint_causes_no_duplicate() {
     // A log with 4 openings and no worker yet.
     let dir = tempfile::tempdir().unwrap();
+    crate::helpers::publish_delivery_keys(dir.path(), chrono::Utc::now());
     let app = TestApp::start_with(
         dir.path(),
         file_config(),

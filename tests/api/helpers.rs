@@ -27,6 +27,15 @@ pub struct TestApp {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// SEC-7: what the delivering workers that share `data_dir`'s keys directory do before a pure
+/// API node (`--workers none`) can seal: publish today's and tomorrow's public delivery keys.
+pub fn publish_delivery_keys(data_dir: &Path, now: chrono::DateTime<chrono::Utc>) {
+    custode_commands::delivery::DeliveryKeys::open(&data_dir.join("keys"))
+        .expect("keys")
+        .publish(now)
+        .expect("published");
+}
+
 pub fn file_config() -> FileConfig {
     FileConfig::default()
 }

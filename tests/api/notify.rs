@@ -317,21 +317,27 @@ async fn the_scheduler_destroys_a_delivery_key_once_its_secrets_have_expired() {
     .await;
     eventually(WAIT, "the mail", || maildir(&app.data_dir).len() == 1).await;
     app.quiesce().await;
-    let keys = app.data_dir.join("keys/delivery");
-    let key_files = || std::fs::read_dir(&keys).unwrap().count();
-    assert_eq!(
-        key_files(),
-        1,
+    // The day's private key opened the temporary password (sealed to its public half).
+    let day = custode_commands::clock::Clock::now(&app.clock)
+        .format("%Y%m%d")
+        .to_string();
+    let private = app.data_dir.join(format!("keys/delivery/{day}.x25519"));
+    assert!(
+        private.exists(),
         "the day's key sealed the temporary password"
     );
     // One day on, the key still lives (a link sealed late in the day is still valid).
     app.advance(chrono::Duration::days(1));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(key_files(), 1);
-    // Past its day and two more, the scheduler destroys it: the sealed copy in the log is
-    // unreadable from now on.
+    assert!(private.exists());
+    // Past its day and two more, it is destroyed, public half too: the sealed copy in the
+    // log is unreadable from now on.
     app.advance(chrono::Duration::days(2));
-    eventually(WAIT, "the key's destruction", || key_files() == 0).await;
+    eventually(WAIT, "the key's destruction", || !private.exists()).await;
+    assert!(!app
+        .data_dir
+        .join(format!("keys/delivery/{day}.pub"))
+        .exists());
     let store =
         rusqlite::Connection::open(app.data_dir.join(custode_workers::store::STORE_FILE)).unwrap();
     let fired = || -> i64 {
@@ -427,6 +433,7 @@ async fn workers_that_start_on_an_old_log_do_not_mail_its_past() {
     // A data directory from before the workers (or whose worker store was lost).
     let dir = tempfile::tempdir().unwrap();
     let clock = custode_commands::clock::ManualClock::new(chrono::Utc::now());
+    crate::helpers::publish_delivery_keys(dir.path(), custode_commands::clock::Clock::now(&clock));
     let app =
         TestApp::start_with(dir.path(), file_config(), clock.clone(), None, Some("none")).await;
     open_with_contact(

@@ -813,8 +813,24 @@ impl Delivery {
         let mut in_flight = futures_util::stream::FuturesUnordered::new();
         let mut busy: HashSet<Uuid> = HashSet::new();
         let mut failures = 0u32;
+        let mut keys_tended: Option<DateTime<Utc>> = None;
         loop {
             let now = this.clock.now();
+            // SEC-7: the process that holds private delivery keys publishes the next day's pair
+            // ahead and destroys each key on time, whatever else runs beside it.
+            if keys_tended.is_none_or(|at| now - at >= chrono::Duration::minutes(1)) {
+                keys_tended = Some(now);
+                if let Err(error) = this.keys.publish(now) {
+                    tracing::error!(%error, "cannot publish the delivery keys");
+                }
+                match this.keys.destroy_expired(now) {
+                    Ok(destroyed) if !destroyed.is_empty() => {
+                        tracing::info!(keys = ?destroyed, "delivery keys destroyed: their secrets have expired");
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "cannot destroy expired delivery keys"),
+                }
+            }
             let started: Result<(), WorkerError> = async {
                 if in_flight.len() < IN_FLIGHT {
                     for due in this.due(now).await? {

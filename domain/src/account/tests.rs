@@ -161,6 +161,7 @@ fn open_mailbox() -> OpenAccount {
                 key_id: "20261103".into(),
                 nonce: "bm9uY2Vub25jZW5v".into(),
                 ciphertext: "c2VhbGVkIHRlbXBvcmFyeSBwYXNzd29yZA==".into(),
+                ephemeral: None,
             },
         },
     }

@@ -14,6 +14,11 @@ pub fn login_failed_v1(payload: Value) -> Value {
     with_access_fields(payload)
 }
 
+/// A version whose change only added an optional field: v1 payloads read as they are.
+pub fn unchanged(payload: Value) -> Value {
+    payload
+}
+
 fn with_access_fields(mut payload: Value) -> Value {
     if let Value::Object(fields) = &mut payload {
         fields.entry("channel").or_insert_with(|| json!("api"));

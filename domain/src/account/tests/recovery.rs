@@ -18,6 +18,7 @@ fn sealed() -> Sealed {
         key_id: "20260110".into(),
         nonce: "bm9uY2U=".into(),
         ciphertext: "c2VhbGVk".into(),
+        ephemeral: None,
     }
 }
 
