@@ -84,6 +84,13 @@ pub fn temporary_password() -> Secret {
     Secret::new(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// A fresh six-digit one-time code, uniform over 000000..=999999.
+pub fn otp_code() -> Secret {
+    use rand::Rng;
+    let n: u32 = rand::rngs::OsRng.gen_range(0..1_000_000);
+    Secret::new(format!("{n:06}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,11 +137,4 @@ mod tests {
             assert!(eval.rules.iter().all(|r| r.met), "{:?}", eval.rules);
         }
     }
-}
-
-/// A fresh six-digit one-time code, uniform over 000000..=999999.
-pub fn otp_code() -> Secret {
-    use rand::Rng;
-    let n: u32 = rand::rngs::OsRng.gen_range(0..1_000_000);
-    Secret::new(format!("{n:06}"))
 }

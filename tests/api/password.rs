@@ -14,8 +14,7 @@ fn last_code_to(app: &TestApp, to: &str) -> String {
     let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap_or_default();
     let line = sms
         .lines()
-        .filter(|l| l.contains(to))
-        .last()
+        .rfind(|l| l.contains(to))
         .expect("an SMS to the mobile");
     let text: Value = serde_json::from_str(line).unwrap();
     let code = text["text"]

@@ -1173,20 +1173,17 @@ async fn sec_8_the_head_moves_alike_for_real_and_unknown_ids_over_several_sends(
     .await
     .unwrap();
     let temporary = opened["temporary_password"].as_str().unwrap().to_string();
-    let login = |password: String| {
-        let post = post.clone();
-        async move {
-            let session: Value = post(
-                "/v1/sessions".into(),
-                None,
-                json!({ "user_id": user, "password": password }),
-            )
-            .await
-            .json()
-            .await
-            .unwrap();
-            session["session_token"].as_str().unwrap().to_string()
-        }
+    let login = |password: String| async move {
+        let session: Value = post(
+            "/v1/sessions".into(),
+            None,
+            json!({ "user_id": user, "password": password }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        session["session_token"].as_str().unwrap().to_string()
     };
     let token = login(temporary.clone()).await;
     let res = post(

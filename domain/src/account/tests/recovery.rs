@@ -812,7 +812,7 @@ fn a_recoverys_counts_are_forgotten_a_day_after_its_last_code_expired() {
         history = step(history, verify(recovery, "999999", 3), at);
         history = step(history, verify(recovery, "111111", 4), at);
     }
-    let state = history.iter().fold(Account::default(), |s, e| evolve(s, e));
+    let state = history.iter().fold(Account::default(), evolve);
     assert!(
         state.grants.codes_sent.len() <= 2,
         "{:?}",
