@@ -1,5 +1,6 @@
 //! The relay: tails the log from its checkpoint and publishes every event to JetStream,
-//! `Nats-Msg-Id` = the event id. Batches are published with many acks in flight, and the
+//! `Nats-Msg-Id` = the event id, in the log's wire form (without password and answer hashes,
+//! SEC-9). Batches are published with many acks in flight, and the
 //! checkpoint (in the worker store) advances only past a batch whose every ack is in. A crash in
 //! between re-publishes the batch on restart; the stream's duplicate window drops the copies.
 //! While NATS is down the relay waits and retries; the log, and so the API, does not.
