@@ -7,7 +7,9 @@ use custode_commands::Synchronous;
 use custode_domain::settings::{LimitSettings, PolicySettings, RecoverySettings, SessionSettings};
 use custode_domain::Settings;
 use custode_workers::runtime::WorkerName;
-use custode_workers::settings::{DeliverySettings, MailSettings, SmsSettings, WorkerSettings};
+use custode_workers::settings::{
+    DeliverySettings, MailSettings, NatsSettings, SmsSettings, WorkerSettings,
+};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -22,7 +24,8 @@ pub const DEFAULT_CONFIG_FILE: &str = "custode.toml";
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
-    pub nats: Option<String>,
+    /// The JetStream fan-out and how long it keeps messages (SEC-9).
+    pub nats: NatsSettings,
     /// Base of links sent to people; default `http://<listen>`.
     pub public_url: Option<String>,
     /// Proxies whose `X-Forwarded-For` is believed (SEC-2).
@@ -93,7 +96,8 @@ impl Default for HttpConfig {
 pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
-    pub nats: Option<String>,
+    /// `url` unset: the embedded mode.
+    pub nats: NatsSettings,
     pub public_url: String,
     pub trusted_proxies: Vec<IpAddr>,
     pub settings: Settings,
@@ -237,6 +241,11 @@ impl Config {
                 "captcha.verify_url and captcha.secret go together".into(),
             ));
         }
+        if !(1..=365).contains(&file.nats.retention_days) {
+            return Err(ConfigError::Value(
+                "nats.retention_days must be between 1 and 365 (SEC-9: the bus keeps messages a bounded time)".into(),
+            ));
+        }
         if file.delivery.max_attempts == 0 {
             return Err(ConfigError::Value(
                 "delivery.max_attempts must be at least 1".into(),
@@ -273,7 +282,10 @@ impl Config {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             listen,
-            nats: overrides.nats.or(file.nats),
+            nats: NatsSettings {
+                url: overrides.nats.or(file.nats.url),
+                ..file.nats
+            },
             public_url: public_url.clone(),
             trusted_proxies: file.trusted_proxies,
             settings: Settings {
@@ -330,6 +342,7 @@ mod tests {
             "[captcha]",
             "[policy]",
             "[delivery]",
+            "[nats]",
         ] {
             assert!(
                 block.contains(section),
@@ -429,5 +442,34 @@ mod tests {
         assert!(Config::resolve(zero, Overrides::default()).is_err());
         let err = toml::from_str::<FileConfig>("[mail]\nsmtp = \"x\"\n").unwrap_err();
         assert!(err.message().contains("smtp"), "{}", err.message());
+    }
+
+    #[test]
+    fn the_bus_keeps_messages_7_days_unless_told_and_never_unbounded_sec_9() {
+        let config = Config::resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(
+            config.nats.retention(),
+            std::time::Duration::from_secs(7 * 24 * 60 * 60)
+        );
+        assert_eq!(config.nats.url, None);
+        let file: FileConfig =
+            toml::from_str("[nats]\nurl = \"nats://a:4222\"\nretention_days = 2\n").unwrap();
+        let config = Config::resolve(
+            file.clone(),
+            Overrides {
+                nats: Some("nats://b:4222".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            config.nats.url.as_deref(),
+            Some("nats://b:4222"),
+            "the flag wins"
+        );
+        assert_eq!(config.nats.retention_days, 2);
+        let unbounded: FileConfig = toml::from_str("[nats]\nretention_days = 0\n").unwrap();
+        let err = Config::resolve(unbounded, Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("retention_days"), "{err}");
     }
 }

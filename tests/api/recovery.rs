@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::time::{Duration as StdDuration, Instant};
 
 const NEW_PASSWORD: &str = "Nuova!Strada-Blu9";
-const ANSWER: &str = "Fido il cane";
+pub(crate) const ANSWER: &str = "Fido il cane";
 
 /// Limits high enough that only the tests about limits meet them.
 fn roomy() -> FileConfig {
@@ -25,7 +25,7 @@ fn roomy() -> FileConfig {
 
 /// An account with every recovery method on file (email, mobile, question); returns the
 /// session token.
-async fn recoverable(app: &TestApp, user_id: &str) -> String {
+pub(crate) async fn recoverable(app: &TestApp, user_id: &str) -> String {
     let (token, _) = app.ready_mailbox(user_id).await;
     app.remember_secret(ANSWER);
     let res = app
@@ -46,7 +46,7 @@ async fn recoverable(app: &TestApp, user_id: &str) -> String {
     token
 }
 
-async fn start(app: &TestApp, user_id: &str) -> Value {
+pub(crate) async fn start(app: &TestApp, user_id: &str) -> Value {
     let res = app
         .post(
             "/v1/recovery",
@@ -69,7 +69,12 @@ async fn try_login(app: &TestApp, user_id: &str, password: &str) -> reqwest::Res
 }
 
 /// `POST` to a call of the recovery `started`, e.g. `/sms/verify`.
-async fn call(app: &TestApp, started: &Value, tail: &str, body: Value) -> reqwest::Response {
+pub(crate) async fn call(
+    app: &TestApp,
+    started: &Value,
+    tail: &str,
+    body: Value,
+) -> reqwest::Response {
     app.post(&recovery_path(started, tail), None, body).await
 }
 
@@ -80,7 +85,7 @@ fn recovery_path(started: &Value, tail: &str) -> String {
     )
 }
 
-async fn complete(app: &TestApp, user_id: &str, token: &str) -> reqwest::Response {
+pub(crate) async fn complete(app: &TestApp, user_id: &str, token: &str) -> reqwest::Response {
     app.remember_secret(token);
     app.remember_secret(NEW_PASSWORD);
     app.post(
@@ -133,7 +138,7 @@ async fn required_actions(app: &TestApp, token: &str) -> Vec<String> {
 }
 
 /// The reset token of a right code or answer.
-async fn reset_token(res: reqwest::Response) -> String {
+pub(crate) async fn reset_token(res: reqwest::Response) -> String {
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();
     let token = body["reset_token"].as_str().unwrap().to_string();
@@ -985,4 +990,21 @@ async fn a_recovery_opens_logins_that_wrong_passwords_locked() {
     );
     // No waiting out the lock: the recovery proved the holder.
     app.login(user, NEW_PASSWORD).await;
+}
+
+/// RC-7: an operator resets `user`'s password after a signed form.
+pub(crate) async fn operator_reset(app: &TestApp, user: &str) -> reqwest::Response {
+    app.post(
+        &format!("/v1/admin/accounts/{user}/password-reset"),
+        Some(OPERATOR_KEY),
+        json!({ "form_reference": "MOD-2026/0042" }),
+    )
+    .await
+}
+
+/// The temporary password of an opening or an operator reset.
+pub(crate) async fn temporary_password(res: reqwest::Response) -> String {
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    body["temporary_password"].as_str().unwrap().to_string()
 }

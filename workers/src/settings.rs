@@ -1,8 +1,11 @@
-//! The workers' settings, as the `[mail]`, `[sms]` and `[delivery]` sections of `custode.toml`
-//! give them (NT-1, NT-3). With no SMTP relay or SMS gateway configured, mail and SMS land in
-//! the embedded sinks under the data directory, whichever mode the workers run in.
+//! The workers' settings, as the `[mail]`, `[sms]`, `[delivery]` and `[nats]` sections of
+//! `custode.toml` give them (NT-1, NT-3, SEC-9). With no SMTP relay or SMS gateway configured,
+//! mail and SMS land in the embedded sinks under the data directory, whichever mode the workers
+//! run in.
 
+use crate::nats::redacted;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +51,41 @@ impl Default for SmsSettings {
             gateway_token: None,
             timeout_secs: 10,
         }
+    }
+}
+
+/// The JetStream fan-out (`--nats`), and SEC-9's bound on what the bus keeps.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSettings {
+    /// `nats://host:4222`; `--nats` and `CUSTODE_NATS_URL` beat it. Unset: the embedded mode.
+    pub url: Option<String>,
+    /// How long `CUSTODE_EVENTS` and `CUSTODE_OUTCOMES` keep a message; a worker run apart
+    /// that is down longer misses what aged out.
+    pub retention_days: u32,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            retention_days: 7,
+        }
+    }
+}
+
+impl NatsSettings {
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(u64::from(self.retention_days) * 24 * 60 * 60)
+    }
+}
+
+impl fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsSettings")
+            .field("url", &self.url.as_deref().map(redacted))
+            .field("retention_days", &self.retention_days)
+            .finish()
     }
 }
 
