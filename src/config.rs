@@ -1,10 +1,12 @@
 //! Configuration's one home. Flags beat environment (clap reads both), which beats the TOML
 //! file (`--config`, or `custode.toml` in the working directory when present), which beats the
-//! defaults. An unknown key or a bad value stops startup with a message naming it.
+//! defaults. An unknown key or a bad value stops startup with a message naming it. `Debug` of
+//! the resolved [`Config`] prints no key, password or token (SEC-5: no secret in a log line).
 
 use custode_commands::hashing::Argon2Settings;
 use custode_commands::Synchronous;
 use custode_domain::settings::{LimitSettings, PolicySettings, RecoverySettings, SessionSettings};
+use custode_domain::Secret;
 use custode_domain::Settings;
 use custode_workers::runtime::WorkerName;
 use custode_workers::settings::{
@@ -110,7 +112,7 @@ pub struct Config {
     /// The workers `serve` runs in-process (`--workers`; default mailer, sms, scheduler).
     pub run_workers: Vec<WorkerName>,
     /// `CUSTODE_OPERATOR_KEY`; unset, operator endpoints answer 503.
-    pub operator_key: Option<String>,
+    pub operator_key: Option<Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,8 +128,9 @@ pub enum ConfigError {
     Value(String),
 }
 
-/// What flags and environment gave (clap fills these; `None` means not given).
-#[derive(Debug, Clone, Default)]
+/// What flags and environment gave (clap fills these; `None` means not given). No `Debug`: it
+/// holds the operator key and the NATS URL as given.
+#[derive(Clone, Default)]
 pub struct Overrides {
     pub config: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
@@ -305,7 +308,10 @@ impl Config {
                 public_url,
             },
             run_workers,
-            operator_key: overrides.operator_key.filter(|k| !k.is_empty()),
+            operator_key: overrides
+                .operator_key
+                .filter(|k| !k.is_empty())
+                .map(Secret::new),
         })
     }
 }
@@ -442,6 +448,48 @@ mod tests {
         assert!(Config::resolve(zero, Overrides::default()).is_err());
         let err = toml::from_str::<FileConfig>("[mail]\nsmtp = \"x\"\n").unwrap_err();
         assert!(err.message().contains("smtp"), "{}", err.message());
+    }
+
+    #[test]
+    fn debug_prints_no_key_password_token_or_secret_sec_8() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [captcha]
+            verify_url = "https://captcha.example/verify"
+            secret = "captcha-secret-1"
+            [mail]
+            smtp_url = "smtp://custode:smtp-password-2@relay.example.it:587?tls=required"
+            [sms]
+            gateway_url = "https://sms.example.it/send"
+            gateway_token = "sms-token-3"
+            [nats]
+            url = "nats://custode:nats-password-4@nats.example.it:4222"
+            "#,
+        )
+        .unwrap();
+        let config = Config::resolve(
+            file,
+            Overrides {
+                operator_key: Some("operator-key-5".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert!(config.operator_key.is_some());
+        let printed = format!("{config:?}");
+        for secret in [
+            "captcha-secret-1",
+            "smtp-password-2",
+            "sms-token-3",
+            "nats-password-4",
+            "operator-key-5",
+        ] {
+            assert!(!printed.contains(secret), "{secret} is in {printed}");
+        }
+        assert!(
+            printed.contains("relay.example.it:587"),
+            "the rest still shows: {printed}"
+        );
     }
 
     #[test]
