@@ -202,9 +202,13 @@ async fn bare_publish(js: &jetstream::Context, payloads: &[(String, String, byte
 async fn relay_round(js: &jetstream::Context, log: &EventLog, store: &Path) -> f64 {
     // A fresh stream each round, so both sides start empty.
     let _ = js.delete_stream(custode_workers::nats::EVENTS_STREAM).await;
-    custode_workers::nats::events_stream(js).await.unwrap();
+    let retention = custode_workers::settings::NatsSettings::default().retention();
+    custode_workers::nats::ensure_events_stream(js, retention)
+        .await
+        .unwrap();
     let started = Instant::now();
-    let (relayed, _relay) = custode_workers::relay::spawn(js.clone(), log.clone(), store).unwrap();
+    let (relayed, _relay) =
+        custode_workers::relay::spawn(js.clone(), log.clone(), store, retention).unwrap();
     let head = log.head();
     let mut relayed = relayed;
     relayed.wait_for(|p| *p >= head).await.unwrap();

@@ -181,19 +181,25 @@ impl App {
             reporter: Reporter::Log(Box::new(recorder.clone())),
         };
         let mut tasks = runtime::Tasks::default();
-        let (feed, relayed) = match &config.nats {
+        let (feed, relayed) = match &config.nats.url {
             None => (Feed::Log(log.clone()), None),
             Some(url) => {
                 let js = custode_workers::nats::connect(url)
                     .await
                     .map_err(StartError::Component)?;
-                let (relayed, relay) =
-                    custode_workers::relay::spawn(js.clone(), log.clone(), &config.data_dir)
-                        .map_err(|e| component(&e))?;
+                let retention = config.nats.retention();
+                let (relayed, relay) = custode_workers::relay::spawn(
+                    js.clone(),
+                    log.clone(),
+                    &config.data_dir,
+                    retention,
+                )
+                .map_err(|e| component(&e))?;
                 tasks.push(relay);
                 tasks.push(runtime::spawn_outcome_recorder(
                     js.clone(),
                     recorder.clone(),
+                    retention,
                 ));
                 (Feed::JetStream(Box::new(js)), Some(relayed))
             }
@@ -245,7 +251,7 @@ impl App {
                 "recovery by security question is off (recovery.security_question = false)"
             );
         }
-        if config.nats.is_none() {
+        if config.nats.url.is_none() {
             tracing::info!(
                 "no NATS configured: workers run in-process from the log (embedded mode)"
             );

@@ -1,13 +1,17 @@
 //! Configuration's one home. Flags beat environment (clap reads both), which beats the TOML
 //! file (`--config`, or `custode.toml` in the working directory when present), which beats the
-//! defaults. An unknown key or a bad value stops startup with a message naming it.
+//! defaults. An unknown key or a bad value stops startup with a message naming it. `Debug` of
+//! the resolved [`Config`] prints no key, password or token (SEC-5: no secret in a log line).
 
 use custode_commands::hashing::Argon2Settings;
 use custode_commands::Synchronous;
 use custode_domain::settings::{LimitSettings, PolicySettings, RecoverySettings, SessionSettings};
+use custode_domain::Secret;
 use custode_domain::Settings;
 use custode_workers::runtime::WorkerName;
-use custode_workers::settings::{DeliverySettings, MailSettings, SmsSettings, WorkerSettings};
+use custode_workers::settings::{
+    DeliverySettings, MailSettings, NatsSettings, SmsSettings, WorkerSettings,
+};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -26,7 +30,8 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     /// SEC-8: where `/metrics` is served (an operator listener).
     pub metrics_listen: Option<SocketAddr>,
-    pub nats: Option<String>,
+    /// The JetStream fan-out and how long it keeps messages (SEC-9).
+    pub nats: NatsSettings,
     /// Base of links sent to people; default `http://<listen>`.
     pub public_url: Option<String>,
     /// Proxies whose `X-Forwarded-For` is believed (SEC-2).
@@ -108,7 +113,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
-    pub nats: Option<String>,
+    /// `url` unset: the embedded mode.
+    pub nats: NatsSettings,
     pub public_url: String,
     pub trusted_proxies: Vec<IpAddr>,
     pub settings: Settings,
@@ -121,7 +127,7 @@ pub struct Config {
     /// The workers `serve` runs in-process (`--workers`; default mailer, sms, scheduler).
     pub run_workers: Vec<WorkerName>,
     /// `CUSTODE_OPERATOR_KEY`; unset, operator endpoints answer 503.
-    pub operator_key: Option<String>,
+    pub operator_key: Option<Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,8 +143,9 @@ pub enum ConfigError {
     Value(String),
 }
 
-/// What flags and environment gave (clap fills these; `None` means not given).
-#[derive(Debug, Clone, Default)]
+/// What flags and environment gave (clap fills these; `None` means not given). No `Debug`: it
+/// holds the operator key and the NATS URL as given.
+#[derive(Clone, Default)]
 pub struct Overrides {
     pub config: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
@@ -279,6 +286,11 @@ impl Config {
                 "captcha.verify_url and captcha.secret go together".into(),
             ));
         }
+        if !(1..=365).contains(&file.nats.retention_days) {
+            return Err(ConfigError::Value(
+                "nats.retention_days must be between 1 and 365 (SEC-9: the bus keeps messages a bounded time)".into(),
+            ));
+        }
         if file.delivery.max_attempts == 0 {
             return Err(ConfigError::Value(
                 "delivery.max_attempts must be at least 1".into(),
@@ -316,7 +328,10 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             listen,
             metrics_listen,
-            nats: overrides.nats.or(file.nats),
+            nats: NatsSettings {
+                url: overrides.nats.or(file.nats.url),
+                ..file.nats
+            },
             public_url: public_url.clone(),
             trusted_proxies: file.trusted_proxies,
             settings: Settings {
@@ -336,7 +351,10 @@ impl Config {
                 public_url,
             },
             run_workers,
-            operator_key: overrides.operator_key.filter(|k| !k.is_empty()),
+            operator_key: overrides
+                .operator_key
+                .filter(|k| !k.is_empty())
+                .map(Secret::new),
         })
     }
 }
@@ -373,6 +391,7 @@ mod tests {
             "[captcha]",
             "[policy]",
             "[delivery]",
+            "[nats]",
         ] {
             assert!(
                 block.contains(section),
@@ -472,5 +491,76 @@ mod tests {
         assert!(Config::resolve(zero, Overrides::default()).is_err());
         let err = toml::from_str::<FileConfig>("[mail]\nsmtp = \"x\"\n").unwrap_err();
         assert!(err.message().contains("smtp"), "{}", err.message());
+    }
+
+    #[test]
+    fn debug_prints_no_key_password_token_or_secret_sec_8() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [captcha]
+            verify_url = "https://captcha.example/verify"
+            secret = "captcha-secret-1"
+            [mail]
+            smtp_url = "smtp://custode:smtp-password-2@relay.example.it:587?tls=required"
+            [sms]
+            gateway_url = "https://sms.example.it/send"
+            gateway_token = "sms-token-3"
+            [nats]
+            url = "nats://custode:nats-password-4@nats.example.it:4222"
+            "#,
+        )
+        .unwrap();
+        let config = Config::resolve(
+            file,
+            Overrides {
+                operator_key: Some("operator-key-5".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert!(config.operator_key.is_some());
+        let printed = format!("{config:?}");
+        for secret in [
+            "captcha-secret-1",
+            "smtp-password-2",
+            "sms-token-3",
+            "nats-password-4",
+            "operator-key-5",
+        ] {
+            assert!(!printed.contains(secret), "{secret} is in {printed}");
+        }
+        assert!(
+            printed.contains("relay.example.it:587"),
+            "the rest still shows: {printed}"
+        );
+    }
+
+    #[test]
+    fn the_bus_keeps_messages_7_days_unless_told_and_never_unbounded_sec_9() {
+        let config = Config::resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(
+            config.nats.retention(),
+            std::time::Duration::from_secs(7 * 24 * 60 * 60)
+        );
+        assert_eq!(config.nats.url, None);
+        let file: FileConfig =
+            toml::from_str("[nats]\nurl = \"nats://a:4222\"\nretention_days = 2\n").unwrap();
+        let config = Config::resolve(
+            file.clone(),
+            Overrides {
+                nats: Some("nats://b:4222".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            config.nats.url.as_deref(),
+            Some("nats://b:4222"),
+            "the flag wins"
+        );
+        assert_eq!(config.nats.retention_days, 2);
+        let unbounded: FileConfig = toml::from_str("[nats]\nretention_days = 0\n").unwrap();
+        let err = Config::resolve(unbounded, Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("retention_days"), "{err}");
     }
 }

@@ -191,6 +191,7 @@ fn worker(config: Config, name: WorkerName) -> anyhow::Result<()> {
         let _lock = app::DataDirLock::acquire(&config.data_dir)?;
         let url = config
             .nats
+            .url
             .clone()
             .context("custode worker needs --nats URL")?;
         let js = custode_workers::nats::connect(&url)

@@ -11,6 +11,7 @@
 use crate::canonical::to_canonical_string;
 use crate::sqlite::{open_writer, ReadPool};
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use custode_domain::secret::{remove_verification_data, VERIFICATION_FIELDS};
 use custode_domain::{Actor, ActorKind, RecordedEvent};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
@@ -287,30 +288,18 @@ impl EventLog {
 
     /// Up to `limit` events after `position` as the relay sends them: each one's canonical
     /// envelope (the bytes its hash covers) with the hash added, straight from the stored text.
-    /// A reader parses it as a [`RecordedEvent`]; nothing is parsed or re-encoded here.
+    /// A reader parses it as a [`RecordedEvent`]. Only an event whose payload holds
+    /// verification data is parsed and re-encoded, with that data removed (SEC-9, see
+    /// `wire_payload`); its `hash` is still the chain hash of the event as stored.
     pub fn read_wire_from_blocking(
         &self,
         position: u64,
         limit: usize,
     ) -> Result<Vec<WireEvent>, LogError> {
-        Ok(self
-            .stored_from(position, limit)?
+        self.stored_from(position, limit)?
             .into_iter()
-            .map(|s| {
-                let mut json = s.canonical();
-                json.pop();
-                json.push_str(",\"hash\":\"");
-                json.push_str(&s.hash);
-                json.push_str("\"}");
-                WireEvent {
-                    position: s.position,
-                    event_id: s.event_id,
-                    stream: s.stream,
-                    event_type: s.event_type,
-                    json: json.into_bytes(),
-                }
-            })
-            .collect())
+            .map(Stored::into_wire)
+            .collect()
     }
 
     pub async fn read_wire_from(
@@ -447,6 +436,11 @@ impl Stored {
     /// The bytes the hash covers: every envelope field but the hash, as canonical JSON. The
     /// payload is embedded as the canonical text it was stored as.
     fn canonical(&self) -> String {
+        self.canonical_with(&self.payload)
+    }
+
+    /// The canonical envelope with `payload` (canonical text) in place of the stored one.
+    fn canonical_with(&self, payload: &str) -> String {
         canonical_envelope(
             self.position,
             &self.event_id,
@@ -459,8 +453,33 @@ impl Stored {
             self.actor_id.as_deref(),
             &self.correlation_id,
             &self.causation_id,
-            &self.payload,
+            payload,
         )
+    }
+
+    /// The event as the relay sends it (see [`EventLog::read_wire_from_blocking`]).
+    fn into_wire(self) -> Result<WireEvent, LogError> {
+        let mut json = match wire_payload(&self.payload) {
+            Ok(None) => self.canonical(),
+            Ok(Some(payload)) => self.canonical_with(&payload),
+            Err(_) => {
+                return Err(LogError::Store(format!(
+                    "event at position {} has a bad payload",
+                    self.position
+                )))
+            }
+        };
+        json.pop();
+        json.push_str(",\"hash\":\"");
+        json.push_str(&self.hash);
+        json.push_str("\"}");
+        Ok(WireEvent {
+            position: self.position,
+            event_id: self.event_id,
+            stream: self.stream,
+            event_type: self.event_type,
+            json: json.into_bytes(),
+        })
     }
 
     fn into_event(self) -> Result<RecordedEvent, LogError> {
@@ -543,6 +562,21 @@ fn json_string(s: &str) -> String {
     } else {
         serde_json::to_string(s).unwrap_or_default()
     }
+}
+
+/// SEC-9: a stored payload as it may leave the log host. `None` for the stored text as it is:
+/// an event that names no verification field is sent byte for byte, without being parsed (a
+/// plain substring test, so the relay stays as cheap as a bare publish). Otherwise its canonical
+/// text with each verification field's value replaced by [`custode_domain::secret::REMOVED`].
+fn wire_payload(stored: &str) -> Result<Option<String>, serde_json::Error> {
+    if !VERIFICATION_FIELDS
+        .iter()
+        .any(|field| stored.contains(field))
+    {
+        return Ok(None);
+    }
+    let mut payload: serde_json::Value = serde_json::from_str(stored)?;
+    Ok(remove_verification_data(&mut payload).then(|| to_canonical_string(&payload)))
 }
 
 fn chain_hash(prev: &str, canonical: &str) -> String {

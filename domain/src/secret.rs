@@ -53,6 +53,34 @@ impl fmt::Debug for PasswordHash {
     }
 }
 
+/// SEC-9: the payload fields that hold verification data, the PHC strings of passwords
+/// (`TemporaryPasswordIssued`, `PasswordImported`, `PasswordChanged`, `PasswordRecovered`) and
+/// of security answers (`RecoveryInfoSet`). They never leave the log host: a worker never needs
+/// them, and outside they are an offline-cracking target. Token and code hashes are not
+/// verification data in this sense (a 256-bit token's SHA-256 cannot be reversed, a code's hash
+/// is keyed) and the sessions read model needs `token_hash`.
+pub const VERIFICATION_FIELDS: [&str; 2] = ["password_hash", "security_answer_hash"];
+
+/// What stands in a verification field outside the log host: still a string, so every consumer
+/// decodes the event as before.
+pub const REMOVED: &str = "[removed]";
+
+/// Replaces the value of each top-level [`VERIFICATION_FIELDS`] entry of `payload` that holds a
+/// string with [`REMOVED`]; whether anything was replaced.
+pub fn remove_verification_data(payload: &mut serde_json::Value) -> bool {
+    let Some(fields) = payload.as_object_mut() else {
+        return false;
+    };
+    let mut removed = false;
+    for name in VERIFICATION_FIELDS {
+        if let Some(value) = fields.get_mut(name).filter(|v| v.is_string()) {
+            *value = serde_json::Value::from(REMOVED);
+            removed = true;
+        }
+    }
+    removed
+}
+
 /// The SHA-256 of a 256-bit token (SEC-1), hex-encoded. Tokens themselves never enter events.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Debug, PartialOrd, Ord)]
 #[serde(transparent)]
@@ -97,4 +125,88 @@ pub struct Sealed {
     /// before (under the day's symmetric key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ephemeral: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::{
+        AccountEvent, PasswordChanged, RecoveryInfoSet, SessionStarted, TemporaryPasswordIssued,
+        TemporaryPasswordReason,
+    };
+    use crate::envelope::encode;
+
+    /// The payload of `event` as the relay sends it, decoded again as an account event.
+    fn through_the_wire(event: &AccountEvent) -> (bool, serde_json::Value, AccountEvent) {
+        let (event_type, mut payload) = encode(event).unwrap();
+        let removed = remove_verification_data(&mut payload);
+        let decoded = serde_json::from_value(
+            serde_json::json!({ "type": event_type, "payload": payload.clone() }),
+        )
+        .unwrap();
+        (removed, payload, decoded)
+    }
+
+    #[test]
+    fn password_and_answer_hashes_are_replaced_and_the_event_still_decodes_sec_9() {
+        let changed = AccountEvent::PasswordChanged(PasswordChanged {
+            password_hash: PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$salt$hash"),
+        });
+        let (removed, payload, decoded) = through_the_wire(&changed);
+        assert!(removed);
+        assert_eq!(payload, serde_json::json!({ "password_hash": REMOVED }));
+        assert_eq!(
+            decoded,
+            AccountEvent::PasswordChanged(PasswordChanged {
+                password_hash: PasswordHash::new(REMOVED)
+            })
+        );
+
+        let answer = AccountEvent::RecoveryInfoSet(RecoveryInfoSet {
+            email: Some("r@example.it".into()),
+            mobile: None,
+            security_question: Some("Q?".into()),
+            security_answer_hash: Some(PasswordHash::new("$argon2id$answer")),
+        });
+        let (removed, payload, _) = through_the_wire(&answer);
+        assert!(removed);
+        assert_eq!(payload["security_answer_hash"], REMOVED);
+        assert_eq!(payload["email"], "r@example.it", "the rest stays");
+
+        let issued = AccountEvent::TemporaryPasswordIssued(TemporaryPasswordIssued {
+            password_hash: PasswordHash::new("$argon2id$t"),
+            reason: TemporaryPasswordReason::Opening,
+            form_reference: None,
+            sealed_password: None,
+        });
+        assert!(through_the_wire(&issued).0);
+    }
+
+    #[test]
+    fn events_without_verification_data_are_left_alone_sec_9() {
+        let no_answer = AccountEvent::RecoveryInfoSet(RecoveryInfoSet {
+            email: Some("r@example.it".into()),
+            mobile: None,
+            security_question: None,
+            security_answer_hash: None,
+        });
+        let (removed, _, decoded) = through_the_wire(&no_answer);
+        assert!(!removed);
+        assert_eq!(decoded, no_answer);
+
+        let now = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        let session = AccountEvent::SessionStarted(SessionStarted {
+            session_id: uuid::Uuid::nil(),
+            token_hash: TokenHash::from_hex("ab12"),
+            started_at: now,
+            expires_at: now,
+            fresh_until: now,
+            client_ip: None,
+            channel: crate::account::AccessChannel::Api,
+            required_actions: Vec::new(),
+        });
+        let (removed, payload, _) = through_the_wire(&session);
+        assert!(!removed);
+        assert_eq!(payload["token_hash"], "ab12", "token hashes stay");
+    }
 }

@@ -163,7 +163,7 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let Some(key) = state.config.operator_key.as_deref() else {
+        let Some(key) = state.config.operator_key.as_ref().map(|k| k.expose()) else {
             return Err(Problem::new(
                 "operator-key-unset",
                 "operator endpoints are disabled: set CUSTODE_OPERATOR_KEY and restart",

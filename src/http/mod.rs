@@ -14,7 +14,7 @@ mod sessions;
 
 use crate::app::AppState;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderValue, Method};
+use axum::http::{header, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put, MethodRouter};
@@ -49,6 +49,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(state.clone(), bounded))
         .layer(middleware::from_fn_with_state(state.clone(), access_log))
+        .layer(middleware::map_response(no_store))
         .with_state(state)
 }
 
@@ -60,6 +61,17 @@ pub fn metrics_app(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .fallback(|| async { Problem::new("not-found", "no such endpoint") })
         .with_state(state)
+}
+
+/// SEC-8: answers that carry a secret (temporary passwords, session and reset tokens) must
+/// never be cached, and nothing the API answers is meant to be, so every answer, problems
+/// included, says `no-store` unless its handler set a `Cache-Control` of its own.
+async fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Every (method, path) the API serves; the OpenAPI document must list exactly these.

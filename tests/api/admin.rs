@@ -1,8 +1,9 @@
 //! Operator endpoints (ACC-1..4, SEC-4): opening accounts, duplicates, migrated mailboxes,
 //! collaborators, the operator key.
 
-use crate::helpers::{expect_problem, file_config, oneshot, problem, rules, TestApp, OPERATOR_KEY};
-use argon2::password_hash::{PasswordHasher, SaltString};
+use crate::helpers::{
+    expect_problem, file_config, oneshot, phc, problem, rules, TestApp, OPERATOR_KEY,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -137,16 +138,11 @@ async fn a_migrated_mailbox_logs_in_with_its_imported_password_and_need_not_chan
     let app = TestApp::spawn().await;
     let password = "Migrata#Casella-9";
     app.remember_secret(password);
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    let phc = argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .unwrap()
-        .to_string();
     let res = app
         .post(
             "/v1/admin/accounts",
             Some(OPERATOR_KEY),
-            json!({ "kind": "mailbox", "user_id": "migrata@pec.example.it", "password_phc": phc }),
+            json!({ "kind": "mailbox", "user_id": "migrata@pec.example.it", "password_phc": phc(password) }),
         )
         .await;
     assert_eq!(res.status(), StatusCode::CREATED);

@@ -1,6 +1,7 @@
 //! The HTTP contract: the OpenAPI document checked in under `schemas/` is what is served, it
 //! lists exactly the routes the router has and exactly the problem types the code can answer,
-//! and real answers validate against its response schemas. Every event type has its schema.
+//! and real answers validate against its response schemas. Every event type has its schema,
+//! and every password or answer hash a schema holds is one the relay removes (SEC-9).
 
 use crate::helpers::{expect_problem, load_json, TestApp, OPERATOR_KEY};
 use custode::http::problem::PROBLEMS;
@@ -78,6 +79,27 @@ fn every_event_type_has_a_schema() {
             );
         }
     }
+}
+
+/// SEC-9: a payload field whose schema says it holds a PHC string (a password or answer hash)
+/// is one the relay removes; a new one must join `VERIFICATION_FIELDS` to stay off the bus.
+#[test]
+fn every_password_or_answer_hash_of_an_event_is_kept_off_the_bus_sec_9() {
+    let mut phc_fields = BTreeSet::new();
+    for entry in std::fs::read_dir(crate::helpers::repo_path("schemas/events")).unwrap() {
+        let path = entry.unwrap().path();
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+            if property["pattern"] == "^\\$" {
+                phc_fields.insert(name.clone());
+            }
+        }
+    }
+    let removed: BTreeSet<String> = custode_domain::secret::VERIFICATION_FIELDS
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+    assert_eq!(phc_fields, removed);
 }
 
 /// Validates `body` against the response schema the document gives for `method path status`.

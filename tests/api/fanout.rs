@@ -1,15 +1,24 @@
 //! Fan-out over a real `nats-server -js` (a child on a free port with its own store): every
 //! event is published once and read back in order; a relay killed between publishing and
 //! checkpointing causes no duplicate; NATS stopped and restarted loses nothing while the API
-//! keeps accepting; a worker run apart and killed mid-stream resumes where it acked.
+//! keeps accepting; a worker run apart and killed mid-stream resumes where it acked; no
+//! password or answer hash reaches the bus, which keeps messages a bounded time (SEC-9).
 
-use crate::helpers::{file_config, TestApp, OPERATOR_KEY};
+use crate::helpers::{file_config, phc, TestApp, OPERATOR_KEY};
 use crate::processes::{eventually, maildir, NatsServer, BIN};
+use crate::recovery::{
+    call, complete, operator_reset, recoverable, reset_token, start, temporary_password, ANSWER,
+};
+use async_nats::jetstream::stream;
 use custode_commands::clock::SystemClock;
 use custode_commands::delivery::DeliveryKeys;
 use custode_commands::{EventLog, LogOptions};
+use custode_domain::secret::{remove_verification_data, REMOVED};
 use custode_domain::RecordedEvent;
 use custode_workers::consumer::Feed;
+use custode_workers::nats::{
+    DUPLICATE_WINDOW, EVENTS_STREAM, EVENTS_SUBJECTS, OUTCOMES_STREAM, OUTCOMES_SUBJECTS,
+};
 use custode_workers::notifier::Reporter;
 use custode_workers::runtime::{spawn_worker, WorkerContext, WorkerName};
 use custode_workers::settings::WorkerSettings;
@@ -38,18 +47,34 @@ async fn open_mailboxes(app: &TestApp, range: std::ops::Range<usize>) {
     }
 }
 
-/// Every message of `CUSTODE_EVENTS`, in stream order, as the events they carry.
-async fn stream_events(nats: &NatsServer) -> Vec<(String, RecordedEvent)> {
+/// Every message of the stream `name`, in stream order: (subject, payload).
+async fn stream_messages(nats: &NatsServer, name: &str) -> Vec<(String, Vec<u8>)> {
     let js = nats.jetstream().await;
-    let mut stream = js.get_stream("CUSTODE_EVENTS").await.unwrap();
+    let mut stream = js.get_stream(name).await.unwrap();
     let count = stream.info().await.unwrap().state.messages;
-    let mut events = Vec::new();
+    let mut messages = Vec::new();
     for sequence in 1..=count {
         let message = stream.get_raw_message(sequence).await.unwrap();
-        let event: RecordedEvent = serde_json::from_slice(&message.payload).unwrap();
-        events.push((message.subject.to_string(), event));
+        messages.push((message.subject.to_string(), message.payload.to_vec()));
     }
-    events
+    messages
+}
+
+/// Every message of `CUSTODE_EVENTS`, in stream order, as the events they carry.
+async fn stream_events(nats: &NatsServer) -> Vec<(String, RecordedEvent)> {
+    stream_messages(nats, EVENTS_STREAM)
+        .await
+        .into_iter()
+        .map(|(subject, payload)| (subject, serde_json::from_slice(&payload).unwrap()))
+        .collect()
+}
+
+/// What the relay publishes of `event`: the event as stored, less its verification data
+/// (SEC-9), with the log's chain hash.
+fn wire_copy(event: &RecordedEvent) -> RecordedEvent {
+    let mut copy = event.clone();
+    remove_verification_data(&mut copy.payload);
+    copy
 }
 
 fn assert_each_event_once_in_order(published: &[(String, RecordedEvent)], head: u64) {
@@ -89,8 +114,8 @@ async fn every_event_is_published_once_and_notices_go_out_through_jetstream() {
     let local = app.state.log.read_from_blocking(0, 1000).unwrap();
     assert_eq!(
         published.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
-        local,
-        "what JetStream carries is the log, byte for byte"
+        local.iter().map(wire_copy).collect::<Vec<_>>(),
+        "what JetStream carries is the log, less its password hashes"
     );
     let sent = local
         .iter()
@@ -118,19 +143,24 @@ async fn a_relay_killed_between_publish_and_checkpoint_causes_no_duplicate() {
 
     let nats = NatsServer::start();
     let js = custode_workers::nats::connect(&nats.url()).await.unwrap();
-    custode_workers::nats::events_stream(&js).await.unwrap();
+    let retention = custode_workers::settings::NatsSettings::default().retention();
+    custode_workers::nats::ensure_events_stream(&js, retention)
+        .await
+        .unwrap();
     let log = EventLog::open(&data_dir.join("events.db"), &LogOptions::default()).unwrap();
     let events = log.read_wire_from_blocking(0, 1000).unwrap();
     let relay_store = tempfile::tempdir().unwrap();
     {
         // Published, acknowledged by JetStream, then the relay dies before its checkpoint.
-        let relay = custode_workers::relay::Relay::new(js.clone(), relay_store.path()).unwrap();
+        let relay =
+            custode_workers::relay::Relay::new(js.clone(), relay_store.path(), retention).unwrap();
         let first = relay.publish(events.clone()).await.unwrap();
         assert_eq!(first.stored, events.len() as u64);
         assert_eq!(relay.checkpoint(), 0);
     }
     let (relayed, _relay) =
-        custode_workers::relay::spawn(js.clone(), log.clone(), relay_store.path()).unwrap();
+        custode_workers::relay::spawn(js.clone(), log.clone(), relay_store.path(), retention)
+            .unwrap();
     let head = log.head();
     eventually(WAIT, "the restarted relay to catch up", || {
         *relayed.borrow() >= head
@@ -219,7 +249,10 @@ struct MailerApart {
 
 impl MailerApart {
     async fn start() -> Self {
-        let nats = NatsServer::start();
+        Self::start_on(NatsServer::start()).await
+    }
+
+    async fn start_on(nats: NatsServer) -> Self {
         let service_dir = tempfile::tempdir().unwrap();
         let app = TestApp::start_with(
             service_dir.path(),
@@ -361,4 +394,142 @@ async fn a_worker_apart_whose_store_was_lost_still_knows_the_accounts_it_saw() {
     );
     worker.kill().unwrap();
     worker.wait().unwrap();
+}
+
+/// The two streams as custode made them before SEC-9: messages kept for ever.
+async fn streams_kept_for_ever(nats: &NatsServer) {
+    let js = nats.jetstream().await;
+    for (name, subjects) in [
+        (EVENTS_STREAM, EVENTS_SUBJECTS),
+        (OUTCOMES_STREAM, OUTCOMES_SUBJECTS),
+    ] {
+        let made = js
+            .create_stream(stream::Config {
+                name: name.into(),
+                subjects: vec![subjects.into()],
+                duplicate_window: DUPLICATE_WINDOW,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(made.cached_info().config.max_age, Duration::ZERO);
+    }
+}
+
+/// The mail texts in `dir`'s Maildir that contain `text`.
+fn mails_with(dir: &Path, text: &str) -> usize {
+    maildir(dir)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter(|m| m.contains(text))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_or_answer_hash_reaches_jetstream_and_its_streams_keep_7_days_sec_9() {
+    let nats = NatsServer::start();
+    streams_kept_for_ever(&nats).await;
+    let apart = MailerApart::start_on(nats).await;
+    let (app, worker_dir) = (&apart.app, &apart.dir);
+    let mut worker = apart.spawn();
+
+    // Every event that holds a password or answer hash: an opening's temporary password, a
+    // password change, a security answer, a recovery, an imported password, an operator reset.
+    let user = "bus@pec.example.it";
+    recoverable(app, user).await;
+    let started = start(app, user).await;
+    let res = call(app, &started, "/question", json!({ "answer": ANSWER })).await;
+    let reset = reset_token(res).await;
+    let res = complete(app, user, &reset).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let imported = "Migrata#Casella-9";
+    app.remember_secret(imported);
+    let res = app
+        .post(
+            "/v1/admin/accounts",
+            Some(OPERATOR_KEY),
+            json!({ "kind": "mailbox", "user_id": "migrata@pec.example.it", "contact_email": "m@example.it", "password_phc": phc(imported) }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = operator_reset(app, user).await;
+    app.remember_secret(&temporary_password(res).await);
+
+    // The mailer apart decodes every one of them: it mails the password change and, after
+    // the security answer, the recovery.
+    eventually(
+        WAIT,
+        "the password-change notice from the mailer apart",
+        || mails_with(worker_dir.path(), &format!("{user} è stata cambiata")) >= 1,
+    )
+    .await;
+    eventually(WAIT, "the recovery notice from the mailer apart", || {
+        mails_with(worker_dir.path(), &format!("{user} è stata reimpostata")) >= 1
+    })
+    .await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+
+    relayed_to_head(app).await;
+    let local = app.state.log.read_from_blocking(0, 1000).unwrap();
+    let with_hashes: HashSet<&str> = local
+        .iter()
+        .filter(|e| e.payload.to_string().contains("$argon2"))
+        .map(|e| e.event_type.as_str())
+        .collect();
+    assert_eq!(
+        with_hashes,
+        HashSet::from([
+            "TemporaryPasswordIssued",
+            "PasswordChanged",
+            "RecoveryInfoSet",
+            "PasswordRecovered",
+            "PasswordImported",
+        ]),
+        "the log holds each kind of hash"
+    );
+    for name in [EVENTS_STREAM, OUTCOMES_STREAM] {
+        let messages = stream_messages(&apart.nats, name).await;
+        assert!(!messages.is_empty(), "{name} has messages");
+        for (subject, payload) in &messages {
+            let text = String::from_utf8_lossy(payload);
+            assert!(!text.contains("$argon2"), "a hash on {subject}: {text}");
+        }
+    }
+    // Outcomes the mailer reported before it stopped may still be appending: compare what the
+    // log held when read.
+    let published: Vec<RecordedEvent> = stream_events(&apart.nats)
+        .await
+        .into_iter()
+        .map(|(_, e)| e)
+        .take(local.len())
+        .collect();
+    assert_eq!(
+        published,
+        local.iter().map(wire_copy).collect::<Vec<_>>(),
+        "every event, with its chain hash; only the verification data is gone"
+    );
+    let marked = published
+        .iter()
+        .filter(|e| e.payload.to_string().contains(REMOVED))
+        .count();
+    assert_eq!(
+        marked,
+        local
+            .iter()
+            .filter(|e| e.payload.to_string().contains("$argon2"))
+            .count()
+    );
+
+    let js = apart.nats.jetstream().await;
+    for name in [EVENTS_STREAM, OUTCOMES_STREAM] {
+        let mut stream = js.get_stream(name).await.unwrap();
+        let config = stream.info().await.unwrap().config.clone();
+        assert_eq!(
+            config.max_age,
+            Duration::from_secs(7 * 24 * 60 * 60),
+            "{name} keeps messages 7 days"
+        );
+    }
 }

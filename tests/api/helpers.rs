@@ -40,6 +40,16 @@ pub fn file_config() -> FileConfig {
     FileConfig::default()
 }
 
+/// `password` as an Argon2id PHC string, as a migration imports it (ACC-3).
+pub fn phc(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("an Argon2 hash")
+        .to_string()
+}
+
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(file_config()).await

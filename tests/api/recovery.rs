@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::time::{Duration as StdDuration, Instant};
 
 const NEW_PASSWORD: &str = "Nuova!Strada-Blu9";
-const ANSWER: &str = "Fido il cane";
+pub(crate) const ANSWER: &str = "Fido il cane";
 
 /// Limits high enough that only the tests about limits meet them.
 fn roomy() -> FileConfig {
@@ -25,7 +25,7 @@ fn roomy() -> FileConfig {
 
 /// An account with every recovery method on file (email, mobile, question); returns the
 /// session token.
-async fn recoverable(app: &TestApp, user_id: &str) -> String {
+pub(crate) async fn recoverable(app: &TestApp, user_id: &str) -> String {
     let (token, _) = app.ready_mailbox(user_id).await;
     app.remember_secret(ANSWER);
     let res = app
@@ -46,7 +46,7 @@ async fn recoverable(app: &TestApp, user_id: &str) -> String {
     token
 }
 
-async fn start(app: &TestApp, user_id: &str) -> Value {
+pub(crate) async fn start(app: &TestApp, user_id: &str) -> Value {
     let res = app
         .post(
             "/v1/recovery",
@@ -69,7 +69,12 @@ async fn try_login(app: &TestApp, user_id: &str, password: &str) -> reqwest::Res
 }
 
 /// `POST` to a call of the recovery `started`, e.g. `/sms/verify`.
-async fn call(app: &TestApp, started: &Value, tail: &str, body: Value) -> reqwest::Response {
+pub(crate) async fn call(
+    app: &TestApp,
+    started: &Value,
+    tail: &str,
+    body: Value,
+) -> reqwest::Response {
     app.post(&recovery_path(started, tail), None, body).await
 }
 
@@ -80,7 +85,7 @@ fn recovery_path(started: &Value, tail: &str) -> String {
     )
 }
 
-async fn complete(app: &TestApp, user_id: &str, token: &str) -> reqwest::Response {
+pub(crate) async fn complete(app: &TestApp, user_id: &str, token: &str) -> reqwest::Response {
     app.remember_secret(token);
     app.remember_secret(NEW_PASSWORD);
     app.post(
@@ -133,7 +138,7 @@ async fn required_actions(app: &TestApp, token: &str) -> Vec<String> {
 }
 
 /// The reset token of a right code or answer.
-async fn reset_token(res: reqwest::Response) -> String {
+pub(crate) async fn reset_token(res: reqwest::Response) -> String {
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();
     let token = body["reset_token"].as_str().unwrap().to_string();
@@ -244,12 +249,7 @@ async fn recovery_by_sms_code_through_a_real_gateway_end_to_end_rc_3() {
     .await;
     let sms = gateway.accepted.lock().unwrap()[0].clone();
     assert_eq!(sms["to"], "+393471234512");
-    let text = sms["text"].as_str().unwrap();
-    let code: String = text
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 6)
-        .expect("a six-digit code in the SMS")
-        .to_string();
+    let code = code_in(sms["text"].as_str().unwrap());
     app.remember_secret(&code);
     let wrong = if code == "000000" { "000001" } else { "000000" };
     let res = call(&app, &started, "/sms/verify", json!({ "code": wrong })).await;
@@ -326,15 +326,7 @@ async fn sms_codes_expire_count_attempts_across_resends_and_stop_at_three() {
     let verify = |code: String| call(&app, &started, "/sms/verify", json!({ "code": code }));
     // The newest code sent, read from the SMS the sender wrote, and one that is not it.
     let codes = || async {
-        app.quiesce().await;
-        let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap_or_default();
-        let text = sms.lines().last().map(String::from).unwrap_or_default();
-        let code: String = text
-            .split(|c: char| !c.is_ascii_digit())
-            .find(|w| w.len() == 6)
-            .expect("a code in the SMS")
-            .to_string();
-        app.remember_secret(&code);
+        let code = newest_code(&app).await;
         let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
         (code, wrong)
     };
@@ -1297,4 +1289,89 @@ async fn sec_9_anonymous_writes_are_capped_service_wide_alike_for_every_id() {
     app.advance(Duration::minutes(1));
     let res = try_login(&app, unknown, "Sbagliata!123").await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
+}
+
+/// The six-digit code in an SMS text.
+fn code_in(text: &str) -> String {
+    text.split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .expect("a six-digit code in the SMS")
+        .to_string()
+}
+
+/// The code of the newest SMS the embedded sink holds, once the workers have settled.
+async fn newest_code(app: &TestApp) -> String {
+    app.quiesce().await;
+    let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap_or_default();
+    let code = code_in(sms.lines().last().unwrap_or_default());
+    app.remember_secret(&code);
+    code
+}
+
+/// RC-7: an operator resets `user`'s password after a signed form.
+pub(crate) async fn operator_reset(app: &TestApp, user: &str) -> reqwest::Response {
+    app.post(
+        &format!("/v1/admin/accounts/{user}/password-reset"),
+        Some(OPERATOR_KEY),
+        json!({ "form_reference": "MOD-2026/0042" }),
+    )
+    .await
+}
+
+/// The temporary password of an opening or an operator reset.
+pub(crate) async fn temporary_password(res: reqwest::Response) -> String {
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    body["temporary_password"].as_str().unwrap().to_string()
+}
+
+/// `res` says it must not be stored (SEC-8).
+fn assert_no_store(res: &reqwest::Response, what: &str) {
+    assert_eq!(
+        res.headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store"),
+        "{what}"
+    );
+}
+
+#[tokio::test]
+async fn every_answer_that_carries_a_secret_says_no_store_sec_8() {
+    let app = TestApp::spawn_with(roomy()).await;
+    let user = "cache@pec.example.it";
+    let res = app
+        .post(
+            "/v1/admin/accounts",
+            Some(OPERATOR_KEY),
+            json!({ "kind": "mailbox", "user_id": user, "contact_email": "titolare@example.it" }),
+        )
+        .await;
+    assert_no_store(&res, "the opening's temporary password");
+    let temporary = temporary_password(res).await;
+    app.remember_secret(&temporary);
+    let res = try_login(&app, user, &temporary).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_no_store(&res, "the session token");
+    let body: Value = res.json().await.unwrap();
+    app.remember_secret(body["session_token"].as_str().unwrap());
+
+    let user = "cache-recovery@pec.example.it";
+    recoverable(&app, user).await;
+    let started = start(&app, user).await;
+    let res = call(&app, &started, "/sms", json!({})).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let code = newest_code(&app).await;
+    let res = call(&app, &started, "/sms/verify", json!({ "code": code })).await;
+    assert_no_store(&res, "the reset token of a right code");
+    app.remember_secret(&reset_token(res).await);
+    let started = start(&app, user).await;
+    let res = call(&app, &started, "/question", json!({ "answer": ANSWER })).await;
+    assert_no_store(&res, "the reset token of a right answer");
+    app.remember_secret(&reset_token(res).await);
+    let res = operator_reset(&app, user).await;
+    assert_no_store(&res, "an operator reset's temporary password");
+    app.remember_secret(&temporary_password(res).await);
+    let res = app.get("/v1/no-such-endpoint", None).await;
+    assert_no_store(&res, "a problem, like every answer");
 }

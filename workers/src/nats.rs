@@ -7,6 +7,9 @@
 //! within the window NATS drops the copies. Beyond it (a relay down for hours) the workers'
 //! delivery records are what keeps a notice from going out twice; dedup in NATS is an
 //! optimisation, the records are the guarantee.
+//!
+//! SEC-9: both streams keep messages `[nats] retention_days` (default 7), and what the relay
+//! publishes carries no password or answer hash (the log's wire form removes them).
 
 use async_nats::jetstream::{self, consumer, stream, Context};
 use std::time::Duration;
@@ -38,8 +41,8 @@ pub fn subject(category: &str, event_type: &str) -> String {
     format!("custode.events.{category}.{event_type}")
 }
 
-/// `url` without its user and password (`nats://user:pass@host` → `nats://***@host`), for
-/// log lines and errors.
+/// `url` (any URL: NATS, SMTP, a gateway) without its user and password
+/// (`nats://user:pass@host` → `nats://***@host`), for log lines, errors and `Debug`.
 pub fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
@@ -67,26 +70,53 @@ pub async fn connect(url: &str) -> Result<Context, String> {
     Ok(jetstream::new(client))
 }
 
-/// The stream `name` on `subjects`, created on first use: file storage, the duplicate window.
-async fn stream(js: &Context, name: &str, subjects: &str) -> Result<stream::Stream, String> {
-    js.get_or_create_stream(stream::Config {
+/// Creates the stream `name` on `subjects`, or brings an existing one (made by an earlier
+/// version, or kept another time) to this configuration: file storage, the duplicate window,
+/// and messages kept `retention` (SEC-9). Only `custode serve --nats` does this, so one
+/// process's settings decide how long the bus keeps anything.
+async fn ensure(
+    js: &Context,
+    name: &str,
+    subjects: &str,
+    retention: Duration,
+) -> Result<(), String> {
+    js.create_or_update_stream(stream::Config {
         name: name.into(),
         subjects: vec![subjects.into()],
         duplicate_window: DUPLICATE_WINDOW,
+        max_age: retention,
         storage: stream::StorageType::File,
         ..Default::default()
     })
     .await
+    .map(|_| ())
     .map_err(|e| format!("JetStream stream {name}: {e}"))
 }
 
-pub async fn events_stream(js: &Context) -> Result<stream::Stream, String> {
-    stream(js, EVENTS_STREAM, EVENTS_SUBJECTS).await
+/// Where the relay publishes the log.
+pub async fn ensure_events_stream(js: &Context, retention: Duration) -> Result<(), String> {
+    ensure(js, EVENTS_STREAM, EVENTS_SUBJECTS, retention).await
 }
 
 /// Where workers run apart report outcomes for `custode serve` to record.
+pub async fn ensure_outcomes_stream(js: &Context, retention: Duration) -> Result<(), String> {
+    ensure(js, OUTCOMES_STREAM, OUTCOMES_SUBJECTS, retention).await
+}
+
+/// The stream `name` as `custode serve --nats` made it; a worker run apart waits for it
+/// rather than making it with settings of its own.
+async fn existing(js: &Context, name: &str) -> Result<stream::Stream, String> {
+    js.get_stream(name)
+        .await
+        .map_err(|e| format!("JetStream stream {name}: {e} (`custode serve --nats` creates it)"))
+}
+
+pub async fn events_stream(js: &Context) -> Result<stream::Stream, String> {
+    existing(js, EVENTS_STREAM).await
+}
+
 pub async fn outcomes_stream(js: &Context) -> Result<stream::Stream, String> {
-    stream(js, OUTCOMES_STREAM, OUTCOMES_SUBJECTS).await
+    existing(js, OUTCOMES_STREAM).await
 }
 
 /// The durable pull consumer `name` on `stream` (explicit acks, bounded redelivery with

@@ -1,5 +1,6 @@
 //! The relay: tails the log from its checkpoint and publishes every event to JetStream,
-//! `Nats-Msg-Id` = the event id. Batches are published with many acks in flight, and the
+//! `Nats-Msg-Id` = the event id, in the log's wire form (without password and answer hashes,
+//! SEC-9). Batches are published with many acks in flight, and the
 //! checkpoint (in the worker store) advances only past a batch whose every ack is in. A crash in
 //! between re-publishes the batch on restart; the stream's duplicate window drops the copies.
 //! While NATS is down the relay waits and retries; the log, and so the API, does not.
@@ -27,6 +28,8 @@ pub struct Relay {
     /// Only `commit` touches it; the mutex makes the relay shareable across awaits.
     conn: Mutex<Connection>,
     checkpoint: u64,
+    /// How long `CUSTODE_EVENTS` keeps messages (SEC-9), set whenever the relay ensures it.
+    retention: Duration,
 }
 
 /// What a published batch did: how many were new to the stream, how many NATS dropped as
@@ -38,7 +41,7 @@ pub struct Published {
 }
 
 impl Relay {
-    pub fn new(js: Context, store_dir: &Path) -> Result<Self, WorkerError> {
+    pub fn new(js: Context, store_dir: &Path, retention: Duration) -> Result<Self, WorkerError> {
         // A checkpoint lost to a power cut only re-publishes what NATS then drops as duplicates.
         let conn = store::open_relaxed(store_dir)?;
         let checkpoint = store::checkpoint(&conn, CONSUMER)?;
@@ -46,6 +49,7 @@ impl Relay {
             js,
             conn: Mutex::new(conn),
             checkpoint,
+            retention,
         })
     }
 
@@ -116,7 +120,7 @@ impl Relay {
     pub async fn run(mut self, log: EventLog, relayed: watch::Sender<u64>) {
         let mut head = log.subscribe();
         let mut failures = 0u32;
-        if let Err(error) = crate::nats::events_stream(&self.js).await {
+        if let Err(error) = crate::nats::ensure_events_stream(&self.js, self.retention).await {
             tracing::warn!(%error, "JetStream not ready yet; the relay will keep trying");
         }
         let mut in_flight: VecDeque<(u64, Vec<PublishAckFuture>)> = VecDeque::new();
@@ -162,7 +166,7 @@ impl Relay {
                     in_flight.clear();
                     sent_up_to = self.checkpoint;
                     // The stream may be missing (a NATS restarted without its store): ensure it.
-                    let _ = crate::nats::events_stream(&self.js).await;
+                    let _ = crate::nats::ensure_events_stream(&self.js, self.retention).await;
                     tokio::time::sleep(Duration::from_millis(50u64 << failures.min(6))).await;
                 }
             }
@@ -170,13 +174,15 @@ impl Relay {
     }
 }
 
-/// Starts the relay; the receiver tells how far it has published.
+/// Starts the relay, `CUSTODE_EVENTS` keeping messages `retention`; the receiver tells how far
+/// it has published.
 pub fn spawn(
     js: Context,
     log: EventLog,
     store_dir: &Path,
+    retention: Duration,
 ) -> Result<(watch::Receiver<u64>, tokio::task::JoinHandle<()>), WorkerError> {
-    let relay = Relay::new(js, store_dir)?;
+    let relay = Relay::new(js, store_dir, retention)?;
     let (tx, rx) = watch::channel(relay.checkpoint());
     let task = tokio::spawn(relay.run(log, tx));
     Ok((rx, task))

@@ -145,12 +145,18 @@ pub const RECORDER: &str = "recorder";
 
 /// In `custode serve --nats`: records the outcomes that workers run apart publish (notices'
 /// reports, timers' commands), appending
-/// them to the log (idempotently: a redelivered outcome appends nothing).
-pub fn spawn_outcome_recorder(js: Context, recorder: Recorder) -> tokio::task::JoinHandle<()> {
+/// them to the log (idempotently: a redelivered outcome appends nothing). `CUSTODE_OUTCOMES`
+/// keeps messages `retention` (SEC-9).
+pub fn spawn_outcome_recorder(
+    js: Context,
+    recorder: Recorder,
+    retention: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut failures = 0u32;
         loop {
             let consumer = async {
+                crate::nats::ensure_outcomes_stream(&js, retention).await?;
                 let stream = crate::nats::outcomes_stream(&js).await?;
                 crate::nats::durable(&stream, RECORDER, crate::nats::UNBOUNDED).await
             };

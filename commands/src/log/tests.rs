@@ -227,3 +227,112 @@ proptest::proptest! {
         proptest::prop_assert_eq!(json_string(&s), serde_json::Value::from(s.as_str()).to_string());
     }
 }
+
+fn typed(event_type: &str, payload: serde_json::Value) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: event_type.into(),
+        schema_version: 1,
+        payload,
+    }
+}
+
+#[tokio::test]
+async fn the_wire_form_has_no_password_or_answer_hash_and_keeps_the_chain_hash_sec_9() {
+    let (_dir, log) = open_temp();
+    let phc = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+    log.append(
+        vec![StreamAppend {
+            stream: "account-1".into(),
+            expected_version: 0,
+            events: vec![
+                typed("PasswordChanged", json!({ "password_hash": phc })),
+                typed(
+                    "RecoveryInfoSet",
+                    json!({ "email": "r@example.it", "security_answer_hash": phc }),
+                ),
+                typed(
+                    "SessionStarted",
+                    json!({ "token_hash": "ab12", "note": "password_hash" }),
+                ),
+            ],
+        }],
+        meta(),
+    )
+    .await
+    .unwrap();
+    let recorded = log.read_from_blocking(0, 10).unwrap();
+    let wire = log.read_wire_from_blocking(0, 10).unwrap();
+    let text: Vec<&str> = wire
+        .iter()
+        .map(|w| std::str::from_utf8(&w.json).unwrap())
+        .collect();
+    assert!(text.iter().all(|t| !t.contains("$argon2")), "{text:?}");
+    let parsed: Vec<RecordedEvent> = wire
+        .iter()
+        .map(|w| serde_json::from_slice(&w.json).unwrap())
+        .collect();
+    let removed = custode_domain::secret::REMOVED;
+    assert_eq!(parsed[0].payload, json!({ "password_hash": removed }));
+    assert_eq!(
+        parsed[1].payload,
+        json!({ "email": "r@example.it", "security_answer_hash": removed })
+    );
+    for (p, r) in parsed.iter().zip(&recorded) {
+        assert_eq!(p.hash, r.hash, "the log's chain hash of the stored event");
+        assert_eq!(
+            (p.event_id, p.position, &p.event_type),
+            (r.event_id, r.position, &r.event_type)
+        );
+    }
+    assert_eq!(
+        parsed[2], recorded[2],
+        "an event with no verification data goes out as stored"
+    );
+    assert_eq!(
+        log.verify_chain_blocking().unwrap().first_mismatch,
+        None,
+        "the log itself is untouched"
+    );
+}
+
+mod wire_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a payload holds, its wire form is the stored payload with each verification
+        /// field's string replaced, and a payload with none is not re-encoded at all.
+        #[test]
+        fn the_wire_payload_is_the_stored_one_without_its_verification_data(
+            fields in prop::collection::btree_map(
+                prop_oneof![
+                    Just("password_hash".to_string()),
+                    Just("security_answer_hash".to_string()),
+                    Just("token_hash".to_string()),
+                    "[a-z_]{1,14}",
+                ],
+                prop_oneof![
+                    "\\$argon2id\\$[a-zA-Z0-9+/=$,]{0,20}".prop_map(serde_json::Value::from),
+                    "\\PC{0,12}".prop_map(serde_json::Value::from),
+                    Just(serde_json::Value::Null),
+                    any::<i64>().prop_map(serde_json::Value::from),
+                ],
+                0..6,
+            )
+        ) {
+            let stored_value = serde_json::Value::Object(fields.into_iter().collect());
+            let stored = to_canonical_string(&stored_value);
+            let mut expected = stored_value.clone();
+            let changed = custode_domain::secret::remove_verification_data(&mut expected);
+            match wire_payload(&stored).unwrap() {
+                None => prop_assert!(!changed),
+                Some(wire) => {
+                    prop_assert_eq!(serde_json::from_str::<serde_json::Value>(&wire).unwrap(), expected.clone());
+                    prop_assert!(changed);
+                    prop_assert_eq!(wire, to_canonical_string(&expected));
+                }
+            }
+        }
+    }
+}
