@@ -30,7 +30,9 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     /// SEC-8: where `/metrics` is served (an operator listener).
     pub metrics_listen: Option<SocketAddr>,
-    /// The JetStream fan-out and how long it keeps messages (SEC-9).
+    /// The JetStream fan-out and how long it keeps messages (SEC-9). Settings files written
+    /// before the `[nats]` section said `nats = "<url>"`; that still reads as `[nats] url`.
+    #[serde(deserialize_with = "nats_section")]
     pub nats: NatsSettings,
     /// Base of links sent to people; default `http://<listen>`.
     pub public_url: Option<String>,
@@ -370,6 +372,20 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
+/// `[nats]` as a table, or the URL alone as earlier settings files gave it.
+fn nats_section<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<NatsSettings, D::Error> {
+    match toml::Value::deserialize(deserializer)? {
+        toml::Value::String(url) => Ok(NatsSettings {
+            url: Some(url),
+            ..NatsSettings::default()
+        }),
+        // A table keeps its own errors, which name the key.
+        table => NatsSettings::deserialize(table).map_err(serde::de::Error::custom),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,5 +578,17 @@ mod tests {
         let unbounded: FileConfig = toml::from_str("[nats]\nretention_days = 0\n").unwrap();
         let err = Config::resolve(unbounded, Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("retention_days"), "{err}");
+    }
+
+    #[test]
+    fn a_settings_file_from_before_the_nats_section_still_reads() {
+        let file: FileConfig = toml::from_str("nats = \"nats://127.0.0.1:4222\"\n").unwrap();
+        assert_eq!(file.nats.url.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(file.nats.retention_days, 7);
+        let file: FileConfig =
+            toml::from_str("[nats]\nurl = \"nats://h:4222\"\nretention_days = 3\n").unwrap();
+        assert_eq!(file.nats.retention_days, 3);
+        let unknown = toml::from_str::<FileConfig>("[nats]\nretention = 3\n").unwrap_err();
+        assert!(unknown.to_string().contains("retention"), "{unknown}");
     }
 }
