@@ -109,6 +109,11 @@ pub struct AppState {
     pub limiter: Arc<crate::http::limits::Limiter>,
     /// SEC-9: the requests served at once.
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// SEC-9: the requests in flight per client address group.
+    pub in_flight_by_address: Arc<Mutex<HashMap<String, usize>>>,
+    /// SEC-9: zxcvbn evaluations at once (PW-3), apart from the hashing pool so the meter
+    /// cannot starve logins.
+    pub strength_slots: Arc<tokio::sync::Semaphore>,
 }
 
 pub struct App {
@@ -225,6 +230,8 @@ impl App {
             captcha,
             limiter: Arc::default(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests)),
+            in_flight_by_address: Arc::default(),
+            strength_slots: Arc::new(tokio::sync::Semaphore::new(2)),
         };
         Ok(Self {
             state,

@@ -91,8 +91,14 @@ pub struct HttpConfig {
     pub read_wait_ms: u64,
     /// SEC-9: how long a request may take before it is answered `503`.
     pub request_timeout_ms: u64,
+    /// SEC-9: how long a client may take to send a request's headers before its connection
+    /// is closed.
+    pub header_timeout_ms: u64,
     /// SEC-9: requests served at once; more are answered `503` with `Retry-After` at once.
     pub max_concurrent_requests: usize,
+    /// SEC-9: of those, at most this many from one client address (an IPv6 /64), so that one
+    /// client (slow bodies, a burst) cannot take every place.
+    pub max_concurrent_per_address: usize,
     /// SEC-9: hashing jobs (logins, password changes, answers) that may wait for the pool's
     /// threads; more are answered `503` with `Retry-After` at once.
     pub hashing_queue: usize,
@@ -103,7 +109,9 @@ impl Default for HttpConfig {
         Self {
             read_wait_ms: 5_000,
             request_timeout_ms: 10_000,
+            header_timeout_ms: 10_000,
             max_concurrent_requests: 512,
+            max_concurrent_per_address: 32,
             hashing_queue: 32,
         }
     }
@@ -220,10 +228,35 @@ impl Config {
             ));
         }
         let h = &file.http;
-        if h.request_timeout_ms == 0 || h.max_concurrent_requests == 0 || h.hashing_queue == 0 {
+        if h.request_timeout_ms == 0
+            || h.header_timeout_ms == 0
+            || h.max_concurrent_requests == 0
+            || h.max_concurrent_per_address == 0
+            || h.hashing_queue == 0
+        {
             return Err(ConfigError::Value(
                 "http.request_timeout_ms, http.max_concurrent_requests and http.hashing_queue must be positive".into(),
             ));
+        }
+        // Bounded queues stay bounded: past these, a setting is a mistake.
+        for (name, value, max) in [
+            ("http.request_timeout_ms", h.request_timeout_ms, 600_000),
+            ("http.header_timeout_ms", h.header_timeout_ms, 600_000),
+            (
+                "http.max_concurrent_requests",
+                h.max_concurrent_requests as u64,
+                100_000,
+            ),
+            (
+                "http.max_concurrent_per_address",
+                h.max_concurrent_per_address as u64,
+                100_000,
+            ),
+            ("http.hashing_queue", h.hashing_queue as u64, 10_000),
+        ] {
+            if value > max {
+                return Err(ConfigError::Value(format!("{name} may be at most {max}")));
+            }
         }
         let l = &file.limits;
         if l.login_per_address_per_minute == 0
@@ -234,6 +267,7 @@ impl Config {
             || l.checks_per_address_per_minute == 0
             || l.check_failures_per_user == 0
             || l.anonymous_writes_per_minute == 0
+            || l.strength_per_address_per_minute == 0
             || l.check_lockout_minutes <= 0
         {
             return Err(ConfigError::Value("limits.* must be positive".into()));

@@ -173,9 +173,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
             }
         });
         let router = custode::http::app(app.state.clone());
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        let drain = std::time::Duration::from_millis(app.state.config.http.request_timeout_ms);
+        let header_timeout =
+            std::time::Duration::from_millis(app.state.config.http.header_timeout_ms);
+        custode::http::serve::serve(listener, router, shutdown_signal(), header_timeout, drain)
+            .await;
         drop(app);
         Ok(())
     })

@@ -102,15 +102,18 @@ impl Challenges {
         self.by_scope.get(&(purpose, recovery_id))
     }
 
-    /// A new challenge replaces the one of the same purpose and recovery, and inherits the
-    /// attempts it spent (NIST SP 800-63B: a new code buys no new guesses).
+    /// A new challenge replaces the one of the same purpose and recovery. Within a recovery it
+    /// inherits the attempts spent (RC-3, NIST SP 800-63B: a new code buys no new guesses; a
+    /// new recovery is needed). Outside one (PW-4, SC) it starts afresh, so typos cannot block
+    /// a holder's change for a day: the codes an hour and SEC-2's lock after ten wrong codes
+    /// in a row bound the guesses.
     pub fn issue(&mut self, mut challenge: Challenge) {
         // Challenges that expired a day before this one can never be checked again: forget them,
         // so the state does not grow with every recovery.
         let cutoff = challenge.expires_at - chrono::Duration::days(1);
         self.by_scope.retain(|_, c| c.expires_at >= cutoff);
         let scope = (challenge.purpose, challenge.recovery_id);
-        if let Some(old) = self.by_scope.get(&scope) {
+        if let Some(old) = self.by_scope.get(&scope).filter(|_| scope.1.is_some()) {
             challenge.attempts = challenge.attempts.max(old.attempts);
         }
         self.by_scope.insert(scope, challenge);

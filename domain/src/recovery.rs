@@ -247,20 +247,22 @@ pub fn decoy_offer(seed: &[u8; 32], settings: &RecoverySettings) -> Vec<Offer> {
 }
 
 /// RI-1: suggested security questions, in Italian and English.
+/// RI-1's suggested questions, as `GET /v1/recovery-info/questions` offers them to holders.
+/// Decoys draw from these same lists (RC-1): a question a holder picked from them is no tell.
 pub const SUGGESTED_QUESTIONS_IT: &[&str] = &[
-    "Qual è il cognome da nubile di tua madre?",
-    "Come si chiamava il tuo primo animale domestico?",
-    "In quale città sei nato?",
-    "Come si chiamava la tua scuola elementare?",
-    "Qual è il nome del tuo migliore amico d'infanzia?",
+    "Qual è il nome del tuo primo animale domestico?",
+    "In quale città sono nati i tuoi nonni materni?",
+    "Qual era il nome della tua scuola elementare?",
+    "Qual è il secondo nome del tuo parente più anziano?",
+    "In quale via abitavi da bambino?",
 ];
 
 pub const SUGGESTED_QUESTIONS_EN: &[&str] = &[
-    "What is your mother's maiden name?",
     "What was the name of your first pet?",
-    "In which city were you born?",
+    "In which city were your maternal grandparents born?",
     "What was the name of your primary school?",
-    "What is the name of your best childhood friend?",
+    "What is the middle name of your oldest relative?",
+    "On which street did you live as a child?",
 ];
 
 /// The question a decoy shows (RC-4): one of the suggested ones, in either language, the same
@@ -269,7 +271,9 @@ pub fn decoy_question(seed: &[u8; 32]) -> &'static str {
     // Holders write in Italian mostly.
     let pick = |list: &[&'static str]| {
         let i = usize::from(seed.get(30).copied().unwrap_or(0)) % list.len().max(1);
-        list.get(i).copied().unwrap_or("In quale città sei nato?")
+        list.get(i)
+            .copied()
+            .unwrap_or("Qual è il nome del tuo primo animale domestico?")
     };
     if seed.get(29).copied().unwrap_or(0) % 5 == 0 {
         pick(SUGGESTED_QUESTIONS_EN)
@@ -320,6 +324,22 @@ mod tests {
         for n in 0u8..=255 {
             let offer = decoy_offer(&[n; 32], &settings);
             assert!(offer.iter().all(|o| o.method != RecoveryMethod::Question));
+        }
+    }
+
+    /// RC-1: a decoy's question is always one a holder can pick, in either language.
+    #[test]
+    fn every_decoy_question_is_one_a_holder_is_offered() {
+        for n in 0u8..=255 {
+            let mut seed = [0u8; 32];
+            seed[29] = n;
+            seed[30] = n.wrapping_mul(7);
+            let question = decoy_question(&seed);
+            assert!(
+                SUGGESTED_QUESTIONS_IT.contains(&question)
+                    || SUGGESTED_QUESTIONS_EN.contains(&question),
+                "{question}"
+            );
         }
     }
 }

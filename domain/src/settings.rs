@@ -85,6 +85,8 @@ pub struct LimitSettings {
     /// SEC-9: calls anyone may make that write to the log (logins, recovery calls), a minute,
     /// service-wide and alike for every id.
     pub anonymous_writes_per_minute: u32,
+    /// PW-3's strength meter (zxcvbn costs CPU), per client address a minute.
+    pub strength_per_address_per_minute: u32,
 }
 
 impl Default for LimitSettings {
@@ -99,6 +101,7 @@ impl Default for LimitSettings {
             check_failures_per_user: 10,
             check_lockout_minutes: 15,
             anonymous_writes_per_minute: 12_000,
+            strength_per_address_per_minute: 120,
         }
     }
 }

@@ -22,7 +22,7 @@ pub struct Limiter {
 
 /// The group a client address is limited as: an IPv4 address, or an IPv6 /64 (one site's
 /// whole allocation, which one holder can roam across).
-fn address_group(ip: std::net::IpAddr) -> String {
+pub(crate) fn address_group(ip: std::net::IpAddr) -> String {
     match ip {
         std::net::IpAddr::V4(v4) => v4.to_string(),
         std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -114,35 +114,16 @@ impl Limiter {
 /// SEC-9: the calls anyone can make that write to the log (a login, a recovery's start and
 /// every step after it) are capped service-wide, per minute, whatever the id: an unknown id
 /// and a real account meet the cap alike, so it tells nothing, and the log cannot be grown
-/// without bound from many addresses.
-pub async fn anonymous_writes(
-    axum::extract::State(state): axum::extract::State<crate::app::AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let writes = request.method() == axum::http::Method::POST
-        && request
-            .extensions()
-            .get::<axum::extract::MatchedPath>()
-            .is_some_and(|p| {
-                let p = p.as_str();
-                p == "/v1/sessions" || p == "/v1/recovery" || p.starts_with("/v1/recovery/")
-            });
-    if writes {
-        let limit = state.config.settings.limits.anonymous_writes_per_minute;
-        let counted = state.limiter.hit(
-            "anonymous writes".into(),
-            limit,
-            Duration::minutes(1),
-            state.clock.now(),
-            "logins and recovery requests service-wide",
-        );
-        if let Err(problem) = counted {
-            return problem.into_response();
-        }
-    }
-    next.run(request).await
+/// without bound from many addresses. A call is counted only once it passed its per-address
+/// limit and its body was read, so one address sending junk cannot use the cap up.
+pub fn anonymous_write(state: &crate::app::AppState) -> Result<(), Problem> {
+    state.limiter.hit(
+        "anonymous writes".into(),
+        state.config.settings.limits.anonymous_writes_per_minute,
+        Duration::minutes(1),
+        state.clock.now(),
+        "logins and recovery requests service-wide",
+    )
 }
 
 #[cfg(test)]

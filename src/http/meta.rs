@@ -1,7 +1,7 @@
 //! Health, readiness, the OpenAPI document, the strength meter (PW-3) and the suggested
 //! security questions (RI-1).
 
-use super::extract::Body;
+use super::extract::{Body, ClientIp};
 use super::problem::Problem;
 use crate::app::AppState;
 use axum::extract::{Query, State};
@@ -9,6 +9,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use custode_domain::policy::{self, Holder};
+use custode_domain::recovery::{SUGGESTED_QUESTIONS_EN, SUGGESTED_QUESTIONS_IT};
 use custode_domain::Secret;
 use serde::Deserialize;
 
@@ -54,28 +55,30 @@ pub struct StrengthRequest {
 /// PW-3: the zxcvbn score and each PW-1 rule, met or not. Stores and logs nothing.
 pub async fn strength(
     State(state): State<AppState>,
+    client: ClientIp,
     Body(req): Body<StrengthRequest>,
 ) -> Result<Response, Problem> {
+    // zxcvbn costs CPU (SEC-9): limited per address, and at most two at once, apart from the
+    // hashing pool so that the meter never holds up a login.
+    state.limiter.per_address_minute(
+        "strength checks from this address",
+        client.0,
+        state.config.settings.limits.strength_per_address_per_minute,
+        state.clock.now(),
+    )?;
+    let Ok(_slot) = state.strength_slots.clone().try_acquire_owned() else {
+        return Err(Problem::busy("the service is busy; try again shortly"));
+    };
     let settings = state.config.settings.policy.clone();
-    // zxcvbn costs CPU: it waits its turn on the bounded pool, like hashing (SEC-9).
-    let evaluation = state
-        .accounts
-        .services()
-        .pool
-        .run(move || {
-            let holder = Holder {
-                user_id: req.user_id.as_deref().unwrap_or_default(),
-                personal: Vec::new(),
-            };
-            policy::evaluate(req.password.expose(), &holder, &settings)
-        })
-        .await
-        .map_err(|e| match e {
-            custode_commands::hashing::PoolError::Busy => {
-                Problem::busy("the service is busy; try again shortly")
-            }
-            closed => Problem::internal(&closed),
-        })?;
+    let evaluation = tokio::task::spawn_blocking(move || {
+        let holder = Holder {
+            user_id: req.user_id.as_deref().unwrap_or_default(),
+            personal: Vec::new(),
+        };
+        policy::evaluate(req.password.expose(), &holder, &settings)
+    })
+    .await
+    .map_err(|e| Problem::internal(&e))?;
     Ok(Json(evaluation).into_response())
 }
 
@@ -84,21 +87,6 @@ pub struct LanguageQuery {
     language: Option<custode_domain::account::Language>,
 }
 
-const QUESTIONS_IT: &[&str] = &[
-    "Qual è il nome del tuo primo animale domestico?",
-    "In quale città sono nati i tuoi nonni materni?",
-    "Qual era il nome della tua scuola elementare?",
-    "Qual è il secondo nome del tuo parente più anziano?",
-    "In quale via abitavi da bambino?",
-];
-const QUESTIONS_EN: &[&str] = &[
-    "What was the name of your first pet?",
-    "In which city were your maternal grandparents born?",
-    "What was the name of your primary school?",
-    "What is the middle name of your oldest relative?",
-    "On which street did you live as a child?",
-];
-
 /// RI-1: suggested questions in the holder's language (a custom one is allowed too).
 pub async fn suggested_questions(
     query: Result<Query<LanguageQuery>, axum::extract::rejection::QueryRejection>,
@@ -106,8 +94,8 @@ pub async fn suggested_questions(
     let Query(query) =
         query.map_err(|_| Problem::new("invalid-request", "`language` is `it` or `en`"))?;
     let questions = match query.language.unwrap_or_default() {
-        custode_domain::account::Language::En => QUESTIONS_EN,
-        custode_domain::account::Language::It => QUESTIONS_IT,
+        custode_domain::account::Language::En => SUGGESTED_QUESTIONS_EN,
+        custode_domain::account::Language::It => SUGGESTED_QUESTIONS_IT,
     };
     Ok(Json(serde_json::json!({ "questions": questions, "custom_allowed": true })).into_response())
 }

@@ -10,6 +10,7 @@ mod meta;
 pub mod metrics;
 pub mod problem;
 mod recovery;
+pub mod serve;
 mod sessions;
 
 use crate::app::AppState;
@@ -42,10 +43,6 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             recovery::answer_floor,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            limits::anonymous_writes,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), bounded))
         .layer(middleware::from_fn_with_state(state.clone(), access_log))
@@ -213,6 +210,19 @@ async fn bounded(
     if matches!(request.uri().path(), "/healthz" | "/readyz") {
         return next.run(request).await;
     }
+    let (mut parts, body) = request.into_parts();
+    let client =
+        <extract::ClientIp as axum::extract::FromRequestParts<AppState>>::from_request_parts(
+            &mut parts, &state,
+        )
+        .await
+        .ok()
+        .and_then(|c| c.0);
+    let request = Request::from_parts(parts, body);
+    let Some(_mine) = AddressPlace::take(&state, client) else {
+        return Problem::busy("too many requests at once from this address; try again shortly")
+            .into_response();
+    };
     let Ok(_place) = state.in_flight.clone().try_acquire_owned() else {
         return Problem::busy("too many requests at once; try again shortly").into_response();
     };
@@ -220,6 +230,52 @@ async fn bounded(
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => Problem::busy("the request took too long; try again shortly").into_response(),
+    }
+}
+
+/// A request's place among its client address's requests in flight; given back on drop.
+struct AddressPlace {
+    places: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    group: Option<String>,
+}
+
+impl AddressPlace {
+    /// A place for a request from `client`, or `None` when its address has all of its own.
+    fn take(state: &AppState, client: Option<std::net::IpAddr>) -> Option<Self> {
+        let places = state.in_flight_by_address.clone();
+        let Some(ip) = client else {
+            return Some(Self {
+                places,
+                group: None,
+            });
+        };
+        let group = limits::address_group(ip);
+        {
+            let mut map = places.lock().ok()?;
+            let taken = map.entry(group.clone()).or_default();
+            if *taken >= state.config.http.max_concurrent_per_address {
+                return None;
+            }
+            *taken += 1;
+        }
+        Some(Self {
+            places,
+            group: Some(group),
+        })
+    }
+}
+
+impl Drop for AddressPlace {
+    fn drop(&mut self) {
+        let Some(group) = &self.group else { return };
+        if let Ok(mut map) = self.places.lock() {
+            if let Some(taken) = map.get_mut(group) {
+                *taken = taken.saturating_sub(1);
+                if *taken == 0 {
+                    map.remove(group);
+                }
+            }
+        }
     }
 }
 

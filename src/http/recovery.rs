@@ -164,6 +164,7 @@ pub async fn start(
             .retry_after(5))
         }
     }
+    super::limits::anonymous_write(&state)?;
     let started = state
         .accounts
         .start_recovery(user_id, client.text(), &anonymous(correlation))
@@ -225,6 +226,7 @@ async fn send(
     let id = recovery_id(id)?;
     let started = state.accounts.recovery(id).await?;
     message_allowed(&state, &started)?;
+    super::limits::anonymous_write(&state)?;
     let caller = anonymous(correlation);
     let sent = match method {
         RecoveryMethod::Email => state.accounts.send_recovery_link(&started, &caller).await,
@@ -298,6 +300,7 @@ pub async fn verify_code(
 ) -> Result<Response, Problem> {
     let id = recovery_id(id)?;
     checks_allowed(&state, client)?;
+    super::limits::anonymous_write(&state)?;
     let checked = state
         .accounts
         .verify_recovery_code(id, req.code, client.text(), &anonymous(correlation))
@@ -335,6 +338,7 @@ pub async fn answer(
 ) -> Result<Response, Problem> {
     let id = recovery_id(id)?;
     checks_allowed(&state, client)?;
+    super::limits::anonymous_write(&state)?;
     if req.answer.expose().chars().count() > MAX_ANSWER_INPUT_CHARS {
         return Err(invalid(
             "RC-4.answer",
@@ -365,6 +369,7 @@ pub async fn complete(
     Body(req): Body<CompleteRequest>,
 ) -> Result<Response, Problem> {
     checks_allowed(&state, client)?;
+    super::limits::anonymous_write(&state)?;
     let outcome = state
         .accounts
         .complete_recovery(

@@ -65,6 +65,7 @@ pub async fn login(
     if req.user_id.chars().count() > 254 {
         return Err(invalid_credentials());
     }
+    super::limits::anonymous_write(&state)?;
     // SEC-6: a user id (known or not) locked out after failures in a row is refused by its
     // aggregate, counted in the log; parallel guesses take turns on its stream.
     let outcome = state

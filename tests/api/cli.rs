@@ -228,3 +228,41 @@ async fn sec_7_an_api_node_with_no_workers_holds_no_private_delivery_key() {
         temporary
     );
 }
+
+/// SEC-9: a connection that opens and never finishes its request's headers is closed after
+/// `http.header_timeout_ms`, instead of holding a file descriptor for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sec_9_a_connection_that_never_finishes_its_headers_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("custode.toml"),
+        "[http]\nheader_timeout_ms = 300\n",
+    )
+    .unwrap();
+    let served = serve(dir.path(), &[]).await;
+    let address = served.base.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match slow.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the half-sent request's connection stayed open"
+    );
+    // Whole requests are served as ever.
+    let res = reqwest::get(format!("{}/healthz", served.base))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}

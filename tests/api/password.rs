@@ -195,3 +195,108 @@ async fn sec_6_ten_wrong_current_passwords_lock_the_next_login() {
     let res = app.change_password(&token, &password, SECOND).await;
     expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
 }
+
+/// PW-4: the code goes to the contact mobile only, never to a recovery mobile the session
+/// itself can set; and five wrong codes do not block the next code.
+#[tokio::test]
+async fn pw_4_codes_go_to_the_contact_mobile_only_and_a_new_code_starts_afresh() {
+    let app = TestApp::spawn().await;
+    let open = |user_id: &str, contact: Value| {
+        let mut body = json!({ "kind": "identity", "user_id": user_id, "language": "it" });
+        for (k, v) in contact.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        app.post("/v1/admin/accounts", Some(OPERATOR_KEY), body)
+    };
+    // Without a contact mobile, a recovery mobile set by the session earns no code.
+    let res = open("senza.mobile", json!({ "contact_email": "s@example.it" })).await;
+    let body: Value = res.json().await.unwrap();
+    let temporary = body["temporary_password"].as_str().unwrap().to_string();
+    app.remember_secret(&temporary);
+    let token = app.login("senza.mobile", &temporary).await;
+    let res = app
+        .post(
+            "/v1/account/password",
+            Some(&token),
+            change(&temporary, FIRST, None),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let token = app.login("senza.mobile", FIRST).await;
+    let res = app
+        .request(
+            Method::PUT,
+            "/v1/account/recovery-info",
+            Some(&token),
+            Some(json!({ "mobile": "+39 333 999 9999" })),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "password_change" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::CONFLICT, "recovery-method-unavailable").await;
+
+    // Five wrong codes spend a code; a new one works.
+    let res = open(
+        "con.mobile",
+        json!({ "contact_mobile": "+39 333 111 2222" }),
+    )
+    .await;
+    let body: Value = res.json().await.unwrap();
+    let temporary = body["temporary_password"].as_str().unwrap().to_string();
+    app.remember_secret(&temporary);
+    let token = app.login("con.mobile", &temporary).await;
+    let res = app
+        .post(
+            "/v1/account/password",
+            Some(&token),
+            change(&temporary, FIRST, None),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let token = app.login("con.mobile", FIRST).await;
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "password_change" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    app.quiesce().await;
+    let code = last_code_to(&app, "+393331112222");
+    let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
+    for _ in 0..5 {
+        let res = app
+            .post(
+                "/v1/account/password",
+                Some(&token),
+                change(FIRST, SECOND, Some(&wrong)),
+            )
+            .await;
+        expect_problem(res, StatusCode::UNAUTHORIZED, "code-wrong").await;
+    }
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "password_change" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    app.quiesce().await;
+    let code = last_code_to(&app, "+393331112222");
+    let res = app
+        .post(
+            "/v1/account/password",
+            Some(&token),
+            change(FIRST, SECOND, Some(&code)),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+}

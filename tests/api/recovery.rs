@@ -1258,6 +1258,18 @@ async fn sec_9_anonymous_writes_are_capped_service_wide_alike_for_every_id() {
     // Opening and readying the account (operator calls and holder commands) are not capped;
     // the two logins it makes are.
     let user = "limite@pec.example.it";
+    // Junk from one address (bodies that are not JSON) does not use the cap up.
+    for _ in 0..20 {
+        let res = app
+            .client
+            .post(format!("{}/v1/sessions", app.base))
+            .header("content-type", "application/json")
+            .body("not json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    }
     recoverable(&app, user).await;
     let unknown = "nessuno@pec.example.it";
     for id in [user, unknown] {

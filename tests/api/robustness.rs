@@ -284,3 +284,74 @@ async fn sec_9_requests_have_a_time_limit_and_a_concurrency_limit() {
         StatusCode::OK
     );
 }
+
+/// SEC-9: the strength meter (zxcvbn) is limited per address, apart from the hashing pool.
+#[tokio::test]
+async fn sec_9_the_strength_meter_is_limited_per_address() {
+    let mut file = file_config();
+    file.limits.strength_per_address_per_minute = 3;
+    let app = TestApp::spawn_with(file).await;
+    for _ in 0..3 {
+        let res = app
+            .post(
+                "/v1/password/strength",
+                None,
+                json!({ "password": "qwertyuiop" }),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let res = app
+        .post(
+            "/v1/password/strength",
+            None,
+            json!({ "password": "qwertyuiop" }),
+        )
+        .await;
+    assert!(res.headers().contains_key("retry-after"));
+    expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+}
+
+/// SEC-9: one client address cannot take every place: past `http.max_concurrent_per_address`
+/// its next request is turned away at once, while another address is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sec_9_one_address_cannot_take_every_place() {
+    let mut file = file_config();
+    file.http.max_concurrent_per_address = 1;
+    file.recovery.answer_floor_ms = 1_500;
+    file.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    let app = TestApp::spawn_with(file).await;
+    let held = {
+        let client = app.client.clone();
+        let url = format!("{}/v1/recovery", app.base);
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .header("x-forwarded-for", "198.51.100.7")
+                .json(&json!({ "user_id": "chiunque@pec.example.it", "captcha_token": "x" }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let same = app
+        .client
+        .get(format!("{}/v1/openapi.json", app.base))
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .unwrap();
+    assert!(same.headers().contains_key("retry-after"));
+    expect_problem(same, StatusCode::SERVICE_UNAVAILABLE, "busy").await;
+    let other = app
+        .client
+        .get(format!("{}/v1/openapi.json", app.base))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    assert_eq!(held.await.unwrap(), StatusCode::OK);
+}

@@ -115,8 +115,9 @@ fn confirm_otp(
     Ok(events)
 }
 
-/// PW-4, SC: a code by SMS to the account's mobile (the contact mobile, else the recovery
-/// one), replacing any earlier code of the purpose and keeping its spent attempts. At most
+/// PW-4, SC: a code by SMS to the account's contact mobile, replacing any earlier code of the
+/// purpose. Never the recovery mobile: a session could set that one itself, and the code is
+/// there to prove the holder has the mobile on file. At most
 /// `limits.recovery_messages_per_user_per_hour` codes an hour, counted in the state.
 pub(super) fn request_otp(
     state: &Account,
@@ -135,7 +136,6 @@ pub(super) fn request_otp(
     let to = profile
         .contact_mobile
         .as_ref()
-        .or(state.recovery.mobile.as_ref())
         .ok_or(AccountError::MethodUnavailable)?;
     let settings = &ctx.settings.recovery;
     // A code's expiry is its sending time plus the code lifetime.
