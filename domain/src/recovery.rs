@@ -94,6 +94,54 @@ pub fn evolve(state: Option<RecoveryStarted>, event: &RecoveryEvent) -> Option<R
     }
 }
 
+/// SEC-2: the recovery messages (links and codes) sent for one user id lately, counted in its
+/// own stream (an account's, or an unknown id's subject stream) so the hourly limit holds
+/// across restarts and API nodes. Kept as each message's expiry and method: its sending time
+/// is the expiry less the method's lifetime.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecentMessages(
+    std::collections::VecDeque<(chrono::DateTime<chrono::Utc>, RecoveryMethod)>,
+);
+
+/// How many messages are remembered: more than any sane hourly limit.
+const MESSAGES_KEPT: usize = 64;
+
+impl RecentMessages {
+    pub fn record(&mut self, expires_at: chrono::DateTime<chrono::Utc>, method: RecoveryMethod) {
+        self.0.push_front((expires_at, method));
+        self.0.truncate(MESSAGES_KEPT);
+    }
+
+    /// Refused (with when the oldest in the hour leaves it) once
+    /// `limits.recovery_messages_per_user_per_hour` were sent in the last hour.
+    pub fn allow(
+        &self,
+        settings: &crate::settings::Settings,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), crate::account::AccountError> {
+        let hour = chrono::Duration::hours(1);
+        let lifetime = |method: RecoveryMethod| match method {
+            RecoveryMethod::Email => settings.recovery.link_lifetime(),
+            RecoveryMethod::Sms | RecoveryMethod::Question => settings.recovery.code_lifetime(),
+        };
+        let sent: Vec<chrono::DateTime<chrono::Utc>> = self
+            .0
+            .iter()
+            .map(|(expires, method)| *expires - lifetime(*method))
+            .filter(|at| *at > now - hour)
+            .collect();
+        let limit = settings.limits.recovery_messages_per_user_per_hour;
+        if sent.len() < usize::try_from(limit).unwrap_or(usize::MAX) {
+            return Ok(());
+        }
+        let until = sent.iter().min().map_or(now, |oldest| *oldest + hour);
+        Err(crate::account::AccountError::MessageLimit {
+            until,
+            seconds: (until - now).num_seconds().max(1),
+        })
+    }
+}
+
 /// One method as RC-1's answer lists it: the target masked (RI-3); the question has none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Offer {

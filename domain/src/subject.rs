@@ -181,7 +181,10 @@ impl crate::decider::Decider for Subjects {
                 ctx.hasher.verify_dummy(password);
                 login_failed(state, client_ip.clone(), settings, now)
             }
-            SubjectCommand::SendLink { recovery_id } => Ok(send_link(*recovery_id, settings, now)),
+            SubjectCommand::SendLink { recovery_id } => {
+                state.messages.allow(settings, now)?;
+                Ok(send_link(*recovery_id, settings, now))
+            }
             SubjectCommand::SendCode { recovery_id } => {
                 send_code(state, *recovery_id, settings, now)
             }
@@ -264,6 +267,8 @@ pub struct Subject {
     /// SEC-2: wrong codes and answers in a row, across recoveries, and their lock.
     pub check_failures: u32,
     pub checks_locked_until: Option<DateTime<Utc>>,
+    /// SEC-2: the recovery messages a decoy "sent" lately, limited as an account's are.
+    pub messages: crate::recovery::RecentMessages,
     /// SEC-8: notices a real account would have had sent, and how many were mirrored.
     pub notices_due: u32,
     pub notices_mirrored: u32,
@@ -283,8 +288,15 @@ pub fn evolve(mut state: Subject, event: &SubjectEvent) -> Subject {
             state.login_locked_until = None;
             state.login_failures = 0;
         }
-        SubjectEvent::DecoyLinkSent(_) => {}
+        SubjectEvent::DecoyLinkSent(e) => {
+            state
+                .messages
+                .record(e.expires_at, crate::recovery::RecoveryMethod::Email);
+        }
         SubjectEvent::DecoyCodeSent(e) => {
+            state
+                .messages
+                .record(e.expires_at, crate::recovery::RecoveryMethod::Sms);
             // As an account forgets its old recoveries' counts (RECOVERY_STATE_KEPT).
             let cutoff = e.expires_at - crate::account::RECOVERY_STATE_KEPT;
             state
@@ -394,6 +406,7 @@ pub fn send_code(
     settings: &Settings,
     now: DateTime<Utc>,
 ) -> Result<Vec<SubjectEvent>, AccountError> {
+    state.messages.allow(settings, now)?;
     let limits = &settings.recovery;
     let codes = state.codes.get(&recovery_id).cloned().unwrap_or_default();
     if codes.sent >= limits.codes_per_recovery {

@@ -206,6 +206,11 @@ impl From<AccountError> for Problem {
                 format!("too many failed logins for this user id; try again in {seconds} seconds"),
             )
             .retry_after(u64::try_from(seconds).unwrap_or(1)),
+            AccountError::MessageLimit { seconds, .. } => Problem::new(
+                "rate-limited",
+                format!("too many recovery messages for this user id; try again in {seconds} seconds"),
+            )
+            .retry_after(u64::try_from(seconds).unwrap_or(1)),
             AccountError::ChecksLocked { seconds, .. } => Problem::new(
                 "rate-limited",
                 format!("too many wrong codes or answers for this user id; try again in {seconds} seconds"),

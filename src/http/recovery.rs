@@ -11,10 +11,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Duration;
+
 use custode_commands::accounts::Caller;
 use custode_commands::recovery::Checked;
-use custode_domain::recovery::{Offer, RecoveryMethod, RecoveryStarted};
+use custode_domain::recovery::{Offer, RecoveryMethod};
 use custode_domain::{Actor, ActorKind, Secret, Violation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -183,21 +183,6 @@ pub async fn start(
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 
-/// SEC-2: at most so many recovery messages an hour per user id (its keyed hash).
-fn message_allowed(state: &AppState, started: &RecoveryStarted) -> Result<(), Problem> {
-    state.limiter.hit(
-        format!("recovery messages:{}", started.subject),
-        state
-            .config
-            .settings
-            .limits
-            .recovery_messages_per_user_per_hour,
-        Duration::hours(1),
-        state.clock.now(),
-        "recovery messages for this user id",
-    )
-}
-
 /// RC-2: mails a fresh single-use link to the recovery address.
 pub async fn send_link(
     State(state): State<AppState>,
@@ -225,7 +210,6 @@ async fn send(
 ) -> Result<Response, Problem> {
     let id = recovery_id(id)?;
     let started = state.accounts.recovery(id).await?;
-    message_allowed(&state, &started)?;
     super::limits::anonymous_write(&state)?;
     let caller = anonymous(correlation);
     let sent = match method {

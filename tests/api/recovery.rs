@@ -1387,3 +1387,49 @@ async fn every_answer_that_carries_a_secret_says_no_store_sec_8() {
     let res = app.get("/v1/no-such-endpoint", None).await;
     assert_no_store(&res, "a problem, like every answer");
 }
+
+/// SEC-2: the hourly limit of recovery messages per user id is counted in the log: a restart
+/// (or another API node) does not reset it, for a real account and an unknown id alike.
+#[tokio::test]
+async fn sec_2_the_hourly_message_limit_is_in_the_log_and_survives_a_restart() {
+    let mut file = roomy();
+    file.limits.recovery_messages_per_user_per_hour = 5;
+    let app = TestApp::spawn_with(file.clone()).await;
+    let user = "messaggi@pec.example.it";
+    recoverable(&app, user).await;
+    let unknown = (0..200)
+        .map(|n| format!("ignoto{n}@pec.example.it"))
+        .find(|id| {
+            app.state
+                .accounts
+                .decoy_methods_of(id)
+                .contains(&custode_domain::recovery::RecoveryMethod::Email)
+        })
+        .expect("some unknown id offers a link");
+    let mut started = Vec::new();
+    for id in [user, unknown.as_str()] {
+        let recovery = start(&app, id).await;
+        for _ in 0..5 {
+            let res = call(&app, &recovery, "/email", json!({})).await;
+            assert_eq!(res.status(), StatusCode::ACCEPTED);
+        }
+        let res = call(&app, &recovery, "/email", json!({})).await;
+        assert!(res.headers().contains_key("retry-after"));
+        expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+        started.push(recovery);
+    }
+    app.quiesce().await;
+    let (data_dir, dir, clock) = app.stop().await;
+    let app = TestApp::start(&data_dir, file, clock).await;
+    for recovery in &started {
+        let res = call(&app, recovery, "/email", json!({})).await;
+        expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+    }
+    app.advance(Duration::minutes(61));
+    for recovery in &started {
+        let res = call(&app, recovery, "/email", json!({})).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+    }
+    drop(app);
+    drop(dir);
+}

@@ -50,6 +50,12 @@ pub enum AccountError {
     TokenSuperseded,
     #[error("the account cannot recover its password")]
     RecoveryRefused,
+    #[error("too many recovery messages for this user id: no more for a while")]
+    MessageLimit {
+        until: DateTime<Utc>,
+        /// Seconds from the refusal to `until` (for `Retry-After`).
+        seconds: i64,
+    },
     #[error("too many wrong codes or answers in a row: checks are refused for a while")]
     ChecksLocked {
         until: DateTime<Utc>,
@@ -86,7 +92,9 @@ impl AccountError {
             AccountError::TokenUsed => "token-used",
             AccountError::TokenExpired => "token-expired",
             AccountError::TokenSuperseded => "token-superseded",
-            AccountError::LoginLocked { .. } | AccountError::ChecksLocked { .. } => "rate-limited",
+            AccountError::LoginLocked { .. }
+            | AccountError::ChecksLocked { .. }
+            | AccountError::MessageLimit { .. } => "rate-limited",
         }
     }
 }

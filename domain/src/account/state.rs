@@ -37,6 +37,8 @@ pub struct Account {
     /// When the latest codes outside a recovery expire (PW-4, SC): their count over the last
     /// hour bounds how many are sent. Newest first, a few kept.
     pub otp_expiries: VecDeque<DateTime<Utc>>,
+    /// SEC-2: the recovery messages sent lately (the hourly limit per user id).
+    pub recovery_messages: crate::recovery::RecentMessages,
     /// SEC-2: wrong codes and answers in a row, across recoveries, and the lock they caused.
     pub check_failures: u32,
     pub checks_locked_until: Option<DateTime<Utc>>,
@@ -263,6 +265,9 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             }
         }
         AccountEvent::RecoveryLinkIssued(e) => {
+            state
+                .recovery_messages
+                .record(e.expires_at, RecoveryMethod::Email);
             let old = state.grants.link.replace(Grant {
                 recovery_id: e.recovery_id,
                 method: RecoveryMethod::Email,
@@ -280,6 +285,9 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             // change or an operator's reset, replaced by a newer one).
             let mut attempts = 0;
             if let Some(recovery_id) = e.recovery_id {
+                state
+                    .recovery_messages
+                    .record(e.expires_at, RecoveryMethod::Sms);
                 state
                     .grants
                     .forget_recoveries_before(e.expires_at - RECOVERY_STATE_KEPT);

@@ -32,6 +32,7 @@ pub(super) fn send_recovery_link(
 ) -> Result<Vec<AccountEvent>, AccountError> {
     recoverable(state)?;
     let to = recovery::link_address(state).ok_or(AccountError::MethodUnavailable)?;
+    state.recovery_messages.allow(ctx.settings, ctx.now)?;
     Ok(vec![AccountEvent::RecoveryLinkIssued(RecoveryLinkIssued {
         recovery_id: c.recovery_id,
         to: to.to_string(),
@@ -52,6 +53,7 @@ pub(super) fn send_recovery_code(
         .mobile
         .as_ref()
         .ok_or(AccountError::MethodUnavailable)?;
+    state.recovery_messages.allow(ctx.settings, ctx.now)?;
     let settings = &ctx.settings.recovery;
     let sent = state
         .grants
