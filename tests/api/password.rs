@@ -32,16 +32,30 @@ fn change(current: &str, new: &str, otp: Option<&str>) -> Value {
     json!({ "current_password": current, "new_password": new, "new_password_repeat": new, "otp": otp })
 }
 
-#[tokio::test]
-async fn pw_4_an_identity_changes_its_password_only_with_the_code_sent_to_its_mobile() {
-    let app = TestApp::spawn().await;
+/// `POST /v1/account/otp` for a password change.
+async fn request_code(app: &TestApp, token: &str) -> reqwest::Response {
+    app.post(
+        "/v1/account/otp",
+        Some(token),
+        json!({ "purpose": "password_change" }),
+    )
+    .await
+}
+
+/// An identity opened by the operator with `contact`, past its first password change (which
+/// needs no code), with recovery information `recovery` saved: its session token.
+async fn identity_after_first_change(
+    app: &TestApp,
+    user_id: &str,
+    contact: Value,
+    recovery: Value,
+) -> String {
+    let mut body = json!({ "kind": "identity", "user_id": user_id, "name": "Mario Bianchi", "language": "en" });
+    for (k, v) in contact.as_object().unwrap() {
+        body[k] = v.clone();
+    }
     let res = app
-        .post(
-            "/v1/admin/accounts",
-            Some(OPERATOR_KEY),
-            json!({ "kind": "identity", "user_id": IDENTITY, "name": "Mario Bianchi",
-                    "contact_mobile": "+39 333 765 4321", "language": "en" }),
-        )
+        .post("/v1/admin/accounts", Some(OPERATOR_KEY), body)
         .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let body: Value = res.json().await.unwrap();
@@ -49,9 +63,8 @@ async fn pw_4_an_identity_changes_its_password_only_with_the_code_sent_to_its_mo
     app.remember_secret(&temporary);
     app.remember_secret(FIRST);
     app.remember_secret(SECOND);
-
     // The first change (it clears `change_password`) needs no code.
-    let token = app.login(IDENTITY, &temporary).await;
+    let token = app.login(user_id, &temporary).await;
     let res = app
         .post(
             "/v1/account/password",
@@ -60,16 +73,29 @@ async fn pw_4_an_identity_changes_its_password_only_with_the_code_sent_to_its_mo
         )
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let token = app.login(IDENTITY, FIRST).await;
+    let token = app.login(user_id, FIRST).await;
     let res = app
         .request(
             Method::PUT,
             "/v1/account/recovery-info",
             Some(&token),
-            Some(json!({ "email": "recupero@example.it" })),
+            Some(recovery),
         )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
+    token
+}
+
+#[tokio::test]
+async fn pw_4_an_identity_changes_its_password_only_with_the_code_sent_to_its_mobile() {
+    let app = TestApp::spawn().await;
+    let token = identity_after_first_change(
+        &app,
+        IDENTITY,
+        json!({ "contact_mobile": "+39 333 765 4321" }),
+        json!({ "email": "recupero@example.it" }),
+    )
+    .await;
 
     // Later ones do: refused without it, and with a wrong one (counted), before any code is sent.
     let res = app
@@ -90,13 +116,7 @@ async fn pw_4_an_identity_changes_its_password_only_with_the_code_sent_to_its_mo
         .await;
     expect_problem(res, StatusCode::CONFLICT, "no-code").await;
 
-    let res = app
-        .post(
-            "/v1/account/otp",
-            Some(&token),
-            json!({ "purpose": "password_change" }),
-        )
-        .await;
+    let res = request_code(&app, &token).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let sent: Value = res.json().await.unwrap();
     assert_eq!(sent["channel"], "sms");
@@ -201,72 +221,26 @@ async fn sec_6_ten_wrong_current_passwords_lock_the_next_login() {
 #[tokio::test]
 async fn pw_4_codes_go_to_the_contact_mobile_only_and_a_new_code_starts_afresh() {
     let app = TestApp::spawn().await;
-    let open = |user_id: &str, contact: Value| {
-        let mut body = json!({ "kind": "identity", "user_id": user_id, "language": "it" });
-        for (k, v) in contact.as_object().unwrap() {
-            body[k] = v.clone();
-        }
-        app.post("/v1/admin/accounts", Some(OPERATOR_KEY), body)
-    };
     // Without a contact mobile, a recovery mobile set by the session earns no code.
-    let res = open("senza.mobile", json!({ "contact_email": "s@example.it" })).await;
-    let body: Value = res.json().await.unwrap();
-    let temporary = body["temporary_password"].as_str().unwrap().to_string();
-    app.remember_secret(&temporary);
-    let token = app.login("senza.mobile", &temporary).await;
-    let res = app
-        .post(
-            "/v1/account/password",
-            Some(&token),
-            change(&temporary, FIRST, None),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let token = app.login("senza.mobile", FIRST).await;
-    let res = app
-        .request(
-            Method::PUT,
-            "/v1/account/recovery-info",
-            Some(&token),
-            Some(json!({ "mobile": "+39 333 999 9999" })),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let res = app
-        .post(
-            "/v1/account/otp",
-            Some(&token),
-            json!({ "purpose": "password_change" }),
-        )
-        .await;
+    let token = identity_after_first_change(
+        &app,
+        "senza.mobile",
+        json!({ "contact_email": "s@example.it" }),
+        json!({ "mobile": "+39 333 999 9999" }),
+    )
+    .await;
+    let res = request_code(&app, &token).await;
     expect_problem(res, StatusCode::CONFLICT, "recovery-method-unavailable").await;
 
     // Five wrong codes spend a code; a new one works.
-    let res = open(
+    let token = identity_after_first_change(
+        &app,
         "con.mobile",
         json!({ "contact_mobile": "+39 333 111 2222" }),
+        json!({ "email": "recupero@example.it" }),
     )
     .await;
-    let body: Value = res.json().await.unwrap();
-    let temporary = body["temporary_password"].as_str().unwrap().to_string();
-    app.remember_secret(&temporary);
-    let token = app.login("con.mobile", &temporary).await;
-    let res = app
-        .post(
-            "/v1/account/password",
-            Some(&token),
-            change(&temporary, FIRST, None),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let token = app.login("con.mobile", FIRST).await;
-    let res = app
-        .post(
-            "/v1/account/otp",
-            Some(&token),
-            json!({ "purpose": "password_change" }),
-        )
-        .await;
+    let res = request_code(&app, &token).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     app.quiesce().await;
     let code = last_code_to(&app, "+393331112222");
@@ -281,13 +255,7 @@ async fn pw_4_codes_go_to_the_contact_mobile_only_and_a_new_code_starts_afresh()
             .await;
         expect_problem(res, StatusCode::UNAUTHORIZED, "code-wrong").await;
     }
-    let res = app
-        .post(
-            "/v1/account/otp",
-            Some(&token),
-            json!({ "purpose": "password_change" }),
-        )
-        .await;
+    let res = request_code(&app, &token).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     app.quiesce().await;
     let code = last_code_to(&app, "+393331112222");

@@ -979,6 +979,14 @@ async fn a_recovery_opens_logins_that_wrong_passwords_locked() {
     app.login(user, NEW_PASSWORD).await;
 }
 
+/// An unknown user id whose decoy offers `method`.
+fn unknown_offering(app: &TestApp, method: custode_domain::recovery::RecoveryMethod) -> String {
+    (0..200)
+        .map(|n| format!("ignoto{n}@pec.example.it"))
+        .find(|id| app.state.accounts.decoy_methods_of(id).contains(&method))
+        .expect("some unknown id offers the method")
+}
+
 /// SEC-2: wrong codes are counted per user id across recoveries: three fresh recoveries buy
 /// no more than ten wrong codes in a row, then checks answer `429` (still after a restart),
 /// the holder is mailed, and an unknown id is held alike; the lock ends after 15 minutes.
@@ -987,15 +995,7 @@ async fn sec_2_wrong_codes_across_fresh_recoveries_lock_the_user_ids_checks() {
     let app = TestApp::spawn_with(roomy()).await;
     let user = "indovino@pec.example.it";
     recoverable(&app, user).await;
-    let unknown = (0..200)
-        .map(|n| format!("ignoto{n}@pec.example.it"))
-        .find(|id| {
-            app.state
-                .accounts
-                .decoy_methods_of(id)
-                .contains(&custode_domain::recovery::RecoveryMethod::Sms)
-        })
-        .expect("some unknown id offers an SMS code");
+    let unknown = unknown_offering(&app, custode_domain::recovery::RecoveryMethod::Sms);
     // A code that is not the one sent: the last SMS's code plus one (any code, for a decoy).
     let wrong_code = |app: &TestApp| {
         let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap_or_default();
@@ -1397,15 +1397,7 @@ async fn sec_2_the_hourly_message_limit_is_in_the_log_and_survives_a_restart() {
     let app = TestApp::spawn_with(file.clone()).await;
     let user = "messaggi@pec.example.it";
     recoverable(&app, user).await;
-    let unknown = (0..200)
-        .map(|n| format!("ignoto{n}@pec.example.it"))
-        .find(|id| {
-            app.state
-                .accounts
-                .decoy_methods_of(id)
-                .contains(&custode_domain::recovery::RecoveryMethod::Email)
-        })
-        .expect("some unknown id offers a link");
+    let unknown = unknown_offering(&app, custode_domain::recovery::RecoveryMethod::Email);
     let mut started = Vec::new();
     for id in [user, unknown.as_str()] {
         let recovery = start(&app, id).await;

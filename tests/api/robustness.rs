@@ -291,23 +291,17 @@ async fn sec_9_the_strength_meter_is_limited_per_address() {
     let mut file = file_config();
     file.limits.strength_per_address_per_minute = 3;
     let app = TestApp::spawn_with(file).await;
-    for _ in 0..3 {
-        let res = app
-            .post(
-                "/v1/password/strength",
-                None,
-                json!({ "password": "qwertyuiop" }),
-            )
-            .await;
-        assert_eq!(res.status(), StatusCode::OK);
-    }
-    let res = app
-        .post(
+    let strength = || {
+        app.post(
             "/v1/password/strength",
             None,
             json!({ "password": "qwertyuiop" }),
         )
-        .await;
+    };
+    for _ in 0..3 {
+        assert_eq!(strength().await.status(), StatusCode::OK);
+    }
+    let res = strength().await;
     assert!(res.headers().contains_key("retry-after"));
     expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
 }
