@@ -185,6 +185,22 @@ pub fn notices_for(
             .map(|to| mail(to, template, None))
             .collect::<Vec<_>>()
     };
+    // SEC-6, SEC-8: a lockout is told to the holder by mail, or by SMS to the contact mobile,
+    // or to the recovery address: an account with any contact hears of it (and the log records
+    // the notice, as a decoy records its mirror).
+    let to_holder = |template| match (
+        &contacts.contact_email,
+        &contacts.contact_mobile,
+        &contacts.recovery_email,
+    ) {
+        (Some(email), _, _) => vec![mail(email, template, None)],
+        (None, Some(mobile), _) => vec![Notice {
+            channel: Channel::Sms,
+            ..mail(mobile, template, None)
+        }],
+        (None, None, Some(recovery)) => vec![mail(recovery, template, None)],
+        (None, None, None) => Vec::new(),
+    };
     match event {
         NotifyEvent::TemporaryPasswordIssued(e) => match e.reason {
             TemporaryPasswordReason::Opening => {
@@ -231,9 +247,9 @@ pub fn notices_for(
             )
         }],
         NotifyEvent::PasswordRecovered(_) => to_contact_email(Template::PasswordRecovered),
-        NotifyEvent::SecurityQuestionLocked(_) => to_contact_email(Template::LockoutStarted),
-        NotifyEvent::LoginLockedOut(_) => to_contact_email(Template::LoginLocked),
-        NotifyEvent::ChecksLockedOut(_) => to_contact_email(Template::ChecksLocked),
+        NotifyEvent::SecurityQuestionLocked(_) => to_holder(Template::LockoutStarted),
+        NotifyEvent::LoginLockedOut(_) => to_holder(Template::LoginLocked),
+        NotifyEvent::ChecksLockedOut(_) => to_holder(Template::ChecksLocked),
         NotifyEvent::RecoveryInfoSet(_) => {
             // NT-4: to the contact email, and to the old recovery address when it changed.
             let mut notices = to_contact_email(Template::RecoveryInfoChanged);
@@ -466,6 +482,24 @@ mod tests {
         assert_eq!(
             templates(&locked),
             vec![("mario@example.it".to_string(), Template::LockoutStarted)]
+        );
+    }
+
+    #[test]
+    fn a_lockout_reaches_a_holder_without_a_contact_email_by_sms_sec_6() {
+        use crate::account::LoginLockedOut;
+        let before = fold(&[opened(None, Some("+393331234567"), Language::It)]);
+        let locked = AccountEvent::LoginLockedOut(LoginLockedOut {
+            until: chrono::DateTime::UNIX_EPOCH,
+            failures: 10,
+        });
+        let notices = policy(&locked, before.as_ref());
+        assert_eq!(
+            notices
+                .iter()
+                .map(|n| (n.channel, n.to.as_str(), n.template))
+                .collect::<Vec<_>>(),
+            vec![(Channel::Sms, "+393331234567", Template::LoginLocked)]
         );
     }
 }

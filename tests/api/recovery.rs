@@ -1425,3 +1425,39 @@ async fn sec_2_the_hourly_message_limit_is_in_the_log_and_survives_a_restart() {
     drop(app);
     drop(dir);
 }
+
+/// SEC-8: a lockout moves the log's head alike for an unknown id and for an account without a
+/// contact email (an identity with only its mobile): the account's lockout notice goes by SMS
+/// (and is recorded as sent), as a decoy's lockout is followed by its mirror.
+#[tokio::test]
+async fn sec_8_a_lockout_moves_the_head_alike_for_an_identity_with_only_a_mobile() {
+    let app = TestApp::spawn_with(roomy()).await;
+    let res = app
+        .post(
+            "/v1/admin/accounts",
+            Some(OPERATOR_KEY),
+            json!({ "kind": "identity", "user_id": "solo.mobile", "contact_mobile": "+39 333 222 1111" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    app.remember_secret(body["temporary_password"].as_str().unwrap());
+    let mut deltas = Vec::new();
+    for id in ["solo.mobile", "nessuno.affatto"] {
+        let before = app.settled_head().await;
+        for _ in 0..10 {
+            let res = try_login(&app, id, "Sbagliata!123").await;
+            expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
+        }
+        eventually(
+            StdDuration::from_secs(10),
+            "the lockout's notice or mirror",
+            || app.log_head() >= before + 12,
+        )
+        .await;
+        deltas.push(app.settled_head().await - before);
+    }
+    assert_eq!(deltas, vec![12, 12]);
+    let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap();
+    assert!(sms.lines().any(|l| l.contains("+393332221111")), "{sms}");
+}
