@@ -99,6 +99,9 @@ pub struct HttpConfig {
     /// SEC-9: of those, at most this many from one client address (an IPv6 /64), so that one
     /// client (slow bodies, a burst) cannot take every place.
     pub max_concurrent_per_address: usize,
+    /// SEC-9: open connections from one peer (trusted proxies excepted); more are closed at
+    /// once.
+    pub max_connections_per_peer: usize,
     /// SEC-9: hashing jobs (logins, password changes, answers) that may wait for the pool's
     /// threads; more are answered `503` with `Retry-After` at once.
     pub hashing_queue: usize,
@@ -112,6 +115,7 @@ impl Default for HttpConfig {
             header_timeout_ms: 10_000,
             max_concurrent_requests: 512,
             max_concurrent_per_address: 32,
+            max_connections_per_peer: 256,
             hashing_queue: 32,
         }
     }
@@ -232,6 +236,7 @@ impl Config {
             || h.header_timeout_ms == 0
             || h.max_concurrent_requests == 0
             || h.max_concurrent_per_address == 0
+            || h.max_connections_per_peer == 0
             || h.hashing_queue == 0
         {
             return Err(ConfigError::Value(
@@ -250,6 +255,11 @@ impl Config {
             (
                 "http.max_concurrent_per_address",
                 h.max_concurrent_per_address as u64,
+                100_000,
+            ),
+            (
+                "http.max_connections_per_peer",
+                h.max_connections_per_peer as u64,
                 100_000,
             ),
             ("http.hashing_queue", h.hashing_queue as u64, 10_000),

@@ -174,10 +174,14 @@ fn serve(config: Config) -> anyhow::Result<()> {
         });
         let router = custode::http::app(app.state.clone());
         let drain = std::time::Duration::from_millis(app.state.config.http.request_timeout_ms);
-        let header_timeout =
-            std::time::Duration::from_millis(app.state.config.http.header_timeout_ms);
-        custode::http::serve::serve(listener, router, shutdown_signal(), header_timeout, drain)
-            .await;
+        let config = &app.state.config;
+        let bounds = custode::http::serve::Bounds {
+            header_timeout: std::time::Duration::from_millis(config.http.header_timeout_ms),
+            connections_per_peer: config.http.max_connections_per_peer,
+            unbounded_peers: config.trusted_proxies.clone(),
+            drain,
+        };
+        custode::http::serve::serve(listener, router, shutdown_signal(), bounds).await;
         drop(app);
         Ok(())
     })

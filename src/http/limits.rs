@@ -22,6 +22,26 @@ pub struct Limiter {
 
 /// The group a client address is limited as: an IPv4 address, or an IPv6 /64 (one site's
 /// whole allocation, which one holder can roam across).
+/// The wider group a client address belongs to, for a looser cap: an IPv6 /48 (what one
+/// customer is commonly given); IPv4 addresses have none.
+pub(crate) fn address_site(ip: std::net::IpAddr) -> Option<String> {
+    match ip {
+        std::net::IpAddr::V4(_) => None,
+        std::net::IpAddr::V6(v6) => {
+            if v6.to_ipv4_mapped().is_some() {
+                return None;
+            }
+            let s = v6.segments();
+            Some(format!(
+                "{:x}:{:x}:{:x}::/48",
+                s.first().copied().unwrap_or(0),
+                s.get(1).copied().unwrap_or(0),
+                s.get(2).copied().unwrap_or(0)
+            ))
+        }
+    }
+}
+
 pub(crate) fn address_group(ip: std::net::IpAddr) -> String {
     match ip {
         std::net::IpAddr::V4(v4) => v4.to_string(),

@@ -233,46 +233,61 @@ async fn bounded(
     }
 }
 
-/// A request's place among its client address's requests in flight; given back on drop.
+/// How many times `http.max_concurrent_per_address` one IPv6 /48 may hold (a customer with
+/// many /64s must not take the whole pool).
+const SITE_SHARE: usize = 4;
+
+/// A request's places among its client address's (and its IPv6 /48's) requests in flight;
+/// given back on drop.
 struct AddressPlace {
     places: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
-    group: Option<String>,
+    groups: Vec<String>,
 }
 
 impl AddressPlace {
-    /// A place for a request from `client`, or `None` when its address has all of its own.
+    /// Places for a request from `client`, or `None` when its address (or its /48) holds all of
+    /// its own.
     fn take(state: &AppState, client: Option<std::net::IpAddr>) -> Option<Self> {
         let places = state.in_flight_by_address.clone();
         let Some(ip) = client else {
             return Some(Self {
                 places,
-                group: None,
+                groups: Vec::new(),
             });
         };
-        let group = limits::address_group(ip);
+        let per_address = state.config.http.max_concurrent_per_address;
+        let mut limits = vec![(limits::address_group(ip), per_address)];
+        if let Some(site) = limits::address_site(ip) {
+            limits.push((site, per_address.saturating_mul(SITE_SHARE)));
+        }
         {
             let mut map = places.lock().ok()?;
-            let taken = map.entry(group.clone()).or_default();
-            if *taken >= state.config.http.max_concurrent_per_address {
+            if limits
+                .iter()
+                .any(|(group, limit)| map.get(group).copied().unwrap_or(0) >= *limit)
+            {
                 return None;
             }
-            *taken += 1;
+            for (group, _) in &limits {
+                *map.entry(group.clone()).or_default() += 1;
+            }
         }
         Some(Self {
             places,
-            group: Some(group),
+            groups: limits.into_iter().map(|(group, _)| group).collect(),
         })
     }
 }
 
 impl Drop for AddressPlace {
     fn drop(&mut self) {
-        let Some(group) = &self.group else { return };
         if let Ok(mut map) = self.places.lock() {
-            if let Some(taken) = map.get_mut(group) {
-                *taken = taken.saturating_sub(1);
-                if *taken == 0 {
-                    map.remove(group);
+            for group in &self.groups {
+                if let Some(taken) = map.get_mut(group) {
+                    *taken = taken.saturating_sub(1);
+                    if *taken == 0 {
+                        map.remove(group);
+                    }
                 }
             }
         }

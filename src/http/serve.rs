@@ -12,21 +12,69 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Serves `router` on `listener` until `shutdown` completes; then waits up to `drain` for the
-/// connections in flight. A connection whose request headers take longer than `header_timeout`
-/// is closed.
+/// How a listener bounds its connections.
+#[derive(Debug, Clone)]
+pub struct Bounds {
+    /// A connection whose request headers take longer is closed.
+    pub header_timeout: Duration,
+    /// Open connections from one peer; more are closed at once (a client holding half-sent
+    /// requests cannot use up the process's file descriptors).
+    pub connections_per_peer: usize,
+    /// Peers not held to `connections_per_peer`: the trusted proxies, whose connections carry
+    /// many clients.
+    pub unbounded_peers: Vec<std::net::IpAddr>,
+    /// How long connections in flight may finish at shutdown.
+    pub drain: Duration,
+}
+
+/// Open connections per peer address, and the place of one of them (given back on drop).
+#[derive(Default, Clone)]
+struct Peers(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+struct PeerPlace(Peers, Option<std::net::IpAddr>);
+
+impl Peers {
+    fn take(&self, peer: std::net::IpAddr, bounds: &Bounds) -> Option<PeerPlace> {
+        if bounds.unbounded_peers.contains(&peer) {
+            return Some(PeerPlace(self.clone(), None));
+        }
+        let mut map = self.0.lock().ok()?;
+        let open = map.entry(peer).or_default();
+        if *open >= bounds.connections_per_peer {
+            return None;
+        }
+        *open += 1;
+        Some(PeerPlace(self.clone(), Some(peer)))
+    }
+}
+
+impl Drop for PeerPlace {
+    fn drop(&mut self) {
+        let Some(peer) = self.1 else { return };
+        if let Ok(mut map) = (self.0).0.lock() {
+            if let Some(open) = map.get_mut(&peer) {
+                *open = open.saturating_sub(1);
+                if *open == 0 {
+                    map.remove(&peer);
+                }
+            }
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, within `bounds`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()>,
-    header_timeout: Duration,
-    drain: Duration,
+    bounds: Bounds,
 ) {
+    let peers = Peers::default();
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(bounds.header_timeout);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -42,6 +90,10 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(place) = peers.take(peer.ip(), &bounds) else {
+            drop(stream);
+            continue;
+        };
         let router = router.clone();
         let service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -53,12 +105,13 @@ pub async fn serve(
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
+            let _place = place;
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended");
             }
         });
     }
-    if tokio::time::timeout(drain, graceful.shutdown())
+    if tokio::time::timeout(bounds.drain, graceful.shutdown())
         .await
         .is_err()
     {

@@ -266,3 +266,44 @@ async fn sec_9_a_connection_that_never_finishes_its_headers_is_closed() {
         .unwrap();
     assert_eq!(res.status(), 200);
 }
+
+/// SEC-9: one peer cannot hold more than `http.max_connections_per_peer` connections open (half-
+/// sent requests would use up the file descriptors); past it a connection is closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sec_9_one_peer_cannot_hold_every_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("custode.toml"),
+        "[http]\nmax_connections_per_peer = 3\n",
+    )
+    .unwrap();
+    let served = serve(dir.path(), &[]).await;
+    let address = served.base.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut connection = tokio::net::TcpStream::connect(&address).await.unwrap();
+        connection
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        held.push(connection);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let _ = fourth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buffer = [0u8; 256];
+    let answer = tokio::time::timeout(Duration::from_secs(3), fourth.read(&mut buffer)).await;
+    assert!(
+        matches!(answer, Ok(Ok(0)) | Ok(Err(_))),
+        "the fourth connection was served: {answer:?}"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let res = reqwest::get(format!("{}/healthz", served.base))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}

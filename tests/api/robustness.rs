@@ -349,3 +349,50 @@ async fn sec_9_one_address_cannot_take_every_place() {
     assert_eq!(other.status(), StatusCode::OK);
     assert_eq!(held.await.unwrap(), StatusCode::OK);
 }
+
+/// SEC-9: a customer's many IPv6 /64s share a looser cap per /48 (four times the per-address
+/// one), so one customer cannot take the whole pool; another site is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sec_9_one_ipv6_site_cannot_take_every_place() {
+    let mut file = file_config();
+    file.http.max_concurrent_per_address = 1;
+    file.recovery.answer_floor_ms = 1_500;
+    file.limits.recovery_starts_per_address_per_minute = 1_000;
+    file.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    let app = TestApp::spawn_with(file).await;
+    let from = |address: String| {
+        let client = app.client.clone();
+        let url = format!("{}/v1/recovery", app.base);
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .header("x-forwarded-for", address)
+                .json(&json!({ "user_id": "chiunque@pec.example.it", "captcha_token": "x" }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let held: Vec<_> = (0..4).map(|n| from(format!("2001:db8:0:{n}::1"))).collect();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let same_site = app
+        .client
+        .get(format!("{}/v1/openapi.json", app.base))
+        .header("x-forwarded-for", "2001:db8:0:9::1")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(same_site, StatusCode::SERVICE_UNAVAILABLE, "busy").await;
+    let other_site = app
+        .client
+        .get(format!("{}/v1/openapi.json", app.base))
+        .header("x-forwarded-for", "2001:db8:1:9::1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_site.status(), StatusCode::OK);
+    for request in held {
+        assert_eq!(request.await.unwrap(), StatusCode::OK);
+    }
+}
