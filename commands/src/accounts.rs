@@ -213,10 +213,7 @@ impl AccountHandler {
     /// an unknown id's. Returns the position of what it recorded (0 when the locks had already
     /// ended: the command is idempotent, so a timer fired twice appends once).
     pub async fn end_locks(&self, stream: &str) -> AccountResult<u64> {
-        let caller = Caller {
-            actor: custode_domain::Actor::system(),
-            correlation_id: Uuid::now_v7(),
-        };
+        let caller = Caller::system();
         let position = if let Some(account) = stream.strip_prefix("account-") {
             let account_id = Uuid::parse_str(account)
                 .map_err(|e| HandlerError::Store(format!("stream {stream}: {e}")))?;
@@ -244,10 +241,7 @@ impl AccountHandler {
                 "stream {stream} mirrors no notices"
             )));
         };
-        let caller = Caller {
-            actor: custode_domain::Actor::system(),
-            correlation_id: Uuid::now_v7(),
-        };
+        let caller = Caller::system();
         let command = SubjectCommand::MirrorNotice {
             template: template.to_string(),
         };

@@ -91,6 +91,16 @@ pub struct Caller {
     pub correlation_id: Uuid,
 }
 
+impl Caller {
+    /// The service itself (a timer's command), in a correlation of its own.
+    pub fn system() -> Self {
+        Self {
+            actor: Actor::system(),
+            correlation_id: Uuid::now_v7(),
+        }
+    }
+}
+
 /// What a command produced: the committed events (the last one's position is what read
 /// endpoints wait for) and their typed form.
 #[derive(Debug, Clone)]

@@ -187,7 +187,13 @@ impl AccountHandler {
             });
             Ok(self.execute(account_id, cmd, caller).await?.into())
         };
-        let decoy = || self.decoy_send_link(&started.subject, recovery_id, caller);
+        let decoy = || {
+            self.decoy_send(
+                &started.subject,
+                SubjectCommand::SendLink { recovery_id },
+                caller,
+            )
+        };
         self.real_or_decoy(started.account_id, real, decoy).await
     }
 
@@ -211,7 +217,13 @@ impl AccountHandler {
             });
             Ok(self.execute(account_id, cmd, caller).await?.into())
         };
-        let decoy = || self.decoy_send_code(&started.subject, recovery_id, caller);
+        let decoy = || {
+            self.decoy_send(
+                &started.subject,
+                SubjectCommand::SendCode { recovery_id },
+                caller,
+            )
+        };
         self.real_or_decoy(started.account_id, real, decoy).await
     }
 
@@ -235,7 +247,13 @@ impl AccountHandler {
                 })
             })
         };
-        let decoy = || self.decoy_verify_code(&started.subject, recovery_id, &code, caller);
+        let decoy = || {
+            let command = SubjectCommand::VerifyCode {
+                recovery_id,
+                code: code.clone(),
+            };
+            self.decoy_check(&started.subject, command, caller)
+        };
         self.real_or_decoy(started.account_id, real, decoy).await
     }
 
@@ -277,7 +295,13 @@ impl AccountHandler {
                 })
             })
         };
-        let decoy = || self.decoy_answer(&started.subject, recovery_id, answer.clone(), caller);
+        let decoy = || {
+            let command = SubjectCommand::AnswerQuestion {
+                recovery_id,
+                answer: answer.clone(),
+            };
+            self.decoy_check(&started.subject, command, caller)
+        };
         self.real_or_decoy(started.account_id, real, decoy).await
     }
 
@@ -354,54 +378,24 @@ impl AccountHandler {
         Ok((outcome.events, position))
     }
 
-    async fn decoy_send_link(
+    /// A decoy's send: recorded as a real one is, nothing sent.
+    async fn decoy_send(
         &self,
         subject_hex: &str,
-        recovery_id: Uuid,
+        command: SubjectCommand,
         caller: &Caller,
     ) -> AccountResult<Sent> {
-        let command = SubjectCommand::SendLink { recovery_id };
         let (_, position) = self.on_subject(subject_hex, command, caller).await?;
         Ok(Sent { position })
     }
 
-    async fn decoy_send_code(
+    /// A decoy's check of a code or an answer: always wrong, with the attempts it says are left.
+    async fn decoy_check(
         &self,
         subject_hex: &str,
-        recovery_id: Uuid,
-        caller: &Caller,
-    ) -> AccountResult<Sent> {
-        let command = SubjectCommand::SendCode { recovery_id };
-        let (_, position) = self.on_subject(subject_hex, command, caller).await?;
-        Ok(Sent { position })
-    }
-
-    async fn decoy_verify_code(
-        &self,
-        subject_hex: &str,
-        recovery_id: Uuid,
-        code: &Secret,
+        command: SubjectCommand,
         caller: &Caller,
     ) -> AccountResult<Checked> {
-        let command = SubjectCommand::VerifyCode {
-            recovery_id,
-            code: code.clone(),
-        };
-        let (events, position) = self.on_subject(subject_hex, command, caller).await?;
-        Ok(decoy_wrong(&events, position))
-    }
-
-    async fn decoy_answer(
-        &self,
-        subject_hex: &str,
-        recovery_id: Uuid,
-        answer: Secret,
-        caller: &Caller,
-    ) -> AccountResult<Checked> {
-        let command = SubjectCommand::AnswerQuestion {
-            recovery_id,
-            answer,
-        };
         let (events, position) = self.on_subject(subject_hex, command, caller).await?;
         Ok(decoy_wrong(&events, position))
     }

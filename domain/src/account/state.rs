@@ -8,9 +8,6 @@ use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, VecDeque};
 use uuid::Uuid;
 
-/// How many codes outside recoveries the state remembers, for the hourly limit.
-const OTP_EXPIRIES_KEPT: usize = 32;
-
 /// How many past password hashes the state keeps: enough for any sane `policy.history`.
 const HISTORY_KEPT: usize = 24;
 
@@ -34,9 +31,8 @@ pub struct Account {
     /// SEC-6: wrong passwords in a row, and the lockout they caused.
     pub login_failures: u32,
     pub login_locked_until: Option<DateTime<Utc>>,
-    /// When the latest codes outside a recovery expire (PW-4, SC): their count over the last
-    /// hour bounds how many are sent. Newest first, a few kept.
-    pub otp_expiries: VecDeque<DateTime<Utc>>,
+    /// The codes sent lately outside a recovery (PW-4, SC), for their hourly limit.
+    pub otp_messages: crate::recovery::RecentMessages,
     /// SEC-2: the recovery messages sent lately (the hourly limit per user id).
     pub recovery_messages: crate::recovery::RecentMessages,
     /// SEC-2: wrong codes and answers in a row, across recoveries, and the lock they caused.
@@ -278,8 +274,7 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
         }
         AccountEvent::OtpChallengeIssued(e) => {
             if e.recovery_id.is_none() {
-                state.otp_expiries.push_front(e.expires_at);
-                state.otp_expiries.truncate(OTP_EXPIRIES_KEPT);
+                state.otp_messages.record(e.expires_at, RecoveryMethod::Sms);
             }
             // A recovery's count of wrong codes outlives its codes (cancelled by a mobile
             // change or an operator's reset, replaced by a newer one).

@@ -137,18 +137,12 @@ pub(super) fn request_otp(
         .contact_mobile
         .as_ref()
         .ok_or(AccountError::MethodUnavailable)?;
+    // The hourly limit is recovery's (SEC-2), counted apart for these codes.
+    state
+        .otp_messages
+        .allow(ctx.settings, ctx.now)
+        .map_err(|_| AccountError::CodeLimit)?;
     let settings = &ctx.settings.recovery;
-    // A code's expiry is its sending time plus the code lifetime.
-    let sent_after = ctx.now - chrono::Duration::hours(1) + settings.code_lifetime();
-    let recent = state
-        .otp_expiries
-        .iter()
-        .filter(|expires| **expires > sent_after)
-        .count();
-    let limit = ctx.settings.limits.recovery_messages_per_user_per_hour;
-    if recent >= usize::try_from(limit).unwrap_or(usize::MAX) {
-        return Err(AccountError::CodeLimit);
-    }
     Ok(vec![AccountEvent::OtpChallengeIssued(OtpChallengeIssued {
         challenge_id: c.challenge_id,
         purpose: c.purpose,
