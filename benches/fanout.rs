@@ -124,6 +124,7 @@ fn opened(account_id: Uuid, n: usize) -> AccountEvent {
         contact_mobile: None,
         language: Language::It,
         migrated: false,
+        permissions: Vec::new(),
     })
 }
 

@@ -130,6 +130,7 @@ fn main() {
                             &user_id,
                             password.clone(),
                             None,
+                            None,
                             AccessChannel::Api,
                             &caller(),
                         )
@@ -144,7 +145,7 @@ fn main() {
                             };
                             (account_id, s.session_id, password)
                         }
-                        LoginOutcome::Refused => panic!("login refused"),
+                        LoginOutcome::Refused { .. } => panic!("login refused"),
                     }
                 }));
             }

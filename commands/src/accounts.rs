@@ -34,8 +34,15 @@ pub type Outcome = HandlerOutcome<AccountEvent>;
 /// A successful login: the clear token goes to the client once.
 #[derive(Debug)]
 pub enum LoginOutcome {
-    Started { token: Secret, outcome: Outcome },
-    Refused,
+    Started {
+        token: Secret,
+        outcome: Outcome,
+    },
+    /// Refused; what was recorded (nothing for an unknown id): a failed login, or, with the
+    /// password right, the second factor's code sent or refused (AP-8).
+    Refused {
+        outcome: Outcome,
+    },
 }
 
 #[derive(Clone)]
@@ -44,6 +51,7 @@ pub struct AccountHandler {
     pub(crate) registry: Handler<Registry>,
     pub(crate) subjects: Handler<Subjects>,
     pub(crate) recoveries: Handler<Recoveries>,
+    pub(crate) tokens: Handler<custode_domain::hardware_token::HardwareTokens>,
     pub(crate) keys: DeliveryKeys,
 }
 
@@ -69,7 +77,8 @@ impl AccountHandler {
             accounts: Handler::new(services.clone()),
             registry: Handler::new(services.clone()),
             subjects: Handler::new(services.clone()),
-            recoveries: Handler::new(services),
+            recoveries: Handler::new(services.clone()),
+            tokens: Handler::new(services),
             keys,
         }
     }
@@ -132,7 +141,7 @@ impl AccountHandler {
         }
         let temporary = match &cmd.password {
             InitialPassword::Temporary { password, .. } => Some(password.clone()),
-            InitialPassword::Imported(_) => None,
+            InitialPassword::Imported(_) | InitialPassword::Link { .. } => None,
         };
         let claim = ClaimUserId {
             user_id: cmd.user_id.clone(),
@@ -176,6 +185,7 @@ impl AccountHandler {
         &self,
         user_id: &str,
         password: Secret,
+        otp: Option<Secret>,
         client_ip: Option<String>,
         channel: AccessChannel,
         caller: &Caller,
@@ -187,23 +197,35 @@ impl AccountHandler {
                 client_ip,
             };
             self.subjects.execute(&subject, cmd, caller).await?;
-            return Ok(LoginOutcome::Refused);
+            return Ok(LoginOutcome::Refused {
+                outcome: Outcome {
+                    recorded: Vec::new(),
+                    events: Vec::new(),
+                },
+            });
         };
         let (token, token_hash) = tokens::new_token();
+        // AP-8: the code to send should the second factor be SMS and none came with the login.
+        let sms = match otp {
+            Some(_) => None,
+            None => Some(self.draw_code(account_id)?),
+        };
         let cmd = AccountCommand::Login(Login {
             session_id: Uuid::now_v7(),
             token_hash,
             password,
             client_ip,
             channel,
+            otp,
+            sms,
         });
         let outcome = self.execute(account_id, cmd, caller).await?;
-        let refused = outcome
+        let refused = !outcome
             .events
             .iter()
-            .any(|e| matches!(e, AccountEvent::LoginFailed(_)));
+            .any(|e| matches!(e, AccountEvent::SessionStarted(_)));
         Ok(if refused {
-            LoginOutcome::Refused
+            LoginOutcome::Refused { outcome }
         } else {
             LoginOutcome::Started { token, outcome }
         })
@@ -250,6 +272,18 @@ impl AccountHandler {
             .execute(&subject.to_string(), command, &caller)
             .await?
             .position())
+    }
+
+    /// A fresh one-time code for `account_id`, sealed for the SMS sender.
+    pub(crate) fn draw_code(&self, account_id: Uuid) -> AccountResult<account::DrawnCode> {
+        let challenge_id = Uuid::now_v7();
+        let code = tokens::otp_code();
+        let sealed_code = self.seal(&code, &account::otp_context(account_id, challenge_id))?;
+        Ok(account::DrawnCode {
+            challenge_id,
+            code,
+            sealed_code,
+        })
     }
 
     /// PW-4, SC: a one-time code for `purpose`, by SMS to the account's mobile; the code is

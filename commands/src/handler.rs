@@ -333,6 +333,7 @@ impl<D: Decider> Handler<D> {
                 settings: &settings,
                 hasher: hasher.as_ref(),
                 codes: &codes,
+                totp: &codes,
             };
             let decided = D::decide(&state, &command, &ctx);
             (state, decided)

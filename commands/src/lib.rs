@@ -6,12 +6,14 @@
 pub mod accounts;
 pub mod canonical;
 pub mod clock;
+pub mod delegation;
 pub mod delivery;
 pub mod handler;
 pub mod hashing;
 pub mod log;
 pub mod notices;
 pub mod recovery;
+pub mod secrets;
 pub mod service_key;
 pub mod sqlite;
 pub mod tokens;

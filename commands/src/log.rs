@@ -70,7 +70,12 @@ pub struct NewEvent {
     pub payload: serde_json::Value,
 }
 
-/// Events for one stream, to be appended only if the stream is at `expected_version`.
+/// The `expected_version` of an append that goes at the stream's end whatever its version: for
+/// facts that decide nothing (AH-3's access records), which no other writer can invalidate.
+pub const ANY_VERSION: u64 = u64::MAX;
+
+/// Events for one stream, to be appended only if the stream is at `expected_version`
+/// ([`ANY_VERSION`]: at its end).
 #[derive(Debug, Clone)]
 pub struct StreamAppend {
     pub stream: String,
@@ -761,7 +766,7 @@ fn append_job(
             .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?1")
             .and_then(|mut stmt| stmt.query_row(params![append.stream], |r| r.get(0)))
             .map_err(|e| JobError::Group(e.into()))?;
-        if actual != append.expected_version {
+        if append.expected_version != ANY_VERSION && actual != append.expected_version {
             return Err(JobError::Refused(LogError::Conflict {
                 stream: append.stream.clone(),
                 expected: append.expected_version,

@@ -84,6 +84,26 @@ pub fn temporary_password() -> Secret {
     Secret::new(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// AP-3: a password for mail programs: 20 letters from an alphabet of 25 (no `l`), about 93
+/// bits, written in groups of five (`abcde-fghij-kmnop-qrstu`) so it is easy to copy.
+pub fn app_password() -> Secret {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyz";
+    let mut rng = OsRng;
+    let mut out = String::with_capacity(23);
+    for i in 0..20 {
+        if i > 0 && i % 5 == 0 {
+            out.push('-');
+        }
+        let c = ALPHABET
+            .get(rng.gen_range(0..ALPHABET.len()))
+            .copied()
+            .unwrap_or(b'a');
+        out.push(char::from(c));
+    }
+    Secret::new(out)
+}
+
 /// A fresh six-digit one-time code, uniform over 000000..=999999.
 pub fn otp_code() -> Secret {
     use rand::Rng;

@@ -10,7 +10,7 @@
 //! So every rule reads as *given these events, when this command, then these events or this
 //! error*, and the handler alone owns turn-taking, retries on a version conflict and storage.
 
-use crate::otp::CodeHasher;
+use crate::otp::{CodeHasher, TotpVerifier};
 use crate::secret::SecretHasher;
 use crate::settings::Settings;
 use chrono::{DateTime, Utc};
@@ -25,6 +25,8 @@ pub struct Ctx<'a> {
     pub hasher: &'a dyn SecretHasher,
     /// The keyed hash of one-time codes.
     pub codes: &'a dyn CodeHasher,
+    /// AP-8: TOTP codes against sealed secrets.
+    pub totp: &'a dyn TotpVerifier,
 }
 
 /// A refusal with a stable code: the HTTP layer maps each code to one problem type.

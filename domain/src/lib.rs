@@ -5,9 +5,11 @@
 //! the password hasher arrive as parameters of `decide` (see [`account::Ctx`]), so every rule is
 //! testable as *given these events, when this command, then these events or this error*.
 
+pub mod access;
 pub mod account;
 pub mod decider;
 pub mod envelope;
+pub mod hardware_token;
 pub mod lockout;
 pub mod masking;
 pub mod notice;

@@ -3,10 +3,12 @@
 //! they have folded from earlier ones ([`Contacts::evolve`]), and deliver what it returns.
 
 use crate::account::{
-    otp_context, recovery_link_context, temporary_password_context, AccountOpened, ChecksLockedOut,
-    Language, LoginLockedOut, OtpChallengeIssued, PasswordChanged, PasswordRecovered,
-    RecoveryInfoSet, RecoveryLinkIssued, SecurityQuestionLocked, TemporaryPasswordIssued,
-    TemporaryPasswordReason,
+    collaborator_link_context, otp_context, recovery_link_context, temporary_password_context,
+    AccountOpened, AppPasswordExpiryNoticed, AppPasswordIssued, ChecksLockedOut,
+    CollaboratorLinkIssued, CollaboratorPasswordSet, Language, LinkReason, LoginLockedOut,
+    OtpChallengeIssued, PasswordChanged, PasswordRecovered, RecoveryInfoSet, RecoveryLinkIssued,
+    SecurityQuestionLocked, TemporaryPasswordIssued, TemporaryPasswordReason, TwoFactorDisabled,
+    TwoFactorEnabled,
 };
 use crate::notice::Channel;
 use crate::secret::Sealed;
@@ -43,6 +45,16 @@ pub enum Template {
     Suspension,
     /// SC-2: the identity document expires soon.
     DocumentExpiry,
+    /// CO-2: the holder reset the collaborator's password: the link to a new one.
+    CollaboratorReset,
+    /// CO-5: after a reset, update the password on every mail program.
+    CollaboratorUpdateDevices,
+    /// NT-4: two-step verification turned on.
+    TwoFactorOn,
+    /// NT-4: two-step verification turned off.
+    TwoFactorOff,
+    /// NT-4: a password for mail programs was generated.
+    AppPasswordIssued,
 }
 
 pub const TEMPLATES: &[Template] = &[
@@ -59,6 +71,11 @@ pub const TEMPLATES: &[Template] = &[
     Template::AppPasswordExpiry,
     Template::Suspension,
     Template::DocumentExpiry,
+    Template::CollaboratorReset,
+    Template::CollaboratorUpdateDevices,
+    Template::TwoFactorOn,
+    Template::TwoFactorOff,
+    Template::AppPasswordIssued,
 ];
 
 impl Template {
@@ -77,6 +94,11 @@ impl Template {
             Template::AppPasswordExpiry => "app_password_expiry",
             Template::Suspension => "suspension",
             Template::DocumentExpiry => "document_expiry",
+            Template::CollaboratorReset => "collaborator_reset",
+            Template::CollaboratorUpdateDevices => "collaborator_update_devices",
+            Template::TwoFactorOn => "two_factor_on",
+            Template::TwoFactorOff => "two_factor_off",
+            Template::AppPasswordIssued => "app_password_issued",
         }
     }
 }
@@ -89,6 +111,9 @@ pub struct Contacts {
     pub contact_email: Option<String>,
     pub contact_mobile: Option<String>,
     pub recovery_email: Option<String>,
+    /// CO-5: a collaborator allowed to use mail programs.
+    #[serde(default)]
+    pub mail_programs: bool,
 }
 
 crate::event_group! {
@@ -111,6 +136,12 @@ crate::event_group! {
         LoginLockedOut,
         ChecksLockedOut,
         RecoveryInfoSet,
+        TwoFactorEnabled,
+        TwoFactorDisabled,
+        AppPasswordIssued,
+        AppPasswordExpiryNoticed,
+        CollaboratorLinkIssued,
+        CollaboratorPasswordSet,
     }
 }
 
@@ -124,6 +155,9 @@ impl Contacts {
                 contact_email: e.contact_email.clone(),
                 contact_mobile: e.contact_mobile.clone(),
                 recovery_email: None,
+                mail_programs: e
+                    .permissions
+                    .contains(&crate::account::Permission::MailPrograms),
             }),
             ContactEvent::RecoveryInfoSet(e) => current.map(|c| Contacts {
                 recovery_email: e.email.clone(),
@@ -262,6 +296,28 @@ pub fn notices_for(
             }
             notices
         }
+        NotifyEvent::TwoFactorEnabled(_) => to_contact_email(Template::TwoFactorOn),
+        NotifyEvent::TwoFactorDisabled(_) => to_contact_email(Template::TwoFactorOff),
+        NotifyEvent::AppPasswordIssued(_) => to_contact_email(Template::AppPasswordIssued),
+        NotifyEvent::AppPasswordExpiryNoticed(_) => to_contact_email(Template::AppPasswordExpiry),
+        NotifyEvent::CollaboratorLinkIssued(e) => vec![mail(
+            &e.to,
+            match e.reason {
+                LinkReason::Created | LinkReason::Resent => Template::CollaboratorLink,
+                LinkReason::Reset => Template::CollaboratorReset,
+            },
+            Some(SealedValue {
+                sealed: e.sealed_token.clone(),
+                context: collaborator_link_context(account_id, &e.token_hash),
+            }),
+        )],
+        NotifyEvent::CollaboratorPasswordSet(e) => {
+            if e.after_reset && contacts.mail_programs {
+                to_contact_email(Template::CollaboratorUpdateDevices)
+            } else {
+                Vec::new()
+            }
+        }
     }
 }
 
@@ -290,6 +346,7 @@ mod tests {
             contact_mobile: mobile.map(Into::into),
             language,
             migrated: false,
+            permissions: Vec::new(),
         })
     }
 

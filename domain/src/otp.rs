@@ -22,6 +22,10 @@ pub enum OtpPurpose {
     Suspension,
     TwoFactorOff,
     ContactChange,
+    /// AP-8: the SMS second factor, sent at login.
+    Login,
+    /// AP-8: confirming the SMS channel before it is turned on.
+    TwoFactorOn,
 }
 
 /// Digits in a code (RC-3).
@@ -31,6 +35,20 @@ pub const CODE_DIGITS: usize = 6;
 /// the command handler implements this, domain tests use a fake.
 pub trait CodeHasher: Send + Sync {
     fn hash_code(&self, challenge_id: Uuid, code: &str) -> TokenHash;
+}
+
+/// AP-8: the check of a TOTP code (RFC 6238: SHA-1, 6 digits, 30-second steps) against a
+/// secret kept sealed under the service's long-lived key. The key stays outside the domain: the
+/// command handler implements this, domain tests use a fake.
+pub trait TotpVerifier: Send + Sync {
+    /// The latest time step (unix seconds / 30) within one step of `now` whose code under the
+    /// sealed secret is `code`; `None` when none is (or the seal does not open).
+    fn matching_step(
+        &self,
+        sealed_secret: &crate::secret::Sealed,
+        code: &str,
+        now: DateTime<Utc>,
+    ) -> Option<u64>;
 }
 
 /// Whether `code` looks like a code at all (six ASCII digits): anything else is bad input,

@@ -14,8 +14,8 @@
 //! inactivity (SC-8) and document expiry (SC-2) arrive as command timers with their events.
 
 use crate::account::{
-    ChecksLockedOut, LoginLockedOut, OtpChallengeIssued, RecoveryLinkIssued,
-    SecurityQuestionLocked, TemporaryPasswordIssued,
+    AppPasswordIssued, AppPasswordPostponed, ChecksLockedOut, LoginLockedOut, OtpChallengeIssued,
+    RecoveryLinkIssued, SecurityQuestionLocked, TemporaryPasswordIssued,
 };
 use crate::secret::Sealed;
 use crate::subject::{
@@ -39,6 +39,14 @@ pub enum Timer {
     /// SEC-8: run `MirrorNotice` on the unknown id's subject stream `stream`, as a worker
     /// records the notice a real account's event is sent.
     MirrorNotice { stream: String, template: String },
+    /// AP-6: run `NoteAppPasswordExpiry` on the account `stream`, `days_before` days before
+    /// the expiry `expires_at` of the scope's password (0: at it).
+    AppPasswordExpiry {
+        stream: String,
+        scope: String,
+        expires_at: DateTime<Utc>,
+        days_before: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +104,34 @@ crate::event_group! {
         UnknownChecksLockedOut,
         DecoyLinkSent,
         DecoyCodeSent,
+        AppPasswordIssued,
+        AppPasswordPostponed,
+    }
+}
+
+/// AP-6: the notices before the expiry `expires_at` of `scope`'s password. A postpone,
+/// regeneration or deactivation cancels nothing here: the command decides from the state and
+/// gives no notice for an expiry that no longer stands.
+fn expiry_notices(stream: &str, scope: &str, expires_at: DateTime<Utc>) -> Schedule {
+    let set = crate::account::EXPIRY_NOTICE_DAYS
+        .iter()
+        .map(|&days_before| Deadline {
+            key: format!(
+                "app-password-expiry/{stream}/{scope}/{}/{days_before}",
+                expires_at.timestamp_millis()
+            ),
+            timer: Timer::AppPasswordExpiry {
+                stream: stream.to_string(),
+                scope: scope.to_string(),
+                expires_at,
+                days_before,
+            },
+            due_at: expires_at - Duration::days(i64::from(days_before)),
+        })
+        .collect();
+    Schedule {
+        set,
+        cancel: Vec::new(),
     }
 }
 
@@ -157,6 +193,8 @@ pub fn schedule_for(stream: &str, event: &ScheduleEvent) -> Schedule {
         ScheduleEvent::DecoyCodeSent(e) => {
             Schedule::default().and(mirror(stream, "one_time_code", e.expires_at))
         }
+        ScheduleEvent::AppPasswordIssued(e) => expiry_notices(stream, &e.scope, e.expires_at),
+        ScheduleEvent::AppPasswordPostponed(e) => expiry_notices(stream, &e.scope, e.expires_at),
     }
 }
 

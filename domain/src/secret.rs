@@ -59,7 +59,10 @@ impl fmt::Debug for PasswordHash {
 /// them, and outside they are an offline-cracking target. Token and code hashes are not
 /// verification data in this sense (a 256-bit token's SHA-256 cannot be reversed, a code's hash
 /// is keyed) and the sessions read model needs `token_hash`.
-pub const VERIFICATION_FIELDS: [&str; 2] = ["password_hash", "security_answer_hash"];
+/// `password_hmac` is an app password's keyed hash (AP-3): machine-generated, but still what
+/// a mail server's check compares against.
+pub const VERIFICATION_FIELDS: [&str; 3] =
+    ["password_hash", "security_answer_hash", "password_hmac"];
 
 /// What stands in a verification field outside the log host: still a string, so every consumer
 /// decodes the event as before.

@@ -87,6 +87,10 @@ pub struct LimitSettings {
     pub anonymous_writes_per_minute: u32,
     /// PW-3's strength meter (zxcvbn costs CPU), per client address a minute.
     pub strength_per_address_per_minute: u32,
+    /// AP-7: failed app-password checks a minute per reported client address, and per user
+    /// id and scope.
+    pub app_password_failures_per_address_per_minute: u32,
+    pub app_password_failures_per_user_per_minute: u32,
 }
 
 impl Default for LimitSettings {
@@ -102,6 +106,8 @@ impl Default for LimitSettings {
             check_lockout_minutes: 15,
             anonymous_writes_per_minute: 12_000,
             strength_per_address_per_minute: 120,
+            app_password_failures_per_address_per_minute: 60,
+            app_password_failures_per_user_per_minute: 20,
         }
     }
 }

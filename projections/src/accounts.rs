@@ -4,8 +4,11 @@
 
 use crate::{Projection, ProjectionError};
 use custode_domain::account::{
-    AccountKind, AccountOpened, PasswordChanged, PasswordRecovered, RecoveryInfoConfirmed,
-    RecoveryInfoSet, TemporaryPasswordIssued, TemporaryPasswordReason,
+    AccountKind, AccountOpened, AppPasswordDeactivated, AppPasswordExpiryNoticed,
+    AppPasswordIssued, AppPasswordPostponed, CollaboratorDeactivated, CollaboratorLinkIssued,
+    CollaboratorPasswordSet, CollaboratorReset, LinkReason, MailProtocolsSet, PasswordChanged,
+    PasswordRecovered, RecoveryInfoConfirmed, RecoveryInfoSet, TemporaryPasswordIssued,
+    TemporaryPasswordReason, TwoFactorDisabled, TwoFactorEnabled,
 };
 
 custode_domain::event_group! {
@@ -17,6 +20,17 @@ custode_domain::event_group! {
         PasswordRecovered,
         RecoveryInfoSet,
         RecoveryInfoConfirmed,
+        MailProtocolsSet,
+        TwoFactorEnabled,
+        TwoFactorDisabled,
+        AppPasswordIssued,
+        AppPasswordPostponed,
+        AppPasswordDeactivated,
+        AppPasswordExpiryNoticed,
+        CollaboratorLinkIssued,
+        CollaboratorPasswordSet,
+        CollaboratorReset,
+        CollaboratorDeactivated,
     }
 }
 use custode_domain::recovery::RecoveryMethod;
@@ -33,7 +47,7 @@ impl Projection for AccountsProjection {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn create(&self, conn: &Connection) -> rusqlite::Result<()> {
@@ -62,12 +76,46 @@ impl Projection for AccountsProjection {
                 password_changed_at TEXT,
                 imap INTEGER, pop INTEGER, smtp INTEGER
             );
-            CREATE INDEX IF NOT EXISTS accounts_by_owner ON accounts (owner_id);",
+            CREATE INDEX IF NOT EXISTS accounts_by_owner ON accounts (owner_id);
+            -- AP-8, CO-1: two-step verification and a collaborator's permissions (a row only
+            -- once there is something to say).
+            CREATE TABLE IF NOT EXISTS account_security (
+                account_id TEXT PRIMARY KEY,
+                two_factor TEXT,
+                permissions TEXT
+            );
+            -- AP-2..5: live (or expired, not deactivated) app passwords; AP-7 reads them.
+            CREATE TABLE IF NOT EXISTS app_passwords (
+                account_id TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                password_hmac TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                issued_at TEXT NOT NULL,
+                PRIMARY KEY (account_id, scope)
+            );
+            -- AP-6: the page's notification list.
+            CREATE TABLE IF NOT EXISTS notifications (
+                account_id TEXT NOT NULL,
+                position INTEGER NOT NULL,
+                at TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                detail TEXT NOT NULL,
+                PRIMARY KEY (account_id, position)
+            );
+            -- CO-1..3: which collaborator a link's token is for (the account decides if it works).
+            CREATE TABLE IF NOT EXISTS collaborator_links (
+                token_hash TEXT PRIMARY KEY,
+                account_id TEXT NOT NULL
+            );",
         )
     }
 
     fn drop_tables(&self, conn: &Connection) -> rusqlite::Result<()> {
-        conn.execute_batch("DROP TABLE IF EXISTS accounts")
+        conn.execute_batch(
+            "DROP TABLE IF EXISTS accounts; DROP TABLE IF EXISTS account_security;
+             DROP TABLE IF EXISTS app_passwords; DROP TABLE IF EXISTS notifications;
+             DROP TABLE IF EXISTS collaborator_links;",
+        )
     }
 
     fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
@@ -97,6 +145,13 @@ impl Projection for AccountsProjection {
                         mail.then_some(1),
                     ],
                 )?;
+                if !e.permissions.is_empty() {
+                    let permissions: Vec<String> = e.permissions.iter().map(json_str).collect();
+                    tx.execute(
+                        "INSERT OR REPLACE INTO account_security (account_id, permissions) VALUES (?1, ?2)",
+                        params![account_id, permissions.join(",")],
+                    )?;
+                }
             }
             AccountsFolds::TemporaryPasswordIssued(e) => {
                 let reset = e.reason == TemporaryPasswordReason::OperatorReset;
@@ -143,6 +198,99 @@ impl Projection for AccountsProjection {
                         recovery_email = ?2, recovery_mobile = ?3, security_question = ?4
                      WHERE account_id = ?1",
                     params![account_id, e.email, e.mobile, e.security_question],
+                )?;
+            }
+            AccountsFolds::MailProtocolsSet(e) => {
+                tx.execute(
+                    "UPDATE accounts SET imap = ?2, pop = ?3, smtp = ?4 WHERE account_id = ?1",
+                    params![account_id, e.imap, e.pop, e.smtp],
+                )?;
+            }
+            AccountsFolds::TwoFactorEnabled(e) => {
+                tx.execute(
+                    "INSERT INTO account_security (account_id, two_factor) VALUES (?1, ?2)
+                     ON CONFLICT (account_id) DO UPDATE SET two_factor = ?2",
+                    params![account_id, e.channel.as_str()],
+                )?;
+            }
+            AccountsFolds::TwoFactorDisabled(_) => {
+                tx.execute(
+                    "UPDATE account_security SET two_factor = NULL WHERE account_id = ?1",
+                    params![account_id],
+                )?;
+            }
+            AccountsFolds::AppPasswordIssued(e) => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO app_passwords (account_id, scope, password_hmac, expires_at, issued_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        account_id,
+                        e.scope,
+                        e.password_hmac,
+                        e.expires_at.to_rfc3339(),
+                        event.occurred_at.to_rfc3339()
+                    ],
+                )?;
+            }
+            AccountsFolds::AppPasswordPostponed(e) => {
+                tx.execute(
+                    "UPDATE app_passwords SET expires_at = ?3 WHERE account_id = ?1 AND scope = ?2",
+                    params![account_id, e.scope, e.expires_at.to_rfc3339()],
+                )?;
+            }
+            AccountsFolds::AppPasswordDeactivated(e) => {
+                tx.execute(
+                    "DELETE FROM app_passwords WHERE account_id = ?1 AND scope = ?2",
+                    params![account_id, e.scope],
+                )?;
+            }
+            AccountsFolds::AppPasswordExpiryNoticed(e) => {
+                let detail = serde_json::json!({
+                    "scope": e.scope,
+                    "expires_at": e.expires_at,
+                    "days_before": e.days_before,
+                });
+                tx.execute(
+                    "INSERT OR REPLACE INTO notifications (account_id, position, at, kind, detail)
+                     VALUES (?1, ?2, ?3, 'app_password_expiry', ?4)",
+                    params![
+                        account_id,
+                        event.position,
+                        event.occurred_at.to_rfc3339(),
+                        detail.to_string()
+                    ],
+                )?;
+            }
+            AccountsFolds::CollaboratorLinkIssued(e) => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO collaborator_links (token_hash, account_id) VALUES (?1, ?2)",
+                    params![e.token_hash.as_str(), account_id],
+                )?;
+                if e.reason == LinkReason::Created {
+                    tx.execute(
+                        "UPDATE accounts SET status = 'suspended', must_set_recovery_info = 0
+                         WHERE account_id = ?1",
+                        params![account_id],
+                    )?;
+                }
+            }
+            AccountsFolds::CollaboratorPasswordSet(_) => {
+                tx.execute(
+                    "UPDATE accounts SET status = 'active', must_change_password = 0,
+                        password_changed_at = ?2 WHERE account_id = ?1",
+                    params![account_id, event.occurred_at.to_rfc3339()],
+                )?;
+            }
+            AccountsFolds::CollaboratorReset(_) => {
+                tx.execute(
+                    "UPDATE accounts SET status = 'suspended' WHERE account_id = ?1",
+                    params![account_id],
+                )?;
+            }
+            AccountsFolds::CollaboratorDeactivated(_) => {
+                tx.execute(
+                    "UPDATE accounts SET status = 'deactivated' WHERE account_id = ?1",
+                    params![account_id],
                 )?;
             }
         }
@@ -240,4 +388,150 @@ pub fn collaborators_of(conn: &Connection, owner_id: &str) -> rusqlite::Result<V
     ))?
     .query_map(params![owner_id], row)?
     .collect()
+}
+
+/// AP-8, CO-1: an account's second factor (its channel) and a collaborator's permissions.
+pub fn security_of(
+    conn: &Connection,
+    account_id: &str,
+) -> rusqlite::Result<(Option<String>, Vec<String>)> {
+    let found: Option<(Option<String>, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT two_factor, permissions FROM account_security WHERE account_id = ?1",
+        )?
+        .query_row(params![account_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (two_factor, permissions) = found.unwrap_or((None, None));
+    let permissions = permissions
+        .map(|p| {
+            p.split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((two_factor, permissions))
+}
+
+/// AP-2: one app password as the page shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppPasswordRow {
+    pub scope: String,
+    pub expires_at: String,
+    pub issued_at: String,
+}
+
+pub fn app_passwords_of(
+    conn: &Connection,
+    account_id: &str,
+) -> rusqlite::Result<Vec<AppPasswordRow>> {
+    conn.prepare_cached(
+        "SELECT scope, expires_at, issued_at FROM app_passwords WHERE account_id = ?1 ORDER BY scope",
+    )?
+    .query_map(params![account_id], |r| {
+        Ok(AppPasswordRow {
+            scope: r.get(0)?,
+            expires_at: r.get(1)?,
+            issued_at: r.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+/// AP-6: the page's notification list, newest first (at most `limit`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NotificationRow {
+    pub at: String,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+pub fn notifications_of(
+    conn: &Connection,
+    account_id: &str,
+    limit: u32,
+) -> rusqlite::Result<Vec<NotificationRow>> {
+    conn.prepare_cached(
+        "SELECT at, kind, detail FROM notifications WHERE account_id = ?1 ORDER BY position DESC LIMIT ?2",
+    )?
+    .query_map(params![account_id, limit], |r| {
+        let detail: String = r.get(2)?;
+        Ok(NotificationRow {
+            at: r.get(0)?,
+            kind: r.get(1)?,
+            detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+        })
+    })?
+    .collect()
+}
+
+/// CO-1..3: the collaborator a link's token (its hash) was issued to.
+pub fn collaborator_of_link(
+    conn: &Connection,
+    token_hash: &str,
+) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT account_id FROM collaborator_links WHERE token_hash = ?1")?
+        .query_row(params![token_hash], |r| r.get(0))
+        .optional()
+}
+
+/// AP-7: what a mail server's check needs, in one indexed read: the account the user id names,
+/// its state and kind, its owner (a collaborator's mailbox) with the owner's state and mail
+/// protocols, whether it may use mail programs, and the app password of the scope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckFacts {
+    pub account_id: String,
+    pub kind: String,
+    pub state: String,
+    /// The mailbox whose protocols and app passwords apply (the account itself, or its owner).
+    pub mailbox_id: String,
+    pub mailbox_state: String,
+    pub imap: bool,
+    pub pop: bool,
+    pub smtp: bool,
+    pub mail_programs: bool,
+    pub password: Option<(String, String)>,
+}
+
+pub fn check_facts(
+    conn: &Connection,
+    user_id: &str,
+    scope: &str,
+) -> rusqlite::Result<Option<CheckFacts>> {
+    let found = conn
+        .prepare_cached(
+            "SELECT a.account_id, a.kind, a.status, COALESCE(a.owner_id, a.account_id),
+                    m.status, COALESCE(m.imap, 0), COALESCE(m.pop, 0), COALESCE(m.smtp, 0),
+                    COALESCE(s.permissions, '')
+             FROM accounts a
+             JOIN accounts m ON m.account_id = COALESCE(a.owner_id, a.account_id)
+             LEFT JOIN account_security s ON s.account_id = a.account_id
+             WHERE a.user_key = ?1",
+        )?
+        .query_row(params![user_key(user_id)], |r| {
+            let permissions: String = r.get(8)?;
+            Ok(CheckFacts {
+                account_id: r.get(0)?,
+                kind: r.get(1)?,
+                state: r.get(2)?,
+                mailbox_id: r.get(3)?,
+                mailbox_state: r.get(4)?,
+                imap: r.get(5)?,
+                pop: r.get(6)?,
+                smtp: r.get(7)?,
+                mail_programs: permissions.split(',').any(|p| p == "mail_programs"),
+                password: None,
+            })
+        })
+        .optional()?;
+    let Some(mut facts) = found else {
+        return Ok(None);
+    };
+    facts.password = conn
+        .prepare_cached(
+            "SELECT password_hmac, expires_at FROM app_passwords WHERE account_id = ?1 AND scope = ?2",
+        )?
+        .query_row(params![facts.mailbox_id, scope], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(Some(facts))
 }

@@ -214,6 +214,7 @@ mod tests {
             contact_mobile: None,
             language: Language::En,
             migrated: false,
+            permissions: Vec::new(),
         });
         let started = AccountEvent::SessionStarted(SessionStarted {
             session_id: Uuid::from_u128(9),

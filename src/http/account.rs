@@ -49,7 +49,24 @@ struct MailProtocols {
 struct Collaborator {
     collaborator_id: String,
     user_id: String,
+    name: Option<String>,
     state: String,
+    permissions: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct TwoFactor {
+    active: bool,
+    channel: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct AppPassword {
+    scope: String,
+    expires_at: String,
+    /// AP-4: from when it can be postponed (its last 14 days).
+    postpone_available_from: String,
+    expired: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,10 +83,12 @@ struct Page {
     /// SC-5's waiting periods after a contact change; none exist yet.
     cooldowns: Vec<serde_json::Value>,
     required_actions: Vec<&'static str>,
-    two_factor: serde_json::Value,
+    two_factor: TwoFactor,
     mail_protocols: Option<MailProtocols>,
-    app_passwords: Vec<serde_json::Value>,
+    app_passwords: Vec<AppPassword>,
     collaborators: Vec<Collaborator>,
+    /// AP-6: the notification list, newest first.
+    notifications: Vec<custode_projections::accounts::NotificationRow>,
     /// NT-3: notices that exhausted their retries (an operator can retry them).
     undelivered_notices: Vec<UndeliveredNotice>,
 }
@@ -103,16 +122,39 @@ fn recovery(row: &AccountRow) -> Recovery {
 
 type NoticeRow = custode_projections::notices::NoticeRow;
 
+/// What the page shows beside the account's row.
+struct PageExtras {
+    collaborators: Vec<(AccountRow, Vec<String>)>,
+    undelivered: Vec<NoticeRow>,
+    two_factor: Option<String>,
+    app_passwords: Vec<custode_projections::accounts::AppPasswordRow>,
+    notifications: Vec<custode_projections::accounts::NotificationRow>,
+}
+
+/// Notifications the page lists at most.
+const NOTIFICATIONS_SHOWN: u32 = 50;
+
 async fn account_row(
     state: &AppState,
     session: &HolderSession,
-) -> Result<(AccountRow, Vec<AccountRow>, Vec<NoticeRow>), Problem> {
+) -> Result<(AccountRow, PageExtras), Problem> {
     let id = session.account_id.to_string();
     query(state, move |conn| {
-        let row = custode_projections::accounts::by_id(conn, &id)?;
-        let collaborators = custode_projections::accounts::collaborators_of(conn, &id)?;
-        let undelivered = custode_projections::notices::undelivered(conn, &id)?;
-        Ok(row.map(|r| (r, collaborators, undelivered)))
+        use custode_projections::accounts as model;
+        let row = model::by_id(conn, &id)?;
+        let mut collaborators = Vec::new();
+        for c in model::collaborators_of(conn, &id)? {
+            let (_, permissions) = model::security_of(conn, &c.account_id)?;
+            collaborators.push((c, permissions));
+        }
+        let extras = PageExtras {
+            collaborators,
+            undelivered: custode_projections::notices::undelivered(conn, &id)?,
+            two_factor: model::security_of(conn, &id)?.0,
+            app_passwords: model::app_passwords_of(conn, &id)?,
+            notifications: model::notifications_of(conn, &id, NOTIFICATIONS_SHOWN)?,
+        };
+        Ok(row.map(|r| (r, extras)))
     })
     .await?
     .ok_or_else(|| {
@@ -129,7 +171,8 @@ pub async fn page(
     after: After,
 ) -> Result<Response, Problem> {
     wait_for_after(&state, &after).await?;
-    let (row, collaborators, undelivered) = account_row(&state, &session).await?;
+    let (row, extras) = account_row(&state, &session).await?;
+    let now = state.clock.now();
     let mut required_actions = Vec::new();
     if row.must_change_password {
         required_actions.push("change_password");
@@ -145,14 +188,41 @@ pub async fn page(
             (Some(imap), Some(pop), Some(smtp)) => Some(MailProtocols { imap, pop, smtp }),
             _ => None,
         },
-        collaborators: collaborators
+        collaborators: extras
+            .collaborators
             .into_iter()
-            .map(|c| Collaborator {
+            .map(|(c, permissions)| Collaborator {
                 collaborator_id: c.account_id,
                 user_id: c.user_id,
+                name: c.name,
                 state: c.state,
+                permissions,
             })
             .collect(),
+        two_factor: TwoFactor {
+            active: extras.two_factor.is_some(),
+            channel: extras.two_factor,
+        },
+        app_passwords: extras
+            .app_passwords
+            .into_iter()
+            .filter_map(|p| {
+                let expires_at = chrono::DateTime::parse_from_rfc3339(&p.expires_at)
+                    .ok()?
+                    .with_timezone(&chrono::Utc);
+                let secs = chrono::SecondsFormat::Secs;
+                Some(AppPassword {
+                    scope: p.scope,
+                    expires_at: expires_at.to_rfc3339_opts(secs, true),
+                    postpone_available_from: custode_domain::account::postpone_available_from(
+                        expires_at,
+                    )
+                    .to_rfc3339_opts(secs, true),
+                    expired: expires_at <= now,
+                })
+            })
+            .collect(),
+        notifications: extras.notifications,
         contact_email: row.contact_email.as_deref().map(mask_email),
         contact_mobile: row.contact_mobile.as_deref().map(mask_mobile),
         account_id: row.account_id,
@@ -163,9 +233,8 @@ pub async fn page(
         language: row.language,
         cooldowns: Vec::new(),
         required_actions,
-        two_factor: serde_json::json!({ "active": false, "channel": null }),
-        app_passwords: Vec::new(),
-        undelivered_notices: undelivered
+        undelivered_notices: extras
+            .undelivered
             .into_iter()
             .map(|n| UndeliveredNotice {
                 notice_id: n.notice_id,
@@ -273,7 +342,7 @@ pub async fn set_recovery_info(
     let position = outcome.position();
     // Answer with the masked methods as the page will show them.
     super::settle(&state, position).await;
-    let (row, _, _) = account_row(&state, &session).await?;
+    let (row, _) = account_row(&state, &session).await?;
     Ok(super::with_position(position, Json(recovery(&row))))
 }
 

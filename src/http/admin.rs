@@ -30,6 +30,9 @@ pub struct OpenAccountRequest {
     language: Option<Language>,
     /// ACC-3: a migrated mailbox's password as an Argon2 PHC string; no temporary password then.
     password_phc: Option<String>,
+    /// CO-1: a collaborator's permissions.
+    #[serde(default)]
+    permissions: Vec<custode_domain::account::Permission>,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,6 +68,7 @@ pub async fn open_account(
         contact_mobile: req.contact_mobile,
         language: req.language.unwrap_or_default(),
         password,
+        permissions: req.permissions,
     };
     let caller = Caller {
         actor: Actor::operator(),

@@ -44,6 +44,38 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     }
 }
 
+/// As [`Body`], except that an empty body stands for `T::default()` (a call whose fields are
+/// all optional, such as `POST /v1/account/two-factor`).
+pub struct OptionalBody<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new("body-too-large", "request bodies are limited to 64 KiB")
+            } else {
+                Problem::new("malformed-json", "the request body could not be read")
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalBody(T::default()));
+        }
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|_| Problem::new("malformed-json", "the body is not valid JSON"))?;
+        if !value.is_object() {
+            return Err(Problem::new(
+                "malformed-json",
+                "the body must be a JSON object",
+            ));
+        }
+        serde_path_to_error::deserialize(value)
+            .map(OptionalBody)
+            .map_err(|e| Problem::new("invalid-request", describe(&e)))
+    }
+}
+
 /// Says which field is wrong and what was expected, without echoing the value (it may be a
 /// password sent with the wrong type).
 fn describe(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
@@ -152,6 +184,15 @@ impl FromRequestParts<AppState> for HolderSession {
             session_id,
             account_id,
         })
+    }
+}
+
+/// Whether the request carries the operator key (SEC-2: operator calls are not limited by
+/// address).
+pub fn is_operator(parts: &Parts, state: &AppState) -> bool {
+    match (state.config.operator_key.as_ref(), bearer(parts)) {
+        (Some(key), Some(given)) => constant_time_eq(given.as_bytes(), key.expose().as_bytes()),
+        _ => false,
     }
 }
 

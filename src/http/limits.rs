@@ -109,6 +109,53 @@ impl Limiter {
         Ok(())
     }
 
+    /// Refuses when `key` already counted `limit` hits in the last minute, counting nothing
+    /// (AP-7's limits count failures only: see [`Limiter::count`]).
+    pub fn over(
+        &self,
+        key: &str,
+        limit: u32,
+        now: DateTime<Utc>,
+        what: &str,
+    ) -> Result<(), Problem> {
+        let mut windows = self
+            .windows
+            .lock()
+            .map_err(|_| Problem::internal(&"limiter poisoned"))?;
+        let Some((length, hits)) = windows.get_mut(key) else {
+            return Ok(());
+        };
+        let window = *length;
+        while hits.front().is_some_and(|t| now - *t >= window) {
+            hits.pop_front();
+        }
+        if hits.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
+            let retry = hits
+                .front()
+                .map_or(1, |first| seconds_until(*first + window, now));
+            return Err(limited(retry, what));
+        }
+        Ok(())
+    }
+
+    /// Counts one hit under `key` in a one-minute window.
+    pub fn count(&self, key: &str, now: DateTime<Utc>) {
+        let Ok(mut windows) = self.windows.lock() else {
+            return;
+        };
+        if windows.len() >= PRUNE_AT {
+            windows.retain(|_, (length, hits)| hits.back().is_some_and(|t| now - *t < *length));
+        }
+        let window = Duration::minutes(1);
+        let (_, hits) = windows
+            .entry(key.to_string())
+            .or_insert_with(|| (window, VecDeque::new()));
+        while hits.front().is_some_and(|t| now - *t >= window) {
+            hits.pop_front();
+        }
+        hits.push_back(now);
+    }
+
     /// SEC-2's per-client-address limits: `limit` requests of kind `what` a minute. A request
     /// without a known address (no socket) is not counted.
     pub fn per_address_minute(

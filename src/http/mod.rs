@@ -4,6 +4,7 @@
 
 mod account;
 mod admin;
+mod delegation;
 pub mod extract;
 pub mod limits;
 mod meta;
@@ -130,6 +131,81 @@ fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
         ),
         (Method::POST, "/v1/account/otp", post(account::request_otp)),
         (
+            Method::PUT,
+            "/v1/account/mail-protocols",
+            put(delegation::set_mail_protocols),
+        ),
+        (
+            Method::POST,
+            "/v1/account/two-factor",
+            post(delegation::start_two_factor),
+        ),
+        (
+            Method::POST,
+            "/v1/account/two-factor/confirm",
+            post(delegation::confirm_two_factor),
+        ),
+        (
+            Method::POST,
+            "/v1/account/two-factor/disable",
+            post(delegation::disable_two_factor),
+        ),
+        (
+            Method::POST,
+            "/v1/account/app-passwords",
+            post(delegation::create_app_password),
+        ),
+        (
+            Method::POST,
+            "/v1/account/app-passwords/{scope}/postpone",
+            post(delegation::postpone_app_password),
+        ),
+        (
+            Method::POST,
+            "/v1/account/app-passwords/{scope}/regenerate",
+            post(delegation::regenerate_app_password),
+        ),
+        (
+            Method::DELETE,
+            "/v1/account/app-passwords/{scope}",
+            delete(delegation::deactivate_app_password),
+        ),
+        (
+            Method::POST,
+            "/v1/account/collaborators",
+            post(delegation::create_collaborator),
+        ),
+        (
+            Method::POST,
+            "/v1/account/collaborators/{collaborator_id}/password-reset",
+            post(delegation::reset_collaborator),
+        ),
+        (
+            Method::POST,
+            "/v1/account/collaborators/{collaborator_id}/password-reset/resend",
+            post(delegation::resend_collaborator_link),
+        ),
+        (
+            Method::POST,
+            "/v1/account/collaborators/{collaborator_id}/deactivate",
+            post(delegation::deactivate_collaborator),
+        ),
+        (
+            Method::POST,
+            "/v1/collaborator-password",
+            post(delegation::set_collaborator_password),
+        ),
+        (
+            Method::POST,
+            "/v1/auth/app-password",
+            post(delegation::check_app_password),
+        ),
+        (
+            Method::POST,
+            "/v1/admin/hardware-tokens",
+            post(delegation::register_hardware_token),
+        ),
+        (
             Method::GET,
             "/v1/recovery-info/questions",
             get(meta::suggested_questions),
@@ -218,7 +294,10 @@ async fn bounded(
         .await
         .ok()
         .and_then(|c| c.0);
+    // SEC-2: operator calls (mail servers' checks among them, AP-7) are not limited by address.
+    let operator = extract::is_operator(&parts, &state);
     let request = Request::from_parts(parts, body);
+    let client = if operator { None } else { client };
     let Some(_mine) = AddressPlace::take(&state, client) else {
         return Problem::busy("too many requests at once from this address; try again shortly")
             .into_response();

@@ -37,6 +37,26 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
     ("answer-wrong", 401, "The answer is not right"),
     ("token-invalid", 401, "The token is not valid"),
     (
+        "second-factor-required",
+        401,
+        "The code of the second factor is needed",
+    ),
+    ("code-replayed", 401, "The code was already used"),
+    (
+        "app-password-denied",
+        401,
+        "The password for mail programs is refused",
+    ),
+    ("account-suspended", 403, "The account is suspended"),
+    ("account-revoked", 403, "The account is revoked"),
+    ("account-deactivated", 403, "The account is deactivated"),
+    (
+        "required-actions-pending",
+        403,
+        "Complete the required actions first",
+    ),
+    ("forbidden", 403, "Not allowed"),
+    (
         "reauthentication-required",
         403,
         "Confirm your password first",
@@ -45,6 +65,11 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
     ("account-not-found", 404, "No such account"),
     ("dead-letter-not-found", 404, "No such dead letter"),
     ("recovery-not-found", 404, "No such recovery"),
+    (
+        "app-password-not-found",
+        404,
+        "No password for mail programs has this scope",
+    ),
     ("method-not-allowed", 405, "Method not allowed"),
     ("user-id-taken", 409, "The user id is already in use"),
     ("account-exists", 409, "The account already exists"),
@@ -65,6 +90,53 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
         "This recovery has sent all its codes",
     ),
     ("no-code", 409, "No code is waiting to be checked"),
+    (
+        "two-factor-already-on",
+        409,
+        "Two-step verification is already on",
+    ),
+    ("two-factor-not-on", 409, "Two-step verification is not on"),
+    (
+        "no-two-factor-enrollment",
+        409,
+        "No two-step activation is waiting for a code",
+    ),
+    (
+        "two-factor-required",
+        409,
+        "Turn on two-step verification first",
+    ),
+    (
+        "mail-protocols-disabled",
+        409,
+        "Enable IMAP, POP or SMTP first",
+    ),
+    ("not-a-mailbox", 409, "Only mailboxes have this"),
+    (
+        "app-password-exists",
+        409,
+        "This scope already has a live password",
+    ),
+    (
+        "postpone-too-early",
+        409,
+        "The password cannot be postponed yet",
+    ),
+    (
+        "nothing-to-resend",
+        409,
+        "The collaborator is not waiting for a password",
+    ),
+    (
+        "hardware-token-exists",
+        409,
+        "This token is already registered",
+    ),
+    (
+        "hardware-token-unavailable",
+        409,
+        "This token cannot be bound to this account",
+    ),
     (
         "code-attempts-exhausted",
         409,
@@ -236,6 +308,47 @@ impl From<AccountError> for Problem {
             AccountError::RecoveryRefused => {
                 Problem::new(e.code(), AccountError::TokenInvalid.to_string())
             }
+            AccountError::NotActive { status, awaiting_password } => {
+                let detail = match (status, awaiting_password) {
+                    (custode_domain::account::AccountStatus::Suspended, true) => "the account is suspended until a new password is created with the link mailed to the reference email".to_string(),
+                    (custode_domain::account::AccountStatus::Deactivated, _) => "the collaborator was deactivated by the mailbox holder; this is final".to_string(),
+                    (custode_domain::account::AccountStatus::Revoked, _) => "the account is revoked; this is final".to_string(),
+                    _ => "the account is suspended".to_string(),
+                };
+                Problem::new(e.code(), detail)
+            }
+            AccountError::SecondFactorRequired { channel } => Problem::new(
+                e.code(),
+                format!("two-step verification is on: send the {} code as `otp`", match channel {
+                    custode_domain::account::TwoFactorChannel::App => "authenticator app's",
+                    custode_domain::account::TwoFactorChannel::Sms => "SMS",
+                    custode_domain::account::TwoFactorChannel::HardwareToken => "hardware token's",
+                }),
+            ),
+            AccountError::PostponeTooEarly { from } => Problem::new(
+                e.code(),
+                format!(
+                    "the password can be postponed from {} (its last 14 days)",
+                    from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            )
+            .with_errors(vec![Violation::new(
+                "AP-4",
+                None,
+                format!("postpone_available_from {}", from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            )]),
+            AccountError::ActionsRequired
+            | AccountError::TwoFactorAlreadyOn
+            | AccountError::TwoFactorNotOn
+            | AccountError::NoTwoFactorEnrollment
+            | AccountError::TwoFactorRequired
+            | AccountError::MailProtocolsOff
+            | AccountError::NotMailbox
+            | AccountError::AppPasswordExists
+            | AccountError::NoAppPassword
+            | AccountError::NotOwner
+            | AccountError::NothingToResend
+            | AccountError::Deactivated => Problem::new(e.code(), detail),
         }
     }
 }

@@ -20,8 +20,7 @@ use serde::{Deserialize, Serialize};
 pub struct LoginRequest {
     user_id: String,
     password: Secret,
-    /// The second factor, once two-step verification exists (AP-8).
-    #[allow(dead_code)]
+    /// AP-8: the second factor's code, when two-step verification is on.
     otp: Option<Secret>,
 }
 
@@ -73,13 +72,35 @@ pub async fn login(
         .login(
             &req.user_id,
             req.password,
+            req.otp,
             client.text(),
             AccessChannel::Api,
             &caller,
         )
         .await?;
     match outcome {
-        LoginOutcome::Refused => Err(invalid_credentials()),
+        LoginOutcome::Refused { outcome } => {
+            // AP-8: with the password right, the second factor's answer (a code sent by SMS,
+            // or a wrong or replayed code, recorded); anything else is wrong credentials.
+            if let Some(sent) = super::delegation::second_factor_sent(
+                &outcome.events,
+                custode_domain::account::TwoFactorChannel::Sms,
+            ) {
+                super::settle(&state, outcome.position()).await;
+                return Err(Problem::new(
+                    "second-factor-required",
+                    format!(
+                        "two-step verification is on: a code was sent by SMS to {} (challenge {}); send it as `otp`",
+                        sent.target, sent.challenge_id
+                    ),
+                ));
+            }
+            if let Some(problem) = super::delegation::second_factor_refusal(&outcome.events) {
+                super::settle(&state, outcome.position()).await;
+                return Err(problem);
+            }
+            Err(invalid_credentials())
+        }
         LoginOutcome::Started { token, outcome } => {
             let Some(started) = outcome.events.iter().find_map(|e| match e {
                 AccountEvent::SessionStarted(started) => Some(started),
@@ -120,7 +141,7 @@ pub async fn logout(
 #[derive(Debug, Deserialize)]
 pub struct ReauthRequest {
     password: Secret,
-    #[allow(dead_code)]
+    /// AP-8: the second factor's code, when two-step verification is on (SEC-3).
     otp: Option<Secret>,
 }
 
@@ -136,11 +157,16 @@ pub async fn reauth(
         password: req.password,
         client_ip: client.text(),
         channel: AccessChannel::Api,
+        otp: req.otp,
     });
     let outcome = state
         .accounts
         .execute(session.account_id, cmd, &session.caller(correlation))
         .await?;
+    if let Some(problem) = super::delegation::second_factor_refusal(&outcome.events) {
+        super::settle(&state, outcome.position()).await;
+        return Err(problem);
+    }
     if outcome
         .events
         .iter()

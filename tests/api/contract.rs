@@ -69,6 +69,8 @@ fn every_event_type_has_a_schema() {
     types.extend_from_slice(custode_domain::notice::NOTICE_EVENT_TYPES);
     types.extend_from_slice(custode_domain::recovery::RECOVERY_EVENT_TYPES);
     types.extend_from_slice(custode_domain::subject::SUBJECT_EVENT_TYPES);
+    types.extend_from_slice(custode_domain::hardware_token::HARDWARE_TOKEN_EVENT_TYPES);
+    types.extend_from_slice(custode_domain::access::ACCESS_EVENT_TYPES);
     for event_type in types {
         // AU-4: every version a type was ever written with keeps its schema.
         for version in 1..=custode_domain::envelope::current_version(event_type) {
@@ -95,6 +97,8 @@ fn every_password_or_answer_hash_of_an_event_is_kept_off_the_bus_sec_9() {
             }
         }
     }
+    // AP-3: an app password's HMAC is verification data too, though not a PHC string.
+    phc_fields.insert("password_hmac".to_string());
     let removed: BTreeSet<String> = custode_domain::secret::VERIFICATION_FIELDS
         .iter()
         .map(|f| f.to_string())

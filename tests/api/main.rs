@@ -11,6 +11,7 @@
 mod admin;
 mod cli;
 mod contract;
+mod delegation;
 mod fanout;
 mod helpers;
 mod journey;

@@ -358,6 +358,16 @@ async fn run_timer(accounts: &AccountHandler, timer: &Timer) -> Result<(), Strin
             .await
             .map(|_| ())
             .map_err(|e| e.to_string()),
+        Timer::AppPasswordExpiry {
+            stream,
+            scope,
+            expires_at,
+            days_before,
+        } => accounts
+            .note_app_password_expiry(stream, scope, *expires_at, *days_before)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         // Not a command: the scheduler that holds the keys does it itself.
         Timer::DestroyDeliveryKey { .. } => Ok(()),
     }

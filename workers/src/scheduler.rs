@@ -120,7 +120,9 @@ impl Timers {
                         tracing::info!(keys = ?destroyed, "delivery keys destroyed: their secrets have expired");
                     }
                 }
-                command @ (Timer::EndLocks { .. } | Timer::MirrorNotice { .. }) => {
+                command @ (Timer::EndLocks { .. }
+                | Timer::MirrorNotice { .. }
+                | Timer::AppPasswordExpiry { .. }) => {
                     // A command that cannot run now waits for the next round; the others go on.
                     if let Err(error) = self.reporter.report(&Outcome::timer(&key, &command)).await
                     {
@@ -352,6 +354,7 @@ mod tests {
                 .login(
                     "mario.rossi@pec.example.it",
                     wrong,
+                    None,
                     None,
                     AccessChannel::Api,
                     &caller,

@@ -208,6 +208,76 @@ pub fn render(input: &Input<'_>) -> Rendered {
                 "Record a new document from your account.".into(),
             ],
         ),
+        (Template::CollaboratorReset, Language::It) => (
+            "Reimposta la password del tuo accesso da collaboratore",
+            vec![
+                format!("Il titolare della casella ha reimpostato la password dell'utenza {user}: la vecchia password non funziona più e l'utenza è sospesa finché non ne crei una nuova."),
+                format!("Crea la nuova password da questo link entro 24 ore (funziona una sola volta): {base}/collaborator-password?token={secret}"),
+            ],
+        ),
+        (Template::CollaboratorReset, Language::En) => (
+            "Reset the password of your collaborator access",
+            vec![
+                format!("The mailbox holder reset the password of the user id {user}: the old password no longer works and the access is suspended until you create a new one."),
+                format!("Create the new password from this link within 24 hours (it works once): {base}/collaborator-password?token={secret}"),
+            ],
+        ),
+        (Template::CollaboratorUpdateDevices, Language::It) => (
+            "Aggiorna la password sui programmi di posta",
+            vec![
+                format!("La password dell'utenza {user} è cambiata."),
+                "Aggiorna la password su tutti i dispositivi e i programmi di posta che usano la casella (per esempio Outlook o Thunderbird).".into(),
+            ],
+        ),
+        (Template::CollaboratorUpdateDevices, Language::En) => (
+            "Update the password in your mail programs",
+            vec![
+                format!("The password of the user id {user} has changed."),
+                "Update it on every device and mail program that uses the mailbox (Outlook or Thunderbird, for instance).".into(),
+            ],
+        ),
+        (Template::TwoFactorOn, Language::It) => (
+            "Verifica in due passaggi attivata",
+            vec![
+                format!("La verifica in due passaggi dell'account {user} è ora attiva: a ogni accesso ti chiederemo anche un codice."),
+                "Se non sei stato tu, contatta subito l'assistenza.".into(),
+            ],
+        ),
+        (Template::TwoFactorOn, Language::En) => (
+            "Two-step verification turned on",
+            vec![
+                format!("Two-step verification is now on for the account {user}: every login will ask for a code too."),
+                "If this was not you, contact support at once.".into(),
+            ],
+        ),
+        (Template::TwoFactorOff, Language::It) => (
+            "Verifica in due passaggi disattivata",
+            vec![
+                format!("La verifica in due passaggi dell'account {user} è stata disattivata."),
+                "Se non sei stato tu, cambia subito la password e contatta l'assistenza.".into(),
+            ],
+        ),
+        (Template::TwoFactorOff, Language::En) => (
+            "Two-step verification turned off",
+            vec![
+                format!("Two-step verification has been turned off for the account {user}."),
+                "If this was not you, change your password at once and contact support.".into(),
+            ],
+        ),
+        (Template::AppPasswordIssued, Language::It) => (
+            "Nuova password per i programmi di posta",
+            vec![
+                format!("È stata generata una password per i programmi di posta dell'account {user}. Vale 3 mesi."),
+                "Se non sei stato tu, disattivala dalla tua area riservata e contatta l'assistenza.".into(),
+            ],
+        ),
+        (Template::AppPasswordIssued, Language::En) => (
+            "New password for mail programs",
+            vec![
+                format!("A password for mail programs was generated for the account {user}. It is valid for 3 months."),
+                "If this was not you, deactivate it from your account and contact support.".into(),
+            ],
+        ),
     };
     let body = match input.channel {
         Channel::Email => {

@@ -24,6 +24,20 @@ pub enum AccountCommand {
     RequestOtp(RequestOtp),
     /// SEC-6, from the scheduler: record the end of every lock whose time has passed.
     EndLocks,
+    SetMailProtocols(SetMailProtocols),
+    StartTwoFactor(StartTwoFactor),
+    ConfirmTwoFactor(ConfirmTwoFactor),
+    BindHardwareToken(BindHardwareToken),
+    DisableTwoFactor(DisableTwoFactor),
+    GenerateAppPassword(GenerateAppPassword),
+    PostponeAppPassword(ScopeCommand),
+    DeactivateAppPassword(ScopeCommand),
+    /// AP-6, from the scheduler.
+    NoteAppPasswordExpiry(NoteAppPasswordExpiry),
+    ResetCollaborator(CollaboratorLink),
+    ResendCollaboratorLink(CollaboratorLink),
+    DeactivateCollaborator(OwnerAct),
+    SetCollaboratorPassword(SetCollaboratorPassword),
 }
 
 impl AccountCommand {
@@ -40,6 +54,19 @@ impl AccountCommand {
             | AccountCommand::OperatorReset(_) => true,
             // Only a new security answer is hashed; contacts alone decide right here.
             AccountCommand::SetRecoveryInfo(c) => matches!(c.security, Change::Set(_)),
+            AccountCommand::SetCollaboratorPassword(_) => true,
+            AccountCommand::SetMailProtocols(_)
+            | AccountCommand::StartTwoFactor(_)
+            | AccountCommand::ConfirmTwoFactor(_)
+            | AccountCommand::BindHardwareToken(_)
+            | AccountCommand::DisableTwoFactor(_)
+            | AccountCommand::GenerateAppPassword(_)
+            | AccountCommand::PostponeAppPassword(_)
+            | AccountCommand::DeactivateAppPassword(_)
+            | AccountCommand::NoteAppPasswordExpiry(_)
+            | AccountCommand::ResetCollaborator(_)
+            | AccountCommand::ResendCollaboratorLink(_)
+            | AccountCommand::DeactivateCollaborator(_) => false,
             AccountCommand::Logout(_)
             | AccountCommand::SendRecoveryLink(_)
             | AccountCommand::SendRecoveryCode(_)
@@ -57,6 +84,11 @@ pub enum InitialPassword {
     Temporary { password: Secret, sealed: Sealed },
     /// ACC-3: a PHC hash brought from the old system.
     Imported(PasswordHash),
+    /// CO-1: none yet; a link to create it goes to the reference email.
+    Link {
+        token_hash: TokenHash,
+        sealed: Sealed,
+    },
 }
 
 /// The owning mailbox of a collaborator as the handler found it (`kind` is `None` when no
@@ -80,6 +112,8 @@ pub struct OpenAccount {
     pub contact_mobile: Option<String>,
     pub language: Language,
     pub password: InitialPassword,
+    /// CO-1: a collaborator's permissions.
+    pub permissions: Vec<Permission>,
 }
 
 impl OpenAccount {
@@ -101,6 +135,7 @@ impl OpenAccount {
             contact_mobile: None,
             language: Language::It,
             password,
+            permissions: Vec::new(),
         }
     }
 }
@@ -112,6 +147,19 @@ pub struct Login {
     pub password: Secret,
     pub client_ip: Option<String>,
     pub channel: AccessChannel,
+    /// AP-8: the second factor's code, when two-step verification is on.
+    pub otp: Option<Secret>,
+    /// AP-8: the code to send when the second factor is SMS and none was given.
+    pub sms: Option<DrawnCode>,
+}
+
+/// A one-time code drawn by the handler: its challenge id, the code, and the code sealed for
+/// the SMS sender.
+#[derive(Debug, Clone)]
+pub struct DrawnCode {
+    pub challenge_id: Uuid,
+    pub code: Secret,
+    pub sealed_code: Sealed,
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +168,8 @@ pub struct Reauthenticate {
     pub password: Secret,
     pub client_ip: Option<String>,
     pub channel: AccessChannel,
+    /// AP-8: the second factor's code, when two-step verification is on (SEC-3).
+    pub otp: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -224,4 +274,107 @@ pub struct CompleteRecovery {
 pub struct OperatorReset {
     pub form_reference: String,
     pub password: Secret,
+}
+
+/// ACC-5: the mailbox's mail protocols.
+#[derive(Debug, Clone)]
+pub struct SetMailProtocols {
+    pub session_id: Uuid,
+    pub imap: bool,
+    pub pop: bool,
+    pub smtp: bool,
+}
+
+/// AP-8: start two-step verification over `channel` (the app or SMS): the app's secret, drawn
+/// and sealed by the handler, or the SMS code to confirm.
+#[derive(Debug, Clone)]
+pub struct StartTwoFactor {
+    pub session_id: Uuid,
+    pub channel: TwoFactorChannel,
+    pub sealed_secret: Option<Sealed>,
+    pub sms: Option<DrawnCode>,
+}
+
+/// AP-8: the first code, which turns two-step verification on.
+#[derive(Debug, Clone)]
+pub struct ConfirmTwoFactor {
+    pub session_id: Uuid,
+    pub code: Secret,
+    pub client_ip: Option<String>,
+}
+
+/// AP-8: turn two-step verification on with a hardware token an operator registered (its
+/// seed, sealed, read from the token's stream by the handler) and a current code from it.
+#[derive(Debug, Clone)]
+pub struct BindHardwareToken {
+    pub session_id: Uuid,
+    pub serial: String,
+    pub sealed_seed: Sealed,
+    pub code: Secret,
+    pub client_ip: Option<String>,
+}
+
+/// AP-8: turn two-step verification off, with a current code.
+#[derive(Debug, Clone)]
+pub struct DisableTwoFactor {
+    pub session_id: Uuid,
+    pub code: Secret,
+    pub client_ip: Option<String>,
+}
+
+/// A collaborator as the handler found it, for a `collaborator:<id>` scope (AP-2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollaboratorRef {
+    pub account_id: Uuid,
+    pub owner_id: Option<Uuid>,
+    pub status: Option<AccountStatus>,
+    pub mail_programs: bool,
+}
+
+/// AP-1..5: a new app password for `scope` (its HMAC; the clear one is shown once). `replace`:
+/// regenerate, replacing the live one at once.
+#[derive(Debug, Clone)]
+pub struct GenerateAppPassword {
+    pub session_id: Uuid,
+    pub scope: String,
+    pub password_hmac: String,
+    pub replace: bool,
+    pub collaborator: Option<CollaboratorRef>,
+}
+
+/// AP-4, AP-5: postpone or deactivate the app password of `scope`.
+#[derive(Debug, Clone)]
+pub struct ScopeCommand {
+    pub session_id: Uuid,
+    pub scope: String,
+}
+
+/// AP-6: the scheduler's command `days_before` days before the expiry `expires_at`.
+#[derive(Debug, Clone)]
+pub struct NoteAppPasswordExpiry {
+    pub scope: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub days_before: u32,
+}
+
+/// CO-2..4: the owning mailbox's holder acts on a collaborator.
+#[derive(Debug, Clone)]
+pub struct OwnerAct {
+    pub owner_id: Uuid,
+}
+
+/// CO-2, CO-3: a new link to the reference email (the handler draws the token).
+#[derive(Debug, Clone)]
+pub struct CollaboratorLink {
+    pub owner_id: Uuid,
+    pub token_hash: TokenHash,
+    pub sealed_token: Sealed,
+}
+
+/// CO-1, CO-2: the collaborator's new password, through the link.
+#[derive(Debug, Clone)]
+pub struct SetCollaboratorPassword {
+    pub token_hash: TokenHash,
+    pub new_password: Secret,
+    pub new_password_repeat: Secret,
 }

@@ -68,6 +68,51 @@ pub enum AccountError {
         /// Seconds from the refusal to `until` (for `Retry-After`).
         seconds: i64,
     },
+    /// ACC-4, SEC-6: the password was right, but the account may not log in.
+    #[error("the account is {}", .status.as_str())]
+    NotActive {
+        status: super::events::AccountStatus,
+        /// CO-2: a collaborator suspended until it sets a new password through the link.
+        awaiting_password: bool,
+    },
+    /// ACC-2: the required actions come first.
+    #[error("change the password and set the recovery information first")]
+    ActionsRequired,
+    /// AP-8: the password was right; the second factor's code is needed too.
+    #[error("two-step verification is on: send the code as `otp`")]
+    SecondFactorRequired {
+        channel: super::events::TwoFactorChannel,
+    },
+    #[error("two-step verification is already on")]
+    TwoFactorAlreadyOn,
+    #[error("two-step verification is not on")]
+    TwoFactorNotOn,
+    #[error("no two-step activation is waiting for its first code: start one first")]
+    NoTwoFactorEnrollment,
+    /// AP-1.
+    #[error("passwords for mail programs need two-step verification: turn it on first")]
+    TwoFactorRequired,
+    /// AP-1.
+    #[error("no mail protocol is enabled: enable IMAP, POP or SMTP first")]
+    MailProtocolsOff,
+    #[error("only mailboxes have mail protocols and passwords for mail programs")]
+    NotMailbox,
+    /// AP-2.
+    #[error("this scope already has a live password: regenerate or deactivate it")]
+    AppPasswordExists,
+    #[error("this scope has no app password")]
+    NoAppPassword,
+    /// AP-4.
+    #[error("the password can be postponed only in its last 14 days")]
+    PostponeTooEarly { from: DateTime<Utc> },
+    /// CO-5, SEC-4.
+    #[error("only the owning mailbox's holder can act on this collaborator")]
+    NotOwner,
+    /// CO-3.
+    #[error("the collaborator is not waiting for a password: nothing to send again")]
+    NothingToResend,
+    #[error("the collaborator is deactivated")]
+    Deactivated,
 }
 
 impl AccountError {
@@ -95,6 +140,26 @@ impl AccountError {
             AccountError::LoginLocked { .. }
             | AccountError::ChecksLocked { .. }
             | AccountError::MessageLimit { .. } => "rate-limited",
+            AccountError::NotActive { status, .. } => match status {
+                super::events::AccountStatus::Suspended => "account-suspended",
+                super::events::AccountStatus::Revoked => "account-revoked",
+                super::events::AccountStatus::Deactivated => "account-deactivated",
+                super::events::AccountStatus::Active => "account-suspended",
+            },
+            AccountError::ActionsRequired => "required-actions-pending",
+            AccountError::SecondFactorRequired { .. } => "second-factor-required",
+            AccountError::TwoFactorAlreadyOn => "two-factor-already-on",
+            AccountError::TwoFactorNotOn => "two-factor-not-on",
+            AccountError::NoTwoFactorEnrollment => "no-two-factor-enrollment",
+            AccountError::TwoFactorRequired => "two-factor-required",
+            AccountError::MailProtocolsOff => "mail-protocols-disabled",
+            AccountError::NotMailbox => "not-a-mailbox",
+            AccountError::AppPasswordExists => "app-password-exists",
+            AccountError::NoAppPassword => "app-password-not-found",
+            AccountError::PostponeTooEarly { .. } => "postpone-too-early",
+            AccountError::NotOwner => "forbidden",
+            AccountError::NothingToResend => "nothing-to-resend",
+            AccountError::Deactivated => "account-deactivated",
         }
     }
 }

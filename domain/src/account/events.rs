@@ -86,6 +86,10 @@ pub enum TemporaryPasswordReason {
 #[serde(rename_all = "snake_case")]
 pub enum LoginFailure {
     WrongPassword,
+    /// AP-8: the password was right, the second factor's code was not.
+    WrongCode,
+    /// AP-8: a code already used (each code works once per account).
+    CodeReplayed,
 }
 
 /// Where a login came from (AH-1): the holder's pages or the API.
@@ -105,6 +109,10 @@ pub enum SessionEndReason {
     PasswordRecovered,
     /// RC-7: an operator reset the password.
     OperatorReset,
+    /// CO-2: the owning holder reset a collaborator's password.
+    CollaboratorReset,
+    /// CO-4: the collaborator was deactivated.
+    Deactivated,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +141,20 @@ pub enum AccountEvent {
     LoginUnlocked(LoginUnlocked),
     ChecksLockedOut(ChecksLockedOut),
     ChecksUnlocked(ChecksUnlocked),
+    MailProtocolsSet(MailProtocolsSet),
+    TwoFactorEnrollmentStarted(TwoFactorEnrollmentStarted),
+    TwoFactorEnabled(TwoFactorEnabled),
+    TwoFactorDisabled(TwoFactorDisabled),
+    TotpAccepted(TotpAccepted),
+    TotpRejected(TotpRejected),
+    AppPasswordIssued(AppPasswordIssued),
+    AppPasswordPostponed(AppPasswordPostponed),
+    AppPasswordDeactivated(AppPasswordDeactivated),
+    AppPasswordExpiryNoticed(AppPasswordExpiryNoticed),
+    CollaboratorLinkIssued(CollaboratorLinkIssued),
+    CollaboratorPasswordSet(CollaboratorPasswordSet),
+    CollaboratorReset(CollaboratorReset),
+    CollaboratorDeactivated(CollaboratorDeactivated),
 }
 
 /// Every account event type, for the schema coverage test and the projections' filters.
@@ -160,6 +182,20 @@ pub const ACCOUNT_EVENT_TYPES: &[&str] = &[
     "LoginUnlocked",
     "ChecksLockedOut",
     "ChecksUnlocked",
+    "MailProtocolsSet",
+    "TwoFactorEnrollmentStarted",
+    "TwoFactorEnabled",
+    "TwoFactorDisabled",
+    "TotpAccepted",
+    "TotpRejected",
+    "AppPasswordIssued",
+    "AppPasswordPostponed",
+    "AppPasswordDeactivated",
+    "AppPasswordExpiryNoticed",
+    "CollaboratorLinkIssued",
+    "CollaboratorPasswordSet",
+    "CollaboratorReset",
+    "CollaboratorDeactivated",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,6 +218,21 @@ pub struct AccountOpened {
     pub language: Language,
     /// ACC-3: arrived from another system with its own password.
     pub migrated: bool,
+    /// CO-1: what a collaborator may do (empty for other kinds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<Permission>,
+}
+
+/// CO-1: what the holder lets a collaborator do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// Read the mailbox's messages.
+    ReadMail,
+    /// Send from the mailbox.
+    SendMail,
+    /// Use the mailbox from mail programs (IMAP, POP, SMTP).
+    MailPrograms,
 }
 
 /// ACC-2: temporary credentials; the clear password is shown once in the answer and travels
@@ -388,3 +439,179 @@ pub struct ChecksLockedOut {
 pub struct ChecksUnlocked {
     pub locked_until: DateTime<Utc>,
 }
+
+/// ACC-5: the mail protocols as they stand after the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailProtocolsSet {
+    pub imap: bool,
+    pub pop: bool,
+    pub smtp: bool,
+}
+
+/// AP-8: where the second factor's codes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TwoFactorChannel {
+    /// An authenticator app holding the TOTP secret of the QR code.
+    App,
+    /// A code by SMS to the contact mobile at each login.
+    Sms,
+    /// An OATH-TOTP hardware token registered by an operator.
+    HardwareToken,
+}
+
+impl TwoFactorChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TwoFactorChannel::App => "app",
+            TwoFactorChannel::Sms => "sms",
+            TwoFactorChannel::HardwareToken => "hardware_token",
+        }
+    }
+}
+
+/// AP-8: a TOTP secret was drawn for the authenticator app; two-step verification is active
+/// only once a code from it is confirmed. The secret is kept only sealed under the service's
+/// long-lived key (SEC-7), never in the clear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TwoFactorEnrollmentStarted {
+    pub channel: TwoFactorChannel,
+    /// The app's TOTP secret (none for SMS, whose first code is an `OtpChallengeIssued`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_secret: Option<Sealed>,
+}
+
+/// AP-8: two-step verification is on. For the app and a hardware token, the sealed TOTP
+/// secret (or token seed) the codes are checked against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TwoFactorEnabled {
+    pub channel: TwoFactorChannel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_secret: Option<Sealed>,
+    /// The hardware token's serial number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+}
+
+/// AP-8: two-step verification is off (confirmed with a current code).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TwoFactorDisabled {
+    pub channel: TwoFactorChannel,
+}
+
+/// What a second-factor code was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeUse {
+    Login,
+    Reauthentication,
+    TwoFactorOn,
+    TwoFactorOff,
+}
+
+/// AP-8: a TOTP code was accepted; `step` (unix time / 30) can never be accepted again, nor
+/// any step before it (each code once per account).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TotpAccepted {
+    pub step: u64,
+    #[serde(rename = "use")]
+    pub used_for: CodeUse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeRejection {
+    Wrong,
+    Replayed,
+}
+
+/// AP-8, SEC-2: a wrong or replayed code outside a login (confirming or turning off two-step
+/// verification); counted with wrong codes and answers in a row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TotpRejected {
+    pub reason: CodeRejection,
+    #[serde(rename = "use")]
+    pub used_for: CodeUse,
+    pub client_ip: Option<String>,
+}
+
+/// AP-3: a password for mail programs, generated by the service (≥ 80 bits), shown once. Kept
+/// only as HMAC-SHA256 under the service's pepper (hex). `replaced`: it replaced a live one
+/// (AP-5, regenerate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppPasswordIssued {
+    pub scope: String,
+    pub password_hmac: String,
+    pub expires_at: DateTime<Utc>,
+    pub replaced: bool,
+}
+
+/// AP-4: the same password, valid 3 more months from its previous expiry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppPasswordPostponed {
+    pub scope: String,
+    pub previous_expiry: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// AP-5: mail programs lose access with this scope's password; web login goes on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppPasswordDeactivated {
+    pub scope: String,
+}
+
+/// AP-6: the holder was told that the scope's password expires in `days_before` days (0: it
+/// has expired), by mail and in the page's notification list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppPasswordExpiryNoticed {
+    pub scope: String,
+    pub expires_at: DateTime<Utc>,
+    pub days_before: u32,
+}
+
+/// Why a collaborator's link was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkReason {
+    /// CO-1: the first password.
+    Created,
+    /// CO-2: after the holder's reset.
+    Reset,
+    /// CO-3: sent again; the earlier link no longer works.
+    Resent,
+}
+
+/// CO-1..3: a single-use link to create the collaborator's password, mailed to the reference
+/// email; the token travels only sealed, under [`collaborator_link_context`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollaboratorLinkIssued {
+    pub reason: LinkReason,
+    pub to: String,
+    pub token_hash: TokenHash,
+    pub expires_at: DateTime<Utc>,
+    pub sealed_token: Sealed,
+}
+
+pub fn collaborator_link_context(account_id: Uuid, token_hash: &TokenHash) -> String {
+    format!(
+        "custode/collaborator-link/{account_id}/{}",
+        token_hash.as_str()
+    )
+}
+
+/// CO-1, CO-2: the collaborator chose its password through the link; the account is active.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollaboratorPasswordSet {
+    pub password_hash: PasswordHash,
+    /// CO-5: after a reset, a collaborator using mail programs is told to update them.
+    pub after_reset: bool,
+}
+
+/// CO-2: the holder reset the password: the old one stops at once and the collaborator is
+/// suspended until it sets a new one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollaboratorReset {}
+
+/// CO-4: deactivated by the holder; final.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollaboratorDeactivated {}

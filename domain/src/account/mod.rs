@@ -20,7 +20,10 @@ pub mod upcast;
 
 pub use crate::decider::Ctx;
 pub use commands::*;
-pub use decide::{answer_malformed, decide};
+pub use decide::{
+    answer_malformed, decide, plus_months, postpone_available_from, Scope, APP_PASSWORD_MONTHS,
+    EXPIRY_NOTICE_DAYS, POSTPONE_WINDOW_DAYS,
+};
 pub use errors::*;
 pub use events::*;
 pub use state::*;

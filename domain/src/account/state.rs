@@ -3,7 +3,7 @@
 use super::events::*;
 use crate::otp::{Challenge, Challenges, OtpPurpose};
 use crate::recovery::RecoveryMethod;
-use crate::secret::{PasswordHash, TokenHash};
+use crate::secret::{PasswordHash, Sealed, TokenHash};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, VecDeque};
 use uuid::Uuid;
@@ -38,6 +38,60 @@ pub struct Account {
     /// SEC-2: wrong codes and answers in a row, across recoveries, and the lock they caused.
     pub check_failures: u32,
     pub checks_locked_until: Option<DateTime<Utc>>,
+    /// ACC-5: a mailbox's mail protocols (`None` for other kinds).
+    pub protocols: Option<MailProtocolsSet>,
+    /// AP-8: two-step verification, when on.
+    pub two_factor: Option<TwoFactor>,
+    /// AP-8: two-step verification started and waiting for its first code.
+    pub pending_two_factor: Option<TwoFactor>,
+    /// AP-8: the latest TOTP step accepted: it and every step before it are spent.
+    pub last_totp_step: Option<u64>,
+    /// AP-2: the app passwords by scope (live, expired or deactivated).
+    pub app_passwords: BTreeMap<String, AppPassword>,
+    /// CO-1..4: a collaborator's link to its password.
+    pub collaborator: CollaboratorLinks,
+}
+
+/// AP-8: the active second factor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TwoFactor {
+    pub channel: TwoFactorChannel,
+    pub sealed_secret: Option<Sealed>,
+    pub serial: Option<String>,
+}
+
+/// AP-3..6: one scope's app password.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppPassword {
+    pub password_hmac: String,
+    pub expires_at: DateTime<Utc>,
+    pub deactivated: bool,
+    /// AP-6: the notices already given for this expiry (days before it).
+    pub noticed: Vec<u32>,
+}
+
+impl AppPassword {
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        !self.deactivated && self.expires_at > now
+    }
+}
+
+/// CO-1..3: the live link to a collaborator's password, and links that no longer work.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CollaboratorLinks {
+    pub live: Option<(TokenHash, DateTime<Utc>)>,
+    pub spent: VecDeque<(TokenHash, Spent)>,
+    /// CO-5: the pending password follows a reset (not the first password).
+    pub after_reset: bool,
+}
+
+impl CollaboratorLinks {
+    fn spend(&mut self, how: Spent) {
+        if let Some((hash, _)) = self.live.take() {
+            self.spent.push_front((hash, how));
+            self.spent.truncate(SPENT_KEPT);
+        }
+    }
 }
 
 /// A token that lets the holder choose a new password (RC-5): the emailed link, or the reset
@@ -180,6 +234,14 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             state.profile = Some(e.clone());
             state.status = AccountStatus::Active;
             state.must_set_recovery_info = true;
+            if e.kind == AccountKind::Mailbox {
+                // ACC-5: every protocol is on when a mailbox opens.
+                state.protocols = Some(MailProtocolsSet {
+                    imap: true,
+                    pop: true,
+                    smtp: true,
+                });
+            }
         }
         AccountEvent::TemporaryPasswordIssued(e) => {
             state.push_password(&e.password_hash);
@@ -363,6 +425,87 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             state.login_failures = 0;
         }
         AccountEvent::RecoveryInfoConfirmed(_) => state.must_confirm_recovery_info = false,
+        AccountEvent::MailProtocolsSet(e) => state.protocols = Some(*e),
+        AccountEvent::TwoFactorEnrollmentStarted(e) => {
+            state.pending_two_factor = Some(TwoFactor {
+                channel: e.channel,
+                sealed_secret: e.sealed_secret.clone(),
+                serial: None,
+            })
+        }
+        AccountEvent::TwoFactorEnabled(e) => {
+            state.pending_two_factor = None;
+            state.two_factor = Some(TwoFactor {
+                channel: e.channel,
+                sealed_secret: e.sealed_secret.clone(),
+                serial: e.serial.clone(),
+            });
+        }
+        AccountEvent::TwoFactorDisabled(_) => {
+            state.two_factor = None;
+            state.pending_two_factor = None;
+        }
+        AccountEvent::TotpAccepted(e) => {
+            state.last_totp_step = state.last_totp_step.max(Some(e.step));
+            if matches!(e.used_for, CodeUse::TwoFactorOn | CodeUse::TwoFactorOff) {
+                state.check_failures = 0;
+            }
+        }
+        AccountEvent::TotpRejected(_) => state.check_failures += 1,
+        AccountEvent::AppPasswordIssued(e) => {
+            state.app_passwords.insert(
+                e.scope.clone(),
+                AppPassword {
+                    password_hmac: e.password_hmac.clone(),
+                    expires_at: e.expires_at,
+                    deactivated: false,
+                    noticed: Vec::new(),
+                },
+            );
+        }
+        AccountEvent::AppPasswordPostponed(e) => {
+            if let Some(p) = state.app_passwords.get_mut(&e.scope) {
+                p.expires_at = e.expires_at;
+                p.noticed.clear();
+            }
+        }
+        AccountEvent::AppPasswordDeactivated(e) => {
+            if let Some(p) = state.app_passwords.get_mut(&e.scope) {
+                p.deactivated = true;
+            }
+        }
+        AccountEvent::AppPasswordExpiryNoticed(e) => {
+            if let Some(p) = state.app_passwords.get_mut(&e.scope) {
+                p.noticed.push(e.days_before);
+            }
+        }
+        AccountEvent::CollaboratorLinkIssued(e) => {
+            state.collaborator.spend(Spent::Superseded);
+            state.collaborator.live = Some((e.token_hash.clone(), e.expires_at));
+            if e.reason == LinkReason::Created {
+                // CO-1: no password yet; the holder's link is how one is made (and how it is
+                // recovered, CO-2), so no recovery information is asked for.
+                state.status = AccountStatus::Suspended;
+                state.must_set_recovery_info = false;
+            }
+        }
+        AccountEvent::CollaboratorPasswordSet(e) => {
+            state.collaborator.spend(Spent::Used);
+            state.collaborator.after_reset = false;
+            state.push_password(&e.password_hash);
+            state.must_change_password = false;
+            state.login_failures = 0;
+            state.status = AccountStatus::Active;
+        }
+        AccountEvent::CollaboratorReset(_) => {
+            // CO-2: the old password stops at once: a suspended account does not log in.
+            state.status = AccountStatus::Suspended;
+            state.collaborator.after_reset = true;
+        }
+        AccountEvent::CollaboratorDeactivated(_) => {
+            state.collaborator.spend(Spent::Superseded);
+            state.status = AccountStatus::Deactivated;
+        }
     }
     state
 }

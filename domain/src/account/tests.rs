@@ -41,6 +41,27 @@ impl crate::otp::CodeHasher for FakeCodes {
     }
 }
 
+/// A TOTP stand-in: the code of step `s` under any seal is `s` modulo a million, six digits;
+/// a seal whose ciphertext is `broken` opens to nothing.
+struct FakeTotp;
+
+fn fake_code(at: DateTime<Utc>) -> String {
+    format!("{:06}", (at.timestamp() as u64 / 30) % 1_000_000)
+}
+
+impl crate::otp::TotpVerifier for FakeTotp {
+    fn matching_step(&self, sealed: &Sealed, code: &str, now: DateTime<Utc>) -> Option<u64> {
+        if sealed.ciphertext == "broken" {
+            return None;
+        }
+        let step = now.timestamp() as u64 / 30;
+        [step + 1, step, step - 1]
+            .into_iter()
+            .find(|s| format!("{:06}", s % 1_000_000) == code)
+    }
+}
+
+mod delegation;
 mod recovery;
 
 const ACCOUNT: Uuid = Uuid::from_u128(0xacc0);
@@ -86,6 +107,7 @@ impl Given {
             settings,
             hasher: &FakeHasher,
             codes: &FakeCodes,
+            totp: &FakeTotp,
         };
         Then {
             result: decide(&self.state, &cmd, &ctx),
@@ -164,6 +186,7 @@ fn open_mailbox() -> OpenAccount {
                 ephemeral: None,
             },
         },
+        permissions: Vec::new(),
     }
 }
 
@@ -180,6 +203,8 @@ fn login_as(session_id: Uuid, password: &str) -> AccountCommand {
         password: Secret::new(password),
         client_ip: Some("192.0.2.10".into()),
         channel: AccessChannel::Api,
+        otp: None,
+        sms: None,
     })
 }
 
@@ -383,6 +408,7 @@ fn reauthentication_renews_the_step_up_window() {
                 password: Secret::new(TEMPORARY),
                 client_ip: None,
                 channel: AccessChannel::Api,
+                otp: None,
             }),
             now() + minutes(30),
         )
@@ -398,6 +424,7 @@ fn reauthentication_with_a_wrong_password_is_a_recorded_failure() {
             password: Secret::new("nope"),
             client_ip: Some("192.0.2.10".into()),
             channel: AccessChannel::Web,
+            otp: None,
         }))
         .events();
     insta::assert_json_snapshot!(events);
@@ -559,6 +586,8 @@ fn none_of_the_last_five_passwords_may_come_back() {
         password: Secret::new(current),
         client_ip: None,
         channel: AccessChannel::Api,
+        otp: None,
+        sms: None,
     });
     history.extend(given(history.clone()).when(login).events());
     let change = |new: &str| {

@@ -1,11 +1,19 @@
 //! The pure `decide` of the account aggregate: one command → events or a typed refusal. One
 //! file per capability; the helpers they share live here.
 
+mod app_passwords;
+mod collaborators;
 mod opening;
 mod password;
 mod recovery;
 mod recovery_info;
 mod sessions;
+mod two_factor;
+
+pub use app_passwords::{
+    plus_months, postpone_available_from, Scope, APP_PASSWORD_MONTHS, EXPIRY_NOTICE_DAYS,
+    POSTPONE_WINDOW_DAYS,
+};
 
 pub use recovery::answer_malformed;
 
@@ -38,6 +46,19 @@ pub fn decide(
         AccountCommand::OperatorReset(c) => password::operator_reset(state, c, ctx),
         AccountCommand::EndLocks => sessions::end_locks(state, ctx),
         AccountCommand::RequestOtp(c) => password::request_otp(state, c, ctx),
+        AccountCommand::SetMailProtocols(c) => app_passwords::set_mail_protocols(state, c, ctx),
+        AccountCommand::StartTwoFactor(c) => two_factor::start(state, c, ctx),
+        AccountCommand::ConfirmTwoFactor(c) => two_factor::confirm(state, c, ctx),
+        AccountCommand::BindHardwareToken(c) => two_factor::bind_hardware_token(state, c, ctx),
+        AccountCommand::DisableTwoFactor(c) => two_factor::disable(state, c, ctx),
+        AccountCommand::GenerateAppPassword(c) => app_passwords::generate(state, c, ctx),
+        AccountCommand::PostponeAppPassword(c) => app_passwords::postpone(state, c, ctx),
+        AccountCommand::DeactivateAppPassword(c) => app_passwords::deactivate(state, c, ctx),
+        AccountCommand::NoteAppPasswordExpiry(c) => app_passwords::note_expiry(state, c, ctx),
+        AccountCommand::ResetCollaborator(c) => collaborators::reset(state, c, ctx),
+        AccountCommand::ResendCollaboratorLink(c) => collaborators::resend(state, c, ctx),
+        AccountCommand::DeactivateCollaborator(c) => collaborators::deactivate(state, c, ctx),
+        AccountCommand::SetCollaboratorPassword(c) => collaborators::set_password(state, c, ctx),
     }
 }
 

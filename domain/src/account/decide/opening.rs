@@ -130,22 +130,28 @@ pub(super) fn open(
             ));
         }
     }
+    if !c.permissions.is_empty() && c.kind != AccountKind::Collaborator {
+        errors.push(Violation::new(
+            "CO-1.permissions",
+            Some("permissions"),
+            "only collaborators have permissions",
+        ));
+    }
+    if let InitialPassword::Link { .. } = &c.password {
+        if c.kind != AccountKind::Collaborator || contact_email.is_none() {
+            errors.push(Violation::new(
+                "CO-1.reference_email",
+                Some("reference_email"),
+                "a collaborator's first password is made through a link to its reference email",
+            ));
+        }
+    }
     if !errors.is_empty() {
         return Err(AccountError::Invalid(errors));
     }
-    let password_event = match &c.password {
-        InitialPassword::Temporary { password, sealed } => {
-            AccountEvent::TemporaryPasswordIssued(TemporaryPasswordIssued {
-                password_hash: ctx.hasher.hash(password),
-                reason: TemporaryPasswordReason::Opening,
-                form_reference: None,
-                sealed_password: Some(sealed.clone()),
-            })
-        }
-        InitialPassword::Imported(hash) => AccountEvent::PasswordImported(PasswordImported {
-            password_hash: hash.clone(),
-        }),
-    };
+    let mut permissions = c.permissions.clone();
+    permissions.sort();
+    permissions.dedup();
     let opened = AccountOpened {
         account_id: c.account_id,
         kind: c.kind,
@@ -161,6 +167,23 @@ pub(super) fn open(
         contact_mobile: contact_mobile.flatten(),
         language: c.language,
         migrated: matches!(c.password, InitialPassword::Imported(_)),
+        permissions,
+    };
+    let password_event = match &c.password {
+        InitialPassword::Temporary { password, sealed } => {
+            AccountEvent::TemporaryPasswordIssued(TemporaryPasswordIssued {
+                password_hash: ctx.hasher.hash(password),
+                reason: TemporaryPasswordReason::Opening,
+                form_reference: None,
+                sealed_password: Some(sealed.clone()),
+            })
+        }
+        InitialPassword::Imported(hash) => AccountEvent::PasswordImported(PasswordImported {
+            password_hash: hash.clone(),
+        }),
+        InitialPassword::Link { token_hash, sealed } => {
+            super::collaborators::first_link(&opened, token_hash, sealed, ctx)?
+        }
     };
     Ok(vec![AccountEvent::AccountOpened(opened), password_event])
 }

@@ -68,7 +68,7 @@ pub(super) fn change_password(
 /// Checks `code` against the live challenge of `purpose`: `OtpVerified` when right; when
 /// wrong, `OtpCheckFailed` (and SEC-2's lock at the threshold), which the caller records and
 /// answers as a wrong code.
-fn confirm_otp(
+pub(super) fn confirm_otp(
     state: &Account,
     purpose: OtpPurpose,
     code: Option<&Secret>,

@@ -20,6 +20,27 @@ pub(super) fn login(
     if !right {
         return Ok(events);
     }
+    // ACC-4, SEC-6: only now, with the password right, is the state told.
+    if state.status != AccountStatus::Active {
+        return Err(AccountError::NotActive {
+            status: state.status,
+            awaiting_password: state.collaborator.live.is_some(),
+        });
+    }
+    let passed = super::two_factor::second_factor(
+        state,
+        &mut events,
+        c.otp.as_ref(),
+        c.sms.as_ref(),
+        &c.client_ip,
+        c.channel,
+        None,
+        CodeUse::Login,
+        ctx,
+    )?;
+    if !passed {
+        return Ok(events);
+    }
     let sessions = &ctx.settings.sessions;
     events.push(AccountEvent::SessionStarted(SessionStarted {
         session_id: c.session_id,
@@ -89,9 +110,30 @@ pub(super) fn failed_login(
     session_id: Option<Uuid>,
     ctx: &Ctx<'_>,
 ) {
+    failed_login_for(
+        state,
+        events,
+        LoginFailure::WrongPassword,
+        client_ip,
+        channel,
+        session_id,
+        ctx,
+    )
+}
+
+/// A failed login for `reason` (a wrong password, or a wrong or replayed second factor).
+pub(super) fn failed_login_for(
+    state: &Account,
+    events: &mut Vec<AccountEvent>,
+    reason: LoginFailure,
+    client_ip: Option<String>,
+    channel: AccessChannel,
+    session_id: Option<Uuid>,
+    ctx: &Ctx<'_>,
+) {
     let failures = failures_after(state.login_failures, !events.is_empty());
     events.push(AccountEvent::LoginFailed(LoginFailed {
-        reason: LoginFailure::WrongPassword,
+        reason,
         client_ip,
         channel,
         session_id,
@@ -123,6 +165,20 @@ pub(super) fn reauthenticate(
         ctx,
     )?;
     if !right {
+        return Ok(events);
+    }
+    let passed = super::two_factor::second_factor(
+        state,
+        &mut events,
+        c.otp.as_ref(),
+        None,
+        &c.client_ip,
+        c.channel,
+        Some(c.session_id),
+        CodeUse::Reauthentication,
+        ctx,
+    )?;
+    if !passed {
         return Ok(events);
     }
     // Step-up never outlives the session itself.

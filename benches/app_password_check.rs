@@ -1,0 +1,342 @@
+//! AP-7's check under load, and AH-3: its cost and an account command's cost once 100,000
+//! checks are on file.
+//!
+//! 1. The allow rate and p99 of `POST /v1/auth/app-password` (every check recorded in the log
+//!    before its answer) from 64 connections, against `GET /healthz` of the same server in the
+//!    same run (target: ≥ 0.4× its rate, p99 < 5 ms).
+//! 2. One check's time, and one account command's (`PUT /v1/account/mail-protocols`), for an
+//!    account with 100,000 recorded checks against a fresh account (target: within 1.3×).
+//!
+//! `cargo bench --bench app_password_check`. The client runs in the same process, on the same
+//! two cores, for both routes alike.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use custode::app::App;
+use custode::config::{Config, FileConfig, Overrides};
+use custode_commands::clock::{Clock, ManualClock};
+use custode_commands::{Metadata, NewEvent, StreamAppend};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const OPERATOR_KEY: &str = "bench-operator-key-0123456789";
+const CONNECTIONS: usize = 64;
+const RUN: Duration = Duration::from_secs(5);
+const RECORDED: usize = 100_000;
+
+struct Server {
+    base: String,
+    app: App,
+    clock: ManualClock,
+    client: reqwest::Client,
+}
+
+async fn serve(dir: &std::path::Path) -> Server {
+    let config = Config::resolve(
+        FileConfig::default(),
+        Overrides {
+            data_dir: Some(dir.to_path_buf()),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            operator_key: Some(OPERATOR_KEY.into()),
+            ..Overrides::default()
+        },
+    )
+    .unwrap();
+    let clock = ManualClock::new(chrono::Utc::now());
+    let app = App::start(config, Arc::new(clock.clone())).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = custode::http::app(app.state.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    });
+    Server {
+        base: format!("http://{addr}"),
+        app,
+        clock,
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(CONNECTIONS)
+            .build()
+            .unwrap(),
+    }
+}
+
+impl Server {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    fn code(&self, uri: &str) -> String {
+        totp_rs::TOTP::from_url(uri)
+            .unwrap()
+            .generate(self.clock.now().timestamp() as u64)
+    }
+
+    /// A mailbox with two-step verification on and an app password: (account id, session, app password).
+    async fn mailbox(&self, user_id: &str) -> (String, String, String) {
+        use reqwest::Method;
+        let (s, opened) = self
+            .call(
+                Method::POST,
+                "/v1/admin/accounts",
+                Some(OPERATOR_KEY),
+                Some(json!({ "kind": "mailbox", "user_id": user_id })),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let temporary = opened["temporary_password"].as_str().unwrap().to_string();
+        let login = |password: String, otp: Option<String>| {
+            let mut body = json!({ "user_id": user_id, "password": password });
+            if let Some(otp) = otp {
+                body["otp"] = json!(otp);
+            }
+            body
+        };
+        let (_, s1) = self
+            .call(
+                Method::POST,
+                "/v1/sessions",
+                None,
+                Some(login(temporary.clone(), None)),
+            )
+            .await;
+        let token = s1["session_token"].as_str().unwrap().to_string();
+        let password = "Tr4m-Colle!Verde";
+        let (s, _) = self
+            .call(Method::POST, "/v1/account/password", Some(&token), Some(json!({ "current_password": temporary, "new_password": password, "new_password_repeat": password })))
+            .await;
+        assert_eq!(s, 204);
+        let (_, s2) = self
+            .call(
+                Method::POST,
+                "/v1/sessions",
+                None,
+                Some(login(password.into(), None)),
+            )
+            .await;
+        let token = s2["session_token"].as_str().unwrap().to_string();
+        let (s, _) = self
+            .call(
+                Method::PUT,
+                "/v1/account/recovery-info",
+                Some(&token),
+                Some(json!({ "email": "r@example.it" })),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let (_, enrol) = self
+            .call(Method::POST, "/v1/account/two-factor", Some(&token), None)
+            .await;
+        let uri = enrol["otpauth_uri"].as_str().unwrap().to_string();
+        let (s, _) = self
+            .call(
+                Method::POST,
+                "/v1/account/two-factor/confirm",
+                Some(&token),
+                Some(json!({ "code": self.code(&uri) })),
+            )
+            .await;
+        assert_eq!(s, 204);
+        self.clock.advance(chrono::Duration::seconds(30));
+        let (_, s3) = self
+            .call(
+                Method::POST,
+                "/v1/sessions",
+                None,
+                Some(login(password.into(), Some(self.code(&uri)))),
+            )
+            .await;
+        let token = s3["session_token"].as_str().unwrap().to_string();
+        self.clock.advance(chrono::Duration::seconds(30));
+        let (s, created) = self
+            .call(
+                Method::POST,
+                "/v1/account/app-passwords",
+                Some(&token),
+                Some(json!({ "scope": "mailbox" })),
+            )
+            .await;
+        assert_eq!(s, 201, "{created}");
+        (
+            opened["account_id"].as_str().unwrap().to_string(),
+            token,
+            created["password"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+/// Requests/s and latencies (µs, sorted) of `make` from `CONNECTIONS` tasks for `RUN`.
+async fn load<F>(server: &Arc<Server>, make: F) -> (f64, Vec<u64>, usize)
+where
+    F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder + Send + Sync + Copy + 'static,
+{
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let server = server.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut bad = 0;
+            while started.elapsed() < RUN {
+                let t = Instant::now();
+                let res = make(&server.client, &server.base).send().await.unwrap();
+                if !res.status().is_success() {
+                    bad += 1;
+                }
+                let _ = res.bytes().await;
+                latencies.push(t.elapsed().as_micros() as u64);
+            }
+            (latencies, bad)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut bad = 0;
+    for t in tasks {
+        let (l, b) = t.await.unwrap();
+        all.extend(l);
+        bad += b;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    (all.len() as f64 / elapsed, all, bad)
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+/// Median µs of `n` sequential calls of `f`.
+async fn median<F, Fut>(n: usize, mut f: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        f().await;
+        times.push(t.elapsed().as_micros() as u64);
+    }
+    times.sort_unstable();
+    times[n / 2] as f64
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    common::runtime().block_on(async {
+        let server = Arc::new(serve(dir.path()).await);
+        let (busy_id, busy_session, busy_password) = server.mailbox("busy@pec.example.it").await;
+        let (_, fresh_session, fresh_password) = server.mailbox("fresh@pec.example.it").await;
+
+        // 1. Throughput and latency, /healthz first, then the check, same server, same run.
+        let (health_rate, health, _) = load(&server, |c, base| c.get(format!("{base}/healthz"))).await;
+        let password: &'static str = Box::leak(fresh_password.clone().into_boxed_str());
+        let (check_rate, checks, denied) = {
+            let make = move |c: &reqwest::Client, base: &str| {
+                c.post(format!("{base}/v1/auth/app-password"))
+                    .bearer_auth(OPERATOR_KEY)
+                    .json(&json!({ "user_id": "fresh@pec.example.it", "scope": "mailbox", "password": password, "client_ip": "198.51.100.7" }))
+            };
+            load(&server, make).await
+        };
+        assert_eq!(denied, 0, "every check allows");
+        println!("AP-7 check under load ({CONNECTIONS} connections, {}s each, every check recorded in the log)", RUN.as_secs());
+        println!("  GET /healthz               {health_rate:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms", pct(&health, 0.5), pct(&health, 0.99));
+        println!("  POST /v1/auth/app-password {check_rate:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms", pct(&checks, 0.5), pct(&checks, 0.99));
+        println!("  ratio {:.2}× /healthz (target ≥ 0.4×), p99 {:.2} ms (target < 5 ms)", check_rate / health_rate, pct(&checks, 0.99));
+
+        // 2. 100,000 checks on file for the busy account, appended as the check appends them.
+        let log = server.app.state.log.clone();
+        let stream = format!("access-{busy_id}");
+        let started = Instant::now();
+        for chunk in 0..(RECORDED / 1000) {
+            let events = (0..1000)
+                .map(|i| NewEvent {
+                    event_id: uuid::Uuid::now_v7(),
+                    event_type: "AppPasswordChecked".into(),
+                    schema_version: 1,
+                    payload: json!({ "user_id": "busy@pec.example.it", "scope": "mailbox", "outcome": if (chunk + i) % 7 == 0 { "failure" } else { "success" }, "client_ip": "198.51.100.7" }),
+                })
+                .collect();
+            let meta = Metadata {
+                actor: custode_domain::Actor::operator(),
+                correlation_id: uuid::Uuid::now_v7(),
+                causation_id: uuid::Uuid::now_v7(),
+                occurred_at: chrono::Utc::now(),
+            };
+            log.append(vec![StreamAppend { stream: stream.clone(), expected_version: custode_commands::log::ANY_VERSION, events }], meta)
+                .await
+                .unwrap();
+        }
+        println!("AH-3: {RECORDED} checks appended for one account in {:.1} s", started.elapsed().as_secs_f64());
+        // Let the projector catch up before timing.
+        let head = log.head();
+        let mut applied = server.app.state.applied.clone();
+        let _ = applied.wait_for(|p| *p >= head).await;
+
+        let check = |user: &'static str, password: String| {
+            let server = server.clone();
+            move || {
+                let server = server.clone();
+                let password = password.clone();
+                async move {
+                    let (s, _) = server
+                        .call(reqwest::Method::POST, "/v1/auth/app-password", Some(OPERATOR_KEY), Some(json!({ "user_id": user, "scope": "mailbox", "password": password })))
+                        .await;
+                    assert_eq!(s, 200);
+                }
+            }
+        };
+        let busy_check = median(500, check("busy@pec.example.it", busy_password.clone())).await;
+        let fresh_check = median(500, check("fresh@pec.example.it", fresh_password.clone())).await;
+        let toggle = |session: String| {
+            let server = server.clone();
+            let mut on = false;
+            move || {
+                on = !on;
+                let server = server.clone();
+                let session = session.clone();
+                async move {
+                    let (s, _) = server
+                        .call(reqwest::Method::PUT, "/v1/account/mail-protocols", Some(&session), Some(json!({ "imap": on, "pop": true, "smtp": true })))
+                        .await;
+                    assert_eq!(s, 200);
+                }
+            }
+        };
+        let busy_command = median(300, toggle(busy_session.clone())).await;
+        let fresh_command = median(300, toggle(fresh_session.clone())).await;
+        println!("AH-3 with {RECORDED} recorded checks (median of sequential calls):");
+        println!("  check:   busy {busy_check:>7.0} µs   fresh {fresh_check:>7.0} µs   ratio {:.2}× (target ≤ 1.3×)", busy_check / fresh_check);
+        println!("  command: busy {busy_command:>7.0} µs   fresh {fresh_command:>7.0} µs   ratio {:.2}× (target ≤ 1.3×)", busy_command / fresh_command);
+    });
+}

@@ -1,0 +1,159 @@
+//! CO-1..5: what the owning mailbox's holder does to a collaborator (on the collaborator's own
+//! stream), and the collaborator's password through the link.
+
+use super::super::commands::*;
+use super::super::errors::AccountError;
+use super::super::events::*;
+use super::super::state::{Account, Spent};
+use super::*;
+use crate::decider::Ctx;
+
+/// CO-2: a collaborator's link works this long.
+pub const LINK_HOURS: i64 = 24;
+
+/// CO-5, SEC-4: the collaborator, when `owner_id` owns it.
+fn owned(state: &Account, owner_id: uuid::Uuid) -> Result<&AccountOpened, AccountError> {
+    let profile = opened(state)?;
+    if profile.kind != AccountKind::Collaborator || profile.owner_id != Some(owner_id) {
+        return Err(AccountError::NotOwner);
+    }
+    if state.status == AccountStatus::Deactivated {
+        return Err(AccountError::Deactivated);
+    }
+    if state.status == AccountStatus::Revoked {
+        return Err(AccountError::NotActive {
+            status: AccountStatus::Revoked,
+            awaiting_password: false,
+        });
+    }
+    Ok(profile)
+}
+
+fn link(
+    profile: &AccountOpened,
+    reason: LinkReason,
+    c: &CollaboratorLink,
+    ctx: &Ctx<'_>,
+) -> Result<AccountEvent, AccountError> {
+    let to = profile
+        .contact_email
+        .clone()
+        .ok_or(AccountError::MethodUnavailable)?;
+    Ok(AccountEvent::CollaboratorLinkIssued(
+        CollaboratorLinkIssued {
+            reason,
+            to,
+            token_hash: c.token_hash.clone(),
+            expires_at: ctx.now + chrono::Duration::hours(LINK_HOURS),
+            sealed_token: c.sealed_token.clone(),
+        },
+    ))
+}
+
+/// The link a collaborator is opened with (CO-1).
+pub(super) fn first_link(
+    opened: &AccountOpened,
+    token_hash: &crate::secret::TokenHash,
+    sealed: &crate::secret::Sealed,
+    ctx: &Ctx<'_>,
+) -> Result<AccountEvent, AccountError> {
+    link(
+        opened,
+        LinkReason::Created,
+        &CollaboratorLink {
+            owner_id: opened.owner_id.unwrap_or_default(),
+            token_hash: token_hash.clone(),
+            sealed_token: sealed.clone(),
+        },
+        ctx,
+    )
+}
+
+pub(super) fn reset(
+    state: &Account,
+    c: &CollaboratorLink,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    let profile = owned(state, c.owner_id)?;
+    let mut events = Vec::new();
+    if state.status == AccountStatus::Active {
+        events.push(AccountEvent::CollaboratorReset(CollaboratorReset {}));
+        events.extend(end_sessions(
+            state,
+            SessionEndReason::CollaboratorReset,
+            ctx.now,
+        ));
+    }
+    events.push(link(profile, LinkReason::Reset, c, ctx)?);
+    Ok(events)
+}
+
+pub(super) fn resend(
+    state: &Account,
+    c: &CollaboratorLink,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    let profile = owned(state, c.owner_id)?;
+    if state.status != AccountStatus::Suspended {
+        return Err(AccountError::NothingToResend);
+    }
+    Ok(vec![link(profile, LinkReason::Resent, c, ctx)?])
+}
+
+pub(super) fn deactivate(
+    state: &Account,
+    c: &OwnerAct,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    owned(state, c.owner_id)?;
+    let mut events = vec![AccountEvent::CollaboratorDeactivated(
+        CollaboratorDeactivated {},
+    )];
+    events.extend(end_sessions(state, SessionEndReason::Deactivated, ctx.now));
+    Ok(events)
+}
+
+pub(super) fn set_password(
+    state: &Account,
+    c: &SetCollaboratorPassword,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    let profile = opened(state)?;
+    if profile.kind != AccountKind::Collaborator
+        || matches!(
+            state.status,
+            AccountStatus::Deactivated | AccountStatus::Revoked
+        )
+    {
+        return Err(AccountError::TokenInvalid);
+    }
+    let links = &state.collaborator;
+    match &links.live {
+        Some((hash, expires_at)) if hash == &c.token_hash => {
+            if *expires_at <= ctx.now {
+                return Err(AccountError::TokenExpired);
+            }
+        }
+        _ => {
+            return Err(match links.spent.iter().find(|(h, _)| h == &c.token_hash) {
+                Some((_, Spent::Used)) => AccountError::TokenUsed,
+                Some((_, Spent::Superseded)) => AccountError::TokenSuperseded,
+                None => AccountError::TokenInvalid,
+            })
+        }
+    }
+    super::password::check_new_password(
+        state,
+        profile,
+        &c.new_password,
+        &c.new_password_repeat,
+        None,
+        ctx,
+    )?;
+    Ok(vec![AccountEvent::CollaboratorPasswordSet(
+        CollaboratorPasswordSet {
+            password_hash: ctx.hasher.hash(&c.new_password),
+            after_reset: links.after_reset,
+        },
+    )])
+}

@@ -1,0 +1,570 @@
+//! End to end through HTTP: two-step verification (AP-8), passwords for mail programs and the
+//! mail servers' check (AP-1..7), mail protocols (ACC-5) and collaborators (CO-1..5), with
+//! codes computed from the otpauth URI and links read from the mail actually delivered.
+
+use crate::helpers::{expect_problem, TestApp, OPERATOR_KEY};
+use crate::processes::{eventually, maildir};
+use chrono::Duration;
+use custode_commands::clock::Clock;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration as StdDuration;
+
+const WAIT: StdDuration = StdDuration::from_secs(15);
+const OWNER: &str = "titolare.deleghe@pec.example.it";
+
+fn mails(app: &TestApp, to: &str, subject: &str) -> Vec<String> {
+    maildir(&app.data_dir)
+        .into_iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter(|m| {
+            m.lines().any(|l| l == format!("To: {to}"))
+                && m.lines()
+                    .any(|l| l.starts_with("Subject:") && l.contains(subject))
+        })
+        .collect()
+}
+
+async fn mail_count(app: &TestApp, to: &str, subject: &str, count: usize) -> Vec<String> {
+    eventually(WAIT, subject, || mails(app, to, subject).len() >= count).await;
+    mails(app, to, subject)
+}
+
+/// The code an authenticator app holding `uri` shows at the service's `now`.
+fn code_at(uri: &str, app: &TestApp) -> String {
+    let totp = totp_rs::TOTP::from_url(uri).expect("an otpauth URI");
+    totp.generate(app.clock.now().timestamp() as u64)
+}
+
+/// Turns two-step verification on through the app: the URI, then a confirmed code. The clock
+/// moves a step past the confirmation so the next code is a new one.
+async fn two_factor_on(app: &TestApp, token: &str) -> String {
+    let res = app
+        .request(Method::POST, "/v1/account/two-factor", Some(token), None)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body: Value = res.json().await.unwrap();
+    let uri = body["otpauth_uri"].as_str().unwrap().to_string();
+    app.remember_secret(body["secret"].as_str().unwrap());
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    assert!(
+        uri.contains("algorithm=SHA1") || !uri.contains("algorithm="),
+        "{uri}"
+    );
+    assert!(body["qr_svg"].as_str().unwrap().contains("<svg"));
+    let res = app
+        .post(
+            "/v1/account/two-factor/confirm",
+            Some(token),
+            json!({ "code": code_at(&uri, app) }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    app.advance(Duration::seconds(30));
+    uri
+}
+
+async fn login_with_code(app: &TestApp, user_id: &str, password: &str, uri: &str) -> String {
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": user_id, "password": password, "otp": code_at(uri, app) }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED, "login with a code");
+    let body: Value = res.json().await.unwrap();
+    let token = body["session_token"].as_str().unwrap().to_string();
+    app.remember_secret(&token);
+    app.advance(Duration::seconds(30));
+    token
+}
+
+async fn page(app: &TestApp, token: &str) -> Value {
+    let res = app.get("/v1/account", Some(token)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn two_step_verification_with_a_code_from_the_uri_replays_refused_ap_8() {
+    let app = TestApp::spawn().await;
+    let (token, password) = app.ready_mailbox(OWNER).await;
+    let res = app
+        .post(
+            "/v1/account/two-factor/confirm",
+            Some(&token),
+            json!({ "code": "123456" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::CONFLICT, "no-two-factor-enrollment").await;
+    let res = app
+        .request(Method::POST, "/v1/account/two-factor", Some(&token), None)
+        .await;
+    let body: Value = res.json().await.unwrap();
+    let uri = body["otpauth_uri"].as_str().unwrap().to_string();
+    app.remember_secret(body["secret"].as_str().unwrap());
+    // A wrong code is refused (and nothing turns on); the right one turns it on.
+    let wrong = if code_at(&uri, &app) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let res = app
+        .post(
+            "/v1/account/two-factor/confirm",
+            Some(&token),
+            json!({ "code": wrong }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "code-wrong").await;
+    assert_eq!(page(&app, &token).await["two_factor"]["active"], false);
+    let code = code_at(&uri, &app);
+    let res = app
+        .post(
+            "/v1/account/two-factor/confirm",
+            Some(&token),
+            json!({ "code": code }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        page(&app, &token).await["two_factor"],
+        json!({ "active": true, "channel": "app" })
+    );
+    // A login now needs the code; the one just used is spent (a replay is refused, recorded).
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": OWNER, "password": password }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "second-factor-required").await;
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": OWNER, "password": password, "otp": code }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "code-replayed").await;
+    app.advance(Duration::seconds(30));
+    let token = login_with_code(&app, OWNER, &password, &uri).await;
+    // NT-4: the contact address heard of it.
+    mail_count(
+        &app,
+        "titolare@example.it",
+        "Verifica in due passaggi attivata",
+        1,
+    )
+    .await;
+    // Off needs a current code.
+    let res = app
+        .post(
+            "/v1/account/two-factor/disable",
+            Some(&token),
+            json!({ "code": wrong }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "code-wrong").await;
+    let res = app
+        .post(
+            "/v1/account/two-factor/disable",
+            Some(&token),
+            json!({ "code": code_at(&uri, &app) }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    mail_count(
+        &app,
+        "titolare@example.it",
+        "Verifica in due passaggi disattivata",
+        1,
+    )
+    .await;
+    assert_eq!(page(&app, &token).await["two_factor"]["active"], false);
+    app.login(OWNER, &password).await;
+}
+
+async fn check(app: &TestApp, user_id: &str, scope: &str, password: &str) -> reqwest::Response {
+    app.post(
+        "/v1/auth/app-password",
+        Some(OPERATOR_KEY),
+        json!({ "user_id": user_id, "scope": scope, "password": password, "client_ip": "198.51.100.7" }),
+    )
+    .await
+}
+
+async fn new_app_password(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (String, Value) {
+    let res = app.request(Method::POST, path, Some(token), body).await;
+    assert_eq!(res.status(), StatusCode::CREATED, "{path}");
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body: Value = res.json().await.unwrap();
+    let password = body["password"].as_str().unwrap().to_string();
+    app.remember_secret(&password);
+    (password, body)
+}
+
+#[tokio::test]
+async fn an_app_password_is_checked_postponed_regenerated_and_deactivated_ap_1_to_ap_7() {
+    let app = TestApp::spawn().await;
+    let (token, password) = app.ready_mailbox(OWNER).await;
+    // AP-1: only with two-step verification on.
+    let res = app
+        .post(
+            "/v1/account/app-passwords",
+            Some(&token),
+            json!({ "scope": "mailbox" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::CONFLICT, "two-factor-required").await;
+    let uri = two_factor_on(&app, &token).await;
+    let token = login_with_code(&app, OWNER, &password, &uri).await;
+    let (first, body) = new_app_password(
+        &app,
+        &token,
+        "/v1/account/app-passwords",
+        Some(json!({ "scope": "mailbox" })),
+    )
+    .await;
+    assert!(first.len() >= 20, "{first}");
+    let expires: chrono::DateTime<chrono::Utc> =
+        body["expires_at"].as_str().unwrap().parse().unwrap();
+    let issued_at = app.clock.now();
+    assert!(expires > issued_at + Duration::days(88) && expires < issued_at + Duration::days(93));
+    // AP-7: the mail server's check.
+    let res = check(&app, OWNER, "mailbox", &first).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["result"], "allow");
+    let res = check(&app, OWNER, "mailbox", "abcde-fghij-kmnop-qrstu").await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "app-password-denied").await;
+    let res = check(&app, OWNER, "archive", &first).await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "app-password-denied").await;
+    // Shown once: the page lists it without the password.
+    let shown = page(&app, &token).await;
+    let listed = &shown["app_passwords"][0];
+    assert_eq!(listed["scope"], "mailbox");
+    assert!(listed.get("password").is_none());
+    assert!(!shown.to_string().contains(&first));
+    // AP-4: too early to postpone, with the date from which it is possible.
+    let res = app
+        .request(
+            Method::POST,
+            "/v1/account/app-passwords/mailbox/postpone",
+            Some(&token),
+            None,
+        )
+        .await;
+    let problem = expect_problem(res, StatusCode::CONFLICT, "postpone-too-early").await;
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains(listed["postpone_available_from"].as_str().unwrap()));
+    // ACC-5: protocols off → denied; back on → allowed.
+    let res = app
+        .request(
+            Method::PUT,
+            "/v1/account/mail-protocols",
+            Some(&token),
+            Some(json!({ "imap": false, "pop": false, "smtp": false })),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        page(&app, &token).await["mail_protocols"],
+        json!({ "imap": false, "pop": false, "smtp": false })
+    );
+    expect_problem(
+        check(&app, OWNER, "mailbox", &first).await,
+        StatusCode::UNAUTHORIZED,
+        "app-password-denied",
+    )
+    .await;
+    let res = app
+        .request(
+            Method::PUT,
+            "/v1/account/mail-protocols",
+            Some(&token),
+            Some(json!({ "imap": true, "pop": false, "smtp": true })),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        check(&app, OWNER, "mailbox", &first).await.status(),
+        StatusCode::OK
+    );
+    // AP-6: 14 days before the expiry, a notice by mail and in the page's list.
+    let until_window = expires - Duration::days(14) - app.clock.now();
+    app.advance(until_window + Duration::seconds(1));
+    mail_count(
+        &app,
+        "titolare@example.it",
+        "password per i programmi di posta sta per scadere",
+        1,
+    )
+    .await;
+    let token = login_with_code(&app, OWNER, &password, &uri).await;
+    let notifications = page(&app, &token).await["notifications"].clone();
+    assert_eq!(notifications[0]["kind"], "app_password_expiry");
+    assert_eq!(notifications[0]["detail"]["days_before"], 14);
+    // AP-4: now it can be postponed, by 3 months from the current expiry, the same password.
+    let res = app
+        .request(
+            Method::POST,
+            "/v1/account/app-passwords/mailbox/postpone",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let postponed: chrono::DateTime<chrono::Utc> = res.json::<Value>().await.unwrap()["expires_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(postponed > expires + Duration::days(88) && postponed < expires + Duration::days(93));
+    assert_eq!(
+        check(&app, OWNER, "mailbox", &first).await.status(),
+        StatusCode::OK
+    );
+    // No notice for the old expiry after the postpone (its 3-day, 1-day and expiry notices).
+    app.advance(Duration::days(15));
+    let token = login_with_code(&app, OWNER, &password, &uri).await;
+    assert_eq!(
+        check(&app, OWNER, "mailbox", &first).await.status(),
+        StatusCode::OK
+    );
+    app.quiesce().await;
+    assert_eq!(
+        mails(
+            &app,
+            "titolare@example.it",
+            "password per i programmi di posta sta per scadere"
+        )
+        .len(),
+        1
+    );
+    // AP-5: regenerate replaces it at once.
+    let (second, _) = new_app_password(
+        &app,
+        &token,
+        "/v1/account/app-passwords/mailbox/regenerate",
+        None,
+    )
+    .await;
+    expect_problem(
+        check(&app, OWNER, "mailbox", &first).await,
+        StatusCode::UNAUTHORIZED,
+        "app-password-denied",
+    )
+    .await;
+    assert_eq!(
+        check(&app, OWNER, "mailbox", &second).await.status(),
+        StatusCode::OK
+    );
+    // NT-4: each new app password is told.
+    mail_count(
+        &app,
+        "titolare@example.it",
+        "Nuova password per i programmi di posta",
+        2,
+    )
+    .await;
+    // AP-5: deactivate ends mail programs' access; the web login goes on.
+    let res = app
+        .request(
+            Method::DELETE,
+            "/v1/account/app-passwords/mailbox",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    expect_problem(
+        check(&app, OWNER, "mailbox", &second).await,
+        StatusCode::UNAUTHORIZED,
+        "app-password-denied",
+    )
+    .await;
+    login_with_code(&app, OWNER, &password, &uri).await;
+    // AH-1: every check was recorded on the account's access stream.
+    app.quiesce().await;
+    let conn = rusqlite::Connection::open(app.data_dir.join("events.db")).unwrap();
+    let (checks, denied): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), sum(json_extract(payload, '$.outcome') = 'failure') FROM events WHERE type = 'AppPasswordChecked' AND stream LIKE 'access-%'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((checks, denied), (10, 5));
+}
+
+#[tokio::test]
+async fn failed_checks_are_limited_per_user_id_and_scope_sec_2() {
+    let app = TestApp::spawn().await;
+    app.ready_mailbox(OWNER).await;
+    for _ in 0..20 {
+        expect_problem(
+            check(&app, OWNER, "mailbox", "wrong-wrong-wrong").await,
+            StatusCode::UNAUTHORIZED,
+            "app-password-denied",
+        )
+        .await;
+    }
+    let res = check(&app, OWNER, "mailbox", "wrong-wrong-wrong").await;
+    assert!(res.headers().contains_key("retry-after"));
+    expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+    // Without the operator key, nothing is checked.
+    let res = app
+        .post(
+            "/v1/auth/app-password",
+            None,
+            json!({ "user_id": OWNER, "scope": "mailbox", "password": "x" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+}
+
+fn link_tokens(mails: &[String]) -> Vec<String> {
+    mails
+        .iter()
+        .filter_map(|m| {
+            let at =
+                m.find("/collaborator-password?token=")? + "/collaborator-password?token=".len();
+            m.get(at..at + 43).map(String::from)
+        })
+        .collect()
+}
+
+async fn set_collaborator_password(
+    app: &TestApp,
+    token: &str,
+    password: &str,
+) -> reqwest::Response {
+    app.remember_secret(password);
+    app.post(
+        "/v1/collaborator-password",
+        None,
+        json!({ "token": token, "new_password": password, "new_password_repeat": password }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_collaborator_lifecycle_through_the_mailed_links_co_1_to_co_5() {
+    let app = TestApp::spawn().await;
+    let (owner, _) = app.ready_mailbox(OWNER).await;
+    let reference = "anna.bianchi@example.it";
+    let res = app
+        .post(
+            "/v1/account/collaborators",
+            Some(&owner),
+            json!({ "name": "Anna Bianchi", "reference_email": reference, "permissions": ["mail_programs", "read_mail"] }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: Value = res.json().await.unwrap();
+    let id = created["collaborator_id"].as_str().unwrap().to_string();
+    let user_id = created["user_id"].as_str().unwrap().to_string();
+    assert!(user_id.ends_with(OWNER), "{user_id}");
+    let listed = &page(&app, &owner).await["collaborators"][0];
+    assert_eq!(listed["state"], "suspended");
+    assert_eq!(listed["permissions"], json!(["read_mail", "mail_programs"]));
+    // CO-1: the link to the first password reaches the reference email.
+    let first = link_tokens(&mail_count(&app, reference, "Crea la password", 1).await);
+    assert_eq!(first.len(), 1);
+    let chosen = "Anna!Bianchi-Rose42";
+    let res = set_collaborator_password(&app, &first[0], chosen).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // Single use.
+    let res = set_collaborator_password(&app, &first[0], "Anna!Bianchi-Gigli43").await;
+    expect_problem(res, StatusCode::GONE, "token-used").await;
+    let collaborator = app.login(&user_id, chosen).await;
+    assert_eq!(page(&app, &collaborator).await["kind"], "collaborator");
+    // CO-5: another holder cannot act on it, and cannot tell it from an unknown id.
+    let (stranger, _) = app.ready_mailbox("altro.titolare@pec.example.it").await;
+    let path = format!("/v1/account/collaborators/{id}/password-reset");
+    let res = app
+        .request(Method::POST, &path, Some(&stranger), None)
+        .await;
+    expect_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    let res = app
+        .request(
+            Method::POST,
+            &format!(
+                "/v1/account/collaborators/{}/password-reset",
+                uuid::Uuid::now_v7()
+            ),
+            Some(&stranger),
+            None,
+        )
+        .await;
+    expect_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    // CO-2: the reset stops the old password at once and suspends until a new one is set.
+    let res = app.request(Method::POST, &path, Some(&owner), None).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let res = app.get("/v1/account", Some(&collaborator)).await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": user_id, "password": chosen }),
+        )
+        .await;
+    let problem = expect_problem(res, StatusCode::FORBIDDEN, "account-suspended").await;
+    assert!(problem["detail"].as_str().unwrap().contains("link"));
+    let reset = link_tokens(&mail_count(&app, reference, "Reimposta la password", 1).await);
+    // CO-3: sending it again invalidates the earlier link.
+    let res = app
+        .request(Method::POST, &format!("{path}/resend"), Some(&owner), None)
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let all = link_tokens(&mail_count(&app, reference, "Crea la password", 2).await);
+    let resent = all.iter().find(|t| **t != first[0]).unwrap().clone();
+    let res = set_collaborator_password(&app, &reset[0], "Anna!Bianchi-Gigli43").await;
+    expect_problem(res, StatusCode::GONE, "token-superseded").await;
+    let res = set_collaborator_password(&app, &resent, "Anna!Bianchi-Gigli43").await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // CO-5: with mail_programs, told to update every device.
+    mail_count(
+        &app,
+        reference,
+        "Aggiorna la password sui programmi di posta",
+        1,
+    )
+    .await;
+    app.login(&user_id, "Anna!Bianchi-Gigli43").await;
+    // CO-4: deactivation is final.
+    let res = app
+        .request(
+            Method::POST,
+            &format!("/v1/account/collaborators/{id}/deactivate"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": user_id, "password": "Anna!Bianchi-Gigli43" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::FORBIDDEN, "account-deactivated").await;
+    let res = app.request(Method::POST, &path, Some(&owner), None).await;
+    expect_problem(res, StatusCode::FORBIDDEN, "account-deactivated").await;
+    assert_eq!(
+        page(&app, &owner).await["collaborators"][0]["state"],
+        "deactivated"
+    );
+}
