@@ -206,9 +206,17 @@ impl AccountHandler {
         };
         let (token, token_hash) = tokens::new_token();
         // AP-8: the code to send should the second factor be SMS and none came with the login.
+        // Drawn (and sealed) only for an account whose second factor is SMS: a login without
+        // one must not depend on a delivery key.
+        let sms_channel = self
+            .load(account_id)
+            .await?
+            .0
+            .two_factor
+            .is_some_and(|t| t.channel == custode_domain::account::TwoFactorChannel::Sms);
         let sms = match otp {
-            Some(_) => None,
-            None => Some(self.draw_code(account_id)?),
+            None if sms_channel => Some(self.draw_code(account_id)?),
+            _ => None,
         };
         let cmd = AccountCommand::Login(Login {
             session_id: Uuid::now_v7(),

@@ -568,3 +568,203 @@ async fn the_collaborator_lifecycle_through_the_mailed_links_co_1_to_co_5() {
         "deactivated"
     );
 }
+
+/// The newest code the SMS sender wrote.
+async fn newest_sms_code(app: &TestApp) -> String {
+    app.quiesce().await;
+    let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap_or_default();
+    let line: Value = serde_json::from_str(sms.lines().last().unwrap()).unwrap();
+    let text = line["text"].as_str().unwrap();
+    let code: String = text
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .unwrap()
+        .to_string();
+    app.remember_secret(&code);
+    code
+}
+
+/// A mailbox with a contact mobile that has done its required actions: (session, password).
+async fn ready_with_mobile(app: &TestApp, user_id: &str) -> (String, String) {
+    let res = app
+        .post(
+            "/v1/admin/accounts",
+            Some(OPERATOR_KEY),
+            json!({ "kind": "mailbox", "user_id": user_id, "contact_email": "titolare@example.it", "contact_mobile": "+39 333 123 4567" }),
+        )
+        .await;
+    let body: Value = res.json().await.unwrap();
+    let temporary = body["temporary_password"].as_str().unwrap().to_string();
+    app.remember_secret(&temporary);
+    let token = app.login(user_id, &temporary).await;
+    let password = "Tr4m-Colle!Verde";
+    assert_eq!(
+        app.change_password(&token, &temporary, password)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let token = app.login(user_id, password).await;
+    let res = app
+        .request(
+            Method::PUT,
+            "/v1/account/recovery-info",
+            Some(&token),
+            Some(json!({ "email": "recupero@example.it" })),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    (token, password.to_string())
+}
+
+#[tokio::test]
+async fn the_sms_channel_sends_a_code_at_each_login_ap_8() {
+    let app = TestApp::spawn().await;
+    let user = "sms.due.passaggi@pec.example.it";
+    let (token, password) = ready_with_mobile(&app, user).await;
+    let res = app
+        .post(
+            "/v1/account/two-factor",
+            Some(&token),
+            json!({ "channel": "sms" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let sent: Value = res.json().await.unwrap();
+    assert_eq!(
+        sent["target"].as_str().unwrap().ends_with("67"),
+        true,
+        "{sent}"
+    );
+    let code = newest_sms_code(&app).await;
+    let res = app
+        .post(
+            "/v1/account/two-factor/confirm",
+            Some(&token),
+            json!({ "code": code }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // A login with the right password sends a code and asks for it.
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": user, "password": password }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "second-factor-required").await;
+    let code = newest_sms_code(&app).await;
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": user, "password": password, "otp": code }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    app.remember_secret(
+        res.json::<Value>().await.unwrap()["session_token"]
+            .as_str()
+            .unwrap(),
+    );
+    // A wrong password sends nothing and says nothing of the second factor.
+    let before = std::fs::read_to_string(app.data_dir.join("sms.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": user, "password": "Not-The-Password1!" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
+    app.quiesce().await;
+    let after = std::fs::read_to_string(app.data_dir.join("sms.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn an_operator_registered_hardware_token_is_bound_with_a_current_code_ap_8() {
+    let app = TestApp::spawn().await;
+    let (token, password) = app.ready_mailbox(OWNER).await;
+    // The seed as a token vendor ships it (base32 of 20 bytes).
+    let seed = b"0123456789abcdefghij".to_vec();
+    let seed_base32 = totp_rs::Secret::Raw(seed.clone()).to_encoded().to_string();
+    app.remember_secret(&seed_base32);
+    let res = app
+        .post(
+            "/v1/admin/hardware-tokens",
+            Some(OPERATOR_KEY),
+            json!({ "serial": "TK-000042", "seed_base32": seed_base32 }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = app
+        .post(
+            "/v1/admin/hardware-tokens",
+            Some(OPERATOR_KEY),
+            json!({ "serial": "tk-000042", "seed_base32": seed_base32 }),
+        )
+        .await;
+    expect_problem(res, StatusCode::CONFLICT, "hardware-token-exists").await;
+    let totp = totp_rs::TOTP::new_unchecked(
+        totp_rs::Algorithm::SHA1,
+        6,
+        1,
+        30,
+        seed,
+        None,
+        String::new(),
+    );
+    let code = || totp.generate(app.clock.now().timestamp() as u64);
+    let res = app
+        .post(
+            "/v1/account/two-factor",
+            Some(&token),
+            json!({ "channel": "hardware_token", "serial": "TK-999999", "code": code() }),
+        )
+        .await;
+    expect_problem(res, StatusCode::CONFLICT, "hardware-token-unavailable").await;
+    let res = app
+        .post(
+            "/v1/account/two-factor",
+            Some(&token),
+            json!({ "channel": "hardware_token", "serial": "TK-000042", "code": code() }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        page(&app, &token).await["two_factor"]["channel"],
+        "hardware_token"
+    );
+    // Bound to this account only.
+    let (other, _) = app.ready_mailbox("altro@pec.example.it").await;
+    app.advance(Duration::seconds(30));
+    let res = app
+        .post(
+            "/v1/account/two-factor",
+            Some(&other),
+            json!({ "channel": "hardware_token", "serial": "TK-000042", "code": code() }),
+        )
+        .await;
+    expect_problem(res, StatusCode::CONFLICT, "hardware-token-unavailable").await;
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": OWNER, "password": password, "otp": code() }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    app.remember_secret(
+        res.json::<Value>().await.unwrap()["session_token"]
+            .as_str()
+            .unwrap(),
+    );
+}
