@@ -754,19 +754,30 @@ fn collaborator_id(text: &str) -> Result<Uuid, Problem> {
         .map_err(|_| Problem::new("account-not-found", "no collaborator has this id"))
 }
 
+/// CO-2 (`resend: false`) and CO-3: a new link to the collaborator's reference email.
+async fn link_again(
+    state: AppState,
+    session: HolderSession,
+    correlation: Correlation,
+    id: String,
+    resend: bool,
+) -> Result<Response, Problem> {
+    let id = collaborator_id(&id)?;
+    let outcome = state
+        .accounts
+        .collaborator_link_again(session.account_id, id, resend, &session.caller(correlation))
+        .await
+        .map_err(not_owner_unless_found)?;
+    Ok(command_answer(&state, outcome.position(), StatusCode::ACCEPTED).await)
+}
+
 pub async fn reset_collaborator(
     State(state): State<AppState>,
     session: HolderSession,
     correlation: Correlation,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let id = collaborator_id(&id)?;
-    let outcome = state
-        .accounts
-        .collaborator_link_again(session.account_id, id, false, &session.caller(correlation))
-        .await
-        .map_err(not_owner_unless_found)?;
-    Ok(command_answer(&state, outcome.position(), StatusCode::ACCEPTED).await)
+    link_again(state, session, correlation, id, false).await
 }
 
 pub async fn resend_collaborator_link(
@@ -775,13 +786,7 @@ pub async fn resend_collaborator_link(
     correlation: Correlation,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let id = collaborator_id(&id)?;
-    let outcome = state
-        .accounts
-        .collaborator_link_again(session.account_id, id, true, &session.caller(correlation))
-        .await
-        .map_err(not_owner_unless_found)?;
-    Ok(command_answer(&state, outcome.position(), StatusCode::ACCEPTED).await)
+    link_again(state, session, correlation, id, true).await
 }
 
 pub async fn deactivate_collaborator(

@@ -135,3 +135,36 @@ pub(super) fn check_failed(
         }));
     }
 }
+
+/// PW-4, SC, AP-8: a code by SMS for `purpose` to the account's contact mobile (never the
+/// recovery mobile: a session could set that one itself), replacing any earlier code of the
+/// purpose, within `limits.recovery_messages_per_user_per_hour` such codes an hour (SEC-2,
+/// counted apart from recovery's).
+pub(super) fn sms_challenge(
+    state: &Account,
+    purpose: crate::otp::OtpPurpose,
+    drawn: &DrawnCode,
+    ctx: &Ctx<'_>,
+) -> Result<AccountEvent, AccountError> {
+    let profile = opened(state)?;
+    let to = profile
+        .contact_mobile
+        .as_ref()
+        .ok_or(AccountError::MethodUnavailable)?;
+    state
+        .otp_messages
+        .allow(ctx.settings, ctx.now)
+        .map_err(|_| AccountError::CodeLimit)?;
+    let settings = &ctx.settings.recovery;
+    Ok(AccountEvent::OtpChallengeIssued(OtpChallengeIssued {
+        challenge_id: drawn.challenge_id,
+        purpose,
+        channel: crate::notice::Channel::Sms,
+        to: to.clone(),
+        code_hash: ctx.codes.hash_code(drawn.challenge_id, drawn.code.expose()),
+        expires_at: ctx.now + settings.code_lifetime(),
+        max_attempts: settings.code_attempts,
+        recovery_id: None,
+        sealed_code: drawn.sealed_code.clone(),
+    }))
+}

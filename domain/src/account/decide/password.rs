@@ -7,7 +7,6 @@ use super::super::events::*;
 use super::super::state::Account;
 use super::*;
 use crate::decider::Ctx;
-use crate::notice::Channel;
 use crate::otp::{self, OtpPurpose};
 use crate::policy::{self, Holder};
 use crate::secret::Secret;
@@ -124,7 +123,7 @@ pub(super) fn request_otp(
     c: &RequestOtp,
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
-    let profile = opened(state)?;
+    opened(state)?;
     require_session(state, c.session_id, false, ctx.now)?;
     if c.purpose == OtpPurpose::Recovery {
         return Err(AccountError::Invalid(vec![Violation::new(
@@ -133,27 +132,12 @@ pub(super) fn request_otp(
             "recovery codes are asked for with POST /v1/recovery/{recovery_id}/sms",
         )]));
     }
-    let to = profile
-        .contact_mobile
-        .as_ref()
-        .ok_or(AccountError::MethodUnavailable)?;
-    // The hourly limit is recovery's (SEC-2), counted apart for these codes.
-    state
-        .otp_messages
-        .allow(ctx.settings, ctx.now)
-        .map_err(|_| AccountError::CodeLimit)?;
-    let settings = &ctx.settings.recovery;
-    Ok(vec![AccountEvent::OtpChallengeIssued(OtpChallengeIssued {
+    let drawn = DrawnCode {
         challenge_id: c.challenge_id,
-        purpose: c.purpose,
-        channel: Channel::Sms,
-        to: to.clone(),
-        code_hash: ctx.codes.hash_code(c.challenge_id, c.code.expose()),
-        expires_at: ctx.now + settings.code_lifetime(),
-        max_attempts: settings.code_attempts,
-        recovery_id: None,
+        code: c.code.clone(),
         sealed_code: c.sealed_code.clone(),
-    })])
+    };
+    Ok(vec![super::sms_challenge(state, c.purpose, &drawn, ctx)?])
 }
 
 /// PW-1, PW-2 and the repetition, for a new password. `current` is the password just verified

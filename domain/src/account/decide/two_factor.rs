@@ -7,7 +7,6 @@ use super::super::events::*;
 use super::super::state::{Account, TwoFactor};
 use super::*;
 use crate::decider::Ctx;
-use crate::notice::Channel;
 use crate::otp::{self, OtpPurpose};
 use crate::secret::{Sealed, Secret};
 use crate::violation::Violation;
@@ -62,7 +61,7 @@ pub(super) fn second_factor(
     match (two_factor.channel, &two_factor.sealed_secret, code) {
         (TwoFactorChannel::Sms, _, None) => match sms {
             Some(drawn) => {
-                events.push(sms_code(state, OtpPurpose::Login, drawn, ctx)?);
+                events.push(super::sms_challenge(state, OtpPurpose::Login, drawn, ctx)?);
                 Ok(false)
             }
             None => Err(AccountError::SecondFactorRequired {
@@ -70,13 +69,7 @@ pub(super) fn second_factor(
             }),
         },
         (TwoFactorChannel::Sms, _, Some(code)) => {
-            code_shape(code, "otp")?;
-            let confirmed = confirm_code(state, OtpPurpose::Login, code, ctx)?;
-            let right = confirmed
-                .iter()
-                .any(|e| matches!(e, AccountEvent::OtpVerified(_)));
-            events.extend(confirmed);
-            Ok(right)
+            sms_confirmed(state, events, OtpPurpose::Login, code, ctx)
         }
         (channel, _, None) => Err(AccountError::SecondFactorRequired { channel }),
         (_, None, Some(_)) => Err(AccountError::SecondFactorRequired {
@@ -110,44 +103,22 @@ pub(super) fn second_factor(
     }
 }
 
-/// An SMS code for `purpose` to the contact mobile, within the hourly limit (SEC-2).
-fn sms_code(
+/// An SMS code against the live challenge of `purpose` (see `password::confirm_otp`), its
+/// events appended to `events`; whether it was right.
+fn sms_confirmed(
     state: &Account,
-    purpose: OtpPurpose,
-    drawn: &DrawnCode,
-    ctx: &Ctx<'_>,
-) -> Result<AccountEvent, AccountError> {
-    let profile = opened(state)?;
-    let to = profile
-        .contact_mobile
-        .as_ref()
-        .ok_or(AccountError::MethodUnavailable)?;
-    state
-        .otp_messages
-        .allow(ctx.settings, ctx.now)
-        .map_err(|_| AccountError::CodeLimit)?;
-    let settings = &ctx.settings.recovery;
-    Ok(AccountEvent::OtpChallengeIssued(OtpChallengeIssued {
-        challenge_id: drawn.challenge_id,
-        purpose,
-        channel: Channel::Sms,
-        to: to.clone(),
-        code_hash: ctx.codes.hash_code(drawn.challenge_id, drawn.code.expose()),
-        expires_at: ctx.now + settings.code_lifetime(),
-        max_attempts: settings.code_attempts,
-        recovery_id: None,
-        sealed_code: drawn.sealed_code.clone(),
-    }))
-}
-
-/// An SMS code against the live challenge of `purpose` (see `password::confirm_otp`).
-fn confirm_code(
-    state: &Account,
+    events: &mut Vec<AccountEvent>,
     purpose: OtpPurpose,
     code: &Secret,
     ctx: &Ctx<'_>,
-) -> Result<Vec<AccountEvent>, AccountError> {
-    super::password::confirm_otp(state, purpose, Some(code), ctx)
+) -> Result<bool, AccountError> {
+    code_shape(code, "code")?;
+    let confirmed = super::password::confirm_otp(state, purpose, Some(code), ctx)?;
+    let right = confirmed
+        .iter()
+        .any(|e| matches!(e, AccountEvent::OtpVerified(_)));
+    events.extend(confirmed);
+    Ok(right)
 }
 
 /// ACC-2, SEC-3: a sensitive change needs a fresh session and no required action left.
@@ -198,7 +169,7 @@ pub(super) fn start(
                     "no code was drawn for the SMS",
                 )])
             })?;
-            let code = sms_code(state, OtpPurpose::TwoFactorOn, drawn, ctx)?;
+            let code = super::sms_challenge(state, OtpPurpose::TwoFactorOn, drawn, ctx)?;
             Ok(vec![
                 AccountEvent::TwoFactorEnrollmentStarted(TwoFactorEnrollmentStarted {
                     channel: TwoFactorChannel::Sms,
@@ -272,15 +243,7 @@ pub(super) fn confirm(
             CodeUse::TwoFactorOn,
             ctx,
         )?,
-        (None, _) => {
-            code_shape(&c.code, "code")?;
-            let confirmed = confirm_code(state, OtpPurpose::TwoFactorOn, &c.code, ctx)?;
-            let right = confirmed
-                .iter()
-                .any(|e| matches!(e, AccountEvent::OtpVerified(_)));
-            events.extend(confirmed);
-            right
-        }
+        (None, _) => sms_confirmed(state, &mut events, OtpPurpose::TwoFactorOn, &c.code, ctx)?,
     };
     if right {
         events.push(enabled(pending));
@@ -348,15 +311,7 @@ pub(super) fn disable(
             CodeUse::TwoFactorOff,
             ctx,
         )?,
-        None => {
-            code_shape(&c.code, "code")?;
-            let confirmed = confirm_code(state, OtpPurpose::TwoFactorOff, &c.code, ctx)?;
-            let right = confirmed
-                .iter()
-                .any(|e| matches!(e, AccountEvent::OtpVerified(_)));
-            events.extend(confirmed);
-            right
-        }
+        None => sms_confirmed(state, &mut events, OtpPurpose::TwoFactorOff, &c.code, ctx)?,
     };
     if right {
         events.push(AccountEvent::TwoFactorDisabled(TwoFactorDisabled {
