@@ -247,6 +247,24 @@ pub struct CodeRequest {
     code: Secret,
 }
 
+/// Runs a command that checks a code, answering a wrong or replayed one as such (recorded).
+async fn code_command(
+    state: AppState,
+    session: HolderSession,
+    correlation: Correlation,
+    cmd: AccountCommand,
+) -> Result<Response, Problem> {
+    let outcome = state
+        .accounts
+        .execute(session.account_id, cmd, &session.caller(correlation))
+        .await?;
+    if let Some(problem) = second_factor_refusal(&outcome.events) {
+        settle(&state, outcome.position()).await;
+        return Err(problem);
+    }
+    Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)
+}
+
 pub async fn confirm_two_factor(
     State(state): State<AppState>,
     session: HolderSession,
@@ -259,15 +277,7 @@ pub async fn confirm_two_factor(
         code: req.code,
         client_ip: client.text(),
     });
-    let outcome = state
-        .accounts
-        .execute(session.account_id, cmd, &session.caller(correlation))
-        .await?;
-    if let Some(problem) = second_factor_refusal(&outcome.events) {
-        settle(&state, outcome.position()).await;
-        return Err(problem);
-    }
-    Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)
+    code_command(state, session, correlation, cmd).await
 }
 
 pub async fn disable_two_factor(
@@ -282,15 +292,7 @@ pub async fn disable_two_factor(
         code: req.code,
         client_ip: client.text(),
     });
-    let outcome = state
-        .accounts
-        .execute(session.account_id, cmd, &session.caller(correlation))
-        .await?;
-    if let Some(problem) = second_factor_refusal(&outcome.events) {
-        settle(&state, outcome.position()).await;
-        return Err(problem);
-    }
-    Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)
+    code_command(state, session, correlation, cmd).await
 }
 
 #[derive(Debug, Deserialize)]
