@@ -259,6 +259,38 @@ mod tests {
     }
 
     #[test]
+    fn an_app_password_sets_its_four_expiry_notices_ap_6() {
+        let expires_at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2027, 3, 1, 9, 0, 0).unwrap();
+        let event = ScheduleEvent::AppPasswordIssued(AppPasswordIssued {
+            scope: "mailbox".into(),
+            password_hmac: "ab".repeat(32),
+            expires_at,
+            replaced: false,
+        });
+        let schedule = schedule_for("account-x", &event);
+        let due: Vec<(DateTime<Utc>, u32)> = schedule
+            .set
+            .iter()
+            .map(|d| match &d.timer {
+                Timer::AppPasswordExpiry { days_before, .. } => (d.due_at, *days_before),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            due,
+            vec![
+                (expires_at - Duration::days(14), 14),
+                (expires_at - Duration::days(3), 3),
+                (expires_at - Duration::days(1), 1),
+                (expires_at, 0),
+            ]
+        );
+        // Keys carry the expiry: a postpone's timers never collide with the old ones.
+        let keys: std::collections::BTreeSet<_> = schedule.set.iter().map(|d| &d.key).collect();
+        assert_eq!(keys.len(), 4);
+    }
+
+    #[test]
     fn a_forged_key_id_schedules_nothing() {
         assert_eq!(delivery_key_end("../../x"), None);
     }
