@@ -132,6 +132,31 @@ pub const UPCASTERS: &[Upcaster] = &[
         from_version: 1,
         upcast: crate::account::upcast::unchanged,
     },
+    // Types whose shape only widened read as they are: v2 of `AccountOpened` may carry a
+    // collaborator's `permissions` (CO-1); v3 of `LoginFailed` may give `wrong_code` or
+    // `code_replayed` (AP-8); v3 of `OtpChallengeIssued` the purposes `login` and
+    // `two_factor_on` (AP-8); v2 of `SessionsEnded` the reasons `collaborator_reset` and
+    // `deactivated` (CO-2, CO-4).
+    Upcaster {
+        event_type: "AccountOpened",
+        from_version: 1,
+        upcast: crate::account::upcast::unchanged,
+    },
+    Upcaster {
+        event_type: "LoginFailed",
+        from_version: 2,
+        upcast: crate::account::upcast::unchanged,
+    },
+    Upcaster {
+        event_type: "OtpChallengeIssued",
+        from_version: 2,
+        upcast: crate::account::upcast::unchanged,
+    },
+    Upcaster {
+        event_type: "SessionsEnded",
+        from_version: 1,
+        upcast: crate::account::upcast::unchanged,
+    },
 ];
 
 /// The version `event_type` is written with today.

@@ -91,7 +91,7 @@ fn the_golden_log_replays_into_the_read_models_its_own_version_built_au_4() {
 }
 
 #[test]
-fn a_v1_session_started_of_the_golden_log_reads_as_v2() {
+fn the_golden_logs_v1_events_read_as_todays_versions() {
     let copy = copy_of_fixture();
     let conn = rusqlite::Connection::open(copy.path().join("events.db")).unwrap();
     let versions: Vec<(String, i64)> = conn
@@ -112,8 +112,14 @@ fn a_v1_session_started_of_the_golden_log_reads_as_v2() {
     let events = log.read_from_blocking(0, 10_000).unwrap();
     let mut sessions = 0;
     let mut failures = 0;
+    let mut openings = 0;
     for event in &events {
         match decode::<AccountEvent>(event) {
+            // AccountOpened v1 reads as v2: no collaborator permissions (CO-1).
+            Ok(AccountEvent::AccountOpened(opened)) => {
+                assert!(opened.permissions.is_empty());
+                openings += 1;
+            }
             Ok(AccountEvent::SessionStarted(started)) => {
                 assert_eq!(started.channel, AccessChannel::Api);
                 sessions += 1;
@@ -128,8 +134,8 @@ fn a_v1_session_started_of_the_golden_log_reads_as_v2() {
         }
     }
     assert!(
-        sessions > 0 && failures > 0,
-        "{sessions} sessions, {failures} failures"
+        sessions > 0 && failures > 0 && openings > 0,
+        "{sessions} sessions, {failures} failures, {openings} openings"
     );
 }
 

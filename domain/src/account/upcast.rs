@@ -72,7 +72,7 @@ mod tests {
 
     #[test]
     fn a_v1_login_failure_keeps_its_address_and_gains_the_api_channel() {
-        assert_eq!(current_version("LoginFailed"), 2);
+        assert_eq!(current_version("LoginFailed"), 3);
         let v1 = json!({"reason": "wrong_password", "client_ip": "192.0.2.7"});
         let event: AccountEvent = decode(&stored("LoginFailed", 1, v1)).unwrap();
         let AccountEvent::LoginFailed(failed) = event else {
@@ -91,7 +91,32 @@ mod tests {
 
     #[test]
     fn unchanged_types_stay_at_version_one() {
-        assert_eq!(current_version("AccountOpened"), 1);
+        assert_eq!(current_version("PasswordChanged"), 1);
         assert_eq!(current_version("NoSuchType"), 1);
+    }
+
+    #[test]
+    fn a_v1_account_opening_reads_as_v2_without_permissions() {
+        assert_eq!(current_version("AccountOpened"), 2);
+        let v1 = json!({
+            "account_id": "00000000-0000-0000-0000-000000000001",
+            "kind": "collaborator",
+            "user_id": "anna.collab",
+            "owner_id": "00000000-0000-0000-0000-000000000002",
+            "language": "it",
+            "migrated": false
+        });
+        let event: AccountEvent = decode(&stored("AccountOpened", 1, v1)).unwrap();
+        assert!(matches!(event, AccountEvent::AccountOpened(o) if o.permissions.is_empty()));
+    }
+
+    #[test]
+    fn widened_types_read_their_earlier_versions_as_they_are() {
+        assert_eq!(current_version("SessionsEnded"), 2);
+        assert_eq!(current_version("OtpChallengeIssued"), 3);
+        let v1 =
+            json!({"session_ids": ["00000000-0000-0000-0000-000000000009"], "reason": "logout"});
+        let event: AccountEvent = decode(&stored("SessionsEnded", 1, v1)).unwrap();
+        assert!(matches!(event, AccountEvent::SessionsEnded(e) if e.session_ids.len() == 1));
     }
 }
