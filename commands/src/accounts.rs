@@ -303,15 +303,10 @@ impl AccountHandler {
         purpose: OtpPurpose,
         caller: &Caller,
     ) -> AccountResult<Outcome> {
-        let challenge_id = Uuid::now_v7();
-        let code = tokens::otp_code();
-        let sealed_code = self.seal(&code, &account::otp_context(account_id, challenge_id))?;
         let cmd = AccountCommand::RequestOtp(RequestOtp {
             session_id,
             purpose,
-            challenge_id,
-            code,
-            sealed_code,
+            code: self.draw_code(account_id)?,
         });
         self.execute(account_id, cmd, caller).await
     }

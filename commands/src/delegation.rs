@@ -13,7 +13,7 @@ use custode_domain::account::{
     Permission, Scope, ScopeCommand, StartTwoFactor, TwoFactorChannel,
 };
 use custode_domain::hardware_token::{HardwareTokenCommand, HardwareTokenError};
-use custode_domain::{Secret, Violation};
+use custode_domain::Secret;
 use uuid::Uuid;
 
 /// What starting two-step verification gives the holder: for the app, the secret to put in
@@ -82,10 +82,22 @@ fn collaborator_user_id(name: &str, mailbox: &str) -> String {
 }
 
 impl AccountHandler {
-    /// ACC-2, CO-5: the owning mailbox, with its holder's required actions done.
-    async fn ready_owner(&self, owner_id: Uuid) -> AccountResult<account::Account> {
+    /// ACC-2, SEC-3, CO-5: the owning mailbox, acting through a fresh session (delegating
+    /// access is a sensitive change), with its holder's required actions done.
+    async fn ready_owner(
+        &self,
+        owner_id: Uuid,
+        session_id: Uuid,
+    ) -> AccountResult<account::Account> {
         let (owner, _) = self.load(owner_id).await?;
         let profile = owner.profile.as_ref().ok_or(AccountError::NotFound)?;
+        let now = self.services().clock.now();
+        let session = owner
+            .live_session(session_id, now)
+            .ok_or(AccountError::SessionInvalid)?;
+        if session.fresh_until < now {
+            return Err(HandlerError::Domain(AccountError::ReauthenticationRequired));
+        }
         if profile.kind != AccountKind::Mailbox {
             return Err(HandlerError::Domain(AccountError::NotMailbox));
         }
@@ -100,20 +112,16 @@ impl AccountHandler {
     pub async fn create_collaborator(
         &self,
         owner_id: Uuid,
+        session_id: Uuid,
         name: String,
         reference_email: String,
         permissions: Vec<Permission>,
         caller: &Caller,
     ) -> AccountResult<NewCollaborator> {
-        let owner = self.ready_owner(owner_id).await?;
+        let owner = self.ready_owner(owner_id, session_id).await?;
         let Some(profile) = owner.profile.as_ref() else {
             return Err(HandlerError::Domain(AccountError::NotFound));
         };
-        if name.trim().is_empty() {
-            return Err(HandlerError::Domain(AccountError::Invalid(vec![
-                Violation::new("CO-1.name", Some("name"), "give the collaborator's name"),
-            ])));
-        }
         let mut last = HandlerError::Domain(AccountError::UserIdTaken);
         for _ in 0..USER_ID_ATTEMPTS {
             let account_id = Uuid::now_v7();
@@ -151,19 +159,6 @@ impl AccountHandler {
                 Err(HandlerError::Domain(AccountError::UserIdTaken)) => {
                     last = HandlerError::Domain(AccountError::UserIdTaken);
                 }
-                Err(HandlerError::Domain(AccountError::Invalid(mut violations))) => {
-                    // The reference email is the contact email of the collaborator's account.
-                    for v in &mut violations {
-                        if v.field == Some("contact_email") {
-                            *v = Violation::new(
-                                "CO-1.reference_email",
-                                Some("reference_email"),
-                                "not a valid e-mail address",
-                            );
-                        }
-                    }
-                    return Err(HandlerError::Domain(AccountError::Invalid(violations)));
-                }
                 Err(e) => return Err(e),
             }
         }
@@ -191,11 +186,12 @@ impl AccountHandler {
     pub async fn collaborator_link_again(
         &self,
         owner_id: Uuid,
+        session_id: Uuid,
         collaborator_id: Uuid,
         resend: bool,
         caller: &Caller,
     ) -> AccountResult<Outcome> {
-        self.ready_owner(owner_id).await?;
+        self.ready_owner(owner_id, session_id).await?;
         let link = self.collaborator_link(collaborator_id, owner_id)?;
         let cmd = if resend {
             AccountCommand::ResendCollaboratorLink(link)
@@ -209,10 +205,11 @@ impl AccountHandler {
     pub async fn deactivate_collaborator(
         &self,
         owner_id: Uuid,
+        session_id: Uuid,
         collaborator_id: Uuid,
         caller: &Caller,
     ) -> AccountResult<Outcome> {
-        self.ready_owner(owner_id).await?;
+        self.ready_owner(owner_id, session_id).await?;
         let cmd = AccountCommand::DeactivateCollaborator(OwnerAct { owner_id });
         self.execute(collaborator_id, cmd, caller).await
     }

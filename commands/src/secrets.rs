@@ -2,8 +2,8 @@
 //! authenticator app and the seed of a hardware token (AP-8). They are kept in events only
 //! sealed with ChaCha20-Poly1305 under a key derived from the service key (HMAC under a label
 //! of its own), so the log never holds them in the clear; unlike delivery keys, this key is
-//! never destroyed (a second factor lives as long as the account). The AP-3 pepper is derived
-//! the same way: app passwords are kept as HMAC-SHA256 under it.
+//! never destroyed (a second factor lives as long as the account). App passwords are kept as
+//! HMAC-SHA256 under the service key with a label of their own (AP-3's pepper).
 //!
 //! TOTP is RFC 6238 with SHA-1, 6 digits and 30-second steps, through the `totp-rs` crate.
 
@@ -76,11 +76,10 @@ impl ServiceKey {
             .ok()
     }
 
-    /// AP-3: the keyed hash an app password is kept as (hex of HMAC-SHA256 under the pepper).
+    /// AP-3: the keyed hash an app password is kept as: HMAC-SHA256 (hex) under the service
+    /// key with a label of its own, which makes it the pepper of app passwords.
     pub fn app_password_hmac(&self, password: &str) -> String {
-        let pepper = self.mac("custode/app-password-pepper", &[]);
-        let key = ServiceKey::from_bytes(pepper);
-        crate::log::hex(&key.mac("custode/app-password", &[password.as_bytes()]))
+        crate::log::hex(&self.mac("custode/app-password", &[password.as_bytes()]))
     }
 }
 

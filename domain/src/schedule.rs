@@ -109,29 +109,44 @@ crate::event_group! {
     }
 }
 
-/// AP-6: the notices before the expiry `expires_at` of `scope`'s password. A postpone,
-/// regeneration or deactivation cancels nothing here: the command decides from the state and
-/// gives no notice for an expiry that no longer stands.
-fn expiry_notices(stream: &str, scope: &str, expires_at: DateTime<Utc>) -> Schedule {
-    let set = crate::account::EXPIRY_NOTICE_DAYS
-        .iter()
-        .map(|&days_before| Deadline {
-            key: format!(
-                "app-password-expiry/{stream}/{scope}/{}/{days_before}",
-                expires_at.timestamp_millis()
-            ),
-            timer: Timer::AppPasswordExpiry {
-                stream: stream.to_string(),
-                scope: scope.to_string(),
-                expires_at,
-                days_before,
-            },
-            due_at: expires_at - Duration::days(i64::from(days_before)),
-        })
-        .collect();
+fn expiry_key(stream: &str, scope: &str, expires_at: DateTime<Utc>, days_before: u32) -> String {
+    format!(
+        "app-password-expiry/{stream}/{scope}/{}/{days_before}",
+        expires_at.timestamp_millis()
+    )
+}
+
+/// AP-6: the notices before the expiry `expires_at` of `scope`'s password; a postpone cancels
+/// those of the expiry it moved. A regeneration or deactivation cancels nothing here: the
+/// command decides from the state and gives no notice for an expiry that no longer stands.
+fn expiry_notices(
+    stream: &str,
+    scope: &str,
+    expires_at: DateTime<Utc>,
+    moved_from: Option<DateTime<Utc>>,
+) -> Schedule {
+    let days = crate::account::EXPIRY_NOTICE_DAYS;
     Schedule {
-        set,
-        cancel: Vec::new(),
+        set: days
+            .iter()
+            .map(|&days_before| Deadline {
+                key: expiry_key(stream, scope, expires_at, days_before),
+                timer: Timer::AppPasswordExpiry {
+                    stream: stream.to_string(),
+                    scope: scope.to_string(),
+                    expires_at,
+                    days_before,
+                },
+                due_at: expires_at - Duration::days(i64::from(days_before)),
+            })
+            .collect(),
+        cancel: moved_from
+            .map(|old| {
+                days.iter()
+                    .map(|&d| expiry_key(stream, scope, old, d))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -193,8 +208,10 @@ pub fn schedule_for(stream: &str, event: &ScheduleEvent) -> Schedule {
         ScheduleEvent::DecoyCodeSent(e) => {
             Schedule::default().and(mirror(stream, "one_time_code", e.expires_at))
         }
-        ScheduleEvent::AppPasswordIssued(e) => expiry_notices(stream, &e.scope, e.expires_at),
-        ScheduleEvent::AppPasswordPostponed(e) => expiry_notices(stream, &e.scope, e.expires_at),
+        ScheduleEvent::AppPasswordIssued(e) => expiry_notices(stream, &e.scope, e.expires_at, None),
+        ScheduleEvent::AppPasswordPostponed(e) => {
+            expiry_notices(stream, &e.scope, e.expires_at, Some(e.previous_expiry))
+        }
     }
 }
 
@@ -285,9 +302,22 @@ mod tests {
                 (expires_at, 0),
             ]
         );
-        // Keys carry the expiry: a postpone's timers never collide with the old ones.
         let keys: std::collections::BTreeSet<_> = schedule.set.iter().map(|d| &d.key).collect();
         assert_eq!(keys.len(), 4);
+        // A postpone sets the new expiry's four and cancels exactly the old ones.
+        let later = expires_at + Duration::days(92);
+        let postponed = schedule_for(
+            "account-x",
+            &ScheduleEvent::AppPasswordPostponed(AppPasswordPostponed {
+                scope: "mailbox".into(),
+                previous_expiry: expires_at,
+                expires_at: later,
+            }),
+        );
+        let cancelled: std::collections::BTreeSet<_> = postponed.cancel.iter().collect();
+        assert_eq!(cancelled, keys);
+        assert!(postponed.set.iter().all(|d| !keys.contains(&d.key)));
+        assert_eq!(postponed.set.len(), 4);
     }
 
     #[test]

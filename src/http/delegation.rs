@@ -733,6 +733,7 @@ pub async fn create_collaborator(
         .accounts
         .create_collaborator(
             session.account_id,
+            session.session_id,
             req.name,
             req.reference_email,
             req.permissions,
@@ -767,7 +768,13 @@ async fn link_again(
     let id = collaborator_id(&id)?;
     let outcome = state
         .accounts
-        .collaborator_link_again(session.account_id, id, resend, &session.caller(correlation))
+        .collaborator_link_again(
+            session.account_id,
+            session.session_id,
+            id,
+            resend,
+            &session.caller(correlation),
+        )
         .await
         .map_err(not_owner_unless_found)?;
     Ok(command_answer(&state, outcome.position(), StatusCode::ACCEPTED).await)
@@ -800,7 +807,12 @@ pub async fn deactivate_collaborator(
     let id = collaborator_id(&id)?;
     let outcome = state
         .accounts
-        .deactivate_collaborator(session.account_id, id, &session.caller(correlation))
+        .deactivate_collaborator(
+            session.account_id,
+            session.session_id,
+            id,
+            &session.caller(correlation),
+        )
         .await
         .map_err(not_owner_unless_found)?;
     Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)

@@ -122,6 +122,7 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
         409,
         "The password cannot be postponed yet",
     ),
+    ("app-password-expired", 409, "The password has expired"),
     (
         "nothing-to-resend",
         409,
@@ -345,6 +346,7 @@ impl From<AccountError> for Problem {
             | AccountError::MailProtocolsOff
             | AccountError::NotMailbox
             | AccountError::AppPasswordExists
+            | AccountError::AppPasswordExpired
             | AccountError::NoAppPassword
             | AccountError::NotOwner
             | AccountError::NothingToResend

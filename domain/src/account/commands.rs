@@ -196,9 +196,7 @@ pub struct ChangePassword {
 pub struct RequestOtp {
     pub session_id: Uuid,
     pub purpose: OtpPurpose,
-    pub challenge_id: Uuid,
-    pub code: Secret,
-    pub sealed_code: Sealed,
+    pub code: DrawnCode,
 }
 
 /// A field of a partial update: absent leaves it, `null` removes it, a value sets it.

@@ -103,6 +103,9 @@ pub enum AccountError {
     #[error("this scope has no app password")]
     NoAppPassword,
     /// AP-4.
+    #[error("the password has expired: generate a new one")]
+    AppPasswordExpired,
+    /// AP-4.
     #[error("the password can be postponed only in its last 14 days")]
     PostponeTooEarly { from: DateTime<Utc> },
     /// CO-5, SEC-4.
@@ -157,6 +160,7 @@ impl AccountError {
             AccountError::AppPasswordExists => "app-password-exists",
             AccountError::NoAppPassword => "app-password-not-found",
             AccountError::PostponeTooEarly { .. } => "postpone-too-early",
+            AccountError::AppPasswordExpired => "app-password-expired",
             AccountError::NotOwner => "forbidden",
             AccountError::NothingToResend => "nothing-to-resend",
             AccountError::Deactivated => "account-deactivated",

@@ -88,8 +88,7 @@ pub struct CollaboratorLinks {
 impl CollaboratorLinks {
     fn spend(&mut self, how: Spent) {
         if let Some((hash, _)) = self.live.take() {
-            self.spent.push_front((hash, how));
-            self.spent.truncate(SPENT_KEPT);
+            remember_spent(&mut self.spent, hash, how);
         }
     }
 }
@@ -113,6 +112,28 @@ pub enum Spent {
 
 /// How many spent tokens the state remembers (for a clear `410` instead of "unknown").
 const SPENT_KEPT: usize = 32;
+
+fn remember_spent(spent: &mut VecDeque<(TokenHash, Spent)>, hash: TokenHash, how: Spent) {
+    spent.push_front((hash, how));
+    spent.truncate(SPENT_KEPT);
+}
+
+/// SEC-1: the refusal for a token that matches no live one: used, superseded, or never issued
+/// (compared in constant time).
+pub fn spent_refusal(
+    spent: &VecDeque<(TokenHash, Spent)>,
+    token_hash: &TokenHash,
+) -> super::errors::AccountError {
+    use super::errors::AccountError;
+    let found = spent
+        .iter()
+        .find(|(hash, _)| crate::otp::constant_time_eq(hash.as_str(), token_hash.as_str()));
+    match found {
+        Some((_, Spent::Used)) => AccountError::TokenUsed,
+        Some((_, Spent::Superseded)) => AccountError::TokenSuperseded,
+        None => AccountError::TokenInvalid,
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Grants {
@@ -155,8 +176,7 @@ impl Grants {
 
     fn spend(&mut self, grant: Option<Grant>, how: Spent) {
         if let Some(g) = grant {
-            self.spent.push_front((g.token_hash, how));
-            self.spent.truncate(SPENT_KEPT);
+            remember_spent(&mut self.spent, g.token_hash, how);
         }
     }
 

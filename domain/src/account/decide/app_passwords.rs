@@ -177,6 +177,10 @@ pub(super) fn postpone(
     mailbox(state)?;
     ready_for_change(state, c.session_id, true, ctx)?;
     let (scope, password) = existing(state, &c.scope)?;
+    // AP-4: only before the expiry; an expired password is generated anew.
+    if password.expires_at <= ctx.now {
+        return Err(AccountError::AppPasswordExpired);
+    }
     let from = postpone_available_from(password.expires_at);
     if ctx.now < from {
         return Err(AccountError::PostponeTooEarly { from });

@@ -4,7 +4,7 @@
 use super::super::commands::*;
 use super::super::errors::AccountError;
 use super::super::events::*;
-use super::super::state::{Account, Spent};
+use super::super::state::{spent_refusal, Account};
 use super::*;
 use crate::decider::Ctx;
 
@@ -32,7 +32,8 @@ fn owned(state: &Account, owner_id: uuid::Uuid) -> Result<&AccountOpened, Accoun
 fn link(
     profile: &AccountOpened,
     reason: LinkReason,
-    c: &CollaboratorLink,
+    token_hash: &crate::secret::TokenHash,
+    sealed_token: &crate::secret::Sealed,
     ctx: &Ctx<'_>,
 ) -> Result<AccountEvent, AccountError> {
     let to = profile
@@ -43,9 +44,9 @@ fn link(
         CollaboratorLinkIssued {
             reason,
             to,
-            token_hash: c.token_hash.clone(),
+            token_hash: token_hash.clone(),
             expires_at: ctx.now + chrono::Duration::hours(LINK_HOURS),
-            sealed_token: c.sealed_token.clone(),
+            sealed_token: sealed_token.clone(),
         },
     ))
 }
@@ -57,16 +58,7 @@ pub(super) fn first_link(
     sealed: &crate::secret::Sealed,
     ctx: &Ctx<'_>,
 ) -> Result<AccountEvent, AccountError> {
-    link(
-        opened,
-        LinkReason::Created,
-        &CollaboratorLink {
-            owner_id: opened.owner_id.unwrap_or_default(),
-            token_hash: token_hash.clone(),
-            sealed_token: sealed.clone(),
-        },
-        ctx,
-    )
+    link(opened, LinkReason::Created, token_hash, sealed, ctx)
 }
 
 pub(super) fn reset(
@@ -84,7 +76,13 @@ pub(super) fn reset(
             ctx.now,
         ));
     }
-    events.push(link(profile, LinkReason::Reset, c, ctx)?);
+    events.push(link(
+        profile,
+        LinkReason::Reset,
+        &c.token_hash,
+        &c.sealed_token,
+        ctx,
+    )?);
     Ok(events)
 }
 
@@ -97,7 +95,13 @@ pub(super) fn resend(
     if state.status != AccountStatus::Suspended {
         return Err(AccountError::NothingToResend);
     }
-    Ok(vec![link(profile, LinkReason::Resent, c, ctx)?])
+    Ok(vec![link(
+        profile,
+        LinkReason::Resent,
+        &c.token_hash,
+        &c.sealed_token,
+        ctx,
+    )?])
 }
 
 pub(super) fn deactivate(
@@ -129,18 +133,14 @@ pub(super) fn set_password(
     }
     let links = &state.collaborator;
     match &links.live {
-        Some((hash, expires_at)) if hash == &c.token_hash => {
+        Some((hash, expires_at))
+            if crate::otp::constant_time_eq(hash.as_str(), c.token_hash.as_str()) =>
+        {
             if *expires_at <= ctx.now {
                 return Err(AccountError::TokenExpired);
             }
         }
-        _ => {
-            return Err(match links.spent.iter().find(|(h, _)| h == &c.token_hash) {
-                Some((_, Spent::Used)) => AccountError::TokenUsed,
-                Some((_, Spent::Superseded)) => AccountError::TokenSuperseded,
-                None => AccountError::TokenInvalid,
-            })
-        }
+        _ => return Err(spent_refusal(&links.spent, &c.token_hash)),
     }
     super::password::check_new_password(
         state,

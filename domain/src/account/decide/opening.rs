@@ -98,12 +98,29 @@ pub(super) fn open(
             ));
         }
     }
+    // CO-1: a collaborator opened by its holder names its contact the reference email, and
+    // needs a name.
+    let by_link = matches!(c.password, InitialPassword::Link { .. });
     let contact_email = c.contact_email.as_deref().map(normalize_email);
     if let Some(None) = contact_email {
+        errors.push(match by_link {
+            true => Violation::new(
+                "CO-1.reference_email",
+                Some("reference_email"),
+                "not a valid e-mail address",
+            ),
+            false => Violation::new(
+                "ACC-1.contact_email",
+                Some("contact_email"),
+                "not a valid e-mail address",
+            ),
+        });
+    }
+    if by_link && c.name.is_none() {
         errors.push(Violation::new(
-            "ACC-1.contact_email",
-            Some("contact_email"),
-            "not a valid e-mail address",
+            "CO-1.name",
+            Some("name"),
+            "give the collaborator's name",
         ));
     }
     let contact_mobile = c.contact_mobile.as_deref().map(normalize_mobile);
@@ -137,14 +154,12 @@ pub(super) fn open(
             "only collaborators have permissions",
         ));
     }
-    if let InitialPassword::Link { .. } = &c.password {
-        if c.kind != AccountKind::Collaborator || contact_email.is_none() {
-            errors.push(Violation::new(
-                "CO-1.reference_email",
-                Some("reference_email"),
-                "a collaborator's first password is made through a link to its reference email",
-            ));
-        }
+    if by_link && (c.kind != AccountKind::Collaborator || contact_email.is_none()) {
+        errors.push(Violation::new(
+            "CO-1.reference_email",
+            Some("reference_email"),
+            "a collaborator's first password is made through a link to its reference email",
+        ));
     }
     if !errors.is_empty() {
         return Err(AccountError::Invalid(errors));

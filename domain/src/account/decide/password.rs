@@ -132,12 +132,7 @@ pub(super) fn request_otp(
             "recovery codes are asked for with POST /v1/recovery/{recovery_id}/sms",
         )]));
     }
-    let drawn = DrawnCode {
-        challenge_id: c.challenge_id,
-        code: c.code.clone(),
-        sealed_code: c.sealed_code.clone(),
-    };
-    Ok(vec![super::sms_challenge(state, c.purpose, &drawn, ctx)?])
+    Ok(vec![super::sms_challenge(state, c.purpose, &c.code, ctx)?])
 }
 
 /// PW-1, PW-2 and the repetition, for a new password. `current` is the password just verified

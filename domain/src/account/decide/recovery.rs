@@ -3,7 +3,7 @@
 use super::super::commands::*;
 use super::super::errors::AccountError;
 use super::super::events::*;
-use super::super::state::{Account, Spent};
+use super::super::state::Account;
 use super::password::check_new_password;
 use super::*;
 use crate::decider::Ctx;
@@ -210,15 +210,10 @@ pub(super) fn complete_recovery(
         .flatten()
         .find(|g| otp::constant_time_eq(g.token_hash.as_str(), c.token_hash.as_str()));
     let Some(grant) = live else {
-        let spent = grants
-            .spent
-            .iter()
-            .find(|(hash, _)| otp::constant_time_eq(hash.as_str(), c.token_hash.as_str()));
-        return Err(match spent {
-            Some((_, Spent::Used)) => AccountError::TokenUsed,
-            Some((_, Spent::Superseded)) => AccountError::TokenSuperseded,
-            None => AccountError::TokenInvalid,
-        });
+        return Err(super::super::state::spent_refusal(
+            &grants.spent,
+            &c.token_hash,
+        ));
     };
     if ctx.now >= grant.expires_at {
         return Err(AccountError::TokenExpired);

@@ -69,7 +69,20 @@ pub(super) fn second_factor(
             }),
         },
         (TwoFactorChannel::Sms, _, Some(code)) => {
-            sms_confirmed(state, events, OtpPurpose::Login, code, ctx)
+            let right = sms_confirmed(state, events, OtpPurpose::Login, code, ctx)?;
+            if !right {
+                // A wrong second factor is a failed login, whatever the channel (SEC-6, AH-1).
+                super::sessions::failed_login_for(
+                    state,
+                    events,
+                    LoginFailure::WrongCode,
+                    client_ip.clone(),
+                    channel,
+                    session_id,
+                    ctx,
+                );
+            }
+            Ok(right)
         }
         (channel, _, None) => Err(AccountError::SecondFactorRequired { channel }),
         (_, None, Some(_)) => Err(AccountError::SecondFactorRequired {
@@ -112,7 +125,6 @@ fn sms_confirmed(
     code: &Secret,
     ctx: &Ctx<'_>,
 ) -> Result<bool, AccountError> {
-    code_shape(code, "code")?;
     let confirmed = super::password::confirm_otp(state, purpose, Some(code), ctx)?;
     let right = confirmed
         .iter()
@@ -317,6 +329,18 @@ pub(super) fn disable(
         events.push(AccountEvent::TwoFactorDisabled(TwoFactorDisabled {
             channel: two_factor.channel,
         }));
+        // AP-1: passwords for mail programs exist only with two-step verification on.
+        events.extend(
+            state
+                .app_passwords
+                .iter()
+                .filter(|(_, p)| !p.deactivated)
+                .map(|(scope, _)| {
+                    AccountEvent::AppPasswordDeactivated(AppPasswordDeactivated {
+                        scope: scope.clone(),
+                    })
+                }),
+        );
     }
     Ok(events)
 }

@@ -246,16 +246,44 @@ fn turning_two_step_off_needs_a_current_code_and_a_recovery_never_does_it_rc_6()
             AccountEvent::TwoFactorDisabled(_)
         ]
     ));
-    // RC-6: a recovered password leaves the second factor on.
-    let recovered = then(
+    // RC-6: a recovery never turns it off: the next login still needs the code.
+    let recovery_id = Uuid::from_u128(0x2ec0);
+    let linked = then(
         history,
-        vec![AccountEvent::PasswordRecovered(PasswordRecovered {
-            recovery_id: Uuid::from_u128(1),
-            method: crate::recovery::RecoveryMethod::Email,
-            password_hash: FakeHasher.hash(&secret(CHOSEN)),
+        vec![AccountEvent::RecoveryLinkIssued(RecoveryLinkIssued {
+            recovery_id,
+            to: "a@b.it".into(),
+            token_hash: token(5),
+            expires_at: at + Duration::hours(24),
+            sealed_token: sealed("link"),
         })],
     );
-    assert!(given(recovered).state.two_factor.is_some());
+    let recovered = given(linked.clone())
+        .when_at(
+            AccountCommand::CompleteRecovery(CompleteRecovery {
+                token_hash: token(5),
+                new_password: secret(NEW_PASSWORD),
+                new_password_repeat: secret(NEW_PASSWORD),
+            }),
+            at,
+        )
+        .events();
+    assert!(recovered
+        .iter()
+        .any(|e| matches!(e, AccountEvent::PasswordRecovered(_))));
+    assert!(!recovered
+        .iter()
+        .any(|e| matches!(e, AccountEvent::TwoFactorDisabled(_))));
+    let mut login = login_with(None);
+    if let AccountCommand::Login(l) = &mut login {
+        l.password = secret(NEW_PASSWORD);
+    }
+    assert_eq!(
+        given(then(linked, recovered)).when_at(login, at).error(),
+        AccountError::SecondFactorRequired {
+            channel: TwoFactorChannel::App
+        }
+    );
 }
 
 #[test]
@@ -308,10 +336,19 @@ fn the_sms_channel_sends_a_code_to_confirm_and_one_at_each_login_ap_8() {
     if let AccountCommand::Login(l) = &mut login {
         l.sms = Some(drawn(2));
     }
-    let events = given(history).when(login).events();
+    let events = given(history.clone()).when(login).events();
     assert!(matches!(
         events.as_slice(),
         [AccountEvent::OtpChallengeIssued(c)] if c.purpose == OtpPurpose::Login
+    ));
+    // A wrong code is a failed login too (SEC-6), besides an attempt at the challenge.
+    let history = then(history, events);
+    let events = given(history)
+        .when(login_with(Some("000000".into())))
+        .events();
+    assert!(matches!(
+        events.as_slice(),
+        [AccountEvent::OtpCheckFailed(_), AccountEvent::LoginFailed(f)] if f.reason == LoginFailure::WrongCode
     ));
 }
 
@@ -493,12 +530,17 @@ fn postponing_opens_in_the_last_fourteen_days_and_adds_three_months_ap_4() {
         }
     );
     let at = expiry - Duration::days(14);
-    let events = given(relogin(at)).when_at(postpone, at).events();
+    let events = given(relogin(at)).when_at(postpone.clone(), at).events();
     assert!(matches!(
         events.as_slice(),
         [AccountEvent::AppPasswordPostponed(p)]
             if p.previous_expiry == expiry && p.expires_at == Utc.with_ymd_and_hms(2026, 7, 10, 9, 0, 0).unwrap()
     ));
+    // Once expired, it is generated anew, not postponed.
+    assert_eq!(
+        given(relogin(expiry)).when_at(postpone, expiry).error(),
+        AccountError::AppPasswordExpired
+    );
 }
 
 #[test]
