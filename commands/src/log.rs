@@ -11,7 +11,7 @@
 use crate::canonical::to_canonical_string;
 use crate::sqlite::{open_writer, ReadPool};
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
-use custode_domain::secret::{remove_verification_data, VERIFICATION_FIELDS};
+use custode_domain::secret::{may_hold_verification_data, remove_verification_data};
 use custode_domain::{Actor, ActorKind, RecordedEvent};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
@@ -574,10 +574,7 @@ fn json_string(s: &str) -> String {
 /// plain substring test, so the relay stays as cheap as a bare publish). Otherwise its canonical
 /// text with each verification field's value replaced by [`custode_domain::secret::REMOVED`].
 fn wire_payload(stored: &str) -> Result<Option<String>, serde_json::Error> {
-    if !VERIFICATION_FIELDS
-        .iter()
-        .any(|field| stored.contains(field))
-    {
+    if !may_hold_verification_data(stored) {
         return Ok(None);
     }
     let mut payload: serde_json::Value = serde_json::from_str(stored)?;

@@ -59,17 +59,22 @@ impl fmt::Debug for PasswordHash {
 /// them, and outside they are an offline-cracking target. Token and code hashes are not
 /// verification data in this sense (a 256-bit token's SHA-256 cannot be reversed, a code's hash
 /// is keyed) and the sessions read model needs `token_hash`.
-/// `password_hmac` is an app password's keyed hash (AP-3): machine-generated, but still what
-/// a mail server's check compares against.
-pub const VERIFICATION_FIELDS: [&str; 3] =
-    ["password_hash", "security_answer_hash", "password_hmac"];
+/// An app password's `password_hmac` (AP-3) is keyed like a code's hash and stays: a projector
+/// run apart builds the table AP-7's check reads from it.
+pub const VERIFICATION_FIELDS: [&str; 2] = ["password_hash", "security_answer_hash"];
+
+/// SEC-9: the fields that hold a second factor's secret sealed under the service's long-lived
+/// key (AP-8: a TOTP secret, a hardware token's seed). No worker needs them and a worker that
+/// holds the service key could open them, so outside the log host they are `null`.
+pub const SEALED_SECRET_FIELDS: [&str; 2] = ["sealed_secret", "sealed_seed"];
 
 /// What stands in a verification field outside the log host: still a string, so every consumer
 /// decodes the event as before.
 pub const REMOVED: &str = "[removed]";
 
 /// Replaces the value of each top-level [`VERIFICATION_FIELDS`] entry of `payload` that holds a
-/// string with [`REMOVED`]; whether anything was replaced.
+/// string with [`REMOVED`], and each [`SEALED_SECRET_FIELDS`] entry that holds a seal with
+/// `null`; whether anything was replaced.
 pub fn remove_verification_data(payload: &mut serde_json::Value) -> bool {
     let Some(fields) = payload.as_object_mut() else {
         return false;
@@ -81,7 +86,22 @@ pub fn remove_verification_data(payload: &mut serde_json::Value) -> bool {
             removed = true;
         }
     }
+    for name in SEALED_SECRET_FIELDS {
+        if let Some(value) = fields.get_mut(name).filter(|v| v.is_object()) {
+            *value = serde_json::Value::Null;
+            removed = true;
+        }
+    }
     removed
+}
+
+/// Whether a stored payload may hold a field [`remove_verification_data`] replaces (a plain
+/// substring test).
+pub fn may_hold_verification_data(stored: &str) -> bool {
+    VERIFICATION_FIELDS
+        .iter()
+        .chain(SEALED_SECRET_FIELDS.iter())
+        .any(|field| stored.contains(field))
 }
 
 /// The SHA-256 of a 256-bit token (SEC-1), hex-encoded. Tokens themselves never enter events.

@@ -68,7 +68,8 @@ pub struct TwoFactorRequest {
     code: Option<Secret>,
 }
 
-#[derive(Debug, Serialize)]
+/// Shown once; no `Debug`, so it never reaches a log line.
+#[derive(Serialize)]
 struct AppEnrollment {
     channel: TwoFactorChannel,
     otpauth_uri: String,
@@ -367,7 +368,8 @@ pub struct AppPasswordRequest {
     scope: String,
 }
 
-#[derive(Debug, Serialize)]
+/// Shown once; no `Debug`, so it never reaches a log line.
+#[derive(Serialize)]
 struct AppPasswordShown {
     scope: String,
     /// Shown once, never again.
@@ -828,7 +830,7 @@ fn not_owner_unless_found(e: HandlerError<AccountError>) -> Problem {
 
 #[derive(Debug, Deserialize)]
 pub struct CollaboratorPasswordRequest {
-    token: String,
+    token: Secret,
     new_password: Secret,
     new_password_repeat: Secret,
 }
@@ -848,7 +850,8 @@ pub async fn set_collaborator_password(
         state.clock.now(),
     )?;
     let invalid = || Problem::from(AccountError::TokenInvalid);
-    let token_hash = custode_commands::tokens::parse_token(&req.token).ok_or_else(invalid)?;
+    let token_hash =
+        custode_commands::tokens::parse_token(req.token.expose()).ok_or_else(invalid)?;
     super::limits::anonymous_write(&state)?;
     let account = query(&state, {
         let hash = token_hash.as_str().to_string();

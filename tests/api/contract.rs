@@ -97,13 +97,42 @@ fn every_password_or_answer_hash_of_an_event_is_kept_off_the_bus_sec_9() {
             }
         }
     }
-    // AP-3: an app password's HMAC is verification data too, though not a PHC string.
-    phc_fields.insert("password_hmac".to_string());
     let removed: BTreeSet<String> = custode_domain::secret::VERIFICATION_FIELDS
         .iter()
         .map(|f| f.to_string())
         .collect();
     assert_eq!(phc_fields, removed);
+}
+
+/// SEC-9, AP-8: a payload field whose schema says it holds a seal under the service's
+/// long-lived key (`key_id` `service-<n>`) is one the relay blanks; a new one must join
+/// `SEALED_SECRET_FIELDS` to stay off the bus.
+#[test]
+fn every_sealed_second_factor_secret_is_kept_off_the_bus_sec_9() {
+    let mut sealed = BTreeSet::new();
+    for entry in std::fs::read_dir(crate::helpers::repo_path("schemas/events")).unwrap() {
+        let path = entry.unwrap().path();
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+            // The property itself, or the definition it refers to.
+            let definition = property["$ref"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("#/$defs/"))
+                .map(|d| &schema["$defs"][d]);
+            if [Some(property), definition]
+                .into_iter()
+                .flatten()
+                .any(|p| p.to_string().contains("^service-"))
+            {
+                sealed.insert(name.clone());
+            }
+        }
+    }
+    let blanked: BTreeSet<String> = custode_domain::secret::SEALED_SECRET_FIELDS
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+    assert_eq!(sealed, blanked);
 }
 
 /// Validates `body` against the response schema the document gives for `method path status`.

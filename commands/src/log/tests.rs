@@ -255,6 +255,10 @@ async fn the_wire_form_has_no_password_or_answer_hash_and_keeps_the_chain_hash_s
                     "SessionStarted",
                     json!({ "token_hash": "ab12", "note": "password_hash" }),
                 ),
+                typed(
+                    "TwoFactorEnabled",
+                    json!({ "channel": "app", "sealed_secret": { "key_id": "service-1", "nonce": "bm9uY2U=", "ciphertext": "c2VjcmV0" } }),
+                ),
             ],
         }],
         meta(),
@@ -288,6 +292,11 @@ async fn the_wire_form_has_no_password_or_answer_hash_and_keeps_the_chain_hash_s
     assert_eq!(
         parsed[2], recorded[2],
         "an event with no verification data goes out as stored"
+    );
+    // AP-8: a second factor's sealed secret stays on the log host.
+    assert_eq!(
+        parsed[3].payload,
+        json!({ "channel": "app", "sealed_secret": null })
     );
     assert_eq!(
         log.verify_chain_blocking().unwrap().first_mismatch,
