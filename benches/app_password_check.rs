@@ -22,7 +22,10 @@ mod common;
 use custode::app::App;
 use custode::config::{Config, FileConfig, Overrides};
 use custode_commands::clock::{Clock, ManualClock};
-use custode_commands::{Metadata, NewEvent, StreamAppend};
+use custode_commands::{Metadata, StreamAppend};
+use custode_domain::access::{
+    stream_for, AccessEvent, AppPasswordChecked, DenyReason, Outcome as AccessOutcome,
+};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -255,16 +258,18 @@ fn main() {
     common::runtime().block_on(async {
         let server = Arc::new(serve(dir.path()).await);
         let (busy_id, busy_session, busy_password) = server.mailbox("busy@pec.example.it").await;
+        // The load runs on an account of its own: `fresh` has no check on file when timed.
+        let (_, _, loaded_password) = server.mailbox("loaded@pec.example.it").await;
         let (_, fresh_session, fresh_password) = server.mailbox("fresh@pec.example.it").await;
 
         // 1. Throughput and latency, /healthz first, then the check, same server, same run.
         let (health_rate, health, _) = load(&server, |c, base| c.get(format!("{base}/healthz"))).await;
-        let password: &'static str = Box::leak(fresh_password.clone().into_boxed_str());
+        let password: &'static str = Box::leak(loaded_password.into_boxed_str());
         let (check_rate, checks, denied) = {
             let make = move |c: &reqwest::Client, base: &str| {
                 c.post(format!("{base}/v1/auth/app-password"))
                     .bearer_auth(OPERATOR_KEY)
-                    .json(&json!({ "user_id": "fresh@pec.example.it", "scope": "mailbox", "password": password, "client_ip": "198.51.100.7" }))
+                    .json(&json!({ "user_id": "loaded@pec.example.it", "scope": "mailbox", "password": password, "client_ip": "198.51.100.7" }))
             };
             load(&server, make).await
         };
@@ -276,24 +281,31 @@ fn main() {
 
         // 2. 100,000 checks on file for the busy account, appended as the check appends them.
         let log = server.app.state.log.clone();
-        let stream = format!("access-{busy_id}");
+        let busy: uuid::Uuid = busy_id.parse().unwrap();
         let started = Instant::now();
         for chunk in 0..(RECORDED / 1000) {
-            let events = (0..1000)
-                .map(|i| NewEvent {
-                    event_id: uuid::Uuid::now_v7(),
-                    event_type: "AppPasswordChecked".into(),
-                    schema_version: 1,
-                    payload: json!({ "user_id": "busy@pec.example.it", "scope": "mailbox", "outcome": if (chunk + i) % 7 == 0 { "failure" } else { "success" }, "client_ip": "198.51.100.7" }),
+            // As the check records them: AppPasswordChecked on the account's access stream.
+            let records: Vec<AccessEvent> = (0..1000)
+                .map(|i| {
+                    let failed = (chunk + i) % 7 == 0;
+                    AccessEvent::AppPasswordChecked(AppPasswordChecked {
+                        user_id: "busy@pec.example.it".into(),
+                        scope: "mailbox".into(),
+                        outcome: if failed { AccessOutcome::Failure } else { AccessOutcome::Success },
+                        reason: failed.then_some(DenyReason::WrongPassword),
+                        protocol: None,
+                        client_ip: Some("198.51.100.7".into()),
+                    })
                 })
                 .collect();
+            let events = custode_commands::handler::to_new_events::<_, std::convert::Infallible>(&records).unwrap();
             let meta = Metadata {
                 actor: custode_domain::Actor::operator(),
                 correlation_id: uuid::Uuid::now_v7(),
                 causation_id: uuid::Uuid::now_v7(),
                 occurred_at: chrono::Utc::now(),
             };
-            log.append(vec![StreamAppend { stream: stream.clone(), expected_version: custode_commands::log::ANY_VERSION, events }], meta)
+            log.append(vec![StreamAppend { stream: stream_for(busy), expected_version: custode_commands::log::ANY_VERSION, events }], meta)
                 .await
                 .unwrap();
         }

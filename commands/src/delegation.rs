@@ -21,6 +21,8 @@ use uuid::Uuid;
 pub struct TwoFactorStart {
     pub outcome: Outcome,
     pub totp_secret: Option<Vec<u8>>,
+    /// The account's user id, the label an authenticator app shows.
+    pub user_id: String,
 }
 
 /// A collaborator just created (CO-1).
@@ -241,9 +243,13 @@ impl AccountHandler {
             sms,
         });
         let outcome = self.execute(account_id, cmd, caller).await?;
+        // The state the command was just decided on, from the cache (no read).
+        let (state, _) = self.load(account_id).await?;
+        let user_id = state.profile.map(|p| p.user_id).unwrap_or_default();
         Ok(TwoFactorStart {
             outcome,
             totp_secret,
+            user_id,
         })
     }
 
@@ -410,5 +416,29 @@ impl AccountHandler {
             .execute(account_id, cmd, &Caller::system())
             .await?
             .position())
+    }
+}
+
+impl AccountHandler {
+    /// AH-1, AP-7: a mail server's check, recorded on the account's access stream at its end
+    /// (no version check: a record decides nothing, so it takes no turn and meets no
+    /// conflict), so the account's own stream never grows with checks (AH-3). The log's group
+    /// commit puts concurrent checks in one transaction. Returns the record's position.
+    pub async fn record_app_password_check(
+        &self,
+        account_id: Uuid,
+        record: custode_domain::access::AppPasswordChecked,
+        caller: &Caller,
+    ) -> Result<u64, HandlerError<AccountError>> {
+        use custode_domain::access::{stream_for, AccessEvent};
+        let events = crate::handler::to_new_events(&[AccessEvent::AppPasswordChecked(record)])?;
+        let append = crate::log::StreamAppend {
+            stream: stream_for(account_id),
+            expected_version: crate::log::ANY_VERSION,
+            events,
+        };
+        let meta = self.services().metadata(caller, None);
+        let recorded = self.services().log.append(vec![append], meta).await?;
+        Ok(recorded.last().map_or(0, |r| r.position))
     }
 }

@@ -381,13 +381,36 @@ pub fn by_user_id(conn: &Connection, user_id: &str) -> rusqlite::Result<Option<A
     .optional()
 }
 
-/// The collaborators a mailbox owns, oldest first.
-pub fn collaborators_of(conn: &Connection, owner_id: &str) -> rusqlite::Result<Vec<AccountRow>> {
+/// The collaborators a mailbox owns, oldest first, each with its permissions (CO-1).
+pub fn collaborators_of(
+    conn: &Connection,
+    owner_id: &str,
+) -> rusqlite::Result<Vec<(AccountRow, Vec<String>)>> {
+    let columns: String = COLUMNS
+        .split(',')
+        .map(|c| format!("a.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
     conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM accounts WHERE owner_id = ?1 ORDER BY created_at, account_id"
+        "SELECT {columns}, s.permissions FROM accounts a
+         LEFT JOIN account_security s ON s.account_id = a.account_id
+         WHERE a.owner_id = ?1 ORDER BY a.created_at, a.account_id"
     ))?
-    .query_map(params![owner_id], row)?
+    .query_map(params![owner_id], |r| {
+        let permissions: Option<String> = r.get(22)?;
+        Ok((row(r)?, split_permissions(permissions)))
+    })?
     .collect()
+}
+
+fn split_permissions(text: Option<String>) -> Vec<String> {
+    text.map(|p| {
+        p.split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// AP-8, CO-1: an account's second factor (its channel) and a collaborator's permissions.
@@ -475,29 +498,22 @@ pub fn collaborator_of_link(
         .optional()
 }
 
-/// AP-7: what a mail server's check needs, in one indexed read: the account the user id names,
-/// its state and kind, its owner (a collaborator's mailbox) with the owner's state and mail
-/// protocols, whether it may use mail programs, and the app password of the scope.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CheckFacts {
-    pub account_id: String,
-    pub kind: String,
-    pub state: String,
-    /// The mailbox whose protocols and app passwords apply (the account itself, or its owner).
-    pub mailbox_id: String,
-    pub mailbox_state: String,
-    pub imap: bool,
-    pub pop: bool,
-    pub smtp: bool,
-    pub mail_programs: bool,
-    pub password: Option<(String, String)>,
+/// A unit enum from the text it is stored as (`"active"`), the way [`json_str`] wrote it.
+fn from_text<T: serde::de::DeserializeOwned>(text: String) -> rusqlite::Result<T> {
+    serde_json::from_value(serde_json::Value::String(text))
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
+/// AP-7: what a mail server's check is decided on, in two indexed reads: the account the user
+/// id names with its mailbox (itself, or a collaborator's owner) and that mailbox's protocols,
+/// then the app password of `scope` (canonical) on the mailbox.
 pub fn check_facts(
     conn: &Connection,
     user_id: &str,
     scope: &str,
-) -> rusqlite::Result<Option<CheckFacts>> {
+) -> rusqlite::Result<Option<custode_domain::access::CheckFacts>> {
+    use custode_domain::access::CheckFacts;
+    use custode_domain::account::MailProtocolsSet;
     let found = conn
         .prepare_cached(
             "SELECT a.account_id, a.kind, a.status, COALESCE(a.owner_id, a.account_id),
@@ -509,29 +525,41 @@ pub fn check_facts(
              WHERE a.user_key = ?1",
         )?
         .query_row(params![user_key(user_id)], |r| {
+            let account_id: String = r.get(0)?;
             let permissions: String = r.get(8)?;
-            Ok(CheckFacts {
-                account_id: r.get(0)?,
-                kind: r.get(1)?,
-                state: r.get(2)?,
-                mailbox_id: r.get(3)?,
-                mailbox_state: r.get(4)?,
-                imap: r.get(5)?,
-                pop: r.get(6)?,
-                smtp: r.get(7)?,
-                mail_programs: permissions.split(',').any(|p| p == "mail_programs"),
+            let facts = CheckFacts {
+                account_id: uuid::Uuid::parse_str(&account_id)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                kind: from_text(r.get(1)?)?,
+                status: from_text(r.get(2)?)?,
+                mailbox_status: from_text(r.get(4)?)?,
+                protocols: MailProtocolsSet {
+                    imap: r.get(5)?,
+                    pop: r.get(6)?,
+                    smtp: r.get(7)?,
+                },
+                mail_programs: split_permissions(Some(permissions))
+                    .iter()
+                    .any(|p| p == "mail_programs"),
                 password: None,
-            })
+            };
+            Ok((facts, r.get::<_, String>(3)?))
         })
         .optional()?;
-    let Some(mut facts) = found else {
+    let Some((mut facts, mailbox_id)) = found else {
         return Ok(None);
     };
     facts.password = conn
         .prepare_cached(
             "SELECT password_hmac, expires_at FROM app_passwords WHERE account_id = ?1 AND scope = ?2",
         )?
-        .query_row(params![facts.mailbox_id, scope], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![mailbox_id, scope], |r| {
+            let expires_at: String = r.get(1)?;
+            let expires_at = chrono::DateTime::parse_from_rfc3339(&expires_at)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?
+                .with_timezone(&chrono::Utc);
+            Ok((r.get(0)?, expires_at))
+        })
         .optional()?;
     Ok(Some(facts))
 }

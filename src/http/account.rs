@@ -142,13 +142,8 @@ async fn account_row(
     query(state, move |conn| {
         use custode_projections::accounts as model;
         let row = model::by_id(conn, &id)?;
-        let mut collaborators = Vec::new();
-        for c in model::collaborators_of(conn, &id)? {
-            let (_, permissions) = model::security_of(conn, &c.account_id)?;
-            collaborators.push((c, permissions));
-        }
         let extras = PageExtras {
-            collaborators,
+            collaborators: model::collaborators_of(conn, &id)?,
             undelivered: custode_projections::notices::undelivered(conn, &id)?,
             two_factor: model::security_of(conn, &id)?.0,
             app_passwords: model::app_passwords_of(conn, &id)?,
@@ -342,7 +337,17 @@ pub async fn set_recovery_info(
     let position = outcome.position();
     // Answer with the masked methods as the page will show them.
     super::settle(&state, position).await;
-    let (row, _) = account_row(&state, &session).await?;
+    let id = session.account_id.to_string();
+    let row = query(&state, move |conn| {
+        custode_projections::accounts::by_id(conn, &id)
+    })
+    .await?
+    .ok_or_else(|| {
+        Problem::new(
+            "account-not-found",
+            "the session's account is not in the read model",
+        )
+    })?;
     Ok(super::with_position(position, Json(recovery(&row))))
 }
 

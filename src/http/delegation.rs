@@ -13,11 +13,12 @@ use chrono::{DateTime, Utc};
 use custode_commands::accounts::Caller;
 use custode_commands::delegation::BindError;
 use custode_commands::handler::HandlerError;
-use custode_commands::log::{NewEvent, StreamAppend, ANY_VERSION};
-use custode_domain::access::{AppPasswordChecked, DenyReason, Outcome as AccessOutcome};
+use custode_domain::access::{
+    decide_check, AppPasswordChecked, DenyReason, Outcome as AccessOutcome, Protocol,
+};
 use custode_domain::account::{
     AccountCommand, AccountError, AccountEvent, ConfirmTwoFactor, DisableTwoFactor, LoginFailure,
-    Permission, SetCollaboratorPassword, SetMailProtocols, TwoFactorChannel,
+    Permission, Scope, SetCollaboratorPassword, SetMailProtocols, TwoFactorChannel,
 };
 use custode_domain::hardware_token::HardwareTokenError;
 use custode_domain::masking::mask_mobile;
@@ -53,9 +54,7 @@ pub async fn set_mail_protocols(
         .accounts
         .execute(session.account_id, cmd, &session.caller(correlation))
         .await?;
-    let position = outcome.position();
-    settle(&state, position).await;
-    Ok(with_position(position, Json(req)))
+    Ok(command_answer(&state, outcome.position(), Json(req)).await)
 }
 
 // ---------------------------------------------------------------- AP-8
@@ -198,14 +197,7 @@ pub async fn start_two_factor(
             let Some(secret) = started.totp_secret else {
                 return Err(Problem::internal(&"an app activation drew no secret"));
             };
-            let user_id = query(&state, {
-                let id = session.account_id.to_string();
-                move |conn| custode_projections::accounts::by_id(conn, &id)
-            })
-            .await?
-            .map(|row| row.user_id)
-            .unwrap_or_default();
-            let totp = custode_commands::secrets::totp(secret, TOTP_ISSUER, &user_id)
+            let totp = custode_commands::secrets::totp(secret, TOTP_ISSUER, &started.user_id)
                 .map_err(|e| Problem::internal(&e))?;
             let otpauth_uri = totp.get_url();
             let qr_svg = qrcode::QrCode::new(otpauth_uri.as_bytes())
@@ -494,18 +486,19 @@ pub struct CheckRequest {
     password: Secret,
     /// The mail client's address, as the mail server saw it.
     client_ip: Option<String>,
-    /// `imap`, `pop` or `smtp`: the protocol the client logs in with, when the server says.
-    protocol: Option<String>,
+    /// The protocol the client logs in with, when the server says.
+    protocol: Option<Protocol>,
 }
 
 #[derive(Debug, Serialize)]
 struct Allowed {
     result: &'static str,
-    account_id: String,
+    account_id: Uuid,
 }
 
-/// AP-7: a mail server's check of an app password, allow (200) or deny (401). Every attempt
-/// on a known account is recorded (AH-1) on the account's access stream before the answer.
+/// AP-7: a mail server's check of an app password, allow (200) or deny (401), decided by
+/// `custode_domain::access::decide_check` on the read model's facts. Every attempt on a known
+/// account is recorded (AH-1) before the answer.
 pub async fn check_app_password(
     State(state): State<AppState>,
     _: Operator,
@@ -514,57 +507,39 @@ pub async fn check_app_password(
 ) -> Result<Response, Problem> {
     let now = state.clock.now();
     let limits = &state.config.settings.limits;
+    let too_long = req.client_ip.as_deref().is_some_and(|ip| ip.len() > 64)
+        || req.user_id.chars().count() > 254
+        || req.password.expose().len() > 128;
+    let scope = Scope::parse(&req.scope).filter(|_| !too_long).ok_or_else(|| {
+        Problem::new("validation-failed", "the request breaks 1 rule(s)").with_errors(vec![
+            Violation::new(
+                "AP-7",
+                Some("scope"),
+                "a scope is `mailbox`, `archive` or `collaborator:<id>`; user ids, passwords and addresses have their lengths",
+            ),
+        ])
+    })?;
+    let scope_text = scope.as_string();
     let reported: Option<std::net::IpAddr> = req
         .client_ip
         .as_deref()
         .and_then(|ip| ip.trim().parse().ok());
-    if req.client_ip.as_deref().is_some_and(|ip| ip.len() > 64)
-        || req.user_id.chars().count() > 254
-        || req.scope.len() > 64
-        || req.password.expose().len() > 128
-    {
-        return Err(
-            Problem::new("validation-failed", "the request breaks 1 rule(s)").with_errors(vec![
-                Violation::new(
-                    "AP-7",
-                    None,
-                    "a user id, scope, password or address is too long",
-                ),
-            ]),
-        );
-    }
-    let protocol = match req.protocol.as_deref() {
-        None => None,
-        Some(p @ ("imap" | "pop" | "smtp")) => Some(p),
-        Some(_) => {
-            return Err(
-                Problem::new("validation-failed", "the request breaks 1 rule(s)").with_errors(
-                    vec![Violation::new(
-                        "AP-7.protocol",
-                        Some("protocol"),
-                        "`imap`, `pop` or `smtp`",
-                    )],
-                ),
-            )
-        }
-    };
     // SEC-2: failures per reported client address, and per user id and scope.
     let address_key =
         reported.map(|ip| format!("ap7-address:{}", super::limits::address_group(ip)));
     let user_key = format!(
-        "ap7-user:{}/{}",
-        custode_domain::user_registry::user_key(&req.user_id),
-        req.scope
+        "ap7-user:{}/{scope_text}",
+        custode_domain::user_registry::user_key(&req.user_id)
     );
     if let Some(key) = &address_key {
-        state.limiter.over(
+        state.limiter.check(
             key,
             limits.app_password_failures_per_address_per_minute,
             now,
             "failed checks from this client address",
         )?;
     }
-    state.limiter.over(
+    state.limiter.check(
         &user_key,
         limits.app_password_failures_per_user_per_minute,
         now,
@@ -572,141 +547,66 @@ pub async fn check_app_password(
     )?;
     let facts = query(&state, {
         let user_id = req.user_id.clone();
-        let scope = req.scope.clone();
+        let scope = scope_text.clone();
         move |conn| custode_projections::accounts::check_facts(conn, &user_id, &scope)
     })
     .await?;
-    let hmac = state
+    let presented = state
         .accounts
         .services()
         .service_key
         .app_password_hmac(req.password.expose());
     let verdict = match &facts {
         None => Err(DenyReason::NoAppPassword),
-        Some(f) => decide_check(f, &req.scope, protocol, &hmac, now),
+        Some(f) => decide_check(f, scope, req.protocol, &presented, now),
     };
-    let outcome = match verdict {
-        Ok(()) => AccessOutcome::Success,
-        Err(_) => AccessOutcome::Failure,
-    };
-    let mut position = 0;
+    let mut position = None;
     if let Some(f) = &facts {
         let record = AppPasswordChecked {
             user_id: req.user_id.trim().to_string(),
-            scope: req.scope.clone(),
-            outcome,
+            scope: scope_text,
+            outcome: match verdict {
+                Ok(()) => AccessOutcome::Success,
+                Err(_) => AccessOutcome::Failure,
+            },
             reason: verdict.err(),
-            protocol: protocol.map(String::from),
+            protocol: req.protocol,
             client_ip: reported.map(|ip| ip.to_string()),
         };
-        position = record_check(&state, f, record, correlation.0).await?;
+        let caller = Caller {
+            actor: Actor::operator(),
+            correlation_id: correlation.0,
+        };
+        position = Some(
+            state
+                .accounts
+                .record_app_password_check(f.account_id, record, &caller)
+                .await?,
+        );
     }
-    match verdict {
-        Ok(()) => {
-            let body = Allowed {
-                result: "allow",
-                account_id: facts.map(|f| f.account_id).unwrap_or_default(),
-            };
-            Ok(with_position(position, Json(body)))
-        }
-        Err(reason) => {
+    let response = match (verdict, &facts) {
+        (Ok(()), Some(f)) => Json(Allowed {
+            result: "allow",
+            account_id: f.account_id,
+        })
+        .into_response(),
+        (verdict, _) => {
+            let reason = verdict.err().unwrap_or(DenyReason::NoAppPassword);
             if let Some(key) = &address_key {
-                state.limiter.count(key, now);
+                state.limiter.record(key, now);
             }
-            state.limiter.count(&user_key, now);
-            let mut response = Problem::new(
+            state.limiter.record(&user_key, now);
+            Problem::new(
                 "app-password-denied",
                 format!("denied: {}", reason.as_str()),
             )
-            .into_response();
-            if position > 0 {
-                response.headers_mut().insert(
-                    super::POSITION_HEADER,
-                    axum::http::HeaderValue::from(position),
-                );
-            }
-            Ok(response)
+            .into_response()
         }
-    }
-}
-
-fn decide_check(
-    f: &custode_projections::accounts::CheckFacts,
-    scope: &str,
-    protocol: Option<&str>,
-    hmac: &str,
-    now: DateTime<Utc>,
-) -> Result<(), DenyReason> {
-    let collaborator = f.kind == "collaborator";
-    let expected_scope = if collaborator {
-        format!("collaborator:{}", f.account_id)
-    } else {
-        scope.to_string()
     };
-    if scope != expected_scope || (!collaborator && scope.starts_with("collaborator:")) {
-        return Err(DenyReason::NoAppPassword);
-    }
-    if f.state != "active" || f.mailbox_state != "active" || (collaborator && !f.mail_programs) {
-        return Err(DenyReason::AccountInactive);
-    }
-    let enabled = match protocol {
-        Some("imap") => f.imap,
-        Some("pop") => f.pop,
-        Some("smtp") => f.smtp,
-        _ => f.imap || f.pop || f.smtp,
-    };
-    if !enabled {
-        return Err(DenyReason::ProtocolDisabled);
-    }
-    let Some((stored, expires_at)) = &f.password else {
-        return Err(DenyReason::NoAppPassword);
-    };
-    if !custode_commands::tokens::constant_time_eq(stored.as_bytes(), hmac.as_bytes()) {
-        return Err(DenyReason::WrongPassword);
-    }
-    let expires_at = DateTime::parse_from_rfc3339(expires_at)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| DenyReason::Expired)?;
-    if expires_at <= now {
-        return Err(DenyReason::Expired);
-    }
-    Ok(())
-}
-
-/// AH-3: the record goes on the account's access stream, at its end (no version check: a
-/// record decides nothing), so the account's own stream never grows with checks. The log's
-/// group commit batches records of concurrent checks into one transaction.
-async fn record_check(
-    state: &AppState,
-    facts: &custode_projections::accounts::CheckFacts,
-    record: AppPasswordChecked,
-    correlation_id: Uuid,
-) -> Result<u64, Problem> {
-    let account_id = Uuid::parse_str(&facts.account_id).map_err(|e| Problem::internal(&e))?;
-    let event = custode_domain::access::AccessEvent::AppPasswordChecked(record);
-    let (event_type, schema_version, payload) =
-        custode_domain::envelope::encode_versioned(&event).map_err(|e| Problem::internal(&e))?;
-    let append = StreamAppend {
-        stream: custode_domain::access::stream_for(account_id),
-        expected_version: ANY_VERSION,
-        events: vec![NewEvent {
-            event_id: Uuid::now_v7(),
-            event_type,
-            schema_version,
-            payload,
-        }],
-    };
-    let caller = Caller {
-        actor: Actor::operator(),
-        correlation_id,
-    };
-    let meta = state.accounts.services().metadata(&caller, None);
-    let recorded = state
-        .log
-        .append(vec![append], meta)
-        .await
-        .map_err(|e| Problem::from(HandlerError::<AccountError>::from(e)))?;
-    Ok(recorded.last().map_or(0, |r| r.position))
+    Ok(match position {
+        Some(position) => with_position(position, response),
+        None => response,
+    })
 }
 
 // ---------------------------------------------------------------- CO-1..5
@@ -842,13 +742,8 @@ pub async fn set_collaborator_password(
     correlation: Correlation,
     Body(req): Body<CollaboratorPasswordRequest>,
 ) -> Result<Response, Problem> {
-    let limits = &state.config.settings.limits;
-    state.limiter.per_address_minute(
-        "token checks from this address",
-        client.0,
-        limits.checks_per_address_per_minute,
-        state.clock.now(),
-    )?;
+    // SEC-2: as every code, answer and token check from one address.
+    super::recovery::checks_allowed(&state, client)?;
     let invalid = || Problem::from(AccountError::TokenInvalid);
     let token_hash =
         custode_commands::tokens::parse_token(req.token.expose()).ok_or_else(invalid)?;

@@ -88,30 +88,15 @@ impl Limiter {
             .windows
             .lock()
             .map_err(|_| Problem::internal(&"limiter poisoned"))?;
-        if windows.len() >= PRUNE_AT {
-            // Each key by its own window: an hourly count outlives a busy minute's pruning.
-            windows.retain(|_, (length, hits)| hits.back().is_some_and(|t| now - *t < *length));
-        }
-        let (length, hits) = windows
-            .entry(key)
-            .or_insert_with(|| (window, VecDeque::new()));
-        *length = window;
-        while hits.front().is_some_and(|t| now - *t >= window) {
-            hits.pop_front();
-        }
-        if hits.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
-            let retry = hits
-                .front()
-                .map_or(1, |first| seconds_until(*first + window, now));
-            return Err(limited(retry, what));
-        }
+        let hits = Self::window(&mut windows, key, window, now);
+        Self::refuse_past(hits, limit, window, now, what)?;
         hits.push_back(now);
         Ok(())
     }
 
-    /// Refuses when `key` already counted `limit` hits in the last minute, counting nothing
-    /// (AP-7's limits count failures only: see [`Limiter::count`]).
-    pub fn over(
+    /// Refuses once `key` counted `limit` hits in the last minute, counting nothing itself
+    /// (AP-7's limits count failures only, with [`Limiter::record`]).
+    pub fn check(
         &self,
         key: &str,
         limit: u32,
@@ -122,13 +107,55 @@ impl Limiter {
             .windows
             .lock()
             .map_err(|_| Problem::internal(&"limiter poisoned"))?;
-        let Some((length, hits)) = windows.get_mut(key) else {
-            return Ok(());
-        };
-        let window = *length;
+        match windows.get_mut(key) {
+            Some((window, hits)) => {
+                let window = *window;
+                Self::trim(hits, window, now);
+                Self::refuse_past(hits, limit, window, now, what)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Counts one hit under `key` in a one-minute window.
+    pub fn record(&self, key: &str, now: DateTime<Utc>) {
+        if let Ok(mut windows) = self.windows.lock() {
+            Self::window(&mut windows, key.to_string(), Duration::minutes(1), now).push_back(now);
+        }
+    }
+
+    /// `key`'s hits within `window` (pruning emptied windows once there are too many keys).
+    fn window(
+        windows: &mut HashMap<String, Window>,
+        key: String,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> &mut VecDeque<DateTime<Utc>> {
+        if windows.len() >= PRUNE_AT {
+            // Each key by its own window: an hourly count outlives a busy minute's pruning.
+            windows.retain(|_, (length, hits)| hits.back().is_some_and(|t| now - *t < *length));
+        }
+        let (length, hits) = windows
+            .entry(key)
+            .or_insert_with(|| (window, VecDeque::new()));
+        *length = window;
+        Self::trim(hits, window, now);
+        hits
+    }
+
+    fn trim(hits: &mut VecDeque<DateTime<Utc>>, window: Duration, now: DateTime<Utc>) {
         while hits.front().is_some_and(|t| now - *t >= window) {
             hits.pop_front();
         }
+    }
+
+    fn refuse_past(
+        hits: &VecDeque<DateTime<Utc>>,
+        limit: u32,
+        window: Duration,
+        now: DateTime<Utc>,
+        what: &str,
+    ) -> Result<(), Problem> {
         if hits.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
             let retry = hits
                 .front()
@@ -136,24 +163,6 @@ impl Limiter {
             return Err(limited(retry, what));
         }
         Ok(())
-    }
-
-    /// Counts one hit under `key` in a one-minute window.
-    pub fn count(&self, key: &str, now: DateTime<Utc>) {
-        let Ok(mut windows) = self.windows.lock() else {
-            return;
-        };
-        if windows.len() >= PRUNE_AT {
-            windows.retain(|_, (length, hits)| hits.back().is_some_and(|t| now - *t < *length));
-        }
-        let window = Duration::minutes(1);
-        let (_, hits) = windows
-            .entry(key.to_string())
-            .or_insert_with(|| (window, VecDeque::new()));
-        while hits.front().is_some_and(|t| now - *t >= window) {
-            hits.pop_front();
-        }
-        hits.push_back(now);
     }
 
     /// SEC-2's per-client-address limits: `limit` requests of kind `what` a minute. A request

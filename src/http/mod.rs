@@ -296,6 +296,7 @@ async fn bounded(
         .and_then(|c| c.0);
     // SEC-2: operator calls (mail servers' checks among them, AP-7) are not limited by address.
     let operator = extract::is_operator(&parts, &state);
+    parts.extensions.insert(extract::OperatorKeyGiven(operator));
     let request = Request::from_parts(parts, body);
     let client = if operator { None } else { client };
     let Some(_mine) = AddressPlace::take(&state, client) else {

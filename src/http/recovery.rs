@@ -84,7 +84,7 @@ fn per_minute(state: &AppState, what: &str, client: ClientIp, limit: u32) -> Res
 }
 
 /// SEC-2: codes, answers and recovery tokens checked from one client address.
-fn checks_allowed(state: &AppState, client: ClientIp) -> Result<(), Problem> {
+pub(super) fn checks_allowed(state: &AppState, client: ClientIp) -> Result<(), Problem> {
     per_minute(
         state,
         "code and answer checks",

@@ -2,8 +2,10 @@
 //! mail servers' check (AP-1..7), mail protocols (ACC-5) and collaborators (CO-1..5), with
 //! codes computed from the otpauth URI and links read from the mail actually delivered.
 
-use crate::helpers::{expect_problem, TestApp, OPERATOR_KEY};
-use crate::processes::{eventually, maildir};
+use crate::helpers::{
+    assert_no_store, expect_problem, link_tokens, mails, newest_code, TestApp, OPERATOR_KEY,
+};
+use crate::processes::eventually;
 use chrono::Duration;
 use custode_commands::clock::Clock;
 use reqwest::{Method, StatusCode};
@@ -13,16 +15,8 @@ use std::time::Duration as StdDuration;
 const WAIT: StdDuration = StdDuration::from_secs(15);
 const OWNER: &str = "titolare.deleghe@pec.example.it";
 
-fn mails(app: &TestApp, to: &str, subject: &str) -> Vec<String> {
-    maildir(&app.data_dir)
-        .into_iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .filter(|m| {
-            m.lines().any(|l| l == format!("To: {to}"))
-                && m.lines()
-                    .any(|l| l.starts_with("Subject:") && l.contains(subject))
-        })
-        .collect()
+fn link_tokens_in(mails: &[String]) -> Vec<String> {
+    link_tokens(mails, "/collaborator-password?token=")
 }
 
 async fn mail_count(app: &TestApp, to: &str, subject: &str, count: usize) -> Vec<String> {
@@ -205,7 +199,7 @@ async fn new_app_password(
 ) -> (String, Value) {
     let res = app.request(Method::POST, path, Some(token), body).await;
     assert_eq!(res.status(), StatusCode::CREATED, "{path}");
-    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert_no_store(&res, path);
     let body: Value = res.json().await.unwrap();
     let password = body["password"].as_str().unwrap().to_string();
     app.remember_secret(&password);
@@ -433,17 +427,6 @@ async fn failed_checks_are_limited_per_user_id_and_scope_sec_2() {
     expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
 }
 
-fn link_tokens(mails: &[String]) -> Vec<String> {
-    mails
-        .iter()
-        .filter_map(|m| {
-            let at =
-                m.find("/collaborator-password?token=")? + "/collaborator-password?token=".len();
-            m.get(at..at + 43).map(String::from)
-        })
-        .collect()
-}
-
 async fn set_collaborator_password(
     app: &TestApp,
     token: &str,
@@ -479,7 +462,7 @@ async fn the_collaborator_lifecycle_through_the_mailed_links_co_1_to_co_5() {
     assert_eq!(listed["state"], "suspended");
     assert_eq!(listed["permissions"], json!(["read_mail", "mail_programs"]));
     // CO-1: the link to the first password reaches the reference email.
-    let first = link_tokens(&mail_count(&app, reference, "Crea la password", 1).await);
+    let first = link_tokens_in(&mail_count(&app, reference, "Crea la password", 1).await);
     assert_eq!(first.len(), 1);
     let chosen = "Anna!Bianchi-Rose42";
     let res = set_collaborator_password(&app, &first[0], chosen).await;
@@ -522,13 +505,13 @@ async fn the_collaborator_lifecycle_through_the_mailed_links_co_1_to_co_5() {
         .await;
     let problem = expect_problem(res, StatusCode::FORBIDDEN, "account-suspended").await;
     assert!(problem["detail"].as_str().unwrap().contains("link"));
-    let reset = link_tokens(&mail_count(&app, reference, "Reimposta la password", 1).await);
+    let reset = link_tokens_in(&mail_count(&app, reference, "Reimposta la password", 1).await);
     // CO-3: sending it again invalidates the earlier link.
     let res = app
         .request(Method::POST, &format!("{path}/resend"), Some(&owner), None)
         .await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
-    let all = link_tokens(&mail_count(&app, reference, "Crea la password", 2).await);
+    let all = link_tokens_in(&mail_count(&app, reference, "Crea la password", 2).await);
     let resent = all.iter().find(|t| **t != first[0]).unwrap().clone();
     let res = set_collaborator_password(&app, &reset[0], "Anna!Bianchi-Gigli43").await;
     expect_problem(res, StatusCode::GONE, "token-superseded").await;
@@ -569,59 +552,13 @@ async fn the_collaborator_lifecycle_through_the_mailed_links_co_1_to_co_5() {
     );
 }
 
-/// The newest code the SMS sender wrote.
-async fn newest_sms_code(app: &TestApp) -> String {
-    app.quiesce().await;
-    let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap_or_default();
-    let line: Value = serde_json::from_str(sms.lines().last().unwrap()).unwrap();
-    let text = line["text"].as_str().unwrap();
-    let code: String = text
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 6)
-        .unwrap()
-        .to_string();
-    app.remember_secret(&code);
-    code
-}
-
-/// A mailbox with a contact mobile that has done its required actions: (session, password).
-async fn ready_with_mobile(app: &TestApp, user_id: &str) -> (String, String) {
-    let res = app
-        .post(
-            "/v1/admin/accounts",
-            Some(OPERATOR_KEY),
-            json!({ "kind": "mailbox", "user_id": user_id, "contact_email": "titolare@example.it", "contact_mobile": "+39 333 123 4567" }),
-        )
-        .await;
-    let body: Value = res.json().await.unwrap();
-    let temporary = body["temporary_password"].as_str().unwrap().to_string();
-    app.remember_secret(&temporary);
-    let token = app.login(user_id, &temporary).await;
-    let password = "Tr4m-Colle!Verde";
-    assert_eq!(
-        app.change_password(&token, &temporary, password)
-            .await
-            .status(),
-        StatusCode::NO_CONTENT
-    );
-    let token = app.login(user_id, password).await;
-    let res = app
-        .request(
-            Method::PUT,
-            "/v1/account/recovery-info",
-            Some(&token),
-            Some(json!({ "email": "recupero@example.it" })),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::OK);
-    (token, password.to_string())
-}
-
 #[tokio::test]
 async fn the_sms_channel_sends_a_code_at_each_login_ap_8() {
     let app = TestApp::spawn().await;
     let user = "sms.due.passaggi@pec.example.it";
-    let (token, password) = ready_with_mobile(&app, user).await;
+    let (token, password) = app
+        .ready_mailbox_with(user, json!({ "contact_mobile": "+39 333 123 4567" }))
+        .await;
     let res = app
         .post(
             "/v1/account/two-factor",
@@ -632,7 +569,7 @@ async fn the_sms_channel_sends_a_code_at_each_login_ap_8() {
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let sent: Value = res.json().await.unwrap();
     assert!(sent["target"].as_str().unwrap().ends_with("67"), "{sent}");
-    let code = newest_sms_code(&app).await;
+    let code = newest_code(&app).await;
     let res = app
         .post(
             "/v1/account/two-factor/confirm",
@@ -650,7 +587,7 @@ async fn the_sms_channel_sends_a_code_at_each_login_ap_8() {
         )
         .await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "second-factor-required").await;
-    let code = newest_sms_code(&app).await;
+    let code = newest_code(&app).await;
     let res = app
         .post(
             "/v1/sessions",

@@ -190,12 +190,17 @@ impl TestApp {
 
     /// Opens a mailbox as the operator; returns (account id, temporary password).
     pub async fn open_mailbox(&self, user_id: &str) -> (String, String) {
+        self.open_mailbox_with(user_id, json!({})).await
+    }
+
+    /// As [`TestApp::open_mailbox`], with `extra` fields in the opening's body.
+    pub async fn open_mailbox_with(&self, user_id: &str, extra: Value) -> (String, String) {
+        let mut body = json!({ "kind": "mailbox", "user_id": user_id, "plan": "pro", "contact_email": "titolare@example.it", "language": "it" });
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            body[k] = v.clone();
+        }
         let res = self
-            .post(
-                "/v1/admin/accounts",
-                Some(OPERATOR_KEY),
-                json!({ "kind": "mailbox", "user_id": user_id, "plan": "pro", "contact_email": "titolare@example.it", "language": "it" }),
-            )
+            .post("/v1/admin/accounts", Some(OPERATOR_KEY), body)
             .await;
         assert_eq!(res.status(), StatusCode::CREATED);
         let body: Value = res.json().await.expect("json");
@@ -228,7 +233,12 @@ impl TestApp {
 
     /// An account that has done its required actions, with a live session: (token, password).
     pub async fn ready_mailbox(&self, user_id: &str) -> (String, String) {
-        let (_, temporary) = self.open_mailbox(user_id).await;
+        self.ready_mailbox_with(user_id, json!({})).await
+    }
+
+    /// As [`TestApp::ready_mailbox`], with `extra` fields in the opening's body.
+    pub async fn ready_mailbox_with(&self, user_id: &str, extra: Value) -> (String, String) {
+        let (_, temporary) = self.open_mailbox_with(user_id, extra).await;
         let token = self.login(user_id, &temporary).await;
         let password = "Tr4m-Colle!Verde";
         self.remember_secret(password);
@@ -473,4 +483,57 @@ pub fn assert_no_secret_in(dir: &Path, secrets: &[String]) {
             );
         }
     }
+}
+
+/// The text of the delivered mails to `to` whose subject holds `subject`.
+pub fn mails(app: &TestApp, to: &str, subject: &str) -> Vec<String> {
+    crate::processes::maildir(&app.data_dir)
+        .into_iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter(|m| {
+            m.lines().any(|l| l == format!("To: {to}"))
+                && m.lines()
+                    .any(|l| l.starts_with("Subject:") && l.contains(subject))
+        })
+        .collect()
+}
+
+/// The 43-character tokens of the links `<public_url><page>` in `mails` (`page` with its
+/// `?token=`).
+pub fn link_tokens(mails: &[String], page: &str) -> Vec<String> {
+    mails
+        .iter()
+        .filter_map(|m| {
+            let at = m.find(page)? + page.len();
+            m.get(at..at + 43).map(String::from)
+        })
+        .collect()
+}
+
+/// The six-digit code in an SMS text.
+pub fn code_in(text: &str) -> String {
+    text.split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .expect("a six-digit code in the SMS")
+        .to_string()
+}
+
+/// The code of the newest SMS the embedded sink holds, once the workers have settled.
+pub async fn newest_code(app: &TestApp) -> String {
+    app.quiesce().await;
+    let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap_or_default();
+    let code = code_in(sms.lines().last().unwrap_or_default());
+    app.remember_secret(&code);
+    code
+}
+
+/// `res` says it must not be stored (SEC-8).
+pub fn assert_no_store(res: &Response, what: &str) {
+    assert_eq!(
+        res.headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store"),
+        "{what}"
+    );
 }

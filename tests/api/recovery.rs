@@ -2,7 +2,10 @@
 //! read from the mail the mailer delivered and the code from the SMS the SMS sender posted to
 //! a real HTTP gateway; decoys for unknown ids; rate limits; bad input on every call.
 
-use crate::helpers::{expect_problem, file_config, rules, TestApp, OPERATOR_KEY};
+use crate::helpers::{
+    assert_no_store, code_in, expect_problem, file_config, link_tokens, mails, newest_code, rules,
+    TestApp, OPERATOR_KEY,
+};
 use crate::processes::{eventually, maildir, SmsReceiver};
 use chrono::Duration;
 use custode::config::FileConfig;
@@ -96,32 +99,16 @@ pub(crate) async fn complete(app: &TestApp, user_id: &str, token: &str) -> reqwe
     .await
 }
 
-/// The text of the delivered mails to `to` whose subject holds `subject`.
-fn mails(app: &TestApp, to: &str, subject: &str) -> Vec<String> {
-    maildir(&app.data_dir)
-        .into_iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .filter(|m| {
-            m.lines().any(|l| l == format!("To: {to}"))
-                && m.lines()
-                    .any(|l| l.starts_with("Subject:") && l.contains(subject))
-        })
-        .collect()
-}
-
 /// The token in the newest-first `n`-th recovery mail to `to`, once it has arrived.
 async fn link_token(app: &TestApp, to: &str, count: usize) -> Vec<String> {
     eventually(StdDuration::from_secs(10), "the recovery mail", || {
         mails(app, to, "Recupero della password").len() >= count
     })
     .await;
-    mails(app, to, "Recupero della password")
-        .iter()
-        .filter_map(|m| {
-            let at = m.find("/recovery?token=")? + "/recovery?token=".len();
-            m.get(at..at + 43).map(String::from)
-        })
-        .collect()
+    link_tokens(
+        &mails(app, to, "Recupero della password"),
+        "/recovery?token=",
+    )
 }
 
 /// The account page's required actions.
@@ -1302,23 +1289,6 @@ async fn sec_9_anonymous_writes_are_capped_service_wide_alike_for_every_id() {
     expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
 }
 
-/// The six-digit code in an SMS text.
-fn code_in(text: &str) -> String {
-    text.split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 6)
-        .expect("a six-digit code in the SMS")
-        .to_string()
-}
-
-/// The code of the newest SMS the embedded sink holds, once the workers have settled.
-async fn newest_code(app: &TestApp) -> String {
-    app.quiesce().await;
-    let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap_or_default();
-    let code = code_in(sms.lines().last().unwrap_or_default());
-    app.remember_secret(&code);
-    code
-}
-
 /// RC-7: an operator resets `user`'s password after a signed form.
 pub(crate) async fn operator_reset(app: &TestApp, user: &str) -> reqwest::Response {
     app.post(
@@ -1334,17 +1304,6 @@ pub(crate) async fn temporary_password(res: reqwest::Response) -> String {
     assert_eq!(res.status(), StatusCode::CREATED);
     let body: Value = res.json().await.unwrap();
     body["temporary_password"].as_str().unwrap().to_string()
-}
-
-/// `res` says it must not be stored (SEC-8).
-fn assert_no_store(res: &reqwest::Response, what: &str) {
-    assert_eq!(
-        res.headers()
-            .get(reqwest::header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok()),
-        Some("no-store"),
-        "{what}"
-    );
 }
 
 #[tokio::test]
