@@ -442,3 +442,36 @@ impl AccountHandler {
         Ok(recorded.last().map_or(0, |r| r.position))
     }
 }
+
+/// How many of an account's latest access records a restarted node reads to learn a user id's
+/// recent failed checks (SEC-2): enough for any sane per-minute limit.
+const RECENT_RECORDS_READ: usize = 512;
+
+impl AccountHandler {
+    /// SEC-2: when the failed checks of `scope` on the account's access stream happened since
+    /// `since`, newest first, read from the log: a per-user-id limit lives in the log, so a
+    /// node that has not counted this user id yet (a restart, another node) learns it here.
+    pub async fn recent_check_failures(
+        &self,
+        account_id: Uuid,
+        scope: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<chrono::DateTime<chrono::Utc>>, HandlerError<AccountError>> {
+        use custode_domain::access::{stream_for, AccessEvent, Outcome};
+        let tail = self
+            .services()
+            .log
+            .read_stream_tail(&stream_for(account_id), RECENT_RECORDS_READ)
+            .await?;
+        let mut failures = Vec::new();
+        for recorded in tail.iter().take_while(|r| r.occurred_at > since) {
+            let event: AccessEvent = custode_domain::envelope::decode(recorded)
+                .map_err(|e| HandlerError::Store(e.to_string()))?;
+            let AccessEvent::AppPasswordChecked(check) = event;
+            if check.scope == scope && check.outcome == Outcome::Failure {
+                failures.push(recorded.occurred_at);
+            }
+        }
+        Ok(failures)
+    }
+}

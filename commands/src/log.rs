@@ -266,6 +266,34 @@ impl EventLog {
             .collect()
     }
 
+    /// The last `limit` events of `stream`, newest first (an indexed read on `(stream,
+    /// version)`, whatever the stream's length).
+    pub async fn read_stream_tail(
+        &self,
+        stream: &str,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        let this = self.clone();
+        let stream = stream.to_string();
+        let limit = i64::try_from(limit).map_err(|e| LogError::Store(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            this.inner
+                .readers
+                .with(|conn| {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "{SELECT} WHERE stream = ?1 ORDER BY version DESC LIMIT ?2"
+                    ))?;
+                    let rows = stmt.query_map(params![stream, limit], row_to_stored)?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                })?
+                .into_iter()
+                .map(Stored::into_event)
+                .collect()
+        })
+        .await
+        .map_err(|e| LogError::Store(e.to_string()))?
+    }
+
     /// Up to `limit` rows after `position`, in order, as stored.
     fn stored_from(&self, position: u64, limit: usize) -> Result<Vec<Stored>, LogError> {
         let position = i64::try_from(position).map_err(|e| LogError::Store(e.to_string()))?;

@@ -539,18 +539,28 @@ pub async fn check_app_password(
             "failed checks from this client address",
         )?;
     }
-    state.limiter.check(
-        &user_key,
-        limits.app_password_failures_per_user_per_minute,
-        now,
-        "failed checks for this user id and scope",
-    )?;
     let facts = query(&state, {
         let user_id = req.user_id.clone();
         let scope = scope_text.clone();
         move |conn| custode_projections::accounts::check_facts(conn, &user_id, &scope)
     })
     .await?;
+    // SEC-2: the per-user-id count lives in the log (each failed check is recorded); a node
+    // that has not counted this user id and scope yet reads its recent failures once.
+    if let Some(f) = facts.as_ref().filter(|_| !state.limiter.knows(&user_key)) {
+        let since = now - chrono::Duration::minutes(1);
+        let failures = state
+            .accounts
+            .recent_check_failures(f.account_id, &scope_text, since)
+            .await?;
+        state.limiter.learn(&user_key, failures, now);
+    }
+    state.limiter.check(
+        &user_key,
+        limits.app_password_failures_per_user_per_minute,
+        now,
+        "failed checks for this user id and scope",
+    )?;
     let presented = state
         .accounts
         .services()

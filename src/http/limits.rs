@@ -117,6 +117,25 @@ impl Limiter {
         }
     }
 
+    /// Whether this node has a window for `key` (possibly empty).
+    pub fn knows(&self, key: &str) -> bool {
+        self.windows.lock().is_ok_and(|w| w.contains_key(key))
+    }
+
+    /// A one-minute window for `key` from hits counted elsewhere (the log), unless this node
+    /// already has one.
+    pub fn learn(&self, key: &str, mut hits: Vec<DateTime<Utc>>, now: DateTime<Utc>) {
+        let Ok(mut windows) = self.windows.lock() else {
+            return;
+        };
+        if windows.contains_key(key) {
+            return;
+        }
+        hits.sort_unstable();
+        let window = Self::window(&mut windows, key.to_string(), Duration::minutes(1), now);
+        window.extend(hits.into_iter().filter(|t| now - *t < Duration::minutes(1)));
+    }
+
     /// Counts one hit under `key` in a one-minute window.
     pub fn record(&self, key: &str, now: DateTime<Utc>) {
         if let Ok(mut windows) = self.windows.lock() {

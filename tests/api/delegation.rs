@@ -416,6 +416,14 @@ async fn failed_checks_are_limited_per_user_id_and_scope_sec_2() {
     let res = check(&app, OWNER, "mailbox", "wrong-wrong-wrong").await;
     assert!(res.headers().contains_key("retry-after"));
     expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+    // The count lives in the log: a restarted node refuses as well, until the minute is over.
+    let (data_dir, _dir, clock) = app.stop().await;
+    let app = TestApp::start(&data_dir, crate::helpers::file_config(), clock).await;
+    let res = check(&app, OWNER, "mailbox", "wrong-wrong-wrong").await;
+    expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+    app.advance(Duration::seconds(61));
+    let res = check(&app, OWNER, "mailbox", "wrong-wrong-wrong").await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "app-password-denied").await;
     // Without the operator key, nothing is checked.
     let res = app
         .post(
