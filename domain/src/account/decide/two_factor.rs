@@ -147,16 +147,27 @@ pub(super) fn ready_for_change(
     Ok(())
 }
 
+/// AP-8: turning two-step verification on needs a fresh session, no required action left, and
+/// it off.
+fn ready_to_turn_on(
+    state: &Account,
+    session_id: uuid::Uuid,
+    ctx: &Ctx<'_>,
+) -> Result<(), AccountError> {
+    opened(state)?;
+    ready_for_change(state, session_id, true, ctx)?;
+    if state.two_factor.is_some() {
+        return Err(AccountError::TwoFactorAlreadyOn);
+    }
+    Ok(())
+}
+
 pub(super) fn start(
     state: &Account,
     c: &StartTwoFactor,
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
-    opened(state)?;
-    ready_for_change(state, c.session_id, true, ctx)?;
-    if state.two_factor.is_some() {
-        return Err(AccountError::TwoFactorAlreadyOn);
-    }
+    ready_to_turn_on(state, c.session_id, ctx)?;
     match c.channel {
         TwoFactorChannel::App => {
             let sealed = c.sealed_secret.clone().ok_or_else(|| {
@@ -235,11 +246,7 @@ pub(super) fn confirm(
     c: &ConfirmTwoFactor,
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
-    opened(state)?;
-    ready_for_change(state, c.session_id, true, ctx)?;
-    if state.two_factor.is_some() {
-        return Err(AccountError::TwoFactorAlreadyOn);
-    }
+    ready_to_turn_on(state, c.session_id, ctx)?;
     let pending = state
         .pending_two_factor
         .as_ref()
@@ -276,11 +283,7 @@ pub(super) fn bind_hardware_token(
     c: &BindHardwareToken,
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
-    opened(state)?;
-    ready_for_change(state, c.session_id, true, ctx)?;
-    if state.two_factor.is_some() {
-        return Err(AccountError::TwoFactorAlreadyOn);
-    }
+    ready_to_turn_on(state, c.session_id, ctx)?;
     let mut events = Vec::new();
     let right = totp_outside_login(
         state,
