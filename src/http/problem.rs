@@ -281,7 +281,7 @@ impl From<AccountError> for Problem {
             .retry_after(u64::try_from(seconds).unwrap_or(1)),
             AccountError::MessageLimit { seconds, .. } => Problem::new(
                 "rate-limited",
-                format!("too many recovery messages for this user id; try again in {seconds} seconds"),
+                format!("too many messages (links or codes) for this user id; try again in {seconds} seconds"),
             )
             .retry_after(u64::try_from(seconds).unwrap_or(1)),
             AccountError::ChecksLocked { seconds, .. } => Problem::new(

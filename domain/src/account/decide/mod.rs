@@ -151,10 +151,8 @@ pub(super) fn sms_challenge(
         .contact_mobile
         .as_ref()
         .ok_or(AccountError::MethodUnavailable)?;
-    state
-        .otp_messages
-        .allow(ctx.settings, ctx.now)
-        .map_err(|_| AccountError::CodeLimit)?;
+    // SEC-2: refused with when the next is possible (`429` with `Retry-After`).
+    state.otp_messages.allow(ctx.settings, ctx.now)?;
     let settings = &ctx.settings.recovery;
     Ok(AccountEvent::OtpChallengeIssued(OtpChallengeIssued {
         challenge_id: drawn.challenge_id,

@@ -341,6 +341,23 @@ fn the_sms_channel_sends_a_code_to_confirm_and_one_at_each_login_ap_8() {
         events.as_slice(),
         [AccountEvent::OtpChallengeIssued(c)] if c.purpose == OtpPurpose::Login
     ));
+    // SEC-2: at most five such codes an hour, then refused with when the next is possible.
+    let mut busy = history.clone();
+    for n in 3..7 {
+        let mut login = login_with(None);
+        if let AccountCommand::Login(l) = &mut login {
+            l.sms = Some(drawn(n));
+        }
+        busy = then(busy.clone(), given(busy).when(login).events());
+    }
+    let mut login = login_with(None);
+    if let AccountCommand::Login(l) = &mut login {
+        l.sms = Some(drawn(9));
+    }
+    assert!(matches!(
+        given(busy).when(login).error(),
+        AccountError::MessageLimit { seconds, .. } if seconds > 0
+    ));
     // A wrong code is a failed login too (SEC-6), besides an attempt at the challenge.
     let history = then(history, events);
     let events = given(history)
