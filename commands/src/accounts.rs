@@ -205,19 +205,7 @@ impl AccountHandler {
             });
         };
         let (token, token_hash) = tokens::new_token();
-        // AP-8: the code to send should the second factor be SMS and none came with the login.
-        // Drawn (and sealed) only for an account whose second factor is SMS: a login without
-        // one must not depend on a delivery key.
-        let sms_channel = self
-            .load(account_id)
-            .await?
-            .0
-            .two_factor
-            .is_some_and(|t| t.channel == custode_domain::account::TwoFactorChannel::Sms);
-        let sms = match otp {
-            None if sms_channel => Some(self.draw_code(account_id)?),
-            _ => None,
-        };
+        let sms = self.sms_code_unless(account_id, &otp).await?;
         let cmd = AccountCommand::Login(Login {
             session_id: Uuid::now_v7(),
             token_hash,
@@ -280,6 +268,28 @@ impl AccountHandler {
             .execute(&subject.to_string(), command, &caller)
             .await?
             .position())
+    }
+
+    /// AP-8: the code to send should the account's second factor be SMS and no code came with
+    /// a login or a step-up. Drawn (and sealed) only for such an account, so nothing else
+    /// depends on a delivery key (the state is the handler's cached one).
+    pub async fn sms_code_unless(
+        &self,
+        account_id: Uuid,
+        otp: &Option<Secret>,
+    ) -> AccountResult<Option<account::DrawnCode>> {
+        if otp.is_some() {
+            return Ok(None);
+        }
+        let (state, _) = self.load(account_id).await?;
+        let sms = state
+            .two_factor
+            .is_some_and(|t| t.channel == custode_domain::account::TwoFactorChannel::Sms);
+        Ok(if sms {
+            Some(self.draw_code(account_id)?)
+        } else {
+            None
+        })
     }
 
     /// A fresh one-time code for `account_id`, sealed for the SMS sender.

@@ -82,18 +82,8 @@ pub async fn login(
         LoginOutcome::Refused { outcome } => {
             // AP-8: with the password right, the second factor's answer (a code sent by SMS,
             // or a wrong or replayed code, recorded); anything else is wrong credentials.
-            if let Some(sent) = super::delegation::second_factor_sent(
-                &outcome.events,
-                custode_domain::account::TwoFactorChannel::Sms,
-            ) {
-                super::settle(&state, outcome.position()).await;
-                return Err(Problem::new(
-                    "second-factor-required",
-                    format!(
-                        "two-step verification is on: a code was sent by SMS to {} (challenge {}); send it as `otp`",
-                        sent.target, sent.challenge_id
-                    ),
-                ));
+            if let Some(problem) = code_sent(&state, &outcome).await {
+                return Err(problem);
             }
             if let Some(problem) = super::delegation::second_factor_refusal(&outcome.events) {
                 super::settle(&state, outcome.position()).await;
@@ -121,6 +111,26 @@ pub async fn login(
             .await)
         }
     }
+}
+
+/// AP-8: with the password right and SMS the second factor, the code just sent: the problem
+/// that asks for it.
+async fn code_sent(
+    state: &AppState,
+    outcome: &custode_commands::accounts::Outcome,
+) -> Option<Problem> {
+    let sent = super::delegation::second_factor_sent(
+        &outcome.events,
+        custode_domain::account::TwoFactorChannel::Sms,
+    )?;
+    super::settle(state, outcome.position()).await;
+    Some(Problem::new(
+        "second-factor-required",
+        format!(
+            "two-step verification is on: a code was sent by SMS to {} (challenge {}); send it as `otp`",
+            sent.target, sent.challenge_id
+        ),
+    ))
 }
 
 pub async fn logout(
@@ -152,17 +162,25 @@ pub async fn reauth(
     correlation: Correlation,
     Body(req): Body<ReauthRequest>,
 ) -> Result<Response, Problem> {
+    let sms = state
+        .accounts
+        .sms_code_unless(session.account_id, &req.otp)
+        .await?;
     let cmd = AccountCommand::Reauthenticate(Reauthenticate {
         session_id: session.session_id,
         password: req.password,
         client_ip: client.text(),
         channel: AccessChannel::Api,
         otp: req.otp,
+        sms,
     });
     let outcome = state
         .accounts
         .execute(session.account_id, cmd, &session.caller(correlation))
         .await?;
+    if let Some(problem) = code_sent(&state, &outcome).await {
+        return Err(problem);
+    }
     if let Some(problem) = super::delegation::second_factor_refusal(&outcome.events) {
         super::settle(&state, outcome.position()).await;
         return Err(problem);

@@ -604,11 +604,29 @@ async fn the_sms_channel_sends_a_code_at_each_login_ap_8() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::CREATED);
-    app.remember_secret(
-        res.json::<Value>().await.unwrap()["session_token"]
-            .as_str()
-            .unwrap(),
-    );
+    let session = res.json::<Value>().await.unwrap()["session_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.remember_secret(&session);
+    // A step-up sends a code as a login does, and takes it (SEC-3).
+    let res = app
+        .post(
+            "/v1/sessions/current/reauth",
+            Some(&session),
+            json!({ "password": password }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "second-factor-required").await;
+    let code = newest_code(&app).await;
+    let res = app
+        .post(
+            "/v1/sessions/current/reauth",
+            Some(&session),
+            json!({ "password": password, "otp": code }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
     // A wrong password sends nothing and says nothing of the second factor.
     let before = std::fs::read_to_string(app.data_dir.join("sms.jsonl"))
         .unwrap()

@@ -170,6 +170,8 @@ pub struct Reauthenticate {
     pub channel: AccessChannel,
     /// AP-8: the second factor's code, when two-step verification is on (SEC-3).
     pub otp: Option<Secret>,
+    /// AP-8: the code to send when the second factor is SMS and none was given.
+    pub sms: Option<DrawnCode>,
 }
 
 #[derive(Debug, Clone)]

@@ -409,6 +409,7 @@ fn reauthentication_renews_the_step_up_window() {
                 client_ip: None,
                 channel: AccessChannel::Api,
                 otp: None,
+                sms: None,
             }),
             now() + minutes(30),
         )
@@ -425,6 +426,7 @@ fn reauthentication_with_a_wrong_password_is_a_recorded_failure() {
             client_ip: Some("192.0.2.10".into()),
             channel: AccessChannel::Web,
             otp: None,
+            sms: None,
         }))
         .events();
     insta::assert_json_snapshot!(events);

@@ -171,7 +171,7 @@ pub(super) fn reauthenticate(
         state,
         &mut events,
         c.otp.as_ref(),
-        None,
+        c.sms.as_ref(),
         &c.client_ip,
         c.channel,
         Some(c.session_id),
