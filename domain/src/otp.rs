@@ -87,6 +87,11 @@ pub enum Check {
 }
 
 impl Challenge {
+    /// Whether a right code would still be taken: not used, not exhausted, not expired.
+    pub fn is_open(&self, now: DateTime<Utc>) -> bool {
+        !self.used && self.attempts < self.max_attempts && now < self.expires_at
+    }
+
     pub fn check(&self, candidate: &TokenHash, now: DateTime<Utc>) -> Check {
         if self.used {
             return Check::Missing;

@@ -33,6 +33,9 @@ pub struct Account {
     pub login_locked_until: Option<DateTime<Utc>>,
     /// The codes sent lately outside a recovery (PW-4, SC), for their hourly limit.
     pub otp_messages: crate::recovery::RecentMessages,
+    /// AP-8: the codes sent at logins and step-ups, counted apart so that logins cannot use up
+    /// the codes that turn two-step verification off or change the password.
+    pub login_codes: crate::recovery::RecentMessages,
     /// SEC-2: the recovery messages sent lately (the hourly limit per user id).
     pub recovery_messages: crate::recovery::RecentMessages,
     /// SEC-2: wrong codes and answers in a row, across recoveries, and the lock they caused.
@@ -356,7 +359,11 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
         }
         AccountEvent::OtpChallengeIssued(e) => {
             if e.recovery_id.is_none() {
-                state.otp_messages.record(e.expires_at, RecoveryMethod::Sms);
+                let sent = match e.purpose {
+                    OtpPurpose::Login => &mut state.login_codes,
+                    _ => &mut state.otp_messages,
+                };
+                sent.record(e.expires_at, RecoveryMethod::Sms);
             }
             // A recovery's count of wrong codes outlives its codes (cancelled by a mobile
             // change or an operator's reset, replaced by a newer one).

@@ -152,7 +152,11 @@ pub(super) fn sms_challenge(
         .as_ref()
         .ok_or(AccountError::MethodUnavailable)?;
     // SEC-2: refused with when the next is possible (`429` with `Retry-After`).
-    state.otp_messages.allow(ctx.settings, ctx.now)?;
+    let sent = match purpose {
+        crate::otp::OtpPurpose::Login => &state.login_codes,
+        _ => &state.otp_messages,
+    };
+    sent.allow(ctx.settings, ctx.now)?;
     let settings = &ctx.settings.recovery;
     Ok(AccountEvent::OtpChallengeIssued(OtpChallengeIssued {
         challenge_id: drawn.challenge_id,

@@ -59,6 +59,17 @@ pub(super) fn second_factor(
         return Ok(true);
     };
     match (two_factor.channel, &two_factor.sealed_secret, code) {
+        // The code sent for an earlier attempt still works: no second SMS while it does.
+        (TwoFactorChannel::Sms, _, None)
+            if state
+                .challenges
+                .get(OtpPurpose::Login, None)
+                .is_some_and(|c| c.is_open(ctx.now)) =>
+        {
+            Err(AccountError::SecondFactorRequired {
+                channel: TwoFactorChannel::Sms,
+            })
+        }
         (TwoFactorChannel::Sms, _, None) => match sms {
             Some(drawn) => {
                 events.push(super::sms_challenge(state, OtpPurpose::Login, drawn, ctx)?);
