@@ -327,7 +327,10 @@ pub async fn register_hardware_token(
         (None, Some(hex)) => hex_bytes(hex.expose()),
         _ => None,
     };
-    let Some(seed) = seed.filter(|s| (16..=64).contains(&s.len())) else {
+    // A seed of one repeated byte is no secret (a vendor's placeholder, or a typing error).
+    let usable =
+        |s: &Vec<u8>| (16..=64).contains(&s.len()) && s.iter().any(|b| Some(b) != s.first());
+    let Some(seed) = seed.filter(usable) else {
         return Err(Problem::new(
             "validation-failed",
             "give the token's seed once, as `seed_base32` or `seed_hex`, 128 to 512 bits",
@@ -507,23 +510,41 @@ pub async fn check_app_password(
 ) -> Result<Response, Problem> {
     let now = state.clock.now();
     let limits = &state.config.settings.limits;
-    let too_long = req.client_ip.as_deref().is_some_and(|ip| ip.len() > 64)
-        || req.user_id.chars().count() > 254
-        || req.password.expose().len() > 128;
-    let scope = Scope::parse(&req.scope).filter(|_| !too_long).ok_or_else(|| {
-        Problem::new("validation-failed", "the request breaks 1 rule(s)").with_errors(vec![
-            Violation::new(
-                "AP-7",
-                Some("scope"),
-                "a scope is `mailbox`, `archive` or `collaborator:<id>`; user ids, passwords and addresses have their lengths",
-            ),
-        ])
+    let invalid = |rule: &'static str, field: &'static str, message: &'static str| {
+        Problem::new("validation-failed", "the request breaks 1 rule(s)")
+            .with_errors(vec![Violation::new(rule, Some(field), message)])
+    };
+    if req.user_id.chars().count() > 254 || req.password.expose().len() > 128 {
+        return Err(invalid(
+            "AP-7",
+            "password",
+            "a user id has at most 254 characters, a password at most 128",
+        ));
+    }
+    let scope = Scope::parse(&req.scope).ok_or_else(|| {
+        invalid(
+            "AP-7.scope",
+            "scope",
+            "a scope is `mailbox`, `archive` or `collaborator:<id>`",
+        )
     })?;
     let scope_text = scope.as_string();
-    let reported: Option<std::net::IpAddr> = req
-        .client_ip
-        .as_deref()
-        .and_then(|ip| ip.trim().parse().ok());
+    // SEC-2: the reported client address is an address (a port after it is dropped), so its
+    // failures are counted under one key whatever its spelling.
+    let reported: Option<std::net::IpAddr> = match req.client_ip.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.parse::<std::net::IpAddr>()
+                .or_else(|_| text.parse::<std::net::SocketAddr>().map(|a| a.ip()))
+                .map_err(|_| {
+                    invalid(
+                        "AP-7.client_ip",
+                        "client_ip",
+                        "the client's address is an IPv4 or IPv6 address",
+                    )
+                })?,
+        ),
+    };
     // SEC-2: failures per reported client address, and per user id and scope.
     let address_key =
         reported.map(|ip| format!("ap7-address:{}", super::limits::address_group(ip)));

@@ -58,6 +58,7 @@ pub fn metrics_app(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics::metrics))
         .fallback(|| async { Problem::new("not-found", "no such endpoint") })
+        .layer(middleware::map_response(no_store))
         .with_state(state)
 }
 

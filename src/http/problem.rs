@@ -56,6 +56,7 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
         "Complete the required actions first",
     ),
     ("forbidden", 403, "Not allowed"),
+    ("not-a-mailbox", 403, "Only a mailbox's holder can do this"),
     (
         "reauthentication-required",
         403,
@@ -111,7 +112,6 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
         409,
         "Enable IMAP, POP or SMTP first",
     ),
-    ("not-a-mailbox", 409, "Only mailboxes have this"),
     (
         "app-password-exists",
         409,

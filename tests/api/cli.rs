@@ -154,6 +154,7 @@ async fn sec_8_metrics_are_served_on_the_operator_listener_only() {
         .await
         .unwrap();
     assert_eq!(operator.status(), 200);
+    assert_eq!(operator.headers()["cache-control"], "no-store");
     assert!(operator
         .text()
         .await

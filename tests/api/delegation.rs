@@ -424,6 +424,16 @@ async fn failed_checks_are_limited_per_user_id_and_scope_sec_2() {
     app.advance(Duration::seconds(61));
     let res = check(&app, OWNER, "mailbox", "wrong-wrong-wrong").await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "app-password-denied").await;
+    // SEC-2: the reported client address is an address, one key whatever its spelling.
+    let res = app
+        .post(
+            "/v1/auth/app-password",
+            Some(OPERATOR_KEY),
+            json!({ "user_id": OWNER, "scope": "mailbox", "password": "x", "client_ip": "garbage-1" }),
+        )
+        .await;
+    let problem = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(problem["errors"][0]["field"], "client_ip");
     // Without the operator key, nothing is checked.
     let res = app
         .post(

@@ -95,7 +95,7 @@ pub enum AccountError {
     /// AP-1.
     #[error("no mail protocol is enabled: enable IMAP, POP or SMTP first")]
     MailProtocolsOff,
-    #[error("only mailboxes have mail protocols and passwords for mail programs")]
+    #[error("only a mailbox's holder can do this: collaborators and identities have no mail protocols, passwords for mail programs or collaborators")]
     NotMailbox,
     /// AP-2.
     #[error("this scope already has a live password: regenerate or deactivate it")]

@@ -507,6 +507,9 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             }
         }
         AccountEvent::CollaboratorLinkIssued(e) => {
+            state
+                .recovery_messages
+                .record(e.expires_at, RecoveryMethod::Email);
             state.collaborator.spend(Spent::Superseded);
             state.collaborator.live = Some((e.token_hash.clone(), e.expires_at));
             if e.reason == LinkReason::Created {

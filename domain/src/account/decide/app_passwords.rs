@@ -80,12 +80,18 @@ pub(super) fn set_mail_protocols(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     mailbox(state)?;
-    ready_for_change(state, c.session_id, false, ctx)?;
     let wanted = MailProtocolsSet {
         imap: c.imap,
         pop: c.pop,
         smtp: c.smtp,
     };
+    // SEC-3: turning a protocol on opens the mailbox to mail programs: a fresh session, as
+    // for app passwords; turning them off does not need one.
+    let current = state.protocols.unwrap_or(wanted);
+    let opens = (wanted.imap && !current.imap)
+        || (wanted.pop && !current.pop)
+        || (wanted.smtp && !current.smtp);
+    ready_for_change(state, c.session_id, opens, ctx)?;
     if state.protocols == Some(wanted) {
         return Ok(Vec::new());
     }

@@ -8,9 +8,6 @@ use super::super::state::{spent_refusal, Account};
 use super::*;
 use crate::decider::Ctx;
 
-/// CO-2: a collaborator's link works this long.
-pub const LINK_HOURS: i64 = 24;
-
 /// CO-5, SEC-4: the collaborator, when `owner_id` owns it.
 fn owned(state: &Account, owner_id: uuid::Uuid) -> Result<&AccountOpened, AccountError> {
     let profile = opened(state)?;
@@ -45,7 +42,8 @@ fn link(
             reason,
             to,
             token_hash: token_hash.clone(),
-            expires_at: ctx.now + chrono::Duration::hours(LINK_HOURS),
+            // CO-2: 24 hours, as a recovery link (`recovery.link_hours`).
+            expires_at: ctx.now + ctx.settings.recovery.link_lifetime(),
             sealed_token: sealed_token.clone(),
         },
     ))
@@ -67,6 +65,8 @@ pub(super) fn reset(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     let profile = owned(state, c.owner_id)?;
+    // SEC-2: the reference address gets no more links an hour than a recovery sends.
+    state.recovery_messages.allow(ctx.settings, ctx.now)?;
     let mut events = Vec::new();
     if state.status == AccountStatus::Active {
         events.push(AccountEvent::CollaboratorReset(CollaboratorReset {}));
@@ -95,6 +95,7 @@ pub(super) fn resend(
     if state.status != AccountStatus::Suspended {
         return Err(AccountError::NothingToResend);
     }
+    state.recovery_messages.allow(ctx.settings, ctx.now)?;
     Ok(vec![link(
         profile,
         LinkReason::Resent,

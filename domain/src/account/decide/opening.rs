@@ -74,11 +74,20 @@ pub(super) fn open(
         _ => {}
     }
     if let Some(name) = &c.name {
-        if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        // Control and direction-override characters would make a name show one thing and
+        // hold another (it is written in mails and pages).
+        let hidden = |ch: char| {
+            ch.is_control()
+                || matches!(ch, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        };
+        if name.trim().is_empty()
+            || name.chars().count() > MAX_NAME_CHARS
+            || name.chars().any(hidden)
+        {
             errors.push(Violation::new(
                 "ACC-1.name",
                 Some("name"),
-                "the name must have 1 to 200 characters",
+                "the name must have 1 to 200 characters, none of them control or direction characters",
             ));
         }
     }

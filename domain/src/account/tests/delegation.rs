@@ -631,6 +631,13 @@ fn mail_protocols_belong_to_mailboxes_and_an_unchanged_set_records_nothing_acc_5
         given(ready()).when(set(false)).events().as_slice(),
         [AccountEvent::MailProtocolsSet(p)] if !p.imap && p.pop
     ));
+    // Off from a stale session; on again only from a fresh one (SEC-3).
+    let later = now() + minutes(30);
+    let off = then(ready(), given(ready()).when_at(set(false), later).events());
+    assert_eq!(
+        given(off).when_at(set(true), later).error(),
+        AccountError::ReauthenticationRequired
+    );
 }
 
 fn open_collaborator() -> OpenAccount {
@@ -700,6 +707,19 @@ fn a_collaborator_starts_suspended_with_a_link_to_its_first_password_co_1() {
         events.as_slice(),
         [AccountEvent::CollaboratorPasswordSet(s)] if !s.after_reset
     ));
+}
+
+#[test]
+fn a_collaborators_name_holds_no_hidden_characters() {
+    for name in ["\u{202E}gnp.exe", "Anna\u{0}", "   "] {
+        let mut open = open_collaborator();
+        open.name = Some(name.into());
+        assert_eq!(
+            given([]).when(AccountCommand::Open(open)).violated_rules(),
+            vec!["ACC-1.name"],
+            "{name:?}"
+        );
+    }
 }
 
 #[test]
@@ -830,7 +850,26 @@ fn resending_the_link_invalidates_the_earlier_one_co_3() {
         given(history.clone()).when(set_password(1)).error(),
         AccountError::TokenSuperseded
     );
-    assert_eq!(given(history).when(set_password(2)).events().len(), 1);
+    assert_eq!(
+        given(history.clone()).when(set_password(2)).events().len(),
+        1
+    );
+    // SEC-2: no more links an hour than a recovery sends (five, the first included).
+    let mut busy = history;
+    for n in 3..6 {
+        busy = then(
+            busy.clone(),
+            given(busy)
+                .when(AccountCommand::ResendCollaboratorLink(link(n, OWNER)))
+                .events(),
+        );
+    }
+    assert!(matches!(
+        given(busy)
+            .when(AccountCommand::ResendCollaboratorLink(link(7, OWNER)))
+            .error(),
+        AccountError::MessageLimit { .. }
+    ));
 }
 
 #[test]
