@@ -462,7 +462,7 @@ async fn set_collaborator_password(
 #[tokio::test]
 async fn the_collaborator_lifecycle_through_the_mailed_links_co_1_to_co_5() {
     let app = TestApp::spawn().await;
-    let (owner, _) = app.ready_mailbox(OWNER).await;
+    let (owner, owner_password) = app.ready_mailbox(OWNER).await;
     let reference = "anna.bianchi@example.it";
     let res = app
         .post(
@@ -509,6 +509,18 @@ async fn the_collaborator_lifecycle_through_the_mailed_links_co_1_to_co_5() {
         )
         .await;
     expect_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    // SEC-3: acting on a collaborator needs a fresh session.
+    app.advance(Duration::minutes(11));
+    let res = app.request(Method::POST, &path, Some(&owner), None).await;
+    expect_problem(res, StatusCode::FORBIDDEN, "reauthentication-required").await;
+    let res = app
+        .post(
+            "/v1/sessions/current/reauth",
+            Some(&owner),
+            json!({ "password": owner_password }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
     // CO-2: the reset stops the old password at once and suspends until a new one is set.
     let res = app.request(Method::POST, &path, Some(&owner), None).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
