@@ -229,6 +229,15 @@ async fn an_app_password_is_checked_postponed_regenerated_and_deactivated_ap_1_t
     )
     .await;
     assert!(first.len() >= 20, "{first}");
+    // NT-4: the new password is told. Waited for before the clock moves months ahead: an event
+    // older than `delivery.max_event_age_hours` when the mailer reads it gets no notice.
+    mail_count(
+        &app,
+        "titolare@example.it",
+        "Nuova password per i programmi di posta",
+        1,
+    )
+    .await;
     let expires: chrono::DateTime<chrono::Utc> =
         body["expires_at"].as_str().unwrap().parse().unwrap();
     let issued_at = app.clock.now();
