@@ -145,6 +145,10 @@ impl App {
             log.clone(),
             models,
             tokio::runtime::Handle::current(),
+            Some(custode_workers::projector::HistoryExpiry {
+                clock: clock.clone(),
+                retention: config.settings.history.retention(),
+            }),
         )
         .map_err(|e| component(&e))?;
         let hasher = Arc::new(Argon2Hasher::new(config.argon2).map_err(|e| component(&e))?);

@@ -5,7 +5,9 @@
 
 use custode_commands::hashing::Argon2Settings;
 use custode_commands::Synchronous;
-use custode_domain::settings::{LimitSettings, PolicySettings, RecoverySettings, SessionSettings};
+use custode_domain::settings::{
+    HistorySettings, LimitSettings, PolicySettings, RecoverySettings, SessionSettings,
+};
 use custode_domain::Secret;
 use custode_domain::Settings;
 use custode_workers::runtime::WorkerName;
@@ -44,6 +46,8 @@ pub struct FileConfig {
     pub recovery: RecoverySettings,
     /// SEC-2's rate limits.
     pub limits: LimitSettings,
+    /// AH-3: the access history's retention.
+    pub history: HistorySettings,
     /// RC-1: the captcha verifier (unset: any non-empty token passes).
     pub captcha: CaptchaConfig,
     pub argon2: Argon2Settings,
@@ -337,6 +341,11 @@ impl Config {
                 "nats.retention_days must be between 1 and 365 (SEC-9: the bus keeps messages a bounded time)".into(),
             ));
         }
+        if !(1..=36_500).contains(&file.history.retention_days) {
+            return Err(ConfigError::Value(
+                "history.retention_days must be between 1 and 36500".into(),
+            ));
+        }
         if file.delivery.max_attempts == 0 {
             return Err(ConfigError::Value(
                 "delivery.max_attempts must be at least 1".into(),
@@ -385,6 +394,7 @@ impl Config {
                 sessions: file.sessions,
                 recovery: file.recovery,
                 limits: file.limits,
+                history: file.history,
             },
             captcha: file.captcha,
             argon2: file.argon2,

@@ -9,7 +9,7 @@ use custode_commands::{EventLog, LogOptions, Metadata, NewEvent, StreamAppend};
 use custode_domain::Actor;
 use rusqlite::{params, Connection};
 use serde_json::json;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// The runtime every benchmark drives its async side with: two workers, as the machine has.
@@ -138,4 +138,101 @@ pub fn bare(dir: &std::path::Path, name: &str, batch: usize, streams: usize) -> 
         tx.commit().expect("commit");
     }
     BARE_ROWS as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Closed loop: requests/s and latencies (µs, sorted) of `make` from `connections` tasks, each
+/// sending its next request when the last is answered, for `run`; and how many got no 2xx.
+pub async fn load<F>(
+    client: &reqwest::Client,
+    base: &str,
+    connections: usize,
+    run: Duration,
+    make: F,
+) -> (f64, Vec<u64>, usize)
+where
+    F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder + Send + Sync + Copy + 'static,
+{
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (client, base) = (client.clone(), base.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut bad = 0;
+            while started.elapsed() < run {
+                let t = Instant::now();
+                let res = make(&client, &base).send().await.unwrap();
+                if !res.status().is_success() {
+                    bad += 1;
+                }
+                let _ = res.bytes().await;
+                latencies.push(t.elapsed().as_micros() as u64);
+            }
+            (latencies, bad)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut bad = 0;
+    for t in tasks {
+        let (l, b) = t.await.unwrap();
+        all.extend(l);
+        bad += b;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    (all.len() as f64 / elapsed, all, bad)
+}
+
+/// Open loop: `rate` requests/s in all, spread over `connections` tasks on a fixed schedule,
+/// for `run`. Each latency counts from the request's scheduled time, so a request held up
+/// behind a slow one is charged its wait (no coordinated omission). Returns the latencies
+/// (µs, sorted) and the requests that got no 2xx.
+pub async fn load_at<F>(
+    client: &reqwest::Client,
+    base: &str,
+    connections: usize,
+    run: Duration,
+    rate: f64,
+    make: F,
+) -> (Vec<u64>, usize)
+where
+    F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder + Send + Sync + Copy + 'static,
+{
+    let started = tokio::time::Instant::now();
+    let interval = Duration::from_secs_f64(connections as f64 / rate);
+    let mut tasks = Vec::new();
+    for task in 0..connections {
+        let (client, base) = (client.clone(), base.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut bad = 0;
+            let mut due = started + interval.mul_f64(task as f64 / connections as f64);
+            while due.duration_since(started) < run {
+                tokio::time::sleep_until(due).await;
+                let res = make(&client, &base).send().await.unwrap();
+                if !res.status().is_success() {
+                    bad += 1;
+                }
+                let _ = res.bytes().await;
+                latencies.push(due.elapsed().as_micros() as u64);
+                due += interval;
+            }
+            (latencies, bad)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut bad = 0;
+    for t in tasks {
+        let (l, b) = t.await.unwrap();
+        all.extend(l);
+        bad += b;
+    }
+    all.sort_unstable();
+    (all, bad)
+}
+
+/// The `p` quantile of sorted µs, in ms.
+pub fn pct(sorted: &[u64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
 }

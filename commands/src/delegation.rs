@@ -420,18 +420,19 @@ impl AccountHandler {
 }
 
 impl AccountHandler {
-    /// AH-1, AP-7: a mail server's check, recorded on the account's access stream at its end
-    /// (no version check: a record decides nothing, so it takes no turn and meets no
-    /// conflict), so the account's own stream never grows with checks (AH-3). The log's group
-    /// commit puts concurrent checks in one transaction. Returns the record's position.
-    pub async fn record_app_password_check(
+    /// AH-1: an access record (a mail server's check, AP-7, or a reported access to a service
+    /// provider), appended on the account's access stream at its end (no version check: a
+    /// record decides nothing, so it takes no turn and meets no conflict), so the account's own
+    /// stream never grows with accesses (AH-3). The log's group commit puts concurrent records
+    /// in one transaction. Returns the record's position.
+    pub async fn record_access(
         &self,
         account_id: Uuid,
-        record: custode_domain::access::AppPasswordChecked,
+        record: custode_domain::access::AccessEvent,
         caller: &Caller,
     ) -> Result<u64, HandlerError<AccountError>> {
-        use custode_domain::access::{stream_for, AccessEvent};
-        let events = crate::handler::to_new_events(&[AccessEvent::AppPasswordChecked(record)])?;
+        use custode_domain::access::stream_for;
+        let events = crate::handler::to_new_events(&[record])?;
         let append = crate::log::StreamAppend {
             stream: stream_for(account_id),
             expected_version: crate::log::ANY_VERSION,
@@ -467,7 +468,9 @@ impl AccountHandler {
         for recorded in tail.iter().take_while(|r| r.occurred_at > since) {
             let event: AccessEvent = custode_domain::envelope::decode(recorded)
                 .map_err(|e| HandlerError::Store(e.to_string()))?;
-            let AccessEvent::AppPasswordChecked(check) = event;
+            let AccessEvent::AppPasswordChecked(check) = event else {
+                continue;
+            };
             if check.scope == scope && check.outcome == Outcome::Failure {
                 failures.push(recorded.occurred_at);
             }

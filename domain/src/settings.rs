@@ -10,6 +10,30 @@ pub struct Settings {
     pub sessions: SessionSettings,
     pub recovery: RecoverySettings,
     pub limits: LimitSettings,
+    pub history: HistorySettings,
+}
+
+/// AH-3: how long the access history keeps its rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorySettings {
+    /// Days an access stays in the history (730: the 24 months SPID asks of identity
+    /// providers); older rows are dropped from the read model, never from the log.
+    pub retention_days: u32,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        Self {
+            retention_days: 730,
+        }
+    }
+}
+
+impl HistorySettings {
+    pub fn retention(&self) -> chrono::Duration {
+        chrono::Duration::days(i64::from(self.retention_days))
+    }
 }
 
 /// RC-1..7: the forgotten-password flow.

@@ -27,3 +27,10 @@ impl Violation {
         }
     }
 }
+
+/// A character that would make a text written in mails and pages show one thing and hold
+/// another: control characters and direction marks or overrides.
+pub fn hidden_char(ch: char) -> bool {
+    ch.is_control()
+        || matches!(ch, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}

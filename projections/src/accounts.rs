@@ -381,6 +381,13 @@ pub fn by_user_id(conn: &Connection, user_id: &str) -> rusqlite::Result<Option<A
     .optional()
 }
 
+/// The account a user id names, without the rest of its row (AH-1's reports, at ingest rates).
+pub fn account_id_of(conn: &Connection, user_id: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT account_id FROM accounts WHERE user_key = ?1")?
+        .query_row(params![user_key(user_id)], |r| r.get(0))
+        .optional()
+}
+
 /// The collaborators a mailbox owns, oldest first, each with its permissions (CO-1).
 pub fn collaborators_of(
     conn: &Connection,

@@ -3,6 +3,7 @@
 //! projection's checkpoint, so a crash never leaves a table ahead of or behind its checkpoint.
 //! Dropping the file and folding the log again gives the same tables (`custode replay`).
 
+pub mod access;
 pub mod accounts;
 pub mod notices;
 pub mod sessions;
@@ -62,6 +63,7 @@ pub fn all() -> Vec<Box<dyn Projection>> {
         Box::new(accounts::AccountsProjection),
         Box::new(sessions::SessionsProjection),
         Box::new(notices::NoticesProjection),
+        Box::new(access::AccessHistoryProjection),
     ]
 }
 
@@ -135,6 +137,25 @@ impl ReadModels {
             *checkpoint = (*checkpoint).max(last);
         }
         Ok(self.checkpoint())
+    }
+
+    /// AH-3: drops the access history's rows from before `cutoff`, a chunk per transaction so
+    /// that readers and the next batch never wait long. Returns how many went.
+    pub fn expire_history(
+        &mut self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, ProjectionError> {
+        const CHUNK: usize = 5_000;
+        let mut dropped = 0;
+        loop {
+            let tx = self.conn.transaction()?;
+            let n = access::expire(&tx, cutoff, CHUNK)?;
+            tx.commit()?;
+            dropped += n;
+            if n < CHUNK {
+                return Ok(dropped);
+            }
+        }
     }
 
     /// A dump of every read-model table, rows sorted, for comparing a rebuild with the live

@@ -611,7 +611,11 @@ pub async fn check_app_password(
         position = Some(
             state
                 .accounts
-                .record_app_password_check(f.account_id, record, &caller)
+                .record_access(
+                    f.account_id,
+                    custode_domain::access::AccessEvent::AppPasswordChecked(record),
+                    &caller,
+                )
                 .await?,
         );
     }

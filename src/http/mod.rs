@@ -6,6 +6,7 @@ mod account;
 mod admin;
 mod delegation;
 pub mod extract;
+mod history;
 pub mod limits;
 mod meta;
 pub mod metrics;
@@ -205,6 +206,16 @@ fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
             Method::POST,
             "/v1/admin/hardware-tokens",
             post(delegation::register_hardware_token),
+        ),
+        (
+            Method::POST,
+            "/v1/admin/access-events",
+            post(history::report_access),
+        ),
+        (
+            Method::GET,
+            "/v1/account/access-history",
+            get(history::access_history),
         ),
         (
             Method::GET,

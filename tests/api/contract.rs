@@ -207,6 +207,30 @@ async fn real_answers_validate_against_the_document() {
     assert_matches_document("get", "/v1/admin/accounts/{user_id}", 200, &admin);
 
     let res = app
+        .post(
+            "/v1/admin/access-events",
+            Some(OPERATOR_KEY),
+            json!({ "user_id": "pagina@pec.example.it", "service": "INPS", "outcome": "failure", "reason": "wrong_password", "client_ip": "203.0.113.9", "at": chrono::Utc::now().to_rfc3339() }),
+        )
+        .await;
+    assert_eq!(res.status(), 202);
+    let position = res.headers()["custode-position"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let history: Value = app
+        .get(
+            &format!("/v1/account/access-history?limit=2&after={position}"),
+            Some(&token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(history["next_cursor"].is_string(), "{history}");
+    assert_matches_document("get", "/v1/account/access-history", 200, &history);
+
+    let res = app
         .request(
             reqwest::Method::PUT,
             "/v1/account/recovery-info",

@@ -14,6 +14,7 @@ mod contract;
 mod delegation;
 mod fanout;
 mod helpers;
+mod history;
 mod journey;
 mod notify;
 mod password;

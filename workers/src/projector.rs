@@ -2,8 +2,10 @@
 //! every projection. It runs on its own thread (SQLite work is blocking) and publishes the
 //! position it has applied, which read endpoints wait on for read-your-writes.
 
+use custode_commands::clock::Clock;
 use custode_commands::EventLog;
 use custode_projections::ReadModels;
+use std::sync::Arc;
 use tokio::sync::watch;
 
 const BATCH: usize = 512;
@@ -19,20 +21,85 @@ impl ProjectorHandle {
     }
 }
 
-/// Starts the projector on `models`; it stops when the log's writer is gone.
+/// AH-3: how long the access history keeps its rows, by whose clock.
+#[derive(Clone)]
+pub struct HistoryExpiry {
+    pub clock: Arc<dyn Clock>,
+    pub retention: chrono::Duration,
+}
+
+impl HistoryExpiry {
+    /// How often the projector looks for rows past retention (by the expiry's clock).
+    const EVERY: chrono::Duration = chrono::Duration::minutes(1);
+
+    /// Drops what is past retention when `EVERY` has gone by since `last`.
+    fn tend(&self, models: &mut ReadModels, last: &mut Option<chrono::DateTime<chrono::Utc>>) {
+        let now = self.clock.now();
+        if last.is_some_and(|at| now - at < Self::EVERY) {
+            return;
+        }
+        *last = Some(now);
+        match models.expire_history(now - self.retention) {
+            Ok(0) => {}
+            Ok(dropped) => tracing::info!(
+                dropped,
+                "access history: rows past history.retention_days dropped"
+            ),
+            Err(error) => {
+                tracing::error!(%error, "access history: cannot drop rows past retention")
+            }
+        }
+    }
+}
+
+/// Starts the projector on `models`; it stops when the log's writer is gone. With `expiry`,
+/// it also drops the access history's rows past retention (AH-3), at start and then every
+/// minute of the expiry's clock.
 pub fn spawn(
     log: EventLog,
     mut models: ReadModels,
     runtime: tokio::runtime::Handle,
+    expiry: Option<HistoryExpiry>,
 ) -> std::io::Result<ProjectorHandle> {
     let (applied_tx, applied_rx) = watch::channel(models.checkpoint());
+    // Each second a tick wakes the projector to tend the history (tests move clocks). The
+    // tick runs on the runtime, so this thread never arms a timer of its own: it stops with
+    // the runtime, and the projector then waits for events alone.
+    let (tick_tx, mut tick) = watch::channel(());
+    if expiry.is_some() {
+        runtime.spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            while !tick_tx.is_closed() {
+                every.tick().await;
+                tick_tx.send_replace(());
+            }
+        });
+    }
     std::thread::Builder::new().name("custode-projector".into()).spawn(move || {
         let mut head = log.subscribe();
         let mut failures = 0u32;
+        let mut expired_at = None;
+        let mut ticking = expiry.is_some();
         loop {
+            if let Some(expiry) = &expiry {
+                expiry.tend(&mut models, &mut expired_at);
+            }
             let checkpoint = models.checkpoint();
-            if runtime.block_on(head.wait_for(|h| *h > checkpoint)).is_err() {
-                return;
+            let woken = runtime.block_on(async {
+                tokio::select! {
+                    moved = head.wait_for(|h| *h > checkpoint) => Some(moved.is_ok()),
+                    ticked = tick.changed(), if ticking => {
+                        if ticked.is_err() {
+                            ticking = false;
+                        }
+                        None
+                    }
+                }
+            });
+            match woken {
+                Some(true) => {}
+                Some(false) => return,
+                None => continue,
             }
             let applied = log
                 .read_from_blocking(checkpoint, BATCH)

@@ -74,15 +74,9 @@ pub(super) fn open(
         _ => {}
     }
     if let Some(name) = &c.name {
-        // Control and direction-override characters would make a name show one thing and
-        // hold another (it is written in mails and pages).
-        let hidden = |ch: char| {
-            ch.is_control()
-                || matches!(ch, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-        };
         if name.trim().is_empty()
             || name.chars().count() > MAX_NAME_CHARS
-            || name.chars().any(hidden)
+            || name.chars().any(crate::violation::hidden_char)
         {
             errors.push(Violation::new(
                 "ACC-1.name",

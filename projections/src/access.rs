@@ -1,0 +1,494 @@
+//! The access history (AH-1..3): every login to this service, every mail server's check of an
+//! app password and every reported access to a service provider, one row each, for the
+//! holder's history page. This is the largest table custode keeps (a busy mailbox's mail
+//! programs check on every connection), so its shape follows its two queries and its ingest:
+//!
+//! - rows are clustered by account and time (`WITHOUT ROWID`, primary key `(account, at,
+//!   position)`), so a page is one range scan of one account's newest rows, whatever the other
+//!   accounts hold; the log position breaks ties and makes the cursor exact;
+//! - a second index `(account, outcome, at, position)` serves the outcome filter the same way;
+//! - a third, `(at)`, finds the rows past retention without touching the others, so dropping a
+//!   day costs that day's rows;
+//! - an account is a small integer key here (`access_accounts`), not its 36-character id, in
+//!   every row and index entry;
+//! - `access_accounts` keeps each account's total and last access, moved on each record, so
+//!   neither is a count over the table and neither changes when old rows are dropped.
+//!
+//! `total` counts every access ever recorded (both outcomes); `last_access` is the newest
+//! successful one. Times are milliseconds since the epoch (UTC).
+
+use crate::{Projection, ProjectionError};
+use chrono::{DateTime, TimeZone, Utc};
+use custode_domain::access::{
+    history_item, login_item, AccessEvent, HistoryItem, ItemKind, LoginRecord, Outcome,
+};
+use custode_domain::RecordedEvent;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+pub struct AccessHistoryProjection;
+
+/// The largest page a caller may ask for.
+pub const MAX_PAGE: usize = 100;
+
+impl Projection for AccessHistoryProjection {
+    fn name(&self) -> &'static str {
+        "access_history"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn create(&self, conn: &Connection) -> rusqlite::Result<()> {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS access_accounts (
+                key INTEGER PRIMARY KEY,
+                account_id TEXT NOT NULL UNIQUE,
+                total INTEGER NOT NULL DEFAULT 0,
+                last_access INTEGER
+            );
+            CREATE TABLE IF NOT EXISTS access_history (
+                account INTEGER NOT NULL,
+                at INTEGER NOT NULL,
+                position INTEGER NOT NULL,
+                outcome INTEGER NOT NULL,
+                kind INTEGER NOT NULL,
+                service TEXT NOT NULL,
+                reason TEXT,
+                client_ip TEXT,
+                PRIMARY KEY (account, at, position)
+            ) WITHOUT ROWID;
+            CREATE INDEX IF NOT EXISTS access_history_by_outcome
+                ON access_history (account, outcome, at, position);
+            CREATE INDEX IF NOT EXISTS access_history_by_time ON access_history (at);",
+        )
+    }
+
+    fn drop_tables(&self, conn: &Connection) -> rusqlite::Result<()> {
+        conn.execute_batch(
+            "DROP TABLE IF EXISTS access_history; DROP TABLE IF EXISTS access_accounts;",
+        )
+    }
+
+    fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        let (account_id, item) = match event.category() {
+            "account" => {
+                let Some((account_id, login)) = crate::account_event::<LoginRecord>(event)? else {
+                    return Ok(());
+                };
+                (account_id, login_item(&login, event.occurred_at))
+            }
+            "access" => {
+                let record: AccessEvent = custode_domain::envelope::decode(event)
+                    .map_err(|e| ProjectionError::undecodable(event, e))?;
+                (
+                    event.stream.trim_start_matches("access-"),
+                    history_item(&record, event.occurred_at),
+                )
+            }
+            _ => return Ok(()),
+        };
+        insert(tx, account_id, event.position, &item)?;
+        Ok(())
+    }
+}
+
+fn outcome_code(outcome: Outcome) -> i64 {
+    match outcome {
+        Outcome::Success => 0,
+        Outcome::Failure => 1,
+    }
+}
+
+fn kind_code(kind: ItemKind) -> i64 {
+    match kind {
+        ItemKind::Login => 0,
+        ItemKind::AppPassword => 1,
+        ItemKind::ServiceAccess => 2,
+    }
+}
+
+fn kind_of(code: i64) -> ItemKind {
+    match code {
+        0 => ItemKind::Login,
+        1 => ItemKind::AppPassword,
+        _ => ItemKind::ServiceAccess,
+    }
+}
+
+fn account_key(tx: &Transaction<'_>, account_id: &str) -> rusqlite::Result<i64> {
+    let mut find = tx.prepare_cached("SELECT key FROM access_accounts WHERE account_id = ?1")?;
+    if let Some(key) = find
+        .query_row(params![account_id], |r| r.get(0))
+        .optional()?
+    {
+        return Ok(key);
+    }
+    tx.prepare_cached("INSERT INTO access_accounts (account_id) VALUES (?1)")?
+        .execute(params![account_id])?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn insert(
+    tx: &Transaction<'_>,
+    account_id: &str,
+    position: u64,
+    item: &HistoryItem,
+) -> rusqlite::Result<()> {
+    let key = account_key(tx, account_id)?;
+    let at = item.at.timestamp_millis();
+    // A batch replayed after a crash is applied again only past the checkpoint; the primary key
+    // holds the position, so a row is never counted twice.
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO access_history
+                 (account, at, position, outcome, kind, service, reason, client_ip)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            key,
+            at,
+            position,
+            outcome_code(item.outcome),
+            kind_code(item.kind),
+            item.service,
+            item.reason,
+            item.client_ip,
+        ])?;
+    if inserted == 1 {
+        let success = item.outcome == Outcome::Success;
+        tx.prepare_cached(
+            "UPDATE access_accounts SET total = total + 1,
+                 last_access = CASE WHEN ?3 AND (last_access IS NULL OR last_access < ?2)
+                                    THEN ?2 ELSE last_access END
+             WHERE key = ?1",
+        )?
+        .execute(params![key, at, success])?;
+    }
+    Ok(())
+}
+
+/// AH-3: drops the rows of accesses before `cutoff`, at most `chunk` at a time, and says how
+/// many went. Totals and last accesses stay as they are.
+pub fn expire(conn: &Connection, cutoff: DateTime<Utc>, chunk: usize) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM access_history WHERE (account, at, position) IN (
+             SELECT account, at, position FROM access_history WHERE at < ?1 LIMIT ?2)",
+    )?
+    .execute(params![cutoff.timestamp_millis(), chunk as i64])
+}
+
+/// Where a page starts: after the item at `at` with log position `position` (newest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub at: i64,
+    pub position: i64,
+}
+
+impl Cursor {
+    /// The opaque form handed to callers.
+    pub fn encode(self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{}.{}", self.at, self.position))
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()?;
+        let text = std::str::from_utf8(&bytes).ok()?;
+        let (at, position) = text.split_once('.')?;
+        Some(Cursor {
+            at: at.parse().ok()?,
+            position: position.parse().ok().filter(|p: &i64| *p > 0)?,
+        })
+    }
+}
+
+/// AH-2: what a page asks for. `from` and `to` are inclusive.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub outcome: Option<Outcome>,
+    pub after: Option<Cursor>,
+    pub limit: usize,
+}
+
+/// AH-2: an account's history page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub total: u64,
+    pub last_access: Option<DateTime<Utc>>,
+    pub items: Vec<HistoryItem>,
+    pub next: Option<Cursor>,
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// AH-2: the newest items of `account_id` that match `filter`, after its cursor, with the
+/// account's total and last access. One range scan of one index whichever the filter.
+pub fn page(conn: &Connection, account_id: &str, filter: &Filter) -> rusqlite::Result<Page> {
+    let account: Option<(i64, u64, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT key, total, last_access FROM access_accounts WHERE account_id = ?1",
+        )?
+        .query_row(params![account_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let Some((key, total, last_access)) = account else {
+        return Ok(Page {
+            total: 0,
+            last_access: None,
+            items: Vec::new(),
+            next: None,
+        });
+    };
+    let limit = filter.limit.clamp(1, MAX_PAGE);
+    let from = filter.from.map_or(i64::MIN, |t| t.timestamp_millis());
+    let to = filter.to.map_or(i64::MAX, |t| t.timestamp_millis());
+    // Past the cursor: older, or as old with a lower position.
+    let (before_at, before_position) = filter
+        .after
+        .map_or((i64::MAX, i64::MAX), |c| (c.at, c.position));
+    let (sql, outcome) = match filter.outcome {
+        Some(outcome) => (
+            "SELECT at, position, outcome, kind, service, reason, client_ip
+             FROM access_history INDEXED BY access_history_by_outcome
+             WHERE account = ?1 AND outcome = ?7 AND at >= ?2 AND at <= ?3
+               AND (at < ?4 OR (at = ?4 AND position < ?5))
+             ORDER BY at DESC, position DESC LIMIT ?6",
+            outcome_code(outcome),
+        ),
+        None => (
+            "SELECT at, position, outcome, kind, service, reason, client_ip
+             FROM access_history
+             WHERE account = ?1 AND ?7 = ?7 AND at >= ?2 AND at <= ?3
+               AND (at < ?4 OR (at = ?4 AND position < ?5))
+             ORDER BY at DESC, position DESC LIMIT ?6",
+            -1,
+        ),
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(
+        params![
+            key,
+            from,
+            to.min(before_at),
+            before_at,
+            before_position,
+            (limit + 1) as i64,
+            outcome
+        ],
+        |r| {
+            let at: i64 = r.get(0)?;
+            let position: i64 = r.get(1)?;
+            let outcome: i64 = r.get(2)?;
+            let item = HistoryItem {
+                at: time(at),
+                kind: kind_of(r.get(3)?),
+                service: r.get(4)?,
+                outcome: if outcome == 0 {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                },
+                reason: r.get(5)?,
+                client_ip: r.get(6)?,
+            };
+            Ok((Cursor { at, position }, item))
+        },
+    )?;
+    let mut items = Vec::with_capacity(limit + 1);
+    for row in rows {
+        items.push(row?);
+    }
+    items.truncate(limit + 1);
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|(cursor, _)| *cursor)
+    } else {
+        None
+    };
+    Ok(Page {
+        total,
+        last_access: last_access.map(time),
+        items: items.into_iter().map(|(_, item)| item).collect(),
+        next,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use crate::Projection;
+    use chrono::Duration;
+    use custode_domain::access::{AppPasswordChecked, DenyReason, ServiceAccessReported};
+    use custode_domain::envelope::encode;
+    use custode_domain::Actor;
+    use uuid::Uuid;
+
+    const ACCOUNT: &str = "00000000-0000-0000-0000-000000000007";
+
+    fn start() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap()
+    }
+
+    fn recorded(position: u64, at: DateTime<Utc>, event: &AccessEvent) -> RecordedEvent {
+        let (event_type, payload) = encode(event).unwrap();
+        RecordedEvent {
+            event_id: Uuid::from_u128(u128::from(position)),
+            stream: format!("access-{ACCOUNT}"),
+            version: position,
+            position,
+            event_type,
+            schema_version: 1,
+            occurred_at: at,
+            actor: Actor::operator(),
+            correlation_id: Uuid::nil(),
+            causation_id: Uuid::nil(),
+            payload,
+            hash: "0".repeat(64),
+        }
+    }
+
+    fn check(failed: bool) -> AccessEvent {
+        AccessEvent::AppPasswordChecked(AppPasswordChecked {
+            user_id: "m@pec.it".into(),
+            scope: "mailbox".into(),
+            outcome: if failed {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            },
+            reason: failed.then_some(DenyReason::WrongPassword),
+            protocol: None,
+            client_ip: Some("198.51.100.7".into()),
+        })
+    }
+
+    /// 30 records, one a day; every third a failure.
+    fn model() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        AccessHistoryProjection.create(&conn).unwrap();
+        let tx = conn.transaction().unwrap();
+        for day in 0..30u64 {
+            let at = start() + Duration::days(day as i64);
+            AccessHistoryProjection
+                .apply(&tx, &recorded(day + 1, at, &check(day % 3 == 0)))
+                .unwrap();
+        }
+        tx.commit().unwrap();
+        conn
+    }
+
+    fn filter(limit: usize) -> Filter {
+        Filter {
+            limit,
+            ..Filter::default()
+        }
+    }
+
+    #[test]
+    fn pages_run_newest_first_and_the_cursor_walks_them_without_a_gap_or_a_repeat_ah_2() {
+        let conn = model();
+        let mut seen = Vec::new();
+        let mut f = filter(7);
+        loop {
+            let page = page(&conn, ACCOUNT, &f).unwrap();
+            assert_eq!(page.total, 30);
+            assert_eq!(page.last_access, Some(start() + Duration::days(29)));
+            seen.extend(page.items.iter().map(|i| i.at));
+            match page.next {
+                Some(next) => f.after = Some(next),
+                None => break,
+            }
+        }
+        let expected: Vec<_> = (0..30).rev().map(|d| start() + Duration::days(d)).collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn the_date_range_is_inclusive_and_the_outcome_filters_ah_2() {
+        let conn = model();
+        let f = Filter {
+            from: Some(start() + Duration::days(3)),
+            to: Some(start() + Duration::days(9)),
+            outcome: Some(Outcome::Failure),
+            ..filter(100)
+        };
+        let page = page(&conn, ACCOUNT, &f).unwrap();
+        let days: Vec<i64> = page
+            .items
+            .iter()
+            .map(|i| (i.at - start()).num_days())
+            .collect();
+        assert_eq!(days, [9, 6, 3]);
+        assert!(page.items.iter().all(
+            |i| i.outcome == Outcome::Failure && i.reason.as_deref() == Some("wrong_password")
+        ));
+        assert_eq!(page.next, None);
+        // Another account sees nothing of this one.
+        let other =
+            super::page(&conn, "00000000-0000-0000-0000-000000000008", &filter(10)).unwrap();
+        assert_eq!((other.total, other.items.len()), (0, 0));
+    }
+
+    #[test]
+    fn dropping_expired_rows_keeps_the_total_and_the_last_access_ah_3() {
+        let conn = model();
+        let cutoff = start() + Duration::days(10);
+        assert_eq!(expire(&conn, cutoff, 4).unwrap(), 4);
+        while expire(&conn, cutoff, 4).unwrap() > 0 {}
+        let page = page(&conn, ACCOUNT, &filter(100)).unwrap();
+        assert_eq!(page.items.len(), 20);
+        assert!(page.items.iter().all(|i| i.at >= cutoff));
+        assert_eq!(page.total, 30);
+        assert_eq!(page.last_access, Some(start() + Duration::days(29)));
+    }
+
+    #[test]
+    fn a_reported_access_is_shown_at_the_time_it_happened_and_a_replayed_record_counts_once() {
+        let mut conn = model();
+        let happened = start() - Duration::days(2);
+        let report = AccessEvent::ServiceAccessReported(ServiceAccessReported {
+            service: "INPS".into(),
+            outcome: Outcome::Success,
+            reason: None,
+            client_ip: None,
+            at: happened,
+        });
+        let tx = conn.transaction().unwrap();
+        let event = recorded(31, start() + Duration::days(40), &report);
+        AccessHistoryProjection.apply(&tx, &event).unwrap();
+        AccessHistoryProjection.apply(&tx, &event).unwrap();
+        tx.commit().unwrap();
+        let page = page(&conn, ACCOUNT, &filter(100)).unwrap();
+        assert_eq!(page.total, 31);
+        let oldest = page.items.last().unwrap();
+        assert_eq!(
+            (oldest.kind, oldest.service.as_str(), oldest.at),
+            (ItemKind::ServiceAccess, "INPS", happened)
+        );
+        // An older success does not move the last access back.
+        assert_eq!(page.last_access, Some(start() + Duration::days(29)));
+    }
+
+    #[test]
+    fn a_bad_cursor_is_not_taken_for_a_place() {
+        let c = Cursor {
+            at: 1_700_000_000_000,
+            position: 42,
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        for bad in ["", "abc", "MTIz", "LTEuLTE", "!!!"] {
+            assert_eq!(Cursor::decode(bad), None, "{bad}");
+        }
+    }
+}
