@@ -359,6 +359,20 @@ impl AccountHandler {
         let outcome = self.execute(account_id, cmd, caller).await?;
         Ok((outcome, password))
     }
+
+    /// SC-6: an operator's revocation on a signed request; final.
+    pub async fn revoke(
+        &self,
+        user_id: &str,
+        request_reference: String,
+        caller: &Caller,
+    ) -> AccountResult<Outcome> {
+        let Some(account_id) = self.account_id_of(user_id.trim()).await? else {
+            return Err(AccountError::NotFound.into());
+        };
+        let cmd = AccountCommand::Revoke(custode_domain::account::Revoke { request_reference });
+        self.execute(account_id, cmd, caller).await
+    }
 }
 
 /// A decoy's answers (RC-1, SEC-6): the same checks, in the same order, with the same limits

@@ -136,7 +136,7 @@ pub const UPCASTERS: &[Upcaster] = &[
     // collaborator's `permissions` (CO-1); v3 of `LoginFailed` may give `wrong_code` or
     // `code_replayed` (AP-8); v3 of `OtpChallengeIssued` the purposes `login` and
     // `two_factor_on` (AP-8); v2 of `SessionsEnded` the reasons `collaborator_reset` and
-    // `deactivated` (CO-2, CO-4).
+    // `deactivated` (CO-2, CO-4), v3 `suspended` and `revoked` (SC-6).
     Upcaster {
         event_type: "AccountOpened",
         from_version: 1,
@@ -155,6 +155,11 @@ pub const UPCASTERS: &[Upcaster] = &[
     Upcaster {
         event_type: "SessionsEnded",
         from_version: 1,
+        upcast: crate::account::upcast::unchanged,
+    },
+    Upcaster {
+        event_type: "SessionsEnded",
+        from_version: 2,
         upcast: crate::account::upcast::unchanged,
     },
 ];

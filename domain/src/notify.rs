@@ -4,11 +4,11 @@
 
 use crate::account::{
     collaborator_link_context, otp_context, recovery_link_context, temporary_password_context,
-    AccountOpened, AppPasswordExpiryNoticed, AppPasswordIssued, ChecksLockedOut,
-    CollaboratorLinkIssued, CollaboratorPasswordSet, Language, LinkReason, LoginLockedOut,
-    OtpChallengeIssued, PasswordChanged, PasswordRecovered, RecoveryInfoSet, RecoveryLinkIssued,
-    SecurityQuestionLocked, TemporaryPasswordIssued, TemporaryPasswordReason, TwoFactorDisabled,
-    TwoFactorEnabled,
+    AccountOpened, AccountRevoked, AccountSuspended, AppPasswordExpiryNoticed, AppPasswordIssued,
+    ChecksLockedOut, CollaboratorLinkIssued, CollaboratorPasswordSet, Language, LanguageChanged,
+    LinkReason, LoginLockedOut, OtpChallengeIssued, PasswordChanged, PasswordRecovered,
+    RecoveryInfoSet, RecoveryLinkIssued, SecurityQuestionLocked, TemporaryPasswordIssued,
+    TemporaryPasswordReason, TwoFactorDisabled, TwoFactorEnabled,
 };
 use crate::notice::Channel;
 use crate::secret::Sealed;
@@ -55,6 +55,8 @@ pub enum Template {
     TwoFactorOff,
     /// NT-4: a password for mail programs was generated.
     AppPasswordIssued,
+    /// SC-6: an operator revoked the account.
+    Revoked,
 }
 
 pub const TEMPLATES: &[Template] = &[
@@ -76,6 +78,7 @@ pub const TEMPLATES: &[Template] = &[
     Template::TwoFactorOn,
     Template::TwoFactorOff,
     Template::AppPasswordIssued,
+    Template::Revoked,
 ];
 
 impl Template {
@@ -99,6 +102,7 @@ impl Template {
             Template::TwoFactorOn => "two_factor_on",
             Template::TwoFactorOff => "two_factor_off",
             Template::AppPasswordIssued => "app_password_issued",
+            Template::Revoked => "revoked",
         }
     }
 }
@@ -121,6 +125,7 @@ crate::event_group! {
     pub enum ContactEvent {
         AccountOpened,
         RecoveryInfoSet,
+        LanguageChanged,
     }
 }
 
@@ -142,6 +147,8 @@ crate::event_group! {
         AppPasswordExpiryNoticed,
         CollaboratorLinkIssued,
         CollaboratorPasswordSet,
+        AccountSuspended,
+        AccountRevoked,
     }
 }
 
@@ -161,6 +168,11 @@ impl Contacts {
             }),
             ContactEvent::RecoveryInfoSet(e) => current.map(|c| Contacts {
                 recovery_email: e.email.clone(),
+                ..c
+            }),
+            // SC-7: every later notice follows the holder's language.
+            ContactEvent::LanguageChanged(e) => current.map(|c| Contacts {
+                language: e.language,
                 ..c
             }),
         }
@@ -300,6 +312,8 @@ pub fn notices_for(
         NotifyEvent::TwoFactorDisabled(_) => to_contact_email(Template::TwoFactorOff),
         NotifyEvent::AppPasswordIssued(_) => to_contact_email(Template::AppPasswordIssued),
         NotifyEvent::AppPasswordExpiryNoticed(_) => to_contact_email(Template::AppPasswordExpiry),
+        NotifyEvent::AccountSuspended(_) => to_contact_email(Template::Suspension),
+        NotifyEvent::AccountRevoked(_) => to_contact_email(Template::Revoked),
         NotifyEvent::CollaboratorLinkIssued(e) => vec![mail(
             &e.to,
             match e.reason {

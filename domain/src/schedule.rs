@@ -14,8 +14,8 @@
 //! inactivity (SC-8) and document expiry (SC-2) arrive as command timers with their events.
 
 use crate::account::{
-    AppPasswordIssued, AppPasswordPostponed, ChecksLockedOut, LoginLockedOut, OtpChallengeIssued,
-    RecoveryLinkIssued, SecurityQuestionLocked, TemporaryPasswordIssued,
+    AccountSuspended, AppPasswordIssued, AppPasswordPostponed, ChecksLockedOut, LoginLockedOut,
+    OtpChallengeIssued, RecoveryLinkIssued, SecurityQuestionLocked, TemporaryPasswordIssued,
 };
 use crate::secret::Sealed;
 use crate::subject::{
@@ -106,6 +106,7 @@ crate::event_group! {
         DecoyCodeSent,
         AppPasswordIssued,
         AppPasswordPostponed,
+        AccountSuspended,
     }
 }
 
@@ -212,6 +213,8 @@ pub fn schedule_for(stream: &str, event: &ScheduleEvent) -> Schedule {
         ScheduleEvent::AppPasswordPostponed(e) => {
             expiry_notices(stream, &e.scope, e.expires_at, Some(e.previous_expiry))
         }
+        // SC-6: `EndLocks` also ends a suspension whose period is over.
+        ScheduleEvent::AccountSuspended(e) => end_locks(stream, e.until),
     }
 }
 

@@ -252,25 +252,27 @@ pub fn page(conn: &Connection, account_id: &str, filter: &Filter) -> rusqlite::R
     let limit = filter.limit.clamp(1, MAX_PAGE);
     let from = filter.from.map_or(i64::MIN, |t| t.timestamp_millis());
     let to = filter.to.map_or(i64::MAX, |t| t.timestamp_millis());
-    // Past the cursor: older, or as old with a lower position.
-    let (before_at, before_position) = filter
-        .after
-        .map_or((i64::MAX, i64::MAX), |c| (c.at, c.position));
+    // One upper bound, as a row value, so the scan starts right at it: the cursor (exclusive)
+    // when it lies within the range, else the range's end (inclusive: no position is MAX).
+    // Two bounds (`at <= to` and the cursor) let SQLite start from the wrong one and walk
+    // every newer row of the account first.
+    let (before_at, before_position) = match filter.after {
+        Some(c) if c.at <= to => (c.at, c.position),
+        _ => (to, i64::MAX),
+    };
     let (sql, outcome) = match filter.outcome {
         Some(outcome) => (
             "SELECT at, position, outcome, kind, service, reason, client_ip
              FROM access_history INDEXED BY access_history_by_outcome
-             WHERE account = ?1 AND outcome = ?7 AND at >= ?2 AND at <= ?3
-               AND (at < ?4 OR (at = ?4 AND position < ?5))
-             ORDER BY at DESC, position DESC LIMIT ?6",
+             WHERE account = ?1 AND outcome = ?6 AND at >= ?2 AND (at, position) < (?3, ?4)
+             ORDER BY at DESC, position DESC LIMIT ?5",
             outcome_code(outcome),
         ),
         None => (
             "SELECT at, position, outcome, kind, service, reason, client_ip
              FROM access_history
-             WHERE account = ?1 AND ?7 = ?7 AND at >= ?2 AND at <= ?3
-               AND (at < ?4 OR (at = ?4 AND position < ?5))
-             ORDER BY at DESC, position DESC LIMIT ?6",
+             WHERE account = ?1 AND ?6 = ?6 AND at >= ?2 AND (at, position) < (?3, ?4)
+             ORDER BY at DESC, position DESC LIMIT ?5",
             -1,
         ),
     };
@@ -279,7 +281,6 @@ pub fn page(conn: &Connection, account_id: &str, filter: &Filter) -> rusqlite::R
         params![
             key,
             from,
-            to.min(before_at),
             before_at,
             before_position,
             (limit + 1) as i64,

@@ -10,6 +10,7 @@ use custode_domain::account::{
     PasswordRecovered, RecoveryInfoConfirmed, RecoveryInfoSet, TemporaryPasswordIssued,
     TemporaryPasswordReason, TwoFactorDisabled, TwoFactorEnabled,
 };
+use custode_domain::account::{AccountRevoked, AccountSuspended, LanguageChanged, SuspensionEnded};
 
 custode_domain::event_group! {
     /// The events the accounts read model folds.
@@ -31,6 +32,10 @@ custode_domain::event_group! {
         CollaboratorPasswordSet,
         CollaboratorReset,
         CollaboratorDeactivated,
+        AccountSuspended,
+        SuspensionEnded,
+        AccountRevoked,
+        LanguageChanged,
     }
 }
 use custode_domain::recovery::RecoveryMethod;
@@ -47,7 +52,7 @@ impl Projection for AccountsProjection {
     }
 
     fn version(&self) -> u32 {
-        3
+        4
     }
 
     fn create(&self, conn: &Connection) -> rusqlite::Result<()> {
@@ -74,7 +79,8 @@ impl Projection for AccountsProjection {
                 recovery_mobile_verified INTEGER NOT NULL DEFAULT 0,
                 security_question TEXT,
                 password_changed_at TEXT,
-                imap INTEGER, pop INTEGER, smtp INTEGER
+                imap INTEGER, pop INTEGER, smtp INTEGER,
+                suspended_until TEXT
             );
             CREATE INDEX IF NOT EXISTS accounts_by_owner ON accounts (owner_id);
             -- AP-8, CO-1: two-step verification and a collaborator's permissions (a row only
@@ -293,6 +299,32 @@ impl Projection for AccountsProjection {
                     params![account_id],
                 )?;
             }
+            AccountsFolds::AccountSuspended(e) => {
+                tx.execute(
+                    "UPDATE accounts SET status = 'suspended', suspended_until = ?2 WHERE account_id = ?1",
+                    params![account_id, e.until.to_rfc3339()],
+                )?;
+            }
+            AccountsFolds::SuspensionEnded(_) => {
+                tx.execute(
+                    "UPDATE accounts SET suspended_until = NULL,
+                        status = CASE WHEN status = 'suspended' THEN 'active' ELSE status END
+                     WHERE account_id = ?1",
+                    params![account_id],
+                )?;
+            }
+            AccountsFolds::LanguageChanged(e) => {
+                tx.execute(
+                    "UPDATE accounts SET language = ?2 WHERE account_id = ?1",
+                    params![account_id, json_str(&e.language)],
+                )?;
+            }
+            AccountsFolds::AccountRevoked(_) => {
+                tx.execute(
+                    "UPDATE accounts SET status = 'revoked', suspended_until = NULL WHERE account_id = ?1",
+                    params![account_id],
+                )?;
+            }
         }
         Ok(())
     }
@@ -331,12 +363,14 @@ pub struct AccountRow {
     pub pop: Option<bool>,
     pub smtp: Option<bool>,
     pub must_confirm_recovery_info: bool,
+    /// SC-6: until when a self-suspension lasts.
+    pub suspended_until: Option<String>,
 }
 
 const COLUMNS: &str = "account_id, user_id, kind, plan, status, language, owner_id, name, created_at,
     contact_email, contact_mobile, must_change_password, must_set_recovery_info, recovery_email,
     recovery_email_verified, recovery_mobile, recovery_mobile_verified, security_question, imap, pop, smtp,
-    must_confirm_recovery_info";
+    must_confirm_recovery_info, suspended_until";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
     Ok(AccountRow {
@@ -362,6 +396,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
         pop: r.get(19)?,
         smtp: r.get(20)?,
         must_confirm_recovery_info: r.get(21)?,
+        suspended_until: r.get(22)?,
     })
 }
 
@@ -404,7 +439,8 @@ pub fn collaborators_of(
          WHERE a.owner_id = ?1 ORDER BY a.created_at, a.account_id"
     ))?
     .query_map(params![owner_id], |r| {
-        let permissions: Option<String> = r.get(22)?;
+        // The column after the row's own.
+        let permissions: Option<String> = r.get(COLUMNS.split(',').count())?;
         Ok((row(r)?, split_permissions(permissions)))
     })?
     .collect()

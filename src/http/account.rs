@@ -467,3 +467,26 @@ pub async fn request_otp(
     )
     .await)
 }
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct LanguageRequest {
+    language: custode_domain::account::Language,
+}
+
+/// SC-7: the language of every later mail, SMS and page (`it` or `en`). Any kind of account.
+pub async fn set_language(
+    State(state): State<AppState>,
+    session: HolderSession,
+    correlation: Correlation,
+    Body(req): Body<LanguageRequest>,
+) -> Result<Response, Problem> {
+    let cmd = AccountCommand::SetLanguage(custode_domain::account::SetLanguage {
+        session_id: session.session_id,
+        language: req.language,
+    });
+    let outcome = state
+        .accounts
+        .execute(session.account_id, cmd, &session.caller(correlation))
+        .await?;
+    Ok(command_answer(&state, outcome.position(), Json(req)).await)
+}

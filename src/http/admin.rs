@@ -211,3 +211,30 @@ pub async fn password_reset(
     )
     .await)
 }
+
+#[derive(Debug, Deserialize)]
+pub struct RevokeRequest {
+    request_reference: String,
+}
+
+/// SC-6: an operator revokes an account on a signed request: every session ends, logins and
+/// recoveries are refused from then on, and the holder is told. Final; a second revocation
+/// records nothing.
+pub async fn revoke(
+    State(state): State<AppState>,
+    _: Operator,
+    correlation: Correlation,
+    user_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    Body(req): Body<RevokeRequest>,
+) -> Result<Response, Problem> {
+    let user_id = user_id_in_path(user_id)?;
+    let caller = Caller {
+        actor: Actor::operator(),
+        correlation_id: correlation.0,
+    };
+    let outcome = state
+        .accounts
+        .revoke(&user_id, req.request_reference, &caller)
+        .await?;
+    Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)
+}

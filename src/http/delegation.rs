@@ -802,3 +802,26 @@ pub async fn set_collaborator_password(
     let outcome = state.accounts.execute(account, cmd, &caller).await?;
     Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)
 }
+
+#[derive(Debug, Deserialize)]
+pub struct SuspendRequest {
+    days: u32,
+    otp: Option<Secret>,
+}
+
+/// SC-6: the holder of an identity suspends it for 1 to 30 days, confirmed by the code sent for
+/// `suspension` (`POST /v1/account/otp`). Every session ends at once, this one included; the
+/// scheduler ends the suspension when its period is over.
+pub async fn suspend(
+    State(state): State<AppState>,
+    session: HolderSession,
+    correlation: Correlation,
+    Body(req): Body<SuspendRequest>,
+) -> Result<Response, Problem> {
+    let cmd = AccountCommand::Suspend(custode_domain::account::Suspend {
+        session_id: session.session_id,
+        days: req.days,
+        otp: req.otp,
+    });
+    code_command(state, session, correlation, cmd).await
+}

@@ -213,6 +213,21 @@ fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
             post(history::report_access),
         ),
         (
+            Method::POST,
+            "/v1/admin/accounts/{user_id}/revoke",
+            post(admin::revoke),
+        ),
+        (
+            Method::POST,
+            "/v1/account/suspension",
+            post(delegation::suspend),
+        ),
+        (
+            Method::PUT,
+            "/v1/account/language",
+            put(account::set_language),
+        ),
+        (
             Method::GET,
             "/v1/account/access-history",
             get(history::access_history),

@@ -58,6 +58,11 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
     ("forbidden", 403, "Not allowed"),
     ("not-a-mailbox", 403, "Only a mailbox's holder can do this"),
     (
+        "not-an-identity",
+        403,
+        "Only an identity's holder can do this",
+    ),
+    (
         "reauthentication-required",
         403,
         "Confirm your password first",
@@ -309,9 +314,13 @@ impl From<AccountError> for Problem {
             AccountError::RecoveryRefused => {
                 Problem::new(e.code(), AccountError::TokenInvalid.to_string())
             }
-            AccountError::NotActive { status, awaiting_password } => {
+            AccountError::NotActive { status, until, awaiting_password } => {
                 let detail = match (status, awaiting_password) {
                     (custode_domain::account::AccountStatus::Suspended, true) => "the account is suspended until a new password is created with the link mailed to the reference email".to_string(),
+                    (custode_domain::account::AccountStatus::Suspended, false) if until.is_some() => format!(
+                        "the account is suspended until {} (SC-6: it is active again then)",
+                        until.map(|u| u.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
+                    ),
                     (custode_domain::account::AccountStatus::Deactivated, _) => "the collaborator was deactivated by the mailbox holder; this is final".to_string(),
                     (custode_domain::account::AccountStatus::Revoked, _) => "the account is revoked; this is final".to_string(),
                     _ => "the account is suspended".to_string(),
@@ -345,6 +354,7 @@ impl From<AccountError> for Problem {
             | AccountError::TwoFactorRequired
             | AccountError::MailProtocolsOff
             | AccountError::NotMailbox
+            | AccountError::NotIdentity
             | AccountError::AppPasswordExists
             | AccountError::AppPasswordExpired
             | AccountError::NoAppPassword

@@ -537,3 +537,68 @@ pub fn assert_no_store(res: &Response, what: &str) {
         "{what}"
     );
 }
+
+/// The password the identities of [`identity_after_first_change`] choose.
+pub const IDENTITY_PASSWORD: &str = "Tr4m-Colle!Verde";
+
+/// The code in the last SMS sent to `to`.
+pub fn last_code_to(app: &TestApp, to: &str) -> String {
+    let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap_or_default();
+    let line = sms
+        .lines()
+        .rfind(|l| l.contains(to))
+        .expect("an SMS to the mobile");
+    let text: Value = serde_json::from_str(line).unwrap();
+    let code = text["text"]
+        .as_str()
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .expect("a code in the SMS")
+        .to_string();
+    app.remember_secret(&code);
+    code
+}
+
+/// An identity opened by the operator with `contact`, past its first password change (which
+/// needs no code), with recovery information `recovery` saved: its session token.
+pub async fn identity_after_first_change(
+    app: &TestApp,
+    user_id: &str,
+    contact: Value,
+    recovery: Value,
+) -> String {
+    let mut body = json!({ "kind": "identity", "user_id": user_id, "name": "Mario Bianchi", "language": "en" });
+    for (k, v) in contact.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let res = app
+        .post("/v1/admin/accounts", Some(OPERATOR_KEY), body)
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    let temporary = body["temporary_password"].as_str().unwrap().to_string();
+    app.remember_secret(&temporary);
+    app.remember_secret(IDENTITY_PASSWORD);
+    // The first change (it clears `change_password`) needs no code.
+    let token = app.login(user_id, &temporary).await;
+    let res = app
+        .post(
+            "/v1/account/password",
+            Some(&token),
+            json!({ "current_password": temporary, "new_password": IDENTITY_PASSWORD, "new_password_repeat": IDENTITY_PASSWORD }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let token = app.login(user_id, IDENTITY_PASSWORD).await;
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/account/recovery-info",
+            Some(&token),
+            Some(recovery),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    token
+}

@@ -22,5 +22,6 @@ mod processes;
 mod recovery;
 mod replay;
 mod robustness;
+mod self_care;
 mod sessions;
 mod upgrade;

@@ -1,31 +1,22 @@
 //! PW-4 and SEC-6 on the password change: an identity confirms with a code sent to its mobile
 //! (read back from the SMS the sender wrote), and wrong current passwords count as failed logins.
 
-use crate::helpers::{expect_problem, TestApp, OPERATOR_KEY};
-use reqwest::{Method, StatusCode};
+use crate::helpers::{expect_problem, last_code_to, TestApp, IDENTITY_PASSWORD as FIRST};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const IDENTITY: &str = "mario.bianchi80";
-const FIRST: &str = "Tr4m-Colle!Verde";
 const SECOND: &str = "Nuova!Strada-Blu9";
 
-/// The code in the last SMS sent to `to`.
-fn last_code_to(app: &TestApp, to: &str) -> String {
-    let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap_or_default();
-    let line = sms
-        .lines()
-        .rfind(|l| l.contains(to))
-        .expect("an SMS to the mobile");
-    let text: Value = serde_json::from_str(line).unwrap();
-    let code = text["text"]
-        .as_str()
-        .unwrap()
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 6)
-        .expect("a code in the SMS")
-        .to_string();
-    app.remember_secret(&code);
-    code
+/// The helper's identity, with this file's second password among the secrets checked.
+async fn identity_after_first_change(
+    app: &TestApp,
+    user_id: &str,
+    contact: Value,
+    recovery: Value,
+) -> String {
+    app.remember_secret(SECOND);
+    crate::helpers::identity_after_first_change(app, user_id, contact, recovery).await
 }
 
 fn change(current: &str, new: &str, otp: Option<&str>) -> Value {
@@ -40,50 +31,6 @@ async fn request_code(app: &TestApp, token: &str) -> reqwest::Response {
         json!({ "purpose": "password_change" }),
     )
     .await
-}
-
-/// An identity opened by the operator with `contact`, past its first password change (which
-/// needs no code), with recovery information `recovery` saved: its session token.
-async fn identity_after_first_change(
-    app: &TestApp,
-    user_id: &str,
-    contact: Value,
-    recovery: Value,
-) -> String {
-    let mut body = json!({ "kind": "identity", "user_id": user_id, "name": "Mario Bianchi", "language": "en" });
-    for (k, v) in contact.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let res = app
-        .post("/v1/admin/accounts", Some(OPERATOR_KEY), body)
-        .await;
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let body: Value = res.json().await.unwrap();
-    let temporary = body["temporary_password"].as_str().unwrap().to_string();
-    app.remember_secret(&temporary);
-    app.remember_secret(FIRST);
-    app.remember_secret(SECOND);
-    // The first change (it clears `change_password`) needs no code.
-    let token = app.login(user_id, &temporary).await;
-    let res = app
-        .post(
-            "/v1/account/password",
-            Some(&token),
-            change(&temporary, FIRST, None),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let token = app.login(user_id, FIRST).await;
-    let res = app
-        .request(
-            Method::PUT,
-            "/v1/account/recovery-info",
-            Some(&token),
-            Some(recovery),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::OK);
-    token
 }
 
 #[tokio::test]

@@ -194,6 +194,20 @@ pub fn render(input: &Input<'_>) -> Rendered {
                 "If this was not you, contact support at once.".into(),
             ],
         ),
+        (Template::Revoked, Language::It) => (
+            "Il tuo account è stato revocato",
+            vec![
+                format!("L'account {user} è stato revocato su richiesta firmata. La revoca è definitiva."),
+                "Se non hai chiesto la revoca, contatta subito l'assistenza.".into(),
+            ],
+        ),
+        (Template::Revoked, Language::En) => (
+            "Your account has been revoked",
+            vec![
+                format!("The account {user} has been revoked on a signed request. This is final."),
+                "If you did not ask for it, contact support at once.".into(),
+            ],
+        ),
         (Template::DocumentExpiry, Language::It) => (
             "Il tuo documento di identità sta per scadere",
             vec![

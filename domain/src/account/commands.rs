@@ -38,6 +38,12 @@ pub enum AccountCommand {
     ResendCollaboratorLink(CollaboratorLink),
     DeactivateCollaborator(OwnerAct),
     SetCollaboratorPassword(SetCollaboratorPassword),
+    /// SC-6: the holder suspends its identity.
+    Suspend(Suspend),
+    /// SC-6: an operator revokes the account.
+    Revoke(Revoke),
+    /// SC-7: the holder's language.
+    SetLanguage(SetLanguage),
 }
 
 impl AccountCommand {
@@ -66,7 +72,10 @@ impl AccountCommand {
             | AccountCommand::NoteAppPasswordExpiry(_)
             | AccountCommand::ResetCollaborator(_)
             | AccountCommand::ResendCollaboratorLink(_)
-            | AccountCommand::DeactivateCollaborator(_) => false,
+            | AccountCommand::DeactivateCollaborator(_)
+            | AccountCommand::Suspend(_)
+            | AccountCommand::Revoke(_)
+            | AccountCommand::SetLanguage(_) => false,
             AccountCommand::Logout(_)
             | AccountCommand::SendRecoveryLink(_)
             | AccountCommand::SendRecoveryCode(_)
@@ -315,6 +324,25 @@ pub struct BindHardwareToken {
 }
 
 /// AP-8: turn two-step verification off, with a current code.
+#[derive(Debug, Clone)]
+pub struct Suspend {
+    pub session_id: Uuid,
+    pub days: u32,
+    /// The code sent for `suspension` (`POST /v1/account/otp`).
+    pub otp: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SetLanguage {
+    pub session_id: Uuid,
+    pub language: Language,
+}
+
+#[derive(Debug, Clone)]
+pub struct Revoke {
+    pub request_reference: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct DisableTwoFactor {
     pub session_id: Uuid,

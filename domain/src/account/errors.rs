@@ -72,6 +72,8 @@ pub enum AccountError {
     #[error("the account is {}", .status.as_str())]
     NotActive {
         status: super::events::AccountStatus,
+        /// SC-6: until when a self-suspension lasts.
+        until: Option<DateTime<Utc>>,
         /// CO-2: a collaborator suspended until it sets a new password through the link.
         awaiting_password: bool,
     },
@@ -97,6 +99,9 @@ pub enum AccountError {
     MailProtocolsOff,
     #[error("only a mailbox's holder can do this: collaborators and identities have no mail protocols, passwords for mail programs or collaborators")]
     NotMailbox,
+    /// SC-1..8: identities' self-care.
+    #[error("only an identity's holder can do this")]
+    NotIdentity,
     /// AP-2.
     #[error("this scope already has a live password: regenerate or deactivate it")]
     AppPasswordExists,
@@ -157,6 +162,7 @@ impl AccountError {
             AccountError::TwoFactorRequired => "two-factor-required",
             AccountError::MailProtocolsOff => "mail-protocols-disabled",
             AccountError::NotMailbox => "not-a-mailbox",
+            AccountError::NotIdentity => "not-an-identity",
             AccountError::AppPasswordExists => "app-password-exists",
             AccountError::NoAppPassword => "app-password-not-found",
             AccountError::PostponeTooEarly { .. } => "postpone-too-early",

@@ -113,6 +113,10 @@ pub enum SessionEndReason {
     CollaboratorReset,
     /// CO-4: the collaborator was deactivated.
     Deactivated,
+    /// SC-6: the holder suspended the identity.
+    Suspended,
+    /// SC-6: an operator revoked the account.
+    Revoked,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,6 +159,10 @@ pub enum AccountEvent {
     CollaboratorPasswordSet(CollaboratorPasswordSet),
     CollaboratorReset(CollaboratorReset),
     CollaboratorDeactivated(CollaboratorDeactivated),
+    AccountSuspended(AccountSuspended),
+    SuspensionEnded(SuspensionEnded),
+    AccountRevoked(AccountRevoked),
+    LanguageChanged(LanguageChanged),
 }
 
 /// Every account event type, for the schema coverage test and the projections' filters.
@@ -196,6 +204,10 @@ pub const ACCOUNT_EVENT_TYPES: &[&str] = &[
     "CollaboratorPasswordSet",
     "CollaboratorReset",
     "CollaboratorDeactivated",
+    "AccountSuspended",
+    "SuspensionEnded",
+    "AccountRevoked",
+    "LanguageChanged",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -615,3 +627,29 @@ pub struct CollaboratorReset {}
 /// CO-4: deactivated by the holder; final.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CollaboratorDeactivated {}
+
+/// SC-6: the holder suspended its identity for `days` days, confirmed by an SMS code; logins
+/// are refused until `until`, when the scheduler (or the first login after it) ends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountSuspended {
+    pub days: u32,
+    pub until: DateTime<Utc>,
+}
+
+/// SC-6: a suspension's period is over; the account is active again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuspensionEnded {
+    pub suspended_until: DateTime<Utc>,
+}
+
+/// SC-7: the holder chose the language of every later notice and page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LanguageChanged {
+    pub language: Language,
+}
+
+/// SC-6: an operator revoked the account, on the signed request `request_reference`; final.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountRevoked {
+    pub request_reference: String,
+}

@@ -53,6 +53,8 @@ pub struct Account {
     pub app_passwords: BTreeMap<String, AppPassword>,
     /// CO-1..4: a collaborator's link to its password.
     pub collaborator: CollaboratorLinks,
+    /// SC-6: until when a self-suspension lasts.
+    pub suspended_until: Option<DateTime<Utc>>,
 }
 
 /// AP-8: the active second factor.
@@ -535,6 +537,25 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
         AccountEvent::CollaboratorDeactivated(_) => {
             state.collaborator.spend(Spent::Superseded);
             state.status = AccountStatus::Deactivated;
+        }
+        AccountEvent::AccountSuspended(e) => {
+            state.status = AccountStatus::Suspended;
+            state.suspended_until = Some(e.until);
+        }
+        AccountEvent::SuspensionEnded(_) => {
+            if state.status == AccountStatus::Suspended {
+                state.status = AccountStatus::Active;
+            }
+            state.suspended_until = None;
+        }
+        AccountEvent::LanguageChanged(e) => {
+            if let Some(profile) = state.profile.as_mut() {
+                profile.language = e.language;
+            }
+        }
+        AccountEvent::AccountRevoked(_) => {
+            state.status = AccountStatus::Revoked;
+            state.suspended_until = None;
         }
     }
     state

@@ -63,6 +63,7 @@ impl crate::otp::TotpVerifier for FakeTotp {
 
 mod delegation;
 mod recovery;
+mod self_care;
 
 const ACCOUNT: Uuid = Uuid::from_u128(0xacc0);
 const SESSION: Uuid = Uuid::from_u128(0x5e55);

@@ -20,6 +20,7 @@ fn owned(state: &Account, owner_id: uuid::Uuid) -> Result<&AccountOpened, Accoun
     if state.status == AccountStatus::Revoked {
         return Err(AccountError::NotActive {
             status: AccountStatus::Revoked,
+            until: None,
             awaiting_password: false,
         });
     }

@@ -8,6 +8,7 @@ mod password;
 mod recovery;
 mod recovery_info;
 mod sessions;
+mod suspension;
 mod two_factor;
 
 pub use app_passwords::{
@@ -16,6 +17,7 @@ pub use app_passwords::{
 };
 
 pub use recovery::answer_malformed;
+pub use suspension::MAX_SUSPENSION_DAYS;
 
 use super::commands::*;
 use super::errors::AccountError;
@@ -59,6 +61,9 @@ pub fn decide(
         AccountCommand::ResendCollaboratorLink(c) => collaborators::resend(state, c, ctx),
         AccountCommand::DeactivateCollaborator(c) => collaborators::deactivate(state, c, ctx),
         AccountCommand::SetCollaboratorPassword(c) => collaborators::set_password(state, c, ctx),
+        AccountCommand::Suspend(c) => suspension::suspend(state, c, ctx),
+        AccountCommand::Revoke(c) => suspension::revoke(state, c, ctx),
+        AccountCommand::SetLanguage(c) => sessions::set_language(state, c, ctx),
     }
 }
 

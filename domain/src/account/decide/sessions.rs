@@ -20,13 +20,17 @@ pub(super) fn login(
     if !right {
         return Ok(events);
     }
+    // SC-6: a suspension whose period is over ends here if the scheduler has not ended it yet.
+    let ended = super::suspension::suspension_over(state, ctx.now);
     // ACC-4, SEC-6: only now, with the password right, is the state told.
-    if state.status != AccountStatus::Active {
+    if state.status != AccountStatus::Active && ended.is_none() {
         return Err(AccountError::NotActive {
             status: state.status,
+            until: state.suspended_until,
             awaiting_password: state.collaborator.live.is_some(),
         });
     }
+    events.extend(ended);
     let passed = super::two_factor::second_factor(
         state,
         &mut events,
@@ -231,5 +235,22 @@ pub(super) fn end_locks(state: &Account, ctx: &Ctx<'_>) -> Result<Vec<AccountEve
             locked_until: until,
         }));
     }
+    events.extend(super::suspension::suspension_over(state, ctx.now));
     Ok(events)
+}
+
+/// SC-7: the language of every later notice and page; choosing the one in use records nothing.
+pub(super) fn set_language(
+    state: &Account,
+    c: &SetLanguage,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    let profile = opened(state)?;
+    require_session(state, c.session_id, false, ctx.now)?;
+    if profile.language == c.language {
+        return Ok(Vec::new());
+    }
+    Ok(vec![AccountEvent::LanguageChanged(LanguageChanged {
+        language: c.language,
+    })])
 }

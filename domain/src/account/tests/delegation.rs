@@ -781,6 +781,7 @@ fn a_reset_stops_the_old_password_at_once_and_suspends_until_a_new_one_co_2() {
         given(history.clone()).when(collaborator_login()).error(),
         AccountError::NotActive {
             status: AccountStatus::Suspended,
+            until: None,
             awaiting_password: true
         }
     );
@@ -885,6 +886,7 @@ fn deactivation_is_final_co_4_acc_4() {
         given(history.clone()).when(collaborator_login()).error(),
         AccountError::NotActive {
             status: AccountStatus::Deactivated,
+            until: None,
             awaiting_password: false
         }
     );

@@ -1,0 +1,234 @@
+//! Given/when/then specifications of identities' self-care: self-suspension and its end, and
+//! an operator's revocation (SC-6).
+
+use super::*;
+use crate::otp::OtpPurpose;
+
+const CODE: &str = "424242";
+
+/// An identity with a contact mobile, its password changed, and a live session at `now()`.
+fn identity() -> Vec<AccountEvent> {
+    let mut open = open_mailbox();
+    open.kind = AccountKind::Identity;
+    open.user_id = "RSSMRA80A01H501U".into();
+    open.plan = None;
+    open.fiscal_code = Some("RSSMRA80A01H501U".into());
+    open.contact_mobile = Some("+393471234567".into());
+    let mut history = given([]).when(AccountCommand::Open(open)).events();
+    history.push(AccountEvent::PasswordChanged(PasswordChanged {
+        password_hash: FakeHasher.hash(&Secret::new(CHOSEN)),
+    }));
+    history.push(AccountEvent::RecoveryInfoSet(RecoveryInfoSet {
+        email: Some("a@b.it".into()),
+        mobile: None,
+        security_question: None,
+        security_answer_hash: None,
+    }));
+    history.extend(
+        given(history.clone())
+            .when(login_as(SESSION, CHOSEN))
+            .events(),
+    );
+    history
+}
+
+/// `history` with the code for `suspension` sent.
+fn with_code(mut history: Vec<AccountEvent>) -> Vec<AccountEvent> {
+    let cmd = AccountCommand::RequestOtp(RequestOtp {
+        session_id: SESSION,
+        purpose: OtpPurpose::Suspension,
+        code: DrawnCode {
+            challenge_id: Uuid::from_u128(0xc0de),
+            code: Secret::new(CODE),
+            sealed_code: Sealed {
+                key_id: "20261103".into(),
+                nonce: "bm9uY2U=".into(),
+                ciphertext: "c2VhbGVk".into(),
+                ephemeral: None,
+            },
+        },
+    });
+    history.extend(given(history.clone()).when(cmd).events());
+    history
+}
+
+fn suspend(days: u32, otp: Option<&str>) -> AccountCommand {
+    AccountCommand::Suspend(Suspend {
+        session_id: SESSION,
+        days,
+        otp: otp.map(Secret::new),
+    })
+}
+
+fn then(mut history: Vec<AccountEvent>, events: Vec<AccountEvent>) -> Vec<AccountEvent> {
+    history.extend(events);
+    history
+}
+
+#[test]
+fn a_suspension_confirmed_by_the_sms_code_ends_every_session_sc_6() {
+    let history = with_code(identity());
+    let events = given(history.clone()).when(suspend(7, Some(CODE))).events();
+    assert!(matches!(events[0], AccountEvent::OtpVerified(_)));
+    assert_eq!(
+        events[1],
+        AccountEvent::AccountSuspended(AccountSuspended {
+            days: 7,
+            until: now() + Duration::days(7),
+        })
+    );
+    assert!(matches!(
+        &events[2],
+        AccountEvent::SessionsEnded(e) if e.reason == SessionEndReason::Suspended && e.session_ids == [SESSION]
+    ));
+    // A login with the right password is refused, saying until when.
+    let suspended = then(history, events);
+    assert_eq!(
+        given(suspended.clone())
+            .when_at(login_as(OTHER_SESSION, CHOSEN), now() + Duration::days(6))
+            .error(),
+        AccountError::NotActive {
+            status: AccountStatus::Suspended,
+            until: Some(now() + Duration::days(7)),
+            awaiting_password: false,
+        }
+    );
+    // A wrong password is still only a failed login: the state is told only after a right one.
+    assert!(matches!(
+        given(suspended)
+            .when(login_as(OTHER_SESSION, "Sbagliata!1"))
+            .events()[0],
+        AccountEvent::LoginFailed(_)
+    ));
+}
+
+#[test]
+fn the_suspension_ends_by_itself_at_the_end_of_its_period_sc_6() {
+    let history = with_code(identity());
+    let suspended = then(
+        history.clone(),
+        given(history).when(suspend(3, Some(CODE))).events(),
+    );
+    let end = now() + Duration::days(3);
+    // The scheduler's EndLocks records nothing before the end, the end after it.
+    assert!(given(suspended.clone())
+        .when_at(AccountCommand::EndLocks, end - Duration::seconds(1))
+        .events()
+        .is_empty());
+    let ended = given(suspended.clone())
+        .when_at(AccountCommand::EndLocks, end)
+        .events();
+    assert_eq!(
+        ended,
+        [AccountEvent::SuspensionEnded(SuspensionEnded {
+            suspended_until: end
+        })]
+    );
+    assert_eq!(
+        given(then(suspended.clone(), ended)).state.status,
+        AccountStatus::Active
+    );
+    // A login after the end, before the scheduler came, ends it first and goes in.
+    let events = given(suspended)
+        .when_at(login_as(OTHER_SESSION, CHOSEN), end + Duration::hours(1))
+        .events();
+    assert!(matches!(events[0], AccountEvent::SuspensionEnded(_)));
+    assert!(matches!(events[1], AccountEvent::SessionStarted(_)));
+}
+
+#[test]
+fn a_suspension_needs_the_code_a_period_of_1_to_30_days_and_an_identity_sc_6() {
+    let history = with_code(identity());
+    assert_eq!(
+        given(history.clone())
+            .when(suspend(0, Some(CODE)))
+            .violated_rules(),
+        ["SC-6.days"]
+    );
+    assert_eq!(
+        given(history.clone())
+            .when(suspend(31, Some(CODE)))
+            .violated_rules(),
+        ["SC-6.days"]
+    );
+    assert_eq!(
+        given(history.clone())
+            .when(suspend(5, None))
+            .violated_rules(),
+        ["PW-4.otp"]
+    );
+    // A wrong code is recorded and suspends nothing.
+    let events = given(history.clone())
+        .when(suspend(5, Some("000000")))
+        .events();
+    assert!(matches!(
+        events.as_slice(),
+        [AccountEvent::OtpCheckFailed(_)]
+    ));
+    // No code asked for: refused.
+    assert_eq!(
+        given(identity()).when(suspend(5, Some(CODE))).error(),
+        AccountError::NoCode
+    );
+    // A mailbox has no self-suspension.
+    given(with_session())
+        .when(suspend(5, Some(CODE)))
+        .then_err(AccountError::NotIdentity);
+}
+
+#[test]
+fn a_revocation_is_final_ends_every_session_and_is_recorded_once_sc_6() {
+    let history = identity();
+    let revoke = |reference: &str| {
+        AccountCommand::Revoke(Revoke {
+            request_reference: reference.into(),
+        })
+    };
+    let events = given(history.clone())
+        .when(revoke(" REV-2026-0042 "))
+        .events();
+    assert_eq!(
+        events[0],
+        AccountEvent::AccountRevoked(AccountRevoked {
+            request_reference: "REV-2026-0042".into()
+        })
+    );
+    assert!(
+        matches!(&events[1], AccountEvent::SessionsEnded(e) if e.reason == SessionEndReason::Revoked)
+    );
+    let revoked = then(history.clone(), events);
+    assert!(given(revoked.clone())
+        .when(revoke("REV-2026-0043"))
+        .events()
+        .is_empty());
+    assert_eq!(
+        given(revoked.clone())
+            .when(login_as(OTHER_SESSION, CHOSEN))
+            .error(),
+        AccountError::NotActive {
+            status: AccountStatus::Revoked,
+            until: None,
+            awaiting_password: false,
+        }
+    );
+    for bad in ["", "   ", "REV\u{202E}1"] {
+        assert_eq!(
+            given(history.clone()).when(revoke(bad)).violated_rules(),
+            ["SC-6.request_reference"]
+        );
+    }
+    // A suspension's end never brings a revoked account back.
+    let suspended = with_code(identity());
+    let suspended = then(
+        suspended.clone(),
+        given(suspended).when(suspend(2, Some(CODE))).events(),
+    );
+    let revoked = then(
+        suspended.clone(),
+        given(suspended).when(revoke("REV-1")).events(),
+    );
+    assert!(given(revoked)
+        .when_at(AccountCommand::EndLocks, now() + Duration::days(3))
+        .events()
+        .is_empty());
+}

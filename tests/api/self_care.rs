@@ -1,0 +1,271 @@
+//! End to end through HTTP: identities' self-care. Self-suspension confirmed by the code read
+//! from the SMS actually sent, refused logins that say until when, the scheduler's end of it;
+//! an operator's revocation (SC-6).
+
+use crate::helpers::{
+    expect_problem, identity_after_first_change, last_code_to, mails, rules, TestApp,
+    IDENTITY_PASSWORD, OPERATOR_KEY,
+};
+use crate::processes::eventually;
+use chrono::Duration;
+use custode_commands::clock::Clock;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::Duration as StdDuration;
+
+const IDENTITY: &str = "giulia.verdi85";
+const MOBILE: &str = "+393471112233";
+
+async fn identity(app: &TestApp) -> String {
+    identity_after_first_change(
+        app,
+        IDENTITY,
+        json!({ "contact_mobile": "347 111 2233", "contact_email": "giulia@example.it" }),
+        json!({ "email": "recupero@example.it" }),
+    )
+    .await
+}
+
+async fn login(app: &TestApp) -> reqwest::Response {
+    app.post(
+        "/v1/sessions",
+        None,
+        json!({ "user_id": IDENTITY, "password": IDENTITY_PASSWORD }),
+    )
+    .await
+}
+
+/// The code sent for `suspension`, read from the SMS sink.
+async fn suspension_code(app: &TestApp, token: &str) -> String {
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(token),
+            json!({ "purpose": "suspension" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    app.quiesce().await;
+    last_code_to(app, MOBILE)
+}
+
+#[tokio::test]
+async fn a_self_suspension_refuses_logins_until_its_end_and_the_scheduler_ends_it_sc_6() {
+    let app = TestApp::spawn().await;
+    let token = identity(&app).await;
+    // Bad inputs change nothing: no code, a period out of range.
+    let res = app
+        .post("/v1/account/suspension", Some(&token), json!({ "days": 7 }))
+        .await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), ["PW-4.otp"]);
+    let code = suspension_code(&app, &token).await;
+    for days in [0, 31] {
+        let res = app
+            .post(
+                "/v1/account/suspension",
+                Some(&token),
+                json!({ "days": days, "otp": code }),
+            )
+            .await;
+        let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+        assert_eq!(rules(&p), ["SC-6.days"]);
+    }
+    let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
+    let res = app
+        .post(
+            "/v1/account/suspension",
+            Some(&token),
+            json!({ "days": 7, "otp": wrong }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "code-wrong").await;
+    assert_eq!(
+        app.get("/v1/account", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+
+    // The right code: suspended for 7 days, every session ended at once.
+    let res = app
+        .post(
+            "/v1/account/suspension",
+            Some(&token),
+            json!({ "days": 7, "otp": code }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = app.get("/v1/account", Some(&token)).await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let until = app.clock.now() + Duration::days(7);
+    let p = expect_problem(
+        login(&app).await,
+        StatusCode::FORBIDDEN,
+        "account-suspended",
+    )
+    .await;
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&until.format("%Y-%m-%dT%H:%M").to_string()),
+        "{detail}"
+    );
+    // A wrong password is only a wrong password: the state is told after a right one.
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": IDENTITY, "password": "Sbagliata!123" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
+    // The holder heard of it at the contact address.
+    eventually(StdDuration::from_secs(15), "the suspension notice", || {
+        !mails(&app, "giulia@example.it", "Your account is suspended").is_empty()
+    })
+    .await;
+    // The admin view says so.
+    let admin: Value = app
+        .get(
+            &format!("/v1/admin/accounts/{IDENTITY}"),
+            Some(OPERATOR_KEY),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(admin["state"], "suspended");
+
+    // Seven days on, the scheduler ends it by itself: the read model shows it active again
+    // before anyone logs in.
+    app.advance(Duration::days(7) + Duration::seconds(1));
+    eventually(StdDuration::from_secs(15), "the suspension's end", || {
+        let conn = rusqlite::Connection::open(app.data_dir.join("events.db")).unwrap();
+        conn.query_row(
+            "SELECT count(*) FROM events WHERE type = 'SuspensionEnded'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            == 1
+    })
+    .await;
+    app.quiesce().await;
+    let admin: Value = app
+        .get(
+            &format!("/v1/admin/accounts/{IDENTITY}"),
+            Some(OPERATOR_KEY),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(admin["state"], "active");
+    assert_eq!(login(&app).await.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn an_operator_revokes_for_good_on_a_signed_request_sc_6() {
+    let app = TestApp::spawn().await;
+    let token = identity(&app).await;
+    let path = format!("/v1/admin/accounts/{IDENTITY}/revoke");
+    let body = json!({ "request_reference": "REV-2026-0042" });
+    // Operators only.
+    let res = app.post(&path, Some(&token), body.clone()).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = app
+        .post(
+            "/v1/admin/accounts/nessuno99/revoke",
+            Some(OPERATOR_KEY),
+            body.clone(),
+        )
+        .await;
+    expect_problem(res, StatusCode::NOT_FOUND, "account-not-found").await;
+    let res = app
+        .post(
+            &path,
+            Some(OPERATOR_KEY),
+            json!({ "request_reference": " " }),
+        )
+        .await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), ["SC-6.request_reference"]);
+    assert_eq!(
+        app.get("/v1/account", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+
+    let res = app.post(&path, Some(OPERATOR_KEY), body.clone()).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = app.get("/v1/account", Some(&token)).await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let p = expect_problem(login(&app).await, StatusCode::FORBIDDEN, "account-revoked").await;
+    assert!(p["detail"].as_str().unwrap().contains("final"));
+    // Again: nothing more is recorded.
+    let head = app.log_head();
+    let res = app.post(&path, Some(OPERATOR_KEY), body).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.log_head(), head);
+    // The holder heard of it at the contact address.
+    eventually(StdDuration::from_secs(15), "the revocation notice", || {
+        !mails(&app, "giulia@example.it", "Your account has been revoked").is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_later_notice_follows_the_chosen_language_sc_7() {
+    let app = TestApp::spawn().await;
+    // The identity was opened in English.
+    let token = identity(&app).await;
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/account/language",
+            Some(&token),
+            Some(json!({ "language": "fr" })),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/account/language",
+            Some(&token),
+            Some(json!({ "language": "it" })),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let page: Value = app
+        .get("/v1/account", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["language"], "it");
+    // The same again records nothing.
+    let head = app.log_head();
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/account/language",
+            Some(&token),
+            Some(json!({ "language": "it" })),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(app.log_head(), head);
+    // The next notice (a code for a suspension) comes in Italian.
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "suspension" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    app.quiesce().await;
+    last_code_to(&app, MOBILE);
+    let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(sms.lines().last().unwrap()).unwrap();
+    let text = last["text"].as_str().unwrap();
+    assert!(text.starts_with("Codice di verifica"), "{text}");
+}
