@@ -136,7 +136,9 @@ pub const UPCASTERS: &[Upcaster] = &[
     // collaborator's `permissions` (CO-1); v3 of `LoginFailed` may give `wrong_code` or
     // `code_replayed` (AP-8); v3 of `OtpChallengeIssued` the purposes `login` and
     // `two_factor_on` (AP-8); v2 of `SessionsEnded` the reasons `collaborator_reset` and
-    // `deactivated` (CO-2, CO-4), v3 `suspended` and `revoked` (SC-6).
+    // `deactivated` (CO-2, CO-4), v3 `suspended` and `revoked` (SC-6); v4 of
+    // `OtpChallengeIssued` the purposes `verify_recovery_email` and `verify_recovery_mobile`
+    // (SC-4).
     Upcaster {
         event_type: "AccountOpened",
         from_version: 1,
@@ -155,6 +157,11 @@ pub const UPCASTERS: &[Upcaster] = &[
     Upcaster {
         event_type: "SessionsEnded",
         from_version: 1,
+        upcast: crate::account::upcast::unchanged,
+    },
+    Upcaster {
+        event_type: "OtpChallengeIssued",
+        from_version: 3,
         upcast: crate::account::upcast::unchanged,
     },
     Upcaster {

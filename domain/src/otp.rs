@@ -26,6 +26,10 @@ pub enum OtpPurpose {
     Login,
     /// AP-8: confirming the SMS channel before it is turned on.
     TwoFactorOn,
+    /// SC-4: proving the recovery email is read (the code goes there).
+    VerifyRecoveryEmail,
+    /// SC-4: proving the recovery mobile is read (the code goes there by SMS).
+    VerifyRecoveryMobile,
 }
 
 /// Digits in a code (RC-3).

@@ -10,7 +10,9 @@ use custode_domain::account::{
     PasswordRecovered, RecoveryInfoConfirmed, RecoveryInfoSet, TemporaryPasswordIssued,
     TemporaryPasswordReason, TwoFactorDisabled, TwoFactorEnabled,
 };
-use custode_domain::account::{AccountRevoked, AccountSuspended, LanguageChanged, SuspensionEnded};
+use custode_domain::account::{
+    AccountRevoked, AccountSuspended, LanguageChanged, RecoveryContactVerified, SuspensionEnded,
+};
 
 custode_domain::event_group! {
     /// The events the accounts read model folds.
@@ -36,6 +38,7 @@ custode_domain::event_group! {
         SuspensionEnded,
         AccountRevoked,
         LanguageChanged,
+        RecoveryContactVerified,
     }
 }
 use custode_domain::recovery::RecoveryMethod;
@@ -311,6 +314,20 @@ impl Projection for AccountsProjection {
                         status = CASE WHEN status = 'suspended' THEN 'active' ELSE status END
                      WHERE account_id = ?1",
                     params![account_id],
+                )?;
+            }
+            AccountsFolds::RecoveryContactVerified(e) => {
+                // SC-4: the badge holds while that contact is the one on file.
+                let (email, mobile) = match e.method {
+                    RecoveryMethod::Email => (true, false),
+                    _ => (false, true),
+                };
+                tx.execute(
+                    "UPDATE accounts SET
+                        recovery_email_verified = recovery_email_verified OR (?2 AND recovery_email IS ?4),
+                        recovery_mobile_verified = recovery_mobile_verified OR (?3 AND recovery_mobile IS ?4)
+                     WHERE account_id = ?1",
+                    params![account_id, email, mobile, e.contact],
                 )?;
             }
             AccountsFolds::LanguageChanged(e) => {

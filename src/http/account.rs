@@ -457,7 +457,10 @@ pub async fn request_otp(
     let body = OtpSent {
         challenge_id: issued.challenge_id,
         channel: issued.channel,
-        target: mask_mobile(&issued.to),
+        target: match issued.channel {
+            Channel::Email => mask_email(&issued.to),
+            Channel::Sms => mask_mobile(&issued.to),
+        },
         expires_at: issued.expires_at,
     };
     Ok(command_answer(
@@ -489,4 +492,47 @@ pub async fn set_language(
         .execute(session.account_id, cmd, &session.caller(correlation))
         .await?;
     Ok(command_answer(&state, outcome.position(), Json(req)).await)
+}
+
+/// Which recovery contact a code proves (SC-4).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactMethod {
+    Email,
+    Mobile,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct VerifyContactRequest {
+    method: ContactMethod,
+    code: Option<Secret>,
+}
+
+/// SC-4: the code sent for `verify_recovery_email` or `verify_recovery_mobile` proves the holder
+/// reads that recovery contact; the page shows it Verified until it changes.
+pub async fn verify_recovery_contact(
+    State(state): State<AppState>,
+    session: HolderSession,
+    correlation: Correlation,
+    Body(req): Body<VerifyContactRequest>,
+) -> Result<Response, Problem> {
+    use custode_domain::recovery::RecoveryMethod;
+    let cmd =
+        AccountCommand::VerifyRecoveryContact(custode_domain::account::VerifyRecoveryContact {
+            session_id: session.session_id,
+            method: match req.method {
+                ContactMethod::Email => RecoveryMethod::Email,
+                ContactMethod::Mobile => RecoveryMethod::Sms,
+            },
+            code: req.code,
+        });
+    let outcome = state
+        .accounts
+        .execute(session.account_id, cmd, &session.caller(correlation))
+        .await?;
+    if let Some(problem) = super::delegation::second_factor_refusal(&outcome.events) {
+        super::settle(&state, outcome.position()).await;
+        return Err(problem);
+    }
+    Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)
 }

@@ -228,6 +228,11 @@ fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
             put(account::set_language),
         ),
         (
+            Method::POST,
+            "/v1/account/recovery-info/verify",
+            post(account::verify_recovery_contact),
+        ),
+        (
             Method::GET,
             "/v1/account/access-history",
             get(history::access_history),

@@ -269,3 +269,147 @@ async fn every_later_notice_follows_the_chosen_language_sc_7() {
     let text = last["text"].as_str().unwrap();
     assert!(text.starts_with("Codice di verifica"), "{text}");
 }
+
+/// The code in the newest "Your verification code" mail to `to`.
+async fn mailed_code(app: &TestApp, to: &str) -> String {
+    eventually(StdDuration::from_secs(15), "the code by mail", || {
+        !mails(app, to, "Your verification code").is_empty()
+    })
+    .await;
+    let all = mails(app, to, "Your verification code");
+    let line = all
+        .last()
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("Verification code for"))
+        .unwrap()
+        .to_string();
+    let code = crate::helpers::code_in(line.rsplit(':').next().unwrap());
+    app.remember_secret(&code);
+    code
+}
+
+async fn badges(app: &TestApp, token: &str) -> (Value, Value) {
+    let page: Value = app
+        .get("/v1/account", Some(token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    (
+        page["recovery"]["email"]["verified"].clone(),
+        page["recovery"]["mobile"]["verified"].clone(),
+    )
+}
+
+#[tokio::test]
+async fn a_code_sent_to_a_recovery_contact_earns_its_verified_badge_until_it_changes_sc_4() {
+    let app = TestApp::spawn().await;
+    let token = identity(&app).await;
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/account/recovery-info",
+            Some(&token),
+            Some(json!({ "email": "recupero@example.it", "mobile": "333 444 5566" })),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(badges(&app, &token).await, (json!(false), json!(false)));
+
+    // The email: the code goes by mail to the recovery address itself.
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "verify_recovery_email" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let sent: Value = res.json().await.unwrap();
+    assert_eq!(sent["channel"], "email");
+    assert!(sent["target"].as_str().unwrap().contains('*'), "{sent}");
+    let code = mailed_code(&app, "recupero@example.it").await;
+    let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
+    let verify = |method: &str, code: &str| json!({ "method": method, "code": code });
+    let res = app
+        .post(
+            "/v1/account/recovery-info/verify",
+            Some(&token),
+            verify("email", &wrong),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "code-wrong").await;
+    assert_eq!(badges(&app, &token).await, (json!(false), json!(false)));
+    // The mobile's code cannot be asked for with the email's: nothing is waiting for it.
+    let res = app
+        .post(
+            "/v1/account/recovery-info/verify",
+            Some(&token),
+            verify("mobile", &code),
+        )
+        .await;
+    expect_problem(res, StatusCode::CONFLICT, "no-code").await;
+    let res = app
+        .post(
+            "/v1/account/recovery-info/verify",
+            Some(&token),
+            verify("email", &code),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(badges(&app, &token).await, (json!(true), json!(false)));
+
+    // The mobile: by SMS to the recovery mobile, not the contact one.
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "verify_recovery_mobile" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    app.quiesce().await;
+    let code = last_code_to(&app, "+393334445566");
+    let res = app
+        .post(
+            "/v1/account/recovery-info/verify",
+            Some(&token),
+            verify("mobile", &code),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(badges(&app, &token).await, (json!(true), json!(true)));
+    // A used code does not work twice.
+    let res = app
+        .post(
+            "/v1/account/recovery-info/verify",
+            Some(&token),
+            verify("mobile", &code),
+        )
+        .await;
+    assert!(res.status().is_client_error());
+
+    // A changed email loses its badge; the unchanged mobile keeps its own.
+    app.advance(Duration::minutes(1));
+    let token = app.login(IDENTITY, IDENTITY_PASSWORD).await;
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/account/recovery-info",
+            Some(&token),
+            Some(json!({ "email": "nuovo.recupero@example.it" })),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(badges(&app, &token).await, (json!(false), json!(true)));
+    // Bad input: an unknown method.
+    let res = app
+        .post(
+            "/v1/account/recovery-info/verify",
+            Some(&token),
+            verify("question", "123456"),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}

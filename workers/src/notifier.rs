@@ -211,6 +211,16 @@ impl NotifierHandler {
 }
 
 impl Handler for NotifierHandler {
+    fn wants(&self, event: &RecordedEvent) -> bool {
+        use custode_domain::envelope::EventGroup;
+        let t = event.event_type.as_str();
+        match event.category() {
+            "account" => NotifyEvent::TYPES.contains(&t) || ContactEvent::TYPES.contains(&t),
+            "notice" => t == "NotificationRetryRequested",
+            _ => false,
+        }
+    }
+
     fn handle(&mut self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), WorkerError> {
         match event.category() {
             "account" => self.on_account_event(tx, event),

@@ -52,6 +52,11 @@ pub struct SchedulerHandler {
 }
 
 impl Handler for SchedulerHandler {
+    fn wants(&self, event: &RecordedEvent) -> bool {
+        use custode_domain::envelope::EventGroup;
+        ScheduleEvent::TYPES.contains(&event.event_type.as_str())
+    }
+
     fn handle(&mut self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), WorkerError> {
         match ScheduleEvent::from_recorded(event)? {
             Some(typed) => apply_schedule(tx, &schedule_for(&event.stream, &typed)),

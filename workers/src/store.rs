@@ -93,6 +93,12 @@ pub fn checkpoint(conn: &Connection, consumer: &str) -> Result<u64, WorkerError>
 /// What a worker does with one event it has not handled before, inside the transaction that
 /// also records it as handled.
 pub trait Handler: Send + 'static {
+    /// Whether the handler does anything with `event`. The others are passed over without a
+    /// delivery record: doing nothing twice is harmless, and most events (every access record
+    /// of AH-1 among them) concern no worker, so recording each would cost every worker a row.
+    fn wants(&self, _event: &RecordedEvent) -> bool {
+        true
+    }
     fn handle(&mut self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), WorkerError>;
     /// Called after each commit that handled new events (to wake a delivery loop).
     fn committed(&mut self) {}
@@ -129,6 +135,10 @@ impl<H: Handler> StoreSink<H> {
         let mut fresh = 0usize;
         let mut last = self.checkpoint;
         for event in events {
+            last = last.max(event.position);
+            if !self.handler.wants(event) {
+                continue;
+            }
             let inserted = tx.execute(
                 "INSERT OR IGNORE INTO handled (consumer, event_id, position) VALUES (?1, ?2, ?3)",
                 params![self.consumer, event.event_id.to_string(), event.position],
@@ -141,7 +151,6 @@ impl<H: Handler> StoreSink<H> {
                     fresh += 1;
                 }
             }
-            last = last.max(event.position);
         }
         tx.execute(
             "INSERT INTO checkpoints (consumer, position) VALUES (?1, ?2)
@@ -224,5 +233,38 @@ pub(crate) mod tests {
             4,
             "each consumer keeps its own records"
         );
+    }
+
+    /// Handles only account streams' events.
+    struct AccountsOnly(Count);
+
+    impl Handler for AccountsOnly {
+        fn wants(&self, event: &RecordedEvent) -> bool {
+            event.category() == "account"
+        }
+        fn handle(
+            &mut self,
+            tx: &Transaction<'_>,
+            event: &RecordedEvent,
+        ) -> Result<(), WorkerError> {
+            self.0.handle(tx, event)
+        }
+    }
+
+    #[test]
+    fn an_event_no_handler_wants_moves_the_checkpoint_and_leaves_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut access = event(2);
+        access.stream = "access-x".into();
+        let mut sink =
+            StoreSink::new(dir.path(), "mailer", AccountsOnly(Count(count.clone()))).unwrap();
+        assert_eq!(sink.apply(&[event(1), access, event(3)]).unwrap(), 3);
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let records: i64 = sink
+            .conn
+            .query_row("SELECT count(*) FROM handled", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(records, 2);
     }
 }

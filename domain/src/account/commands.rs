@@ -44,6 +44,8 @@ pub enum AccountCommand {
     Revoke(Revoke),
     /// SC-7: the holder's language.
     SetLanguage(SetLanguage),
+    /// SC-4: the code sent to a recovery contact, proving it is read.
+    VerifyRecoveryContact(VerifyRecoveryContact),
 }
 
 impl AccountCommand {
@@ -75,7 +77,8 @@ impl AccountCommand {
             | AccountCommand::DeactivateCollaborator(_)
             | AccountCommand::Suspend(_)
             | AccountCommand::Revoke(_)
-            | AccountCommand::SetLanguage(_) => false,
+            | AccountCommand::SetLanguage(_)
+            | AccountCommand::VerifyRecoveryContact(_) => false,
             AccountCommand::Logout(_)
             | AccountCommand::SendRecoveryLink(_)
             | AccountCommand::SendRecoveryCode(_)
@@ -330,6 +333,14 @@ pub struct Suspend {
     pub days: u32,
     /// The code sent for `suspension` (`POST /v1/account/otp`).
     pub otp: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifyRecoveryContact {
+    pub session_id: Uuid,
+    /// `Email` or `Sms` (the recovery mobile).
+    pub method: crate::recovery::RecoveryMethod,
+    pub code: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]

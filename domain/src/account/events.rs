@@ -163,6 +163,7 @@ pub enum AccountEvent {
     SuspensionEnded(SuspensionEnded),
     AccountRevoked(AccountRevoked),
     LanguageChanged(LanguageChanged),
+    RecoveryContactVerified(RecoveryContactVerified),
 }
 
 /// Every account event type, for the schema coverage test and the projections' filters.
@@ -208,6 +209,7 @@ pub const ACCOUNT_EVENT_TYPES: &[&str] = &[
     "SuspensionEnded",
     "AccountRevoked",
     "LanguageChanged",
+    "RecoveryContactVerified",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -640,6 +642,14 @@ pub struct AccountSuspended {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SuspensionEnded {
     pub suspended_until: DateTime<Utc>,
+}
+
+/// SC-4: the holder proved it reads a recovery contact with the code sent there: the page
+/// shows it Verified until the contact changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryContactVerified {
+    pub method: crate::recovery::RecoveryMethod,
+    pub contact: String,
 }
 
 /// SC-7: the holder chose the language of every later notice and page.

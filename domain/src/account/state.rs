@@ -294,6 +294,13 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
                 let link = state.grants.link.take();
                 state.grants.spend(link, Spent::Superseded);
             }
+            // SC-4: a code proving a contact that is no longer on file proves nothing.
+            if e.email != state.recovery.email {
+                state.challenges.cancel(OtpPurpose::VerifyRecoveryEmail);
+            }
+            if e.mobile != state.recovery.mobile {
+                state.challenges.cancel(OtpPurpose::VerifyRecoveryMobile);
+            }
             if e.mobile != state.recovery.mobile {
                 state.challenges.cancel(OtpPurpose::Recovery);
                 if state
@@ -365,7 +372,11 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
                     OtpPurpose::Login => &mut state.login_codes,
                     _ => &mut state.otp_messages,
                 };
-                sent.record(e.expires_at, RecoveryMethod::Sms);
+                let method = match e.channel {
+                    crate::notice::Channel::Email => RecoveryMethod::Email,
+                    crate::notice::Channel::Sms => RecoveryMethod::Sms,
+                };
+                sent.record(e.expires_at, method);
             }
             // A recovery's count of wrong codes outlives its codes (cancelled by a mobile
             // change or an operator's reset, replaced by a newer one).
@@ -548,6 +559,7 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             }
             state.suspended_until = None;
         }
+        AccountEvent::RecoveryContactVerified(_) => {}
         AccountEvent::LanguageChanged(e) => {
             if let Some(profile) = state.profile.as_mut() {
                 profile.language = e.language;

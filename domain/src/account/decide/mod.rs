@@ -64,6 +64,7 @@ pub fn decide(
         AccountCommand::Suspend(c) => suspension::suspend(state, c, ctx),
         AccountCommand::Revoke(c) => suspension::revoke(state, c, ctx),
         AccountCommand::SetLanguage(c) => sessions::set_language(state, c, ctx),
+        AccountCommand::VerifyRecoveryContact(c) => recovery_info::verify_contact(state, c, ctx),
     }
 }
 
@@ -156,6 +157,19 @@ pub(super) fn sms_challenge(
         .contact_mobile
         .as_ref()
         .ok_or(AccountError::MethodUnavailable)?;
+    challenge(state, purpose, crate::notice::Channel::Sms, to, drawn, ctx)
+}
+
+/// A code for `purpose` to `to` by `channel`, replacing any earlier code of the purpose, within
+/// the hourly limit of such codes (login codes counted apart).
+pub(super) fn challenge(
+    state: &Account,
+    purpose: crate::otp::OtpPurpose,
+    channel: crate::notice::Channel,
+    to: &str,
+    drawn: &DrawnCode,
+    ctx: &Ctx<'_>,
+) -> Result<AccountEvent, AccountError> {
     // SEC-2: refused with when the next is possible (`429` with `Retry-After`).
     let sent = match purpose {
         crate::otp::OtpPurpose::Login => &state.login_codes,
@@ -166,8 +180,8 @@ pub(super) fn sms_challenge(
     Ok(AccountEvent::OtpChallengeIssued(OtpChallengeIssued {
         challenge_id: drawn.challenge_id,
         purpose,
-        channel: crate::notice::Channel::Sms,
-        to: to.clone(),
+        channel,
+        to: to.to_string(),
         code_hash: ctx.codes.hash_code(drawn.challenge_id, drawn.code.expose()),
         expires_at: ctx.now + settings.code_lifetime(),
         max_attempts: settings.code_attempts,

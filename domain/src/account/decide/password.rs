@@ -132,7 +132,16 @@ pub(super) fn request_otp(
             "recovery codes are asked for with POST /v1/recovery/{recovery_id}/sms",
         )]));
     }
-    Ok(vec![super::sms_challenge(state, c.purpose, &c.code, ctx)?])
+    // SC-4: a code proving a recovery contact goes to that contact.
+    let (channel, contact) = match c.purpose {
+        OtpPurpose::VerifyRecoveryEmail => (crate::notice::Channel::Email, &state.recovery.email),
+        OtpPurpose::VerifyRecoveryMobile => (crate::notice::Channel::Sms, &state.recovery.mobile),
+        _ => return Ok(vec![super::sms_challenge(state, c.purpose, &c.code, ctx)?]),
+    };
+    let to = contact.as_ref().ok_or(AccountError::MethodUnavailable)?;
+    Ok(vec![super::challenge(
+        state, c.purpose, channel, to, &c.code, ctx,
+    )?])
 }
 
 /// PW-1, PW-2 and the repetition, for a new password. `current` is the password just verified

@@ -129,3 +129,44 @@ pub(super) fn set_recovery_info(
         security_answer_hash: answer_hash,
     })])
 }
+
+/// SC-4: the code sent to a recovery contact proves the holder reads it; the page shows the
+/// contact Verified until it changes. A wrong code is recorded (and counts towards SEC-2's lock).
+pub(super) fn verify_contact(
+    state: &Account,
+    c: &VerifyRecoveryContact,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    use crate::otp::OtpPurpose;
+    use crate::recovery::RecoveryMethod;
+    opened(state)?;
+    require_session(state, c.session_id, false, ctx.now)?;
+    let (purpose, contact) = match c.method {
+        RecoveryMethod::Email => (OtpPurpose::VerifyRecoveryEmail, &state.recovery.email),
+        RecoveryMethod::Sms => (OtpPurpose::VerifyRecoveryMobile, &state.recovery.mobile),
+        RecoveryMethod::Question => {
+            return Err(AccountError::Invalid(vec![
+                crate::violation::Violation::new(
+                    "SC-4.method",
+                    Some("method"),
+                    "the recovery email or mobile is verified, not the question",
+                ),
+            ]))
+        }
+    };
+    let contact = contact.as_ref().ok_or(AccountError::MethodUnavailable)?;
+    let mut events = super::password::confirm_otp(state, purpose, c.code.as_ref(), ctx)?;
+    if events
+        .iter()
+        .any(|e| matches!(e, AccountEvent::OtpCheckFailed(_)))
+    {
+        return Ok(events);
+    }
+    events.push(AccountEvent::RecoveryContactVerified(
+        RecoveryContactVerified {
+            method: c.method,
+            contact: contact.clone(),
+        },
+    ));
+    Ok(events)
+}

@@ -232,3 +232,92 @@ fn a_revocation_is_final_ends_every_session_and_is_recorded_once_sc_6() {
         .events()
         .is_empty());
 }
+
+fn verify_request(purpose: OtpPurpose) -> AccountCommand {
+    AccountCommand::RequestOtp(RequestOtp {
+        session_id: SESSION,
+        purpose,
+        code: DrawnCode {
+            challenge_id: Uuid::from_u128(0xbad9e),
+            code: Secret::new(CODE),
+            sealed_code: Sealed {
+                key_id: "20261103".into(),
+                nonce: "bm9uY2U=".into(),
+                ciphertext: "c2VhbGVk".into(),
+                ephemeral: None,
+            },
+        },
+    })
+}
+
+fn verify(method: crate::recovery::RecoveryMethod, code: &str) -> AccountCommand {
+    AccountCommand::VerifyRecoveryContact(VerifyRecoveryContact {
+        session_id: SESSION,
+        method,
+        code: Some(Secret::new(code)),
+    })
+}
+
+#[test]
+fn the_code_for_a_recovery_contact_goes_there_and_proves_it_sc_4() {
+    use crate::recovery::RecoveryMethod;
+    let history = identity();
+    let sent = given(history.clone())
+        .when(verify_request(OtpPurpose::VerifyRecoveryEmail))
+        .events();
+    // By mail, to the recovery address (not the contact mobile).
+    assert!(matches!(
+        &sent[0],
+        AccountEvent::OtpChallengeIssued(e)
+            if e.channel == crate::notice::Channel::Email && e.to == "a@b.it"
+                && e.purpose == OtpPurpose::VerifyRecoveryEmail
+    ));
+    let history = then(history, sent);
+    let events = given(history.clone())
+        .when(verify(RecoveryMethod::Email, CODE))
+        .events();
+    assert_eq!(
+        events[1],
+        AccountEvent::RecoveryContactVerified(RecoveryContactVerified {
+            method: RecoveryMethod::Email,
+            contact: "a@b.it".into(),
+        })
+    );
+    // A wrong code is recorded and verifies nothing.
+    let wrong = given(history.clone())
+        .when(verify(RecoveryMethod::Email, "000000"))
+        .events();
+    assert!(matches!(
+        wrong.as_slice(),
+        [AccountEvent::OtpCheckFailed(_)]
+    ));
+    // No recovery mobile on file: no code for it.
+    assert_eq!(
+        given(history.clone())
+            .when(verify_request(OtpPurpose::VerifyRecoveryMobile))
+            .error(),
+        AccountError::MethodUnavailable
+    );
+    // The address changed after the code went out: the code proves nothing any more.
+    let changed = then(
+        history.clone(),
+        vec![AccountEvent::RecoveryInfoSet(RecoveryInfoSet {
+            email: Some("c@d.it".into()),
+            mobile: None,
+            security_question: None,
+            security_answer_hash: None,
+        })],
+    );
+    assert_eq!(
+        given(changed)
+            .when(verify(RecoveryMethod::Email, CODE))
+            .error(),
+        AccountError::NoCode
+    );
+    assert_eq!(
+        given(history)
+            .when(verify(RecoveryMethod::Question, CODE))
+            .violated_rules(),
+        ["SC-4.method"]
+    );
+}
