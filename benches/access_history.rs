@@ -11,7 +11,8 @@
 //!    (target < 5 ms).
 //! 3. Retention: the time to drop one day of expired records from that table.
 //!
-//! `cargo bench --bench access_history`. The client runs in the same process, on the same two
+//! `cargo bench --bench access_history` (`CUSTODE_BENCH_PHASE=ingest` for the first part only).
+//! The client runs in the same process, on the same two
 //! cores. The 10 million rows go in through the projection's own `apply`, in batches.
 
 #![allow(
@@ -261,6 +262,10 @@ fn main() {
         println!("  ratio {:.2}× the log's own rate (target ≥ 0.5×)", ingest_rate / log_rate);
         println!("  projector: history rows caught up {:.2} s after the last 202", caught_up.elapsed().as_secs_f64());
 
+        // `CUSTODE_BENCH_PHASE=ingest` stops here (for profiling the ingest alone).
+        if std::env::var("CUSTODE_BENCH_PHASE").as_deref() == Ok("ingest") {
+            return;
+        }
         // 2. Ten million records in the history, then pages.
         println!("AH-2 pages with {RECORDS} records over {ACCOUNTS} accounts:");
         let read_db = service_dir.join("read.db");
