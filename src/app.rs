@@ -114,6 +114,8 @@ pub struct AppState {
     /// SEC-9: zxcvbn evaluations at once (PW-3), apart from the hashing pool so the meter
     /// cannot starve logins.
     pub strength_slots: Arc<tokio::sync::Semaphore>,
+    /// AP-7: the mail servers' checks, recorded behind their answers.
+    pub access_recorder: custode_commands::access_recorder::AccessRecorder,
 }
 
 pub struct App {
@@ -222,6 +224,9 @@ impl App {
         let state = AppState {
             read_models: Arc::new(ReadPool::new(config.data_dir.join(READ_MODELS_FILE))),
             config: Arc::new(config),
+            access_recorder: custode_commands::access_recorder::AccessRecorder::new(
+                accounts.clone(),
+            ),
             accounts,
             notices,
             log,
@@ -246,6 +251,12 @@ impl App {
     }
 
     /// Logs, once, every default that weakens security or that an operator should know of.
+    /// Waits until every access record queued behind an answer is in the log: before the
+    /// service stops.
+    pub async fn flush(&self) {
+        self.state.access_recorder.flush().await;
+    }
+
     pub fn log_security_defaults(&self) {
         let config = &self.state.config;
         if config.operator_key.is_none() {

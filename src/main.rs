@@ -182,6 +182,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             drain,
         };
         custode::http::serve::serve(listener, router, shutdown_signal(), bounds).await;
+        app.flush().await;
         drop(app);
         Ok(())
     })

@@ -430,6 +430,7 @@ impl AccountHandler {
         account_id: Uuid,
         record: custode_domain::access::AccessEvent,
         caller: &Caller,
+        at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<u64, HandlerError<AccountError>> {
         use custode_domain::access::stream_for;
         let events = crate::handler::to_new_events(&[record])?;
@@ -438,7 +439,11 @@ impl AccountHandler {
             expected_version: crate::log::ANY_VERSION,
             events,
         };
-        let meta = self.services().metadata(caller, None);
+        let mut meta = self.services().metadata(caller, None);
+        // A record written behind its answer keeps the time of the access.
+        if let Some(at) = at {
+            meta.occurred_at = at;
+        }
         let recorded = self.services().log.append(vec![append], meta).await?;
         Ok(recorded.last().map_or(0, |r| r.position))
     }

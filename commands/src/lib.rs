@@ -3,6 +3,7 @@
 //! [`recovery`]), the bounded Argon2id
 //! pool ([`hashing`]), tokens ([`tokens`]) and the clock ([`clock`]).
 
+pub mod access_recorder;
 pub mod accounts;
 pub mod canonical;
 pub mod clock;

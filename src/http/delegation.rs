@@ -3,7 +3,7 @@
 
 use super::extract::{Body, ClientIp, Correlation, HolderSession, Operator, OptionalBody};
 use super::problem::Problem;
-use super::{command_answer, query, settle, with_position};
+use super::{command_answer, query, settle};
 use crate::app::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -591,7 +591,6 @@ pub async fn check_app_password(
         None => Err(DenyReason::NoAppPassword),
         Some(f) => decide_check(f, scope, req.protocol, &presented, now),
     };
-    let mut position = None;
     if let Some(f) = &facts {
         let record = AppPasswordChecked {
             user_id: req.user_id.trim().to_string(),
@@ -608,16 +607,17 @@ pub async fn check_app_password(
             actor: Actor::operator(),
             correlation_id: correlation.0,
         };
-        position = Some(
-            state
-                .accounts
-                .record_access(
-                    f.account_id,
-                    custode_domain::access::AccessEvent::AppPasswordChecked(record),
-                    &caller,
-                )
-                .await?,
-        );
+        // Recorded behind the answer (AH-3: memory-speed checks; the record reaches the log
+        // with the next group commit).
+        state
+            .access_recorder
+            .record(
+                f.account_id,
+                custode_domain::access::AccessEvent::AppPasswordChecked(record),
+                caller,
+                now,
+            )
+            .await;
     }
     let response = match (verdict, &facts) {
         (Ok(()), Some(f)) => Json(Allowed {
@@ -638,10 +638,7 @@ pub async fn check_app_password(
             .into_response()
         }
     };
-    Ok(match position {
-        Some(position) => with_position(position, response),
-        None => response,
-    })
+    Ok(response)
 }
 
 // ---------------------------------------------------------------- CO-1..5

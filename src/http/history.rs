@@ -101,6 +101,7 @@ pub async fn report_access(
             account_id,
             AccessEvent::ServiceAccessReported(report),
             &caller,
+            None,
         )
         .await?;
     Ok(with_position(position, StatusCode::ACCEPTED))

@@ -133,6 +133,9 @@ impl TestApp {
 
     /// Stops serving and releases the data directory, keeping its files.
     pub async fn stop(mut self) -> (PathBuf, Option<tempfile::TempDir>, ManualClock) {
+        if let Some(app) = &self.app {
+            app.flush().await;
+        }
         self.check_data_dir();
         if let Some(server) = self.server.take() {
             server.abort();
@@ -271,6 +274,8 @@ impl TestApp {
     /// Waits until the workers have handled every event, delivered or given up on every
     /// notice, and recorded each outcome in the log: after it, nothing appends on its own.
     pub async fn quiesce(&self) {
+        // Access records queued behind their answers first (AP-7).
+        self.state.access_recorder.flush().await;
         let workers = self.state.workers.clone();
         let store = self.data_dir.join(custode_workers::store::STORE_FILE);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
