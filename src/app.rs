@@ -83,9 +83,26 @@ impl DataDirLock {
     }
 }
 
-/// What every request handler can reach.
+/// What every request handler can reach: cheap to clone (axum clones it for each extractor).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl From<AppStateInner> for AppState {
+    fn from(inner: AppStateInner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+#[derive(Clone)]
+pub struct AppStateInner {
     pub config: Arc<Config>,
     pub accounts: AccountHandler,
     /// NT-3: workers' reports and operators' retries of dead letters.
@@ -221,7 +238,7 @@ impl App {
             workers.push(worker.map_err(|e| component(&e))?);
         }
         let max_concurrent_requests = config.http.max_concurrent_requests;
-        let state = AppState {
+        let state = AppState(Arc::new(AppStateInner {
             read_models: Arc::new(ReadPool::new(config.data_dir.join(READ_MODELS_FILE))),
             config: Arc::new(config),
             access_recorder: custode_commands::access_recorder::AccessRecorder::new(
@@ -241,7 +258,7 @@ impl App {
             in_flight: Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests)),
             in_flight_by_address: Arc::default(),
             strength_slots: Arc::new(tokio::sync::Semaphore::new(2)),
-        };
+        }));
         Ok(Self {
             state,
             _tasks: tasks,

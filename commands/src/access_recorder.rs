@@ -20,14 +20,14 @@ pub const IN_FLIGHT: u32 = 4096;
 
 #[derive(Clone)]
 pub struct AccessRecorder {
-    accounts: AccountHandler,
+    accounts: Arc<AccountHandler>,
     places: Arc<Semaphore>,
 }
 
 impl AccessRecorder {
     pub fn new(accounts: AccountHandler) -> Self {
         Self {
-            accounts,
+            accounts: Arc::new(accounts),
             places: Arc::new(Semaphore::new(IN_FLIGHT as usize)),
         }
     }

@@ -149,7 +149,8 @@ pub struct Prepared<D: Decider> {
 
 /// The generic handler of aggregate `D`. Cheap to clone; clones share turns and cache.
 pub struct Handler<D: Decider> {
-    services: Services,
+    /// Shared: a request clones handlers (and the state holding them) several times.
+    services: Arc<Services>,
     turns: Arc<StreamTurns>,
     cache: Arc<StateCache<D::State>>,
 }
@@ -167,7 +168,7 @@ impl<D: Decider> Clone for Handler<D> {
 impl<D: Decider> Handler<D> {
     pub fn new(services: Services) -> Self {
         Self {
-            services,
+            services: Arc::new(services),
             turns: Arc::new(StreamTurns::default()),
             cache: Arc::new(StateCache::new(CACHED_STATES)),
         }

@@ -118,9 +118,10 @@ async fn reads_wait_for_their_position_or_answer_503_with_retry_after() {
 
     // A position the log has but the read model has not applied: wait, then 503. A projector
     // that is stuck is simulated by a state whose applied position never moves.
-    let mut stuck = app.state.clone();
+    let mut stuck = (*app.state).clone();
     let (_never, applied) = tokio::sync::watch::channel(0u64);
     stuck.applied = applied;
+    let stuck = custode::app::AppState::from(stuck);
     let (status, headers, body) = oneshot(
         custode::http::app(stuck),
         axum::http::Request::get(format!("/v1/account?after={head}"))
