@@ -562,6 +562,20 @@ mod tests {
                 .map(|v| v.rule)
                 .collect::<Vec<_>>()
         };
+        for hidden in [
+            "\u{061C}",
+            "\u{2028}",
+            "\u{FEFF}",
+            "\u{200B}",
+            "\u{00AD}",
+            "\u{E0041}",
+        ] {
+            let r = ServiceAccessReported {
+                service: format!("IN{hidden}PS"),
+                ..report(now())
+            };
+            assert_eq!(rules(&r, None), ["AH-1.service"], "{hidden:?}");
+        }
         let mut bad = report(now() + Duration::minutes(6));
         bad.service = "INPS\u{202E}".into();
         bad.outcome = Outcome::Success;

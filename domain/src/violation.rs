@@ -29,8 +29,29 @@ impl Violation {
 }
 
 /// A character that would make a text written in mails and pages show one thing and hold
-/// another: control characters and direction marks or overrides.
+/// another: control characters, direction marks and overrides, invisible format characters
+/// (zero-width, soft hyphen, byte-order mark, tags), line and paragraph separators, and the
+/// blank Hangul fillers.
 pub fn hidden_char(ch: char) -> bool {
     ch.is_control()
-        || matches!(ch, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        || matches!(
+            ch,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{E0000}'..='\u{E0FFF}'
+        )
 }

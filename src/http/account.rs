@@ -526,13 +526,5 @@ pub async fn verify_recovery_contact(
             },
             code: req.code,
         });
-    let outcome = state
-        .accounts
-        .execute(session.account_id, cmd, &session.caller(correlation))
-        .await?;
-    if let Some(problem) = super::delegation::second_factor_refusal(&outcome.events) {
-        super::settle(&state, outcome.position()).await;
-        return Err(problem);
-    }
-    Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)
+    super::delegation::code_command(state, session, correlation, cmd).await
 }

@@ -241,7 +241,7 @@ pub struct CodeRequest {
 }
 
 /// Runs a command that checks a code, answering a wrong or replayed one as such (recorded).
-async fn code_command(
+pub(super) async fn code_command(
     state: AppState,
     session: HolderSession,
     correlation: Correlation,

@@ -372,11 +372,9 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
                     OtpPurpose::Login => &mut state.login_codes,
                     _ => &mut state.otp_messages,
                 };
-                let method = match e.channel {
-                    crate::notice::Channel::Email => RecoveryMethod::Email,
-                    crate::notice::Channel::Sms => RecoveryMethod::Sms,
-                };
-                sent.record(e.expires_at, method);
+                // A code's lifetime, whatever its channel: the hourly count reads when each
+                // was sent from its expiry (SC-4's codes by mail count like those by SMS).
+                sent.record(e.expires_at, RecoveryMethod::Sms);
             }
             // A recovery's count of wrong codes outlives its codes (cancelled by a mobile
             // change or an operator's reset, replaced by a newer one).

@@ -321,3 +321,26 @@ fn the_code_for_a_recovery_contact_goes_there_and_proves_it_sc_4() {
         ["SC-4.method"]
     );
 }
+
+#[test]
+fn codes_by_mail_count_towards_the_hourly_limit_like_codes_by_sms_sec_2() {
+    let mut history = identity();
+    for _ in 0..5 {
+        let events = given(history.clone())
+            .when(verify_request(OtpPurpose::VerifyRecoveryEmail))
+            .events();
+        history.extend(events);
+    }
+    assert!(matches!(
+        given(history.clone())
+            .when(verify_request(OtpPurpose::VerifyRecoveryEmail))
+            .error(),
+        AccountError::MessageLimit { .. }
+    ));
+    assert!(matches!(
+        given(history)
+            .when(verify_request(OtpPurpose::Suspension))
+            .error(),
+        AccountError::MessageLimit { .. }
+    ));
+}
