@@ -25,9 +25,7 @@
 mod common;
 
 use chrono::{DateTime, Duration as Days, SecondsFormat, Utc};
-use custode::app::App;
-use custode::config::{Config, FileConfig, Overrides};
-use custode_commands::clock::{Clock, ManualClock};
+use custode_commands::clock::Clock;
 use custode_domain::access::{
     AccessEvent, AppPasswordChecked, DenyReason, Outcome, ServiceAccessReported,
 };
@@ -36,8 +34,6 @@ use custode_domain::{Actor, RecordedEvent};
 use custode_projections::access::AccessHistoryProjection;
 use custode_projections::Projection;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -52,32 +48,6 @@ const QUIET_RECORDS: u64 = 20;
 const QUERIES: usize = 1_000;
 /// Synthetic records take positions from here, far past anything the log will reach.
 const SYNTHETIC_POSITIONS: u64 = 1 << 40;
-
-async fn serve(dir: &std::path::Path) -> (String, App, ManualClock) {
-    let config = Config::resolve(
-        FileConfig::default(),
-        Overrides {
-            data_dir: Some(dir.to_path_buf()),
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            operator_key: Some(OPERATOR_KEY.into()),
-            ..Overrides::default()
-        },
-    )
-    .unwrap();
-    let clock = ManualClock::new(Utc::now());
-    let app = App::start(config, Arc::new(clock.clone())).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = custode::http::app(app.state.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-    });
-    (format!("http://{addr}"), app, clock)
-}
 
 /// Opens a mailbox and logs in with its temporary password: (account id, session).
 async fn mailbox(client: &reqwest::Client, base: &str, user_id: &str) -> (Uuid, String) {
@@ -234,7 +204,7 @@ fn main() {
     let service_dir = dir.path().join("service");
     std::fs::create_dir_all(&service_dir).unwrap();
     common::runtime().block_on(async {
-        let (base, app, clock) = serve(&service_dir).await;
+        let (base, app, clock) = common::serve_app(&service_dir, OPERATOR_KEY).await;
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(CONNECTIONS)
             .build()

@@ -20,14 +20,12 @@
 mod common;
 
 use custode::app::App;
-use custode::config::{Config, FileConfig, Overrides};
 use custode_commands::clock::{Clock, ManualClock};
 use custode_commands::{Metadata, StreamAppend};
 use custode_domain::access::{
     stream_for, AccessEvent, AppPasswordChecked, DenyReason, Outcome as AccessOutcome,
 };
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,30 +42,9 @@ struct Server {
 }
 
 async fn serve(dir: &std::path::Path) -> Server {
-    let config = Config::resolve(
-        FileConfig::default(),
-        Overrides {
-            data_dir: Some(dir.to_path_buf()),
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            operator_key: Some(OPERATOR_KEY.into()),
-            ..Overrides::default()
-        },
-    )
-    .unwrap();
-    let clock = ManualClock::new(chrono::Utc::now());
-    let app = App::start(config, Arc::new(clock.clone())).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = custode::http::app(app.state.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-    });
+    let (base, app, clock) = common::serve_app(dir, OPERATOR_KEY).await;
     Server {
-        base: format!("http://{addr}"),
+        base,
         app,
         clock,
         client: reqwest::Client::builder()

@@ -236,3 +236,43 @@ pub fn pct(sorted: &[u64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
 }
+
+/// The whole service on `dir` with a manual clock, served on a free port: (its base URL, the
+/// application, the clock).
+pub async fn serve_app(
+    dir: &std::path::Path,
+    operator_key: &str,
+) -> (
+    String,
+    custode::app::App,
+    custode_commands::clock::ManualClock,
+) {
+    use custode::config::{Config, FileConfig, Overrides};
+    let config = Config::resolve(
+        FileConfig::default(),
+        Overrides {
+            data_dir: Some(dir.to_path_buf()),
+            listen: Some("127.0.0.1:0".parse().expect("an address")),
+            operator_key: Some(operator_key.into()),
+            ..Overrides::default()
+        },
+    )
+    .expect("settings");
+    let clock = custode_commands::clock::ManualClock::new(Utc::now());
+    let app = custode::app::App::start(config, std::sync::Arc::new(clock.clone()))
+        .await
+        .expect("the service starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("its address");
+    let router = custode::http::app(app.state.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await;
+    });
+    (format!("http://{addr}"), app, clock)
+}
