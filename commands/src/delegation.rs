@@ -420,6 +420,28 @@ impl AccountHandler {
 }
 
 impl AccountHandler {
+    /// SC-2, from the scheduler: the notice `days_before` days before the document on the
+    /// account `stream` expires on `expires_on` (nothing if another document replaced it).
+    pub async fn note_document_expiry(
+        &self,
+        stream: &str,
+        expires_on: chrono::NaiveDate,
+        days_before: u32,
+    ) -> AccountResult<u64> {
+        let account_id = stream
+            .strip_prefix("account-")
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .ok_or_else(|| HandlerError::Store(format!("stream {stream} is not an account's")))?;
+        let cmd = AccountCommand::NoteDocumentExpiry(account::NoteDocumentExpiry {
+            expires_on,
+            days_before,
+        });
+        Ok(self
+            .execute(account_id, cmd, &Caller::system())
+            .await?
+            .position())
+    }
+
     /// AH-1: an access record (a mail server's check, AP-7, or a reported access to a service
     /// provider), appended on the account's access stream at its end (no version check: a
     /// record decides nothing, so it takes no turn and meets no conflict), so the account's own

@@ -2,6 +2,7 @@
 //! which template and in which language. Pure: the workers feed it each event and the contacts
 //! they have folded from earlier ones ([`Contacts::evolve`]), and deliver what it returns.
 
+use crate::account::DocumentExpiryNoticed;
 use crate::account::{
     collaborator_link_context, otp_context, recovery_link_context, temporary_password_context,
     AccountOpened, AccountRevoked, AccountSuspended, AppPasswordExpiryNoticed, AppPasswordIssued,
@@ -149,6 +150,7 @@ crate::event_group! {
         CollaboratorPasswordSet,
         AccountSuspended,
         AccountRevoked,
+        DocumentExpiryNoticed,
     }
 }
 
@@ -314,6 +316,7 @@ pub fn notices_for(
         NotifyEvent::AppPasswordExpiryNoticed(_) => to_contact_email(Template::AppPasswordExpiry),
         NotifyEvent::AccountSuspended(_) => to_contact_email(Template::Suspension),
         NotifyEvent::AccountRevoked(_) => to_contact_email(Template::Revoked),
+        NotifyEvent::DocumentExpiryNoticed(_) => to_contact_email(Template::DocumentExpiry),
         NotifyEvent::CollaboratorLinkIssued(e) => vec![mail(
             &e.to,
             match e.reason {

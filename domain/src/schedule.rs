@@ -14,8 +14,9 @@
 //! inactivity (SC-8) and document expiry (SC-2) arrive as command timers with their events.
 
 use crate::account::{
-    AccountSuspended, AppPasswordIssued, AppPasswordPostponed, ChecksLockedOut, LoginLockedOut,
-    OtpChallengeIssued, RecoveryLinkIssued, SecurityQuestionLocked, TemporaryPasswordIssued,
+    AccountSuspended, AppPasswordIssued, AppPasswordPostponed, ChecksLockedOut,
+    IdentityDocumentRecorded, LoginLockedOut, OtpChallengeIssued, RecoveryLinkIssued,
+    SecurityQuestionLocked, TemporaryPasswordIssued,
 };
 use crate::secret::Sealed;
 use crate::subject::{
@@ -39,6 +40,13 @@ pub enum Timer {
     /// SEC-8: run `MirrorNotice` on the unknown id's subject stream `stream`, as a worker
     /// records the notice a real account's event is sent.
     MirrorNotice { stream: String, template: String },
+    /// SC-2: run `NoteDocumentExpiry` on the account `stream`, `days_before` days before the
+    /// identity document's expiry `expires_on`.
+    DocumentExpiry {
+        stream: String,
+        expires_on: NaiveDate,
+        days_before: u32,
+    },
     /// AP-6: run `NoteAppPasswordExpiry` on the account `stream`, `days_before` days before
     /// the expiry `expires_at` of the scope's password (0: at it).
     AppPasswordExpiry {
@@ -107,6 +115,7 @@ crate::event_group! {
         AppPasswordIssued,
         AppPasswordPostponed,
         AccountSuspended,
+        IdentityDocumentRecorded,
     }
 }
 
@@ -215,6 +224,25 @@ pub fn schedule_for(stream: &str, event: &ScheduleEvent) -> Schedule {
         }
         // SC-6: `EndLocks` also ends a suspension whose period is over.
         ScheduleEvent::AccountSuspended(e) => end_locks(stream, e.until),
+        // SC-2: 30 and 7 days before the document expires (at the start of those days, UTC).
+        ScheduleEvent::IdentityDocumentRecorded(e) => Schedule {
+            set: crate::account::DOCUMENT_NOTICE_DAYS
+                .iter()
+                .filter_map(|&days_before| {
+                    let day = e.expires_on - Duration::days(i64::from(days_before));
+                    Some(Deadline {
+                        key: format!("document-expiry/{stream}/{}/{days_before}", e.expires_on),
+                        timer: Timer::DocumentExpiry {
+                            stream: stream.to_string(),
+                            expires_on: e.expires_on,
+                            days_before,
+                        },
+                        due_at: day.and_hms_opt(0, 0, 0)?.and_utc(),
+                    })
+                })
+                .collect(),
+            cancel: Vec::new(),
+        },
     }
 }
 
@@ -275,6 +303,33 @@ mod tests {
                 },
                 due_at: until,
             }]
+        );
+    }
+
+    #[test]
+    fn a_document_sets_its_notices_30_and_7_days_before_it_expires_sc_2() {
+        let expires_on = NaiveDate::from_ymd_opt(2027, 3, 1).unwrap();
+        let event =
+            ScheduleEvent::IdentityDocumentRecorded(crate::account::IdentityDocumentRecorded {
+                kind: crate::account::DocumentKind::Passport,
+                number: "YA1234567".into(),
+                expires_on,
+            });
+        let schedule = schedule_for("account-x", &event);
+        let due: Vec<(String, u32)> = schedule
+            .set
+            .iter()
+            .map(|d| match &d.timer {
+                Timer::DocumentExpiry { days_before, .. } => (d.due_at.to_rfc3339(), *days_before),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            due,
+            [
+                ("2027-01-30T00:00:00+00:00".to_string(), 30),
+                ("2027-02-22T00:00:00+00:00".to_string(), 7)
+            ]
         );
     }
 

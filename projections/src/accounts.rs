@@ -11,7 +11,8 @@ use custode_domain::account::{
     TemporaryPasswordReason, TwoFactorDisabled, TwoFactorEnabled,
 };
 use custode_domain::account::{
-    AccountRevoked, AccountSuspended, LanguageChanged, RecoveryContactVerified, SuspensionEnded,
+    AccountRevoked, AccountSuspended, DocumentExpiryNoticed, IdentityDocumentRecorded,
+    LanguageChanged, RecoveryContactVerified, SuspensionEnded,
 };
 
 custode_domain::event_group! {
@@ -39,6 +40,8 @@ custode_domain::event_group! {
         AccountRevoked,
         LanguageChanged,
         RecoveryContactVerified,
+        IdentityDocumentRecorded,
+        DocumentExpiryNoticed,
     }
 }
 use custode_domain::recovery::RecoveryMethod;
@@ -55,7 +58,7 @@ impl Projection for AccountsProjection {
     }
 
     fn version(&self) -> u32 {
-        4
+        5
     }
 
     fn create(&self, conn: &Connection) -> rusqlite::Result<()> {
@@ -115,6 +118,13 @@ impl Projection for AccountsProjection {
             CREATE TABLE IF NOT EXISTS collaborator_links (
                 token_hash TEXT PRIMARY KEY,
                 account_id TEXT NOT NULL
+            );
+            -- SC-2: an identity's document on file.
+            CREATE TABLE IF NOT EXISTS identity_documents (
+                account_id TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                number TEXT NOT NULL,
+                expires_on TEXT NOT NULL
             );",
         )
     }
@@ -123,7 +133,7 @@ impl Projection for AccountsProjection {
         conn.execute_batch(
             "DROP TABLE IF EXISTS accounts; DROP TABLE IF EXISTS account_security;
              DROP TABLE IF EXISTS app_passwords; DROP TABLE IF EXISTS notifications;
-             DROP TABLE IF EXISTS collaborator_links;",
+             DROP TABLE IF EXISTS collaborator_links; DROP TABLE IF EXISTS identity_documents;",
         )
     }
 
@@ -316,6 +326,29 @@ impl Projection for AccountsProjection {
                     params![account_id],
                 )?;
             }
+            AccountsFolds::IdentityDocumentRecorded(e) => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO identity_documents (account_id, kind, number, expires_on)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![account_id, json_str(&e.kind), e.number, e.expires_on.to_string()],
+                )?;
+            }
+            AccountsFolds::DocumentExpiryNoticed(e) => {
+                let detail = serde_json::json!({
+                    "expires_on": e.expires_on,
+                    "days_before": e.days_before,
+                });
+                tx.execute(
+                    "INSERT OR REPLACE INTO notifications (account_id, position, at, kind, detail)
+                     VALUES (?1, ?2, ?3, 'document_expiry', ?4)",
+                    params![
+                        account_id,
+                        event.position,
+                        event.occurred_at.to_rfc3339(),
+                        detail.to_string()
+                    ],
+                )?;
+            }
             AccountsFolds::RecoveryContactVerified(e) => {
                 // SC-4: the badge holds while that contact is the one on file.
                 let (email, mobile) = match e.method {
@@ -430,6 +463,20 @@ pub fn by_user_id(conn: &Connection, user_id: &str) -> rusqlite::Result<Option<A
         "SELECT {COLUMNS} FROM accounts WHERE user_key = ?1"
     ))?
     .query_row(params![user_key(user_id)], row)
+    .optional()
+}
+
+/// SC-2: an identity's document on file: (kind, number, expires_on).
+pub fn document_of(
+    conn: &Connection,
+    account_id: &str,
+) -> rusqlite::Result<Option<(String, String, String)>> {
+    conn.prepare_cached(
+        "SELECT kind, number, expires_on FROM identity_documents WHERE account_id = ?1",
+    )?
+    .query_row(params![account_id], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
     .optional()
 }
 

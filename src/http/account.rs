@@ -91,6 +91,35 @@ struct Page {
     notifications: Vec<custode_projections::accounts::NotificationRow>,
     /// NT-3: notices that exhausted their retries (an operator can retry them).
     undelivered_notices: Vec<UndeliveredNotice>,
+    /// SC-2: an identity's document on file (its number masked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity_document: Option<IdentityDocument>,
+}
+
+#[derive(Debug, Serialize)]
+struct IdentityDocument {
+    kind: String,
+    /// The last three characters only.
+    number: String,
+    expires_on: String,
+}
+
+impl IdentityDocument {
+    fn masked(kind: String, number: &str, expires_on: String) -> Self {
+        let shown: String = number
+            .chars()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        Self {
+            kind,
+            number: format!("*****{shown}"),
+            expires_on,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -167,6 +196,16 @@ pub async fn page(
 ) -> Result<Response, Problem> {
     wait_for_after(&state, &after).await?;
     let (row, extras) = account_row(&state, &session).await?;
+    let document = if row.kind == "identity" {
+        let account_id = row.account_id.clone();
+        query(&state, move |conn| {
+            custode_projections::accounts::document_of(conn, &account_id)
+        })
+        .await?
+        .map(|(kind, number, expires_on)| IdentityDocument::masked(kind, &number, expires_on))
+    } else {
+        None
+    };
     let now = state.clock.now();
     let mut required_actions = Vec::new();
     if row.must_change_password {
@@ -227,6 +266,7 @@ pub async fn page(
         state: row.state,
         language: row.language,
         cooldowns: Vec::new(),
+        identity_document: document,
         required_actions,
         undelivered_notices: extras
             .undelivered
@@ -527,4 +567,46 @@ pub async fn verify_recovery_contact(
             code: req.code,
         });
     super::delegation::code_command(state, session, correlation, cmd).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DocumentRequest {
+    kind: custode_domain::account::DocumentKind,
+    number: String,
+    expires_on: chrono::NaiveDate,
+}
+
+/// SC-2: an identity records its new identity document (a fresh session, SEC-3); the notices
+/// 30 and 7 days before it expires follow from the scheduler.
+pub async fn record_document(
+    State(state): State<AppState>,
+    session: HolderSession,
+    correlation: Correlation,
+    Body(req): Body<DocumentRequest>,
+) -> Result<Response, Problem> {
+    let cmd = AccountCommand::RecordDocument(custode_domain::account::RecordDocument {
+        session_id: session.session_id,
+        kind: req.kind,
+        number: req.number.clone(),
+        expires_on: req.expires_on,
+    });
+    let outcome = state
+        .accounts
+        .execute(session.account_id, cmd, &session.caller(correlation))
+        .await?;
+    let number: String = req
+        .number
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_uppercase();
+    let body = IdentityDocument::masked(
+        serde_json::to_value(req.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        &number,
+        req.expires_on.to_string(),
+    );
+    Ok(command_answer(&state, outcome.position(), Json(body)).await)
 }

@@ -233,6 +233,11 @@ fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
             post(account::verify_recovery_contact),
         ),
         (
+            Method::PUT,
+            "/v1/account/identity-document",
+            put(account::record_document),
+        ),
+        (
             Method::GET,
             "/v1/account/access-history",
             get(history::access_history),

@@ -413,3 +413,93 @@ async fn a_code_sent_to_a_recovery_contact_earns_its_verified_badge_until_it_cha
         .await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn a_recorded_document_is_shown_masked_and_its_expiry_mailed_30_and_7_days_before_sc_2() {
+    let app = TestApp::spawn().await;
+    let token = identity(&app).await;
+    let expires_on = (app.clock.now() + Duration::days(45)).date_naive();
+    let put = |body: Value| {
+        let app = &app;
+        let token = token.clone();
+        async move {
+            app.request(
+                reqwest::Method::PUT,
+                "/v1/account/identity-document",
+                Some(&token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    // Bad input changes nothing.
+    let res =
+        put(json!({ "kind": "identity_card", "number": "AB-1", "expires_on": "2020-01-01" })).await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), ["SC-2.number", "SC-2.expires_on"]);
+    let res =
+        put(json!({ "kind": "library_card", "number": "CA12345AB", "expires_on": expires_on }))
+            .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page: Value = app
+        .get("/v1/account", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(page.get("identity_document").is_none(), "{page}");
+
+    let res =
+        put(json!({ "kind": "identity_card", "number": "ca 12345 ab", "expires_on": expires_on }))
+            .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let page: Value = app
+        .get("/v1/account", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        page["identity_document"],
+        json!({ "kind": "identity_card", "number": "*****5AB", "expires_on": expires_on.to_string() })
+    );
+    assert!(!page.to_string().contains("CA12345AB"));
+
+    // 30 days before: a mail and a notification; 7 days before: another.
+    let subject = "Your identity document is about to expire";
+    app.advance(Duration::days(16));
+    eventually(StdDuration::from_secs(15), "the 30-day notice", || {
+        mails(&app, "giulia@example.it", subject).len() == 1
+    })
+    .await;
+    app.advance(Duration::days(23));
+    eventually(StdDuration::from_secs(15), "the 7-day notice", || {
+        mails(&app, "giulia@example.it", subject).len() == 2
+    })
+    .await;
+    let token = app.login(IDENTITY, IDENTITY_PASSWORD).await;
+    let page: Value = app
+        .get("/v1/account", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&Value> = page["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["detail"]["days_before"])
+        .collect();
+    assert_eq!(kinds, [&json!(7), &json!(30)]);
+    // A mailbox has no identity document.
+    let (mailbox, _) = app.ready_mailbox("casella.documento@pec.example.it").await;
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/account/identity-document",
+            Some(&mailbox),
+            Some(json!({ "kind": "passport", "number": "YA1234567", "expires_on": expires_on })),
+        )
+        .await;
+    expect_problem(res, StatusCode::FORBIDDEN, "not-an-identity").await;
+}

@@ -378,6 +378,15 @@ async fn run_timer(accounts: &AccountHandler, timer: &Timer) -> Result<(), Strin
             .await
             .map(|_| ())
             .map_err(|e| e.to_string()),
+        Timer::DocumentExpiry {
+            stream,
+            expires_on,
+            days_before,
+        } => accounts
+            .note_document_expiry(stream, *expires_on, *days_before)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         // Not a command: the scheduler that holds the keys does it itself.
         Timer::DestroyDeliveryKey { .. } => Ok(()),
     }

@@ -127,7 +127,8 @@ impl Timers {
                 }
                 command @ (Timer::EndLocks { .. }
                 | Timer::MirrorNotice { .. }
-                | Timer::AppPasswordExpiry { .. }) => {
+                | Timer::AppPasswordExpiry { .. }
+                | Timer::DocumentExpiry { .. }) => {
                     // A command that cannot run now waits for the next round; the others go on.
                     if let Err(error) = self.reporter.report(&Outcome::timer(&key, &command)).await
                     {

@@ -46,6 +46,10 @@ pub enum AccountCommand {
     SetLanguage(SetLanguage),
     /// SC-4: the code sent to a recovery contact, proving it is read.
     VerifyRecoveryContact(VerifyRecoveryContact),
+    /// SC-2: a new identity document.
+    RecordDocument(RecordDocument),
+    /// SC-2, from the scheduler.
+    NoteDocumentExpiry(NoteDocumentExpiry),
 }
 
 impl AccountCommand {
@@ -78,7 +82,9 @@ impl AccountCommand {
             | AccountCommand::Suspend(_)
             | AccountCommand::Revoke(_)
             | AccountCommand::SetLanguage(_)
-            | AccountCommand::VerifyRecoveryContact(_) => false,
+            | AccountCommand::VerifyRecoveryContact(_)
+            | AccountCommand::RecordDocument(_)
+            | AccountCommand::NoteDocumentExpiry(_) => false,
             AccountCommand::Logout(_)
             | AccountCommand::SendRecoveryLink(_)
             | AccountCommand::SendRecoveryCode(_)
@@ -333,6 +339,20 @@ pub struct Suspend {
     pub days: u32,
     /// The code sent for `suspension` (`POST /v1/account/otp`).
     pub otp: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordDocument {
+    pub session_id: Uuid,
+    pub kind: DocumentKind,
+    pub number: String,
+    pub expires_on: chrono::NaiveDate,
+}
+
+#[derive(Debug, Clone)]
+pub struct NoteDocumentExpiry {
+    pub expires_on: chrono::NaiveDate,
+    pub days_before: u32,
 }
 
 #[derive(Debug, Clone)]

@@ -164,6 +164,8 @@ pub enum AccountEvent {
     AccountRevoked(AccountRevoked),
     LanguageChanged(LanguageChanged),
     RecoveryContactVerified(RecoveryContactVerified),
+    IdentityDocumentRecorded(IdentityDocumentRecorded),
+    DocumentExpiryNoticed(DocumentExpiryNoticed),
 }
 
 /// Every account event type, for the schema coverage test and the projections' filters.
@@ -210,6 +212,8 @@ pub const ACCOUNT_EVENT_TYPES: &[&str] = &[
     "AccountRevoked",
     "LanguageChanged",
     "RecoveryContactVerified",
+    "IdentityDocumentRecorded",
+    "DocumentExpiryNoticed",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -642,6 +646,30 @@ pub struct AccountSuspended {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SuspensionEnded {
     pub suspended_until: DateTime<Utc>,
+}
+
+/// SC-2: the kind of an identity document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentKind {
+    IdentityCard,
+    Passport,
+    DrivingLicence,
+}
+
+/// SC-2: the holder recorded the identity document on file (a new one replaces the old).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentityDocumentRecorded {
+    pub kind: DocumentKind,
+    pub number: String,
+    pub expires_on: chrono::NaiveDate,
+}
+
+/// SC-2: the holder was told, `days_before` days ahead, that the document expires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocumentExpiryNoticed {
+    pub expires_on: chrono::NaiveDate,
+    pub days_before: u32,
 }
 
 /// SC-4: the holder proved it reads a recovery contact with the code sent there: the page

@@ -22,7 +22,7 @@ pub use crate::decider::Ctx;
 pub use commands::*;
 pub use decide::{
     answer_malformed, decide, plus_months, postpone_available_from, Scope, APP_PASSWORD_MONTHS,
-    EXPIRY_NOTICE_DAYS, MAX_SUSPENSION_DAYS, POSTPONE_WINDOW_DAYS,
+    DOCUMENT_NOTICE_DAYS, EXPIRY_NOTICE_DAYS, MAX_SUSPENSION_DAYS, POSTPONE_WINDOW_DAYS,
 };
 pub use errors::*;
 pub use events::*;

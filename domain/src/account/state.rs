@@ -55,6 +55,8 @@ pub struct Account {
     pub collaborator: CollaboratorLinks,
     /// SC-6: until when a self-suspension lasts.
     pub suspended_until: Option<DateTime<Utc>>,
+    /// SC-2: the identity document on file, and the notices given for its expiry.
+    pub document: Option<(IdentityDocumentRecorded, Vec<u32>)>,
 }
 
 /// AP-8: the active second factor.
@@ -558,6 +560,16 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             state.suspended_until = None;
         }
         AccountEvent::RecoveryContactVerified(_) => {}
+        AccountEvent::IdentityDocumentRecorded(e) => {
+            state.document = Some((e.clone(), Vec::new()));
+        }
+        AccountEvent::DocumentExpiryNoticed(e) => {
+            if let Some((document, noticed)) = state.document.as_mut() {
+                if document.expires_on == e.expires_on {
+                    noticed.push(e.days_before);
+                }
+            }
+        }
         AccountEvent::LanguageChanged(e) => {
             if let Some(profile) = state.profile.as_mut() {
                 profile.language = e.language;

@@ -17,7 +17,7 @@ pub use app_passwords::{
 };
 
 pub use recovery::answer_malformed;
-pub use suspension::MAX_SUSPENSION_DAYS;
+pub use suspension::{DOCUMENT_NOTICE_DAYS, MAX_SUSPENSION_DAYS};
 
 use super::commands::*;
 use super::errors::AccountError;
@@ -65,6 +65,8 @@ pub fn decide(
         AccountCommand::Revoke(c) => suspension::revoke(state, c, ctx),
         AccountCommand::SetLanguage(c) => sessions::set_language(state, c, ctx),
         AccountCommand::VerifyRecoveryContact(c) => recovery_info::verify_contact(state, c, ctx),
+        AccountCommand::RecordDocument(c) => suspension::record_document(state, c, ctx),
+        AccountCommand::NoteDocumentExpiry(c) => suspension::note_document_expiry(state, c, ctx),
     }
 }
 

@@ -1,4 +1,5 @@
-//! SC-6: an identity's self-suspension, its end, and an operator's revocation.
+//! SC-6: an identity's self-suspension, its end, and an operator's revocation; SC-2: its
+//! identity document and the notices before the document expires.
 
 use super::super::commands::*;
 use super::super::errors::AccountError;
@@ -87,4 +88,75 @@ pub(super) fn revoke(
     })];
     events.extend(end_sessions(state, SessionEndReason::Revoked, ctx.now));
     Ok(events)
+}
+
+/// SC-2: the days before a document's expiry when the holder is told.
+pub const DOCUMENT_NOTICE_DAYS: [u32; 2] = [30, 7];
+
+pub(super) fn record_document(
+    state: &Account,
+    c: &RecordDocument,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    let profile = opened(state)?;
+    require_session(state, c.session_id, true, ctx.now)?;
+    if profile.kind != AccountKind::Identity {
+        return Err(AccountError::NotIdentity);
+    }
+    let number: String = c
+        .number
+        .chars()
+        .filter(|ch| !ch.is_whitespace())
+        .collect::<String>()
+        .to_uppercase();
+    let mut errors = Vec::new();
+    if !(5..=20).contains(&number.chars().count())
+        || !number.chars().all(|ch| ch.is_ascii_alphanumeric())
+    {
+        errors.push(Violation::new(
+            "SC-2.number",
+            Some("number"),
+            "the document number has 5 to 20 letters and digits",
+        ));
+    }
+    if c.expires_on <= ctx.now.date_naive() {
+        errors.push(Violation::new(
+            "SC-2.expires_on",
+            Some("expires_on"),
+            "a document recorded now must still be valid",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(AccountError::Invalid(errors));
+    }
+    let recorded = IdentityDocumentRecorded {
+        kind: c.kind,
+        number,
+        expires_on: c.expires_on,
+    };
+    if state.document.as_ref().is_some_and(|(d, _)| *d == recorded) {
+        return Ok(Vec::new());
+    }
+    Ok(vec![AccountEvent::IdentityDocumentRecorded(recorded)])
+}
+
+/// SC-2: the scheduler's notice, given once, and only while that expiry is the one on file.
+pub(super) fn note_document_expiry(
+    state: &Account,
+    c: &NoteDocumentExpiry,
+    _ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    opened(state)?;
+    let due = state.document.as_ref().is_some_and(|(d, noticed)| {
+        d.expires_on == c.expires_on && !noticed.contains(&c.days_before)
+    });
+    if !due || state.status == AccountStatus::Revoked {
+        return Ok(Vec::new());
+    }
+    Ok(vec![AccountEvent::DocumentExpiryNoticed(
+        DocumentExpiryNoticed {
+            expires_on: c.expires_on,
+            days_before: c.days_before,
+        },
+    )])
 }

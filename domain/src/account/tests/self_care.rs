@@ -344,3 +344,78 @@ fn codes_by_mail_count_towards_the_hourly_limit_like_codes_by_sms_sec_2() {
         AccountError::MessageLimit { .. }
     ));
 }
+
+fn record(number: &str, expires_on: chrono::NaiveDate) -> AccountCommand {
+    AccountCommand::RecordDocument(RecordDocument {
+        session_id: SESSION,
+        kind: DocumentKind::IdentityCard,
+        number: number.into(),
+        expires_on,
+    })
+}
+
+fn note(expires_on: chrono::NaiveDate, days_before: u32) -> AccountCommand {
+    AccountCommand::NoteDocumentExpiry(NoteDocumentExpiry {
+        expires_on,
+        days_before,
+    })
+}
+
+#[test]
+fn a_new_document_is_recorded_and_its_expiry_noticed_once_per_notice_sc_2() {
+    let expires = now().date_naive() + Duration::days(60);
+    let history = identity();
+    let events = given(history.clone())
+        .when(record("ca 12345 ab", expires))
+        .events();
+    assert_eq!(
+        events,
+        [AccountEvent::IdentityDocumentRecorded(
+            IdentityDocumentRecorded {
+                kind: DocumentKind::IdentityCard,
+                number: "CA12345AB".into(),
+                expires_on: expires,
+            }
+        )]
+    );
+    let history = then(history, events);
+    // The same document again records nothing.
+    assert!(given(history.clone())
+        .when(record("CA12345AB", expires))
+        .events()
+        .is_empty());
+    // The scheduler's notices: once each, and none for an expiry no longer on file.
+    let noticed = given(history.clone()).when(note(expires, 30)).events();
+    assert_eq!(
+        noticed,
+        [AccountEvent::DocumentExpiryNoticed(DocumentExpiryNoticed {
+            expires_on: expires,
+            days_before: 30
+        })]
+    );
+    let history = then(history, noticed);
+    assert!(given(history.clone())
+        .when(note(expires, 30))
+        .events()
+        .is_empty());
+    let renewed = then(
+        history.clone(),
+        given(history.clone())
+            .when(record("CA99999ZZ", expires + Duration::days(3650)))
+            .events(),
+    );
+    assert!(given(renewed).when(note(expires, 7)).events().is_empty());
+    // Bad input: a short or odd number, a document already expired; a mailbox has none.
+    assert_eq!(
+        given(history.clone())
+            .when(record("AB-1", now().date_naive()))
+            .violated_rules(),
+        ["SC-2.number", "SC-2.expires_on"]
+    );
+    assert_eq!(
+        given(with_session())
+            .when(record("CA12345AB", expires))
+            .error(),
+        AccountError::NotIdentity
+    );
+}
