@@ -269,16 +269,7 @@ impl Projection for AccountsProjection {
                     "expires_at": e.expires_at,
                     "days_before": e.days_before,
                 });
-                tx.execute(
-                    "INSERT OR REPLACE INTO notifications (account_id, position, at, kind, detail)
-                     VALUES (?1, ?2, ?3, 'app_password_expiry', ?4)",
-                    params![
-                        account_id,
-                        event.position,
-                        event.occurred_at.to_rfc3339(),
-                        detail.to_string()
-                    ],
-                )?;
+                notification(tx, account_id, event, "app_password_expiry", &detail)?;
             }
             AccountsFolds::CollaboratorLinkIssued(e) => {
                 tx.execute(
@@ -338,16 +329,7 @@ impl Projection for AccountsProjection {
                     "expires_on": e.expires_on,
                     "days_before": e.days_before,
                 });
-                tx.execute(
-                    "INSERT OR REPLACE INTO notifications (account_id, position, at, kind, detail)
-                     VALUES (?1, ?2, ?3, 'document_expiry', ?4)",
-                    params![
-                        account_id,
-                        event.position,
-                        event.occurred_at.to_rfc3339(),
-                        detail.to_string()
-                    ],
-                )?;
+                notification(tx, account_id, event, "document_expiry", &detail)?;
             }
             AccountsFolds::RecoveryContactVerified(e) => {
                 // SC-4: the badge holds while that contact is the one on file.
@@ -381,6 +363,28 @@ impl Projection for AccountsProjection {
 }
 
 /// A unit enum's serde name (`"pro"`), for storing it as text.
+/// An entry of the page's notification list (AP-6, SC-2), keyed by the event's position.
+fn notification(
+    tx: &Transaction<'_>,
+    account_id: &str,
+    event: &RecordedEvent,
+    kind: &str,
+    detail: &serde_json::Value,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO notifications (account_id, position, at, kind, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            account_id,
+            event.position,
+            event.occurred_at.to_rfc3339(),
+            kind,
+            detail.to_string()
+        ],
+    )?;
+    Ok(())
+}
+
 fn json_str<T: Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(s)) => s,
