@@ -6,7 +6,8 @@
 use custode_commands::hashing::Argon2Settings;
 use custode_commands::Synchronous;
 use custode_domain::settings::{
-    HistorySettings, LimitSettings, PolicySettings, RecoverySettings, SessionSettings,
+    HistorySettings, IdentitySettings, LimitSettings, PolicySettings, RecoverySettings,
+    SessionSettings,
 };
 use custode_domain::Secret;
 use custode_domain::Settings;
@@ -48,6 +49,8 @@ pub struct FileConfig {
     pub limits: LimitSettings,
     /// AH-3: the access history's retention.
     pub history: HistorySettings,
+    /// SC-8: an unused identity's revocation.
+    pub identity: IdentitySettings,
     /// RC-1: the captcha verifier (unset: any non-empty token passes).
     pub captcha: CaptchaConfig,
     pub argon2: Argon2Settings,
@@ -341,6 +344,16 @@ impl Config {
                 "nats.retention_days must be between 1 and 365 (SEC-9: the bus keeps messages a bounded time)".into(),
             ));
         }
+        if file.identity.inactivity_months > 1200 {
+            return Err(ConfigError::Value(
+                "identity.inactivity_months must be between 0 (off) and 1200".into(),
+            ));
+        }
+        if file.policy.identity_max_age_days > 36_500 || file.policy.mailbox_max_age_days > 36_500 {
+            return Err(ConfigError::Value(
+                "policy.identity_max_age_days and policy.mailbox_max_age_days must be between 0 (off) and 36500".into(),
+            ));
+        }
         if !(1..=36_500).contains(&file.history.retention_days) {
             return Err(ConfigError::Value(
                 "history.retention_days must be between 1 and 36500".into(),
@@ -395,6 +408,7 @@ impl Config {
                 recovery: file.recovery,
                 limits: file.limits,
                 history: file.history,
+                identity: file.identity,
             },
             captcha: file.captcha,
             argon2: file.argon2,

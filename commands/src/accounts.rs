@@ -321,6 +321,43 @@ impl AccountHandler {
         self.execute(account_id, cmd, caller).await
     }
 
+    /// SC-3: codes to the current contact mobile and to `mobile`, drawn here.
+    pub async fn start_contact_mobile_change(
+        &self,
+        account_id: Uuid,
+        session_id: Uuid,
+        mobile: String,
+        caller: &Caller,
+    ) -> AccountResult<Outcome> {
+        let cmd = AccountCommand::StartContactMobileChange(account::StartContactMobileChange {
+            session_id,
+            mobile,
+            current: self.draw_code(account_id)?,
+            new: self.draw_code(account_id)?,
+        });
+        self.execute(account_id, cmd, caller).await
+    }
+
+    /// SC-5: the authorising code checked, and a code (drawn here) to the new recovery contact.
+    pub async fn start_recovery_contact_change(
+        &self,
+        account_id: Uuid,
+        session_id: Uuid,
+        method: custode_domain::recovery::RecoveryMethod,
+        otp: Option<custode_domain::Secret>,
+        contact: String,
+        caller: &Caller,
+    ) -> AccountResult<Outcome> {
+        let cmd = AccountCommand::StartRecoveryContactChange(account::StartRecoveryContactChange {
+            session_id,
+            method,
+            otp,
+            contact,
+            code: self.draw_code(account_id)?,
+        });
+        self.execute(account_id, cmd, caller).await
+    }
+
     /// Load, decide, append on the account's stream (see [`Handler::execute`]).
     pub async fn execute(
         &self,

@@ -149,6 +149,7 @@ impl AccountHandler {
                 language: profile.language,
                 password: InitialPassword::Link { token_hash, sealed },
                 permissions: permissions.clone(),
+                identity_expires_on: None,
             };
             match self.open(cmd, caller).await {
                 Ok((outcome, _)) => {
@@ -403,10 +404,7 @@ impl AccountHandler {
         expires_at: chrono::DateTime<chrono::Utc>,
         days_before: u32,
     ) -> AccountResult<u64> {
-        let account_id = stream
-            .strip_prefix("account-")
-            .and_then(|id| Uuid::parse_str(id).ok())
-            .ok_or_else(|| HandlerError::Store(format!("stream {stream} is not an account's")))?;
+        let account_id = account_of_stream(stream)?;
         let cmd = AccountCommand::NoteAppPasswordExpiry(account::NoteAppPasswordExpiry {
             scope: scope.to_string(),
             expires_at,
@@ -420,6 +418,57 @@ impl AccountHandler {
 }
 
 impl AccountHandler {
+    /// PW-6, from the scheduler: the notice `days_before` days before the password on the
+    /// account `stream` expires at `expires_at`, or (0) its expiry; nothing if it changed.
+    pub async fn note_password_expiry(
+        &self,
+        stream: &str,
+        expires_at: chrono::DateTime<chrono::Utc>,
+        days_before: u32,
+    ) -> AccountResult<u64> {
+        let account_id = account_of_stream(stream)?;
+        let cmd = AccountCommand::NotePasswordExpiry(account::NotePasswordExpiry {
+            expires_at,
+            days_before,
+        });
+        Ok(self
+            .execute(account_id, cmd, &Caller::system())
+            .await?
+            .position())
+    }
+
+    /// SC-8, from the scheduler: a look at whether the identity on `stream` has been used,
+    /// with the latest successful access the identity front end reported (read from the tail
+    /// of the account's access stream).
+    pub async fn review_inactivity(&self, stream: &str) -> AccountResult<u64> {
+        use custode_domain::access::{stream_for, AccessEvent, Outcome};
+        let account_id = account_of_stream(stream)?;
+        let tail = self
+            .services()
+            .log
+            .read_stream_tail(&stream_for(account_id), RECENT_RECORDS_READ)
+            .await?;
+        let mut last_reported_access = None;
+        for recorded in &tail {
+            let event: AccessEvent = custode_domain::envelope::decode(recorded)
+                .map_err(|e| HandlerError::Store(e.to_string()))?;
+            if let AccessEvent::ServiceAccessReported(report) = event {
+                if report.outcome == Outcome::Success {
+                    // A report cannot be later than its recording.
+                    last_reported_access = Some(report.at.min(recorded.occurred_at));
+                    break;
+                }
+            }
+        }
+        let cmd = AccountCommand::ReviewInactivity(account::ReviewInactivity {
+            last_reported_access,
+        });
+        Ok(self
+            .execute(account_id, cmd, &Caller::system())
+            .await?
+            .position())
+    }
+
     /// SC-2, from the scheduler: the notice `days_before` days before the document on the
     /// account `stream` expires on `expires_on` (nothing if another document replaced it).
     pub async fn note_document_expiry(
@@ -428,10 +477,7 @@ impl AccountHandler {
         expires_on: chrono::NaiveDate,
         days_before: u32,
     ) -> AccountResult<u64> {
-        let account_id = stream
-            .strip_prefix("account-")
-            .and_then(|id| Uuid::parse_str(id).ok())
-            .ok_or_else(|| HandlerError::Store(format!("stream {stream} is not an account's")))?;
+        let account_id = account_of_stream(stream)?;
         let cmd = AccountCommand::NoteDocumentExpiry(account::NoteDocumentExpiry {
             expires_on,
             days_before,
@@ -469,6 +515,14 @@ impl AccountHandler {
         let recorded = self.services().log.append(vec![append], meta).await?;
         Ok(recorded.last().map_or(0, |r| r.position))
     }
+}
+
+/// The account whose stream is `stream` (`account-<uuid>`).
+fn account_of_stream(stream: &str) -> Result<Uuid, HandlerError<AccountError>> {
+    stream
+        .strip_prefix("account-")
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(|| HandlerError::Store(format!("stream {stream} is not an account's")))
 }
 
 /// How many of an account's latest access records a restarted node reads to learn a user id's

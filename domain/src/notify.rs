@@ -2,7 +2,6 @@
 //! which template and in which language. Pure: the workers feed it each event and the contacts
 //! they have folded from earlier ones ([`Contacts::evolve`]), and deliver what it returns.
 
-use crate::account::DocumentExpiryNoticed;
 use crate::account::{
     collaborator_link_context, otp_context, recovery_link_context, temporary_password_context,
     AccountOpened, AccountRevoked, AccountSuspended, AppPasswordExpiryNoticed, AppPasswordIssued,
@@ -10,6 +9,10 @@ use crate::account::{
     LinkReason, LoginLockedOut, OtpChallengeIssued, PasswordChanged, PasswordRecovered,
     RecoveryInfoSet, RecoveryLinkIssued, SecurityQuestionLocked, TemporaryPasswordIssued,
     TemporaryPasswordReason, TwoFactorDisabled, TwoFactorEnabled,
+};
+use crate::account::{
+    ContactEmailChanged, ContactMobileChanged, DocumentExpiryNoticed, InactivityWarned,
+    PasswordExpiryNoticed, RevokedForInactivity,
 };
 use crate::notice::Channel;
 use crate::secret::Sealed;
@@ -58,6 +61,14 @@ pub enum Template {
     AppPasswordIssued,
     /// SC-6: an operator revoked the account.
     Revoked,
+    /// PW-6: the password expires soon.
+    PasswordExpiry,
+    /// SC-8: the unused identity will be revoked unless used.
+    InactivityWarning,
+    /// SC-8: the unused identity was revoked.
+    RevokedForInactivity,
+    /// SC-3: the contact email or mobile changed.
+    ContactChanged,
 }
 
 pub const TEMPLATES: &[Template] = &[
@@ -80,6 +91,10 @@ pub const TEMPLATES: &[Template] = &[
     Template::TwoFactorOff,
     Template::AppPasswordIssued,
     Template::Revoked,
+    Template::PasswordExpiry,
+    Template::InactivityWarning,
+    Template::RevokedForInactivity,
+    Template::ContactChanged,
 ];
 
 impl Template {
@@ -104,6 +119,10 @@ impl Template {
             Template::TwoFactorOff => "two_factor_off",
             Template::AppPasswordIssued => "app_password_issued",
             Template::Revoked => "revoked",
+            Template::PasswordExpiry => "password_expiry",
+            Template::InactivityWarning => "inactivity_warning",
+            Template::RevokedForInactivity => "revoked_for_inactivity",
+            Template::ContactChanged => "contact_changed",
         }
     }
 }
@@ -127,6 +146,8 @@ crate::event_group! {
         AccountOpened,
         RecoveryInfoSet,
         LanguageChanged,
+        ContactEmailChanged,
+        ContactMobileChanged,
     }
 }
 
@@ -151,6 +172,11 @@ crate::event_group! {
         AccountSuspended,
         AccountRevoked,
         DocumentExpiryNoticed,
+        PasswordExpiryNoticed,
+        InactivityWarned,
+        RevokedForInactivity,
+        ContactEmailChanged,
+        ContactMobileChanged,
     }
 }
 
@@ -175,6 +201,15 @@ impl Contacts {
             // SC-7: every later notice follows the holder's language.
             ContactEvent::LanguageChanged(e) => current.map(|c| Contacts {
                 language: e.language,
+                ..c
+            }),
+            // SC-3: later notices go to the new contact.
+            ContactEvent::ContactEmailChanged(e) => current.map(|c| Contacts {
+                contact_email: Some(e.email.clone()),
+                ..c
+            }),
+            ContactEvent::ContactMobileChanged(e) => current.map(|c| Contacts {
+                contact_mobile: Some(e.mobile.clone()),
                 ..c
             }),
         }
@@ -317,6 +352,19 @@ pub fn notices_for(
         NotifyEvent::AccountSuspended(_) => to_contact_email(Template::Suspension),
         NotifyEvent::AccountRevoked(_) => to_contact_email(Template::Revoked),
         NotifyEvent::DocumentExpiryNoticed(_) => to_contact_email(Template::DocumentExpiry),
+        NotifyEvent::PasswordExpiryNoticed(_) => to_contact_email(Template::PasswordExpiry),
+        NotifyEvent::InactivityWarned(_) => to_contact_email(Template::InactivityWarning),
+        NotifyEvent::RevokedForInactivity(_) => to_contact_email(Template::RevokedForInactivity),
+        // SC-3: the old address hears that it no longer receives the notices, and the new
+        // one that it does.
+        NotifyEvent::ContactEmailChanged(e) => {
+            let mut notices = to_contact_email(Template::ContactChanged);
+            if contacts.contact_email.as_ref() != Some(&e.email) {
+                notices.push(mail(&e.email, Template::ContactChanged, None));
+            }
+            notices
+        }
+        NotifyEvent::ContactMobileChanged(_) => to_contact_email(Template::ContactChanged),
         NotifyEvent::CollaboratorLinkIssued(e) => vec![mail(
             &e.to,
             match e.reason {

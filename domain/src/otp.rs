@@ -30,6 +30,17 @@ pub enum OtpPurpose {
     VerifyRecoveryEmail,
     /// SC-4: proving the recovery mobile is read (the code goes there by SMS).
     VerifyRecoveryMobile,
+    /// SC-5: authorising a new recovery email (the code goes to the contact mobile).
+    RecoveryEmailChange,
+    /// SC-5: authorising a new recovery mobile (the code goes to the current recovery mobile).
+    RecoveryMobileChange,
+    /// SC-5: confirming the new recovery email (the code goes there).
+    NewRecoveryEmail,
+    /// SC-5: confirming the new recovery mobile (the code goes there by SMS).
+    NewRecoveryMobile,
+    /// SC-3: confirming a new contact mobile (the code goes there; `contact_change` goes to
+    /// the current one).
+    NewContactMobile,
 }
 
 /// Digits in a code (RC-3).
@@ -149,6 +160,19 @@ impl Challenges {
     /// Drops every challenge of `purpose` (its target changed).
     pub fn cancel(&mut self, purpose: OtpPurpose) {
         self.by_scope.retain(|(p, _), _| *p != purpose);
+    }
+
+    /// Drops every challenge whose code went to the contact mobile `target` (it is no longer
+    /// on file); codes to the same number as a recovery contact stay.
+    pub fn cancel_to_contact(&mut self, target: &str) {
+        use OtpPurpose::*;
+        self.by_scope.retain(|(purpose, _), c| {
+            c.target != target
+                || matches!(
+                    purpose,
+                    Recovery | VerifyRecoveryMobile | RecoveryMobileChange | NewRecoveryMobile
+                )
+        });
     }
 
     /// The recovery a challenge belongs to, if it is live and belongs to one.

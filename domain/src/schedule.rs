@@ -15,8 +15,9 @@
 
 use crate::account::{
     AccountSuspended, AppPasswordIssued, AppPasswordPostponed, ChecksLockedOut,
-    IdentityDocumentRecorded, LoginLockedOut, OtpChallengeIssued, RecoveryLinkIssued,
-    SecurityQuestionLocked, TemporaryPasswordIssued,
+    IdentityDocumentRecorded, InactivityDeadlineSet, InactivityWarned, LoginLockedOut,
+    OtpChallengeIssued, PasswordExpirySet, RecoveryLinkIssued, SecurityQuestionLocked,
+    TemporaryPasswordIssued,
 };
 use crate::secret::Sealed;
 use crate::subject::{
@@ -55,6 +56,15 @@ pub enum Timer {
         expires_at: DateTime<Utc>,
         days_before: u32,
     },
+    /// PW-6: run `NotePasswordExpiry` on the account `stream`, `days_before` days before the
+    /// password's expiry `expires_at` (0: at it).
+    PasswordExpiry {
+        stream: String,
+        expires_at: DateTime<Utc>,
+        days_before: u32,
+    },
+    /// SC-8: run `ReviewInactivity` on the account `stream`.
+    Inactivity { stream: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +126,21 @@ crate::event_group! {
         AppPasswordPostponed,
         AccountSuspended,
         IdentityDocumentRecorded,
+        PasswordExpirySet,
+        InactivityDeadlineSet,
+        InactivityWarned,
     }
+}
+
+/// SC-8: the next look at an identity's use, at `at`.
+fn inactivity_check(stream: &str, at: DateTime<Utc>) -> Schedule {
+    Schedule::default().and(Deadline {
+        key: format!("inactivity/{stream}/{}", at.timestamp_millis()),
+        timer: Timer::Inactivity {
+            stream: stream.to_string(),
+        },
+        due_at: at,
+    })
 }
 
 fn expiry_key(stream: &str, scope: &str, expires_at: DateTime<Utc>, days_before: u32) -> String {
@@ -243,6 +267,30 @@ pub fn schedule_for(stream: &str, event: &ScheduleEvent) -> Schedule {
                 .collect(),
             cancel: Vec::new(),
         },
+        // PW-6: 14, 3 and 1 days before the password expires, and at the expiry. A newer
+        // password cancels nothing here: the command gives no notice for an expiry that no
+        // longer stands.
+        ScheduleEvent::PasswordExpirySet(e) => Schedule {
+            set: crate::account::PASSWORD_NOTICE_DAYS
+                .iter()
+                .chain(std::iter::once(&0))
+                .map(|&days_before| Deadline {
+                    key: format!(
+                        "password-expiry/{stream}/{}/{days_before}",
+                        e.expires_at.timestamp_millis()
+                    ),
+                    timer: Timer::PasswordExpiry {
+                        stream: stream.to_string(),
+                        expires_at: e.expires_at,
+                        days_before,
+                    },
+                    due_at: e.expires_at - Duration::days(i64::from(days_before)),
+                })
+                .collect(),
+            cancel: Vec::new(),
+        },
+        ScheduleEvent::InactivityDeadlineSet(e) => inactivity_check(stream, e.next_check_at),
+        ScheduleEvent::InactivityWarned(e) => inactivity_check(stream, e.next_check_at),
     }
 }
 

@@ -11,6 +11,24 @@ pub struct Settings {
     pub recovery: RecoverySettings,
     pub limits: LimitSettings,
     pub history: HistorySettings,
+    pub identity: IdentitySettings,
+}
+
+/// SC-8: how long an identity may go unused before it is revoked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySettings {
+    /// Months without a login or a reported access after which an identity is revoked (24, as
+    /// SPID's rules ask); 0 turns it off.
+    pub inactivity_months: u32,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        Self {
+            inactivity_months: 24,
+        }
+    }
 }
 
 /// AH-3: how long the access history keeps its rows.
@@ -154,6 +172,10 @@ pub struct PolicySettings {
     pub min_score: u8,
     /// How many of the holder's last passwords may not be reused (PW-2).
     pub history: usize,
+    /// PW-6: days an identity's password lasts after it was set (180, as SPID asks); 0: for ever.
+    pub identity_max_age_days: u32,
+    /// PW-6: the same for mailboxes and their collaborators (0, as NIST SP 800-63B advises).
+    pub mailbox_max_age_days: u32,
 }
 
 impl Default for PolicySettings {
@@ -169,6 +191,8 @@ impl Default for PolicySettings {
             no_personal_data: true,
             min_score: 2,
             history: 5,
+            identity_max_age_days: 180,
+            mailbox_max_age_days: 0,
         }
     }
 }

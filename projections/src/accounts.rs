@@ -11,8 +11,10 @@ use custode_domain::account::{
     TemporaryPasswordReason, TwoFactorDisabled, TwoFactorEnabled,
 };
 use custode_domain::account::{
-    AccountRevoked, AccountSuspended, DocumentExpiryNoticed, IdentityDocumentRecorded,
-    LanguageChanged, RecoveryContactVerified, SuspensionEnded,
+    AccountRevoked, AccountSuspended, ContactEmailChanged, ContactMobileChanged,
+    DocumentExpiryNoticed, IdentityDocumentRecorded, IdentityIssued, InactivityDeadlineSet,
+    InactivityWarned, LanguageChanged, PasswordExpired, PasswordExpiryNoticed, PasswordExpirySet,
+    RecoveryContactChanged, RecoveryContactVerified, RevokedForInactivity, SuspensionEnded,
 };
 
 custode_domain::event_group! {
@@ -42,6 +44,16 @@ custode_domain::event_group! {
         RecoveryContactVerified,
         IdentityDocumentRecorded,
         DocumentExpiryNoticed,
+        IdentityIssued,
+        ContactEmailChanged,
+        ContactMobileChanged,
+        RecoveryContactChanged,
+        PasswordExpirySet,
+        PasswordExpiryNoticed,
+        PasswordExpired,
+        InactivityDeadlineSet,
+        InactivityWarned,
+        RevokedForInactivity,
     }
 }
 use custode_domain::recovery::RecoveryMethod;
@@ -58,7 +70,7 @@ impl Projection for AccountsProjection {
     }
 
     fn version(&self) -> u32 {
-        5
+        6
     }
 
     fn create(&self, conn: &Connection) -> rusqlite::Result<()> {
@@ -119,6 +131,20 @@ impl Projection for AccountsProjection {
                 token_hash TEXT PRIMARY KEY,
                 account_id TEXT NOT NULL
             );
+            -- SC-1, SC-5, PW-6, SC-8: what the page shows of an identity's self-care (a row
+            -- once there is something to say).
+            CREATE TABLE IF NOT EXISTS account_self_care (
+                account_id TEXT PRIMARY KEY,
+                fiscal_code TEXT,
+                spid_code TEXT,
+                issued_on TEXT,
+                identity_expires_on TEXT,
+                password_expires_at TEXT,
+                password_expired INTEGER NOT NULL DEFAULT 0,
+                email_cooldown_until TEXT,
+                mobile_cooldown_until TEXT,
+                inactivity_revokes_at TEXT
+            );
             -- SC-2: an identity's document on file.
             CREATE TABLE IF NOT EXISTS identity_documents (
                 account_id TEXT PRIMARY KEY,
@@ -133,7 +159,8 @@ impl Projection for AccountsProjection {
         conn.execute_batch(
             "DROP TABLE IF EXISTS accounts; DROP TABLE IF EXISTS account_security;
              DROP TABLE IF EXISTS app_passwords; DROP TABLE IF EXISTS notifications;
-             DROP TABLE IF EXISTS collaborator_links; DROP TABLE IF EXISTS identity_documents;",
+             DROP TABLE IF EXISTS collaborator_links; DROP TABLE IF EXISTS identity_documents;
+             DROP TABLE IF EXISTS account_self_care;",
         )
     }
 
@@ -164,6 +191,9 @@ impl Projection for AccountsProjection {
                         mail.then_some(1),
                     ],
                 )?;
+                if let Some(fiscal_code) = &e.fiscal_code {
+                    self_care(tx, account_id, "fiscal_code = ?2", fiscal_code)?;
+                }
                 if !e.permissions.is_empty() {
                     let permissions: Vec<String> = e.permissions.iter().map(json_str).collect();
                     tx.execute(
@@ -173,6 +203,7 @@ impl Projection for AccountsProjection {
                 }
             }
             AccountsFolds::TemporaryPasswordIssued(e) => {
+                password_set(tx, account_id)?;
                 let reset = e.reason == TemporaryPasswordReason::OperatorReset;
                 tx.execute(
                     "UPDATE accounts SET must_change_password = 1,
@@ -182,6 +213,7 @@ impl Projection for AccountsProjection {
                 )?;
             }
             AccountsFolds::PasswordRecovered(e) => {
+                password_set(tx, account_id)?;
                 // RI-3: a recovery through a contact proves the holder reads it.
                 let (email, mobile) = match e.method {
                     RecoveryMethod::Email => (true, false),
@@ -204,6 +236,7 @@ impl Projection for AccountsProjection {
                 )?;
             }
             AccountsFolds::PasswordChanged(_) => {
+                password_set(tx, account_id)?;
                 tx.execute(
                     "UPDATE accounts SET must_change_password = 0, password_changed_at = ?2 WHERE account_id = ?1",
                     params![account_id, event.occurred_at.to_rfc3339()],
@@ -285,6 +318,7 @@ impl Projection for AccountsProjection {
                 }
             }
             AccountsFolds::CollaboratorPasswordSet(_) => {
+                password_set(tx, account_id)?;
                 tx.execute(
                     "UPDATE accounts SET status = 'active', must_change_password = 0,
                         password_changed_at = ?2 WHERE account_id = ?1",
@@ -351,6 +385,87 @@ impl Projection for AccountsProjection {
                     params![account_id, json_str(&e.language)],
                 )?;
             }
+            AccountsFolds::IdentityIssued(e) => {
+                self_care(tx, account_id, "spid_code = ?2", &e.spid_code)?;
+                self_care(tx, account_id, "issued_on = ?2", &e.issued_on.to_string())?;
+                if let Some(expires_on) = e.expires_on {
+                    self_care(
+                        tx,
+                        account_id,
+                        "identity_expires_on = ?2",
+                        &expires_on.to_string(),
+                    )?;
+                }
+            }
+            AccountsFolds::ContactEmailChanged(e) => {
+                tx.execute(
+                    "UPDATE accounts SET contact_email = ?2 WHERE account_id = ?1",
+                    params![account_id, e.email],
+                )?;
+            }
+            AccountsFolds::ContactMobileChanged(e) => {
+                tx.execute(
+                    "UPDATE accounts SET contact_mobile = ?2 WHERE account_id = ?1",
+                    params![account_id, e.mobile],
+                )?;
+            }
+            AccountsFolds::RecoveryContactChanged(e) => {
+                let column = match e.method {
+                    RecoveryMethod::Email => "email_cooldown_until = ?2",
+                    _ => "mobile_cooldown_until = ?2",
+                };
+                self_care(tx, account_id, column, &e.cooldown_until.to_rfc3339())?;
+            }
+            AccountsFolds::PasswordExpirySet(e) => {
+                self_care(
+                    tx,
+                    account_id,
+                    "password_expires_at = ?2",
+                    &e.expires_at.to_rfc3339(),
+                )?;
+            }
+            AccountsFolds::PasswordExpiryNoticed(e) => {
+                let detail = serde_json::json!({
+                    "expires_at": e.expires_at,
+                    "days_before": e.days_before,
+                });
+                notification(tx, account_id, event, "password_expiry", &detail)?;
+            }
+            AccountsFolds::PasswordExpired(e) => {
+                self_care(
+                    tx,
+                    account_id,
+                    "password_expired = (password_expires_at IS ?2)",
+                    &e.expires_at.to_rfc3339(),
+                )?;
+            }
+            AccountsFolds::InactivityDeadlineSet(e) => {
+                self_care(
+                    tx,
+                    account_id,
+                    "inactivity_revokes_at = ?2",
+                    &e.revokes_at.to_rfc3339(),
+                )?;
+            }
+            AccountsFolds::InactivityWarned(e) => {
+                self_care(
+                    tx,
+                    account_id,
+                    "inactivity_revokes_at = ?2",
+                    &e.revokes_at.to_rfc3339(),
+                )?;
+                let detail = serde_json::json!({
+                    "revokes_at": e.revokes_at,
+                    "days_before": e.days_before,
+                });
+                notification(tx, account_id, event, "inactivity_warning", &detail)?;
+            }
+            AccountsFolds::RevokedForInactivity(_) => {
+                tx.execute(
+                    "UPDATE accounts SET status = 'revoked', suspended_until = NULL WHERE account_id = ?1",
+                    params![account_id],
+                )?;
+            }
             AccountsFolds::AccountRevoked(_) => {
                 tx.execute(
                     "UPDATE accounts SET status = 'revoked', suspended_until = NULL WHERE account_id = ?1",
@@ -362,7 +477,72 @@ impl Projection for AccountsProjection {
     }
 }
 
-/// A unit enum's serde name (`"pro"`), for storing it as text.
+/// Sets one column of the account's self-care row (`assignment` uses `?2` for `value`).
+fn self_care(
+    tx: &Transaction<'_>,
+    account_id: &str,
+    assignment: &str,
+    value: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO account_self_care (account_id) VALUES (?1) ON CONFLICT (account_id) DO NOTHING",
+        params![account_id],
+    )?;
+    tx.execute(
+        &format!("UPDATE account_self_care SET {assignment} WHERE account_id = ?1"),
+        params![account_id, value],
+    )?;
+    Ok(())
+}
+
+/// PW-6: a new password's expiry (if any) follows it; the old one's is over.
+fn password_set(tx: &Transaction<'_>, account_id: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE account_self_care SET password_expires_at = NULL, password_expired = 0
+         WHERE account_id = ?1",
+        params![account_id],
+    )?;
+    Ok(())
+}
+
+/// SC-1, SC-5, PW-6, SC-8: the account's self-care row.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SelfCareRow {
+    pub fiscal_code: Option<String>,
+    pub spid_code: Option<String>,
+    pub issued_on: Option<String>,
+    pub identity_expires_on: Option<String>,
+    pub password_expires_at: Option<String>,
+    pub password_expired: bool,
+    pub email_cooldown_until: Option<String>,
+    pub mobile_cooldown_until: Option<String>,
+    pub inactivity_revokes_at: Option<String>,
+}
+
+pub fn self_care_of(conn: &Connection, account_id: &str) -> rusqlite::Result<SelfCareRow> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT fiscal_code, spid_code, issued_on, identity_expires_on, password_expires_at,
+                password_expired, email_cooldown_until, mobile_cooldown_until, inactivity_revokes_at
+             FROM account_self_care WHERE account_id = ?1",
+        )?
+        .query_row(params![account_id], |r| {
+            Ok(SelfCareRow {
+                fiscal_code: r.get(0)?,
+                spid_code: r.get(1)?,
+                issued_on: r.get(2)?,
+                identity_expires_on: r.get(3)?,
+                password_expires_at: r.get(4)?,
+                password_expired: r.get(5)?,
+                email_cooldown_until: r.get(6)?,
+                mobile_cooldown_until: r.get(7)?,
+                inactivity_revokes_at: r.get(8)?,
+            })
+        })
+        .optional()?
+        .unwrap_or_default())
+}
+
 /// An entry of the page's notification list (AP-6, SC-2), keyed by the event's position.
 fn notification(
     tx: &Transaction<'_>,
@@ -385,6 +565,7 @@ fn notification(
     Ok(())
 }
 
+/// A unit enum's serde name (`"pro"`), for storing it as text.
 fn json_str<T: Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(s)) => s,

@@ -80,8 +80,16 @@ struct Page {
     contact_email: Option<String>,
     contact_mobile: Option<String>,
     recovery: Recovery,
-    /// SC-5's waiting periods after a contact change; none exist yet.
-    cooldowns: Vec<serde_json::Value>,
+    /// SC-5: the recovery contacts that changed lately, and when each can change again.
+    cooldowns: Vec<Cooldown>,
+    /// SC-1: an identity's personal data, read-only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    personal_data: Option<PersonalData>,
+    /// PW-6: when the password expires (none when it does not age).
+    password_expires_at: Option<String>,
+    /// SC-8: when an identity left unused is revoked (a login or a reported access moves it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inactivity_revokes_at: Option<String>,
     required_actions: Vec<&'static str>,
     two_factor: TwoFactor,
     mail_protocols: Option<MailProtocols>,
@@ -94,6 +102,23 @@ struct Page {
     /// SC-2: an identity's document on file (its number masked).
     #[serde(skip_serializing_if = "Option::is_none")]
     identity_document: Option<IdentityDocument>,
+}
+
+#[derive(Debug, Serialize)]
+struct Cooldown {
+    /// `recovery_email` or `recovery_mobile`.
+    contact: &'static str,
+    /// From when it can change again.
+    until: String,
+}
+
+#[derive(Debug, Serialize)]
+struct PersonalData {
+    name: Option<String>,
+    fiscal_code: Option<String>,
+    spid_code: Option<String>,
+    issued_on: Option<String>,
+    expires_on: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -207,8 +232,54 @@ pub async fn page(
         None
     };
     let now = state.clock.now();
+    let care = {
+        let account_id = row.account_id.clone();
+        query(&state, move |conn| {
+            custode_projections::accounts::self_care_of(conn, &account_id)
+        })
+        .await?
+    };
+    let parse = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    let secs = chrono::SecondsFormat::Secs;
+    let password_expires_at = parse(&care.password_expires_at);
+    // PW-6: expired when recorded, or when its time has passed and the scheduler is behind.
+    let password_expired = care.password_expired || password_expires_at.is_some_and(|t| t <= now);
+    let cooldowns = [
+        ("recovery_email", &care.email_cooldown_until),
+        ("recovery_mobile", &care.mobile_cooldown_until),
+    ]
+    .into_iter()
+    .filter_map(|(contact, until)| {
+        parse(until)
+            .filter(|until| *until > now)
+            .map(|until| Cooldown {
+                contact,
+                until: until.to_rfc3339_opts(secs, true),
+            })
+    })
+    .collect();
+    let personal_data = (row.kind == "identity").then(|| PersonalData {
+        name: row.name.clone(),
+        fiscal_code: care.fiscal_code.clone(),
+        // An identity opened before SC-1 was recorded: the code is its account id's, the
+        // issue its opening's day.
+        spid_code: care.spid_code.clone().or_else(|| {
+            uuid::Uuid::parse_str(&row.account_id)
+                .ok()
+                .map(custode_domain::account::spid_code)
+        }),
+        issued_on: care
+            .issued_on
+            .clone()
+            .or_else(|| row.created_at.get(..10).map(str::to_string)),
+        expires_on: care.identity_expires_on.clone(),
+    });
     let mut required_actions = Vec::new();
-    if row.must_change_password {
+    if row.must_change_password || password_expired {
         required_actions.push("change_password");
     }
     if row.must_set_recovery_info {
@@ -265,7 +336,11 @@ pub async fn page(
         plan: row.plan,
         state: row.state,
         language: row.language,
-        cooldowns: Vec::new(),
+        cooldowns,
+        personal_data,
+        password_expires_at: password_expires_at.map(|t| t.to_rfc3339_opts(secs, true)),
+        inactivity_revokes_at: parse(&care.inactivity_revokes_at)
+            .map(|t| t.to_rfc3339_opts(secs, true)),
         identity_document: document,
         required_actions,
         undelivered_notices: extras
@@ -464,11 +539,26 @@ pub struct OtpRequest {
 }
 
 #[derive(Debug, Serialize)]
-struct OtpSent {
+pub(super) struct OtpSent {
     challenge_id: uuid::Uuid,
     channel: Channel,
     target: String,
     expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl OtpSent {
+    /// Where a code went (masked) and until when it works.
+    pub(super) fn of(issued: &custode_domain::account::OtpChallengeIssued) -> Self {
+        Self {
+            challenge_id: issued.challenge_id,
+            channel: issued.channel,
+            target: match issued.channel {
+                Channel::Email => mask_email(&issued.to),
+                Channel::Sms => mask_mobile(&issued.to),
+            },
+            expires_at: issued.expires_at,
+        }
+    }
 }
 
 /// PW-4, SC: `{purpose}` → a code by SMS to the account's mobile, answered with where it went
@@ -494,15 +584,7 @@ pub async fn request_otp(
     }) else {
         return Err(Problem::internal(&"a code request issued no challenge"));
     };
-    let body = OtpSent {
-        challenge_id: issued.challenge_id,
-        channel: issued.channel,
-        target: match issued.channel {
-            Channel::Email => mask_email(&issued.to),
-            Channel::Sms => mask_mobile(&issued.to),
-        },
-        expires_at: issued.expires_at,
-    };
+    let body = OtpSent::of(issued);
     Ok(command_answer(
         &state,
         outcome.position(),

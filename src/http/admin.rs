@@ -33,6 +33,8 @@ pub struct OpenAccountRequest {
     /// CO-1: a collaborator's permissions.
     #[serde(default)]
     permissions: Vec<custode_domain::account::Permission>,
+    /// SC-1: an identity's expiry, when the identity provider gives one.
+    identity_expires_on: Option<chrono::NaiveDate>,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,6 +71,7 @@ pub async fn open_account(
         language: req.language.unwrap_or_default(),
         password,
         permissions: req.permissions,
+        identity_expires_on: req.identity_expires_on,
     };
     let caller = Caller {
         actor: Actor::operator(),

@@ -12,6 +12,7 @@ mod meta;
 pub mod metrics;
 pub mod problem;
 mod recovery;
+mod self_care;
 pub mod serve;
 mod sessions;
 
@@ -236,6 +237,41 @@ fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
             Method::PUT,
             "/v1/account/identity-document",
             put(account::record_document),
+        ),
+        (
+            Method::PUT,
+            "/v1/account/contact-email",
+            put(self_care::change_contact_email),
+        ),
+        (
+            Method::POST,
+            "/v1/account/contact-mobile",
+            post(self_care::start_contact_mobile_change),
+        ),
+        (
+            Method::POST,
+            "/v1/account/contact-mobile/confirm",
+            post(self_care::confirm_contact_mobile_change),
+        ),
+        (
+            Method::POST,
+            "/v1/account/recovery-info/email",
+            post(self_care::start_recovery_email_change),
+        ),
+        (
+            Method::POST,
+            "/v1/account/recovery-info/email/confirm",
+            post(self_care::confirm_recovery_email_change),
+        ),
+        (
+            Method::POST,
+            "/v1/account/recovery-info/mobile",
+            post(self_care::start_recovery_mobile_change),
+        ),
+        (
+            Method::POST,
+            "/v1/account/recovery-info/mobile/confirm",
+            post(self_care::confirm_recovery_mobile_change),
         ),
         (
             Method::GET,

@@ -97,6 +97,16 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
     ),
     ("no-code", 409, "No code is waiting to be checked"),
     (
+        "contact-change-cooldown",
+        409,
+        "This contact changed lately and cannot change again yet",
+    ),
+    (
+        "password-expired",
+        403,
+        "The password has expired: change it first",
+    ),
+    (
         "two-factor-already-on",
         409,
         "Two-step verification is already on",
@@ -347,7 +357,23 @@ impl From<AccountError> for Problem {
                 None,
                 format!("postpone_available_from {}", from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             )]),
-            AccountError::ActionsRequired
+            AccountError::ContactCooldown { until } => Problem::new(
+                e.code(),
+                format!(
+                    "this recovery contact changed lately: it can change again from {} (SC-5)",
+                    until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            )
+            .with_errors(vec![Violation::new(
+                "SC-5.cooldown",
+                None,
+                format!(
+                    "possible_from {}",
+                    until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            )]),
+            AccountError::PasswordExpired
+            | AccountError::ActionsRequired
             | AccountError::TwoFactorAlreadyOn
             | AccountError::TwoFactorNotOn
             | AccountError::NoTwoFactorEnrollment

@@ -90,7 +90,7 @@ async fn the_served_binary_survives_bad_input_and_its_log_verifies() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("chain intact: 3 events verified"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("chain intact: 5 events verified"));
 
     let out = Command::new(BIN)
         .args(["replay"])

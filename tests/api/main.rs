@@ -15,6 +15,7 @@ mod delegation;
 mod fanout;
 mod helpers;
 mod history;
+mod identity_care;
 mod journey;
 mod notify;
 mod password;

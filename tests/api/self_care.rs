@@ -390,7 +390,8 @@ async fn a_code_sent_to_a_recovery_contact_earns_its_verified_badge_until_it_cha
         .await;
     assert!(res.status().is_client_error());
 
-    // A changed email loses its badge; the unchanged mobile keeps its own.
+    // An identity changes a recovery contact on file only through SC-5's flow (its codes,
+    // then the cooldown): the plain save refuses, and nothing changes.
     app.advance(Duration::minutes(1));
     let token = app.login(IDENTITY, IDENTITY_PASSWORD).await;
     let res = app
@@ -401,8 +402,9 @@ async fn a_code_sent_to_a_recovery_contact_earns_its_verified_badge_until_it_cha
             Some(json!({ "email": "nuovo.recupero@example.it" })),
         )
         .await;
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(badges(&app, &token).await, (json!(false), json!(true)));
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), ["SC-5.email"]);
+    assert_eq!(badges(&app, &token).await, (json!(true), json!(true)));
     // Bad input: an unknown method.
     let res = app
         .post(

@@ -387,6 +387,20 @@ async fn run_timer(accounts: &AccountHandler, timer: &Timer) -> Result<(), Strin
             .await
             .map(|_| ())
             .map_err(|e| e.to_string()),
+        Timer::PasswordExpiry {
+            stream,
+            expires_at,
+            days_before,
+        } => accounts
+            .note_password_expiry(stream, *expires_at, *days_before)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Timer::Inactivity { stream } => accounts
+            .review_inactivity(stream)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         // Not a command: the scheduler that holds the keys does it itself.
         Timer::DestroyDeliveryKey { .. } => Ok(()),
     }

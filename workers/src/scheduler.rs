@@ -128,7 +128,9 @@ impl Timers {
                 command @ (Timer::EndLocks { .. }
                 | Timer::MirrorNotice { .. }
                 | Timer::AppPasswordExpiry { .. }
-                | Timer::DocumentExpiry { .. }) => {
+                | Timer::DocumentExpiry { .. }
+                | Timer::PasswordExpiry { .. }
+                | Timer::Inactivity { .. }) => {
                     // A command that cannot run now waits for the next round; the others go on.
                     if let Err(error) = self.reporter.report(&Outcome::timer(&key, &command)).await
                     {

@@ -208,6 +208,62 @@ pub fn render(input: &Input<'_>) -> Rendered {
                 "If you did not ask for it, contact support at once.".into(),
             ],
         ),
+        (Template::PasswordExpiry, Language::It) => (
+            "La tua password sta per scadere",
+            vec![
+                format!("La password dell'identità {user} scade a breve (le regole SPID chiedono di cambiarla periodicamente)."),
+                "Cambiala dalla tua area riservata: dopo la scadenza potrai solo cambiarla.".into(),
+            ],
+        ),
+        (Template::PasswordExpiry, Language::En) => (
+            "Your password is about to expire",
+            vec![
+                format!("The password of the identity {user} expires soon (SPID's rules ask for a change at regular intervals)."),
+                "Change it from your account: once it has expired, changing it is all you can do.".into(),
+            ],
+        ),
+        (Template::InactivityWarning, Language::It) => (
+            "La tua identità digitale non è usata da tempo",
+            vec![
+                format!("L'identità {user} non è stata usata da molti mesi: se resta inutilizzata sarà revocata, come chiedono le regole SPID."),
+                "Per mantenerla basta un accesso con le tue credenziali.".into(),
+            ],
+        ),
+        (Template::InactivityWarning, Language::En) => (
+            "Your digital identity has not been used for a long time",
+            vec![
+                format!("The identity {user} has not been used for many months: if it stays unused it will be revoked, as SPID's rules require."),
+                "A login with your credentials keeps it.".into(),
+            ],
+        ),
+        (Template::RevokedForInactivity, Language::It) => (
+            "La tua identità digitale è stata revocata",
+            vec![
+                format!("L'identità {user} è stata revocata perché non è stata usata per il periodo previsto dalle regole SPID. La revoca è definitiva."),
+                "Per una nuova identità rivolgiti al gestore.".into(),
+            ],
+        ),
+        (Template::RevokedForInactivity, Language::En) => (
+            "Your digital identity has been revoked",
+            vec![
+                format!("The identity {user} has been revoked because it was not used for the period SPID's rules allow. This is final."),
+                "Ask the provider for a new identity.".into(),
+            ],
+        ),
+        (Template::ContactChanged, Language::It) => (
+            "I tuoi dati di contatto sono cambiati",
+            vec![
+                format!("L'indirizzo e-mail o il cellulare di contatto dell'account {user} è stato cambiato."),
+                "Se non sei stato tu, contatta subito l'assistenza.".into(),
+            ],
+        ),
+        (Template::ContactChanged, Language::En) => (
+            "Your contact details have changed",
+            vec![
+                format!("The contact email or mobile of the account {user} has been changed."),
+                "If it was not you, contact support at once.".into(),
+            ],
+        ),
         (Template::DocumentExpiry, Language::It) => (
             "Il tuo documento di identità sta per scadere",
             vec![

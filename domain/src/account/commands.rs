@@ -50,6 +50,20 @@ pub enum AccountCommand {
     RecordDocument(RecordDocument),
     /// SC-2, from the scheduler.
     NoteDocumentExpiry(NoteDocumentExpiry),
+    /// SC-3: a new contact email.
+    ChangeContactEmail(ChangeContactEmail),
+    /// SC-3: codes to the current contact mobile and to the new one.
+    StartContactMobileChange(StartContactMobileChange),
+    /// SC-3: both codes, and the new contact mobile is on file.
+    ConfirmContactMobileChange(ConfirmContactMobileChange),
+    /// SC-5: the authorising code, the new recovery contact, and a code sent to it.
+    StartRecoveryContactChange(StartRecoveryContactChange),
+    /// SC-5: the code sent to the new recovery contact, and it is on file.
+    ConfirmRecoveryContactChange(ConfirmRecoveryContactChange),
+    /// PW-6, from the scheduler.
+    NotePasswordExpiry(NotePasswordExpiry),
+    /// SC-8, from the scheduler.
+    ReviewInactivity(ReviewInactivity),
 }
 
 impl AccountCommand {
@@ -84,13 +98,68 @@ impl AccountCommand {
             | AccountCommand::SetLanguage(_)
             | AccountCommand::VerifyRecoveryContact(_)
             | AccountCommand::RecordDocument(_)
-            | AccountCommand::NoteDocumentExpiry(_) => false,
+            | AccountCommand::NoteDocumentExpiry(_)
+            | AccountCommand::ChangeContactEmail(_)
+            | AccountCommand::StartContactMobileChange(_)
+            | AccountCommand::ConfirmContactMobileChange(_)
+            | AccountCommand::StartRecoveryContactChange(_)
+            | AccountCommand::ConfirmRecoveryContactChange(_)
+            | AccountCommand::NotePasswordExpiry(_)
+            | AccountCommand::ReviewInactivity(_) => false,
             AccountCommand::Logout(_)
             | AccountCommand::SendRecoveryLink(_)
             | AccountCommand::SendRecoveryCode(_)
             | AccountCommand::VerifyRecoveryCode(_)
             | AccountCommand::RequestOtp(_)
             | AccountCommand::EndLocks => false,
+        }
+    }
+
+    /// PW-6: whether the holder's command waits while the password has expired (only the
+    /// change itself, its code, step-up and logout go on). Operators' and the scheduler's
+    /// commands, logins and recoveries are not the holder's session at work.
+    pub fn waits_for_password_change(&self) -> bool {
+        match self {
+            AccountCommand::RequestOtp(c) => c.purpose != OtpPurpose::PasswordChange,
+            AccountCommand::SetRecoveryInfo(_)
+            | AccountCommand::SetMailProtocols(_)
+            | AccountCommand::StartTwoFactor(_)
+            | AccountCommand::ConfirmTwoFactor(_)
+            | AccountCommand::BindHardwareToken(_)
+            | AccountCommand::DisableTwoFactor(_)
+            | AccountCommand::GenerateAppPassword(_)
+            | AccountCommand::PostponeAppPassword(_)
+            | AccountCommand::DeactivateAppPassword(_)
+            | AccountCommand::ResetCollaborator(_)
+            | AccountCommand::ResendCollaboratorLink(_)
+            | AccountCommand::DeactivateCollaborator(_)
+            | AccountCommand::Suspend(_)
+            | AccountCommand::SetLanguage(_)
+            | AccountCommand::VerifyRecoveryContact(_)
+            | AccountCommand::RecordDocument(_)
+            | AccountCommand::ChangeContactEmail(_)
+            | AccountCommand::StartContactMobileChange(_)
+            | AccountCommand::ConfirmContactMobileChange(_)
+            | AccountCommand::StartRecoveryContactChange(_)
+            | AccountCommand::ConfirmRecoveryContactChange(_) => true,
+            AccountCommand::Open(_)
+            | AccountCommand::Login(_)
+            | AccountCommand::Reauthenticate(_)
+            | AccountCommand::Logout(_)
+            | AccountCommand::ChangePassword(_)
+            | AccountCommand::SendRecoveryLink(_)
+            | AccountCommand::SendRecoveryCode(_)
+            | AccountCommand::VerifyRecoveryCode(_)
+            | AccountCommand::AnswerSecurityQuestion(_)
+            | AccountCommand::CompleteRecovery(_)
+            | AccountCommand::OperatorReset(_)
+            | AccountCommand::EndLocks
+            | AccountCommand::NoteAppPasswordExpiry(_)
+            | AccountCommand::SetCollaboratorPassword(_)
+            | AccountCommand::Revoke(_)
+            | AccountCommand::NoteDocumentExpiry(_)
+            | AccountCommand::NotePasswordExpiry(_)
+            | AccountCommand::ReviewInactivity(_) => false,
         }
     }
 }
@@ -132,6 +201,8 @@ pub struct OpenAccount {
     pub password: InitialPassword,
     /// CO-1: a collaborator's permissions.
     pub permissions: Vec<Permission>,
+    /// SC-1: an identity's expiry, when the identity provider gives one.
+    pub identity_expires_on: Option<chrono::NaiveDate>,
 }
 
 impl OpenAccount {
@@ -154,6 +225,7 @@ impl OpenAccount {
             language: Language::It,
             password,
             permissions: Vec::new(),
+            identity_expires_on: None,
         }
     }
 }
@@ -436,4 +508,62 @@ pub struct SetCollaboratorPassword {
     pub token_hash: TokenHash,
     pub new_password: Secret,
     pub new_password_repeat: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChangeContactEmail {
+    pub session_id: Uuid,
+    pub email: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StartContactMobileChange {
+    pub session_id: Uuid,
+    pub mobile: String,
+    /// For the current contact mobile (unused when none is on file).
+    pub current: DrawnCode,
+    /// For the new one.
+    pub new: DrawnCode,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfirmContactMobileChange {
+    pub session_id: Uuid,
+    /// The code sent to the current contact mobile (none when there was none).
+    pub current_code: Option<Secret>,
+    /// The code sent to the new one.
+    pub code: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StartRecoveryContactChange {
+    pub session_id: Uuid,
+    /// `Email` or `Sms` (the recovery mobile).
+    pub method: crate::recovery::RecoveryMethod,
+    /// The authorising code (`recovery_email_change` or `recovery_mobile_change`).
+    pub otp: Option<Secret>,
+    /// The new address or number, as typed.
+    pub contact: String,
+    pub code: DrawnCode,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfirmRecoveryContactChange {
+    pub session_id: Uuid,
+    pub method: crate::recovery::RecoveryMethod,
+    pub code: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotePasswordExpiry {
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// 0: at the expiry itself.
+    pub days_before: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReviewInactivity {
+    /// SC-8: the latest successful access reported by the identity front end (they live on the
+    /// account's access stream; the handler reads it).
+    pub last_reported_access: Option<chrono::DateTime<chrono::Utc>>,
 }

@@ -121,6 +121,12 @@ pub enum AccountError {
     NothingToResend,
     #[error("the collaborator is deactivated")]
     Deactivated,
+    /// SC-5: a recovery contact changed lately.
+    #[error("this recovery contact changed lately and cannot change again yet")]
+    ContactCooldown { until: DateTime<Utc> },
+    /// PW-6: only the password change goes on.
+    #[error("the password has expired: change it first")]
+    PasswordExpired,
 }
 
 impl AccountError {
@@ -170,6 +176,8 @@ impl AccountError {
             AccountError::NotOwner => "forbidden",
             AccountError::NothingToResend => "nothing-to-resend",
             AccountError::Deactivated => "account-deactivated",
+            AccountError::ContactCooldown { .. } => "contact-change-cooldown",
+            AccountError::PasswordExpired => "password-expired",
         }
     }
 }

@@ -166,6 +166,16 @@ pub enum AccountEvent {
     RecoveryContactVerified(RecoveryContactVerified),
     IdentityDocumentRecorded(IdentityDocumentRecorded),
     DocumentExpiryNoticed(DocumentExpiryNoticed),
+    IdentityIssued(IdentityIssued),
+    ContactEmailChanged(ContactEmailChanged),
+    ContactMobileChanged(ContactMobileChanged),
+    RecoveryContactChanged(RecoveryContactChanged),
+    PasswordExpirySet(PasswordExpirySet),
+    PasswordExpiryNoticed(PasswordExpiryNoticed),
+    PasswordExpired(PasswordExpired),
+    InactivityDeadlineSet(InactivityDeadlineSet),
+    InactivityWarned(InactivityWarned),
+    RevokedForInactivity(RevokedForInactivity),
 }
 
 /// Every account event type, for the schema coverage test and the projections' filters.
@@ -214,6 +224,16 @@ pub const ACCOUNT_EVENT_TYPES: &[&str] = &[
     "RecoveryContactVerified",
     "IdentityDocumentRecorded",
     "DocumentExpiryNoticed",
+    "IdentityIssued",
+    "ContactEmailChanged",
+    "ContactMobileChanged",
+    "RecoveryContactChanged",
+    "PasswordExpirySet",
+    "PasswordExpiryNoticed",
+    "PasswordExpired",
+    "InactivityDeadlineSet",
+    "InactivityWarned",
+    "RevokedForInactivity",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -690,4 +710,77 @@ pub struct LanguageChanged {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccountRevoked {
     pub request_reference: String,
+}
+
+/// SC-1: an identity's SPID code and the dates of its issue and (when the identity provider
+/// gave one) its expiry, read-only for the holder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentityIssued {
+    pub spid_code: String,
+    pub issued_on: chrono::NaiveDate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_on: Option<chrono::NaiveDate>,
+}
+
+/// SC-3: the contact email changed (a fresh session); the old address is told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactEmailChanged {
+    pub email: String,
+}
+
+/// SC-3: the contact mobile changed, confirmed by a code sent to the old number and one sent
+/// to the new.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactMobileChanged {
+    pub mobile: String,
+}
+
+/// SC-5: a recovery contact changed through its flow; it cannot change again before
+/// `cooldown_until`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryContactChanged {
+    pub method: crate::recovery::RecoveryMethod,
+    pub cooldown_until: DateTime<Utc>,
+}
+
+/// PW-6: the password just set expires at `expires_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasswordExpirySet {
+    pub expires_at: DateTime<Utc>,
+}
+
+/// PW-6: the holder was told, `days_before` days ahead, that the password expires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasswordExpiryNoticed {
+    pub expires_at: DateTime<Utc>,
+    pub days_before: u32,
+}
+
+/// PW-6: the password expired: it still logs in, with `change_password` the only thing allowed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasswordExpired {
+    pub expires_at: DateTime<Utc>,
+}
+
+/// SC-8: unused until `revokes_at`, the identity is revoked then; the scheduler looks again at
+/// `next_check_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InactivityDeadlineSet {
+    pub revokes_at: DateTime<Utc>,
+    pub next_check_at: DateTime<Utc>,
+}
+
+/// SC-8: the holder was warned, `days_before` days ahead, that the unused identity is revoked
+/// at `revokes_at` unless used; the scheduler looks again at `next_check_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InactivityWarned {
+    pub revokes_at: DateTime<Utc>,
+    pub days_before: u32,
+    pub next_check_at: DateTime<Utc>,
+}
+
+/// SC-8: revoked by the scheduler, unused until the deadline `revokes_at` passed; final.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevokedForInactivity {
+    pub revokes_at: DateTime<Utc>,
 }

@@ -21,8 +21,10 @@ pub mod upcast;
 pub use crate::decider::Ctx;
 pub use commands::*;
 pub use decide::{
-    answer_malformed, decide, plus_months, postpone_available_from, Scope, APP_PASSWORD_MONTHS,
-    DOCUMENT_NOTICE_DAYS, EXPIRY_NOTICE_DAYS, MAX_SUSPENSION_DAYS, POSTPONE_WINDOW_DAYS,
+    answer_malformed, decide, next_inactivity_check, plus_months, postpone_available_from,
+    spid_code, Scope, APP_PASSWORD_MONTHS, CONTACT_COOLDOWN_DAYS, DOCUMENT_NOTICE_DAYS,
+    EXPIRY_NOTICE_DAYS, INACTIVITY_WARNING_DAYS, MAX_SUSPENSION_DAYS, PASSWORD_NOTICE_DAYS,
+    POSTPONE_WINDOW_DAYS,
 };
 pub use errors::*;
 pub use events::*;

@@ -57,6 +57,48 @@ pub struct Account {
     pub suspended_until: Option<DateTime<Utc>>,
     /// SC-2: the identity document on file, and the notices given for its expiry.
     pub document: Option<(IdentityDocumentRecorded, Vec<u32>)>,
+    /// SC-1: an identity's SPID code and dates.
+    pub identity: Option<IdentityIssued>,
+    /// PW-6: when the current password expires, the notices given, and whether it has.
+    pub password_expiry: Option<PasswordExpiry>,
+    /// SC-8: the latest login.
+    pub last_login: Option<DateTime<Utc>>,
+    /// SC-8: when an unused identity is revoked, and the warnings given for that date.
+    pub inactivity: Option<Inactivity>,
+    /// SC-5: until when each recovery contact cannot change again.
+    pub recovery_cooldowns: RecoveryCooldowns,
+}
+
+/// PW-6: the current password's expiry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PasswordExpiry {
+    pub expires_at: DateTime<Utc>,
+    pub noticed: Vec<u32>,
+    pub expired: bool,
+}
+
+/// SC-8: the revocation date of an unused identity, as last recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inactivity {
+    pub revokes_at: DateTime<Utc>,
+    pub warned: Vec<u32>,
+}
+
+/// SC-5: the end of each recovery contact's cooldown after a change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecoveryCooldowns {
+    pub email: Option<DateTime<Utc>>,
+    pub mobile: Option<DateTime<Utc>>,
+}
+
+impl RecoveryCooldowns {
+    pub fn of(&self, method: RecoveryMethod) -> Option<DateTime<Utc>> {
+        match method {
+            RecoveryMethod::Email => self.email,
+            RecoveryMethod::Sms => self.mobile,
+            RecoveryMethod::Question => None,
+        }
+    }
 }
 
 /// AP-8: the active second factor.
@@ -231,7 +273,7 @@ impl Account {
 
     pub fn required_actions(&self) -> Vec<RequiredAction> {
         let mut actions = Vec::new();
-        if self.must_change_password {
+        if self.must_change_password || self.password_expired() {
             actions.push(RequiredAction::ChangePassword);
         }
         if self.must_set_recovery_info {
@@ -240,6 +282,11 @@ impl Account {
             actions.push(RequiredAction::ConfirmRecoveryInfo);
         }
         actions
+    }
+
+    /// PW-6: the current password has expired (recorded: the scheduler's or a login's).
+    pub fn password_expired(&self) -> bool {
+        self.password_expiry.as_ref().is_some_and(|p| p.expired)
     }
 
     /// A session that has not ended and has not passed its absolute expiry.
@@ -272,6 +319,7 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
         }
         AccountEvent::TemporaryPasswordIssued(e) => {
             state.push_password(&e.password_hash);
+            state.password_expiry = None;
             state.must_change_password = true;
             if e.reason == TemporaryPasswordReason::OperatorReset {
                 state.must_confirm_recovery_info = true;
@@ -282,10 +330,12 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
         }
         AccountEvent::PasswordImported(e) => {
             state.push_password(&e.password_hash);
+            state.password_expiry = None;
             state.must_change_password = false;
         }
         AccountEvent::PasswordChanged(e) => {
             state.push_password(&e.password_hash);
+            state.password_expiry = None;
             state.must_change_password = false;
             // A recovery under way for a password the holder just changed is moot.
             state.grants.spend_all(None);
@@ -328,6 +378,7 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             // Sessions past their expiry can never be used again: forget them as time moves on.
             state.sessions.retain(|_, s| s.expires_at > e.started_at);
             state.login_failures = 0;
+            state.last_login = state.last_login.max(Some(e.started_at));
             state.sessions.insert(
                 e.session_id,
                 Session {
@@ -453,6 +504,7 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
         AccountEvent::SecurityQuestionUnlocked(_) => state.grants.question_locked_until = None,
         AccountEvent::PasswordRecovered(e) => {
             state.push_password(&e.password_hash);
+            state.password_expiry = None;
             state.must_change_password = false;
             state.must_confirm_recovery_info = true;
             let used = [&state.grants.link, &state.grants.reset]
@@ -536,6 +588,7 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             state.collaborator.spend(Spent::Used);
             state.collaborator.after_reset = false;
             state.push_password(&e.password_hash);
+            state.password_expiry = None;
             state.must_change_password = false;
             state.login_failures = 0;
             state.status = AccountStatus::Active;
@@ -575,9 +628,68 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
                 profile.language = e.language;
             }
         }
-        AccountEvent::AccountRevoked(_) => {
+        AccountEvent::AccountRevoked(_) | AccountEvent::RevokedForInactivity(_) => {
             state.status = AccountStatus::Revoked;
             state.suspended_until = None;
+        }
+        AccountEvent::IdentityIssued(e) => state.identity = Some(e.clone()),
+        AccountEvent::ContactEmailChanged(e) => {
+            if let Some(profile) = state.profile.as_mut() {
+                profile.contact_email = Some(e.email.clone());
+            }
+        }
+        AccountEvent::ContactMobileChanged(e) => {
+            if let Some(profile) = state.profile.as_mut() {
+                // A code on its way to the old number proves nothing now.
+                if let Some(old) = profile.contact_mobile.replace(e.mobile.clone()) {
+                    state.challenges.cancel_to_contact(&old);
+                }
+            }
+        }
+        AccountEvent::RecoveryContactChanged(e) => match e.method {
+            RecoveryMethod::Email => state.recovery_cooldowns.email = Some(e.cooldown_until),
+            RecoveryMethod::Sms => state.recovery_cooldowns.mobile = Some(e.cooldown_until),
+            RecoveryMethod::Question => {}
+        },
+        AccountEvent::PasswordExpirySet(e) => {
+            state.password_expiry = Some(PasswordExpiry {
+                expires_at: e.expires_at,
+                noticed: Vec::new(),
+                expired: false,
+            })
+        }
+        AccountEvent::PasswordExpiryNoticed(e) => {
+            if let Some(p) = state.password_expiry.as_mut() {
+                if p.expires_at == e.expires_at {
+                    p.noticed.push(e.days_before);
+                }
+            }
+        }
+        AccountEvent::PasswordExpired(e) => {
+            if let Some(p) = state.password_expiry.as_mut() {
+                if p.expires_at == e.expires_at {
+                    p.expired = true;
+                }
+            }
+        }
+        AccountEvent::InactivityDeadlineSet(e) => {
+            state.inactivity = Some(Inactivity {
+                revokes_at: e.revokes_at,
+                warned: Vec::new(),
+            })
+        }
+        AccountEvent::InactivityWarned(e) => {
+            let inactivity = state.inactivity.get_or_insert(Inactivity {
+                revokes_at: e.revokes_at,
+                warned: Vec::new(),
+            });
+            if inactivity.revokes_at != e.revokes_at {
+                *inactivity = Inactivity {
+                    revokes_at: e.revokes_at,
+                    warned: Vec::new(),
+                };
+            }
+            inactivity.warned.push(e.days_before);
         }
     }
     state

@@ -188,6 +188,7 @@ fn open_mailbox() -> OpenAccount {
             },
         },
         permissions: Vec::new(),
+        identity_expires_on: None,
     }
 }
 

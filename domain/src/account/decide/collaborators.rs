@@ -152,10 +152,12 @@ pub(super) fn set_password(
         None,
         ctx,
     )?;
-    Ok(vec![AccountEvent::CollaboratorPasswordSet(
+    let mut events = vec![AccountEvent::CollaboratorPasswordSet(
         CollaboratorPasswordSet {
             password_hash: ctx.hasher.hash(&c.new_password),
             after_reset: links.after_reset,
         },
-    )])
+    )];
+    events.extend(super::self_care::password_expiry(profile, ctx));
+    Ok(events)
 }

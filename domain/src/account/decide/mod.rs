@@ -7,6 +7,7 @@ mod opening;
 mod password;
 mod recovery;
 mod recovery_info;
+mod self_care;
 mod sessions;
 mod suspension;
 mod two_factor;
@@ -17,6 +18,10 @@ pub use app_passwords::{
 };
 
 pub use recovery::answer_malformed;
+pub use self_care::{
+    next_inactivity_check, spid_code, CONTACT_COOLDOWN_DAYS, INACTIVITY_WARNING_DAYS,
+    PASSWORD_NOTICE_DAYS,
+};
 pub use suspension::{DOCUMENT_NOTICE_DAYS, MAX_SUSPENSION_DAYS};
 
 use super::commands::*;
@@ -33,6 +38,10 @@ pub fn decide(
     cmd: &AccountCommand,
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
+    // PW-6: once the password has expired, the holder's session does nothing but change it.
+    if cmd.waits_for_password_change() && self_care::password_has_expired(state, ctx.now) {
+        return Err(AccountError::PasswordExpired);
+    }
     match cmd {
         AccountCommand::Open(c) => opening::open(state, c, ctx),
         AccountCommand::Login(c) => sessions::login(state, c, ctx),
@@ -67,6 +76,21 @@ pub fn decide(
         AccountCommand::VerifyRecoveryContact(c) => recovery_info::verify_contact(state, c, ctx),
         AccountCommand::RecordDocument(c) => suspension::record_document(state, c, ctx),
         AccountCommand::NoteDocumentExpiry(c) => suspension::note_document_expiry(state, c, ctx),
+        AccountCommand::ChangeContactEmail(c) => self_care::change_contact_email(state, c, ctx),
+        AccountCommand::StartContactMobileChange(c) => {
+            self_care::start_contact_mobile_change(state, c, ctx)
+        }
+        AccountCommand::ConfirmContactMobileChange(c) => {
+            self_care::confirm_contact_mobile_change(state, c, ctx)
+        }
+        AccountCommand::StartRecoveryContactChange(c) => {
+            self_care::start_recovery_contact_change(state, c, ctx)
+        }
+        AccountCommand::ConfirmRecoveryContactChange(c) => {
+            self_care::confirm_recovery_contact_change(state, c, ctx)
+        }
+        AccountCommand::NotePasswordExpiry(c) => self_care::note_password_expiry(state, c, ctx),
+        AccountCommand::ReviewInactivity(c) => self_care::review_inactivity(state, c, ctx),
     }
 }
 

@@ -164,6 +164,21 @@ pub(super) fn open(
             "a collaborator's first password is made through a link to its reference email",
         ));
     }
+    if let Some(expires_on) = c.identity_expires_on {
+        if c.kind != AccountKind::Identity {
+            errors.push(Violation::new(
+                "SC-1.identity_expires_on",
+                Some("identity_expires_on"),
+                "only identities have an expiry",
+            ));
+        } else if expires_on <= ctx.now.date_naive() {
+            errors.push(Violation::new(
+                "SC-1.identity_expires_on",
+                Some("identity_expires_on"),
+                "an identity opened now must still be valid",
+            ));
+        }
+    }
     if !errors.is_empty() {
         return Err(AccountError::Invalid(errors));
     }
@@ -203,5 +218,16 @@ pub(super) fn open(
             super::collaborators::first_link(&opened, token_hash, sealed, ctx)?
         }
     };
-    Ok(vec![AccountEvent::AccountOpened(opened), password_event])
+    let mut events = vec![password_event];
+    if matches!(c.password, InitialPassword::Imported(_)) {
+        events.extend(super::self_care::password_expiry(&opened, ctx));
+    }
+    events.extend(super::self_care::identity_issued(
+        &opened,
+        c.identity_expires_on,
+        ctx,
+    ));
+    events.extend(super::self_care::inactivity_start(state, &opened, ctx));
+    events.insert(0, AccountEvent::AccountOpened(opened));
+    Ok(events)
 }

@@ -55,6 +55,7 @@ pub(super) fn change_password(
     events.push(AccountEvent::PasswordChanged(PasswordChanged {
         password_hash: ctx.hasher.hash(&c.new_password),
     }));
+    events.extend(super::self_care::password_expiry(profile, ctx));
     // PW-4: every session ends, the one that asked included; the holder logs in again.
     events.extend(end_sessions(
         state,
@@ -132,10 +133,26 @@ pub(super) fn request_otp(
             "recovery codes are asked for with POST /v1/recovery/{recovery_id}/sms",
         )]));
     }
-    // SC-4: a code proving a recovery contact goes to that contact.
+    if matches!(
+        c.purpose,
+        OtpPurpose::ContactChange
+            | OtpPurpose::NewContactMobile
+            | OtpPurpose::NewRecoveryEmail
+            | OtpPurpose::NewRecoveryMobile
+    ) {
+        return Err(AccountError::Invalid(vec![Violation::new(
+            "SC-3.purpose",
+            Some("purpose"),
+            "codes to a new contact are sent by the change itself (POST /v1/account/contact-mobile, POST /v1/account/recovery-info/email or /mobile)",
+        )]));
+    }
+    // SC-4: a code proving a recovery contact goes to that contact; SC-5: the one authorising
+    // a new recovery mobile goes to the current one.
     let (channel, contact) = match c.purpose {
         OtpPurpose::VerifyRecoveryEmail => (crate::notice::Channel::Email, &state.recovery.email),
-        OtpPurpose::VerifyRecoveryMobile => (crate::notice::Channel::Sms, &state.recovery.mobile),
+        OtpPurpose::VerifyRecoveryMobile | OtpPurpose::RecoveryMobileChange => {
+            (crate::notice::Channel::Sms, &state.recovery.mobile)
+        }
         _ => return Ok(vec![super::sms_challenge(state, c.purpose, &c.code, ctx)?]),
     };
     let to = contact.as_ref().ok_or(AccountError::MethodUnavailable)?;

@@ -238,6 +238,7 @@ pub(super) fn complete_recovery(
         method: grant.method,
         password_hash: ctx.hasher.hash(&c.new_password),
     }));
+    events.extend(super::self_care::password_expiry(profile, ctx));
     // RC-6: every session ends; the next login confirms the recovery information.
     events.extend(end_sessions(
         state,

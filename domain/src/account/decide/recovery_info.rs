@@ -17,7 +17,7 @@ pub(super) fn set_recovery_info(
     c: &SetRecoveryInfo,
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
-    opened(state)?;
+    let profile = opened(state)?;
     // Setting it for the first time is a required action; changing contacts later is a
     // sensitive change and needs a fresh session (SEC-3).
     // First saving it is a required action and needs no step-up; so does confirming it
@@ -99,6 +99,7 @@ pub(super) fn set_recovery_info(
     if !errors.is_empty() {
         return Err(AccountError::Invalid(errors));
     }
+    super::self_care::contact_change_through_flow(state, profile, &email, &mobile)?;
     let unchanged = new_answer.is_none()
         && email == current.email
         && mobile == current.mobile

@@ -45,6 +45,18 @@ pub(super) fn login(
     if !passed {
         return Ok(events);
     }
+    // PW-6: an expired password still logs in, to change it and nothing else; SC-8: an
+    // identity from before inactivity was watched starts being watched.
+    let profile = opened(state)?;
+    let aged = super::self_care::password_age_at_login(state, profile, ctx);
+    let mut required_actions = state.required_actions();
+    if matches!(aged, Some(AccountEvent::PasswordExpired(_)))
+        && !required_actions.contains(&RequiredAction::ChangePassword)
+    {
+        required_actions.insert(0, RequiredAction::ChangePassword);
+    }
+    events.extend(aged);
+    events.extend(super::self_care::inactivity_start(state, profile, ctx));
     let sessions = &ctx.settings.sessions;
     events.push(AccountEvent::SessionStarted(SessionStarted {
         session_id: c.session_id,
@@ -54,7 +66,7 @@ pub(super) fn login(
         fresh_until: ctx.now + sessions.step_up(),
         client_ip: c.client_ip.clone(),
         channel: c.channel,
-        required_actions: state.required_actions(),
+        required_actions,
     }));
     Ok(events)
 }

@@ -660,6 +660,7 @@ fn open_collaborator() -> OpenAccount {
             sealed: sealed("link"),
         },
         permissions: vec![Permission::MailPrograms],
+        identity_expires_on: None,
     }
 }
 

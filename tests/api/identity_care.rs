@@ -1,0 +1,632 @@
+//! End to end through HTTP: the rest of identities' self-care. The read-only personal data
+//! (SC-1), contact changes with codes read from the SMS actually sent (SC-3), recovery contact
+//! changes and their cooldown (SC-5), password age (PW-6) and inactivity (SC-8) moved by the
+//! clock and told by the mail actually sent.
+
+use crate::helpers::{
+    expect_problem, identity_after_first_change, last_code_to, mails, rules, TestApp,
+    IDENTITY_PASSWORD, OPERATOR_KEY,
+};
+use crate::processes::eventually;
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use custode_commands::clock::Clock;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::Duration as StdDuration;
+
+const IDENTITY: &str = "franca.neri77";
+const CONTACT_MOBILE: &str = "+393471112233";
+const CONTACT_EMAIL: &str = "franca@example.it";
+const RECOVERY_EMAIL: &str = "recupero.franca@example.it";
+const RECOVERY_MOBILE: &str = "+393334445566";
+
+async fn identity(app: &TestApp) -> String {
+    identity_after_first_change(
+        app,
+        IDENTITY,
+        json!({ "contact_mobile": "347 111 2233", "contact_email": CONTACT_EMAIL, "fiscal_code": "NRIFNC77A41F205X" }),
+        json!({ "email": RECOVERY_EMAIL, "mobile": RECOVERY_MOBILE }),
+    )
+    .await
+}
+
+async fn page(app: &TestApp, token: &str) -> Value {
+    let res = app.get("/v1/account", Some(token)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json().await.unwrap()
+}
+
+fn secs(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The code in the newest SMS to `to`, once the workers have sent it.
+async fn sms_code(app: &TestApp, to: &str) -> String {
+    app.quiesce().await;
+    last_code_to(app, to)
+}
+
+/// The code in the newest verification mail to `to`.
+async fn mailed_code(app: &TestApp, to: &str, seen: usize) -> String {
+    let subject = "Your verification code";
+    eventually(StdDuration::from_secs(15), "the code by mail", || {
+        mails(app, to, subject).len() > seen
+    })
+    .await;
+    let all = mails(app, to, subject);
+    let line = all
+        .last()
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("Verification code for"))
+        .unwrap()
+        .to_string();
+    line.split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .unwrap()
+        .to_string()
+}
+
+fn wrong(code: &str) -> String {
+    format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000)
+}
+
+#[tokio::test]
+async fn an_identitys_personal_data_is_on_its_page_read_only_sc_1() {
+    let app = TestApp::spawn().await;
+    let expires_on = (app.clock.now() + Duration::days(700)).date_naive();
+    // Bad input changes nothing: an expiry in the past, an expiry for a mailbox.
+    let res = app
+        .post(
+            "/v1/admin/accounts",
+            Some(OPERATOR_KEY),
+            json!({ "kind": "identity", "user_id": "scaduta.gia", "identity_expires_on": "2020-01-01" }),
+        )
+        .await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), ["SC-1.identity_expires_on"]);
+    let res = app
+        .post(
+            "/v1/admin/accounts",
+            Some(OPERATOR_KEY),
+            json!({ "kind": "mailbox", "user_id": "casella.scade@pec.example.it", "identity_expires_on": expires_on }),
+        )
+        .await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), ["SC-1.identity_expires_on"]);
+    let res = app
+        .get("/v1/admin/accounts/scaduta.gia", Some(OPERATOR_KEY))
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+    let token = identity_after_first_change(
+        &app,
+        IDENTITY,
+        json!({ "contact_email": CONTACT_EMAIL, "fiscal_code": "nrifnc77a41f205x", "identity_expires_on": expires_on }),
+        json!({ "email": RECOVERY_EMAIL }),
+    )
+    .await;
+    let shown = page(&app, &token).await;
+    let data = &shown["personal_data"];
+    assert_eq!(data["name"], "Mario Bianchi");
+    assert_eq!(data["fiscal_code"], "NRIFNC77A41F205X");
+    assert_eq!(data["issued_on"], app.clock.now().date_naive().to_string());
+    assert_eq!(data["expires_on"], expires_on.to_string());
+    let code = data["spid_code"].as_str().unwrap();
+    assert!(code.starts_with("CSTD") && code.len() == 16, "{code}");
+    // Read-only: no call changes it; the same page again shows the same code.
+    assert_eq!(page(&app, &token).await["personal_data"], *data);
+    // A mailbox has none.
+    let (mailbox, _) = app.ready_mailbox("casella.dati@pec.example.it").await;
+    assert!(page(&app, &mailbox).await.get("personal_data").is_none());
+}
+
+#[tokio::test]
+async fn the_contact_email_changes_with_a_fresh_session_and_the_mobile_with_two_codes_sc_3() {
+    let app = TestApp::spawn().await;
+    let token = identity(&app).await;
+    let put_email = |token: String, email: &'static str| {
+        let app = &app;
+        async move {
+            app.request(
+                reqwest::Method::PUT,
+                "/v1/account/contact-email",
+                Some(&token),
+                Some(json!({ "email": email })),
+            )
+            .await
+        }
+    };
+    // Bad input changes nothing.
+    let res = put_email(token.clone(), "not an address").await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), ["SC-3.email"]);
+    // A session past its step-up window confirms the password first (SEC-3).
+    app.advance(Duration::minutes(20));
+    let res = put_email(token.clone(), "franca.nuova@example.it").await;
+    expect_problem(res, StatusCode::FORBIDDEN, "reauthentication-required").await;
+    let token = app.login(IDENTITY, IDENTITY_PASSWORD).await;
+    let res = put_email(token.clone(), "franca.nuova@Example.IT").await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let shown = page(&app, &token).await;
+    assert!(shown["contact_email"].as_str().unwrap().contains('*'));
+    assert!(!shown.to_string().contains("franca.nuova@example.it"));
+    // Both the old and the new address are told.
+    let subject = "Your contact details have changed";
+    eventually(StdDuration::from_secs(15), "both notices", || {
+        mails(&app, CONTACT_EMAIL, subject).len() == 1
+            && mails(&app, "franca.nuova@example.it", subject).len() == 1
+    })
+    .await;
+
+    // The mobile: a code to the number on file and one to the new one.
+    let res = app
+        .post(
+            "/v1/account/contact-mobile",
+            Some(&token),
+            json!({ "mobile": "not a number" }),
+        )
+        .await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), ["SC-3.mobile"]);
+    // Codes to a new contact come only from the change itself.
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "contact_change" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let new_mobile = "+393489998877";
+    let res = app
+        .post(
+            "/v1/account/contact-mobile",
+            Some(&token),
+            json!({ "mobile": "348 999 8877" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let sent: Value = res.json().await.unwrap();
+    let challenges = sent["challenges"].as_array().unwrap();
+    assert_eq!(challenges.len(), 2, "{sent}");
+    assert!(challenges
+        .iter()
+        .all(|c| c["channel"] == "sms" && c["target"].as_str().unwrap().contains('*')));
+    let current = sms_code(&app, CONTACT_MOBILE).await;
+    let new = last_code_to(&app, new_mobile);
+    let confirm = |current: &str, new: &str| json!({ "current_code": current, "code": new });
+    // A wrong code is refused and recorded; nothing changes, and the right one still works.
+    let res = app
+        .post(
+            "/v1/account/contact-mobile/confirm",
+            Some(&token),
+            confirm(&current, &wrong(&new)),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "code-wrong").await;
+    let res = app
+        .post(
+            "/v1/account/contact-mobile/confirm",
+            Some(&token),
+            json!({ "code": new }),
+        )
+        .await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), ["SC-3.current_code"]);
+    assert_eq!(page(&app, &token).await["contact_mobile"], "+39 ***** **33");
+    let res = app
+        .post(
+            "/v1/account/contact-mobile/confirm",
+            Some(&token),
+            confirm(&current, &new),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(page(&app, &token).await["contact_mobile"], "+39 ***** **77");
+    // Spent: the same codes do not work twice.
+    let res = app
+        .post(
+            "/v1/account/contact-mobile/confirm",
+            Some(&token),
+            confirm(&current, &new),
+        )
+        .await;
+    assert!(res.status().is_client_error());
+    // Later codes go to the new number.
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "suspension" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let sent: Value = res.json().await.unwrap();
+    assert_eq!(sent["target"], "+39 ***** **77");
+    sms_code(&app, new_mobile).await;
+}
+
+#[tokio::test]
+async fn a_recovery_contact_changes_with_two_codes_then_waits_six_days_sc_5() {
+    let app = TestApp::spawn().await;
+    let token = identity(&app).await;
+    let new_email = "nuovo.recupero@example.it";
+    // Without the authorising code: refused, nothing sent.
+    let res = app
+        .post(
+            "/v1/account/recovery-info/email",
+            Some(&token),
+            json!({ "email": new_email }),
+        )
+        .await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), ["SC-5.otp"]);
+    // The authorising code goes to the contact mobile.
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "recovery_email_change" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let authorise = sms_code(&app, CONTACT_MOBILE).await;
+    let res = app
+        .post(
+            "/v1/account/recovery-info/email",
+            Some(&token),
+            json!({ "otp": wrong(&authorise), "email": new_email }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "code-wrong").await;
+    let res = app
+        .post(
+            "/v1/account/recovery-info/email",
+            Some(&token),
+            json!({ "otp": authorise, "email": "not an address" }),
+        )
+        .await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), ["SC-5.email"]);
+    let res = app
+        .post(
+            "/v1/account/recovery-info/email",
+            Some(&token),
+            json!({ "otp": authorise, "email": new_email }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let sent: Value = res.json().await.unwrap();
+    assert_eq!(sent["challenges"][0]["channel"], "email");
+    // The confirming code goes to the new address; the old one stays on file until then.
+    let code = mailed_code(&app, new_email, 0).await;
+    let before = page(&app, &token).await;
+    assert_eq!(before["recovery"]["email"]["target"], "*****ca@e*****.it");
+    let res = app
+        .post(
+            "/v1/account/recovery-info/email/confirm",
+            Some(&token),
+            json!({ "code": wrong(&code) }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "code-wrong").await;
+    let res = app
+        .post(
+            "/v1/account/recovery-info/email/confirm",
+            Some(&token),
+            json!({ "code": code }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let now = app.clock.now();
+    let after = page(&app, &token).await;
+    assert_ne!(
+        after["recovery"]["email"]["target"],
+        before["recovery"]["email"]["target"]
+    );
+    // Proven by its code: Verified from the start.
+    assert_eq!(after["recovery"]["email"]["verified"], true);
+    assert_eq!(
+        after["cooldowns"],
+        json!([{ "contact": "recovery_email", "until": secs(now + Duration::days(6)) }])
+    );
+    // The old recovery address hears of it.
+    eventually(
+        StdDuration::from_secs(15),
+        "the notice to the old address",
+        || !mails(&app, RECOVERY_EMAIL, "recovery").is_empty(),
+    )
+    .await;
+
+    // Within the 6 days: refused with the date, before any code is spent.
+    app.advance(Duration::days(5));
+    let token = app.login(IDENTITY, IDENTITY_PASSWORD).await;
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "recovery_email_change" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let authorise = sms_code(&app, CONTACT_MOBILE).await;
+    let res = app
+        .post(
+            "/v1/account/recovery-info/email",
+            Some(&token),
+            json!({ "otp": authorise, "email": "terzo@example.it" }),
+        )
+        .await;
+    let p = expect_problem(res, StatusCode::CONFLICT, "contact-change-cooldown").await;
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&secs(now + Duration::days(6))),
+        "{p}"
+    );
+    // The mobile has no cooldown of its own yet: its flow goes to the current recovery mobile.
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "recovery_mobile_change" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let authorise_mobile = sms_code(&app, RECOVERY_MOBILE).await;
+    let res = app
+        .post(
+            "/v1/account/recovery-info/mobile",
+            Some(&token),
+            json!({ "otp": authorise_mobile, "mobile": "335 123 4567" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let code = sms_code(&app, "+393351234567").await;
+    let res = app
+        .post(
+            "/v1/account/recovery-info/mobile/confirm",
+            Some(&token),
+            json!({ "code": code }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let shown = page(&app, &token).await;
+    assert_eq!(shown["recovery"]["mobile"]["target"], "+39 ***** **67");
+    assert_eq!(shown["cooldowns"].as_array().unwrap().len(), 2);
+
+    // Past the 6 days the email can change again (the earlier authorising code still works).
+    app.advance(Duration::days(1) + Duration::minutes(1));
+    let token = app.login(IDENTITY, IDENTITY_PASSWORD).await;
+    let res = app
+        .post(
+            "/v1/account/recovery-info/email",
+            Some(&token),
+            json!({ "otp": authorise, "email": "terzo@example.it" }),
+        )
+        .await;
+    // The earlier code expired meanwhile: a new one is needed, then it works.
+    assert!(res.status().is_client_error());
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "recovery_email_change" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let authorise = sms_code(&app, CONTACT_MOBILE).await;
+    let res = app
+        .post(
+            "/v1/account/recovery-info/email",
+            Some(&token),
+            json!({ "otp": authorise, "email": "terzo@example.it" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let shown = page(&app, &token).await;
+    assert_eq!(
+        shown["cooldowns"],
+        json!([{ "contact": "recovery_mobile", "until": secs(now + Duration::days(11)) }])
+    );
+}
+
+#[tokio::test]
+async fn an_identitys_password_expires_after_180_days_with_notices_then_only_changes_pw_6() {
+    let app = TestApp::spawn().await;
+    let token = identity(&app).await;
+    let set_at = app.clock.now();
+    let shown = page(&app, &token).await;
+    let expires_at = DateTime::parse_from_rfc3339(shown["password_expires_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc);
+    assert!(
+        (expires_at - set_at - Duration::days(180))
+            .num_seconds()
+            .abs()
+            < 5
+    );
+    // A mailbox's password does not age.
+    let (mailbox, _) = app.ready_mailbox("casella.eterna@pec.example.it").await;
+    assert_eq!(
+        page(&app, &mailbox).await["password_expires_at"],
+        Value::Null
+    );
+
+    let subject = "Your password is about to expire";
+    for (day, told) in [(166, 1), (177, 2), (179, 3)] {
+        app.advance(set_at + Duration::days(day) + Duration::minutes(1) - app.clock.now());
+        eventually(StdDuration::from_secs(15), "a password notice", || {
+            mails(&app, CONTACT_EMAIL, subject).len() == told
+        })
+        .await;
+    }
+    // Past the expiry the right password still logs in, to change it and nothing else.
+    app.advance(Duration::days(1));
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": IDENTITY, "password": IDENTITY_PASSWORD }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let session: Value = res.json().await.unwrap();
+    assert_eq!(session["required_actions"], json!(["change_password"]));
+    let token = session["session_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        page(&app, &token).await["required_actions"],
+        json!(["change_password"])
+    );
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/account/language",
+            Some(&token),
+            Some(json!({ "language": "it" })),
+        )
+        .await;
+    expect_problem(res, StatusCode::FORBIDDEN, "password-expired").await;
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "suspension" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::FORBIDDEN, "password-expired").await;
+    // The change itself goes on, with its code (PW-4).
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "password_change" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let code = sms_code(&app, CONTACT_MOBILE).await;
+    let next = "Nuova-Stagione!2027";
+    app.remember_secret(next);
+    let res = app
+        .post(
+            "/v1/account/password",
+            Some(&token),
+            json!({ "current_password": IDENTITY_PASSWORD, "new_password": next, "new_password_repeat": next, "otp": code }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let token = app.login(IDENTITY, next).await;
+    let shown = page(&app, &token).await;
+    assert_eq!(shown["required_actions"], json!([]));
+    let renewed = DateTime::parse_from_rfc3339(shown["password_expires_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc);
+    assert!(
+        (renewed - app.clock.now() - Duration::days(180))
+            .num_seconds()
+            .abs()
+            < 5
+    );
+    let kinds: Vec<&Value> = shown["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == "password_expiry")
+        .map(|n| &n["detail"]["days_before"])
+        .collect();
+    assert_eq!(kinds, [&json!(1), &json!(3), &json!(14)]);
+}
+
+#[tokio::test]
+async fn an_unused_identity_is_warned_then_revoked_and_any_use_moves_the_date_sc_8() {
+    let app = TestApp::spawn().await;
+    let token = identity(&app).await;
+    let revokes_at = DateTime::parse_from_rfc3339(
+        page(&app, &token).await["inactivity_revokes_at"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap()
+    .with_timezone(&Utc);
+    let opened = app.clock.now();
+    assert!(revokes_at > opened + Duration::days(720) && revokes_at < opened + Duration::days(733));
+    let warning = "Your digital identity has not been used for a long time";
+    // 90 days before: the first warning.
+    app.advance(revokes_at - Duration::days(90) + Duration::minutes(1) - app.clock.now());
+    eventually(StdDuration::from_secs(15), "the 90-day warning", || {
+        mails(&app, CONTACT_EMAIL, warning).len() == 1
+    })
+    .await;
+    // An access reported by the identity front end moves the date.
+    let res = app
+        .post(
+            "/v1/admin/access-events",
+            Some(OPERATOR_KEY),
+            json!({ "user_id": IDENTITY, "service": "INPS", "outcome": "success", "client_ip": "203.0.113.9", "at": secs(app.clock.now()) }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let reported = app.clock.now();
+    // The old date passes without a revocation; the next look sets the new date.
+    app.advance(revokes_at + Duration::days(1) - app.clock.now());
+    app.quiesce().await;
+    let token = app.login(IDENTITY, IDENTITY_PASSWORD).await;
+    let started = std::time::Instant::now();
+    loop {
+        let shown = page(&app, &token).await["inactivity_revokes_at"].clone();
+        let moved = DateTime::parse_from_rfc3339(shown.as_str().unwrap())
+            .unwrap()
+            .with_timezone(&Utc);
+        if moved > revokes_at {
+            break;
+        }
+        assert!(
+            started.elapsed() < StdDuration::from_secs(15),
+            "the date did not move from {revokes_at}"
+        );
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    // That login moves it again; then, unused, a warning and the revocation follow.
+    let last_login = app.clock.now();
+    let last_date = last_login
+        .checked_add_months(chrono::Months::new(24))
+        .unwrap();
+    app.advance(last_date - Duration::days(90) + Duration::minutes(1) - app.clock.now());
+    eventually(
+        StdDuration::from_secs(15),
+        "the warning for the last date",
+        || mails(&app, CONTACT_EMAIL, warning).len() == 2,
+    )
+    .await;
+    app.advance(last_date + Duration::minutes(1) - app.clock.now());
+    eventually(StdDuration::from_secs(15), "the revocation", || {
+        !mails(
+            &app,
+            CONTACT_EMAIL,
+            "Your digital identity has been revoked",
+        )
+        .is_empty()
+    })
+    .await;
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": IDENTITY, "password": IDENTITY_PASSWORD }),
+        )
+        .await;
+    expect_problem(res, StatusCode::FORBIDDEN, "account-revoked").await;
+    let account: Value = app
+        .get(
+            &format!("/v1/admin/accounts/{IDENTITY}"),
+            Some(OPERATOR_KEY),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(account["state"], "revoked");
+    assert!(last_login > reported);
+}
