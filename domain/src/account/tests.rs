@@ -62,6 +62,7 @@ impl crate::otp::TotpVerifier for FakeTotp {
 }
 
 mod delegation;
+mod identity_care;
 mod recovery;
 mod self_care;
 
