@@ -108,6 +108,7 @@ struct Inner {
     jobs: mpsc::Sender<Job>,
     stats: Arc<WriterStats>,
     versions: Arc<StreamVersions>,
+    recent: Arc<Recent>,
     head: watch::Receiver<u64>,
     readers: ReadPool,
     path: PathBuf,
@@ -150,12 +151,14 @@ impl EventLog {
         let (jobs_tx, jobs_rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let versions = Arc::new(StreamVersions::default());
+        let recent = Arc::new(Recent::default());
         let writer = Writer {
             conn,
             tip,
             head: head_tx,
             stats: stats.clone(),
             versions: versions.clone(),
+            recent: recent.clone(),
         };
         std::thread::Builder::new()
             .name("custode-log-writer".into())
@@ -166,6 +169,7 @@ impl EventLog {
                 jobs: jobs_tx,
                 stats,
                 versions,
+                recent,
                 head: head_rx,
                 readers: ReadPool::new(path),
                 path: path.to_path_buf(),
@@ -307,12 +311,17 @@ impl EventLog {
         })?)
     }
 
-    /// Up to `limit` events after `position`, in order.
+    /// Up to `limit` events after `position`, in order. A reader that keeps up with the log
+    /// (the projector, the workers beside it) gets them from the writer's memory of its latest
+    /// commits, the same events it would read back; one that is behind reads the file.
     pub fn read_from_blocking(
         &self,
         position: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, LogError> {
+        if let Some(events) = self.inner.recent.after(position, limit) {
+            return Ok(events);
+        }
         self.stored_from(position, limit)?
             .into_iter()
             .map(Stored::into_event)
@@ -351,6 +360,10 @@ impl EventLog {
         position: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, LogError> {
+        // Kept in memory: no blocking thread needed.
+        if let Some(events) = self.inner.recent.after(position, limit) {
+            return Ok(events);
+        }
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.read_from_blocking(position, limit))
             .await
@@ -661,6 +674,47 @@ struct Writer {
     head: watch::Sender<u64>,
     stats: Arc<WriterStats>,
     versions: Arc<StreamVersions>,
+    recent: Arc<Recent>,
+}
+
+/// How many of the latest committed events the writer keeps in memory for the readers that
+/// tail the log: a few commits' worth, so that every consumer beside the writer reads each new
+/// event from here rather than from the file (and parses no payload again).
+const RECENT_KEPT: usize = 4096;
+
+/// The latest committed events, in position order without gaps (positions are the log's
+/// gap-free sequence). Only ever filled after the commit, so nothing uncommitted is seen.
+#[derive(Default)]
+struct Recent(std::sync::Mutex<std::collections::VecDeque<RecordedEvent>>);
+
+impl Recent {
+    fn committed<'a>(&self, events: impl Iterator<Item = &'a RecordedEvent>) {
+        let Ok(mut kept) = self.0.lock() else { return };
+        for event in events {
+            if kept
+                .back()
+                .is_some_and(|last| last.position + 1 != event.position)
+            {
+                kept.clear();
+            }
+            kept.push_back(event.clone());
+        }
+        while kept.len() > RECENT_KEPT {
+            kept.pop_front();
+        }
+    }
+
+    /// Up to `limit` events after `position`, when every one of them is kept here.
+    fn after(&self, position: u64, limit: usize) -> Option<Vec<RecordedEvent>> {
+        let kept = self.0.lock().ok()?;
+        let first = kept.front()?.position;
+        let last = kept.back()?.position;
+        if position + 1 < first || position >= last {
+            return None;
+        }
+        let skip = usize::try_from(position + 1 - first).ok()?;
+        Some(kept.iter().skip(skip).take(limit).cloned().collect())
+    }
 }
 
 /// Streams' versions as of this writer's last commits (bounded; forgotten wholesale when full).
@@ -759,6 +813,12 @@ impl Writer {
             Ok(()) => {
                 self.tip = tip;
                 self.versions.committed(&replies);
+                self.recent.committed(
+                    replies
+                        .iter()
+                        .filter_map(|(_, result)| result.as_ref().ok())
+                        .flatten(),
+                );
                 self.head.send_replace(self.tip.position);
                 use std::sync::atomic::Ordering::Relaxed;
                 self.stats.commits.fetch_add(1, Relaxed);

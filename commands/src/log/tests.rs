@@ -345,3 +345,39 @@ mod wire_properties {
         }
     }
 }
+
+#[tokio::test]
+async fn a_tailing_reader_gets_from_memory_exactly_what_the_file_holds() {
+    let (_dir, log) = open_temp();
+    for n in 0..(RECENT_KEPT as u64 + 50) {
+        log.append(one(&format!("s-{}", n % 7), ANY_VERSION, n), meta())
+            .await
+            .unwrap();
+    }
+    // A conflict in a group leaves no gap in memory either.
+    assert!(log.append(one("s-0", 1, 0), meta()).await.is_err());
+    log.append(one("s-x", 0, 1), meta()).await.unwrap();
+    let from_file = |position: u64, limit: usize| -> Vec<RecordedEvent> {
+        log.stored_from(position, limit)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.into_event().unwrap())
+            .collect()
+    };
+    let head = log.head();
+    // Recent positions come from memory, older ones from the file; both read alike.
+    for position in [head - 1, head - 10, head - 600, 10, 0] {
+        assert_eq!(
+            log.read_from_blocking(position, 512).unwrap(),
+            from_file(position, 512),
+            "after {position}"
+        );
+        assert_eq!(
+            log.read_from(position, 512).await.unwrap(),
+            from_file(position, 512)
+        );
+    }
+    assert!(log.inner.recent.after(head - 5, 10).is_some());
+    assert!(log.inner.recent.after(10, 10).is_none());
+    assert!(log.read_from_blocking(head, 10).unwrap().is_empty());
+}
