@@ -133,6 +133,31 @@ pub struct AppStateInner {
     pub strength_slots: Arc<tokio::sync::Semaphore>,
     /// AP-7: the mail servers' checks, recorded behind their answers.
     pub access_recorder: custode_commands::access_recorder::AccessRecorder,
+    /// AH-1: user ids already resolved to their accounts, for reported accesses.
+    pub user_ids: Arc<UserIds>,
+}
+
+/// User ids resolved to their account ids. A user id, once claimed, belongs to its account for
+/// good (revoked and deactivated accounts keep theirs), so an answer never goes stale; the map
+/// is bounded by being forgotten wholesale when full.
+#[derive(Default)]
+pub struct UserIds(Mutex<HashMap<String, Uuid>>);
+
+impl UserIds {
+    const KEPT: usize = 100_000;
+
+    pub fn get(&self, user_key: &str) -> Option<Uuid> {
+        self.0.lock().ok()?.get(user_key).copied()
+    }
+
+    pub fn remember(&self, user_key: String, account_id: Uuid) {
+        if let Ok(mut known) = self.0.lock() {
+            if known.len() >= Self::KEPT {
+                known.clear();
+            }
+            known.insert(user_key, account_id);
+        }
+    }
 }
 
 pub struct App {
@@ -250,6 +275,7 @@ impl App {
             applied: projector.applied(),
             clock,
             activity: Arc::new(Mutex::new(HashMap::new())),
+            user_ids: Arc::default(),
             metrics: Arc::default(),
             workers,
             relayed,

@@ -85,12 +85,20 @@ pub async fn report_access(
     if !errors.is_empty() {
         return Err(invalid(errors));
     }
-    let account_id = query(&state, move |conn| {
-        custode_projections::accounts::account_id_of(conn, &req.user_id)
-    })
-    .await?
-    .and_then(|id| id.parse::<uuid::Uuid>().ok())
-    .ok_or_else(|| Problem::new("account-not-found", "no account has that user id"))?;
+    let key = custode_domain::user_registry::user_key(&req.user_id);
+    let account_id = match state.user_ids.get(&key) {
+        Some(id) => id,
+        None => {
+            let id = query(&state, move |conn| {
+                custode_projections::accounts::account_id_of(conn, &req.user_id)
+            })
+            .await?
+            .and_then(|id| id.parse::<uuid::Uuid>().ok())
+            .ok_or_else(|| Problem::new("account-not-found", "no account has that user id"))?;
+            state.user_ids.remember(key, id);
+            id
+        }
+    };
     let caller = Caller {
         actor: Actor::operator(),
         correlation_id: correlation.0,
