@@ -112,7 +112,7 @@ pub fn spawn_worker(
                 ctx.clock.clone(),
             )?;
             tasks.push(tokio::spawn(delivery.run()));
-            let sink = StoreSink::new(dir, name.as_str(), handler)?;
+            let sink = StoreSink::new(dir, name.as_str(), handler)?.for_feed(&feed);
             let (handle, task) = consumer::spawn(name.as_str(), feed, sink);
             tasks.push(task);
             Ok(handle)
@@ -125,7 +125,7 @@ pub fn spawn_worker(
                 ctx.reporter.clone(),
             )?;
             tasks.push(tokio::spawn(timers.run()));
-            let sink = StoreSink::new(dir, name.as_str(), handler)?;
+            let sink = StoreSink::new(dir, name.as_str(), handler)?.for_feed(&feed);
             let (handle, task) = consumer::spawn(name.as_str(), feed, sink);
             tasks.push(task);
             Ok(handle)
