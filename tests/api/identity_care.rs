@@ -339,7 +339,7 @@ async fn a_recovery_contact_changes_with_two_codes_then_waits_six_days_sc_5() {
     )
     .await;
 
-    // Within the 6 days: refused with the date, before any code is spent.
+    // Within the 6 days: refused with the date, before any code is sent.
     app.advance(Duration::days(5));
     let token = app.login(IDENTITY, IDENTITY_PASSWORD).await;
     let res = app
@@ -347,15 +347,6 @@ async fn a_recovery_contact_changes_with_two_codes_then_waits_six_days_sc_5() {
             "/v1/account/otp",
             Some(&token),
             json!({ "purpose": "recovery_email_change" }),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::ACCEPTED);
-    let authorise = sms_code(&app, CONTACT_MOBILE).await;
-    let res = app
-        .post(
-            "/v1/account/recovery-info/email",
-            Some(&token),
-            json!({ "otp": authorise, "email": "terzo@example.it" }),
         )
         .await;
     let p = expect_problem(res, StatusCode::CONFLICT, "contact-change-cooldown").await;
@@ -397,18 +388,9 @@ async fn a_recovery_contact_changes_with_two_codes_then_waits_six_days_sc_5() {
     assert_eq!(shown["recovery"]["mobile"]["target"], "+39 ***** **67");
     assert_eq!(shown["cooldowns"].as_array().unwrap().len(), 2);
 
-    // Past the 6 days the email can change again (the earlier authorising code still works).
+    // Past the 6 days the email can change again.
     app.advance(Duration::days(1) + Duration::minutes(1));
     let token = app.login(IDENTITY, IDENTITY_PASSWORD).await;
-    let res = app
-        .post(
-            "/v1/account/recovery-info/email",
-            Some(&token),
-            json!({ "otp": authorise, "email": "terzo@example.it" }),
-        )
-        .await;
-    // The earlier code expired meanwhile: a new one is needed, then it works.
-    assert!(res.status().is_client_error());
     let res = app
         .post(
             "/v1/account/otp",
@@ -629,4 +611,142 @@ async fn an_unused_identity_is_warned_then_revoked_and_any_use_moves_the_date_sc
         .unwrap();
     assert_eq!(account["state"], "revoked");
     assert!(last_login > reported);
+}
+
+#[tokio::test]
+async fn contact_changes_need_a_fresh_session_a_provider_given_mobile_and_a_daily_bound_sc_3() {
+    let app = TestApp::spawn().await;
+    let token = identity(&app).await;
+    // A session past its step-up window changes no contact, however proven (SEC-3).
+    app.advance(Duration::minutes(11));
+    let res = app
+        .post(
+            "/v1/account/contact-mobile",
+            Some(&token),
+            json!({ "mobile": "348 999 8877" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::FORBIDDEN, "reauthentication-required").await;
+    let res = app
+        .post(
+            "/v1/account/recovery-info/email",
+            Some(&token),
+            json!({ "otp": "123456", "email": "altro@example.it" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::FORBIDDEN, "reauthentication-required").await;
+    // Three contact email changes a day; the fourth waits.
+    let token = app.login(IDENTITY, IDENTITY_PASSWORD).await;
+    for n in 0..3 {
+        let res = app
+            .request(
+                reqwest::Method::PUT,
+                "/v1/account/contact-email",
+                Some(&token),
+                Some(json!({ "email": format!("franca{n}@example.it") })),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    }
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/account/contact-email",
+            Some(&token),
+            Some(json!({ "email": "franca9@example.it" })),
+        )
+        .await;
+    let res = expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+    assert!(res.to_string().contains("rate-limited"));
+    // A mailbox cannot ask for an identity's change codes; nothing is sent.
+    let (mailbox, _) = app.ready_mailbox("casella.contatti@pec.example.it").await;
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&mailbox),
+            json!({ "purpose": "recovery_email_change" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::FORBIDDEN, "not-an-identity").await;
+
+    // An identity opened without a contact mobile cannot give itself one: the first is the
+    // identity provider's (else a password alone would authorise SC-5's changes).
+    let bare = identity_after_first_change(
+        &app,
+        "senza.cellulare",
+        json!({ "contact_email": "senza@example.it" }),
+        json!({ "email": "recupero.senza@example.it" }),
+    )
+    .await;
+    let res = app
+        .post(
+            "/v1/account/contact-mobile",
+            Some(&bare),
+            json!({ "mobile": "348 999 8877" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::CONFLICT, "recovery-method-unavailable").await;
+}
+
+#[tokio::test]
+async fn after_an_operators_reset_the_holder_may_replace_a_lost_recovery_contact_rc_7() {
+    let app = TestApp::spawn().await;
+    let token = identity(&app).await;
+    // Without a reset the plain save refuses to change a recovery contact on file.
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/account/recovery-info",
+            Some(&token),
+            Some(json!({ "mobile": "+393351112222" })),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    let res = app
+        .post(
+            &format!("/v1/admin/accounts/{IDENTITY}/password-reset"),
+            Some(OPERATOR_KEY),
+            json!({ "form_reference": "MOD-2026-0042" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let temporary = res.json::<Value>().await.unwrap()["temporary_password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.remember_secret(&temporary);
+    let token = app.login(IDENTITY, &temporary).await;
+    let next = "Dopo-Il-Modulo!2026";
+    app.remember_secret(next);
+    let res = app
+        .post(
+            "/v1/account/password",
+            Some(&token),
+            json!({ "current_password": temporary, "new_password": next, "new_password_repeat": next }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let token = app.login(IDENTITY, next).await;
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/account/recovery-info",
+            Some(&token),
+            Some(json!({ "mobile": "+393351112222" })),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let shown = page(&app, &token).await;
+    assert_eq!(shown["recovery"]["mobile"]["target"], "+39 ***** **22");
+    assert_eq!(shown["required_actions"], json!([]));
+    // Once saved, the flow governs again.
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/account/recovery-info",
+            Some(&token),
+            Some(json!({ "mobile": "+393351113333" })),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
 }

@@ -726,6 +726,8 @@ pub struct IdentityIssued {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContactEmailChanged {
     pub email: String,
+    /// When it changed (SC-3 limits changes a day).
+    pub at: DateTime<Utc>,
 }
 
 /// SC-3: the contact mobile changed, confirmed by a code sent to the old number and one sent

@@ -67,6 +67,10 @@ pub struct Account {
     pub inactivity: Option<Inactivity>,
     /// SC-5: until when each recovery contact cannot change again.
     pub recovery_cooldowns: RecoveryCooldowns,
+    /// SC-3: when the contact email last changed (the latest few).
+    pub contact_email_changes: VecDeque<DateTime<Utc>>,
+    /// RC-7: an operator reset the password and the recovery information is not saved since.
+    pub reset_by_operator: bool,
 }
 
 /// PW-6: the current password's expiry.
@@ -323,6 +327,18 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             state.must_change_password = true;
             if e.reason == TemporaryPasswordReason::OperatorReset {
                 state.must_confirm_recovery_info = true;
+                state.reset_by_operator = true;
+                // Contact changes under way end with the reset: they start again, if at all.
+                for purpose in [
+                    OtpPurpose::ContactChange,
+                    OtpPurpose::NewContactMobile,
+                    OtpPurpose::RecoveryEmailChange,
+                    OtpPurpose::RecoveryMobileChange,
+                    OtpPurpose::NewRecoveryEmail,
+                    OtpPurpose::NewRecoveryMobile,
+                ] {
+                    state.challenges.cancel(purpose);
+                }
                 state.login_failures = 0;
                 state.grants.spend_all(None);
                 state.challenges.cancel(OtpPurpose::Recovery);
@@ -373,6 +389,7 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             };
             state.must_set_recovery_info = false;
             state.must_confirm_recovery_info = false;
+            state.reset_by_operator = false;
         }
         AccountEvent::SessionStarted(e) => {
             // Sessions past their expiry can never be used again: forget them as time moves on.
@@ -516,7 +533,10 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             // Proving the holder ends a run of wrong passwords (an attacker's, or forgotten ones).
             state.login_failures = 0;
         }
-        AccountEvent::RecoveryInfoConfirmed(_) => state.must_confirm_recovery_info = false,
+        AccountEvent::RecoveryInfoConfirmed(_) => {
+            state.must_confirm_recovery_info = false;
+            state.reset_by_operator = false;
+        }
         AccountEvent::MailProtocolsSet(e) => state.protocols = Some(*e),
         AccountEvent::TwoFactorEnrollmentStarted(e) => {
             state.pending_two_factor = Some(TwoFactor {
@@ -637,6 +657,8 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             if let Some(profile) = state.profile.as_mut() {
                 profile.contact_email = Some(e.email.clone());
             }
+            state.contact_email_changes.push_front(e.at);
+            state.contact_email_changes.truncate(8);
         }
         AccountEvent::ContactMobileChanged(e) => {
             if let Some(profile) = state.profile.as_mut() {

@@ -146,6 +146,14 @@ pub(super) fn request_otp(
             "codes to a new contact are sent by the change itself (POST /v1/account/contact-mobile, POST /v1/account/recovery-info/email or /mobile)",
         )]));
     }
+    // SC-5: no code for a change that could not go on.
+    if let Some(method) = match c.purpose {
+        OtpPurpose::RecoveryEmailChange => Some(crate::recovery::RecoveryMethod::Email),
+        OtpPurpose::RecoveryMobileChange => Some(crate::recovery::RecoveryMethod::Sms),
+        _ => None,
+    } {
+        super::self_care::change_possible(state, method, ctx)?;
+    }
     // SC-4: a code proving a recovery contact goes to that contact; SC-5: the one authorising
     // a new recovery mobile goes to the current one.
     let (channel, contact) = match c.purpose {

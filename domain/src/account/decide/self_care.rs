@@ -16,6 +16,8 @@ use crate::secret::Secret;
 use crate::violation::Violation;
 use chrono::{Duration, Months};
 
+/// SC-3: contact email changes a day at most (each mails two addresses).
+pub const CONTACT_EMAIL_CHANGES_PER_DAY: usize = 3;
 /// SC-5: how long a changed recovery contact stays as it is.
 pub const CONTACT_COOLDOWN_DAYS: i64 = 6;
 /// PW-6: the days before a password's expiry when the holder is told.
@@ -59,7 +61,7 @@ fn not_for_collaborators(profile: &AccountOpened) -> Result<(), AccountError> {
         return Err(AccountError::Invalid(vec![Violation::new(
             "CO-4",
             None,
-            "a collaborator's reference email is never edited: deactivate it and create it anew",
+            "a collaborator's only contact is its reference email, never edited: deactivate it and create it anew",
         )]));
     }
     Ok(())
@@ -83,8 +85,26 @@ pub(super) fn change_contact_email(
     if profile.contact_email.as_deref() == Some(email.as_str()) {
         return Ok(Vec::new());
     }
+    // Each change mails the old and the new address: a few a day, so a session cannot turn
+    // the notices into a mailer.
+    let day_ago = ctx.now - Duration::days(1);
+    let recent: Vec<_> = state
+        .contact_email_changes
+        .iter()
+        .filter(|at| **at > day_ago)
+        .collect();
+    if recent.len() >= CONTACT_EMAIL_CHANGES_PER_DAY {
+        let until = recent
+            .iter()
+            .min()
+            .map_or(ctx.now, |oldest| **oldest + Duration::days(1));
+        return Err(AccountError::MessageLimit {
+            until,
+            seconds: (until - ctx.now).num_seconds().max(1),
+        });
+    }
     Ok(vec![AccountEvent::ContactEmailChanged(
-        ContactEmailChanged { email },
+        ContactEmailChanged { email, at: ctx.now },
     )])
 }
 
@@ -94,7 +114,7 @@ pub(super) fn start_contact_mobile_change(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     let profile = opened(state)?;
-    require_session(state, c.session_id, false, ctx.now)?;
+    require_session(state, c.session_id, true, ctx.now)?;
     not_for_collaborators(profile)?;
     let mobile = normalize_mobile(&c.mobile).ok_or_else(|| {
         AccountError::Invalid(vec![Violation::new(
@@ -109,6 +129,11 @@ pub(super) fn start_contact_mobile_change(
             Some("mobile"),
             "this is already the contact mobile",
         )]));
+    }
+    // An identity's contact mobile is where SC-5's authorising codes go: the first one is the
+    // identity provider's (recorded at opening), never the session's own choice.
+    if profile.kind == AccountKind::Identity && profile.contact_mobile.is_none() {
+        return Err(AccountError::MethodUnavailable);
     }
     let mut events = Vec::new();
     // A code to the number on file proves the holder still has it; one to the new number
@@ -140,7 +165,7 @@ pub(super) fn confirm_contact_mobile_change(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     let profile = opened(state)?;
-    require_session(state, c.session_id, false, ctx.now)?;
+    require_session(state, c.session_id, true, ctx.now)?;
     not_for_collaborators(profile)?;
     let new = state
         .challenges
@@ -264,6 +289,19 @@ fn change_purposes(method: RecoveryMethod) -> Result<(OtpPurpose, OtpPurpose), A
     }
 }
 
+/// SC-5: whether the recovery contact `method` may change now (an identity's, out of its
+/// cooldown): asked before a code is sent for it.
+pub(super) fn change_possible(
+    state: &Account,
+    method: RecoveryMethod,
+    ctx: &Ctx<'_>,
+) -> Result<(), AccountError> {
+    if opened(state)?.kind != AccountKind::Identity {
+        return Err(AccountError::NotIdentity);
+    }
+    cooldown_over(state, method, ctx)
+}
+
 fn cooldown_over(
     state: &Account,
     method: RecoveryMethod,
@@ -281,7 +319,7 @@ pub(super) fn start_recovery_contact_change(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     let profile = opened(state)?;
-    require_session(state, c.session_id, false, ctx.now)?;
+    require_session(state, c.session_id, true, ctx.now)?;
     if profile.kind != AccountKind::Identity {
         return Err(AccountError::NotIdentity);
     }
@@ -337,7 +375,7 @@ pub(super) fn confirm_recovery_contact_change(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     let profile = opened(state)?;
-    require_session(state, c.session_id, false, ctx.now)?;
+    require_session(state, c.session_id, true, ctx.now)?;
     if profile.kind != AccountKind::Identity {
         return Err(AccountError::NotIdentity);
     }
@@ -392,7 +430,9 @@ pub(super) fn contact_change_through_flow(
     email: &Option<String>,
     mobile: &Option<String>,
 ) -> Result<(), AccountError> {
-    if profile.kind != AccountKind::Identity {
+    // RC-7: after an operator's reset (the holder proved who it is on a signed form), the
+    // first save may replace a lost contact.
+    if profile.kind != AccountKind::Identity || state.reset_by_operator {
         return Ok(());
     }
     let mut errors = Vec::new();
