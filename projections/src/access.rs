@@ -230,6 +230,17 @@ fn time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
+/// The newest successful access of `account_id` (a login, a reported access, a mail
+/// program's check), if any.
+pub fn last_access(conn: &Connection, account_id: &str) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    Ok(conn
+        .prepare_cached("SELECT last_access FROM access_accounts WHERE account_id = ?1")?
+        .query_row(params![account_id], |r| r.get::<_, Option<i64>>(0))
+        .optional()?
+        .flatten()
+        .map(time))
+}
+
 /// AH-2: the newest items of `account_id` that match `filter`, after its cursor, with the
 /// account's total and last access. One range scan of one index whichever the filter.
 pub fn page(conn: &Connection, account_id: &str, filter: &Filter) -> rusqlite::Result<Page> {

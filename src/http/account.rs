@@ -232,10 +232,13 @@ pub async fn page(
         None
     };
     let now = state.clock.now();
-    let care = {
+    let (care, last_access) = {
         let account_id = row.account_id.clone();
         query(&state, move |conn| {
-            custode_projections::accounts::self_care_of(conn, &account_id)
+            Ok((
+                custode_projections::accounts::self_care_of(conn, &account_id)?,
+                custode_projections::access::last_access(conn, &account_id)?,
+            ))
         })
         .await?
     };
@@ -339,7 +342,16 @@ pub async fn page(
         cooldowns,
         personal_data,
         password_expires_at: password_expires_at.map(|t| t.to_rfc3339_opts(secs, true)),
+        // SC-8: the date as last recorded, moved by any use since (the scheduler records the
+        // move at its next look).
         inactivity_revokes_at: parse(&care.inactivity_revokes_at)
+            .filter(|_| state.config.settings.identity.inactivity_months > 0)
+            .map(|recorded| {
+                let months = state.config.settings.identity.inactivity_months;
+                last_access
+                    .and_then(|at| at.checked_add_months(chrono::Months::new(months)))
+                    .map_or(recorded, |moved| moved.max(recorded))
+            })
             .map(|t| t.to_rfc3339_opts(secs, true)),
         identity_document: document,
         required_actions,
