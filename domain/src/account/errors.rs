@@ -32,7 +32,7 @@ pub enum AccountError {
     NoCode,
     #[error("the code has expired; ask for a new one")]
     CodeExpired,
-    #[error("too many wrong codes; start a new recovery")]
+    #[error("too many wrong codes for this code: ask for a new one (in a recovery, start a new recovery)")]
     CodeExhausted,
     #[error("too many wrong answers: the security question is locked")]
     QuestionLocked {
