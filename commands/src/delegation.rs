@@ -410,10 +410,7 @@ impl AccountHandler {
             expires_at,
             days_before,
         });
-        Ok(self
-            .execute(account_id, cmd, &Caller::system())
-            .await?
-            .position())
+        self.scheduled(account_id, cmd).await
     }
 }
 
@@ -431,10 +428,7 @@ impl AccountHandler {
             expires_at,
             days_before,
         });
-        Ok(self
-            .execute(account_id, cmd, &Caller::system())
-            .await?
-            .position())
+        self.scheduled(account_id, cmd).await
     }
 
     /// SC-8, from the scheduler: a look at whether the identity on `stream` has been used,
@@ -463,10 +457,7 @@ impl AccountHandler {
         let cmd = AccountCommand::ReviewInactivity(account::ReviewInactivity {
             last_reported_access,
         });
-        Ok(self
-            .execute(account_id, cmd, &Caller::system())
-            .await?
-            .position())
+        self.scheduled(account_id, cmd).await
     }
 
     /// SC-2, from the scheduler: the notice `days_before` days before the document on the
@@ -482,10 +473,7 @@ impl AccountHandler {
             expires_on,
             days_before,
         });
-        Ok(self
-            .execute(account_id, cmd, &Caller::system())
-            .await?
-            .position())
+        self.scheduled(account_id, cmd).await
     }
 
     /// AH-1: an access record (a mail server's check, AP-7, or a reported access to a service
@@ -514,6 +502,16 @@ impl AccountHandler {
         }
         let recorded = self.services().log.append(vec![append], meta).await?;
         Ok(recorded.last().map_or(0, |r| r.position))
+    }
+}
+
+impl AccountHandler {
+    /// A scheduler's command on `account_id`: the position of what it recorded (0: nothing).
+    async fn scheduled(&self, account_id: Uuid, cmd: AccountCommand) -> AccountResult<u64> {
+        Ok(self
+            .execute(account_id, cmd, &Caller::system())
+            .await?
+            .position())
     }
 }
 

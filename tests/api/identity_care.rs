@@ -67,6 +67,32 @@ async fn mailed_code(app: &TestApp, to: &str, seen: usize) -> String {
         .to_string()
 }
 
+/// Asks for a code for `purpose` and reads it from the SMS sent to `to`.
+async fn ask_code(app: &TestApp, token: &str, purpose: &str, to: &str) -> String {
+    post_expecting(
+        app,
+        token,
+        "/v1/account/otp",
+        json!({ "purpose": purpose }),
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    sms_code(app, to).await
+}
+
+/// Posts `body` to `path` with the session `token`, expecting `status`.
+async fn post_expecting(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    body: Value,
+    status: StatusCode,
+) -> reqwest::Response {
+    let res = app.post(path, Some(token), body).await;
+    assert_eq!(res.status(), status, "{path}");
+    res
+}
+
 fn wrong(code: &str) -> String {
     format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000)
 }
@@ -179,14 +205,14 @@ async fn the_contact_email_changes_with_a_fresh_session_and_the_mobile_with_two_
         .await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let new_mobile = "+393489998877";
-    let res = app
-        .post(
-            "/v1/account/contact-mobile",
-            Some(&token),
-            json!({ "mobile": "348 999 8877" }),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let res = post_expecting(
+        &app,
+        &token,
+        "/v1/account/contact-mobile",
+        json!({ "mobile": "348 999 8877" }),
+        StatusCode::ACCEPTED,
+    )
+    .await;
     let sent: Value = res.json().await.unwrap();
     let challenges = sent["challenges"].as_array().unwrap();
     assert_eq!(challenges.len(), 2, "{sent}");
@@ -215,14 +241,14 @@ async fn the_contact_email_changes_with_a_fresh_session_and_the_mobile_with_two_
     let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
     assert_eq!(rules(&p), ["SC-3.current_code"]);
     assert_eq!(page(&app, &token).await["contact_mobile"], "+39 ***** **33");
-    let res = app
-        .post(
-            "/v1/account/contact-mobile/confirm",
-            Some(&token),
-            confirm(&current, &new),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    post_expecting(
+        &app,
+        &token,
+        "/v1/account/contact-mobile/confirm",
+        confirm(&current, &new),
+        StatusCode::NO_CONTENT,
+    )
+    .await;
     assert_eq!(page(&app, &token).await["contact_mobile"], "+39 ***** **77");
     // Spent: the same codes do not work twice.
     let res = app
@@ -234,14 +260,14 @@ async fn the_contact_email_changes_with_a_fresh_session_and_the_mobile_with_two_
         .await;
     assert!(res.status().is_client_error());
     // Later codes go to the new number.
-    let res = app
-        .post(
-            "/v1/account/otp",
-            Some(&token),
-            json!({ "purpose": "suspension" }),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let res = post_expecting(
+        &app,
+        &token,
+        "/v1/account/otp",
+        json!({ "purpose": "suspension" }),
+        StatusCode::ACCEPTED,
+    )
+    .await;
     let sent: Value = res.json().await.unwrap();
     assert_eq!(sent["target"], "+39 ***** **77");
     sms_code(&app, new_mobile).await;
@@ -263,15 +289,7 @@ async fn a_recovery_contact_changes_with_two_codes_then_waits_six_days_sc_5() {
     let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
     assert_eq!(rules(&p), ["SC-5.otp"]);
     // The authorising code goes to the contact mobile.
-    let res = app
-        .post(
-            "/v1/account/otp",
-            Some(&token),
-            json!({ "purpose": "recovery_email_change" }),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::ACCEPTED);
-    let authorise = sms_code(&app, CONTACT_MOBILE).await;
+    let authorise = ask_code(&app, &token, "recovery_email_change", CONTACT_MOBILE).await;
     let res = app
         .post(
             "/v1/account/recovery-info/email",
@@ -358,15 +376,7 @@ async fn a_recovery_contact_changes_with_two_codes_then_waits_six_days_sc_5() {
         "{p}"
     );
     // The mobile has no cooldown of its own yet: its flow goes to the current recovery mobile.
-    let res = app
-        .post(
-            "/v1/account/otp",
-            Some(&token),
-            json!({ "purpose": "recovery_mobile_change" }),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::ACCEPTED);
-    let authorise_mobile = sms_code(&app, RECOVERY_MOBILE).await;
+    let authorise_mobile = ask_code(&app, &token, "recovery_mobile_change", RECOVERY_MOBILE).await;
     let res = app
         .post(
             "/v1/account/recovery-info/mobile",
@@ -376,14 +386,14 @@ async fn a_recovery_contact_changes_with_two_codes_then_waits_six_days_sc_5() {
         .await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let code = sms_code(&app, "+393351234567").await;
-    let res = app
-        .post(
-            "/v1/account/recovery-info/mobile/confirm",
-            Some(&token),
-            json!({ "code": code }),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    post_expecting(
+        &app,
+        &token,
+        "/v1/account/recovery-info/mobile/confirm",
+        json!({ "code": code }),
+        StatusCode::NO_CONTENT,
+    )
+    .await;
     let shown = page(&app, &token).await;
     assert_eq!(shown["recovery"]["mobile"]["target"], "+39 ***** **67");
     assert_eq!(shown["cooldowns"].as_array().unwrap().len(), 2);
@@ -391,23 +401,15 @@ async fn a_recovery_contact_changes_with_two_codes_then_waits_six_days_sc_5() {
     // Past the 6 days the email can change again.
     app.advance(Duration::days(1) + Duration::minutes(1));
     let token = app.login(IDENTITY, IDENTITY_PASSWORD).await;
-    let res = app
-        .post(
-            "/v1/account/otp",
-            Some(&token),
-            json!({ "purpose": "recovery_email_change" }),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::ACCEPTED);
-    let authorise = sms_code(&app, CONTACT_MOBILE).await;
-    let res = app
-        .post(
-            "/v1/account/recovery-info/email",
-            Some(&token),
-            json!({ "otp": authorise, "email": "terzo@example.it" }),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let authorise = ask_code(&app, &token, "recovery_email_change", CONTACT_MOBILE).await;
+    post_expecting(
+        &app,
+        &token,
+        "/v1/account/recovery-info/email",
+        json!({ "otp": authorise, "email": "terzo@example.it" }),
+        StatusCode::ACCEPTED,
+    )
+    .await;
     let shown = page(&app, &token).await;
     assert_eq!(
         shown["cooldowns"],
@@ -480,15 +482,7 @@ async fn an_identitys_password_expires_after_180_days_with_notices_then_only_cha
         .await;
     expect_problem(res, StatusCode::FORBIDDEN, "password-expired").await;
     // The change itself goes on, with its code (PW-4).
-    let res = app
-        .post(
-            "/v1/account/otp",
-            Some(&token),
-            json!({ "purpose": "password_change" }),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::ACCEPTED);
-    let code = sms_code(&app, CONTACT_MOBILE).await;
+    let code = ask_code(&app, &token, "password_change", CONTACT_MOBILE).await;
     let next = "Nuova-Stagione!2027";
     app.remember_secret(next);
     let res = app
@@ -718,14 +712,14 @@ async fn after_an_operators_reset_the_holder_may_replace_a_lost_recovery_contact
     let token = app.login(IDENTITY, &temporary).await;
     let next = "Dopo-Il-Modulo!2026";
     app.remember_secret(next);
-    let res = app
-        .post(
-            "/v1/account/password",
-            Some(&token),
-            json!({ "current_password": temporary, "new_password": next, "new_password_repeat": next }),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    post_expecting(
+        &app,
+        &token,
+        "/v1/account/password",
+        json!({ "current_password": temporary, "new_password": next, "new_password_repeat": next }),
+        StatusCode::NO_CONTENT,
+    )
+    .await;
     let token = app.login(IDENTITY, next).await;
     let res = app
         .request(
