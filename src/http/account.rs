@@ -547,7 +547,27 @@ fn wrong_code(attempts_left: u32) -> Problem {
 
 #[derive(Debug, Deserialize)]
 pub struct OtpRequest {
+    #[serde(deserialize_with = "asked_purpose")]
     purpose: OtpPurpose,
+}
+
+/// The purposes a holder asks a code for; the others (a recovery's, a login's, those a change
+/// sends by itself) are not named in the refusal.
+fn asked_purpose<'de, D: Deserializer<'de>>(d: D) -> Result<OtpPurpose, D::Error> {
+    const ASKED: &[&str] = &[
+        "password_change",
+        "suspension",
+        "two_factor_off",
+        "verify_recovery_email",
+        "verify_recovery_mobile",
+        "recovery_email_change",
+        "recovery_mobile_change",
+    ];
+    let text = String::deserialize(d)?;
+    if !ASKED.contains(&text.as_str()) {
+        return Err(serde::de::Error::unknown_variant(&text, ASKED));
+    }
+    OtpPurpose::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&text))
 }
 
 #[derive(Debug, Serialize)]
