@@ -183,6 +183,84 @@ where
     (all.len() as f64 / elapsed, all, bad)
 }
 
+/// Closed loop as [`load`], with the same `request` (a whole HTTP/1.1 request, keep-alive) sent
+/// over `connections` raw TCP connections to `addr` and only the status line and the body's
+/// length read back: a load generator that costs the two cores it shares with the service a
+/// fraction of what a full client costs, so the service, not the client, is what is measured.
+pub async fn raw_load(
+    addr: &str,
+    connections: usize,
+    run: Duration,
+    request: std::sync::Arc<Vec<u8>>,
+) -> (f64, Vec<u64>, usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (addr, request) = (addr.to_string(), request.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let mut latencies = Vec::new();
+            let mut bad = 0;
+            let mut buf = Vec::with_capacity(4096);
+            let mut chunk = [0u8; 4096];
+            while started.elapsed() < run {
+                let t = Instant::now();
+                stream.write_all(&request).await.expect("send");
+                buf.clear();
+                // The head, then as many body bytes as Content-Length says.
+                let (head_end, length) = loop {
+                    let n = stream.read(&mut chunk).await.expect("receive");
+                    assert!(n > 0, "the server closed the connection");
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break (end + 4, length);
+                    }
+                };
+                while buf.len() < head_end + length {
+                    let n = stream.read(&mut chunk).await.expect("receive");
+                    assert!(n > 0, "the server closed the connection");
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                if !buf.starts_with(b"HTTP/1.1 2") {
+                    bad += 1;
+                }
+                latencies.push(t.elapsed().as_micros() as u64);
+            }
+            (latencies, bad)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut bad = 0;
+    for t in tasks {
+        let (l, b) = t.await.unwrap();
+        all.extend(l);
+        bad += b;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    (all.len() as f64 / elapsed, all, bad)
+}
+
+/// A POST of the JSON `body` to `path` on `addr` with the bearer `key`, as raw HTTP/1.1.
+pub fn raw_post(addr: &str, path: &str, key: &str, body: &serde_json::Value) -> Vec<u8> {
+    let body = body.to_string();
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// Open loop: `rate` requests/s in all, spread over `connections` tasks on a fixed schedule,
 /// for `run`. Each latency counts from the request's scheduled time, so a request held up
 /// behind a slow one is charged its wait (no coordinated omission). Returns the latencies
