@@ -171,16 +171,8 @@ where
             (latencies, bad)
         }));
     }
-    let mut all = Vec::new();
-    let mut bad = 0;
-    for t in tasks {
-        let (l, b) = t.await.unwrap();
-        all.extend(l);
-        bad += b;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort_unstable();
-    (all.len() as f64 / elapsed, all, bad)
+    let (all, bad) = gather(tasks).await;
+    (all.len() as f64 / started.elapsed().as_secs_f64(), all, bad)
 }
 
 /// Closed loop as [`load`], with the same `request` (a whole HTTP/1.1 request, keep-alive) sent
@@ -239,16 +231,8 @@ pub async fn raw_load(
             (latencies, bad)
         }));
     }
-    let mut all = Vec::new();
-    let mut bad = 0;
-    for t in tasks {
-        let (l, b) = t.await.unwrap();
-        all.extend(l);
-        bad += b;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort_unstable();
-    (all.len() as f64 / elapsed, all, bad)
+    let (all, bad) = gather(tasks).await;
+    (all.len() as f64 / started.elapsed().as_secs_f64(), all, bad)
 }
 
 /// A POST of the JSON `body` to `path` on `addr` with the bearer `key`, as raw HTTP/1.1.
@@ -298,6 +282,11 @@ where
             (latencies, bad)
         }));
     }
+    gather(tasks).await
+}
+
+/// Every load task's latencies (µs, sorted) and requests that got no 2xx.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<(Vec<u64>, usize)>>) -> (Vec<u64>, usize) {
     let mut all = Vec::new();
     let mut bad = 0;
     for t in tasks {
