@@ -234,6 +234,10 @@ pub struct Notice {
     pub user_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<SealedValue>,
+    /// A one-time code's purpose, so its text says what the code is for (a code that does not
+    /// say what it authorises is easy to talk out of its holder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<crate::otp::OtpPurpose>,
 }
 
 /// The notices `event` of `account_id` calls for, given the contacts before it. An account
@@ -260,6 +264,7 @@ pub fn notices_for(
         language: contacts.language,
         user_id: contacts.user_id.clone(),
         secret,
+        purpose: None,
     };
     let to_contact_email = |template| {
         contacts
@@ -320,6 +325,7 @@ pub fn notices_for(
         )],
         NotifyEvent::OtpChallengeIssued(e) => vec![Notice {
             channel: e.channel,
+            purpose: Some(e.purpose),
             ..mail(
                 &e.to,
                 Template::OneTimeCode,
@@ -475,6 +481,7 @@ mod tests {
                     sealed: sealed(),
                     context: temporary_password_context(ACCOUNT),
                 }),
+                purpose: None,
             }]
         );
     }
@@ -544,6 +551,7 @@ mod tests {
                     sealed: sealed(),
                     context: recovery_link_context(ACCOUNT, recovery_id),
                 }),
+                purpose: None,
             }]
         );
     }

@@ -657,6 +657,7 @@ impl Delivery {
             user_id: &notice.user_id,
             secret: secret.as_ref().map(|s| s.expose()),
             public_url: &self.settings.public_url,
+            purpose: notice.purpose,
         });
         let result = match &self.transport {
             Transport::Mail { transport, from } => {

@@ -19,6 +19,50 @@ pub struct Input<'a> {
     pub user_id: &'a str,
     pub secret: Option<&'a str>,
     pub public_url: &'a str,
+    /// A one-time code's purpose (its text says what the code authorises).
+    pub purpose: Option<custode_domain::otp::OtpPurpose>,
+}
+
+/// What a one-time code authorises, in the holder's language.
+fn purpose_line(purpose: Option<custode_domain::otp::OtpPurpose>, language: Language) -> String {
+    use custode_domain::otp::OtpPurpose::*;
+    let Some(purpose) = purpose else {
+        return String::new();
+    };
+    let (it, en) = match purpose {
+        Recovery => ("recuperare la password", "recover your password"),
+        PasswordChange => ("cambiare la password", "change your password"),
+        Suspension => ("sospendere l'identità", "suspend your identity"),
+        TwoFactorOff => (
+            "disattivare la verifica in due passaggi",
+            "turn two-step verification off",
+        ),
+        TwoFactorOn => (
+            "attivare la verifica in due passaggi",
+            "turn two-step verification on",
+        ),
+        Login => ("accedere", "log in"),
+        ContactChange | NewContactMobile => (
+            "cambiare il cellulare di contatto",
+            "change your contact mobile",
+        ),
+        VerifyRecoveryEmail | VerifyRecoveryMobile => (
+            "verificare un contatto di recupero",
+            "verify a recovery contact",
+        ),
+        RecoveryEmailChange | NewRecoveryEmail => (
+            "cambiare l'e-mail di recupero",
+            "change your recovery email",
+        ),
+        RecoveryMobileChange | NewRecoveryMobile => (
+            "cambiare il cellulare di recupero",
+            "change your recovery mobile",
+        ),
+    };
+    match language {
+        Language::It => format!(" Serve a {it}."),
+        Language::En => format!(" It is to {en}."),
+    }
 }
 
 pub fn render(input: &Input<'_>) -> Rendered {
@@ -146,11 +190,17 @@ pub fn render(input: &Input<'_>) -> Rendered {
         ),
         (Template::OneTimeCode, Language::It) => (
             "Il tuo codice di verifica",
-            vec![format!("Codice di verifica per {user}: {secret}. Non comunicarlo a nessuno.")],
+            vec![format!(
+                "Codice di verifica per {user}: {secret}.{} Non comunicarlo a nessuno.",
+                purpose_line(input.purpose, Language::It)
+            )],
         ),
         (Template::OneTimeCode, Language::En) => (
             "Your verification code",
-            vec![format!("Verification code for {user}: {secret}. Do not share it with anyone.")],
+            vec![format!(
+                "Verification code for {user}: {secret}.{} Do not share it with anyone.",
+                purpose_line(input.purpose, Language::En)
+            )],
         ),
         (Template::CollaboratorLink, Language::It) => (
             "Crea la password del tuo accesso da collaboratore",
@@ -401,6 +451,7 @@ mod tests {
                     user_id: "mario.rossi@pec.example.it",
                     secret: Some("SECRET-123"),
                     public_url: "https://account.example.it",
+                    purpose: None,
                 });
                 assert!(!rendered.subject.is_empty());
                 all.push_str(&format!(
@@ -451,9 +502,34 @@ mod tests {
                     user_id: "u",
                     secret: Some("S3cr3t"),
                     public_url: "http://x",
+                    purpose: None,
                 });
                 assert!(rendered.body.contains("S3cr3t"), "{template:?} {channel:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_code_says_what_it_authorises_in_the_holders_language() {
+        use custode_domain::otp::OtpPurpose;
+        let text = |purpose, language| {
+            render(&Input {
+                template: Template::OneTimeCode,
+                language,
+                channel: Channel::Sms,
+                user_id: "franca.neri",
+                secret: Some("424242"),
+                public_url: "http://x",
+                purpose: Some(purpose),
+            })
+            .body
+        };
+        assert_eq!(
+            text(OtpPurpose::ContactChange, Language::It).trim(),
+            "Codice di verifica per franca.neri: 424242. Serve a cambiare il cellulare di contatto. Non comunicarlo a nessuno."
+        );
+        assert!(text(OtpPurpose::RecoveryEmailChange, Language::En)
+            .contains("It is to change your recovery email."));
+        assert!(text(OtpPurpose::Suspension, Language::En).contains("suspend your identity"));
     }
 }
