@@ -119,6 +119,16 @@ impl RecentMessages {
         settings: &crate::settings::Settings,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), crate::account::AccountError> {
+        self.allow_many(settings, now, 1)
+    }
+
+    /// As [`RecentMessages::allow`], for `count` messages sent together: all fit, or none go.
+    pub fn allow_many(
+        &self,
+        settings: &crate::settings::Settings,
+        now: chrono::DateTime<chrono::Utc>,
+        count: usize,
+    ) -> Result<(), crate::account::AccountError> {
         let hour = chrono::Duration::hours(1);
         let lifetime = |method: RecoveryMethod| match method {
             RecoveryMethod::Email => settings.recovery.link_lifetime(),
@@ -131,7 +141,7 @@ impl RecentMessages {
             .filter(|at| *at > now - hour)
             .collect();
         let limit = settings.limits.recovery_messages_per_user_per_hour;
-        if sent.len() < usize::try_from(limit).unwrap_or(usize::MAX) {
+        if sent.len() + count <= usize::try_from(limit).unwrap_or(usize::MAX) {
             return Ok(());
         }
         let until = sent.iter().min().map_or(now, |oldest| *oldest + hour);

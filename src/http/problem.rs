@@ -299,6 +299,11 @@ impl From<AccountError> for Problem {
                 format!("too many messages (links or codes) for this user id; try again in {seconds} seconds"),
             )
             .retry_after(u64::try_from(seconds).unwrap_or(1)),
+            AccountError::ContactEmailChanges { seconds, .. } => Problem::new(
+                "rate-limited",
+                format!("the contact email changed 3 times in the last day (SC-3: each change mails two addresses); the next change is possible in {seconds} seconds"),
+            )
+            .retry_after(u64::try_from(seconds).unwrap_or(1)),
             AccountError::ChecksLocked { seconds, .. } => Problem::new(
                 "rate-limited",
                 format!("too many wrong codes or answers for this user id; try again in {seconds} seconds"),

@@ -124,6 +124,13 @@ pub enum AccountError {
     /// SC-5: a recovery contact changed lately.
     #[error("this recovery contact changed lately and cannot change again yet")]
     ContactCooldown { until: DateTime<Utc> },
+    /// SC-3: the contact email changed as often as a day allows.
+    #[error("the contact email changed 3 times in the last day: the next change waits")]
+    ContactEmailChanges {
+        until: DateTime<Utc>,
+        /// Seconds from the refusal to `until` (for `Retry-After`).
+        seconds: i64,
+    },
     /// PW-6: only the password change goes on.
     #[error("the password has expired: change it first")]
     PasswordExpired,
@@ -153,7 +160,8 @@ impl AccountError {
             AccountError::TokenSuperseded => "token-superseded",
             AccountError::LoginLocked { .. }
             | AccountError::ChecksLocked { .. }
-            | AccountError::MessageLimit { .. } => "rate-limited",
+            | AccountError::MessageLimit { .. }
+            | AccountError::ContactEmailChanges { .. } => "rate-limited",
             AccountError::NotActive { status, .. } => match status {
                 super::events::AccountStatus::Suspended => "account-suspended",
                 super::events::AccountStatus::Revoked => "account-revoked",

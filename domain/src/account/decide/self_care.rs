@@ -98,7 +98,7 @@ pub(super) fn change_contact_email(
             .iter()
             .min()
             .map_or(ctx.now, |oldest| **oldest + Duration::days(1));
-        return Err(AccountError::MessageLimit {
+        return Err(AccountError::ContactEmailChanges {
             until,
             seconds: (until - ctx.now).num_seconds().max(1),
         });
@@ -135,6 +135,11 @@ pub(super) fn start_contact_mobile_change(
     if profile.kind == AccountKind::Identity && profile.contact_mobile.is_none() {
         return Err(AccountError::MethodUnavailable);
     }
+    // Both codes fit in the hour's messages, or neither goes (SEC-2).
+    let codes = 1 + usize::from(profile.contact_mobile.is_some());
+    state
+        .otp_messages
+        .allow_many(ctx.settings, ctx.now, codes)?;
     let mut events = Vec::new();
     // A code to the number on file proves the holder still has it; one to the new number
     // proves the new one is the holder's.
@@ -432,7 +437,11 @@ pub(super) fn contact_change_through_flow(
 ) -> Result<(), AccountError> {
     // RC-7: after an operator's reset (the holder proved who it is on a signed form), the
     // first save may replace a lost contact.
-    if profile.kind != AccountKind::Identity || state.reset_by_operator {
+    // Only once the temporary password is replaced: a holder of that alone does not choose
+    // where recovery goes.
+    if profile.kind != AccountKind::Identity
+        || (state.reset_by_operator && !state.must_change_password)
+    {
         return Ok(());
     }
     let mut errors = Vec::new();

@@ -399,3 +399,22 @@ fn inactivity_set_to_zero_revokes_nothing_sc_8() {
         .events()
         .is_empty());
 }
+
+#[test]
+fn a_mobile_change_sends_its_two_codes_only_when_both_fit_in_the_hour_sec_2() {
+    // Four codes this hour already: the fifth would fit, the pair does not.
+    let mut history = identity();
+    for n in 0..4 {
+        history = extended(history, request(OtpPurpose::Suspension, 100 + n, "123123"));
+    }
+    let start = AccountCommand::StartContactMobileChange(StartContactMobileChange {
+        session_id: SESSION,
+        mobile: NEW_MOBILE.into(),
+        current: drawn(1, "111111"),
+        new: drawn(2, "222222"),
+    });
+    assert!(matches!(
+        given(history).when(start).result,
+        Err(AccountError::MessageLimit { .. })
+    ));
+}
