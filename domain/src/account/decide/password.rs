@@ -7,7 +7,7 @@ use super::super::events::*;
 use super::super::state::Account;
 use super::*;
 use crate::decider::Ctx;
-use crate::otp::{self, OtpPurpose};
+use crate::otp::OtpPurpose;
 use crate::policy::{self, Holder};
 use crate::secret::Secret;
 use crate::violation::Violation;
@@ -65,54 +65,17 @@ pub(super) fn change_password(
     Ok(events)
 }
 
-/// Checks `code` against the live challenge of `purpose`: `OtpVerified` when right; when
-/// wrong, `OtpCheckFailed` (and SEC-2's lock at the threshold), which the caller records and
-/// answers as a wrong code.
+/// Checks `code` against the live challenge of `purpose` (as [`super::self_care::confirm_codes`]
+/// does for one): `OtpVerified` when right; when wrong, `OtpCheckFailed` (and SEC-2's lock at
+/// the threshold), which the caller records and answers as a wrong code.
 pub(super) fn confirm_otp(
     state: &Account,
     purpose: OtpPurpose,
     code: Option<&Secret>,
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
-    let missing = || {
-        AccountError::Invalid(vec![Violation::new(
-            "PW-4.otp",
-            Some("otp"),
-            "ask for a code with POST /v1/account/otp and send it as `otp`",
-        )])
-    };
-    let code = code.ok_or_else(missing)?;
-    let challenge = state
-        .challenges
-        .get(purpose, None)
-        .ok_or(AccountError::NoCode)?;
-    if !otp::well_formed(code.expose()) {
-        return Err(AccountError::Invalid(vec![Violation::new(
-            "PW-4.otp",
-            Some("otp"),
-            "the code has 6 digits",
-        )]));
-    }
-    let mut events = checks_open(state, ctx)?;
-    let checks_lock_ended = !events.is_empty();
-    let candidate = ctx.codes.hash_code(challenge.challenge_id, code.expose());
-    match challenge.check(&candidate, ctx.now) {
-        otp::Check::Right => events.push(AccountEvent::OtpVerified(OtpVerified {
-            challenge_id: challenge.challenge_id,
-        })),
-        otp::Check::Wrong { attempts_left } => {
-            events.push(AccountEvent::OtpCheckFailed(OtpCheckFailed {
-                challenge_id: challenge.challenge_id,
-                attempts_left,
-                client_ip: None,
-            }));
-            check_failed(state, &mut events, checks_lock_ended, ctx);
-        }
-        otp::Check::Missing => return Err(AccountError::NoCode),
-        otp::Check::Expired => return Err(AccountError::CodeExpired),
-        otp::Check::Exhausted => return Err(AccountError::CodeExhausted),
-    }
-    Ok(events)
+    super::self_care::confirm_codes(state, &[(purpose, code, "otp", "PW-4.otp")], ctx)
+        .map(|(events, _)| events)
 }
 
 /// PW-4, SC: a code by SMS to the account's contact mobile, replacing any earlier code of the

@@ -219,7 +219,11 @@ pub(super) fn confirm_codes(
             None => violations.push(Violation::new(
                 rule,
                 Some(field),
-                "send the 6-digit code received",
+                if *field == "otp" {
+                    "ask for a code with POST /v1/account/otp and send it as `otp`"
+                } else {
+                    "send the 6-digit code received"
+                },
             )),
             Some(code) if !otp::well_formed(code.expose()) => {
                 violations.push(Violation::new(rule, Some(field), "the code has 6 digits"))
