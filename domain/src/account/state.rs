@@ -85,7 +85,8 @@ pub struct PasswordExpiry {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inactivity {
     pub revokes_at: DateTime<Utc>,
-    pub warned: Vec<u32>,
+    /// The most urgent warning given for that date (days before it), if any.
+    pub warned: Option<u32>,
 }
 
 /// SC-5: the end of each recovery contact's cooldown after a change.
@@ -697,21 +698,19 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
         AccountEvent::InactivityDeadlineSet(e) => {
             state.inactivity = Some(Inactivity {
                 revokes_at: e.revokes_at,
-                warned: Vec::new(),
+                warned: None,
             })
         }
         AccountEvent::InactivityWarned(e) => {
-            let inactivity = state.inactivity.get_or_insert(Inactivity {
+            let earlier = state
+                .inactivity
+                .as_ref()
+                .filter(|i| i.revokes_at == e.revokes_at)
+                .and_then(|i| i.warned);
+            state.inactivity = Some(Inactivity {
                 revokes_at: e.revokes_at,
-                warned: Vec::new(),
+                warned: Some(earlier.map_or(e.days_before, |w| w.min(e.days_before))),
             });
-            if inactivity.revokes_at != e.revokes_at {
-                *inactivity = Inactivity {
-                    revokes_at: e.revokes_at,
-                    warned: Vec::new(),
-                };
-            }
-            inactivity.warned.push(e.days_before);
         }
     }
     state

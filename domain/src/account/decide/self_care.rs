@@ -636,9 +636,8 @@ pub(super) fn review_inactivity(
         .copied()
         .filter(|&d| ctx.now >= revokes_at - Duration::days(i64::from(d)))
         .min();
-    let most_urgent_given = inactivity.warned.iter().copied().min();
     match due {
-        Some(days_before) if most_urgent_given.is_none_or(|given| days_before < given) => {
+        Some(days_before) if inactivity.warned.is_none_or(|given| days_before < given) => {
             Ok(vec![AccountEvent::InactivityWarned(InactivityWarned {
                 revokes_at,
                 days_before,
