@@ -262,6 +262,18 @@ impl App {
             let worker = runtime::spawn_worker(*name, feed.clone(), &ctx, &mut tasks);
             workers.push(worker.map_err(|e| component(&e))?);
         }
+        // AU-5: a signed checkpoint of the head every `audit.checkpoint_minutes`.
+        let signer = custode_commands::checkpoint::CheckpointSigner::open(&keys_dir)
+            .map_err(StartError::Component)?;
+        if config.audit.checkpoint_minutes > 0 {
+            tasks.push(spawn_checkpoints(
+                config.data_dir.clone(),
+                signer,
+                log.clone(),
+                clock.clone(),
+                std::time::Duration::from_secs(config.audit.checkpoint_minutes * 60),
+            ));
+        }
         let max_concurrent_requests = config.http.max_concurrent_requests;
         let state = AppState(Arc::new(AppStateInner {
             read_models: Arc::new(ReadPool::new(config.data_dir.join(READ_MODELS_FILE))),
@@ -335,44 +347,218 @@ impl App {
     }
 }
 
-/// AU-3: rebuilds every read model from the log into a fresh file, then swaps it in. Refuses a
-/// data directory that a running service holds.
-pub fn replay(data_dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, StartError> {
-    let _lock = DataDirLock::acquire(data_dir)?;
-    let component = |e: &dyn std::fmt::Display| StartError::Component(e.to_string());
-    let log_path = data_dir.join(LOG_FILE);
-    if !log_path.exists() {
-        return Err(StartError::Component(format!(
-            "no event log at {}",
-            log_path.display()
-        )));
-    }
-    let log = EventLog::open(&log_path, &LogOptions::default()).map_err(|e| component(&e))?;
-    let fresh = data_dir.join(format!("{READ_MODELS_FILE}.rebuild"));
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", fresh.display()));
-    }
-    let head = log.head();
-    let mut models = ReadModels::open(&fresh).map_err(|e| component(&e))?;
-    let mut position = 0;
-    loop {
-        let batch = log
-            .read_from_blocking(position, 1024)
-            .map_err(|e| component(&e))?;
-        if batch.is_empty() {
-            break;
+/// AU-5: appends a signed checkpoint of the log's head to `<data-dir>/checkpoints.jsonl` at
+/// every `period` in which the head moved (and once at start, unless the log is empty).
+fn spawn_checkpoints(
+    data_dir: PathBuf,
+    signer: custode_commands::checkpoint::CheckpointSigner,
+    log: EventLog,
+    clock: Arc<dyn Clock>,
+    period: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    let signer = Arc::new(signer);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut signed = None;
+        loop {
+            ticks.tick().await;
+            let head = log.head();
+            if head == 0 || signed == Some(head) {
+                continue;
+            }
+            let (dir, signer, reader, now) =
+                (data_dir.clone(), signer.clone(), log.reader(), clock.now());
+            let written = tokio::task::spawn_blocking(move || {
+                crate::audit::append_checkpoint(&dir, &signer, &reader, now)
+            })
+            .await;
+            match written {
+                Ok(Ok(checkpoint)) => signed = Some(checkpoint.position),
+                Ok(Err(error)) => tracing::error!(%error, "cannot write a signed checkpoint"),
+                Err(error) => tracing::error!(%error, "the checkpoint task failed"),
+            }
         }
-        position = models.apply(&batch).map_err(|e| component(&e))?;
-        progress(position, head);
+    })
+}
+
+/// Where a replay stops (AU-3's point in time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Up to and including the event at this position.
+    Position(u64),
+    /// Up to the last event before the first one that occurred after this time: the log as it
+    /// stood then.
+    Time(DateTime<Utc>),
+}
+
+impl Until {
+    /// A position (digits) or an RFC 3339 time.
+    pub fn parse(text: &str) -> Option<Self> {
+        if let Ok(position) = text.parse::<u64>() {
+            return Some(Until::Position(position));
+        }
+        DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| Until::Time(t.with_timezone(&Utc)))
     }
+
+    fn admits(&self, event: &custode_domain::RecordedEvent) -> bool {
+        match self {
+            Until::Position(p) => event.position <= *p,
+            Until::Time(t) => event.occurred_at <= *t,
+        }
+    }
+}
+
+/// What `custode replay` rebuilds, from what, and where.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayOptions {
+    /// Only this read model (by its projection's name); every one when `None`.
+    pub projection: Option<String>,
+    pub until: Option<Until>,
+    /// Build into `<into>/read.db` and leave the data dir's read models alone. Reads the log
+    /// read-only and takes no lock, so it works beside a running service.
+    pub into: Option<PathBuf>,
+}
+
+/// The names `--projection` accepts.
+pub fn projection_names() -> Vec<&'static str> {
+    custode_projections::all()
+        .iter()
+        .map(|p| p.name())
+        .collect()
+}
+
+/// AU-3: rebuilds the read models from the log. Without `into` it takes the data dir's lock
+/// (refusing one a running service holds) and swaps a fresh file in, or with `projection`
+/// rebuilds that read model in place. Returns the last position applied.
+pub fn replay(
+    data_dir: &Path,
+    options: &ReplayOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64, StartError> {
+    let component = |e: &dyn std::fmt::Display| StartError::Component(e.to_string());
+    let projections = match &options.projection {
+        None => custode_projections::all(),
+        Some(name) => vec![custode_projections::named(name).ok_or_else(|| {
+            StartError::Component(format!(
+                "no read model is called {name:?}; there are: {}",
+                projection_names().join(", ")
+            ))
+        })?],
+    };
+    let log_path = data_dir.join(LOG_FILE);
+    let log = custode_commands::LogReader::open(&log_path).map_err(|e| component(&e))?;
+    let _lock = match &options.into {
+        Some(into) => {
+            std::fs::create_dir_all(into).map_err(|source| StartError::DataDir {
+                path: into.clone(),
+                source,
+            })?;
+            let same = std::fs::canonicalize(into).ok() == std::fs::canonicalize(data_dir).ok();
+            if same {
+                return Err(StartError::Component(
+                    "--into names the data directory itself: leave --into out to rebuild its read models".into(),
+                ));
+            }
+            None
+        }
+        None => Some(DataDirLock::acquire(data_dir)?),
+    };
+    let target = options
+        .into
+        .as_deref()
+        .unwrap_or(data_dir)
+        .join(READ_MODELS_FILE);
+    let in_place = options.into.is_none() && options.projection.is_some() && target.exists();
+    let file = if in_place {
+        for projection in &projections {
+            ReadModels::reset(&target, projection.name()).map_err(|e| component(&e))?;
+        }
+        target.clone()
+    } else {
+        let fresh = target.with_extension("db.rebuild");
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", fresh.display()));
+        }
+        fresh
+    };
+    let durability = if in_place {
+        custode_projections::Durability::Normal
+    } else {
+        custode_projections::Durability::Rebuild
+    };
+    let mut models =
+        ReadModels::open_with(&file, projections, durability).map_err(|e| component(&e))?;
+    let head = match options.until {
+        Some(Until::Position(p)) => p.min(log.head().map_err(|e| component(&e))?),
+        _ => log.head().map_err(|e| component(&e))?,
+    };
+    let position = fold(&log, &mut models, options.until, head, progress)?;
     drop(models);
-    let target = data_dir.join(READ_MODELS_FILE);
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", target.display()));
+    if !in_place {
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", target.display()));
+        }
+        std::fs::rename(&file, &target).map_err(|source| StartError::DataDir {
+            path: target,
+            source,
+        })?;
     }
-    std::fs::rename(&fresh, &target).map_err(|source| StartError::DataDir {
-        path: target,
-        source,
-    })?;
+    Ok(position)
+}
+
+/// Events per read and per read-model transaction in a replay.
+const REPLAY_BATCH: usize = 8192;
+
+/// Folds the log into `models` up to `until`: one thread reads and decodes the next batch
+/// while this one applies the current.
+fn fold(
+    log: &custode_commands::LogReader,
+    models: &mut ReadModels,
+    until: Option<Until>,
+    head: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64, StartError> {
+    let component = |e: &dyn std::fmt::Display| StartError::Component(e.to_string());
+    let (batches, received) = std::sync::mpsc::sync_channel(2);
+    let reader = log.clone();
+    let read = std::thread::spawn(move || {
+        let mut position = 0;
+        loop {
+            let batch = match reader.read_from(position, REPLAY_BATCH) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    let _ = batches.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let Some(last) = batch.last() else { return };
+            position = last.position;
+            let full = batch.len() == REPLAY_BATCH;
+            let (kept, done) = match until {
+                Some(until) => {
+                    let kept: Vec<_> = batch.into_iter().take_while(|e| until.admits(e)).collect();
+                    let done = kept.len() < REPLAY_BATCH;
+                    (kept, done)
+                }
+                None => (batch, !full),
+            };
+            if !kept.is_empty() && batches.send(Ok(kept)).is_err() {
+                return;
+            }
+            if done {
+                return;
+            }
+        }
+    });
+    let mut position = models.checkpoint();
+    for batch in received {
+        let batch = batch.map_err(StartError::Component)?;
+        position = models.apply(&batch).map_err(|e| component(&e))?;
+        progress(position, head.max(position));
+    }
+    let _ = read.join();
     Ok(position)
 }

@@ -56,6 +56,8 @@ pub struct FileConfig {
     pub argon2: Argon2Settings,
     pub log: LogConfig,
     pub http: HttpConfig,
+    /// AU-5: signed checkpoints.
+    pub audit: AuditConfig,
     /// NT-1: the SMTP relay (unset: the Maildir sink).
     pub mail: MailSettings,
     /// NT-1: the SMS gateway (unset: the JSON-lines sink).
@@ -89,6 +91,22 @@ impl std::fmt::Debug for CaptchaConfig {
 pub struct LogConfig {
     /// `full` (default: every commit is fsynced) or `normal`.
     pub synchronous: Synchronous,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// AU-5: how often the service appends a signed checkpoint of the log's head to
+    /// `<data-dir>/checkpoints.jsonl` (when the head moved); 0 turns it off.
+    pub checkpoint_minutes: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_minutes: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -143,6 +161,7 @@ pub struct Config {
     pub argon2: Argon2Settings,
     pub log: LogConfig,
     pub http: HttpConfig,
+    pub audit: AuditConfig,
     /// Transports, retries and the public URL, as the workers see them.
     pub workers: WorkerSettings,
     /// The workers `serve` runs in-process (`--workers`; default mailer, sms, scheduler).
@@ -359,6 +378,11 @@ impl Config {
                 "history.retention_days must be between 1 and 36500".into(),
             ));
         }
+        if file.audit.checkpoint_minutes > 525_600 {
+            return Err(ConfigError::Value(
+                "audit.checkpoint_minutes must be between 0 (off) and 525600 (a year)".into(),
+            ));
+        }
         if file.delivery.max_attempts == 0 {
             return Err(ConfigError::Value(
                 "delivery.max_attempts must be at least 1".into(),
@@ -414,6 +438,7 @@ impl Config {
             argon2: file.argon2,
             log: file.log,
             http: file.http,
+            audit: file.audit,
             workers: WorkerSettings {
                 mail: file.mail,
                 sms: file.sms,

@@ -2,6 +2,8 @@
 //! can build the same application the binary serves.
 
 pub mod app;
+pub mod audit;
 pub mod captcha;
 pub mod config;
 pub mod http;
+pub mod scenario;

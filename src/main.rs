@@ -1,16 +1,20 @@
 //! `custode`: serves the HTTP API (`serve`), runs one worker apart (`worker`), rebuilds read
-//! models (`replay`) and checks the log's hash chain (`audit verify`).
+//! models (`replay`, also as of a past point), audits the log (`audit verify`, `export`,
+//! `checkpoint`) and writes or loads log fixtures (`log dump`, `log load`).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use custode::app::{self, App};
+use custode::audit;
 use custode::config::{Config, Overrides};
+use custode_commands::checkpoint::CheckpointSigner;
 use custode_commands::clock::SystemClock;
 use custode_commands::delivery::DeliveryKeys;
-use custode_commands::{EventLog, LogOptions};
+use custode_commands::LogReader;
 use custode_workers::consumer::Feed;
 use custode_workers::notifier::Reporter;
 use custode_workers::runtime::{self, WorkerContext, WorkerName};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,19 +64,75 @@ enum Command {
         #[arg(long, env = "CUSTODE_NATS_URL")]
         nats: String,
     },
-    /// Rebuild every read model from the log (AU-3). The service must be stopped.
-    Replay,
-    /// Audit the log.
+    /// Rebuild the read models from the log (AU-3). In place the service must be stopped; with
+    /// --into it may run.
+    Replay {
+        /// Only this read model: accounts, sessions, notices, access_history or audit_index.
+        #[arg(long)]
+        projection: Option<String>,
+        /// Stop at this position, or at this RFC 3339 time (the log as it stood then).
+        #[arg(long)]
+        until: Option<String>,
+        /// Build into DIR/read.db instead of the data dir's read models (reads the log
+        /// read-only, beside a running service).
+        #[arg(long, value_name = "DIR")]
+        into: Option<PathBuf>,
+    },
+    /// Audit the log: read-only, beside a running service.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Log fixtures for tests and bug reports.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
     },
 }
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Walk the hash chain and name the first event that does not match (AU-1).
-    Verify,
+    /// Walk the hash chain and name the first event that does not match (AU-1); with
+    /// --checkpoint, also check each signed checkpoint in FILE against the log (AU-5).
+    Verify {
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Every event that concerns one account, as JSON lines, secrets redacted and contacts
+    /// masked (AU-2).
+    Export {
+        /// The account's user id or account id.
+        #[arg(long)]
+        account: String,
+        /// From this RFC 3339 time or day (inclusive).
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to this RFC 3339 time or day (inclusive).
+        #[arg(long)]
+        to: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Print the log's head signed with the service's key, as one JSON line to keep elsewhere
+    /// (AU-5).
+    Checkpoint,
+}
+
+#[derive(Debug, Subcommand)]
+enum LogCommand {
+    /// Write every event as stored (with verification hashes: for test data, not production
+    /// data) as JSON lines: a fixture `log load` turns back into the same log.
+    Dump {
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Create the data dir's log from a fixture, checking every hash; the data dir must hold
+    /// no log yet.
+    Load {
+        #[arg(value_name = "FILE")]
+        fixture: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -109,39 +169,200 @@ fn main() -> anyhow::Result<()> {
             let name = WorkerName::parse(&name).map_err(anyhow::Error::msg)?;
             worker(config, name)
         }
-        Command::Replay => {
-            let mut last_percent = None;
-            let position = app::replay(&config.data_dir, &mut |done, total| {
-                let percent = (done * 100).checked_div(total).unwrap_or(100);
-                if last_percent != Some(percent) {
-                    eprint!("\rreplaying: {done}/{total} events ({percent}%)");
-                    last_percent = Some(percent);
-                }
+        Command::Replay {
+            projection,
+            until,
+            into,
+        } => {
+            let until = match until {
+                None => None,
+                Some(text) => Some(app::Until::parse(&text).with_context(|| {
+                    format!("--until {text:?} is neither a position nor an RFC 3339 time")
+                })?),
+            };
+            let options = app::ReplayOptions {
+                projection,
+                until,
+                into,
+            };
+            let mut progress = Progress::new();
+            let position = app::replay(&config.data_dir, &options, &mut |done, total| {
+                progress.update(done, total)
             })?;
-            eprintln!();
-            println!("read models rebuilt up to position {position}");
+            progress.finish();
+            let target = options.into.as_deref().unwrap_or(&config.data_dir);
+            println!(
+                "read models rebuilt up to position {position} in {}",
+                target.join(app::READ_MODELS_FILE).display()
+            );
             Ok(())
         }
-        Command::Audit {
-            command: AuditCommand::Verify,
-        } => {
-            let path = config.data_dir.join(app::LOG_FILE);
-            anyhow::ensure!(path.exists(), "no event log at {}", path.display());
-            let log = EventLog::open(&path, &LogOptions::default())?;
-            let report = log.verify_chain_blocking()?;
-            match report.first_mismatch {
+        Command::Audit { command } => audit(&config, command),
+        Command::Log { command } => log_fixture(&config, command),
+    }
+}
+
+fn log_reader(config: &Config) -> anyhow::Result<LogReader> {
+    Ok(LogReader::open(&config.data_dir.join(app::LOG_FILE))?)
+}
+
+fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
+    let keys_dir = config.data_dir.join(app::KEYS_DIR);
+    match command {
+        AuditCommand::Verify { checkpoint } => {
+            let log = log_reader(config)?;
+            let checkpoints = match &checkpoint {
+                Some(file) => Some(
+                    std::fs::read_to_string(file)
+                        .with_context(|| format!("cannot read {}", file.display()))?,
+                ),
+                None => None,
+            };
+            let service_key = CheckpointSigner::existing(&keys_dir).map(|s| s.public_key());
+            let report = audit::verify(&log, checkpoints.as_deref(), service_key.as_deref())?;
+            match report.failure {
                 None => {
-                    println!("chain intact: {} events verified", report.checked);
+                    println!(
+                        "chain intact: {} events verified; {} checkpoints hold",
+                        report.checked, report.checkpoints
+                    );
                     Ok(())
                 }
-                Some(m) => {
-                    println!(
-                        "chain broken at position {} (event {}): {}; {} events before it verified",
-                        m.position, m.event_id, m.reason, report.checked
-                    );
+                Some(failure) => {
+                    println!("{failure}");
                     std::process::exit(1);
                 }
             }
+        }
+        AuditCommand::Export {
+            account,
+            from,
+            to,
+            out,
+        } => {
+            let parse = |text: Option<String>, end: bool, flag: &str| -> anyhow::Result<_> {
+                text.map(|t| {
+                    audit::parse_time(&t, end).with_context(|| {
+                        format!("{flag} {t:?} is neither an RFC 3339 time nor a day (YYYY-MM-DD)")
+                    })
+                })
+                .transpose()
+            };
+            let window = audit::Window {
+                from: parse(from, false, "--from")?,
+                to: parse(to, true, "--to")?,
+            };
+            let log = log_reader(config)?;
+            let models = audit::open_read_models(&config.data_dir.join(app::READ_MODELS_FILE));
+            let account_id = audit::resolve_account(&log, &account)?;
+            let mut sink: Box<dyn std::io::Write> = match &out {
+                Some(file) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(file)
+                        .with_context(|| format!("cannot create {}", file.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let written = audit::export(&log, models.as_ref(), account_id, window, &mut sink)?;
+            eprintln!("exported {written} events of account {account_id}");
+            Ok(())
+        }
+        AuditCommand::Checkpoint => {
+            let log = log_reader(config)?;
+            let signer = CheckpointSigner::open(&keys_dir).map_err(anyhow::Error::msg)?;
+            let checkpoint = signer.checkpoint(&log, chrono::Utc::now())?;
+            println!("{}", serde_json::to_string(&checkpoint)?);
+            Ok(())
+        }
+    }
+}
+
+fn log_fixture(config: &Config, command: LogCommand) -> anyhow::Result<()> {
+    match command {
+        LogCommand::Dump { out } => {
+            let log = log_reader(config)?;
+            let mut sink: Box<dyn std::io::Write> = match &out {
+                Some(file) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(file)
+                        .with_context(|| format!("cannot create {}", file.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let written = log.dump(&mut sink)?;
+            sink.flush()?;
+            eprintln!("dumped {written} events");
+            Ok(())
+        }
+        LogCommand::Load { fixture } => {
+            let _lock = app::DataDirLock::acquire(&config.data_dir)?;
+            let file = std::fs::File::open(&fixture)
+                .with_context(|| format!("cannot read {}", fixture.display()))?;
+            let head = custode_commands::log::load(
+                &config.data_dir.join(app::LOG_FILE),
+                std::io::BufReader::new(file),
+            )?;
+            println!(
+                "loaded {head} events into {}; read models are built at the next start",
+                config.data_dir.join(app::LOG_FILE).display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `custode replay`'s progress: a bar with the rate and the time left on a terminal, a plain
+/// line every few seconds otherwise (a log file, a pipe).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    started: std::time::Instant,
+    last_line: std::time::Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "replaying {wide_bar} {human_pos}/{human_len} events, {per_sec}, {eta} left",
+            ) {
+                bar.set_style(style);
+            }
+            bar
+        });
+        let now = std::time::Instant::now();
+        Self {
+            bar,
+            started: now,
+            last_line: now,
+        }
+    }
+
+    fn update(&mut self, done: u64, total: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
+            bar.set_position(done);
+            return;
+        }
+        if self.last_line.elapsed() < std::time::Duration::from_secs(2) && done < total {
+            return;
+        }
+        self.last_line = std::time::Instant::now();
+        let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = done as f64 / seconds;
+        let left = if rate > 0.0 {
+            (total.saturating_sub(done)) as f64 / rate
+        } else {
+            0.0
+        };
+        let percent = (done * 100).checked_div(total).unwrap_or(100);
+        eprintln!(
+            "replaying: {done}/{total} events ({percent}%), {rate:.0} events/s, {left:.0} s left"
+        );
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
         }
     }
 }

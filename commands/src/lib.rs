@@ -6,6 +6,7 @@
 pub mod access_recorder;
 pub mod accounts;
 pub mod canonical;
+pub mod checkpoint;
 pub mod clock;
 pub mod delegation;
 pub mod delivery;
@@ -20,5 +21,6 @@ pub mod sqlite;
 pub mod tokens;
 
 pub use log::{
-    EventLog, LogError, LogOptions, Metadata, NewEvent, StreamAppend, Synchronous, WireEvent,
+    EventLog, LogError, LogOptions, LogReader, Metadata, NewEvent, StreamAppend, Synchronous,
+    WireEvent,
 };

@@ -110,7 +110,7 @@ struct Inner {
     versions: Arc<StreamVersions>,
     recent: Arc<Recent>,
     head: watch::Receiver<u64>,
-    readers: ReadPool,
+    reader: LogReader,
     path: PathBuf,
 }
 
@@ -171,7 +171,9 @@ impl EventLog {
                 versions,
                 recent,
                 head: head_rx,
-                readers: ReadPool::new(path),
+                reader: LogReader {
+                    readers: Arc::new(ReadPool::new(path)),
+                },
                 path: path.to_path_buf(),
             }),
         })
@@ -255,19 +257,7 @@ impl EventLog {
         stream: &str,
         version: u64,
     ) -> Result<Vec<RecordedEvent>, LogError> {
-        let version = i64::try_from(version).map_err(|e| LogError::Store(e.to_string()))?;
-        self.inner
-            .readers
-            .with(|conn| {
-                let mut stmt = conn.prepare_cached(&format!(
-                    "{SELECT} WHERE stream = ?1 AND version > ?2 ORDER BY version"
-                ))?;
-                let rows = stmt.query_map(params![stream, version], row_to_stored)?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
-            })?
-            .into_iter()
-            .map(Stored::into_event)
-            .collect()
+        self.inner.reader.read_stream_after(stream, version)
     }
 
     /// The last `limit` events of `stream`, newest first (an indexed read on `(stream,
@@ -282,6 +272,7 @@ impl EventLog {
         let limit = i64::try_from(limit).map_err(|e| LogError::Store(e.to_string()))?;
         tokio::task::spawn_blocking(move || {
             this.inner
+                .reader
                 .readers
                 .with(|conn| {
                     let mut stmt = conn.prepare_cached(&format!(
@@ -298,17 +289,13 @@ impl EventLog {
         .map_err(|e| LogError::Store(e.to_string()))?
     }
 
-    /// Up to `limit` rows after `position`, in order, as stored.
     fn stored_from(&self, position: u64, limit: usize) -> Result<Vec<Stored>, LogError> {
-        let position = i64::try_from(position).map_err(|e| LogError::Store(e.to_string()))?;
-        let limit = i64::try_from(limit).map_err(|e| LogError::Store(e.to_string()))?;
-        Ok(self.inner.readers.with(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "{SELECT} WHERE position > ?1 ORDER BY position LIMIT ?2"
-            ))?;
-            let rows = stmt.query_map(params![position, limit], row_to_stored)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?)
+        self.inner.reader.stored_from(position, limit)
+    }
+
+    /// A read-only view of this log (what `audit` reads through).
+    pub fn reader(&self) -> LogReader {
+        self.inner.reader.clone()
     }
 
     /// Up to `limit` events after `position`, in order. A reader that keeps up with the log
@@ -370,13 +357,147 @@ impl EventLog {
             .map_err(|e| LogError::Store(e.to_string()))?
     }
 
+    /// AU-1: see [`LogReader::verify_chain`].
+    pub fn verify_chain_blocking(&self) -> Result<ChainReport, LogError> {
+        self.inner.reader.verify_chain()
+    }
+}
+
+/// Read-only access to a log file, through read-only connections: what `custode audit` uses,
+/// beside a running service and without its data-dir lock (AU-5). Cheap to clone.
+#[derive(Clone)]
+pub struct LogReader {
+    readers: Arc<ReadPool>,
+}
+
+impl LogReader {
+    /// Opens the log at `path` for reading only; it must exist and hold the events table.
+    pub fn open(path: &Path) -> Result<Self, LogError> {
+        if !path.exists() {
+            return Err(LogError::Store(format!(
+                "no event log at {}",
+                path.display()
+            )));
+        }
+        let reader = Self {
+            readers: Arc::new(ReadPool::new(path)),
+        };
+        reader
+            .readers
+            .with(|conn| {
+                conn.query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'events'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .map_err(LogError::from)
+            .and_then(|n| {
+                if n == 1 {
+                    Ok(())
+                } else {
+                    Err(LogError::Store(format!(
+                        "{} is not a custode event log",
+                        path.display()
+                    )))
+                }
+            })?;
+        Ok(reader)
+    }
+
+    /// The position of the last event in the file (0 for an empty log).
+    pub fn head(&self) -> Result<u64, LogError> {
+        Ok(self.readers.with(|conn| {
+            conn.query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| {
+                r.get(0)
+            })
+        })?)
+    }
+
+    /// The stored hash of the event at `position`, with its id, if the log holds one.
+    pub fn hash_at(&self, position: u64) -> Result<Option<(String, String)>, LogError> {
+        let position = i64::try_from(position).map_err(|e| LogError::Store(e.to_string()))?;
+        Ok(self.readers.with(|conn| {
+            conn.query_row(
+                "SELECT hash, event_id FROM events WHERE position = ?1",
+                params![position],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })?)
+    }
+
+    /// The events of `stream` past `version`, in version order (an indexed read).
+    pub fn read_stream_after(
+        &self,
+        stream: &str,
+        version: u64,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        let version = i64::try_from(version).map_err(|e| LogError::Store(e.to_string()))?;
+        self.readers
+            .with(|conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "{SELECT} WHERE stream = ?1 AND version > ?2 ORDER BY version"
+                ))?;
+                let rows = stmt.query_map(params![stream, version], row_to_stored)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })?
+            .into_iter()
+            .map(Stored::into_event)
+            .collect()
+    }
+
+    /// Up to `limit` events after `position`, in order.
+    pub fn read_from(&self, position: u64, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
+        self.stored_from(position, limit)?
+            .into_iter()
+            .map(Stored::into_event)
+            .collect()
+    }
+
+    /// Up to `limit` rows after `position`, in order, as stored.
+    fn stored_from(&self, position: u64, limit: usize) -> Result<Vec<Stored>, LogError> {
+        let position = i64::try_from(position).map_err(|e| LogError::Store(e.to_string()))?;
+        let limit = i64::try_from(limit).map_err(|e| LogError::Store(e.to_string()))?;
+        Ok(self.readers.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "{SELECT} WHERE position > ?1 ORDER BY position LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![position, limit], row_to_stored)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?)
+    }
+
+    /// Writes every event as stored, one JSON line each (its canonical envelope with its hash):
+    /// a log fixture that [`load`] turns back into the same log. Returns how many.
+    pub fn dump(&self, out: &mut dyn std::io::Write) -> Result<u64, LogError> {
+        let mut position = 0;
+        let mut written = 0;
+        loop {
+            let batch = self.stored_from(position, 4096)?;
+            let Some(last) = batch.last() else { break };
+            position = last.position;
+            for stored in batch {
+                let mut line = stored.canonical();
+                line.pop();
+                line.push_str(",\"hash\":");
+                line.push_str(&json_string(&stored.hash));
+                line.push_str("}\n");
+                out.write_all(line.as_bytes())
+                    .map_err(|e| LogError::Store(format!("cannot write the dump: {e}")))?;
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+
     /// AU-1: walks the chain from the start and returns the position of the first event whose
     /// hash does not match its content and its predecessor, or `None` when all match.
-    pub fn verify_chain_blocking(&self) -> Result<ChainReport, LogError> {
+    pub fn verify_chain(&self) -> Result<ChainReport, LogError> {
         let mut report = ChainReport::default();
         let mut prev = GENESIS_HASH.to_string();
         let mut expected_position = 1u64;
-        self.inner.readers.with(|conn| {
+        self.readers.with(|conn| {
             let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY position"))?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
@@ -404,13 +525,116 @@ impl EventLog {
             }
             Ok(())
         })?;
+        report.head_hash = prev;
         Ok(report)
     }
+}
+
+/// Creates the log at `path` from `lines` (a [`LogReader::dump`]), checking every event's hash
+/// as it goes: a fixture that was edited is refused, naming the line. The file must not exist.
+/// Returns the head. Nothing is left behind when it fails.
+pub fn load(path: &Path, lines: impl std::io::BufRead) -> Result<u64, LogError> {
+    if path.exists() {
+        return Err(LogError::Store(format!(
+            "{} already exists: a fixture loads into a new data directory",
+            path.display()
+        )));
+    }
+    let loaded = load_new(path, lines);
+    if loaded.is_err() {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+    loaded
+}
+
+fn load_new(path: &Path, lines: impl std::io::BufRead) -> Result<u64, LogError> {
+    let mut conn = open_writer(path, "NORMAL")?;
+    conn.execute_batch(SCHEMA)?;
+    let tx = conn.transaction()?;
+    let mut prev = GENESIS_HASH.to_string();
+    let mut head = 0u64;
+    {
+        let mut insert = tx.prepare(
+            "INSERT INTO events (position, event_id, stream, version, type, schema_version, occurred_at, \
+             actor_kind, actor_id, correlation_id, causation_id, payload, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        for (n, line) in lines.lines().enumerate() {
+            let bad = |what: &str| LogError::Store(format!("fixture line {}: {what}", n + 1));
+            let line = line.map_err(|e| bad(&e.to_string()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let value: serde_json::Value =
+                serde_json::from_str(&line).map_err(|e| bad(&e.to_string()))?;
+            let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_string);
+            let number = |key: &str| value.get(key).and_then(serde_json::Value::as_u64);
+            let actor = value.get("actor");
+            let stored = Stored {
+                position: number("position").ok_or_else(|| bad("no position"))?,
+                event_id: text("event_id").ok_or_else(|| bad("no event_id"))?,
+                stream: text("stream").ok_or_else(|| bad("no stream"))?,
+                version: number("version").ok_or_else(|| bad("no version"))?,
+                event_type: text("type").ok_or_else(|| bad("no type"))?,
+                schema_version: number("schema_version")
+                    .and_then(|v| u32::try_from(v).ok())
+                    .ok_or_else(|| bad("no schema_version"))?,
+                occurred_at: text("occurred_at").ok_or_else(|| bad("no occurred_at"))?,
+                actor_kind: actor
+                    .and_then(|a| a.get("kind"))
+                    .and_then(|v| v.as_str())
+                    .ok_or_else(|| bad("no actor"))?
+                    .to_string(),
+                actor_id: actor
+                    .and_then(|a| a.get("id"))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string),
+                correlation_id: text("correlation_id").ok_or_else(|| bad("no correlation_id"))?,
+                causation_id: text("causation_id").ok_or_else(|| bad("no causation_id"))?,
+                payload: to_canonical_string(
+                    value.get("payload").ok_or_else(|| bad("no payload"))?,
+                ),
+                hash: text("hash").ok_or_else(|| bad("no hash"))?,
+            };
+            if stored.position != head + 1 {
+                return Err(bad(&format!("position {} follows {head}", stored.position)));
+            }
+            if chain_hash(&prev, &stored.canonical()) != stored.hash {
+                return Err(bad(&format!(
+                    "event {} at position {}: its hash does not match the event and its predecessor",
+                    stored.event_id, stored.position
+                )));
+            }
+            insert.execute(params![
+                stored.position,
+                stored.event_id,
+                stored.stream,
+                stored.version,
+                stored.event_type,
+                stored.schema_version,
+                stored.occurred_at,
+                stored.actor_kind,
+                stored.actor_id,
+                stored.correlation_id,
+                stored.causation_id,
+                stored.payload,
+                stored.hash,
+            ])?;
+            prev = stored.hash;
+            head = stored.position;
+        }
+    }
+    tx.commit()?;
+    Ok(head)
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ChainReport {
     pub checked: u64,
+    /// The hash of the last event verified (the genesis hash when none was).
+    pub head_hash: String,
     pub first_mismatch: Option<Mismatch>,
 }
 

@@ -32,38 +32,7 @@ impl ServiceKey {
     /// Reads `<keys_dir>/service.key`, creating it on first start. Returns whether it was
     /// generated now (startup says so once).
     pub fn open(keys_dir: &Path) -> Result<(Self, bool), String> {
-        let path = keys_dir.join(SERVICE_KEY_FILE);
-        let describe = |e: std::io::Error| format!("{}: {e}", path.display());
-        fs::create_dir_all(keys_dir).map_err(describe)?;
-        let mut generated = false;
-        if !path.exists() {
-            let mut key = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut key);
-            let tmp = keys_dir.join(format!(
-                ".service.{:016x}.tmp",
-                rand::rngs::OsRng.next_u64()
-            ));
-            {
-                let mut file = fs::File::create(&tmp).map_err(describe)?;
-                restrict(&tmp)?;
-                file.write_all(STANDARD.encode(key).as_bytes())
-                    .map_err(describe)?;
-                file.sync_all().map_err(describe)?;
-            }
-            // First link wins; a racer uses what is on disk.
-            match fs::hard_link(&tmp, &path) {
-                Ok(()) => generated = true,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(describe(e)),
-            }
-            let _ = fs::remove_file(&tmp);
-        }
-        let text = fs::read_to_string(&path).map_err(describe)?;
-        let key: [u8; 32] = STANDARD
-            .decode(text.trim())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| format!("{} does not hold a 32-byte key", path.display()))?;
+        let (key, generated) = open_key_file(keys_dir, SERVICE_KEY_FILE)?;
         Ok((Self { key: Arc::new(key) }, generated))
     }
 
@@ -112,6 +81,42 @@ fn restrict(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Reads the 32-byte key in `<keys_dir>/<file>` (base64), creating it from the OS's randomness
+/// on first use (mode 0600, written apart and linked into place, so two processes starting at
+/// once end up with the same key). Returns whether it was generated now.
+pub fn open_key_file(keys_dir: &Path, file: &str) -> Result<([u8; 32], bool), String> {
+    let path = keys_dir.join(file);
+    let describe = |e: std::io::Error| format!("{}: {e}", path.display());
+    fs::create_dir_all(keys_dir).map_err(describe)?;
+    let mut generated = false;
+    if !path.exists() {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        let tmp = keys_dir.join(format!(".{file}.{:016x}.tmp", rand::rngs::OsRng.next_u64()));
+        {
+            let mut file = fs::File::create(&tmp).map_err(describe)?;
+            restrict(&tmp)?;
+            file.write_all(STANDARD.encode(key).as_bytes())
+                .map_err(describe)?;
+            file.sync_all().map_err(describe)?;
+        }
+        // First link wins; a racer uses what is on disk.
+        match fs::hard_link(&tmp, &path) {
+            Ok(()) => generated = true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(describe(e)),
+        }
+        let _ = fs::remove_file(&tmp);
+    }
+    let text = fs::read_to_string(&path).map_err(describe)?;
+    let key: [u8; 32] = STANDARD
+        .decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("{} does not hold a 32-byte key", path.display()))?;
+    Ok((key, generated))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod account;
+pub mod audit;
 pub mod decider;
 pub mod envelope;
 pub mod hardware_token;

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod audit;
 pub mod notices;
 pub mod sessions;
 
@@ -57,6 +58,20 @@ pub fn account_event<G: custode_domain::envelope::EventGroup>(
     Ok(typed.map(|t| (event.stream.trim_start_matches("account-"), t)))
 }
 
+/// How a read-model file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// WAL, synced at checkpoints: the live read models.
+    Normal,
+    /// No journal, no sync: a rebuild into a fresh file, put in place only when complete.
+    Rebuild,
+}
+
+/// The projection called `name`.
+pub fn named(name: &str) -> Option<Box<dyn Projection>> {
+    all().into_iter().find(|p| p.name() == name)
+}
+
 /// Every projection custode has, in the order they are applied.
 pub fn all() -> Vec<Box<dyn Projection>> {
     vec![
@@ -64,6 +79,7 @@ pub fn all() -> Vec<Box<dyn Projection>> {
         Box::new(sessions::SessionsProjection),
         Box::new(notices::NoticesProjection),
         Box::new(access::AccessHistoryProjection),
+        Box::new(audit::AuditIndexProjection),
     ]
 }
 
@@ -77,10 +93,29 @@ impl ReadModels {
     /// Opens the read-model file, creating tables and rebuilding any projection whose version
     /// changed. `synchronous=NORMAL`: a read model lost to a power cut is rebuilt from the log.
     pub fn open(path: &Path) -> Result<Self, ProjectionError> {
+        Self::open_with(path, all(), Durability::Normal)
+    }
+
+    /// Opens the read-model file with only `projections` (a replay of one read model). With
+    /// [`Durability::Rebuild`] nothing is journaled or synced: for a fresh file that is only
+    /// put in place once complete.
+    pub fn open_with(
+        path: &Path,
+        projections: Vec<Box<dyn Projection>>,
+        durability: Durability,
+    ) -> Result<Self, ProjectionError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        match durability {
+            Durability::Normal => {
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+            }
+            Durability::Rebuild => {
+                conn.pragma_update(None, "journal_mode", "OFF")?;
+                conn.pragma_update(None, "synchronous", "OFF")?;
+            }
+        }
         // The access history is large and written at random places (one account's rows sit
         // together): a 64 MiB page cache keeps its inner pages in memory (default: 2 MiB).
         conn.pragma_update(None, "cache_size", -65_536)?;
@@ -88,8 +123,8 @@ impl ReadModels {
             "CREATE TABLE IF NOT EXISTS checkpoints (
                 name TEXT PRIMARY KEY, version INTEGER NOT NULL, position INTEGER NOT NULL)",
         )?;
-        let mut projections = Vec::new();
-        for projection in all() {
+        let mut opened = Vec::new();
+        for projection in projections {
             let stored: Option<(u32, u64)> = conn
                 .query_row(
                     "SELECT version, position FROM checkpoints WHERE name = ?1",
@@ -109,9 +144,30 @@ impl ReadModels {
                 }
             };
             projection.create(&conn)?;
-            projections.push((projection, position));
+            opened.push((projection, position));
         }
-        Ok(Self { conn, projections })
+        Ok(Self {
+            conn,
+            projections: opened,
+        })
+    }
+
+    /// Forgets `name`'s checkpoint in the file at `path`, so that the next open drops its
+    /// tables and folds the log again (AU-3's `replay --projection`).
+    pub fn reset(path: &Path, name: &str) -> Result<(), ProjectionError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let exists: bool = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'checkpoints'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n == 1)?;
+        if exists {
+            conn.execute("DELETE FROM checkpoints WHERE name = ?1", params![name])?;
+        }
+        Ok(())
     }
 
     /// The position every projection has applied (the lowest of their checkpoints).

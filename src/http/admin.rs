@@ -241,3 +241,67 @@ pub async fn revoke(
         .await?;
     Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)
 }
+
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// AU-2: every event that concerns the account, as JSON lines (`application/x-ndjson`),
+/// secrets redacted and contacts masked; `from`/`to` (RFC 3339 times or days) bound it.
+pub async fn audit_export(
+    State(state): State<AppState>,
+    _: Operator,
+    user_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    uri: axum::http::Uri,
+) -> Result<Response, Problem> {
+    let user_id = user_id_in_path(user_id)?;
+    let q = axum::extract::Query::<AuditQuery>::try_from_uri(&uri)
+        .map_err(|e| Problem::new("invalid-request", format!("the query string: {e}")))?
+        .0;
+    let time = |text: Option<String>, end: bool, name: &str| {
+        text.map(|t| {
+            crate::audit::parse_time(&t, end).ok_or_else(|| {
+                Problem::new(
+                    "invalid-request",
+                    format!("`{name}` is neither an RFC 3339 time nor a day (YYYY-MM-DD)"),
+                )
+            })
+        })
+        .transpose()
+    };
+    let window = crate::audit::Window {
+        from: time(q.from, false, "from")?,
+        to: time(q.to, true, "to")?,
+    };
+    let reader = state.log.reader();
+    let models = state.read_models.clone();
+    let exported = tokio::task::spawn_blocking(move || {
+        let account = crate::audit::resolve_account(&reader, &user_id)?;
+        let mut out = Vec::new();
+        let mut result = Ok(0);
+        let pooled = models.with(|conn| {
+            result = crate::audit::export(&reader, Some(conn), account, window, &mut out);
+            Ok(())
+        });
+        if pooled.is_err() {
+            result = crate::audit::export(&reader, None, account, window, &mut out);
+        }
+        result.map(|_| out)
+    })
+    .await
+    .map_err(|e| Problem::internal(&e))?;
+    match exported {
+        Ok(body) => Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+            body,
+        )
+            .into_response()),
+        Err(crate::audit::AuditError::UnknownAccount) => Err(Problem::new(
+            "account-not-found",
+            "no account has that user id",
+        )),
+        Err(e) => Err(Problem::internal(&e)),
+    }
+}

@@ -110,6 +110,11 @@ fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
             "/v1/admin/accounts/{user_id}/password-reset",
             post(admin::password_reset),
         ),
+        (
+            Method::GET,
+            "/v1/admin/accounts/{user_id}/audit",
+            get(admin::audit_export),
+        ),
         (Method::POST, "/v1/sessions", post(sessions::login)),
         (
             Method::DELETE,

@@ -9,6 +9,7 @@
 //! (zero2prod's layout), so the crate links once.
 
 mod admin;
+mod audit;
 mod cli;
 mod contract;
 mod delegation;
@@ -23,6 +24,7 @@ mod processes;
 mod recovery;
 mod replay;
 mod robustness;
+mod scenario;
 mod self_care;
 mod sessions;
 mod upgrade;

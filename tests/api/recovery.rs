@@ -211,10 +211,12 @@ async fn recovery_by_the_emailed_link_end_to_end_rc_2() {
     let (data_dir, dir, _) = app.stop().await;
     let live = crate::replay::dump(&data_dir);
     let rebuilt_dir = data_dir.clone();
-    tokio::task::spawn_blocking(move || custode::app::replay(&rebuilt_dir, &mut |_, _| {}))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        custode::app::replay(&rebuilt_dir, &Default::default(), &mut |_, _| {})
+    })
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(crate::replay::dump(&data_dir), live);
     drop(dir);
 }

@@ -25,9 +25,10 @@ async fn rebuilt_read_models_equal_the_live_ones() {
         .await;
     assert!(res.status().is_success());
     let held = app.data_dir.clone();
-    let refused = tokio::task::spawn_blocking(move || replay(&held, &mut |_, _| {}))
-        .await
-        .unwrap();
+    let refused =
+        tokio::task::spawn_blocking(move || replay(&held, &Default::default(), &mut |_, _| {}))
+            .await
+            .unwrap();
     assert!(matches!(refused, Err(StartError::Locked(_))));
 
     let (data_dir, dir, _) = app.stop().await;
@@ -36,7 +37,7 @@ async fn rebuilt_read_models_equal_the_live_ones() {
     let dir_for_replay = data_dir.clone();
     let (position, progress) = tokio::task::spawn_blocking(move || {
         let mut progress = Vec::new();
-        let position = replay(&dir_for_replay, &mut |done, total| {
+        let position = replay(&dir_for_replay, &Default::default(), &mut |done, total| {
             progress.push((done, total))
         })
         .unwrap();

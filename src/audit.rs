@@ -1,0 +1,261 @@
+//! The auditor's tools (AU-2, AU-5): one account's export and the signed checkpoints. Both
+//! read the log through read-only connections, so they run beside a live service without its
+//! data-dir lock.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use custode_commands::checkpoint::{self, Checkpoint, CheckpointFinding, CheckpointSigner};
+use custode_commands::{LogError, LogReader};
+use custode_domain::RecordedEvent;
+use custode_projections::audit::{self as index, Tie};
+use rusqlite::{Connection, OptionalExtension};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+use uuid::Uuid;
+
+pub const CHECKPOINTS_FILE: &str = "checkpoints.jsonl";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("read models: {0}")]
+    ReadModels(#[from] rusqlite::Error),
+    #[error("no account has that user id or account id")]
+    UnknownAccount,
+    #[error("cannot write the export: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// An export's time window, both ends inclusive.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Window {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl Window {
+    fn holds(&self, at: DateTime<Utc>) -> bool {
+        self.from.is_none_or(|from| at >= from) && self.to.is_none_or(|to| at <= to)
+    }
+}
+
+/// `T` as an RFC 3339 time or a calendar day (`2026-12-03`): a day starts at its first instant
+/// for `from` and ends at its last for `to`.
+pub fn parse_time(text: &str, end_of_day: bool) -> Option<DateTime<Utc>> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Some(at.with_timezone(&Utc));
+    }
+    let day = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    let at = if end_of_day {
+        day.and_hms_nano_opt(23, 59, 59, 999_999_999)?
+    } else {
+        day.and_hms_opt(0, 0, 0)?
+    };
+    Some(at.and_utc())
+}
+
+/// The account `reference` names: an account id, or a user id (through its claim stream).
+pub fn resolve_account(log: &LogReader, reference: &str) -> Result<Uuid, AuditError> {
+    if let Ok(id) = Uuid::parse_str(reference) {
+        let stream = custode_domain::account::stream_for(id);
+        if !log.read_stream_after(&stream, 0)?.is_empty() {
+            return Ok(id);
+        }
+    }
+    let claims = log.read_stream_after(&custode_domain::user_registry::stream_for(reference), 0)?;
+    claims
+        .iter()
+        .find(|e| e.event_type == "UserIdClaimed")
+        .and_then(|e| e.payload.get("account_id")?.as_str()?.parse().ok())
+        .ok_or(AuditError::UnknownAccount)
+}
+
+/// Opens the read models for reading only, when the file exists.
+pub fn open_read_models(path: &Path) -> Option<Connection> {
+    path.exists()
+        .then(|| custode_commands::sqlite::open_reader(path).ok())
+        .flatten()
+}
+
+/// The streams that concern `account` (and its collaborators), each with the position from
+/// which they do: the audit index up to its checkpoint, then the log's tail past it.
+fn streams_of(
+    log: &LogReader,
+    models: Option<&Connection>,
+    account: Uuid,
+) -> Result<BTreeMap<String, u64>, AuditError> {
+    let mut streams = BTreeMap::new();
+    let mut accounts = BTreeSet::from([account]);
+    let mut indexed = 0;
+    if let Some(conn) = models {
+        let checkpoint: Option<u64> = conn
+            .query_row(
+                "SELECT position FROM checkpoints WHERE name = 'audit_index'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .unwrap_or(None);
+        if let Some(checkpoint) = checkpoint {
+            indexed = checkpoint;
+            streams.extend(index::streams_of(conn, account)?);
+            accounts.extend(index::collaborators_of(conn, account)?);
+        }
+    }
+    // Past the index: the events the projector has not applied yet.
+    let mut position = indexed;
+    let mut tail: Vec<(String, Tie)> = Vec::new();
+    loop {
+        let batch = log.read_from(position, 4096)?;
+        let Some(last) = batch.last() else { break };
+        position = last.position;
+        tail.extend(
+            batch
+                .iter()
+                .filter_map(|e| index::tie(e).map(|t| (e.stream.clone(), t))),
+        );
+    }
+    // A collaborator opened in the tail joins before its streams are sorted.
+    for (_, tie) in &tail {
+        if tie.owner_id == Some(account) {
+            accounts.insert(tie.account_id);
+        }
+    }
+    for (stream, tie) in tail {
+        if accounts.contains(&tie.account_id) {
+            let from = streams.entry(stream).or_insert(tie.from_position);
+            *from = (*from).min(tie.from_position);
+        }
+    }
+    // An account's own streams, whatever the index says.
+    for id in &accounts {
+        streams
+            .entry(custode_domain::account::stream_for(*id))
+            .or_insert(0);
+        streams
+            .entry(custode_domain::access::stream_for(*id))
+            .or_insert(0);
+    }
+    Ok(streams)
+}
+
+/// One exported line: the envelope with its position and hash, the payload redacted.
+pub fn export_line(event: &RecordedEvent) -> Result<Vec<u8>, serde_json::Error> {
+    let mut event = event.clone();
+    custode_domain::audit::redact(&mut event.payload);
+    let mut line = serde_json::to_vec(&event)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// AU-2: every event that concerns `account`, in log order, as JSON lines on `out`. Returns
+/// how many were written.
+pub fn export(
+    log: &LogReader,
+    models: Option<&Connection>,
+    account: Uuid,
+    window: Window,
+    out: &mut dyn Write,
+) -> Result<u64, AuditError> {
+    let streams = streams_of(log, models, account)?;
+    let mut events: Vec<RecordedEvent> = Vec::new();
+    for (stream, from) in &streams {
+        events.extend(
+            log.read_stream_after(stream, 0)?
+                .into_iter()
+                .filter(|e| e.position >= *from && window.holds(e.occurred_at)),
+        );
+    }
+    events.sort_by_key(|e| e.position);
+    events.dedup_by_key(|e| e.position);
+    for event in &events {
+        out.write_all(&export_line(event).map_err(std::io::Error::other)?)?;
+    }
+    out.flush()?;
+    Ok(events.len() as u64)
+}
+
+/// Signs the head of `log` and appends the line to `<data_dir>/checkpoints.jsonl`.
+pub fn append_checkpoint(
+    data_dir: &Path,
+    signer: &CheckpointSigner,
+    log: &LogReader,
+    now: DateTime<Utc>,
+) -> Result<Checkpoint, AuditError> {
+    let checkpoint = signer.checkpoint(log, now)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.join(CHECKPOINTS_FILE))?;
+    let mut line = serde_json::to_vec(&checkpoint).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    file.write_all(&line)?;
+    file.sync_data()?;
+    Ok(checkpoint)
+}
+
+/// What `audit verify` found.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub checked: u64,
+    /// The first failure, in words naming the event or the checkpoint.
+    pub failure: Option<String>,
+    pub checkpoints: usize,
+}
+
+/// AU-1 and AU-5: walks the chain, then checks each checkpoint line of `checkpoints` against
+/// the log; `service_key` is the data dir's public key when it can be read.
+pub fn verify(
+    log: &LogReader,
+    checkpoints: Option<&str>,
+    service_key: Option<&str>,
+) -> Result<VerifyReport, AuditError> {
+    let chain = log.verify_chain()?;
+    let mut report = VerifyReport {
+        checked: chain.checked,
+        ..VerifyReport::default()
+    };
+    if let Some(m) = chain.first_mismatch {
+        report.failure = Some(format!(
+            "chain broken at position {} (event {}): {}; {} events before it verified",
+            m.position, m.event_id, m.reason, chain.checked
+        ));
+        return Ok(report);
+    }
+    for (n, line) in checkpoints
+        .unwrap_or_default()
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let line_no = n + 1;
+        let Ok(cp) = serde_json::from_str::<Checkpoint>(line) else {
+            report.failure = Some(format!("checkpoint line {line_no} is not a checkpoint"));
+            return Ok(report);
+        };
+        report.checkpoints += 1;
+        let failure = match checkpoint::check(&cp, log, service_key)? {
+            CheckpointFinding::Holds => continue,
+            CheckpointFinding::BadSignature => format!(
+                "checkpoint line {line_no} (position {}): its signature does not hold",
+                cp.position
+            ),
+            CheckpointFinding::OtherKey => format!(
+                "checkpoint line {line_no} (position {}): signed by another key than this data dir's",
+                cp.position
+            ),
+            CheckpointFinding::Cut { head } => format!(
+                "the log ends at position {head}, but checkpoint line {line_no} saw position {} with hash {}: its tail was cut",
+                cp.position, cp.hash
+            ),
+            CheckpointFinding::Rewritten { event_id, hash } => format!(
+                "position {} (event {event_id}) has hash {hash}, but checkpoint line {line_no} signed {}: the log was rewritten",
+                cp.position, cp.hash
+            ),
+        };
+        report.failure = Some(failure);
+        return Ok(report);
+    }
+    Ok(report)
+}
