@@ -496,7 +496,7 @@ pub fn replay(
         _ => log.head().map_err(|e| component(&e))?,
     };
     let position = fold(&log, &mut models, options.until, head, progress)?;
-    drop(models);
+    models.finish().map_err(|e| component(&e))?;
     if !in_place {
         for suffix in ["-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", target.display()));
@@ -523,10 +523,16 @@ fn fold(
 ) -> Result<u64, StartError> {
     let component = |e: &dyn std::fmt::Display| StartError::Component(e.to_string());
     let (batches, received) = std::sync::mpsc::sync_channel(2);
+    // Applied batches go back to the reader to be freed: freeing a batch's many small
+    // allocations is work the applier need not do.
+    let (spent, to_free) = std::sync::mpsc::channel::<Vec<custode_domain::RecordedEvent>>();
     let reader = log.clone();
     let read = std::thread::spawn(move || {
         let mut position = 0;
         loop {
+            while let Ok(batch) = to_free.try_recv() {
+                drop(batch);
+            }
             let batch = match reader.read_from(position, REPLAY_BATCH) {
                 Ok(batch) => batch,
                 Err(e) => {
@@ -558,6 +564,7 @@ fn fold(
         let batch = batch.map_err(StartError::Component)?;
         position = models.apply(&batch).map_err(|e| component(&e))?;
         progress(position, head.max(position));
+        let _ = spent.send(batch);
     }
     let _ = read.join();
     Ok(position)

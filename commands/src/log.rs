@@ -309,10 +309,7 @@ impl EventLog {
         if let Some(events) = self.inner.recent.after(position, limit) {
             return Ok(events);
         }
-        self.stored_from(position, limit)?
-            .into_iter()
-            .map(Stored::into_event)
-            .collect()
+        self.inner.reader.read_from(position, limit)
     }
 
     /// Up to `limit` events after `position` as the relay sends them: each one's canonical
@@ -434,25 +431,36 @@ impl LogReader {
         version: u64,
     ) -> Result<Vec<RecordedEvent>, LogError> {
         let version = i64::try_from(version).map_err(|e| LogError::Store(e.to_string()))?;
-        self.readers
-            .with(|conn| {
-                let mut stmt = conn.prepare_cached(&format!(
-                    "{SELECT} WHERE stream = ?1 AND version > ?2 ORDER BY version"
-                ))?;
-                let rows = stmt.query_map(params![stream, version], row_to_stored)?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
-            })?
-            .into_iter()
-            .map(Stored::into_event)
-            .collect()
+        self.with(|conn| {
+            query_events(
+                conn,
+                &format!("{SELECT} WHERE stream = ?1 AND version > ?2 ORDER BY version"),
+                params![stream, version],
+            )
+        })
+    }
+
+    /// Runs `f` on a pooled read-only connection.
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, LogError>) -> Result<T, LogError> {
+        let mut result = None;
+        self.readers.with(|conn| {
+            result = Some(f(conn));
+            Ok(())
+        })?;
+        result.unwrap_or_else(|| Err(LogError::Store("no connection".into())))
     }
 
     /// Up to `limit` events after `position`, in order.
     pub fn read_from(&self, position: u64, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
-        self.stored_from(position, limit)?
-            .into_iter()
-            .map(Stored::into_event)
-            .collect()
+        let position = i64::try_from(position).map_err(|e| LogError::Store(e.to_string()))?;
+        let limit = i64::try_from(limit).map_err(|e| LogError::Store(e.to_string()))?;
+        self.with(|conn| {
+            query_events(
+                conn,
+                &format!("{SELECT} WHERE position > ?1 ORDER BY position LIMIT ?2"),
+                params![position, limit],
+            )
+        })
     }
 
     /// Up to `limit` rows after `position`, in order, as stored.
@@ -700,6 +708,54 @@ fn row_to_stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
         payload: row.get(11)?,
         hash: row.get(12)?,
     })
+}
+
+/// A row straight to an event, its columns parsed where they lie: no copy of the texts that
+/// are parsed (ids, time, actor, payload). What readers of many events use.
+fn row_to_event(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, LogError> {
+    let position: u64 = row.get(0)?;
+    let bad =
+        |what: &str| LogError::Store(format!("event at position {position} has a bad {what}"));
+    let text = |i: usize, what: &str| -> Result<&str, LogError> {
+        row.get_ref(i)?.as_str().map_err(|_| bad(what))
+    };
+    let uuid = |i: usize, what: &str| -> Result<Uuid, LogError> {
+        Uuid::parse_str(text(i, what)?).map_err(|_| bad(what))
+    };
+    Ok(RecordedEvent {
+        event_id: uuid(1, "event_id")?,
+        stream: text(2, "stream")?.to_string(),
+        version: row.get(3)?,
+        position,
+        event_type: text(4, "type")?.to_string(),
+        schema_version: row.get(5)?,
+        occurred_at: DateTime::parse_from_rfc3339(text(6, "occurred_at")?)
+            .map_err(|_| bad("occurred_at"))?
+            .with_timezone(&Utc),
+        actor: Actor {
+            kind: ActorKind::parse(text(7, "actor")?).ok_or_else(|| bad("actor"))?,
+            id: row.get(8)?,
+        },
+        correlation_id: uuid(9, "correlation_id")?,
+        causation_id: uuid(10, "causation_id")?,
+        payload: serde_json::from_str(text(11, "payload")?).map_err(|_| bad("payload"))?,
+        hash: text(12, "hash")?.to_string(),
+    })
+}
+
+/// Runs `sql` with `params` and turns each row into an event.
+fn query_events(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<RecordedEvent>, LogError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next()? {
+        events.push(row_to_event(row)?);
+    }
+    Ok(events)
 }
 
 impl Stored {

@@ -89,7 +89,13 @@ pub struct RecordedEvent {
 impl RecordedEvent {
     /// The part of the stream name before the first `-`: `account`, `userid`.
     pub fn category(&self) -> &str {
-        self.stream.split('-').next().unwrap_or(&self.stream)
+        // Every projection asks this of every event: a plain scan of the short prefix.
+        let end = self
+            .stream
+            .bytes()
+            .position(|b| b == b'-')
+            .unwrap_or(self.stream.len());
+        self.stream.get(..end).unwrap_or(&self.stream)
     }
 }
 
@@ -216,15 +222,31 @@ pub fn encode<E: Serialize>(event: &E) -> Result<(String, serde_json::Value), se
 }
 
 /// Rebuilds a typed event from a stored one, upcasting old schema versions first.
+/// An event already at its type's current version is read in place (its payload is not
+/// copied): this runs for every event a projection or a handler folds.
 pub fn decode<E: serde::de::DeserializeOwned>(
     event: &RecordedEvent,
 ) -> Result<E, serde_json::Error> {
-    let payload = upcast(
-        &event.event_type,
-        event.schema_version,
-        event.payload.clone(),
-    );
-    serde_json::from_value(serde_json::json!({ "type": event.event_type, "payload": payload }))
+    use serde::de::value::MapDeserializer;
+    let stale = UPCASTERS
+        .iter()
+        .any(|u| u.event_type == event.event_type && u.from_version >= event.schema_version);
+    let upcast_payload;
+    let payload = if stale {
+        upcast_payload = upcast(
+            &event.event_type,
+            event.schema_version,
+            event.payload.clone(),
+        );
+        &upcast_payload
+    } else {
+        &event.payload
+    };
+    let tag = serde_json::Value::String(event.event_type.clone());
+    let fields = [("type", &tag), ("payload", payload)];
+    E::deserialize(MapDeserializer::<_, serde_json::Error>::new(
+        fields.into_iter(),
+    ))
 }
 
 /// Lifts a payload of `event_type` at `schema_version` to the current shape.

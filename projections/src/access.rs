@@ -24,6 +24,7 @@ use custode_domain::access::{
 };
 use custode_domain::RecordedEvent;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use std::collections::HashMap;
 
 pub struct AccessHistoryProjection;
 
@@ -64,6 +65,11 @@ impl Projection for AccessHistoryProjection {
         )
     }
 
+    /// Applying only inserts by primary key; pages and expiry read these.
+    fn deferrable_indexes(&self) -> &'static [&'static str] {
+        &["access_history_by_outcome", "access_history_by_time"]
+    }
+
     fn drop_tables(&self, conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch(
             "DROP TABLE IF EXISTS access_history; DROP TABLE IF EXISTS access_accounts;",
@@ -71,24 +77,64 @@ impl Projection for AccessHistoryProjection {
     }
 
     fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        let (account_id, item) = match event.category() {
-            "account" => {
-                let Some((account_id, login)) = crate::account_event::<LoginRecord>(event)? else {
-                    return Ok(());
-                };
-                (account_id, login_item(&login, event.occurred_at))
+        self.apply_batch(tx, std::slice::from_ref(event))
+    }
+
+    /// One row per login or access; each account's key looked up once a batch, and its total
+    /// and last access updated once a batch.
+    fn apply_batch(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut keys: HashMap<&str, i64> = HashMap::new();
+        // Per account key: rows added, and the latest successful access among them.
+        let mut added: HashMap<i64, (i64, Option<i64>)> = HashMap::new();
+        for event in events {
+            let (account_id, item) = match event.category() {
+                "account" => {
+                    let Some((account_id, login)) = crate::account_event::<LoginRecord>(event)?
+                    else {
+                        continue;
+                    };
+                    (account_id, login_item(&login, event.occurred_at))
+                }
+                "access" => {
+                    let record: AccessEvent = custode_domain::envelope::decode(event)
+                        .map_err(|e| ProjectionError::undecodable(event, e))?;
+                    (
+                        event.stream.trim_start_matches("access-"),
+                        history_item(&record, event.occurred_at),
+                    )
+                }
+                _ => continue,
+            };
+            let key = match keys.get(account_id) {
+                Some(key) => *key,
+                None => {
+                    let key = account_key(tx, account_id)?;
+                    keys.insert(account_id, key);
+                    key
+                }
+            };
+            if insert(tx, key, event.position, &item)? {
+                let entry = added.entry(key).or_insert((0, None));
+                entry.0 += 1;
+                if item.outcome == Outcome::Success {
+                    let at = item.at.timestamp_millis();
+                    entry.1 = Some(entry.1.map_or(at, |last: i64| last.max(at)));
+                }
             }
-            "access" => {
-                let record: AccessEvent = custode_domain::envelope::decode(event)
-                    .map_err(|e| ProjectionError::undecodable(event, e))?;
-                (
-                    event.stream.trim_start_matches("access-"),
-                    history_item(&record, event.occurred_at),
-                )
-            }
-            _ => return Ok(()),
-        };
-        insert(tx, account_id, event.position, &item)?;
+        }
+        let mut update = tx.prepare_cached(
+            "UPDATE access_accounts SET total = total + ?2,
+                 last_access = CASE WHEN ?3 IS NOT NULL AND (last_access IS NULL OR last_access < ?3)
+                                    THEN ?3 ELSE last_access END
+             WHERE key = ?1",
+        )?;
+        for (key, (rows, last)) in added {
+            update.execute(params![key, rows, last])?;
+        }
         Ok(())
     }
 }
@@ -129,16 +175,14 @@ fn account_key(tx: &Transaction<'_>, account_id: &str) -> rusqlite::Result<i64> 
     Ok(tx.last_insert_rowid())
 }
 
+/// Adds the row of `item`; whether it was new (a batch replayed after a crash is applied again
+/// only past the checkpoint, and the primary key holds the position: never counted twice).
 fn insert(
     tx: &Transaction<'_>,
-    account_id: &str,
+    key: i64,
     position: u64,
     item: &HistoryItem,
-) -> rusqlite::Result<()> {
-    let key = account_key(tx, account_id)?;
-    let at = item.at.timestamp_millis();
-    // A batch replayed after a crash is applied again only past the checkpoint; the primary key
-    // holds the position, so a row is never counted twice.
+) -> rusqlite::Result<bool> {
     let inserted = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO access_history
@@ -147,7 +191,7 @@ fn insert(
         )?
         .execute(params![
             key,
-            at,
+            item.at.timestamp_millis(),
             position,
             outcome_code(item.outcome),
             kind_code(item.kind),
@@ -155,17 +199,7 @@ fn insert(
             item.reason,
             item.client_ip,
         ])?;
-    if inserted == 1 {
-        let success = item.outcome == Outcome::Success;
-        tx.prepare_cached(
-            "UPDATE access_accounts SET total = total + 1,
-                 last_access = CASE WHEN ?3 AND (last_access IS NULL OR last_access < ?2)
-                                    THEN ?2 ELSE last_access END
-             WHERE key = ?1",
-        )?
-        .execute(params![key, at, success])?;
-    }
-    Ok(())
+    Ok(inserted == 1)
 }
 
 /// AH-3: drops the rows of accesses before `cutoff`, at most `chunk` at a time, and says how

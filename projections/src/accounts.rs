@@ -171,11 +171,10 @@ impl Projection for AccountsProjection {
         match typed {
             AccountsFolds::AccountOpened(e) => {
                 let mail = e.kind == AccountKind::Mailbox;
-                tx.execute(
-                    "INSERT INTO accounts (account_id, user_id, user_key, kind, plan, status, language, owner_id,
+                tx.prepare_cached("INSERT INTO accounts (account_id, user_id, user_key, kind, plan, status, language, owner_id,
                         name, created_at, contact_email, contact_mobile, must_change_password,
                         must_set_recovery_info, imap, pop, smtp)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?8, ?9, ?10, ?11, 0, 1, ?12, ?12, ?12)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?8, ?9, ?10, ?11, 0, 1, ?12, ?12, ?12)")?.execute(
                     params![
                         account_id,
                         e.user_id,
@@ -196,8 +195,7 @@ impl Projection for AccountsProjection {
                 }
                 if !e.permissions.is_empty() {
                     let permissions: Vec<String> = e.permissions.iter().map(json_str).collect();
-                    tx.execute(
-                        "INSERT OR REPLACE INTO account_security (account_id, permissions) VALUES (?1, ?2)",
+                    tx.prepare_cached("INSERT OR REPLACE INTO account_security (account_id, permissions) VALUES (?1, ?2)")?.execute(
                         params![account_id, permissions.join(",")],
                     )?;
                 }
@@ -205,12 +203,12 @@ impl Projection for AccountsProjection {
             AccountsFolds::TemporaryPasswordIssued(e) => {
                 password_set(tx, account_id)?;
                 let reset = e.reason == TemporaryPasswordReason::OperatorReset;
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE accounts SET must_change_password = 1,
                         must_confirm_recovery_info = must_confirm_recovery_info OR ?2
                      WHERE account_id = ?1",
-                    params![account_id, reset],
-                )?;
+                )?
+                .execute(params![account_id, reset])?;
             }
             AccountsFolds::PasswordRecovered(e) => {
                 password_set(tx, account_id)?;
@@ -220,61 +218,57 @@ impl Projection for AccountsProjection {
                     RecoveryMethod::Sms => (false, true),
                     RecoveryMethod::Question => (false, false),
                 };
-                tx.execute(
-                    "UPDATE accounts SET must_change_password = 0, must_confirm_recovery_info = 1,
+                tx.prepare_cached("UPDATE accounts SET must_change_password = 0, must_confirm_recovery_info = 1,
                         password_changed_at = ?2,
                         recovery_email_verified = recovery_email_verified OR (?3 AND recovery_email IS NOT NULL),
                         recovery_mobile_verified = recovery_mobile_verified OR (?4 AND recovery_mobile IS NOT NULL)
-                     WHERE account_id = ?1",
+                     WHERE account_id = ?1")?.execute(
                     params![account_id, event.occurred_at.to_rfc3339(), email, mobile],
                 )?;
             }
             AccountsFolds::RecoveryInfoConfirmed(_) => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE accounts SET must_confirm_recovery_info = 0 WHERE account_id = ?1",
-                    params![account_id],
-                )?;
+                )?
+                .execute(params![account_id])?;
             }
             AccountsFolds::PasswordChanged(_) => {
                 password_set(tx, account_id)?;
-                tx.execute(
-                    "UPDATE accounts SET must_change_password = 0, password_changed_at = ?2 WHERE account_id = ?1",
+                tx.prepare_cached("UPDATE accounts SET must_change_password = 0, password_changed_at = ?2 WHERE account_id = ?1")?.execute(
                     params![account_id, event.occurred_at.to_rfc3339()],
                 )?;
             }
             AccountsFolds::RecoveryInfoSet(e) => {
-                tx.execute(
-                    "UPDATE accounts SET must_set_recovery_info = 0, must_confirm_recovery_info = 0,
+                tx.prepare_cached("UPDATE accounts SET must_set_recovery_info = 0, must_confirm_recovery_info = 0,
                         recovery_email_verified = CASE WHEN recovery_email IS ?2 THEN recovery_email_verified ELSE 0 END,
                         recovery_mobile_verified = CASE WHEN recovery_mobile IS ?3 THEN recovery_mobile_verified ELSE 0 END,
                         recovery_email = ?2, recovery_mobile = ?3, security_question = ?4
-                     WHERE account_id = ?1",
+                     WHERE account_id = ?1")?.execute(
                     params![account_id, e.email, e.mobile, e.security_question],
                 )?;
             }
             AccountsFolds::MailProtocolsSet(e) => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE accounts SET imap = ?2, pop = ?3, smtp = ?4 WHERE account_id = ?1",
-                    params![account_id, e.imap, e.pop, e.smtp],
-                )?;
+                )?
+                .execute(params![account_id, e.imap, e.pop, e.smtp])?;
             }
             AccountsFolds::TwoFactorEnabled(e) => {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO account_security (account_id, two_factor) VALUES (?1, ?2)
                      ON CONFLICT (account_id) DO UPDATE SET two_factor = ?2",
-                    params![account_id, e.channel.as_str()],
-                )?;
+                )?
+                .execute(params![account_id, e.channel.as_str()])?;
             }
             AccountsFolds::TwoFactorDisabled(_) => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE account_security SET two_factor = NULL WHERE account_id = ?1",
-                    params![account_id],
-                )?;
+                )?
+                .execute(params![account_id])?;
             }
             AccountsFolds::AppPasswordIssued(e) => {
-                tx.execute(
-                    "INSERT OR REPLACE INTO app_passwords (account_id, scope, password_hmac, expires_at, issued_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                tx.prepare_cached("INSERT OR REPLACE INTO app_passwords (account_id, scope, password_hmac, expires_at, issued_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(
                     params![
                         account_id,
                         e.scope,
@@ -285,16 +279,20 @@ impl Projection for AccountsProjection {
                 )?;
             }
             AccountsFolds::AppPasswordPostponed(e) => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE app_passwords SET expires_at = ?3 WHERE account_id = ?1 AND scope = ?2",
-                    params![account_id, e.scope, e.expires_at.to_rfc3339()],
-                )?;
+                )?
+                .execute(params![
+                    account_id,
+                    e.scope,
+                    e.expires_at.to_rfc3339()
+                ])?;
             }
             AccountsFolds::AppPasswordDeactivated(e) => {
-                tx.execute(
+                tx.prepare_cached(
                     "DELETE FROM app_passwords WHERE account_id = ?1 AND scope = ?2",
-                    params![account_id, e.scope],
-                )?;
+                )?
+                .execute(params![account_id, e.scope])?;
             }
             AccountsFolds::AppPasswordExpiryNoticed(e) => {
                 let detail = serde_json::json!({
@@ -305,56 +303,53 @@ impl Projection for AccountsProjection {
                 notification(tx, account_id, event, "app_password_expiry", &detail)?;
             }
             AccountsFolds::CollaboratorLinkIssued(e) => {
-                tx.execute(
-                    "INSERT OR REPLACE INTO collaborator_links (token_hash, account_id) VALUES (?1, ?2)",
+                tx.prepare_cached("INSERT OR REPLACE INTO collaborator_links (token_hash, account_id) VALUES (?1, ?2)")?.execute(
                     params![e.token_hash.as_str(), account_id],
                 )?;
                 if e.reason == LinkReason::Created {
-                    tx.execute(
+                    tx.prepare_cached(
                         "UPDATE accounts SET status = 'suspended', must_set_recovery_info = 0
                          WHERE account_id = ?1",
-                        params![account_id],
-                    )?;
+                    )?
+                    .execute(params![account_id])?;
                 }
             }
             AccountsFolds::CollaboratorPasswordSet(_) => {
                 password_set(tx, account_id)?;
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE accounts SET status = 'active', must_change_password = 0,
                         password_changed_at = ?2 WHERE account_id = ?1",
-                    params![account_id, event.occurred_at.to_rfc3339()],
-                )?;
+                )?
+                .execute(params![account_id, event.occurred_at.to_rfc3339()])?;
             }
             AccountsFolds::CollaboratorReset(_) => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE accounts SET status = 'suspended' WHERE account_id = ?1",
-                    params![account_id],
-                )?;
+                )?
+                .execute(params![account_id])?;
             }
             AccountsFolds::CollaboratorDeactivated(_) => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE accounts SET status = 'deactivated' WHERE account_id = ?1",
-                    params![account_id],
-                )?;
+                )?
+                .execute(params![account_id])?;
             }
             AccountsFolds::AccountSuspended(e) => {
-                tx.execute(
-                    "UPDATE accounts SET status = 'suspended', suspended_until = ?2 WHERE account_id = ?1",
+                tx.prepare_cached("UPDATE accounts SET status = 'suspended', suspended_until = ?2 WHERE account_id = ?1")?.execute(
                     params![account_id, e.until.to_rfc3339()],
                 )?;
             }
             AccountsFolds::SuspensionEnded(_) => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE accounts SET suspended_until = NULL,
                         status = CASE WHEN status = 'suspended' THEN 'active' ELSE status END
                      WHERE account_id = ?1",
-                    params![account_id],
-                )?;
+                )?
+                .execute(params![account_id])?;
             }
             AccountsFolds::IdentityDocumentRecorded(e) => {
-                tx.execute(
-                    "INSERT OR REPLACE INTO identity_documents (account_id, kind, number, expires_on)
-                     VALUES (?1, ?2, ?3, ?4)",
+                tx.prepare_cached("INSERT OR REPLACE INTO identity_documents (account_id, kind, number, expires_on)
+                     VALUES (?1, ?2, ?3, ?4)")?.execute(
                     params![account_id, json_str(&e.kind), e.number, e.expires_on.to_string()],
                 )?;
             }
@@ -371,19 +366,16 @@ impl Projection for AccountsProjection {
                     RecoveryMethod::Email => (true, false),
                     _ => (false, true),
                 };
-                tx.execute(
-                    "UPDATE accounts SET
+                tx.prepare_cached("UPDATE accounts SET
                         recovery_email_verified = recovery_email_verified OR (?2 AND recovery_email IS ?4),
                         recovery_mobile_verified = recovery_mobile_verified OR (?3 AND recovery_mobile IS ?4)
-                     WHERE account_id = ?1",
+                     WHERE account_id = ?1")?.execute(
                     params![account_id, email, mobile, e.contact],
                 )?;
             }
             AccountsFolds::LanguageChanged(e) => {
-                tx.execute(
-                    "UPDATE accounts SET language = ?2 WHERE account_id = ?1",
-                    params![account_id, json_str(&e.language)],
-                )?;
+                tx.prepare_cached("UPDATE accounts SET language = ?2 WHERE account_id = ?1")?
+                    .execute(params![account_id, json_str(&e.language)])?;
             }
             AccountsFolds::IdentityIssued(e) => {
                 self_care(tx, account_id, "spid_code = ?2", &e.spid_code)?;
@@ -398,16 +390,12 @@ impl Projection for AccountsProjection {
                 }
             }
             AccountsFolds::ContactEmailChanged(e) => {
-                tx.execute(
-                    "UPDATE accounts SET contact_email = ?2 WHERE account_id = ?1",
-                    params![account_id, e.email],
-                )?;
+                tx.prepare_cached("UPDATE accounts SET contact_email = ?2 WHERE account_id = ?1")?
+                    .execute(params![account_id, e.email])?;
             }
             AccountsFolds::ContactMobileChanged(e) => {
-                tx.execute(
-                    "UPDATE accounts SET contact_mobile = ?2 WHERE account_id = ?1",
-                    params![account_id, e.mobile],
-                )?;
+                tx.prepare_cached("UPDATE accounts SET contact_mobile = ?2 WHERE account_id = ?1")?
+                    .execute(params![account_id, e.mobile])?;
             }
             AccountsFolds::RecoveryContactChanged(e) => {
                 let column = match e.method {
@@ -461,14 +449,12 @@ impl Projection for AccountsProjection {
                 notification(tx, account_id, event, "inactivity_warning", &detail)?;
             }
             AccountsFolds::RevokedForInactivity(_) => {
-                tx.execute(
-                    "UPDATE accounts SET status = 'revoked', suspended_until = NULL WHERE account_id = ?1",
+                tx.prepare_cached("UPDATE accounts SET status = 'revoked', suspended_until = NULL WHERE account_id = ?1")?.execute(
                     params![account_id],
                 )?;
             }
             AccountsFolds::AccountRevoked(_) => {
-                tx.execute(
-                    "UPDATE accounts SET status = 'revoked', suspended_until = NULL WHERE account_id = ?1",
+                tx.prepare_cached("UPDATE accounts SET status = 'revoked', suspended_until = NULL WHERE account_id = ?1")?.execute(
                     params![account_id],
                 )?;
             }
@@ -484,8 +470,7 @@ fn self_care(
     assignment: &str,
     value: &str,
 ) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO account_self_care (account_id) VALUES (?1) ON CONFLICT (account_id) DO NOTHING",
+    tx.prepare_cached("INSERT INTO account_self_care (account_id) VALUES (?1) ON CONFLICT (account_id) DO NOTHING")?.execute(
         params![account_id],
     )?;
     tx.execute(
@@ -497,11 +482,11 @@ fn self_care(
 
 /// PW-6: a new password's expiry (if any) follows it; the old one's is over.
 fn password_set(tx: &Transaction<'_>, account_id: &str) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE account_self_care SET password_expires_at = NULL, password_expired = 0
          WHERE account_id = ?1",
-        params![account_id],
-    )?;
+    )?
+    .execute(params![account_id])?;
     Ok(())
 }
 
@@ -551,17 +536,17 @@ fn notification(
     kind: &str,
     detail: &serde_json::Value,
 ) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT OR REPLACE INTO notifications (account_id, position, at, kind, detail)
          VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            account_id,
-            event.position,
-            event.occurred_at.to_rfc3339(),
-            kind,
-            detail.to_string()
-        ],
-    )?;
+    )?
+    .execute(params![
+        account_id,
+        event.position,
+        event.occurred_at.to_rfc3339(),
+        kind,
+        detail.to_string()
+    ])?;
     Ok(())
 }
 

@@ -22,6 +22,20 @@ pub trait Projection: Send {
     fn create(&self, conn: &Connection) -> rusqlite::Result<()>;
     fn drop_tables(&self, conn: &Connection) -> rusqlite::Result<()>;
     fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError>;
+    /// Indexes that nothing reads while events are applied: a rebuild into a fresh file
+    /// creates them once at the end (one sort) instead of keeping them up to date row by row.
+    fn deferrable_indexes(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Applies consecutive events in order; a projection that can share work across a batch
+    /// (one lookup and one update per account, say) overrides it.
+    fn apply_batch(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        events.iter().try_for_each(|event| self.apply(tx, event))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +101,8 @@ pub fn all() -> Vec<Box<dyn Projection>> {
 pub struct ReadModels {
     conn: Connection,
     projections: Vec<(Box<dyn Projection>, u64)>,
+    /// A rebuild's deferred indexes, as created, to create again in [`ReadModels::finish`].
+    deferred: Vec<String>,
 }
 
 impl ReadModels {
@@ -106,6 +122,9 @@ impl ReadModels {
     ) -> Result<Self, ProjectionError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Every projection's statements stay prepared (rusqlite keeps 16 by default: fewer than
+        // the projections use together, so each batch would parse some again).
+        conn.set_prepared_statement_cache_capacity(256);
         match durability {
             Durability::Normal => {
                 conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -114,6 +133,9 @@ impl ReadModels {
             Durability::Rebuild => {
                 conn.pragma_update(None, "journal_mode", "OFF")?;
                 conn.pragma_update(None, "synchronous", "OFF")?;
+                // The deferred indexes are built at the end, when the log's reader is idle:
+                // their sorts may use a second thread.
+                conn.pragma_update(None, "threads", 2)?;
             }
         }
         // The access history is large and written at random places (one account's rows sit
@@ -146,10 +168,40 @@ impl ReadModels {
             projection.create(&conn)?;
             opened.push((projection, position));
         }
+        let mut deferred = Vec::new();
+        if durability == Durability::Rebuild {
+            for (projection, position) in &opened {
+                if *position != 0 {
+                    continue;
+                }
+                for index in projection.deferrable_indexes() {
+                    let sql: Option<String> = conn
+                        .query_row(
+                            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1",
+                            params![index],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    if let Some(sql) = sql {
+                        conn.execute_batch(&format!("DROP INDEX \"{index}\""))?;
+                        deferred.push(sql);
+                    }
+                }
+            }
+        }
         Ok(Self {
             conn,
             projections: opened,
+            deferred,
         })
+    }
+
+    /// Ends a rebuild: creates the indexes it deferred.
+    pub fn finish(mut self) -> Result<(), ProjectionError> {
+        for sql in std::mem::take(&mut self.deferred) {
+            self.conn.execute_batch(&sql)?;
+        }
+        Ok(())
     }
 
     /// Forgets `name`'s checkpoint in the file at `path`, so that the next open drops its
@@ -183,13 +235,12 @@ impl ReadModels {
         };
         let tx = self.conn.transaction()?;
         for (projection, checkpoint) in &self.projections {
-            for event in events.iter().filter(|e| e.position > *checkpoint) {
-                projection.apply(&tx, event)?;
-            }
-            tx.execute(
+            let unseen = events.partition_point(|e| e.position <= *checkpoint);
+            projection.apply_batch(&tx, events.get(unseen..).unwrap_or_default())?;
+            tx.prepare_cached(
                 "UPDATE checkpoints SET position = ?2 WHERE name = ?1 AND position < ?2",
-                params![projection.name(), last],
-            )?;
+            )?
+            .execute(params![projection.name(), last])?;
         }
         tx.commit()?;
         for (_, checkpoint) in &mut self.projections {

@@ -18,25 +18,25 @@ fn upsert(
     error: Option<&str>,
     at: &str,
 ) -> rusqlite::Result<usize> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO notices (notice_id, account_id, source_event_id, channel, template, recipient,
                               state, attempts, last_error, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (notice_id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts,
              last_error = excluded.last_error, updated_at = excluded.updated_at",
-        params![
-            notice.notice_id.to_string(),
-            notice.account_id.to_string(),
-            notice.source_event_id.to_string(),
-            notice.channel.as_str(),
-            notice.template,
-            notice.to,
-            state,
-            attempts,
-            error,
-            at,
-        ],
-    )
+    )?
+    .execute(params![
+        notice.notice_id.to_string(),
+        notice.account_id.to_string(),
+        notice.source_event_id.to_string(),
+        notice.channel.as_str(),
+        notice.template,
+        notice.to,
+        state,
+        attempts,
+        error,
+        at,
+    ])
 }
 
 impl Projection for NoticesProjection {
@@ -86,10 +86,10 @@ impl Projection for NoticesProjection {
                 upsert(tx, &e.notice, "dead", e.attempts, Some(&e.error), &at)?;
             }
             NoticeEvent::NotificationRetryRequested(e) => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE notices SET state = 'retrying', updated_at = ?2 WHERE notice_id = ?1",
-                    params![e.notice_id.to_string(), at],
-                )?;
+                )?
+                .execute(params![e.notice_id.to_string(), at])?;
             }
         }
         Ok(())

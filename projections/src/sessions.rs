@@ -53,9 +53,8 @@ impl Projection for SessionsProjection {
         };
         match typed {
             SessionsFolds::SessionStarted(e) => {
-                tx.execute(
-                    "INSERT INTO sessions (session_id, account_id, token_hash, started_at, expires_at, fresh_until)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                tx.prepare_cached("INSERT INTO sessions (session_id, account_id, token_hash, started_at, expires_at, fresh_until)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(
                     params![
                         e.session_id.to_string(),
                         account_id,
@@ -67,18 +66,18 @@ impl Projection for SessionsProjection {
                 )?;
             }
             SessionsFolds::SessionReauthenticated(e) => {
-                tx.execute(
-                    "UPDATE sessions SET fresh_until = ?2 WHERE session_id = ?1",
-                    params![e.session_id.to_string(), e.fresh_until.to_rfc3339()],
-                )?;
+                tx.prepare_cached("UPDATE sessions SET fresh_until = ?2 WHERE session_id = ?1")?
+                    .execute(params![
+                        e.session_id.to_string(),
+                        e.fresh_until.to_rfc3339()
+                    ])?;
             }
             SessionsFolds::SessionsEnded(e) => {
                 let reason = serde_json::to_value(e.reason)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string));
                 for id in e.session_ids {
-                    tx.execute(
-                        "UPDATE sessions SET ended_at = ?2, end_reason = ?3 WHERE session_id = ?1 AND ended_at IS NULL",
+                    tx.prepare_cached("UPDATE sessions SET ended_at = ?2, end_reason = ?3 WHERE session_id = ?1 AND ended_at IS NULL")?.execute(
                         params![id.to_string(), event.occurred_at.to_rfc3339(), reason],
                     )?;
                 }

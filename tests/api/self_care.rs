@@ -241,8 +241,8 @@ async fn every_later_notice_follows_the_chosen_language_sc_7() {
         .await
         .unwrap();
     assert_eq!(page["language"], "it");
-    // The same again records nothing.
-    let head = app.log_head();
+    // The same again records nothing (the workers' reports of earlier notices settled first).
+    let head = app.settled_head().await;
     let res = app
         .request(
             reqwest::Method::PUT,
@@ -252,7 +252,7 @@ async fn every_later_notice_follows_the_chosen_language_sc_7() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(app.log_head(), head);
+    assert_eq!(app.settled_head().await, head);
     // The next notice (a code for a suspension) comes in Italian.
     let res = app
         .post(
