@@ -176,6 +176,29 @@ pub fn export(
     Ok(events.len() as u64)
 }
 
+/// AU-2's other form: every event that occurred in `window`, whatever it concerns, redacted
+/// and masked the same way, in log order. A pass over the log (events are stored in position
+/// order, not time order). Returns how many were written.
+pub fn export_window(
+    log: &LogReader,
+    window: Window,
+    out: &mut dyn Write,
+) -> Result<u64, AuditError> {
+    let mut position = 0;
+    let mut written = 0;
+    loop {
+        let batch = log.read_from(position, 4096)?;
+        let Some(last) = batch.last() else { break };
+        position = last.position;
+        for event in batch.iter().filter(|e| window.holds(e.occurred_at)) {
+            out.write_all(&export_line(event).map_err(std::io::Error::other)?)?;
+            written += 1;
+        }
+    }
+    out.flush()?;
+    Ok(written)
+}
+
 /// Signs the head of `log` and appends the line to `<data_dir>/checkpoints.jsonl`.
 pub fn append_checkpoint(
     data_dir: &Path,

@@ -323,6 +323,27 @@ async fn an_export_holds_all_of_one_account_and_nothing_else() {
         .get(&format!("/v1/admin/accounts/{}/audit", a.user_id), None)
         .await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // Every event of a window, whoever it concerns: the whole log here, redacted alike.
+    let everything = custode(&app.data_dir, &["audit", "export", "--from", "2000-01-01"]);
+    assert!(everything.status.success(), "{}", stderr(&everything));
+    let all = stdout(&everything);
+    assert_eq!(all.lines().count(), scan.len());
+    for secret in [
+        a.password.as_str(),
+        "$argon2",
+        "ciphertext",
+        &a.email,
+        &b.mobile,
+    ] {
+        assert!(!all.contains(secret), "{secret} is in the window's export");
+    }
+    let neither = custode(&app.data_dir, &["audit", "export"]);
+    assert!(!neither.status.success());
+    assert!(
+        stderr(&neither).contains("--account"),
+        "{}",
+        stderr(&neither)
+    );
     let unknown = custode(
         &app.data_dir,
         &["audit", "export", "--account", "nessuno@pec.example.it"],
@@ -427,6 +448,12 @@ async fn verify_names_each_kind_of_tampering_and_checkpoints_catch_cuts_and_rewr
     assert_eq!(head, app.log_head());
     let at_start: Value = serde_json::from_str(periodic.trim()).unwrap();
     assert_eq!(at_start["position"].as_u64(), Some(head));
+    // Verify works beside the running service too.
+    let cp = app.data_dir.join("cp.jsonl");
+    std::fs::write(&cp, stdout(&out)).unwrap();
+    let cp = cp.display().to_string();
+    let live = custode(&app.data_dir, &["audit", "verify", "--checkpoint", &cp]);
+    assert!(live.status.success(), "{}{}", stdout(&live), stderr(&live));
     let _ = app.stop().await;
     let work = tempfile::tempdir().unwrap();
     let checkpoint = work.path().join("kept-elsewhere.jsonl");
