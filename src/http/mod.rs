@@ -10,6 +10,7 @@ mod history;
 pub mod limits;
 mod meta;
 pub mod metrics;
+mod pages;
 pub mod problem;
 mod recovery;
 mod self_care;
@@ -35,6 +36,7 @@ pub const POSITION_HEADER: &str = "custode-position";
 pub fn app(state: AppState) -> Router {
     let (router, _) = routes();
     router
+        .merge(pages::router())
         .fallback(|| async { Problem::new("not-found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

@@ -66,7 +66,7 @@ pub async fn answer_floor(
         .map(|p| p.as_str().to_string());
     let floored = path
         .as_deref()
-        .is_some_and(|p| p == "/v1/recovery" || p.starts_with("/v1/recovery/"));
+        .is_some_and(|p| p == "/v1/recovery" || p.starts_with("/v1/recovery/") || p == "/recovery");
     if !floored {
         return next.run(request).await;
     }

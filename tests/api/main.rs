@@ -19,6 +19,7 @@ mod history;
 mod identity_care;
 mod journey;
 mod notify;
+mod pages;
 mod password;
 mod processes;
 mod recovery;

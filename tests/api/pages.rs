@@ -1,0 +1,384 @@
+//! WEB-1/WEB-2 through HTTP, as a browser without script posts forms: the pages behind the
+//! mailed links (`/recovery?token=`, `/collaborator-password?token=`) lead to a new password
+//! and the next login; refusals are named next to their field in the page's language; a form
+//! without its CSRF token, or from another origin, changes nothing.
+
+use crate::helpers::{link_tokens, mails, TestApp};
+use crate::processes::eventually;
+use reqwest::header::{HeaderMap, ACCEPT_LANGUAGE, COOKIE, LOCATION, ORIGIN, SET_COOKIE};
+use reqwest::StatusCode;
+use serde_json::json;
+use std::time::Duration;
+
+const USER: &str = "pagine@pec.example.it";
+const NEW_PASSWORD: &str = "Girasole!Tramonto-77";
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The value of the hidden input `name` in `html`.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+fn csrf_cookie(headers: &HeaderMap) -> String {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("custode_csrf="))
+        .map(|v| v.split(';').next().unwrap().to_string())
+        .expect("a CSRF cookie")
+}
+
+fn assert_page_headers(headers: &HeaderMap) {
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+}
+
+async fn recovery_link(app: &TestApp) -> String {
+    let started: serde_json::Value = app
+        .post(
+            "/v1/recovery",
+            None,
+            json!({ "user_id": USER, "captcha_token": "solved" }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = started["recovery_id"].as_str().unwrap();
+    let res = app
+        .post(&format!("/v1/recovery/{id}/email"), None, json!({}))
+        .await;
+    assert!(res.status().is_success(), "{}", res.status());
+    eventually(Duration::from_secs(10), "the recovery mail", || {
+        !mails(
+            app,
+            "pagine.recupero@example.org",
+            "Recupero della password",
+        )
+        .is_empty()
+    })
+    .await;
+    let mail = mails(
+        app,
+        "pagine.recupero@example.org",
+        "Recupero della password",
+    );
+    // The mail's link leads to this page.
+    assert!(mail[0].contains("/recovery?token="), "{}", mail[0]);
+    let token = link_tokens(&mail, "/recovery?token=").pop().unwrap();
+    app.remember_secret(&token);
+    token
+}
+
+async fn login_status(app: &TestApp, password: &str) -> StatusCode {
+    app.post(
+        "/v1/sessions",
+        None,
+        json!({ "user_id": USER, "password": password }),
+    )
+    .await
+    .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mailed_recovery_link_leads_to_a_page_that_sets_the_new_password() {
+    let app = TestApp::spawn().await;
+    let (token, old) = app.ready_mailbox(USER).await;
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/account/recovery-info",
+            Some(&token),
+            Some(json!({ "email": "pagine.recupero@example.org" })),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let link = recovery_link(&app).await;
+    app.remember_secret(NEW_PASSWORD);
+    let http = client();
+
+    // The page, in Italian by default.
+    let page = http
+        .get(format!("{}/recovery?token={link}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_page_headers(page.headers());
+    let cookie = csrf_cookie(page.headers());
+    assert!(page.headers()[SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("HttpOnly; SameSite=Strict"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<html lang=\"it\">"), "{html}");
+    for id in ["user_id", "new_password", "new_password_repeat"] {
+        assert!(
+            html.contains(&format!("<label for=\"{id}\">")),
+            "no label for {id}"
+        );
+    }
+    assert!(!html.contains("<script"), "no script needed");
+    let csrf = hidden(&html, "csrf");
+    assert_eq!(format!("custode_csrf={csrf}"), cookie);
+
+    // Two different passwords: named next to the field, in Italian; nothing changes.
+    let res = http
+        .post(format!("{}/recovery", app.base))
+        .header(COOKIE, &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("token", link.as_str()),
+            ("lang", "it"),
+            ("user_id", USER),
+            ("new_password", NEW_PASSWORD),
+            ("new_password_repeat", "Girasole!Tramonto-78"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_page_headers(res.headers());
+    let html = res.text().await.unwrap();
+    assert!(html.contains("id=\"new_password_repeat-errors\""), "{html}");
+    assert!(html.contains("Le due password non coincidono."), "{html}");
+    assert!(
+        html.contains(&format!("value=\"{USER}\"")),
+        "the user id is kept"
+    );
+    assert!(!html.contains(NEW_PASSWORD), "a password is never echoed");
+    assert_eq!(login_status(&app, &old).await, StatusCode::CREATED);
+
+    // Without the CSRF cookie, or from another origin: refused, nothing changes.
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("token", link.as_str()),
+        ("lang", "en"),
+        ("user_id", USER),
+        ("new_password", NEW_PASSWORD),
+        ("new_password_repeat", NEW_PASSWORD),
+    ];
+    let res = http
+        .post(format!("{}/recovery", app.base))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res.text().await.unwrap().contains("Request refused"));
+    let res = http
+        .post(format!("{}/recovery", app.base))
+        .header(COOKIE, &cookie)
+        .header(ORIGIN, "https://evil.example")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = http
+        .post(format!("{}/recovery", app.base))
+        .header(COOKIE, &cookie)
+        .header("sec-fetch-site", "cross-site")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(login_status(&app, &old).await, StatusCode::CREATED);
+    assert_eq!(
+        login_status(&app, NEW_PASSWORD).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The right form: redirected to the confirmation, and the next login takes the new password.
+    let res = http
+        .post(format!("{}/recovery", app.base))
+        .header(COOKIE, &cookie)
+        .header(ORIGIN, &app.base)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let to = res.headers()[LOCATION].to_str().unwrap().to_string();
+    assert_eq!(to, "/password-saved?lang=en");
+    let saved = http.get(format!("{}{to}", app.base)).send().await.unwrap();
+    assert_eq!(saved.status(), StatusCode::OK);
+    assert!(saved
+        .text()
+        .await
+        .unwrap()
+        .contains("The new password is active"));
+    assert_eq!(login_status(&app, NEW_PASSWORD).await, StatusCode::CREATED);
+    assert_eq!(login_status(&app, &old).await, StatusCode::UNAUTHORIZED);
+
+    // The link works once.
+    let res = http
+        .post(format!("{}/recovery", app.base))
+        .header(COOKIE, &cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::GONE);
+    assert!(res.text().await.unwrap().contains("role=\"alert\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_speak_the_browsers_language_and_say_when_a_link_is_cut() {
+    let app = TestApp::spawn().await;
+    let http = client();
+    let res = http
+        .get(format!("{}/recovery", app.base))
+        .header(ACCEPT_LANGUAGE, "en-GB,en;q=0.9,it;q=0.5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_page_headers(res.headers());
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("<html lang=\"en\">") && html.contains("Incomplete link"),
+        "{html}"
+    );
+    // The switch to the other language is on the page.
+    assert!(html.contains("hreflang=\"it\""), "{html}");
+    let res = http
+        .get(format!(
+            "{}/collaborator-password?token=abc&lang=it",
+            app.base
+        ))
+        .header(ACCEPT_LANGUAGE, "en")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("<html lang=\"it\">") && html.contains("Crea la tua password"));
+    // A markup-looking token is escaped, never run.
+    let res = http
+        .get(format!(
+            "{}/recovery?token=%22%3E%3Cscript%3Ealert(1)%3C/script%3E",
+            app.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    let html = res.text().await.unwrap();
+    assert!(!html.contains("<script>alert"), "{html}");
+    let css = http
+        .get(format!("{}/assets/custode.css", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), StatusCode::OK);
+    assert!(css.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collaborator_sets_its_first_password_from_the_mailed_link() {
+    let app = TestApp::spawn().await;
+    let (owner, _) = app.ready_mailbox("titolare.pagine@pec.example.it").await;
+    let reference = "collab.pagine@example.org";
+    let res = app
+        .post(
+            "/v1/account/collaborators",
+            Some(&owner),
+            json!({ "name": "Anna Bianchi", "reference_email": reference, "permissions": ["read_mail"] }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: serde_json::Value = res.json().await.unwrap();
+    let user_id = created["user_id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(10), "the collaborator's mail", || {
+        !mails(&app, reference, "Crea la password").is_empty()
+    })
+    .await;
+    let link = link_tokens(
+        &mails(&app, reference, "Crea la password"),
+        "/collaborator-password?token=",
+    )
+    .pop()
+    .unwrap();
+    app.remember_secret(&link);
+    app.remember_secret(NEW_PASSWORD);
+    let http = client();
+    let page = http
+        .get(format!("{}/collaborator-password?token={link}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let cookie = csrf_cookie(page.headers());
+    let html = page.text().await.unwrap();
+    assert!(
+        !html.contains("name=\"user_id\""),
+        "a collaborator's link knows whose it is"
+    );
+    let csrf = hidden(&html, "csrf");
+    // A weak password: each failed rule next to the field.
+    let res = http
+        .post(format!("{}/collaborator-password", app.base))
+        .header(COOKIE, &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("token", link.as_str()),
+            ("lang", "it"),
+            ("new_password", "abc"),
+            ("new_password_repeat", "abc"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("id=\"new_password-errors\""), "{html}");
+    assert!(html.contains("Serve almeno una cifra."), "{html}");
+    let res = http
+        .post(format!("{}/collaborator-password", app.base))
+        .header(COOKIE, &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("token", link.as_str()),
+            ("lang", "it"),
+            ("new_password", NEW_PASSWORD),
+            ("new_password_repeat", NEW_PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": user_id, "password": NEW_PASSWORD }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+}
