@@ -10,6 +10,7 @@
 
 mod admin;
 mod audit;
+mod browser;
 mod cli;
 mod contract;
 mod delegation;

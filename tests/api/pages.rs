@@ -47,7 +47,7 @@ fn assert_page_headers(headers: &HeaderMap) {
         "{csp}"
     );
     assert_eq!(headers["x-frame-options"], "DENY");
-    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["referrer-policy"], "same-origin");
     assert_eq!(headers["cache-control"], "no-store");
     assert!(headers["content-type"]
         .to_str()
