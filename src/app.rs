@@ -457,12 +457,13 @@ pub fn replay(
                 source,
             })?;
             let same = std::fs::canonicalize(into).ok() == std::fs::canonicalize(data_dir).ok();
-            if same {
+            if same || into.join(LOG_FILE).exists() {
                 return Err(StartError::Component(
-                    "--into names the data directory itself: leave --into out to rebuild its read models".into(),
+                    "--into names a data directory (it holds an event log): give an empty or a scratch directory, or leave --into out to rebuild this one's read models".into(),
                 ));
             }
-            None
+            // No service may be using it while its read models are replaced.
+            Some(DataDirLock::acquire(into)?)
         }
         None => Some(DataDirLock::acquire(data_dir)?),
     };

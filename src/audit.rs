@@ -23,6 +23,10 @@ pub enum AuditError {
     ReadModels(#[from] rusqlite::Error),
     #[error("no account has that user id or account id")]
     UnknownAccount,
+    #[error(
+        "that is one account's user id and another's account id: say which with the other form"
+    )]
+    Ambiguous,
     #[error("cannot write the export: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -55,20 +59,35 @@ pub fn parse_time(text: &str, end_of_day: bool) -> Option<DateTime<Utc>> {
     Some(at.and_utc())
 }
 
-/// The account `reference` names: an account id, or a user id (through its claim stream).
+/// The account `reference` names: a user id (through its claim stream) or an account id. A
+/// reference that is both (a user id shaped like another account's id) is refused rather than
+/// guessed.
 pub fn resolve_account(log: &LogReader, reference: &str) -> Result<Uuid, AuditError> {
-    if let Ok(id) = Uuid::parse_str(reference) {
-        let stream = custode_domain::account::stream_for(id);
-        if !log.read_stream_after(&stream, 0)?.is_empty() {
-            return Ok(id);
+    let claimed = resolve_user_id(log, reference)?;
+    let by_id = match Uuid::parse_str(reference) {
+        Ok(id)
+            if !log
+                .read_stream_after(&custode_domain::account::stream_for(id), 0)?
+                .is_empty() =>
+        {
+            Some(id)
         }
+        _ => None,
+    };
+    match (claimed, by_id) {
+        (Some(a), Some(b)) if a != b => Err(AuditError::Ambiguous),
+        (Some(id), _) | (None, Some(id)) => Ok(id),
+        (None, None) => Err(AuditError::UnknownAccount),
     }
-    let claims = log.read_stream_after(&custode_domain::user_registry::stream_for(reference), 0)?;
-    claims
+}
+
+/// The account whose user id `user_id` is, through its claim stream.
+pub fn resolve_user_id(log: &LogReader, user_id: &str) -> Result<Option<Uuid>, AuditError> {
+    let claims = log.read_stream_after(&custode_domain::user_registry::stream_for(user_id), 0)?;
+    Ok(claims
         .iter()
         .find(|e| e.event_type == "UserIdClaimed")
-        .and_then(|e| e.payload.get("account_id")?.as_str()?.parse().ok())
-        .ok_or(AuditError::UnknownAccount)
+        .and_then(|e| e.payload.get("account_id")?.as_str()?.parse().ok()))
 }
 
 /// Opens the read models for reading only, when the file exists.
@@ -159,21 +178,25 @@ pub fn export(
     out: &mut dyn Write,
 ) -> Result<u64, AuditError> {
     let streams = streams_of(log, models, account)?;
-    let mut events: Vec<RecordedEvent> = Vec::new();
+    // Positions only in memory (8 bytes an event), then the events a chunk at a time: an
+    // account with a million records exports in bounded memory.
+    let mut positions: Vec<u64> = Vec::new();
     for (stream, from) in &streams {
-        events.extend(
-            log.read_stream_after(stream, 0)?
-                .into_iter()
-                .filter(|e| e.position >= *from && window.holds(e.occurred_at)),
-        );
+        positions.extend(log.positions_of(stream, *from)?);
     }
-    events.sort_by_key(|e| e.position);
-    events.dedup_by_key(|e| e.position);
-    for event in &events {
-        out.write_all(&export_line(event).map_err(std::io::Error::other)?)?;
+    positions.sort_unstable();
+    positions.dedup();
+    let mut written = 0;
+    for chunk in positions.chunks(512) {
+        for event in log.read_positions(chunk)? {
+            if window.holds(event.occurred_at) {
+                out.write_all(&export_line(&event).map_err(std::io::Error::other)?)?;
+                written += 1;
+            }
+        }
     }
     out.flush()?;
-    Ok(events.len() as u64)
+    Ok(written)
 }
 
 /// AU-2's other form: every event that occurred in `window`, whatever it concerns, redacted
@@ -279,6 +302,9 @@ pub fn verify(
         };
         report.failure = Some(failure);
         return Ok(report);
+    }
+    if checkpoints.is_some() && report.checkpoints == 0 {
+        report.failure = Some("the checkpoint file holds no checkpoint".into());
     }
     Ok(report)
 }

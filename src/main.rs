@@ -103,6 +103,10 @@ enum AuditCommand {
     Verify {
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<PathBuf>,
+        /// The service's checkpoint key (base64, as each checkpoint line shows it) to trust;
+        /// default: the data dir's own. A checkpoint signed by any other key fails.
+        #[arg(long, value_name = "KEY")]
+        public_key: Option<String>,
     },
     /// Every event that concerns one account (or, without --account, every event between
     /// --from and --to), as JSON lines, secrets redacted and contacts masked (AU-2).
@@ -208,6 +212,33 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// A new file for `--out`: never one that exists (an export must not replace anything, least
+/// of all the log), never inside the data dir, readable by its owner only (an export holds
+/// personal data; a dump, verification hashes).
+fn new_output(path: &std::path::Path, data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if let (Ok(parent), Ok(data_dir)) = (
+        std::fs::canonicalize(&parent),
+        std::fs::canonicalize(data_dir),
+    ) {
+        anyhow::ensure!(
+            !parent.starts_with(&data_dir),
+            "--out {} is inside the data directory: write it elsewhere",
+            path.display()
+        );
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))
+}
+
 fn log_reader(config: &Config) -> anyhow::Result<LogReader> {
     Ok(LogReader::open(&config.data_dir.join(app::LOG_FILE))?)
 }
@@ -215,7 +246,10 @@ fn log_reader(config: &Config) -> anyhow::Result<LogReader> {
 fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
     let keys_dir = config.data_dir.join(app::KEYS_DIR);
     match command {
-        AuditCommand::Verify { checkpoint } => {
+        AuditCommand::Verify {
+            checkpoint,
+            public_key,
+        } => {
             let log = log_reader(config)?;
             let checkpoints = match &checkpoint {
                 Some(file) => Some(
@@ -224,7 +258,13 @@ fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let service_key = CheckpointSigner::existing(&keys_dir).map(|s| s.public_key());
+            let service_key = public_key
+                .or_else(|| CheckpointSigner::existing(&keys_dir).map(|s| s.public_key()));
+            anyhow::ensure!(
+                checkpoints.is_none() || service_key.is_some(),
+                "no key to check the checkpoints against: this data dir has no {}; give the service's --public-key",
+                custode_commands::checkpoint::SIGNING_KEY_FILE
+            );
             let report = audit::verify(&log, checkpoints.as_deref(), service_key.as_deref())?;
             match report.failure {
                 None => {
@@ -268,10 +308,9 @@ fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
                 None => None,
             };
             let mut sink: Box<dyn std::io::Write> = match &out {
-                Some(file) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(file)
-                        .with_context(|| format!("cannot create {}", file.display()))?,
-                )),
+                Some(file) => {
+                    Box::new(std::io::BufWriter::new(new_output(file, &config.data_dir)?))
+                }
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
             match account_id {
@@ -291,7 +330,22 @@ fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
         }
         AuditCommand::Checkpoint => {
             let log = log_reader(config)?;
-            let signer = CheckpointSigner::open(&keys_dir).map_err(anyhow::Error::msg)?;
+            let signer = CheckpointSigner::existing(&keys_dir).with_context(|| {
+                format!(
+                    "no signing key in {}: the service creates it at its first start",
+                    keys_dir.display()
+                )
+            })?;
+            // Never sign a broken chain.
+            let chain = log.verify_chain()?;
+            if let Some(m) = chain.first_mismatch {
+                anyhow::bail!(
+                    "not signing: the chain is broken at position {} (event {}): {}",
+                    m.position,
+                    m.event_id,
+                    m.reason
+                );
+            }
             let checkpoint = signer.checkpoint(&log, chrono::Utc::now())?;
             println!("{}", serde_json::to_string(&checkpoint)?);
             Ok(())
@@ -304,10 +358,9 @@ fn log_fixture(config: &Config, command: LogCommand) -> anyhow::Result<()> {
         LogCommand::Dump { out } => {
             let log = log_reader(config)?;
             let mut sink: Box<dyn std::io::Write> = match &out {
-                Some(file) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(file)
-                        .with_context(|| format!("cannot create {}", file.display()))?,
-                )),
+                Some(file) => {
+                    Box::new(std::io::BufWriter::new(new_output(file, &config.data_dir)?))
+                }
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
             let written = log.dump(&mut sink)?;

@@ -450,6 +450,37 @@ impl LogReader {
         result.unwrap_or_else(|| Err(LogError::Store("no connection".into())))
     }
 
+    /// The positions of `stream`'s events at or after `from` (an indexed read).
+    pub fn positions_of(&self, stream: &str, from: u64) -> Result<Vec<u64>, LogError> {
+        let from = i64::try_from(from).map_err(|e| LogError::Store(e.to_string()))?;
+        Ok(self.readers.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT position FROM events WHERE stream = ?1 AND position >= ?2 ORDER BY version",
+            )?;
+            let rows = stmt.query_map(params![stream, from], |r| r.get::<_, u64>(0))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?)
+    }
+
+    /// The events at `positions` (sorted), in order.
+    pub fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>, LogError> {
+        if positions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = positions
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        self.with(|conn| {
+            query_events(
+                conn,
+                &format!("{SELECT} WHERE position IN ({list}) ORDER BY position"),
+                [],
+            )
+        })
+    }
+
     /// Up to `limit` events after `position`, in order.
     pub fn read_from(&self, position: u64, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
         let position = i64::try_from(position).map_err(|e| LogError::Store(e.to_string()))?;
@@ -557,7 +588,10 @@ pub fn load(path: &Path, lines: impl std::io::BufRead) -> Result<u64, LogError> 
     loaded
 }
 
-fn load_new(path: &Path, lines: impl std::io::BufRead) -> Result<u64, LogError> {
+/// The longest fixture line `load` reads (an event is far smaller: the API takes 64 KiB).
+const MAX_FIXTURE_LINE: u64 = 1 << 20;
+
+fn load_new(path: &Path, mut lines: impl std::io::BufRead) -> Result<u64, LogError> {
     let mut conn = open_writer(path, "NORMAL")?;
     conn.execute_batch(SCHEMA)?;
     let tx = conn.transaction()?;
@@ -569,9 +603,23 @@ fn load_new(path: &Path, lines: impl std::io::BufRead) -> Result<u64, LogError> 
              actor_kind, actor_id, correlation_id, causation_id, payload, hash) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
-        for (n, line) in lines.lines().enumerate() {
-            let bad = |what: &str| LogError::Store(format!("fixture line {}: {what}", n + 1));
-            let line = line.map_err(|e| bad(&e.to_string()))?;
+        let mut n = 0usize;
+        loop {
+            n += 1;
+            let bad = |what: &str| LogError::Store(format!("fixture line {n}: {what}"));
+            let mut raw = Vec::new();
+            use std::io::{BufRead as _, Read as _};
+            let read = (&mut lines)
+                .take(MAX_FIXTURE_LINE + 1)
+                .read_until(b'\n', &mut raw)
+                .map_err(|e| bad(&e.to_string()))?;
+            if read == 0 {
+                break;
+            }
+            if raw.len() as u64 > MAX_FIXTURE_LINE {
+                return Err(bad("longer than 1 MiB"));
+            }
+            let line = String::from_utf8(raw).map_err(|_| bad("not UTF-8"))?;
             if line.trim().is_empty() {
                 continue;
             }
@@ -608,6 +656,22 @@ fn load_new(path: &Path, lines: impl std::io::BufRead) -> Result<u64, LogError> 
             };
             if stored.position != head + 1 {
                 return Err(bad(&format!("position {} follows {head}", stored.position)));
+            }
+            // Readable as the log's readers read it, or refused now rather than stalling them.
+            if Uuid::parse_str(&stored.event_id).is_err()
+                || Uuid::parse_str(&stored.correlation_id).is_err()
+                || Uuid::parse_str(&stored.causation_id).is_err()
+                || DateTime::parse_from_rfc3339(&stored.occurred_at).is_err()
+                || ActorKind::parse(&stored.actor_kind).is_none()
+                || !value
+                    .get("payload")
+                    .is_some_and(serde_json::Value::is_object)
+                || stored.stream.is_empty()
+                || stored.event_type.is_empty()
+            {
+                return Err(bad(
+                    "an id, the time, the actor or the payload cannot be read",
+                ));
             }
             if chain_hash(&prev, &stored.canonical()) != stored.hash {
                 return Err(bad(&format!(

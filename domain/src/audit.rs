@@ -38,9 +38,13 @@ pub const CONTACT_FIELDS: &[&str] = &[
     "to",
 ];
 
-/// Free text that may quote a contact (a mail server's refusal): every address or number in
-/// it is masked.
-pub const TEXT_FIELDS: &[&str] = &["error"];
+/// Free text that may quote a contact (a mail server's refusal, a reason or a service name a
+/// front end reported): every address or number in it is masked.
+pub const TEXT_FIELDS: &[&str] = &["error", "reason", "service"];
+
+/// Identifiers shown with their last three characters only, as the account page shows them
+/// (an identity document's number).
+pub const TAIL_FIELDS: &[&str] = &["number"];
 
 /// Kept as they are: ids, times, states, counts, the account's own data.
 pub const PLAIN_FIELDS: &[&str] = &[
@@ -74,7 +78,6 @@ pub const PLAIN_FIELDS: &[&str] = &[
     "name",
     "next_check_at",
     "notice_id",
-    "number",
     "outcome",
     "owner_id",
     "permissions",
@@ -83,7 +86,6 @@ pub const PLAIN_FIELDS: &[&str] = &[
     "previous_expiry",
     "protocol",
     "purpose",
-    "reason",
     "recovery_id",
     "replaced",
     "request_reference",
@@ -93,7 +95,6 @@ pub const PLAIN_FIELDS: &[&str] = &[
     "scope",
     "security_question",
     "serial",
-    "service",
     "session_id",
     "session_ids",
     "smtp",
@@ -123,19 +124,71 @@ pub fn mask_contact(value: &str) -> String {
     }
 }
 
+/// `text` with every e-mail address and every phone number in it masked: a word holding an
+/// `@`, and any run of digits (spaces, dots, dashes and brackets between them allowed) with 8
+/// digits or more, or 6 after a `+` (an SMTP status such as `550 5.1.1` stays).
 fn mask_text(text: &str) -> String {
-    text.split(' ')
+    let words: Vec<String> = text
+        .split(' ')
         .map(|word| {
             let bare = word.trim_matches(|c: char| "<>()[],;:'\"".contains(c));
-            let digits = bare.chars().filter(char::is_ascii_digit).count();
-            if bare.contains('@') || (bare.starts_with('+') && digits >= 6) {
+            if bare.contains('@') {
                 word.replace(bare, &mask_contact(bare))
             } else {
                 word.to_string()
             }
         })
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect();
+    mask_numbers(&words.join(" "))
+}
+
+fn mask_numbers(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let starts = chars
+            .get(i)
+            .is_some_and(|c| c.is_ascii_digit() || *c == '+');
+        if !starts {
+            out.extend(chars.get(i));
+            i += 1;
+            continue;
+        }
+        // The longest run of digits and separators from here, ending on a digit.
+        let mut end = i;
+        let mut last_digit = None;
+        let mut digits = 0;
+        while let Some(c) = chars.get(end) {
+            if c.is_ascii_digit() {
+                digits += 1;
+                last_digit = Some(end);
+            } else if !(" .-()/".contains(*c) || (*c == '+' && end == i)) {
+                break;
+            }
+            end += 1;
+        }
+        match last_digit {
+            Some(last) if digits >= 8 || (chars.get(i) == Some(&'+') && digits >= 6) => {
+                let run: String = chars.get(i..=last).unwrap_or_default().iter().collect();
+                let kept: String = run.chars().filter(char::is_ascii_digit).collect();
+                let tail: String = kept.chars().skip(kept.len().saturating_sub(2)).collect();
+                out.push_str(&format!("***** **{tail}"));
+                i = last + 1;
+            }
+            _ => {
+                out.extend(chars.get(i));
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn mask_tail(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let tail: String = chars.iter().skip(chars.len().saturating_sub(3)).collect();
+    format!("*****{tail}")
 }
 
 /// Redacts `payload` in place for an auditor (see the module's lists); nested objects and
@@ -158,6 +211,10 @@ pub fn redact(payload: &mut Value) {
                 } else if TEXT_FIELDS.contains(&key) {
                     if let Value::String(s) = value {
                         *s = mask_text(s);
+                    }
+                } else if TAIL_FIELDS.contains(&key) {
+                    if let Value::String(s) = value {
+                        *s = mask_tail(s);
                     }
                 } else {
                     redact(value);
@@ -183,7 +240,9 @@ mod tests {
             "to": "marisa@inwind.it",
             "mobile": "+393471234512",
             "contact": "not a contact",
-            "error": "550 5.1.1 <marisa@inwind.it>: mailbox unavailable (+393471234512)",
+            "error": "550 5.1.1 <marisa@inwind.it>: mailbox unavailable (+393471234512), call +39 347 765 4321, code 550",
+            "reason": "wrong pw for marisa.recovery@inwind.it",
+            "number": "CA12345XY",
             "user_id": "mario.rossi",
             "nested": {"token_hash": "abc", "email": "a.b@example.org"},
         });
@@ -197,7 +256,9 @@ mod tests {
                 "to": "*****sa@i*****.it",
                 "mobile": "+39 ***** **12",
                 "contact": "*****",
-                "error": "550 5.1.1 <*****sa@i*****.it>: mailbox unavailable (+39 ***** **12)",
+                "error": "550 5.1.1 <*****sa@i*****.it>: mailbox unavailable (***** **12), call ***** **21, code 550",
+                "reason": "wrong pw for *****ry@i*****.it",
+                "number": "*****5XY",
                 "user_id": "mario.rossi",
                 "nested": {"token_hash": REDACTED, "email": "*****b@e*****.org"},
             })
@@ -233,7 +294,13 @@ mod tests {
             walk(&serde_json::from_str(&text).expect("json"), &mut fields);
         }
         assert!(fields.len() > 50, "schemas not found in {}", dir.display());
-        let lists = [SECRET_FIELDS, CONTACT_FIELDS, TEXT_FIELDS, PLAIN_FIELDS];
+        let lists = [
+            SECRET_FIELDS,
+            CONTACT_FIELDS,
+            TEXT_FIELDS,
+            TAIL_FIELDS,
+            PLAIN_FIELDS,
+        ];
         for field in &fields {
             let homes = lists.iter().filter(|l| l.contains(&field.as_str())).count();
             assert_eq!(

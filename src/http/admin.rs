@@ -248,6 +248,59 @@ pub struct AuditQuery {
     to: Option<String>,
 }
 
+/// AU-2: exports at once; more are answered 503 (each holds a reading connection and a core).
+static EXPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Writes a blocking export into a channel, 64 KiB at a time; fails once the client is gone,
+/// which stops the export.
+struct ChunkWriter {
+    chunks: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    buffer: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::take(&mut self.buffer));
+        self.chunks
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= 64 * 1024 {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// A response body fed by a channel.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|r| r.map(http_body::Frame::data)))
+    }
+}
+
 /// AU-2: every event that concerns the account, as JSON lines (`application/x-ndjson`),
 /// secrets redacted and contacts masked; `from`/`to` (RFC 3339 times or days) bound it.
 pub async fn audit_export(
@@ -275,11 +328,31 @@ pub async fn audit_export(
         from: time(q.from, false, "from")?,
         to: time(q.to, true, "to")?,
     };
+    if let (Some(from), Some(to)) = (window.from, window.to) {
+        if from > to {
+            return Err(Problem::new("invalid-request", "`from` is after `to`"));
+        }
+    }
+    let permit = EXPORTS
+        .try_acquire()
+        .map_err(|_| Problem::busy("as many exports as the service runs at once are under way"))?;
     let reader = state.log.reader();
+    let account = {
+        let reader = reader.clone();
+        tokio::task::spawn_blocking(move || crate::audit::resolve_user_id(&reader, &user_id))
+            .await
+            .map_err(|e| Problem::internal(&e))?
+            .map_err(|e| Problem::internal(&e))?
+            .ok_or_else(|| Problem::new("account-not-found", "no account has that user id"))?
+    };
     let models = state.read_models.clone();
-    let exported = tokio::task::spawn_blocking(move || {
-        let account = crate::audit::resolve_account(&reader, &user_id)?;
-        let mut out = Vec::new();
+    let (chunks, body) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut out = ChunkWriter {
+            chunks: chunks.clone(),
+            buffer: Vec::new(),
+        };
         let mut result = Ok(0);
         let pooled = models.with(|conn| {
             result = crate::audit::export(&reader, Some(conn), account, window, &mut out);
@@ -288,20 +361,14 @@ pub async fn audit_export(
         if pooled.is_err() {
             result = crate::audit::export(&reader, None, account, window, &mut out);
         }
-        result.map(|_| out)
-    })
-    .await
-    .map_err(|e| Problem::internal(&e))?;
-    match exported {
-        Ok(body) => Ok((
-            [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
-            body,
-        )
-            .into_response()),
-        Err(crate::audit::AuditError::UnknownAccount) => Err(Problem::new(
-            "account-not-found",
-            "no account has that user id",
-        )),
-        Err(e) => Err(Problem::internal(&e)),
-    }
+        if let Err(error) = result {
+            tracing::error!(%error, "an audit export stopped");
+            let _ = chunks.blocking_send(Err(std::io::Error::other("the export stopped")));
+        }
+    });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::new(ChannelBody(body)),
+    )
+        .into_response())
 }

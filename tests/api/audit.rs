@@ -361,6 +361,9 @@ async fn an_export_holds_all_of_one_account_and_nothing_else() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}/read.db{suffix}", data_dir.display()));
     }
+    let elsewhere = tempfile::tempdir().unwrap();
+    let file = elsewhere.path().join("a.jsonl");
+    let file_arg = file.display().to_string();
     let out = custode(
         &data_dir,
         &[
@@ -369,14 +372,48 @@ async fn an_export_holds_all_of_one_account_and_nothing_else() {
             "--account",
             &a.user_id,
             "--out",
-            &data_dir.join("a.jsonl").display().to_string(),
+            &file_arg,
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), api);
+    use std::os::unix::fs::PermissionsExt;
     assert_eq!(
-        std::fs::read_to_string(data_dir.join("a.jsonl")).unwrap(),
-        api
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "an export is its owner's alone"
     );
+    // --out never replaces a file (least of all the log), nor writes into the data dir.
+    let log_before = std::fs::read(data_dir.join("events.db")).unwrap();
+    for target in [
+        file_arg.clone(),
+        data_dir.join("events.db").display().to_string(),
+        data_dir.join("new.jsonl").display().to_string(),
+    ] {
+        for args in [
+            vec![
+                "audit",
+                "export",
+                "--account",
+                a.user_id.as_str(),
+                "--out",
+                &target,
+            ],
+            vec!["log", "dump", "--out", &target],
+        ] {
+            let refused = custode(&data_dir, &args);
+            assert!(!refused.status.success(), "{args:?} wrote {target}");
+        }
+    }
+    assert_eq!(
+        std::fs::read(data_dir.join("events.db")).unwrap(),
+        log_before
+    );
+    assert!(!data_dir.join("new.jsonl").exists());
+    // An account id names an account as well as its user id does.
+    let res = custode(&data_dir, &["audit", "export", "--account", &b.account_id]);
+    assert!(res.status.success(), "{}", stderr(&res));
+    assert!(stdout(&res).contains(&b.account_id));
     drop(kept);
     drop(dir);
 }
@@ -445,6 +482,7 @@ async fn verify_names_each_kind_of_tampering_and_checkpoints_catch_cuts_and_rewr
     assert!(out.status.success(), "{}", stderr(&out));
     let signed: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     let head = signed["position"].as_u64().unwrap();
+    let key = signed["public_key"].as_str().unwrap().to_string();
     assert_eq!(head, app.log_head());
     let at_start: Value = serde_json::from_str(periodic.trim()).unwrap();
     assert_eq!(at_start["position"].as_u64(), Some(head));
@@ -462,7 +500,14 @@ async fn verify_names_each_kind_of_tampering_and_checkpoints_catch_cuts_and_rewr
 
     let ok = custode(
         &data_dir,
-        &["audit", "verify", "--checkpoint", &checkpoint_arg],
+        &[
+            "audit",
+            "verify",
+            "--checkpoint",
+            &checkpoint_arg,
+            "--public-key",
+            &key,
+        ],
     );
     assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
     assert!(
@@ -517,7 +562,21 @@ async fn verify_names_each_kind_of_tampering_and_checkpoints_catch_cuts_and_rewr
         custode(&cut, &["audit", "verify"]).status.success(),
         "a cut chain still verifies alone"
     );
+    // A copy without the keys: the auditor names the key it trusts, or verify refuses.
     let out = custode(&cut, &["audit", "verify", "--checkpoint", &checkpoint_arg]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--public-key"), "{}", stderr(&out));
+    let out = custode(
+        &cut,
+        &[
+            "audit",
+            "verify",
+            "--checkpoint",
+            &checkpoint_arg,
+            "--public-key",
+            &key,
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stdout(&out).contains(&format!("the log ends at position {}", head - 3)),
@@ -556,7 +615,14 @@ async fn verify_names_each_kind_of_tampering_and_checkpoints_catch_cuts_and_rewr
     );
     let out = custode(
         &forged,
-        &["audit", "verify", "--checkpoint", &checkpoint_arg],
+        &[
+            "audit",
+            "verify",
+            "--checkpoint",
+            &checkpoint_arg,
+            "--public-key",
+            &key,
+        ],
     );
     assert_eq!(out.status.code(), Some(1));
     let said = stdout(&out);
@@ -581,6 +647,66 @@ async fn verify_names_each_kind_of_tampering_and_checkpoints_catch_cuts_and_rewr
     assert!(
         !work.path().join("edited/events.db").exists(),
         "nothing left behind"
+    );
+
+    // An empty checkpoint file proves nothing: it fails.
+    let empty = work.path().join("empty.jsonl");
+    std::fs::write(&empty, "\n").unwrap();
+    let out = custode(
+        &data_dir,
+        &[
+            "audit",
+            "verify",
+            "--checkpoint",
+            &empty.display().to_string(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("holds no checkpoint"),
+        "{}",
+        stdout(&out)
+    );
+    // No signing key is made up for a copy, and a broken chain is never signed.
+    let out = custode(&cut, &["audit", "checkpoint"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no signing key"), "{}", stderr(&out));
+    assert!(!cut.join("keys/audit-signing.key").exists());
+    let broken = tamper(
+        &data_dir,
+        work.path(),
+        "broken",
+        "UPDATE events SET type = 'X' || type WHERE position = 2",
+    );
+    let out = custode(&broken, &["audit", "checkpoint"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not signing"), "{}", stderr(&out));
+    // A fixture whose event cannot be read is refused at load, though its chain holds.
+    let (canonical, _) = split_line(&lines[0]);
+    assert!(
+        canonical.starts_with("{\"actor\":{\"id\":null,\"kind\":\"operator\"}"),
+        "{canonical}"
+    );
+    let unreadable = canonical.replacen("\"kind\":\"operator\"", "\"kind\":\"god\"", 1);
+    let hash = chain(&"0".repeat(64), &unreadable);
+    let fixture = work.path().join("unreadable.jsonl");
+    std::fs::write(
+        &fixture,
+        format!(
+            "{},\"hash\":\"{hash}\"}}",
+            &unreadable[..unreadable.len() - 1]
+        ),
+    )
+    .unwrap();
+    let refused = custode(
+        &work.path().join("unreadable"),
+        &["log", "load", &fixture.display().to_string()],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("fixture line 1"),
+        "{}",
+        stderr(&refused)
     );
 
     // A forged checkpoint line (signature broken) is refused as such.
@@ -719,6 +845,20 @@ async fn a_point_in_time_replay_equals_the_read_models_the_service_had_then() {
         stderr(&out)
     );
     let data_dir_arg = app.data_dir.display().to_string();
+    // Another data dir (it holds a log) is never the target of --into.
+    let other = work.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("events.db"), b"").unwrap();
+    let out = custode(
+        &app.data_dir,
+        &["replay", "--into", &other.display().to_string()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("holds an event log"),
+        "{}",
+        stderr(&out)
+    );
     let out = custode(&app.data_dir, &["replay", "--into", &data_dir_arg]);
     assert!(!out.status.success());
 
