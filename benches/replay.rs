@@ -400,8 +400,15 @@ fn main() {
     for _ in 0..EXPORTS {
         let mut out = Vec::new();
         let started = Instant::now();
-        lines = custode::audit::export(&log, Some(&models), account, Default::default(), &mut out)
-            .unwrap();
+        lines = custode::audit::export(
+            &log,
+            Some(&models),
+            account,
+            None,
+            Default::default(),
+            &mut out,
+        )
+        .unwrap();
         times.push(started.elapsed().as_micros() as u64);
     }
     times.sort_unstable();

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use custode_commands::checkpoint::{self, Checkpoint, CheckpointFinding, CheckpointSigner};
+use custode_commands::service_key::ServiceKey;
 use custode_commands::{LogError, LogReader};
 use custode_domain::RecordedEvent;
 use custode_projections::audit::{self as index, Tie};
@@ -103,6 +104,7 @@ fn streams_of(
     log: &LogReader,
     models: Option<&Connection>,
     account: Uuid,
+    key: Option<&ServiceKey>,
 ) -> Result<BTreeMap<String, u64>, AuditError> {
     let mut streams = BTreeMap::new();
     let mut accounts = BTreeSet::from([account]);
@@ -125,15 +127,18 @@ fn streams_of(
     // Past the index: the events the projector has not applied yet.
     let mut position = indexed;
     let mut tail: Vec<(String, Tie)> = Vec::new();
+    let mut subject_tail: Vec<(String, String)> = Vec::new();
     loop {
         let batch = log.read_from(position, 4096)?;
         let Some(last) = batch.last() else { break };
         position = last.position;
-        tail.extend(
-            batch
-                .iter()
-                .filter_map(|e| index::tie(e).map(|t| (e.stream.clone(), t))),
-        );
+        for event in &batch {
+            if let Some(tie) = index::tie(event) {
+                tail.push((event.stream.clone(), tie));
+            } else if let Some(subject) = index::subject_tie(event) {
+                subject_tail.push((event.stream.clone(), subject.to_string()));
+            }
+        }
     }
     // A collaborator opened in the tail joins before its streams are sorted.
     for (_, tie) in &tail {
@@ -145,6 +150,40 @@ fn streams_of(
         if accounts.contains(&tie.account_id) {
             let from = streams.entry(stream).or_insert(tie.from_position);
             *from = (*from).min(tie.from_position);
+        }
+    }
+    // What was tried on the account's user ids when they opened no recovery of it (a revoked
+    // or suspended account, one without recovery information): the decoys on the ids' keyed
+    // hashes, from the account's opening on (before it, the id was nobody's).
+    if let Some(key) = key {
+        for id in &accounts {
+            let stream = custode_domain::account::stream_for(*id);
+            let Some(first) = log.positions_of(&stream, 0)?.first().copied() else {
+                continue;
+            };
+            let opened = log.read_positions(&[first])?;
+            let Some(user_id) = opened
+                .first()
+                .and_then(|e| e.payload.get("user_id"))
+                .and_then(|v| v.as_str())
+            else {
+                continue;
+            };
+            let subject = custode_commands::log::hex(&key.subject(user_id));
+            let mut tied = vec![format!("subject-{subject}")];
+            if let Some(conn) = models {
+                tied.extend(index::streams_of_subject(conn, &subject)?);
+            }
+            tied.extend(
+                subject_tail
+                    .iter()
+                    .filter(|(_, s)| *s == subject)
+                    .map(|(stream, _)| stream.clone()),
+            );
+            for stream in tied {
+                let from = streams.entry(stream).or_insert(first);
+                *from = (*from).max(first);
+            }
         }
     }
     // An account's own streams, whatever the index says.
@@ -170,14 +209,17 @@ pub fn export_line(event: &RecordedEvent) -> Result<Vec<u8>, serde_json::Error> 
 
 /// AU-2: every event that concerns `account`, in log order, as JSON lines on `out`. Returns
 /// how many were written.
+/// `key` (the service key) finds what was tried on the account's user ids where no recovery
+/// of it opened (decoys); without it those are left out.
 pub fn export(
     log: &LogReader,
     models: Option<&Connection>,
     account: Uuid,
+    key: Option<&ServiceKey>,
     window: Window,
     out: &mut dyn Write,
 ) -> Result<u64, AuditError> {
-    let streams = streams_of(log, models, account)?;
+    let streams = streams_of(log, models, account, key)?;
     // Positions only in memory (8 bytes an event), then the events a chunk at a time: an
     // account with a million records exports in bounded memory.
     let mut positions: Vec<u64> = Vec::new();

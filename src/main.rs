@@ -317,8 +317,26 @@ fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
                 Some(account_id) => {
                     let models =
                         audit::open_read_models(&config.data_dir.join(app::READ_MODELS_FILE));
-                    let written =
-                        audit::export(&log, models.as_ref(), account_id, window, &mut sink)?;
+                    // The service key, when this data dir has it, finds the decoys tried on
+                    // the account's user ids; it is never created here.
+                    let key = keys_dir
+                        .join(custode_commands::service_key::SERVICE_KEY_FILE)
+                        .exists()
+                        .then(|| custode_commands::service_key::ServiceKey::open(&keys_dir))
+                        .transpose()
+                        .map_err(anyhow::Error::msg)?
+                        .map(|(key, _)| key);
+                    if key.is_none() {
+                        eprintln!("no service key in {}: attempts on the account's user ids that opened no recovery of it are left out", keys_dir.display());
+                    }
+                    let written = audit::export(
+                        &log,
+                        models.as_ref(),
+                        account_id,
+                        key.as_ref(),
+                        window,
+                        &mut sink,
+                    )?;
                     eprintln!("exported {written} events of account {account_id}");
                 }
                 None => {

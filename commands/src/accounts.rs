@@ -91,7 +91,7 @@ impl AccountHandler {
         &self.services().settings
     }
 
-    pub(crate) fn service_key(&self) -> &ServiceKey {
+    pub fn service_key(&self) -> &ServiceKey {
         &self.services().service_key
     }
 

@@ -66,6 +66,35 @@ pub fn tie(event: &RecordedEvent) -> Option<Tie> {
     }
 }
 
+/// The keyed hash of the user id a recovery was started for, when it opened no account (a
+/// decoy: an unknown id, or an account that cannot recover): its stream is tied to that
+/// subject, and an account's export takes in its own user id's.
+pub fn subject_tie(event: &RecordedEvent) -> Option<&str> {
+    if event.event_type != "RecoveryStarted" || !event.stream.starts_with("recovery-") {
+        return None;
+    }
+    if event
+        .payload
+        .get("account_id")
+        .is_some_and(|v| !v.is_null())
+    {
+        return None;
+    }
+    event.payload.get("subject").and_then(|v| v.as_str())
+}
+
+/// The index key of a subject's streams.
+pub fn subject_key(subject_hex: &str) -> String {
+    format!("subject:{subject_hex}")
+}
+
+/// The recovery streams tied to a subject.
+pub fn streams_of_subject(conn: &Connection, subject_hex: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT stream FROM audit_streams WHERE account_id = ?1")?;
+    let rows = stmt.query_map(params![subject_key(subject_hex)], |r| r.get::<_, String>(0))?;
+    rows.collect()
+}
+
 /// Records `tie` for `stream` (idempotent: the first tie of a stream to an account stands).
 pub fn record(conn: &Connection, stream: &str, tie: &Tie) -> rusqlite::Result<()> {
     conn.prepare_cached(
@@ -142,6 +171,11 @@ impl Projection for AuditIndexProjection {
     fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ProjectionError> {
         if let Some(tie) = tie(event) {
             record(tx, &event.stream, &tie)?;
+        } else if let Some(subject) = subject_tie(event) {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO audit_streams (account_id, stream, from_position) VALUES (?1, ?2, 0)",
+            )?
+            .execute(params![subject_key(subject), event.stream])?;
         }
         Ok(())
     }

@@ -346,6 +346,7 @@ pub async fn audit_export(
             .ok_or_else(|| Problem::new("account-not-found", "no account has that user id"))?
     };
     let models = state.read_models.clone();
+    let key = state.accounts.service_key().clone();
     let (chunks, body) = tokio::sync::mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -355,11 +356,12 @@ pub async fn audit_export(
         };
         let mut result = Ok(0);
         let pooled = models.with(|conn| {
-            result = crate::audit::export(&reader, Some(conn), account, window, &mut out);
+            result =
+                crate::audit::export(&reader, Some(conn), account, Some(&key), window, &mut out);
             Ok(())
         });
         if pooled.is_err() {
-            result = crate::audit::export(&reader, None, account, window, &mut out);
+            result = crate::audit::export(&reader, None, account, Some(&key), window, &mut out);
         }
         if let Err(error) = result {
             tracing::error!(%error, "an audit export stopped");

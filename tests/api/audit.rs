@@ -355,6 +355,65 @@ async fn an_export_holds_all_of_one_account_and_nothing_else() {
         stderr(&unknown)
     );
 
+    // An account that cannot recover (no recovery information): what was tried on its user id
+    // went to a decoy on the id's keyed hash, and its export still shows it.
+    let (c_id, _) = app.open_mailbox("audit.c@pec.example.it").await;
+    let res = app
+        .post(
+            "/v1/recovery",
+            None,
+            json!({ "user_id": "audit.c@pec.example.it", "captcha_token": "solved" }),
+        )
+        .await;
+    let started: Value = res.json().await.unwrap();
+    let res = app
+        .post(
+            &format!(
+                "/v1/recovery/{}/email",
+                started["recovery_id"].as_str().unwrap()
+            ),
+            None,
+            json!({}),
+        )
+        .await;
+    assert!(res.status().is_success(), "{}", res.status());
+    projected(&app).await;
+    let c_export = app
+        .get(
+            "/v1/admin/accounts/audit.c@pec.example.it/audit",
+            Some(OPERATOR_KEY),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let c_types: Vec<String> = c_export
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for t in ["AccountOpened", "RecoveryStarted", "DecoyLinkSent"] {
+        assert!(
+            c_types.iter().any(|x| x == t),
+            "{t} missing from C's export: {c_types:?}"
+        );
+    }
+    assert!(c_export.contains(&c_id));
+    let a_again = app
+        .get(
+            &format!("/v1/admin/accounts/{}/audit", a.user_id),
+            Some(OPERATOR_KEY),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(a_again, api, "A's export is unmoved by C's");
+
     // Without the index (a lost read-model file), the same export from the log's tail.
     let (data_dir, dir, _) = app.stop().await;
     let kept = std::fs::read(data_dir.join("read.db")).unwrap();
