@@ -475,47 +475,36 @@ async fn submit(
         );
     }
     let user_id = form.user_id.clone().unwrap_or_default();
-    let outcome = match flow {
-        Flow::Recovery => {
-            let request = serde_json::from_value(json!({
-                "user_id": user_id,
-                "token": form.token,
-                "new_password": form.new_password,
-                "new_password_repeat": form.new_password_repeat,
-            }));
-            match request {
-                Ok(request) => {
-                    super::recovery::complete(
-                        State(state.clone()),
-                        client,
-                        correlation,
-                        Body(request),
-                    )
+    let mut body = json!({
+        "token": form.token,
+        "new_password": form.new_password,
+        "new_password_repeat": form.new_password_repeat,
+    });
+    if flow == Flow::Recovery {
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert("user_id".into(), json!(user_id));
+        }
+    }
+    let outcome = async {
+        match flow {
+            Flow::Recovery => {
+                let request = form_request(body)?;
+                super::recovery::complete(State(state.clone()), client, correlation, Body(request))
                     .await
-                }
-                Err(_) => Err(Problem::new("invalid-request", "the form is incomplete")),
+            }
+            Flow::Collaborator => {
+                let request = form_request(body)?;
+                super::delegation::set_collaborator_password(
+                    State(state.clone()),
+                    client,
+                    correlation,
+                    Body(request),
+                )
+                .await
             }
         }
-        Flow::Collaborator => {
-            let request = serde_json::from_value(json!({
-                "token": form.token,
-                "new_password": form.new_password,
-                "new_password_repeat": form.new_password_repeat,
-            }));
-            match request {
-                Ok(request) => {
-                    super::delegation::set_collaborator_password(
-                        State(state.clone()),
-                        client,
-                        correlation,
-                        Body(request),
-                    )
-                    .await
-                }
-                Err(_) => Err(Problem::new("invalid-request", "the form is incomplete")),
-            }
-        }
-    };
+    }
+    .await;
     match outcome {
         Ok(_) => secured(
             (
@@ -569,6 +558,12 @@ async fn submit(
             response
         }
     }
+}
+
+/// The API's request from a page's form fields.
+fn form_request<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, Problem> {
+    serde_json::from_value(body)
+        .map_err(|_| Problem::new("invalid-request", "the form is incomplete"))
 }
 
 async fn recovery_page(
