@@ -131,8 +131,12 @@ impl ReadModels {
                 conn.pragma_update(None, "synchronous", "NORMAL")?;
             }
             Durability::Rebuild => {
+                // A fresh file no one else opens until it is complete: no journal, no sync,
+                // no lock to take and release each batch.
                 conn.pragma_update(None, "journal_mode", "OFF")?;
                 conn.pragma_update(None, "synchronous", "OFF")?;
+                conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+                conn.pragma_update(None, "temp_store", "MEMORY")?;
                 // The deferred indexes are built at the end, when the log's reader is idle:
                 // their sorts may use a second thread.
                 conn.pragma_update(None, "threads", 2)?;
