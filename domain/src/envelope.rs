@@ -249,6 +249,25 @@ pub fn decode<E: serde::de::DeserializeOwned>(
     ))
 }
 
+/// The payload of `event` as the struct `T` of its type, upcast first when stale: for a
+/// consumer that has matched the type itself (no enum to dispatch through).
+pub fn decode_payload<T: serde::de::DeserializeOwned>(
+    event: &RecordedEvent,
+) -> Result<T, serde_json::Error> {
+    let stale = UPCASTERS
+        .iter()
+        .any(|u| u.event_type == event.event_type && u.from_version >= event.schema_version);
+    if stale {
+        T::deserialize(upcast(
+            &event.event_type,
+            event.schema_version,
+            event.payload.clone(),
+        ))
+    } else {
+        T::deserialize(&event.payload)
+    }
+}
+
 /// Lifts a payload of `event_type` at `schema_version` to the current shape.
 pub fn upcast(
     event_type: &str,

@@ -87,6 +87,11 @@ impl Projection for AccessHistoryProjection {
         tx: &Transaction<'_>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
+        let mut rows = tx.prepare_cached(
+            "INSERT OR IGNORE INTO access_history
+                 (account, at, position, outcome, kind, service, reason, client_ip)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
         let mut keys: HashMap<&str, i64> = HashMap::new();
         // Per account key: rows added, and the latest successful access among them.
         let mut added: HashMap<i64, (i64, Option<i64>)> = HashMap::new();
@@ -100,8 +105,15 @@ impl Projection for AccessHistoryProjection {
                     (account_id, login_item(&login, event.occurred_at))
                 }
                 "access" => {
-                    let record: AccessEvent = custode_domain::envelope::decode(event)
-                        .map_err(|e| ProjectionError::undecodable(event, e))?;
+                    // The two types of the stream, read straight into their structs.
+                    let record = match event.event_type.as_str() {
+                        "ServiceAccessReported" => custode_domain::envelope::decode_payload(event)
+                            .map(AccessEvent::ServiceAccessReported),
+                        "AppPasswordChecked" => custode_domain::envelope::decode_payload(event)
+                            .map(AccessEvent::AppPasswordChecked),
+                        _ => custode_domain::envelope::decode(event),
+                    }
+                    .map_err(|e| ProjectionError::undecodable(event, e))?;
                     (
                         event.stream.trim_start_matches("access-"),
                         history_item(&record, event.occurred_at),
@@ -117,7 +129,7 @@ impl Projection for AccessHistoryProjection {
                     key
                 }
             };
-            if insert(tx, key, event.position, &item)? {
+            if insert(&mut rows, key, event.position, &item)? {
                 let entry = added.entry(key).or_insert((0, None));
                 entry.0 += 1;
                 if item.outcome == Outcome::Success {
@@ -178,27 +190,21 @@ fn account_key(tx: &Transaction<'_>, account_id: &str) -> rusqlite::Result<i64> 
 /// Adds the row of `item`; whether it was new (a batch replayed after a crash is applied again
 /// only past the checkpoint, and the primary key holds the position: never counted twice).
 fn insert(
-    tx: &Transaction<'_>,
+    rows: &mut rusqlite::CachedStatement<'_>,
     key: i64,
     position: u64,
     item: &HistoryItem,
 ) -> rusqlite::Result<bool> {
-    let inserted = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO access_history
-                 (account, at, position, outcome, kind, service, reason, client_ip)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            key,
-            item.at.timestamp_millis(),
-            position,
-            outcome_code(item.outcome),
-            kind_code(item.kind),
-            item.service,
-            item.reason,
-            item.client_ip,
-        ])?;
+    let inserted = rows.execute(params![
+        key,
+        item.at.timestamp_millis(),
+        position,
+        outcome_code(item.outcome),
+        kind_code(item.kind),
+        item.service,
+        item.reason,
+        item.client_ip,
+    ])?;
     Ok(inserted == 1)
 }
 
