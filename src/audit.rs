@@ -68,7 +68,7 @@ pub fn resolve_account(log: &LogReader, reference: &str) -> Result<Uuid, AuditEr
     let by_id = match Uuid::parse_str(reference) {
         Ok(id)
             if !log
-                .read_stream_after(&custode_domain::account::stream_for(id), 0)?
+                .positions_of(&custode_domain::account::stream_for(id), 0)?
                 .is_empty() =>
         {
             Some(id)
@@ -125,21 +125,18 @@ fn streams_of(
         }
     }
     // Past the index: the events the projector has not applied yet.
-    let mut position = indexed;
     let mut tail: Vec<(String, Tie)> = Vec::new();
     let mut subject_tail: Vec<(String, String)> = Vec::new();
-    loop {
-        let batch = log.read_from(position, 4096)?;
-        let Some(last) = batch.last() else { break };
-        position = last.position;
-        for event in &batch {
+    log.scan_from(indexed, |batch| -> Result<(), AuditError> {
+        for event in batch {
             if let Some(tie) = index::tie(event) {
                 tail.push((event.stream.clone(), tie));
             } else if let Some(subject) = index::subject_tie(event) {
                 subject_tail.push((event.stream.clone(), subject.to_string()));
             }
         }
-    }
+        Ok(())
+    })?;
     // A collaborator opened in the tail joins before its streams are sorted.
     for (_, tie) in &tail {
         if tie.owner_id == Some(account) {
@@ -249,17 +246,14 @@ pub fn export_window(
     window: Window,
     out: &mut dyn Write,
 ) -> Result<u64, AuditError> {
-    let mut position = 0;
     let mut written = 0;
-    loop {
-        let batch = log.read_from(position, 4096)?;
-        let Some(last) = batch.last() else { break };
-        position = last.position;
+    log.scan_from(0, |batch| -> Result<(), AuditError> {
         for event in batch.iter().filter(|e| window.holds(e.occurred_at)) {
             out.write_all(&export_line(event).map_err(std::io::Error::other)?)?;
             written += 1;
         }
-    }
+        Ok(())
+    })?;
     out.flush()?;
     Ok(written)
 }

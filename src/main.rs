@@ -212,6 +212,17 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Where `--out` says, else standard output, buffered.
+fn output(
+    out: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Box<dyn std::io::Write>> {
+    Ok(match out {
+        Some(file) => Box::new(std::io::BufWriter::new(new_output(file, data_dir)?)),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    })
+}
+
 /// A new file for `--out`: never one that exists (an export must not replace anything, least
 /// of all the log), never inside the data dir, readable by its owner only (an export holds
 /// personal data; a dump, verification hashes).
@@ -307,12 +318,7 @@ fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
                 Some(reference) => Some(audit::resolve_account(&log, reference)?),
                 None => None,
             };
-            let mut sink: Box<dyn std::io::Write> = match &out {
-                Some(file) => {
-                    Box::new(std::io::BufWriter::new(new_output(file, &config.data_dir)?))
-                }
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-            };
+            let mut sink = output(out.as_deref(), &config.data_dir)?;
             match account_id {
                 Some(account_id) => {
                     let models =
@@ -375,12 +381,7 @@ fn log_fixture(config: &Config, command: LogCommand) -> anyhow::Result<()> {
     match command {
         LogCommand::Dump { out } => {
             let log = log_reader(config)?;
-            let mut sink: Box<dyn std::io::Write> = match &out {
-                Some(file) => {
-                    Box::new(std::io::BufWriter::new(new_output(file, &config.data_dir)?))
-                }
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-            };
+            let mut sink = output(out.as_deref(), &config.data_dir)?;
             let written = log.dump(&mut sink)?;
             sink.flush()?;
             eprintln!("dumped {written} events");

@@ -34,13 +34,10 @@ pub fn given(fixture: &Path, data_dir: &Path) -> Result<u64, LogError> {
 pub fn events_after(data_dir: &Path, position: u64) -> Result<Vec<RecordedEvent>, LogError> {
     let log = LogReader::open(&data_dir.join(LOG_FILE))?;
     let mut events = Vec::new();
-    let mut from = position;
-    loop {
-        let batch = log.read_from(from, 4096)?;
-        let Some(last) = batch.last() else { break };
-        from = last.position;
-        events.extend(batch);
-    }
+    log.scan_from(position, |batch| -> Result<(), LogError> {
+        events.extend_from_slice(batch);
+        Ok(())
+    })?;
     Ok(events)
 }
 

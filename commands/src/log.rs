@@ -271,19 +271,13 @@ impl EventLog {
         let stream = stream.to_string();
         let limit = i64::try_from(limit).map_err(|e| LogError::Store(e.to_string()))?;
         tokio::task::spawn_blocking(move || {
-            this.inner
-                .reader
-                .readers
-                .with(|conn| {
-                    let mut stmt = conn.prepare_cached(&format!(
-                        "{SELECT} WHERE stream = ?1 ORDER BY version DESC LIMIT ?2"
-                    ))?;
-                    let rows = stmt.query_map(params![stream, limit], row_to_stored)?;
-                    rows.collect::<rusqlite::Result<Vec<_>>>()
-                })?
-                .into_iter()
-                .map(Stored::into_event)
-                .collect()
+            this.inner.reader.with(|conn| {
+                query_events(
+                    conn,
+                    &format!("{SELECT} WHERE stream = ?1 ORDER BY version DESC LIMIT ?2"),
+                    params![stream, limit],
+                )
+            })
         })
         .await
         .map_err(|e| LogError::Store(e.to_string()))?
@@ -481,6 +475,23 @@ impl LogReader {
         })
     }
 
+    /// Hands every event after `position` to `each`, in order, a batch at a time.
+    pub fn scan_from<E: From<LogError>>(
+        &self,
+        position: u64,
+        mut each: impl FnMut(&[RecordedEvent]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut position = position;
+        loop {
+            let batch = self.read_from(position, 4096)?;
+            let Some(last) = batch.last() else {
+                return Ok(());
+            };
+            position = last.position;
+            each(&batch)?;
+        }
+    }
+
     /// Up to `limit` events after `position`, in order.
     pub fn read_from(&self, position: u64, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
         let position = i64::try_from(position).map_err(|e| LogError::Store(e.to_string()))?;
@@ -564,7 +575,6 @@ impl LogReader {
             }
             Ok(())
         })?;
-        report.head_hash = prev;
         Ok(report)
     }
 }
@@ -705,8 +715,6 @@ fn load_new(path: &Path, mut lines: impl std::io::BufRead) -> Result<u64, LogErr
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ChainReport {
     pub checked: u64,
-    /// The hash of the last event verified (the genesis hash when none was).
-    pub head_hash: String,
     pub first_mismatch: Option<Mismatch>,
 }
 
@@ -872,6 +880,7 @@ impl Stored {
         })
     }
 
+    #[cfg(test)]
     fn into_event(self) -> Result<RecordedEvent, LogError> {
         let bad = |what: &str| {
             LogError::Store(format!(

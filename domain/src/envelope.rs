@@ -221,6 +221,13 @@ pub fn encode<E: Serialize>(event: &E) -> Result<(String, serde_json::Value), se
     Ok((event_type, payload))
 }
 
+/// Whether an upcaster still applies to `event` (its payload is not in its type's current shape).
+fn is_stale(event: &RecordedEvent) -> bool {
+    UPCASTERS
+        .iter()
+        .any(|u| u.event_type == event.event_type && u.from_version >= event.schema_version)
+}
+
 /// Rebuilds a typed event from a stored one, upcasting old schema versions first.
 /// An event already at its type's current version is read in place (its payload is not
 /// copied): this runs for every event a projection or a handler folds.
@@ -228,9 +235,7 @@ pub fn decode<E: serde::de::DeserializeOwned>(
     event: &RecordedEvent,
 ) -> Result<E, serde_json::Error> {
     use serde::de::value::MapDeserializer;
-    let stale = UPCASTERS
-        .iter()
-        .any(|u| u.event_type == event.event_type && u.from_version >= event.schema_version);
+    let stale = is_stale(event);
     let upcast_payload;
     let payload = if stale {
         upcast_payload = upcast(
@@ -254,9 +259,7 @@ pub fn decode<E: serde::de::DeserializeOwned>(
 pub fn decode_payload<T: serde::de::DeserializeOwned>(
     event: &RecordedEvent,
 ) -> Result<T, serde_json::Error> {
-    let stale = UPCASTERS
-        .iter()
-        .any(|u| u.event_type == event.event_type && u.from_version >= event.schema_version);
+    let stale = is_stale(event);
     if stale {
         T::deserialize(upcast(
             &event.event_type,
