@@ -58,6 +58,8 @@ pub struct FileConfig {
     pub http: HttpConfig,
     /// AU-5: signed checkpoints.
     pub audit: AuditConfig,
+    /// WEB-1: the holder's pages.
+    pub web: WebConfig,
     /// NT-1: the SMTP relay (unset: the Maildir sink).
     pub mail: MailSettings,
     /// NT-1: the SMS gateway (unset: the JSON-lines sink).
@@ -75,6 +77,10 @@ pub struct CaptchaConfig {
     pub secret: Option<String>,
     /// How long a verification may take before the start is refused as unverified.
     pub timeout_ms: Option<u64>,
+    /// WEB-1: the widget the `/recover` page shows (the provider's public site key and its
+    /// script, e.g. `https://js.hcaptcha.com/1/api.js`); unset, the page asks for a tick.
+    pub site_key: Option<String>,
+    pub widget_url: Option<String>,
 }
 
 impl std::fmt::Debug for CaptchaConfig {
@@ -82,6 +88,8 @@ impl std::fmt::Debug for CaptchaConfig {
         f.debug_struct("CaptchaConfig")
             .field("verify_url", &self.verify_url)
             .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .field("site_key", &self.site_key)
+            .field("widget_url", &self.widget_url)
             .finish()
     }
 }
@@ -91,6 +99,20 @@ impl std::fmt::Debug for CaptchaConfig {
 pub struct LogConfig {
     /// `full` (default: every commit is fsynced) or `normal`.
     pub synchronous: Synchronous,
+}
+
+/// WEB-1: whether custode serves the holder's pages (a provider with its own front end turns
+/// them off; the API stays).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    pub enabled: bool,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -162,6 +184,7 @@ pub struct Config {
     pub log: LogConfig,
     pub http: HttpConfig,
     pub audit: AuditConfig,
+    pub web: WebConfig,
     /// Transports, retries and the public URL, as the workers see them.
     pub workers: WorkerSettings,
     /// The workers `serve` runs in-process (`--workers`; default mailer, sms, scheduler).
@@ -358,6 +381,28 @@ impl Config {
                 "captcha.verify_url and captcha.secret go together".into(),
             ));
         }
+        if file.captcha.site_key.is_some() != file.captcha.widget_url.is_some() {
+            return Err(ConfigError::Value(
+                "captcha.site_key and captcha.widget_url go together".into(),
+            ));
+        }
+        if let Some(url) = &file.captcha.widget_url {
+            let origin_ok = url
+                .strip_prefix("https://")
+                .and_then(|rest| rest.split('/').next())
+                .is_some_and(|host| {
+                    !host.is_empty()
+                        && host
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
+                });
+            if !origin_ok {
+                return Err(ConfigError::Value(
+                    "captcha.widget_url must be an https address (its origin joins the page's CSP)"
+                        .into(),
+                ));
+            }
+        }
         if !(1..=365).contains(&file.nats.retention_days) {
             return Err(ConfigError::Value(
                 "nats.retention_days must be between 1 and 365 (SEC-9: the bus keeps messages a bounded time)".into(),
@@ -439,6 +484,7 @@ impl Config {
             log: file.log,
             http: file.http,
             audit: file.audit,
+            web: file.web,
             workers: WorkerSettings {
                 mail: file.mail,
                 sms: file.sms,

@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use custode_domain::account::{
-    AccessChannel, AccountCommand, AccountError, AccountEvent, Change, ChangePassword,
-    SecurityQuestion, SetRecoveryInfo,
+    AccountCommand, AccountError, AccountEvent, Change, ChangePassword, SecurityQuestion,
+    SetRecoveryInfo,
 };
 use custode_domain::masking::{mask_email, mask_mobile};
 use custode_domain::notice::Channel;
@@ -492,6 +492,7 @@ pub async fn change_password(
     session: HolderSession,
     client: ClientIp,
     correlation: Correlation,
+    channel: super::extract::Channel,
     Body(req): Body<ChangePasswordRequest>,
 ) -> Result<Response, Problem> {
     if req.otp.as_ref().is_some_and(|otp| otp.expose().len() > 64) {
@@ -508,7 +509,7 @@ pub async fn change_password(
         new_password_repeat: req.new_password_repeat,
         otp: req.otp,
         client_ip: client.text(),
-        channel: AccessChannel::Api,
+        channel: channel.0,
     });
     let outcome = state
         .accounts

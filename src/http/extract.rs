@@ -281,3 +281,26 @@ impl<S: Send + Sync> FromRequestParts<S> for Correlation {
         Ok(Self(given.unwrap_or_else(Uuid::now_v7)))
     }
 }
+
+/// Marks a request a page makes through the API's router (`pages::api`): a login or
+/// re-authentication through it is on the web channel (AH-1 shows `web`). Only the server sets
+/// an extension; no client can.
+#[derive(Debug, Clone, Copy)]
+pub struct FromPage;
+
+/// The channel a login or re-authentication came through: the pages, or the API.
+#[derive(Debug, Clone, Copy)]
+pub struct Channel(pub custode_domain::account::AccessChannel);
+
+impl<S: Send + Sync> FromRequestParts<S> for Channel {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
+        use custode_domain::account::AccessChannel;
+        Ok(Self(if parts.extensions.get::<FromPage>().is_some() {
+            AccessChannel::Web
+        } else {
+            AccessChannel::Api
+        }))
+    }
+}

@@ -35,8 +35,13 @@ pub const POSITION_HEADER: &str = "custode-position";
 /// The application, with every route, the body limit and our problem fallbacks.
 pub fn app(state: AppState) -> Router {
     let (router, _) = routes();
+    let api = pages::Api(router.clone().with_state(state.clone()));
+    let router = if state.config.web.enabled {
+        router.merge(pages::router().layer(axum::Extension(api)))
+    } else {
+        router
+    };
     router
-        .merge(pages::router())
         .fallback(|| async { Problem::new("not-found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

@@ -11,6 +11,11 @@
 //! Content-Security-Policy with no script at all; `X-Frame-Options: DENY`; no referrer to another
 //! origin (the token is in the address); `no-store` as every answer.
 
+mod api;
+mod web;
+
+pub use api::Api;
+
 use super::extract::{Body, ClientIp, Correlation};
 use super::problem::Problem;
 use crate::app::AppState;
@@ -25,18 +30,22 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 const CSRF_COOKIE: &str = "custode_csrf";
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// No inline script, no other origin: the meter's script and its strength checks are served
+/// from here.
+pub(super) const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The pages' routes (not part of the API document).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/assets/custode.css", get(stylesheet))
+        .route("/assets/meter.js", get(meter_script))
         .route("/recovery", get(recovery_page).post(recovery_submit))
         .route(
             "/collaborator-password",
             get(collaborator_page).post(collaborator_submit),
         )
         .route("/password-saved", get(password_saved))
+        .merge(web::routes())
 }
 
 fn templates() -> &'static minijinja::Environment<'static> {
@@ -50,6 +59,36 @@ fn templates() -> &'static minijinja::Environment<'static> {
                 include_str!("pages/password_link.html"),
             ),
             ("message.html", include_str!("pages/message.html")),
+            ("forms.html", include_str!("pages/forms.html")),
+            ("login.html", include_str!("pages/login.html")),
+            ("account.html", include_str!("pages/account.html")),
+            ("password.html", include_str!("pages/password.html")),
+            (
+                "recovery_info.html",
+                include_str!("pages/recovery_info.html"),
+            ),
+            ("two_factor.html", include_str!("pages/two_factor.html")),
+            (
+                "app_passwords.html",
+                include_str!("pages/app_passwords.html"),
+            ),
+            (
+                "collaborators.html",
+                include_str!("pages/collaborators.html"),
+            ),
+            ("contacts.html", include_str!("pages/contacts.html")),
+            ("suspension.html", include_str!("pages/suspension.html")),
+            ("history.html", include_str!("pages/history.html")),
+            ("recover.html", include_str!("pages/recover.html")),
+            (
+                "recover_methods.html",
+                include_str!("pages/recover_methods.html"),
+            ),
+            ("recover_code.html", include_str!("pages/recover_code.html")),
+            (
+                "recover_question.html",
+                include_str!("pages/recover_question.html"),
+            ),
         ] {
             if let Err(error) = env.add_template(name, source) {
                 tracing::error!(%error, name, "a page template does not compile");
@@ -60,7 +99,7 @@ fn templates() -> &'static minijinja::Environment<'static> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lang {
+pub(super) enum Lang {
     It,
     En,
 }
@@ -104,97 +143,66 @@ impl Lang {
     }
 }
 
-/// Every text the pages show, in `lang`.
-fn texts(lang: Lang) -> Value {
-    match lang {
-        Lang::It => json!({
-            "language": "Lingua",
-            "other_language": "English",
-            "user_id": "Nome utente",
-            "new_password": "Nuova password",
-            "new_password_repeat": "Ripeti la nuova password",
-            "save": "Salva la password",
-            "recovery_title": "Scegli una nuova password",
-            "recovery_intro": "Inserisci il tuo nome utente e la nuova password. Il link vale una sola volta.",
-            "collaborator_title": "Crea la tua password",
-            "collaborator_intro": "Scegli la password del tuo accesso da collaboratore. Il link vale una sola volta.",
-            "saved_title": "Password salvata",
-            "saved": "La nuova password è attiva: accedi con quella.",
-            "no_token_title": "Link incompleto",
-            "no_token": "Il link non contiene il codice: aprilo di nuovo dal messaggio ricevuto, per intero.",
-            "refused_title": "Richiesta rifiutata",
-            "refused": "Il modulo è scaduto o non viene da questa pagina. Apri di nuovo il link e riprova.",
-        }),
-        Lang::En => json!({
-            "language": "Language",
-            "other_language": "Italiano",
-            "user_id": "User id",
-            "new_password": "New password",
-            "new_password_repeat": "Repeat the new password",
-            "save": "Save the password",
-            "recovery_title": "Choose a new password",
-            "recovery_intro": "Enter your user id and the new password. The link works once.",
-            "collaborator_title": "Create your password",
-            "collaborator_intro": "Choose the password of your collaborator access. The link works once.",
-            "saved_title": "Password saved",
-            "saved": "The new password is active: log in with it.",
-            "no_token_title": "Incomplete link",
-            "no_token": "The link has no code in it: open it again from the message you received, whole.",
-            "refused_title": "Request refused",
-            "refused": "The form has expired or does not come from this page. Open the link again and retry.",
-        }),
-    }
+/// Every text the pages show (`pages/texts.json`: `it`, `en`, and the Italian sentences of
+/// problems and rules; English uses the API's own words), parsed once.
+pub(super) fn catalogue() -> &'static Value {
+    static TEXTS: OnceLock<Value> = OnceLock::new();
+    TEXTS.get_or_init(|| {
+        serde_json::from_str(include_str!("pages/texts.json")).unwrap_or_else(|error| {
+            tracing::error!(%error, "the pages' texts do not parse");
+            Value::Null
+        })
+    })
 }
 
-/// What a refused request says, by problem type, in Italian (English uses the API's words).
-fn problem_text(slug: &str, lang: Lang, problem: &Problem) -> String {
+/// Every text the pages show, in `lang`.
+pub(super) fn texts(lang: Lang) -> Value {
+    catalogue().get(lang.code()).cloned().unwrap_or(Value::Null)
+}
+
+/// What a refused request says, by problem type: in Italian from the catalogue, in English the
+/// API's own sentence.
+pub(super) fn problem_text(slug: &str, lang: Lang, title: &str, detail: &str) -> String {
     if lang == Lang::En {
-        return format!("{}: {}", problem.title, problem.detail);
+        return sentence(detail).unwrap_or_else(|| title.to_string());
     }
-    match slug {
-        "token-used" => "Questo link è già stato usato: chiedine uno nuovo.".into(),
-        "token-expired" => "Questo link è scaduto: chiedine uno nuovo.".into(),
-        "token-superseded" => {
-            "Un link più recente ha sostituito questo: usa l'ultimo ricevuto.".into()
-        }
-        "token-invalid" | "invalid-token" => {
-            "Il link non è valido: aprilo di nuovo dal messaggio, per intero.".into()
-        }
-        "password-policy" | "validation-failed" => {
-            "La password non rispetta le regole indicate.".into()
-        }
-        "rate-limited" | "too-many-requests" => {
-            "Troppi tentativi: riprova fra qualche minuto.".into()
-        }
-        "busy" => "Il servizio è molto occupato: riprova fra poco.".into(),
-        _ => "La richiesta non è andata a buon fine: riprova.".into(),
+    catalogue()
+        .get("problems_it")
+        .and_then(|p| p.get(slug))
+        .and_then(Value::as_str)
+        .map_or_else(
+            || "La richiesta non è andata a buon fine: riprova.".to_string(),
+            str::to_string,
+        )
+}
+
+/// `detail` as a sentence: capitalised, with a full stop.
+fn sentence(detail: &str) -> Option<String> {
+    let mut chars = detail.trim().chars();
+    let first = chars.next()?;
+    let mut out: String = first.to_uppercase().chain(chars).collect();
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
     }
+    Some(out)
 }
 
 /// A failed rule next to its field, in Italian (English uses the API's sentence).
-fn rule_text(rule: &str, lang: Lang, english: &str) -> String {
+pub(super) fn rule_text(rule: &str, lang: Lang, english: &str) -> String {
     if lang == Lang::En {
-        return english.to_string();
+        return sentence(english).unwrap_or_default();
     }
-    match rule {
-        "PW-1.user_id" => "La password non deve contenere il nome utente.".into(),
-        "PW-1.min_length" => {
+    let known = catalogue()
+        .get("rules_it")
+        .and_then(|r| r.get(rule))
+        .and_then(Value::as_str);
+    match known {
+        Some(text) if text.contains("{n}") => {
             let digits: String = english.chars().filter(char::is_ascii_digit).collect();
-            format!("La password deve avere almeno {digits} caratteri.")
+            text.replace("{n}", &digits)
         }
-        "PW-1.max_length" => "La password è troppo lunga.".into(),
-        "PW-1.case" => "Servono una lettera maiuscola e una minuscola.".into(),
-        "PW-1.digit" => "Serve almeno una cifra.".into(),
-        "PW-1.special" => "Serve un carattere speciale (né lettera né cifra).".into(),
-        "PW-1.repeat" => "Non ripetere lo stesso carattere tante volte di fila.".into(),
-        "PW-1.personal_data" => {
-            "La password non deve contenere nome, cognome o codice fiscale.".into()
-        }
-        "PW-2.score" => "La password è troppo facile da indovinare.".into(),
-        "PW-2.history" => "La password è uguale a una delle ultime usate.".into(),
-        "PW-4.repeat" => "Le due password non coincidono.".into(),
-        "SEC-1.token" => "Il link non è valido: aprilo di nuovo dal messaggio, per intero.".into(),
-        _ => "Questo campo non va bene.".into(),
+        Some(text) => text.to_string(),
+        None => "Questo campo non va bene.".into(),
     }
 }
 
@@ -216,7 +224,7 @@ pub struct PasswordForm {
 
 /// Which of the two link pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flow {
+pub(super) enum Flow {
     Recovery,
     Collaborator,
 }
@@ -231,7 +239,7 @@ impl Flow {
 }
 
 /// The page's security headers (WEB-2).
-fn secured(mut response: Response) -> Response {
+pub(super) fn secured(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -250,7 +258,7 @@ fn secured(mut response: Response) -> Response {
     response
 }
 
-fn render(status: StatusCode, template: &str, context: Value) -> Response {
+pub(super) fn render(status: StatusCode, template: &str, context: Value) -> Response {
     let html = templates()
         .get_template(template)
         .and_then(|t| t.render(minijinja::Value::from_serialize(&context)));
@@ -279,7 +287,7 @@ fn render(status: StatusCode, template: &str, context: Value) -> Response {
 
 type Context = serde_json::Map<String, Value>;
 
-fn text(lang: Lang, key: &str) -> Value {
+pub(super) fn text(lang: Lang, key: &str) -> Value {
     texts(lang).get(key).cloned().unwrap_or(Value::Null)
 }
 
@@ -307,7 +315,7 @@ fn message(
 }
 
 /// The CSRF cookie's value when the request carries a well-formed one.
-fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
+pub(super) fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -323,7 +331,7 @@ fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
         })
 }
 
-fn set_csrf_cookie(response: &mut Response, value: &str, secure: bool) {
+pub(super) fn set_csrf_cookie(response: &mut Response, value: &str, secure: bool) {
     let cookie = format!(
         "{CSRF_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{}",
         if secure { "; Secure" } else { "" }
@@ -335,7 +343,7 @@ fn set_csrf_cookie(response: &mut Response, value: &str, secure: bool) {
 
 /// WEB-2: the form's token equals the cookie's, and the request does not come from another
 /// site (browsers send `Origin` and `Sec-Fetch-Site` with every form post).
-fn same_origin_form(state: &AppState, headers: &HeaderMap, csrf: &str) -> bool {
+pub(super) fn same_origin_form(state: &AppState, headers: &HeaderMap, csrf: &str) -> bool {
     let Some(cookie) = csrf_cookie(headers) else {
         return false;
     };
@@ -372,18 +380,18 @@ fn same_origin_form(state: &AppState, headers: &HeaderMap, csrf: &str) -> bool {
 }
 
 /// What a link page's form shows.
-struct FormView<'a> {
-    flow: Flow,
-    lang: Lang,
-    token: &'a str,
-    csrf: &'a str,
-    user_id: &'a str,
-    error: Option<String>,
-    field_errors: BTreeMap<&'static str, Vec<String>>,
-    status: StatusCode,
+pub(super) struct FormView<'a> {
+    pub(super) flow: Flow,
+    pub(super) lang: Lang,
+    pub(super) token: &'a str,
+    pub(super) csrf: &'a str,
+    pub(super) user_id: &'a str,
+    pub(super) error: Option<String>,
+    pub(super) field_errors: BTreeMap<&'static str, Vec<String>>,
+    pub(super) status: StatusCode,
 }
 
-fn link_form(state: &AppState, view: FormView<'_>) -> Response {
+pub(super) fn link_form(state: &AppState, view: FormView<'_>) -> Response {
     let (title_key, intro_key) = match view.flow {
         Flow::Recovery => ("recovery_title", "recovery_intro"),
         Flow::Collaborator => ("collaborator_title", "collaborator_intro"),
@@ -402,6 +410,8 @@ fn link_form(state: &AppState, view: FormView<'_>) -> Response {
     context.insert("user_id".into(), json!(view.user_id));
     context.insert("error".into(), json!(view.error));
     context.insert("field_errors".into(), json!(view.field_errors));
+    context.insert("meter".into(), json!(true));
+    context.insert("rules".into(), meter_rules(state, view.lang));
     let mut response = render(view.status, "password_link.html", Value::Object(context));
     set_csrf_cookie(
         &mut response,
@@ -412,7 +422,7 @@ fn link_form(state: &AppState, view: FormView<'_>) -> Response {
 }
 
 /// A token is URL-safe base64 already; anything else is percent-encoded byte by byte.
-fn urlencoding_component(text: &str) -> String {
+pub(super) fn urlencoding_component(text: &str) -> String {
     text.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -425,7 +435,7 @@ fn urlencoding_component(text: &str) -> String {
 }
 
 /// A new CSRF token: 256 random bits, URL-safe base64 (SEC-1's tokens).
-fn fresh_csrf() -> String {
+pub(super) fn fresh_csrf() -> String {
     custode_commands::tokens::new_token().0.expose().to_string()
 }
 
@@ -545,7 +555,7 @@ async fn submit(
                     token: &form.token,
                     csrf: &form.csrf,
                     user_id: &user_id,
-                    error: Some(problem_text(&slug, lang, &problem)),
+                    error: Some(problem_text(&slug, lang, problem.title, &problem.detail)),
                     field_errors,
                     status,
                 },
@@ -613,6 +623,48 @@ async fn collaborator_submit(
 async fn password_saved(Query(query): Query<PageQuery>, headers: HeaderMap) -> Response {
     let lang = Lang::choose(query.lang.as_deref(), &headers);
     message(StatusCode::OK, lang, "saved_title", "saved", false)
+}
+
+/// PW-1's rules the meter lists (those the settings enable), in `lang`; PW-3's script ticks
+/// them off as the holder types.
+pub(super) fn meter_rules(state: &AppState, lang: Lang) -> Value {
+    let policy = &state.config.settings.policy;
+    let holder = custode_domain::policy::Holder {
+        user_id: "",
+        personal: Vec::new(),
+    };
+    let evaluation = custode_domain::policy::evaluate("", &holder, policy);
+    let key = match lang {
+        Lang::It => "rules_meter_it",
+        Lang::En => "rules_en",
+    };
+    Value::Array(
+        evaluation
+            .rules
+            .iter()
+            .map(|rule| {
+                let text = catalogue()
+                    .get(key)
+                    .and_then(|r| r.get(rule.id))
+                    .and_then(Value::as_str)
+                    .unwrap_or(rule.id)
+                    .replace("{n}", &policy.min_length.to_string())
+                    .replace("{m}", &policy.max_length.to_string());
+                json!({ "id": rule.id, "text": text })
+            })
+            .collect(),
+    )
+}
+
+async fn meter_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("pages/meter.js"),
+    )
+        .into_response()
 }
 
 async fn stylesheet() -> Response {

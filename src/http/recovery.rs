@@ -64,9 +64,9 @@ pub async fn answer_floor(
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_string());
-    let floored = path
-        .as_deref()
-        .is_some_and(|p| p == "/v1/recovery" || p.starts_with("/v1/recovery/") || p == "/recovery");
+    let floored = path.as_deref().is_some_and(|p| {
+        p == "/v1/recovery" || p.starts_with("/v1/recovery/") || p == "/recovery" || p == "/recover"
+    });
     if !floored {
         return next.run(request).await;
     }

@@ -11,7 +11,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use custode_commands::accounts::{Caller, LoginOutcome};
 use custode_domain::account::{
-    AccessChannel, AccountCommand, AccountEvent, Logout, Reauthenticate, RequiredAction,
+    AccountCommand, AccountEvent, Logout, Reauthenticate, RequiredAction,
 };
 use custode_domain::{Actor, ActorKind, Secret};
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,7 @@ pub async fn login(
     State(state): State<AppState>,
     client: ClientIp,
     correlation: Correlation,
+    channel: super::extract::Channel,
     Body(req): Body<LoginRequest>,
 ) -> Result<Response, Problem> {
     let caller = Caller {
@@ -74,7 +75,7 @@ pub async fn login(
             req.password,
             req.otp,
             client.text(),
-            AccessChannel::Api,
+            channel.0,
             &caller,
         )
         .await?;
@@ -160,6 +161,7 @@ pub async fn reauth(
     session: HolderSession,
     client: ClientIp,
     correlation: Correlation,
+    channel: super::extract::Channel,
     Body(req): Body<ReauthRequest>,
 ) -> Result<Response, Problem> {
     let sms = state
@@ -170,7 +172,7 @@ pub async fn reauth(
         session_id: session.session_id,
         password: req.password,
         client_ip: client.text(),
-        channel: AccessChannel::Api,
+        channel: channel.0,
         otp: req.otp,
         sms,
     });

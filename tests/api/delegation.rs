@@ -25,14 +25,14 @@ async fn mail_count(app: &TestApp, to: &str, subject: &str, count: usize) -> Vec
 }
 
 /// The code an authenticator app holding `uri` shows at the service's `now`.
-fn code_at(uri: &str, app: &TestApp) -> String {
+pub(crate) fn code_at(uri: &str, app: &TestApp) -> String {
     let totp = totp_rs::TOTP::from_url(uri).expect("an otpauth URI");
     totp.generate(app.clock.now().timestamp() as u64)
 }
 
 /// Turns two-step verification on through the app: the URI, then a confirmed code. The clock
 /// moves a step past the confirmation so the next code is a new one.
-async fn two_factor_on(app: &TestApp, token: &str) -> String {
+pub(crate) async fn two_factor_on(app: &TestApp, token: &str) -> String {
     let res = app
         .request(Method::POST, "/v1/account/two-factor", Some(token), None)
         .await;

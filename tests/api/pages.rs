@@ -140,7 +140,14 @@ async fn the_mailed_recovery_link_leads_to_a_page_that_sets_the_new_password() {
             "no label for {id}"
         );
     }
-    assert!(!html.contains("<script"), "no script needed");
+    // No inline script: the only one is the meter's, from this origin (WEB-2: it only
+    // enhances).
+    assert_eq!(
+        html.matches("<script").count(),
+        html.matches("<script src=\"/assets/meter.js\" defer></script>")
+            .count(),
+        "{html}"
+    );
     let csrf = hidden(&html, "csrf");
     assert_eq!(format!("custode_csrf={csrf}"), cookie);
 
@@ -381,4 +388,344 @@ async fn a_collaborator_sets_its_first_password_from_the_mailed_link() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::CREATED);
+}
+
+/// The cookie `name=value` a response sets, with its attributes.
+fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_string)
+}
+
+/// A browser without script: keeps the page's cookies and sends them back.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Self {
+        Self {
+            http: client(),
+            base: app.base.clone(),
+            cookies: Default::default(),
+        }
+    }
+
+    fn keep(&mut self, headers: &HeaderMap) {
+        for value in headers.get_all(SET_COOKIE).iter() {
+            let text = value.to_str().unwrap();
+            let pair = text.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            if text.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_string(), value.to_string());
+            }
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn get(&mut self, path: &str) -> (StatusCode, HeaderMap, String) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        let (status, headers) = (res.status(), res.headers().clone());
+        self.keep(&headers);
+        (status, headers, res.text().await.unwrap())
+    }
+
+    async fn post(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        origin: Option<&str>,
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .form(fields);
+        if let Some(origin) = origin {
+            request = request.header(ORIGIN, origin);
+        }
+        let res = request.send().await.unwrap();
+        let (status, headers) = (res.status(), res.headers().clone());
+        self.keep(&headers);
+        (status, headers, res.text().await.unwrap())
+    }
+
+    async fn login(&mut self, user_id: &str, password: &str) -> HeaderMap {
+        self.login_with(user_id, password, "").await
+    }
+
+    async fn login_with(&mut self, user_id: &str, password: &str, otp: &str) -> HeaderMap {
+        let (_, _, html) = self.get("/login?lang=en").await;
+        let csrf = hidden(&html, "csrf");
+        let (status, headers, html) = self
+            .post(
+                "/login",
+                &[
+                    ("csrf", &csrf),
+                    ("lang", "en"),
+                    ("user_id", user_id),
+                    ("password", password),
+                    ("otp", otp),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+        headers
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_session_is_a_strict_cookie_and_its_forms_need_their_token() {
+    let app = TestApp::spawn().await;
+    let user = "sessione@pec.example.it";
+    let (_, password) = app.ready_mailbox(user).await;
+    let mut browser = Browser::new(&app);
+
+    // Not logged in: the account page sends to the login.
+    let (status, headers, _) = browser.get("/account").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(headers[LOCATION].to_str().unwrap().starts_with("/login"));
+
+    // A wrong password is refused on the page, the user id kept, no session cookie.
+    let (_, _, html) = browser.get("/login?lang=en").await;
+    let csrf = hidden(&html, "csrf");
+    let (status, headers, html) = browser
+        .post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("lang", "en"),
+                ("user_id", user),
+                ("password", "nope"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_page_headers(&headers);
+    assert!(set_cookie(&headers, "custode_session").is_none());
+    assert!(
+        html.contains("id=\"form-error\"") && html.contains(user),
+        "{html}"
+    );
+
+    // The right one: a session cookie, HttpOnly and SameSite=Strict (no Secure over http).
+    let headers = browser.login(user, &password).await;
+    let session = set_cookie(&headers, "custode_session").expect("a session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+        "{session}"
+    );
+    assert!(!session.contains("Secure"), "{session}");
+    assert_eq!(headers[LOCATION], "/account?lang=en");
+    let (status, headers, html) = browser.get("/account").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_page_headers(&headers);
+    assert!(html.contains(user), "{html}");
+    // AH-1: a login through the pages is on the web channel.
+    let token = app.login(user, &password).await;
+    let history: serde_json::Value = app
+        .get("/v1/account/access-history?outcome=success", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let services: Vec<&str> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["service"].as_str())
+        .collect();
+    assert!(
+        services.contains(&"web") && services.contains(&"api"),
+        "{services:?}"
+    );
+
+    // A form without its token, or from another origin, changes nothing.
+    let change = |csrf: &'static str| {
+        vec![
+            ("csrf", csrf),
+            ("action", "change"),
+            ("current_password", "Tr4m-Colle!Verde"),
+            ("new_password", "Attacker!Pass-12345"),
+            ("new_password_repeat", "Attacker!Pass-12345"),
+        ]
+    };
+    let (status, _, _) = browser.post("/account/password", &change(""), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, _, html) = browser.get("/account/password").await;
+    let csrf: &'static str = Box::leak(hidden(&html, "csrf").into_boxed_str());
+    let (status, _, _) = browser
+        .post(
+            "/account/password",
+            &change(csrf),
+            Some("https://evil.example"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        login_status_of(&app, user, "Attacker!Pass-12345").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login_status_of(&app, user, &password).await,
+        StatusCode::CREATED
+    );
+
+    // A refusal names the rule next to its field, and changes nothing.
+    let (status, _, html) = browser
+        .post(
+            "/account/password",
+            &[
+                ("csrf", csrf),
+                ("lang", "en"),
+                ("action", "change"),
+                ("current_password", &password),
+                ("new_password", "short"),
+                ("new_password_repeat", "short"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("id=\"new_password-errors\""), "{html}");
+
+    // Logout ends the session: its cookie no longer opens the account.
+    let session_cookie = browser.cookies["custode_session"].clone();
+    let (status, headers, _) = browser
+        .post("/logout", &[("csrf", csrf), ("lang", "en")], None)
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(set_cookie(&headers, "custode_session")
+        .unwrap()
+        .contains("Max-Age=0"));
+    browser
+        .cookies
+        .insert("custode_session".into(), session_cookie);
+    let (status, headers, _) = browser.get("/account").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(headers[LOCATION].to_str().unwrap().starts_with("/login"));
+}
+
+async fn login_status_of(app: &TestApp, user: &str, password: &str) -> StatusCode {
+    app.post(
+        "/v1/sessions",
+        None,
+        json!({ "user_id": user, "password": password }),
+    )
+    .await
+    .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_password_is_shown_once_and_never_cached() {
+    let app = TestApp::spawn().await;
+    let user = "programmi@pec.example.it";
+    let (token, password) = app.ready_mailbox(user).await;
+    // AP-1: passwords for mail programs need two-step verification on.
+    let uri = crate::delegation::two_factor_on(&app, &token).await;
+    let mut browser = Browser::new(&app);
+    browser
+        .login_with(user, &password, &crate::delegation::code_at(&uri, &app))
+        .await;
+    app.advance(chrono::Duration::seconds(30));
+    let (_, _, html) = browser.get("/account/app-passwords").await;
+    let csrf = hidden(&html, "csrf");
+    let (status, headers, html) = browser
+        .post(
+            "/account/app-passwords",
+            &[("csrf", &csrf), ("action", "create"), ("scope", "mailbox")],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    let location = headers[LOCATION].to_str().unwrap().to_string();
+    assert!(location.contains("&f="), "{location}");
+    let (status, headers, html) = browser.get(&location).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_page_headers(&headers);
+    let at = html
+        .find("id=\"shown-password\"")
+        .expect("the password, once");
+    let shown: String = html[at..]
+        .split("<strong>")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_string();
+    app.remember_secret(&shown);
+    let allowed: serde_json::Value = app
+        .post(
+            "/v1/auth/app-password",
+            Some(crate::helpers::OPERATOR_KEY),
+            json!({ "user_id": user, "scope": "mailbox", "password": shown, "protocol": "imap" }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(allowed["result"], "allow", "{allowed}");
+    // The same address again shows it no more; another session never could.
+    let (_, _, html) = browser.get(&location).await;
+    assert!(!html.contains(&shown));
+    let mut other = Browser::new(&app);
+    other
+        .login_with(user, &password, &crate::delegation::code_at(&uri, &app))
+        .await;
+    let (_, _, html) = other.get(&location).await;
+    assert!(!html.contains(&shown));
+    // A scope that is not one is refused before any call.
+    let (status, _, _) = browser
+        .post(
+            "/account/app-passwords",
+            &[
+                ("csrf", &csrf),
+                ("action", "deactivate"),
+                ("scope", "../../admin"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_can_be_turned_off_for_a_provider_with_its_own() {
+    let mut file = crate::helpers::file_config();
+    file.web.enabled = false;
+    let app = TestApp::spawn_with(file).await;
+    for path in ["/login", "/account", "/recover", "/recovery?token=x"] {
+        let res = client()
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+    }
+    let res = app.get("/healthz", None).await;
+    assert_eq!(res.status(), StatusCode::OK);
 }
