@@ -38,8 +38,44 @@ struct Cli {
     /// Where the event log and read models live (default ./var).
     #[arg(long, global = true, env = "CUSTODE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The process's log lines (on stderr): `text` for people (coloured only on a terminal,
+    /// and never with NO_COLOR set) or `json`, one object a line, for log collectors.
+    #[arg(
+        long,
+        global = true,
+        env = "CUSTODE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Log lines on stderr, filtered by `CUSTODE_LOG` (default `info`). Terminal colour codes only
+/// when stderr is a terminal: a file, a pipe or a journal gets plain text.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CUSTODE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,14 +182,8 @@ enum LogCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CUSTODE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let (listen, metrics_listen, nats, workers) = match &cli.command {
         Command::Serve {
             listen,

@@ -310,3 +310,49 @@ async fn sec_9_one_peer_cannot_hold_every_connection() {
         .unwrap();
     assert_eq!(res.status(), 200);
 }
+
+/// Issue 22: a log written to a pipe carries no terminal colour codes, and `--log-format json`
+/// (or `CUSTODE_LOG_FORMAT=json`) writes one JSON object a line, as log collectors expect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_to_a_pipe_are_plain_and_json_is_a_setting() {
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::processes::free_port();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .env("CUSTODE_DATA_DIR", dir.path())
+            .env("CUSTODE_LOG_FORMAT", format)
+            .env_remove("NO_COLOR")
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while reqwest::get(format!("{base}/healthz")).await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "serve came up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = reqwest::get(format!("{base}/login")).await;
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8(out.stderr).unwrap();
+        assert!(text.contains("custode is serving"), "{text}");
+        assert!(
+            !text.contains('\u{1b}'),
+            "colour codes in a piped log: {text}"
+        );
+        if format == "json" {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let value: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+                assert!(
+                    value["level"].is_string() && value["message"].is_string(),
+                    "{line}"
+                );
+            }
+        }
+    }
+}
