@@ -61,6 +61,7 @@ fn templates() -> &'static minijinja::Environment<'static> {
             ("message.html", include_str!("pages/message.html")),
             ("forms.html", include_str!("pages/forms.html")),
             ("login.html", include_str!("pages/login.html")),
+            ("logout.html", include_str!("pages/logout.html")),
             ("account.html", include_str!("pages/account.html")),
             ("password.html", include_str!("pages/password.html")),
             (

@@ -15,6 +15,7 @@ mod cli;
 mod contract;
 mod delegation;
 mod fanout;
+mod fuzz;
 mod helpers;
 mod history;
 mod identity_care;

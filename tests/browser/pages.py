@@ -357,9 +357,12 @@ def opening_journey(browser, javascript, n):
     page.goto(BASE + "/account")
     assert page.locator(".required").count() == 0, page.content()
     assert page.locator("#user-id").inner_text() == user_id
-    # Logout ends the session: the account page then sends to the login.
+    # Logout ends the session: the account page then sends to the login. `/logout` itself
+    # only offers the button.
+    page.goto(BASE + "/logout")
+    check(page, "logout")
     with page.expect_navigation():
-        page.click("#logout")
+        page.click("#logout-confirm")
     assert "/login" in page.url
     assert page.locator("#notice").is_visible()
     page.goto(BASE + "/account")

@@ -1135,8 +1135,20 @@ pub async fn login_post(state: AppState, visit: Visit, pairs: Vec<(String, Strin
     }
 }
 
-pub async fn logout_get(state: AppState, visit: Visit) -> Response {
-    section_get(state, Section::Account, visit, HashMap::new()).await
+/// `/logout` itself changes nothing (a link or a prefetch must not end a session): it offers
+/// the button that posts.
+pub async fn logout_get(visit: Visit) -> Response {
+    let lang = visit.lang(None, None);
+    if visit.origin.session.is_none() {
+        return see_other(&format!("/login?lang={}", lang.code()));
+    }
+    let csrf = visit.csrf();
+    let context = base_context(lang, "logout", &csrf);
+    with_csrf(
+        render(StatusCode::OK, "logout.html", Value::Object(context)),
+        &csrf,
+        visit.secure,
+    )
 }
 
 pub async fn logout_post(state: AppState, visit: Visit, pairs: Vec<(String, String)>) -> Response {
@@ -1508,7 +1520,7 @@ pub fn routes() -> axum::Router<AppState> {
         )
         .route(
             "/logout",
-            get(|State(s): State<AppState>, v: Visit| logout_get(s, v)).post(
+            get(logout_get).post(
                 |State(s): State<AppState>, v: Visit, Form(p): Form<Vec<(String, String)>>| {
                     logout_post(s, v, p)
                 },
