@@ -13,6 +13,7 @@ mod audit;
 mod browser;
 mod cli;
 mod contract;
+mod crash;
 mod delegation;
 mod fanout;
 mod fuzz;
