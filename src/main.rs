@@ -120,6 +120,14 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         into: Option<PathBuf>,
     },
+    /// A consistent copy of the data directory (the log, the read models, the workers' store,
+    /// the keys and the signed checkpoints) into a new directory, while the service runs.
+    /// Restore by starting custode on the copy.
+    Backup {
+        /// The new directory to write (it must not exist).
+        #[arg(long, value_name = "DIR")]
+        into: PathBuf,
+    },
     /// Audit the log: read-only, beside a running service.
     Audit {
         #[command(subcommand)]
@@ -234,6 +242,19 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "read models rebuilt up to position {position} in {}",
                 target.join(app::READ_MODELS_FILE).display()
+            );
+            Ok(())
+        }
+        Command::Backup { into } => {
+            let report = custode::backup::backup(&config.data_dir, &into)?;
+            for (name, size) in &report.files {
+                println!("{name}\t{size} bytes");
+            }
+            println!(
+                "backed up {} into {}: log head {}, chain verified",
+                config.data_dir.display(),
+                into.display(),
+                report.head
             );
             Ok(())
         }
