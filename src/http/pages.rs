@@ -165,6 +165,14 @@ pub(super) fn texts(lang: Lang) -> Value {
 /// API's own sentence.
 pub(super) fn problem_text(slug: &str, lang: Lang, title: &str, detail: &str) -> String {
     if lang == Lang::En {
+        // The API's detail speaks to an integrator; a few are said for the holder instead.
+        if let Some(text) = catalogue()
+            .get("problems_en")
+            .and_then(|p| p.get(slug))
+            .and_then(Value::as_str)
+        {
+            return text.to_string();
+        }
         return sentence(detail).unwrap_or_else(|| title.to_string());
     }
     catalogue()
@@ -390,6 +398,9 @@ pub(super) struct FormView<'a> {
     pub(super) error: Option<String>,
     pub(super) field_errors: BTreeMap<&'static str, Vec<String>>,
     pub(super) status: StatusCode,
+    /// Whether the token is in the page's address already (a mailed link); when it came from
+    /// `/recover`'s answer, the language switch must not put it there.
+    pub(super) token_in_address: bool,
 }
 
 pub(super) fn link_form(state: &AppState, view: FormView<'_>) -> Response {
@@ -397,11 +408,15 @@ pub(super) fn link_form(state: &AppState, view: FormView<'_>) -> Response {
         Flow::Recovery => ("recovery_title", "recovery_intro"),
         Flow::Collaborator => ("collaborator_title", "collaborator_intro"),
     };
-    let switch = format!(
-        "token={}&lang={}",
-        urlencoding_component(view.token),
-        view.lang.other().code()
-    );
+    let switch = if view.token_in_address {
+        format!(
+            "token={}&lang={}",
+            urlencoding_component(view.token),
+            view.lang.other().code()
+        )
+    } else {
+        format!("lang={}", view.lang.other().code())
+    };
     let mut context = page_context(view.lang, title_key, switch);
     context.insert("intro".into(), text(view.lang, intro_key));
     context.insert("action".into(), json!(view.flow.path()));
@@ -463,6 +478,7 @@ async fn show(state: AppState, flow: Flow, query: PageQuery, headers: HeaderMap)
             error: None,
             field_errors: BTreeMap::new(),
             status: StatusCode::OK,
+            token_in_address: true,
         },
     )
 }
@@ -559,6 +575,7 @@ async fn submit(
                     error: Some(problem_text(&slug, lang, problem.title, &problem.detail)),
                     field_errors,
                     status,
+                    token_in_address: true,
                 },
             );
             if let Some(seconds) = problem.retry_after {
@@ -569,6 +586,19 @@ async fn submit(
             response
         }
     }
+}
+
+/// A post whose body is not the page's form (a field missing or twice, another content type):
+/// the refusal page, with the pages' headers.
+pub(super) fn unreadable_form(headers: &HeaderMap) -> Response {
+    let lang = Lang::choose(None, headers);
+    message(
+        StatusCode::BAD_REQUEST,
+        lang,
+        "refused_title",
+        "refused",
+        true,
+    )
 }
 
 /// The API's request from a page's form fields.
@@ -598,8 +628,11 @@ async fn recovery_submit(
     client: ClientIp,
     correlation: Correlation,
     headers: HeaderMap,
-    Form(form): Form<PasswordForm>,
+    form: Result<Form<PasswordForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    let Ok(Form(form)) = form else {
+        return unreadable_form(&headers);
+    };
     submit(state, Flow::Recovery, client, correlation, headers, form).await
 }
 
@@ -608,8 +641,11 @@ async fn collaborator_submit(
     client: ClientIp,
     correlation: Correlation,
     headers: HeaderMap,
-    Form(form): Form<PasswordForm>,
+    form: Result<Form<PasswordForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    let Ok(Form(form)) = form else {
+        return unreadable_form(&headers);
+    };
     submit(
         state,
         Flow::Collaborator,
@@ -662,6 +698,7 @@ async fn meter_script() -> Response {
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         include_str!("pages/meter.js"),
     )
@@ -673,6 +710,7 @@ async fn stylesheet() -> Response {
         [
             (header::CONTENT_TYPE, "text/css; charset=utf-8"),
             (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         include_str!("pages/custode.css"),
     )

@@ -697,6 +697,44 @@ async fn an_app_password_is_shown_once_and_never_cached() {
         .await;
     let (_, _, html) = other.get(&location).await;
     assert!(!html.contains(&shown));
+    // SEC-3: ten minutes on, a deactivation needs the password again; the page asks for it in
+    // place, then the action goes through.
+    app.advance(chrono::Duration::minutes(11));
+    let deactivate = [
+        ("csrf", csrf.as_str()),
+        ("lang", "en"),
+        ("action", "deactivate"),
+        ("scope", "mailbox"),
+    ];
+    let (status, _, html) = browser
+        .post("/account/app-passwords", &deactivate, None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{html}");
+    assert!(
+        html.contains("id=\"reauth-password\"") && html.contains("id=\"reauth-otp\""),
+        "{html}"
+    );
+    let code = crate::delegation::code_at(&uri, &app);
+    let (status, headers, html) = browser
+        .post(
+            "/account/app-passwords",
+            &[
+                ("csrf", &csrf),
+                ("lang", "en"),
+                ("action", "reauth"),
+                ("password", &password),
+                ("otp", &code),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    assert!(headers[LOCATION].to_str().unwrap().ends_with("m=reauthed"));
+    let (status, _, html) = browser
+        .post("/account/app-passwords", &deactivate, None)
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+
     // A scope that is not one is refused before any call.
     let (status, _, _) = browser
         .post(
@@ -717,7 +755,13 @@ async fn pages_can_be_turned_off_for_a_provider_with_its_own() {
     let mut file = crate::helpers::file_config();
     file.web.enabled = false;
     let app = TestApp::spawn_with(file).await;
-    for path in ["/login", "/account", "/recover", "/recovery?token=x"] {
+    for path in [
+        "/login",
+        "/account",
+        "/recover",
+        "/recovery?token=x",
+        "/assets/meter.js",
+    ] {
         let res = client()
             .get(format!("{}{path}", app.base))
             .send()
@@ -728,4 +772,34 @@ async fn pages_can_be_turned_off_for_a_provider_with_its_own() {
     }
     let res = app.get("/healthz", None).await;
     assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_that_is_not_the_pages_form_gets_the_page_refusal() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/recovery",
+        "/collaborator-password",
+        "/login",
+        "/account/password",
+        "/recover",
+    ] {
+        let res = client()
+            .post(format!("{}{path}", app.base))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert_page_headers(res.headers());
+    }
+    let res = client()
+        .post(format!("{}/recovery", app.base))
+        .form(&[("token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_page_headers(res.headers());
 }

@@ -27,6 +27,8 @@ pub struct Origin {
     pub forwarded: Vec<HeaderValue>,
     pub correlation: Option<HeaderValue>,
     pub session: Option<String>,
+    /// The page's language, as `Accept-Language` for what the API words itself (RC-7's notice).
+    pub language: Option<&'static str>,
 }
 
 impl Origin {
@@ -36,6 +38,7 @@ impl Origin {
             forwarded: headers.get_all("x-forwarded-for").iter().cloned().collect(),
             correlation: headers.get("x-correlation-id").cloned(),
             session: None,
+            language: None,
         }
     }
 }
@@ -140,6 +143,9 @@ impl Api {
         }
         for hop in &origin.forwarded {
             builder = builder.header("x-forwarded-for", hop.clone());
+        }
+        if let Some(language) = origin.language {
+            builder = builder.header(header::ACCEPT_LANGUAGE, language);
         }
         if let Some(correlation) = &origin.correlation {
             builder = builder.header("x-correlation-id", correlation.clone());

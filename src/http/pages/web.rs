@@ -16,7 +16,7 @@ use super::{
     secured, set_csrf_cookie, text, texts, urlencoding_component, Lang,
 };
 use crate::app::AppState;
-use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +33,9 @@ pub const SESSION_COOKIE: &str = "custode_session";
 const FLASH_TTL: Duration = Duration::from_secs(600);
 /// At most this many flashes wait at once; past it, the oldest go.
 const FLASH_CAP: usize = 20_000;
+/// At most this many wait for one session: a holder who posts again and again replaces its own
+/// flashes, never anyone else's.
+const FLASH_PER_OWNER: usize = 4;
 
 /// A page request: who sent it, in which language it asked, its session and CSRF cookies.
 pub struct Visit {
@@ -154,6 +157,22 @@ fn flashes() -> &'static Mutex<HashMap<String, Flash>> {
 fn put_flash(owner: String, notice: Option<String>, data: Value, sticky: bool) -> String {
     let id = fresh_csrf();
     if let Ok(mut map) = flashes().lock() {
+        // A new enrolment replaces the session's earlier one; past its share, the session's
+        // oldest flash goes.
+        if sticky {
+            map.retain(|_, f| !(f.sticky && f.owner == owner));
+        }
+        let mut own: Vec<(Instant, String)> = map
+            .iter()
+            .filter(|(_, f)| f.owner == owner)
+            .map(|(k, f)| (f.made, k.clone()))
+            .collect();
+        if own.len() >= FLASH_PER_OWNER {
+            own.sort();
+            for (_, key) in own.iter().take(own.len() + 1 - FLASH_PER_OWNER) {
+                map.remove(key);
+            }
+        }
         if map.len() >= FLASH_CAP {
             map.retain(|_, f| f.made.elapsed() < FLASH_TTL);
             if map.len() >= FLASH_CAP {
@@ -312,6 +331,14 @@ fn action_call(section: Section, action: &str, f: &Fields) -> Result<Call, Box<R
         then: Then::Done,
     };
     Ok(match (section, action) {
+        // SEC-3's step-up, from any section: the password (and the code) again.
+        (_, "reauth") => {
+            let mut body = json!({ "password": f.secret("password") });
+            if let (Some(otp), Some(map)) = (f.text("otp"), body.as_object_mut()) {
+                map.insert("otp".into(), json!(otp));
+            }
+            done(Method::POST, "/v1/sessions/current/reauth", Some(body))
+        }
         (Section::Account, "language") => done(
             Method::PUT,
             "/v1/account/language",
@@ -665,6 +692,8 @@ struct Failure {
     values: BTreeMap<String, String>,
     status: Option<StatusCode>,
     retry_after: Option<HeaderValue>,
+    /// SEC-3: the action needs a fresh password first; the page offers the form.
+    reauth: bool,
 }
 
 fn failure(lang: Lang, action: &str, refusal: &Refusal, fields: Option<&Fields>) -> Failure {
@@ -707,6 +736,7 @@ fn failure(lang: Lang, action: &str, refusal: &Refusal, fields: Option<&Fields>)
         }
     }
     Failure {
+        reauth: refusal.slug == "reauthentication-required" || action == "reauth",
         action: action.to_string(),
         message: Some(message),
         field_errors,
@@ -778,19 +808,28 @@ async fn section_view(
     context.insert("section".into(), json!(section.path()));
     let mut notice = None;
     if let Some(id) = query.get("f") {
-        if let Some((shown_notice, data)) = take_flash(id, &visit.owner()) {
+        if let Some((shown_notice, mut data)) = take_flash(id, &visit.owner()) {
             notice = shown_notice;
+            if let Some(enrolment) = data.get_mut("enrolment").and_then(Value::as_object_mut) {
+                let uri = enrolment
+                    .get("otpauth_uri")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                enrolment.insert("qr_svg".into(), json!(qr_svg(&uri)));
+            }
             context.insert("shown".into(), data);
             context.insert("flash".into(), json!(id));
         }
     }
     if let Some(message) = query.get("m").map(String::as_str) {
-        if message == "done" {
-            notice = Some(text(lang, "done").as_str().unwrap_or_default().to_string());
+        if message == "done" || message == "reauthed" {
+            notice = Some(text(lang, message).as_str().unwrap_or_default().to_string());
         }
     }
     context.insert("notice".into(), json!(notice));
     context.insert("error".into(), json!(failed.message));
+    context.insert("reauth".into(), json!(failed.reauth));
     context.insert("failed".into(), json!(failed.action));
     context.insert("fe".into(), json!(failed.field_errors));
     context.insert("v".into(), json!(failed.values));
@@ -841,7 +880,14 @@ async fn section_view(
                 }
                 Err(refusal) => {
                     let failed = failure(lang, "filter", &refusal, None);
-                    context.insert("error".into(), json!(failed.message));
+                    let mut message = failed.message.unwrap_or_default();
+                    for errors in failed.field_errors.values() {
+                        for e in errors {
+                            message.push(' ');
+                            message.push_str(e);
+                        }
+                    }
+                    context.insert("error".into(), json!(message));
                     status = refusal.status;
                 }
             }
@@ -863,6 +909,21 @@ async fn section_view(
         response.headers_mut().insert(header::RETRY_AFTER, retry);
     }
     response
+}
+
+/// The QR code of an otpauth URI, as an inline SVG element (no XML declaration).
+fn qr_svg(uri: &str) -> String {
+    let Ok(code) = qrcode::QrCode::new(uri.as_bytes()) else {
+        return String::new();
+    };
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .build();
+    match svg.find("<svg") {
+        Some(at) => svg.get(at..).unwrap_or_default().to_string(),
+        None => svg,
+    }
 }
 
 fn error_page(visit: &Visit, form_lang: Option<&str>, refusal: &Refusal) -> Response {
@@ -944,6 +1005,7 @@ pub async fn section_post(
                         location.push_str("&f=");
                         location.push_str(&id);
                     }
+                    None if action == "reauth" => location.push_str("&m=reauthed"),
                     None => location.push_str("&m=done"),
                 }
                 see_other(&location)
@@ -977,7 +1039,11 @@ pub async fn section_post(
                     back(Some(put_flash(owner, notice, answer, false)))
                 }
                 Then::Enrolment => {
-                    let data = json!({ "enrolment": answer });
+                    // Only what the page needs; the QR code is drawn when the page is shown.
+                    let data = json!({ "enrolment": {
+                        "otpauth_uri": answer.get("otpauth_uri"),
+                        "secret": answer.get("secret"),
+                    } });
                     back(Some(put_flash(owner, None, data, true)))
                 }
                 Then::Enrolled => {
@@ -1055,10 +1121,7 @@ pub async fn login_get(visit: Visit, query: HashMap<String, String>) -> Response
             ]
             .contains(&m.as_str())
         })
-        .map(|m| match m.as_str() {
-            "suspended" => text(lang, "done"),
-            other => text(lang, other),
-        });
+        .map(|m| text(lang, m));
     login_form(
         &visit,
         lang,
@@ -1087,6 +1150,7 @@ pub async fn login_post(state: AppState, visit: Visit, pairs: Vec<(String, Strin
         api: visit.api.clone(),
         origin: Origin {
             session: None,
+            language: Some(lang.code()),
             ..visit.origin.clone()
         },
         headers: visit.headers.clone(),
@@ -1098,6 +1162,12 @@ pub async fn login_post(state: AppState, visit: Visit, pairs: Vec<(String, Strin
         .await
     {
         Ok(session) => {
+            if visit.origin.session.is_some() {
+                // The session this browser held before ends: one browser, one session.
+                let _ = visit
+                    .call(Method::DELETE, "/v1/sessions/current", None)
+                    .await;
+            }
             let token = session
                 .get("session_token")
                 .and_then(Value::as_str)
@@ -1247,6 +1317,20 @@ fn captcha_token(fields: &Fields) -> Option<String> {
 }
 
 pub async fn recover_post(state: AppState, visit: Visit, pairs: Vec<(String, String)>) -> Response {
+    let retry_after = std::sync::Mutex::new(None);
+    let mut response = recover_steps(state, visit, pairs, &retry_after).await;
+    if let Some(value) = retry_after.into_inner().ok().flatten() {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+async fn recover_steps(
+    state: AppState,
+    visit: Visit,
+    pairs: Vec<(String, String)>,
+    retry_after: &std::sync::Mutex<Option<HeaderValue>>,
+) -> Response {
     let fields = Fields::new(pairs);
     let lang_field = fields.text("lang");
     let lang = visit.lang(lang_field.as_deref(), None);
@@ -1259,6 +1343,7 @@ pub async fn recover_post(state: AppState, visit: Visit, pairs: Vec<(String, Str
         api: visit.api.clone(),
         origin: Origin {
             session: None,
+            language: Some(lang.code()),
             ..visit.origin.clone()
         },
         headers: visit.headers.clone(),
@@ -1274,6 +1359,9 @@ pub async fn recover_post(state: AppState, visit: Visit, pairs: Vec<(String, Str
         extra.insert("recovery_id".into(), json!(id.to_string()));
     }
     let fail = |extra: &mut Map<String, Value>, action: &str, refusal: &Refusal| {
+        if let Ok(mut slot) = retry_after.lock() {
+            *slot = refusal.retry_after.clone();
+        }
         let failed = failure(lang, action, refusal, Some(&fields));
         extra.insert("error".into(), json!(failed.message));
         extra.insert("fe".into(), json!(failed.field_errors));
@@ -1501,37 +1589,50 @@ fn new_password(
             error: None,
             field_errors: BTreeMap::new(),
             status: StatusCode::OK,
+            token_in_address: false,
         },
     )
 }
 
 // Axum adapters --------------------------------------------------------------------------------
 
+/// A posted form's fields; a body that is not a form gets the page's refusal (in the browser's
+/// language, with the pages' headers), never the framework's plain text.
+pub struct Posted(pub Vec<(String, String)>);
+
+impl FromRequest<AppState> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, Response> {
+        let headers = request.headers().clone();
+        match Form::<Vec<(String, String)>>::from_request(request, state).await {
+            Ok(Form(pairs)) => Ok(Self(pairs)),
+            Err(_) => Err(super::unreadable_form(&headers)),
+        }
+    }
+}
+
 pub fn routes() -> axum::Router<AppState> {
     use axum::routing::get;
     let mut router = axum::Router::new()
         .route(
             "/login",
-            get(|v: Visit, Query(q): Query<HashMap<String, String>>| login_get(v, q)).post(
-                |State(s): State<AppState>, v: Visit, Form(p): Form<Vec<(String, String)>>| {
-                    login_post(s, v, p)
-                },
-            ),
+            get(|v: Visit, Query(q): Query<HashMap<String, String>>| login_get(v, q))
+                .post(|State(s): State<AppState>, v: Visit, Posted(p): Posted| login_post(s, v, p)),
         )
         .route(
             "/logout",
-            get(logout_get).post(
-                |State(s): State<AppState>, v: Visit, Form(p): Form<Vec<(String, String)>>| {
-                    logout_post(s, v, p)
-                },
-            ),
+            get(logout_get).post(|State(s): State<AppState>, v: Visit, Posted(p): Posted| {
+                logout_post(s, v, p)
+            }),
         )
         .route(
             "/recover",
             get(|State(s): State<AppState>, v: Visit| recover_get(s, v)).post(
-                |State(s): State<AppState>, v: Visit, Form(p): Form<Vec<(String, String)>>| {
-                    recover_post(s, v, p)
-                },
+                |State(s): State<AppState>, v: Visit, Posted(p): Posted| recover_post(s, v, p),
             ),
         );
     for section in Section::ALL {
@@ -1545,7 +1646,7 @@ pub fn routes() -> axum::Router<AppState> {
                 },
             )
             .post(
-                move |State(s): State<AppState>, v: Visit, Form(p): Form<Vec<(String, String)>>| {
+                move |State(s): State<AppState>, v: Visit, Posted(p): Posted| {
                     section_post(s, section, v, p)
                 },
             ),
@@ -1580,6 +1681,34 @@ mod tests {
         assert!(take_flash(&sticky, "owner-a").is_some());
         drop_flash(&sticky, "owner-a");
         assert!(take_flash(&sticky, "owner-a").is_none());
+    }
+
+    #[test]
+    fn one_session_cannot_fill_the_flashes() {
+        let owner = "owner-flood";
+        let enrolments: Vec<String> = (0..50)
+            .map(|_| put_flash(owner.into(), None, json!({}), true))
+            .collect();
+        // Each enrolment replaced the one before.
+        assert!(enrolments[..49]
+            .iter()
+            .all(|id| take_flash(id, owner).is_none()));
+        assert!(take_flash(&enrolments[49], owner).is_some());
+        let others = put_flash("owner-other".into(), None, json!({}), false);
+        for _ in 0..50 {
+            put_flash(owner.into(), None, json!({}), false);
+        }
+        let held = flashes()
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|f| f.owner == owner)
+            .count();
+        assert!(held <= FLASH_PER_OWNER, "{held}");
+        assert!(
+            take_flash(&others, "owner-other").is_some(),
+            "another session's flash stays"
+        );
     }
 
     #[test]
