@@ -323,21 +323,29 @@ fn message(
     render(status, "message.html", Value::Object(context))
 }
 
-/// The CSRF cookie's value when the request carries a well-formed one.
-pub(super) fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
+/// The value of the cookie `name`, the first the request carries.
+pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == CSRF_COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_string())
-        .filter(|v| {
-            v.len() == 43
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+}
+
+/// Whether `value` has a token's shape (43 URL-safe base64 characters).
+pub(super) fn token_shaped(value: &str) -> bool {
+    value.len() == 43
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The CSRF cookie's value when the request carries a well-formed one.
+pub(super) fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, CSRF_COOKIE).filter(|v| token_shaped(v))
 }
 
 pub(super) fn set_csrf_cookie(response: &mut Response, value: &str, secure: bool) {

@@ -3,7 +3,7 @@
 //! the chain alone cannot, and point-in-time replays equal to what the service had then.
 
 use crate::helpers::{TestApp, OPERATOR_KEY};
-use crate::processes::BIN;
+
 use crate::replay::dump;
 use custode_commands::clock::Clock;
 use reqwest::StatusCode;
@@ -11,15 +11,10 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn custode(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("CUSTODE_DATA_DIR", data_dir)
-        .env_remove("CUSTODE_CONFIG")
-        .output()
-        .expect("the binary runs")
+    crate::processes::run_custode(data_dir, args)
 }
 
 fn stdout(out: &Output) -> String {

@@ -2,7 +2,7 @@
 //! a bad settings file stops startup naming the key, `replay` refuses a held data directory.
 
 use crate::helpers::{load_json, OPERATOR_KEY};
-use crate::processes::{serve, BIN};
+use crate::processes::{run_custode, run_custode_ok, serve, BIN};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -393,17 +393,8 @@ async fn an_online_backup_restores_to_a_working_service() {
     });
     let copy = tempfile::tempdir().unwrap();
     let into = copy.path().join("backup");
-    let out = Command::new(BIN)
-        .args(["backup", "--into"])
-        .arg(&into)
-        .env("CUSTODE_DATA_DIR", dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let target = into.to_str().unwrap();
+    let out = run_custode_ok(dir.path(), &["backup", "--into", target]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("chain verified"));
     writing.await.unwrap();
     #[cfg(unix)]
@@ -418,26 +409,12 @@ async fn an_online_backup_restores_to_a_working_service() {
         }
     }
     // Again into the same directory: refused, nothing overwritten.
-    let again = Command::new(BIN)
-        .args(["backup", "--into"])
-        .arg(&into)
-        .env("CUSTODE_DATA_DIR", dir.path())
-        .output()
-        .unwrap();
+    let again = run_custode(dir.path(), &["backup", "--into", target]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("never over another"));
     drop(served);
 
-    let verify = Command::new(BIN)
-        .args(["audit", "verify"])
-        .env("CUSTODE_DATA_DIR", &into)
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    run_custode_ok(&into, &["audit", "verify"]);
     let restored = serve(&into, &[]).await;
     for n in 0..5 {
         let res = client

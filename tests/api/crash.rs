@@ -6,7 +6,7 @@
 //! one).
 
 use crate::helpers::OPERATOR_KEY;
-use crate::processes::{eventually, maildir, serve, BIN};
+use crate::processes::{eventually, maildir, run_custode_ok, serve};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -35,17 +35,10 @@ fn mails_by_recipient(data_dir: &Path) -> std::collections::BTreeMap<String, usi
 
 fn replayed_read_models(data_dir: &Path, head: u64) -> Vec<String> {
     let into = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["replay", "--until", &head.to_string(), "--into"])
-        .arg(into.path())
-        .env("CUSTODE_DATA_DIR", data_dir)
-        .env_remove("CUSTODE_CONFIG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let target = into.path().to_str().unwrap();
+    run_custode_ok(
+        data_dir,
+        &["replay", "--until", &head.to_string(), "--into", target],
     );
     custode::scenario::read_models(into.path()).unwrap()
 }
@@ -175,17 +168,7 @@ async fn acknowledged_commands_survive_sigkill_at_random_points() {
     drop(served);
 
     // The chain verifies, from the first event to the head.
-    let out = std::process::Command::new(BIN)
-        .args(["audit", "verify"])
-        .env("CUSTODE_DATA_DIR", dir.path())
-        .env_remove("CUSTODE_CONFIG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_custode_ok(dir.path(), &["audit", "verify"]);
     println!(
         "{rounds} rounds, {} acknowledged openings, head {}",
         acked.len(),

@@ -369,3 +369,24 @@ pub fn maildir(data_dir: &Path) -> Vec<PathBuf> {
         Err(_) => Vec::new(),
     }
 }
+
+/// `custode <args>` over `data_dir` (without a settings file), run to its end.
+pub fn run_custode(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("CUSTODE_DATA_DIR", data_dir)
+        .env_remove("CUSTODE_CONFIG")
+        .output()
+        .expect("the binary runs")
+}
+
+/// As [`run_custode`], and it must succeed (its stderr says why not).
+pub fn run_custode_ok(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    let out = run_custode(data_dir, args);
+    assert!(
+        out.status.success(),
+        "custode {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

@@ -12,8 +12,9 @@
 
 use super::api::{Api, Origin, Refusal};
 use super::{
-    csrf_cookie, fresh_csrf, meter_rules, problem_text, render, rule_text, same_origin_form,
-    secured, set_csrf_cookie, text, texts, urlencoding_component, Lang,
+    cookie, csrf_cookie, fresh_csrf, meter_rules, problem_text, render, rule_text,
+    same_origin_form, secured, set_csrf_cookie, text, texts, token_shaped, urlencoding_component,
+    Lang,
 };
 use crate::app::AppState;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, State};
@@ -56,12 +57,7 @@ impl FromRequestParts<AppState> for Visit {
         };
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().copied();
         let mut origin = Origin::from_request(&parts.headers, peer);
-        origin.session = cookie(&parts.headers, SESSION_COOKIE).filter(|token| {
-            token.len() == 43
-                && token
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
+        origin.session = cookie(&parts.headers, SESSION_COOKIE).filter(|t| token_shaped(t));
         let asked_lang = parts.uri.query().and_then(|q| {
             q.split('&')
                 .filter_map(|pair| pair.split_once('='))
@@ -97,6 +93,21 @@ impl Visit {
         self.api.call(&self.origin, method, path, body).await
     }
 
+    /// This visit without its session, asking in `lang` (a login, a recovery).
+    fn anonymous(&self, lang: Lang) -> Self {
+        Self {
+            api: self.api.clone(),
+            origin: Origin {
+                session: None,
+                language: Some(lang.code()),
+                ..self.origin.clone()
+            },
+            headers: self.headers.clone(),
+            asked_lang: self.asked_lang.clone(),
+            secure: self.secure,
+        }
+    }
+
     /// A key binding a flash to this visit's session (its token's SHA-256), or `""`.
     fn owner(&self) -> String {
         self.origin
@@ -106,17 +117,6 @@ impl Visit {
             .map(|hash| hash.as_str().to_string())
             .unwrap_or_default()
     }
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| value.to_string())
 }
 
 fn session_cookie(value: &str, secure: bool, clear: bool) -> Option<HeaderValue> {
@@ -307,6 +307,20 @@ fn uuid_field(fields: &Fields, name: &str) -> Result<String, Box<Refusal>> {
         .ok_or_else(|| Box::new(bad_form("the form names no such item")))
 }
 
+fn call(method: Method, path: impl Into<String>, body: Option<Value>, then: Then) -> Call {
+    Call {
+        method,
+        path: path.into(),
+        body,
+        then,
+    }
+}
+
+/// `{name: <the field, trimmed>}`.
+fn field(f: &Fields, name: &str) -> Option<Value> {
+    Some(json!({ name: f.text(name).unwrap_or_default() }))
+}
+
 fn otp_call(purpose: &str) -> Call {
     Call {
         method: Method::POST,
@@ -314,6 +328,14 @@ fn otp_call(purpose: &str) -> Call {
         body: Some(json!({ "purpose": purpose })),
         then: Then::CodeSent,
     }
+}
+
+/// `body` with the form's `otp` when it has one.
+fn with_otp(mut body: Value, f: &Fields) -> Value {
+    if let (Some(otp), Some(map)) = (f.text("otp"), body.as_object_mut()) {
+        map.insert("otp".into(), json!(otp));
+    }
+    body
 }
 
 fn put_field(body: &mut Map<String, Value>, name: &str, value: Option<String>) {
@@ -324,42 +346,33 @@ fn put_field(body: &mut Map<String, Value>, name: &str, value: Option<String>) {
 
 /// What `action` of `section` asks of the API.
 fn action_call(section: Section, action: &str, f: &Fields) -> Result<Call, Box<Refusal>> {
-    let done = |method: Method, path: &str, body: Option<Value>| Call {
-        method,
-        path: path.to_string(),
-        body,
-        then: Then::Done,
-    };
+    let done =
+        |method: Method, path: &str, body: Option<Value>| call(method, path, body, Then::Done);
     Ok(match (section, action) {
         // SEC-3's step-up, from any section: the password (and the code) again.
         (_, "reauth") => {
-            let mut body = json!({ "password": f.secret("password") });
-            if let (Some(otp), Some(map)) = (f.text("otp"), body.as_object_mut()) {
-                map.insert("otp".into(), json!(otp));
-            }
+            let body = with_otp(json!({ "password": f.secret("password") }), f);
             done(Method::POST, "/v1/sessions/current/reauth", Some(body))
         }
-        (Section::Account, "language") => done(
-            Method::PUT,
-            "/v1/account/language",
-            Some(json!({ "language": f.text("language").unwrap_or_default() })),
-        ),
+        (Section::Account, "language") => {
+            done(Method::PUT, "/v1/account/language", field(f, "language"))
+        }
         (Section::Password, "change") => {
-            let mut body = json!({
-                "current_password": f.secret("current_password"),
-                "new_password": f.secret("new_password"),
-                "new_password_repeat": f.secret("new_password_repeat"),
-            });
-            if let (Some(otp), Some(map)) = (f.text("otp"), body.as_object_mut()) {
-                map.insert("otp".into(), json!(otp));
-            }
+            let body = with_otp(
+                json!({
+                    "current_password": f.secret("current_password"),
+                    "new_password": f.secret("new_password"),
+                    "new_password_repeat": f.secret("new_password_repeat"),
+                }),
+                f,
+            );
             // PW-4: a change ends every session, this one included.
-            Call {
-                method: Method::POST,
-                path: "/v1/account/password".into(),
-                body: Some(body),
-                then: Then::LoggedOut("password_changed"),
-            }
+            call(
+                Method::POST,
+                "/v1/account/password",
+                Some(body),
+                Then::LoggedOut("password_changed"),
+            )
         }
         (Section::Password, "send_code") => otp_call("password_change"),
         (Section::RecoveryInfo, "save") => {
@@ -421,7 +434,7 @@ fn action_call(section: Section, action: &str, f: &Fields) -> Result<Call, Box<R
             } else {
                 "/v1/account/recovery-info/mobile/confirm"
             },
-            Some(json!({ "code": f.text("code").unwrap_or_default() })),
+            field(f, "code"),
         ),
         (Section::TwoFactor, "start") => {
             let channel = f.text("channel").unwrap_or_else(|| "app".into());
@@ -444,24 +457,24 @@ fn action_call(section: Section, action: &str, f: &Fields) -> Result<Call, Box<R
                 },
             }
         }
-        (Section::TwoFactor, "confirm") => Call {
-            method: Method::POST,
-            path: "/v1/account/two-factor/confirm".into(),
-            body: Some(json!({ "code": f.text("code").unwrap_or_default() })),
-            then: Then::Enrolled,
-        },
+        (Section::TwoFactor, "confirm") => call(
+            Method::POST,
+            "/v1/account/two-factor/confirm",
+            field(f, "code"),
+            Then::Enrolled,
+        ),
         (Section::TwoFactor, "disable_send") => otp_call("two_factor_off"),
         (Section::TwoFactor, "disable") => done(
             Method::POST,
             "/v1/account/two-factor/disable",
-            Some(json!({ "code": f.text("code").unwrap_or_default() })),
+            field(f, "code"),
         ),
-        (Section::AppPasswords, "create") => Call {
-            method: Method::POST,
-            path: "/v1/account/app-passwords".into(),
-            body: Some(json!({ "scope": f.text("scope").unwrap_or_default() })),
-            then: Then::ShowOnce,
-        },
+        (Section::AppPasswords, "create") => call(
+            Method::POST,
+            "/v1/account/app-passwords",
+            field(f, "scope"),
+            Then::ShowOnce,
+        ),
         (Section::AppPasswords, "postpone" | "regenerate" | "deactivate") => {
             let scope = f.text("scope").unwrap_or_default();
             let valid = scope == "mailbox"
@@ -515,17 +528,15 @@ fn action_call(section: Section, action: &str, f: &Fields) -> Result<Call, Box<R
             };
             done(Method::POST, &path, None)
         }
-        (Section::Contacts, "email") => done(
-            Method::PUT,
-            "/v1/account/contact-email",
-            Some(json!({ "email": f.text("email").unwrap_or_default() })),
+        (Section::Contacts, "email") => {
+            done(Method::PUT, "/v1/account/contact-email", field(f, "email"))
+        }
+        (Section::Contacts, "mobile") => call(
+            Method::POST,
+            "/v1/account/contact-mobile",
+            field(f, "mobile"),
+            Then::CodeSent,
         ),
-        (Section::Contacts, "mobile") => Call {
-            method: Method::POST,
-            path: "/v1/account/contact-mobile".into(),
-            body: Some(json!({ "mobile": f.text("mobile").unwrap_or_default() })),
-            then: Then::CodeSent,
-        },
         (Section::Contacts, "mobile_confirm") => {
             let mut body = Map::new();
             body.insert("code".into(), json!(f.text("code").unwrap_or_default()));
@@ -557,12 +568,12 @@ fn action_call(section: Section, action: &str, f: &Fields) -> Result<Call, Box<R
                 });
                 refusal
             })?;
-            Call {
-                method: Method::POST,
-                path: "/v1/account/suspension".into(),
-                body: Some(json!({ "days": days, "otp": f.text("otp").unwrap_or_default() })),
-                then: Then::LoggedOut("suspended"),
-            }
+            call(
+                Method::POST,
+                "/v1/account/suspension",
+                Some(json!({ "days": days, "otp": f.text("otp").unwrap_or_default() })),
+                Then::LoggedOut("suspended"),
+            )
         }
         _ => {
             return Err(Box::new(bad_form(
@@ -1139,24 +1150,14 @@ pub async fn login_post(state: AppState, visit: Visit, pairs: Vec<(String, Strin
     if !same_origin_form(&state, &visit.headers, &fields.secret("csrf")) {
         return refused(&visit, lang_field.as_deref());
     }
-    let mut body = json!({
-        "user_id": fields.text("user_id").unwrap_or_default(),
-        "password": fields.secret("password"),
-    });
-    if let (Some(otp), Some(map)) = (fields.text("otp"), body.as_object_mut()) {
-        map.insert("otp".into(), json!(otp));
-    }
-    let anonymous = Visit {
-        api: visit.api.clone(),
-        origin: Origin {
-            session: None,
-            language: Some(lang.code()),
-            ..visit.origin.clone()
-        },
-        headers: visit.headers.clone(),
-        asked_lang: visit.asked_lang.clone(),
-        secure: visit.secure,
-    };
+    let body = with_otp(
+        json!({
+            "user_id": fields.text("user_id").unwrap_or_default(),
+            "password": fields.secret("password"),
+        }),
+        &fields,
+    );
+    let anonymous = visit.anonymous(lang);
     match anonymous
         .call(Method::POST, "/v1/sessions", Some(body))
         .await
@@ -1337,19 +1338,12 @@ async fn recover_steps(
     if !same_origin_form(&state, &visit.headers, &fields.secret("csrf")) {
         return refused(&visit, lang_field.as_deref());
     }
+    let show = |template: &str, title: &str, status: StatusCode, extra: Map<String, Value>| {
+        recover_page(&state, &visit, lang, template, title, status, extra)
+    };
     let step = fields.text("step").unwrap_or_default();
     let user_id = fields.text("user_id").unwrap_or_default();
-    let anonymous = Visit {
-        api: visit.api.clone(),
-        origin: Origin {
-            session: None,
-            language: Some(lang.code()),
-            ..visit.origin.clone()
-        },
-        headers: visit.headers.clone(),
-        asked_lang: visit.asked_lang.clone(),
-        secure: visit.secure,
-    };
+    let anonymous = visit.anonymous(lang);
     let recovery_id = fields
         .text("recovery_id")
         .and_then(|id| uuid::Uuid::parse_str(&id).ok());
@@ -1382,10 +1376,7 @@ async fn recover_steps(
                 if let Some(id) = started.get("recovery_id") {
                     extra.insert("recovery_id".into(), id.clone());
                 }
-                recover_page(
-                    &state,
-                    &visit,
-                    lang,
+                show(
                     "recover_methods.html",
                     "methods_title",
                     StatusCode::OK,
@@ -1394,30 +1385,14 @@ async fn recover_steps(
             }
             Err(refusal) => {
                 let status = fail(&mut extra, "start", &refusal);
-                recover_page(
-                    &state,
-                    &visit,
-                    lang,
-                    "recover.html",
-                    "recover_title",
-                    status,
-                    extra,
-                )
+                show("recover.html", "recover_title", status, extra)
             }
         };
     }
     let Some(id) = recovery_id else {
         let refusal = bad_form("the recovery is not named: start again");
         let status = fail(&mut extra, "start", &refusal);
-        return recover_page(
-            &state,
-            &visit,
-            lang,
-            "recover.html",
-            "recover_title",
-            status,
-            extra,
-        );
+        return show("recover.html", "recover_title", status, extra);
     };
     let base = format!("/v1/recovery/{id}");
     match step.as_str() {
@@ -1427,53 +1402,21 @@ async fn recover_steps(
         {
             Ok(_) => {
                 extra.insert("message".into(), text(lang, "link_sent"));
-                recover_page(
-                    &state,
-                    &visit,
-                    lang,
-                    "message.html",
-                    "link_sent_title",
-                    StatusCode::OK,
-                    extra,
-                )
+                show("message.html", "link_sent_title", StatusCode::OK, extra)
             }
             Err(refusal) => {
                 let status = fail(&mut extra, "email", &refusal);
-                recover_page(
-                    &state,
-                    &visit,
-                    lang,
-                    "recover.html",
-                    "recover_title",
-                    status,
-                    extra,
-                )
+                show("recover.html", "recover_title", status, extra)
             }
         },
         "sms" => match anonymous
             .call(Method::POST, &format!("{base}/sms"), None)
             .await
         {
-            Ok(_) => recover_page(
-                &state,
-                &visit,
-                lang,
-                "recover_code.html",
-                "code_title",
-                StatusCode::OK,
-                extra,
-            ),
+            Ok(_) => show("recover_code.html", "code_title", StatusCode::OK, extra),
             Err(refusal) => {
                 let status = fail(&mut extra, "sms", &refusal);
-                recover_page(
-                    &state,
-                    &visit,
-                    lang,
-                    "recover.html",
-                    "recover_title",
-                    status,
-                    extra,
-                )
+                show("recover.html", "recover_title", status, extra)
             }
         },
         "verify" => {
@@ -1485,15 +1428,7 @@ async fn recover_steps(
                 Ok(answer) => new_password(&state, &visit, lang, &answer, &user_id),
                 Err(refusal) => {
                     let status = fail(&mut extra, "verify", &refusal);
-                    recover_page(
-                        &state,
-                        &visit,
-                        lang,
-                        "recover_code.html",
-                        "code_title",
-                        status,
-                        extra,
-                    )
+                    show("recover_code.html", "code_title", status, extra)
                 }
             }
         }
@@ -1505,23 +1440,12 @@ async fn recover_steps(
                 Ok(q) => q.get("question").cloned().unwrap_or(Value::Null),
                 Err(refusal) => {
                     let status = fail(&mut extra, "question", &refusal);
-                    return recover_page(
-                        &state,
-                        &visit,
-                        lang,
-                        "recover.html",
-                        "recover_title",
-                        status,
-                        extra,
-                    );
+                    return show("recover.html", "recover_title", status, extra);
                 }
             };
             extra.insert("question".into(), question);
             if step == "question" {
-                return recover_page(
-                    &state,
-                    &visit,
-                    lang,
+                return show(
                     "recover_question.html",
                     "question_title",
                     StatusCode::OK,
@@ -1536,30 +1460,14 @@ async fn recover_steps(
                 Ok(answer) => new_password(&state, &visit, lang, &answer, &user_id),
                 Err(refusal) => {
                     let status = fail(&mut extra, "answer", &refusal);
-                    recover_page(
-                        &state,
-                        &visit,
-                        lang,
-                        "recover_question.html",
-                        "question_title",
-                        status,
-                        extra,
-                    )
+                    show("recover_question.html", "question_title", status, extra)
                 }
             }
         }
         _ => {
             let refusal = bad_form("the form asks for a step this page does not have");
             let status = fail(&mut extra, "start", &refusal);
-            recover_page(
-                &state,
-                &visit,
-                lang,
-                "recover.html",
-                "recover_title",
-                status,
-                extra,
-            )
+            show("recover.html", "recover_title", status, extra)
         }
     }
 }
