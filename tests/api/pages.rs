@@ -803,3 +803,34 @@ async fn a_post_that_is_not_the_pages_form_gets_the_page_refusal() {
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert_page_headers(res.headers());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_https_the_cookies_are_secure() {
+    let mut file = crate::helpers::file_config();
+    file.public_url = Some("https://custode.example.it".into());
+    let app = TestApp::spawn_with(file).await;
+    let user = "sicuro@pec.example.it";
+    let (_, password) = app.ready_mailbox(user).await;
+    let mut browser = Browser::new(&app);
+    let (_, headers, _) = browser.get("/login").await;
+    assert!(set_cookie(&headers, "custode_csrf")
+        .unwrap()
+        .contains("; Secure"));
+    // A browser posting from the public origin.
+    let csrf = browser.cookies["custode_csrf"].clone();
+    let (status, headers, html) = browser
+        .post(
+            "/login",
+            &[("csrf", &csrf), ("user_id", user), ("password", &password)],
+            Some("https://custode.example.it"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    let session = set_cookie(&headers, "custode_session").unwrap();
+    assert!(
+        session.contains("HttpOnly")
+            && session.contains("SameSite=Strict")
+            && session.contains("; Secure"),
+        "{session}"
+    );
+}

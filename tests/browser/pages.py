@@ -347,6 +347,7 @@ def opening_journey(browser, javascript, n):
     submit(page, "form:has(#security_answer)")
     assert page.locator("#save-security_answer_repeat-errors, #security_answer_repeat-errors").count() >= 1, page.content()
     page.fill("#email", "pagine%d.recupero@example.org" % n)
+    page.fill("#mobile", "347 555 00%02d" % n)
     page.select_option("#suggested_question", index=1)
     page.fill("#security_answer", "Fido")
     page.fill("#security_answer_repeat", "Fido")
@@ -522,9 +523,9 @@ def app_password_journey(browser, javascript, user_id, password, uri):
     context.close()
 
 
-def recover_journey(browser, javascript, user_id, answer="Fido"):
-    """The forgotten password: user id and captcha, the masked methods, the question, a new
-    password, the next login."""
+def recover_journey(browser, javascript, user_id, n):
+    """The forgotten password: user id and captcha, the masked methods, the question (with
+    script) or an SMS code (without), a new password, the next login."""
     context = browser.new_context(java_script_enabled=javascript, viewport={"width": 360, "height": 740}, locale="en-GB")
     page = context.new_page()
     page.goto(BASE + "/recover")
@@ -537,14 +538,25 @@ def recover_journey(browser, javascript, user_id, answer="Fido"):
     submit(page, "form")
     check(page, "recover methods")
     assert page.locator("#method-email").is_visible()
-    with page.expect_navigation():
-        page.click("#method-question")
-    check(page, "recover question")
-    page.fill("#answer", "Rex")
-    submit(page, "form")
-    assert page.locator("#form-error").is_visible()
-    page.fill("#answer", " fido ")
-    submit(page, "form")
+    if javascript:
+        with page.expect_navigation():
+            page.click("#method-question")
+        check(page, "recover question")
+        page.fill("#answer", "Rex")
+        submit(page, "form")
+        assert page.locator("#form-error").is_visible()
+        page.fill("#answer", " fido ")
+        submit(page, "form")
+    else:
+        assert "**" in page.locator("#method-sms").inner_text(), "the mobile is masked"
+        with page.expect_navigation():
+            page.click("#method-sms")
+        check(page, "recover code")
+        page.fill("#code", "000000")
+        submit(page, "form")
+        assert page.locator("#form-error").is_visible()
+        page.fill("#code", last_sms_code("55500%02d" % n))
+        submit(page, "form")
     assert page.locator("#new_password").count() == 1, page.content()
     assert page.input_value("#user_id") == user_id
     # The reset token came in this answer: the language switch does not put it in an address.
@@ -639,7 +651,7 @@ def main():
             holder, holder_password = opening_journey(browser, javascript, n)
             if n == 3:
                 refused_without_token(browser, holder, holder_password)
-            holder_password = recover_journey(browser, javascript, holder)
+            holder_password = recover_journey(browser, javascript, holder, n)
             uri = two_factor_journey(browser, javascript, holder, holder_password)
             app_password_journey(browser, javascript, holder, holder_password, uri)
             identity_journey(browser, javascript, n)
