@@ -183,6 +183,10 @@ struct PageExtras {
     two_factor: Option<String>,
     app_passwords: Vec<custode_projections::accounts::AppPasswordRow>,
     notifications: Vec<custode_projections::accounts::NotificationRow>,
+    /// SC-2: an identity's document (kind, number, expiry).
+    document: Option<(String, String, String)>,
+    care: custode_projections::accounts::SelfCareRow,
+    last_access: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Notifications the page lists at most.
@@ -193,17 +197,28 @@ async fn account_row(
     session: &HolderSession,
 ) -> Result<(AccountRow, PageExtras), Problem> {
     let id = session.account_id.to_string();
+    // One trip to the read models (one blocking hop, one connection) for the whole page.
     query(state, move |conn| {
         use custode_projections::accounts as model;
-        let row = model::by_id(conn, &id)?;
+        let Some(row) = model::by_id(conn, &id)? else {
+            return Ok(None);
+        };
+        let document = if row.kind == "identity" {
+            model::document_of(conn, &id)?
+        } else {
+            None
+        };
         let extras = PageExtras {
             collaborators: model::collaborators_of(conn, &id)?,
             undelivered: custode_projections::notices::undelivered(conn, &id)?,
             two_factor: model::security_of(conn, &id)?.0,
             app_passwords: model::app_passwords_of(conn, &id)?,
             notifications: model::notifications_of(conn, &id, NOTIFICATIONS_SHOWN)?,
+            document,
+            care: model::self_care_of(conn, &id)?,
+            last_access: custode_projections::access::last_access(conn, &id)?,
         };
-        Ok(row.map(|r| (r, extras)))
+        Ok(Some((row, extras)))
     })
     .await?
     .ok_or_else(|| {
@@ -220,28 +235,14 @@ pub async fn page(
     after: After,
 ) -> Result<Response, Problem> {
     wait_for_after(&state, &after).await?;
-    let (row, extras) = account_row(&state, &session).await?;
-    let document = if row.kind == "identity" {
-        let account_id = row.account_id.clone();
-        query(&state, move |conn| {
-            custode_projections::accounts::document_of(conn, &account_id)
-        })
-        .await?
-        .map(|(kind, number, expires_on)| IdentityDocument::masked(kind, &number, expires_on))
-    } else {
-        None
-    };
+    let (row, mut extras) = account_row(&state, &session).await?;
+    let document = extras
+        .document
+        .take()
+        .map(|(kind, number, expires_on)| IdentityDocument::masked(kind, &number, expires_on));
     let now = state.clock.now();
-    let (care, last_access) = {
-        let account_id = row.account_id.clone();
-        query(&state, move |conn| {
-            Ok((
-                custode_projections::accounts::self_care_of(conn, &account_id)?,
-                custode_projections::access::last_access(conn, &account_id)?,
-            ))
-        })
-        .await?
-    };
+    let care = std::mem::take(&mut extras.care);
+    let last_access = extras.last_access;
     let parse = |t: &Option<String>| {
         t.as_deref()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())

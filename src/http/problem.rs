@@ -235,6 +235,22 @@ impl Problem {
         )
     }
 
+    /// The storage failed. A disk that is full or failing (SQLite's "disk I/O error", "database
+    /// or disk is full") is the service's trouble and passes: `503` with `Retry-After`, so that
+    /// clients back off and retry once space comes back (nothing was written). Anything else is
+    /// [`Problem::internal`].
+    pub fn store(message: &str) -> Self {
+        if message.contains("disk") {
+            tracing::error!(error = %message, "the storage cannot be written");
+            return Self::new(
+                "busy",
+                "the service cannot write to its storage at the moment; try again later",
+            )
+            .retry_after(5);
+        }
+        Self::internal(&message)
+    }
+
     /// SEC-9: a bounded queue or the request limit turned the request away; try again soon.
     pub fn busy(detail: &str) -> Self {
         Self::new("busy", detail).retry_after(1)
@@ -417,7 +433,7 @@ impl<E: Into<Problem>> From<HandlerError<E>> for Problem {
                 "the account changed while this request was decided; send it again",
             ),
             HandlerError::Busy => Problem::busy("the service is busy; try again shortly"),
-            HandlerError::Store(message) => Problem::internal(&message),
+            HandlerError::Store(message) => Problem::store(&message),
         }
     }
 }
@@ -486,7 +502,12 @@ mod tests {
                 409,
             ),
             (
-                HandlerError::<AccountError>::Store("disk full".into()).into(),
+                HandlerError::<AccountError>::Store("disk I/O error".into()).into(),
+                "/problems/busy",
+                503,
+            ),
+            (
+                HandlerError::<AccountError>::Store("no such table: x".into()).into(),
                 "/problems/internal",
                 500,
             ),

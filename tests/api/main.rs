@@ -22,6 +22,7 @@ mod history;
 mod identity_care;
 mod journey;
 mod notify;
+mod outage;
 mod pages;
 mod password;
 mod processes;

@@ -116,7 +116,9 @@ pub fn spawn(
                     failures = failures.saturating_add(1);
                     tracing::error!(%error, checkpoint, failures, "projector cannot apply events");
                     let backoff = std::time::Duration::from_millis(100u64 << failures.min(6));
-                    runtime.block_on(tokio::time::sleep(backoff));
+                    // This thread is not the runtime's: a tokio timer made here has no reactor
+                    // (it panicked, and the read models stopped for good after a full disk).
+                    std::thread::sleep(backoff);
                 }
             }
         }
