@@ -33,7 +33,11 @@ fn main() {
     let rt = common::runtime();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let (base, _app, _clock) = common::serve_app(dir.path(), OPERATOR_KEY).await;
+        // 64 connections from one address stand for 64 holders: SEC-9's per-address share
+        // (32 by default) is widened to let them all in.
+        let mut file = custode::config::FileConfig::default();
+        file.http.max_concurrent_per_address = CONNECTIONS;
+        let (base, _app, _clock) = common::serve_app_with(dir.path(), OPERATOR_KEY, file).await;
         let addr = base.trim_start_matches("http://").to_string();
         let client = reqwest::Client::new();
         let call = |method: reqwest::Method, path: &str, token: Option<&str>, body: Value| {

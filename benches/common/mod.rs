@@ -314,9 +314,23 @@ pub async fn serve_app(
     custode::app::App,
     custode_commands::clock::ManualClock,
 ) {
-    use custode::config::{Config, FileConfig, Overrides};
+    serve_app_with(dir, operator_key, custode::config::FileConfig::default()).await
+}
+
+/// As [`serve_app`], with `file`'s settings.
+#[allow(dead_code)]
+pub async fn serve_app_with(
+    dir: &std::path::Path,
+    operator_key: &str,
+    file: custode::config::FileConfig,
+) -> (
+    String,
+    custode::app::App,
+    custode_commands::clock::ManualClock,
+) {
+    use custode::config::{Config, Overrides};
     let config = Config::resolve(
-        FileConfig::default(),
+        file,
         Overrides {
             data_dir: Some(dir.to_path_buf()),
             listen: Some("127.0.0.1:0".parse().expect("an address")),
