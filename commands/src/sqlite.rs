@@ -54,7 +54,9 @@ impl ReadPool {
         };
         let result = f(&conn);
         if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < 16 {
+            // Kept for the next query: opening a connection (and preparing its statements again)
+            // costs far more than the query; the callers bound how many run at once.
+            if idle.len() < 64 {
                 idle.push(conn);
             }
         }

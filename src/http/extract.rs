@@ -125,9 +125,8 @@ impl FromRequestParts<AppState> for HolderSession {
         let hash = bearer(parts)
             .and_then(parse_token)
             .ok_or_else(Problem::unauthenticated)?;
-        let pool = state.read_models.clone();
-        let row = tokio::task::spawn_blocking(move || {
-            pool.with(|conn| custode_projections::sessions::by_token_hash(conn, hash.as_str()))
+        let row = super::query_pool(state.read_models.clone(), move |conn| {
+            custode_projections::sessions::by_token_hash(conn, hash.as_str())
         })
         .await
         .map_err(|e| Problem::internal(&e))?

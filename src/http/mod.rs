@@ -536,14 +536,26 @@ pub async fn wait_for_after(state: &AppState, after: &After) -> Result<(), Probl
     }
 }
 
-/// Runs a read-model query on a blocking thread.
+/// Read-model queries running at once: more would only contend for the same cores (and each
+/// needs a thread and a connection of its own).
+static READ_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+
+/// Runs a read-model query on a blocking thread, at most [`READ_SLOTS`] at once.
 pub async fn query<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
 ) -> Result<T, Problem> {
-    let pool = state.read_models.clone();
-    tokio::task::spawn_blocking(move || pool.with(f))
+    query_pool(state.read_models.clone(), f)
         .await
         .map_err(|e| Problem::internal(&e))?
         .map_err(|e| Problem::internal(&e))
+}
+
+/// As [`query`], on `pool`, with the query's own error.
+pub async fn query_pool<T: Send + 'static>(
+    pool: std::sync::Arc<custode_commands::sqlite::ReadPool>,
+    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<rusqlite::Result<T>, tokio::task::JoinError> {
+    let _slot = READ_SLOTS.acquire().await;
+    tokio::task::spawn_blocking(move || pool.with(f)).await
 }
