@@ -25,6 +25,16 @@ async fn open(client: &reqwest::Client, base: &str, n: usize) -> Option<reqwest:
         .map(|r| r.status())
 }
 
+/// The service's process, killed however the test ends (a failed assertion included).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_commands_clearly_and_recovers_by_itself() {
     if Command::new("prlimit").arg("--version").output().is_err() {
@@ -42,7 +52,7 @@ async fn a_full_disk_refuses_commands_clearly_and_recovers_by_itself() {
     let script = format!(
         "trap '' XFSZ; ulimit -S -f 6144; exec {BIN} serve --listen 127.0.0.1:{port} --metrics-listen 127.0.0.1:0"
     );
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .args(["-c", &script])
         .env("CUSTODE_DATA_DIR", dir.path())
         .env("CUSTODE_OPERATOR_KEY", OPERATOR_KEY)
@@ -51,6 +61,7 @@ async fn a_full_disk_refuses_commands_clearly_and_recovers_by_itself() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let child = Killed(child);
     let base = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     while reqwest::get(format!("{base}/healthz")).await.is_err() {
@@ -99,7 +110,7 @@ async fn a_full_disk_refuses_commands_clearly_and_recovers_by_itself() {
 
     // Space comes back: the same process takes commands again.
     let out = Command::new("prlimit")
-        .args(["--pid", &child.id().to_string(), "--fsize=unlimited:"])
+        .args(["--pid", &child.0.id().to_string(), "--fsize=unlimited:"])
         .output()
         .unwrap();
     assert!(
@@ -141,8 +152,7 @@ async fn a_full_disk_refuses_commands_clearly_and_recovers_by_itself() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     run_custode_ok(dir.path(), &["audit", "verify"]);
     println!(
         "{} openings before the disk filled; refused at {first_refused} with {status}",
