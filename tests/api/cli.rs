@@ -330,11 +330,7 @@ async fn log_lines_to_a_pipe_are_plain_and_json_is_a_setting() {
             .spawn()
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while reqwest::get(format!("{base}/healthz")).await.is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "serve came up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::processes::wait_until_up(&base).await;
         let _ = reqwest::get(format!("{base}/login")).await;
         child.kill().unwrap();
         let out = child.wait_with_output().unwrap();

@@ -63,11 +63,7 @@ async fn a_full_disk_refuses_commands_clearly_and_recovers_by_itself() {
         .unwrap();
     let child = Killed(child);
     let base = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    while reqwest::get(format!("{base}/healthz")).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "serve came up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::processes::wait_until_up(&base).await;
     let client = reqwest::Client::new();
     let mut acked = Vec::new();
     let mut refused = None;

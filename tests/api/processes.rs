@@ -71,6 +71,18 @@ impl Served {
     }
 }
 
+/// Waits (20 s at most) until a `custode serve` at `base` answers `/healthz`.
+pub async fn wait_until_up(base: &str) {
+    let started = Instant::now();
+    while reqwest::get(format!("{base}/healthz")).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "custode serve did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `custode serve` on a free port over `data_dir`, with `args` added; waits for `/healthz`.
 pub async fn serve(data_dir: &Path, args: &[&str]) -> Served {
     let port = free_port();
@@ -92,14 +104,7 @@ pub async fn serve(data_dir: &Path, args: &[&str]) -> Served {
         .spawn()
         .expect("custode binary starts");
     let base = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    while reqwest::get(format!("{base}/healthz")).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "custode serve did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_up(&base).await;
     Served {
         child,
         base,
