@@ -1,7 +1,9 @@
 //! AP-7, AH-3: the mail servers' checks are recorded behind their answers. A check is decided
 //! in memory (the read model's facts, the keyed hash) and answered at once; its record goes to
 //! the log beside it, many records sharing one group commit. So a check's time is not an
-//! fsync's, while every record still reaches the log milliseconds later.
+//! fsync's, while every record still reaches the log milliseconds later: a group of records
+//! alone waits up to `log::SOON_LINGER` for more before its commit, so under a mail server's
+//! load many records share one fsync.
 //!
 //! Bounded: at most [`IN_FLIGHT`] records wait for the log; a check that finds them all taken
 //! waits for a place (backpressure, never a dropped record). [`AccessRecorder::flush`] waits
@@ -47,7 +49,7 @@ impl AccessRecorder {
         let accounts = self.accounts.clone();
         tokio::spawn(async move {
             if let Err(error) = accounts
-                .record_access(account_id, record, &caller, Some(at))
+                .record_access_soon(account_id, record, &caller, at)
                 .await
             {
                 tracing::error!(%account_id, %error, "an access record could not be written to the log");

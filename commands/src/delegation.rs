@@ -488,6 +488,32 @@ impl AccountHandler {
         caller: &Caller,
         at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<u64, HandlerError<AccountError>> {
+        self.append_record(account_id, record, caller, at, false)
+            .await
+    }
+
+    /// As [`AccountHandler::record_access`], for a record nobody waits on (AP-7's, written
+    /// behind the answer): it may wait a few milliseconds to share its commit with others
+    /// (`EventLog::append_soon`).
+    pub async fn record_access_soon(
+        &self,
+        account_id: Uuid,
+        record: custode_domain::access::AccessEvent,
+        caller: &Caller,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, HandlerError<AccountError>> {
+        self.append_record(account_id, record, caller, Some(at), true)
+            .await
+    }
+
+    async fn append_record(
+        &self,
+        account_id: Uuid,
+        record: custode_domain::access::AccessEvent,
+        caller: &Caller,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+        soon: bool,
+    ) -> Result<u64, HandlerError<AccountError>> {
         use custode_domain::access::stream_for;
         let events = crate::handler::to_new_events(&[record])?;
         let append = crate::log::StreamAppend {
@@ -500,7 +526,12 @@ impl AccountHandler {
         if let Some(at) = at {
             meta.occurred_at = at;
         }
-        let recorded = self.services().log.append(vec![append], meta).await?;
+        let log = &self.services().log;
+        let recorded = if soon {
+            log.append_soon(vec![append], meta).await?
+        } else {
+            log.append(vec![append], meta).await?
+        };
         Ok(recorded.last().map_or(0, |r| r.position))
     }
 }

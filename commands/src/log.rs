@@ -96,7 +96,17 @@ struct Job {
     appends: Vec<StreamAppend>,
     meta: Metadata,
     reply: oneshot::Sender<Result<Vec<RecordedEvent>, LogError>>,
+    /// May wait up to [`SOON_LINGER`] for company before its commit (see [`EventLog::append_soon`]).
+    soon: bool,
 }
+
+/// How long a group made only of [`EventLog::append_soon`] jobs waits for more jobs before it
+/// commits: many such appends then share one fsync, the costliest part of a commit.
+pub const SOON_LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How often a lingering writer looks for more jobs: the most a plain append arriving
+/// meanwhile waits.
+const LINGER_SLICE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A handle on the log; cheap to clone.
 #[derive(Clone)]
@@ -189,6 +199,27 @@ impl EventLog {
         appends: Vec<StreamAppend>,
         meta: Metadata,
     ) -> Result<Vec<RecordedEvent>, LogError> {
+        self.send(appends, meta, false).await
+    }
+
+    /// As [`EventLog::append`], for what nobody is waiting on (AP-7's access records, written
+    /// behind their answers): the group it starts may wait up to [`SOON_LINGER`] for more
+    /// appends before it commits, so that a stream of them costs one fsync per linger rather
+    /// than one each. A plain append that arrives meanwhile ends the wait at once.
+    pub async fn append_soon(
+        &self,
+        appends: Vec<StreamAppend>,
+        meta: Metadata,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        self.send(appends, meta, true).await
+    }
+
+    async fn send(
+        &self,
+        appends: Vec<StreamAppend>,
+        meta: Metadata,
+        soon: bool,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
         let (reply, answer) = oneshot::channel();
         self.inner
             .jobs
@@ -196,6 +227,7 @@ impl EventLog {
                 appends,
                 meta,
                 reply,
+                soon,
             })
             .await
             .map_err(|_| LogError::Closed)?;
@@ -1122,7 +1154,8 @@ impl Writer {
     }
 
     /// One transaction: `first`, then whatever else is queued, until the queue is momentarily
-    /// empty or the group is full.
+    /// empty or the group is full. A group of [`EventLog::append_soon`] jobs alone waits up to
+    /// [`SOON_LINGER`] for more before it commits.
     fn commit_group(&mut self, first: Job, jobs: &mut mpsc::Receiver<Job>) -> Vec<Reply> {
         let mut replies: Vec<Reply> = Vec::new();
         let start_tip = self.tip.clone();
@@ -1141,10 +1174,15 @@ impl Writer {
             }
         };
         let mut tip = self.tip.clone();
+        let linger_until = std::time::Instant::now() + SOON_LINGER;
+        // Streams' versions as this group has written them so far.
+        let mut written: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        let mut lingering = true;
         let mut next = Some(first);
         let mut spoiled = None;
         while let Some(job) = next.take() {
-            match append_job(&tx, &mut tip, &job) {
+            lingering &= job.soon;
+            match append_job(&tx, &mut tip, &job, &self.versions, &mut written) {
                 Ok(events) => replies.push((job.reply, Ok(events))),
                 Err(JobError::Refused(e)) => replies.push((job.reply, Err(e))),
                 Err(JobError::Group(e)) => {
@@ -1155,6 +1193,16 @@ impl Writer {
             }
             if replies.len() < MAX_GROUP {
                 next = jobs.try_recv().ok();
+                // Lingering, the writer looks at the queue every slice rather than waking for
+                // each job: a plain append waits at most a slice.
+                while next.is_none() && lingering {
+                    let left = linger_until.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    std::thread::sleep(left.min(LINGER_SLICE));
+                    next = jobs.try_recv().ok();
+                }
             }
         }
         let committed = match spoiled {
@@ -1193,17 +1241,28 @@ impl Writer {
 /// Appends one job inside the group's transaction. Every expected version is checked before
 /// anything is written, so a conflict leaves no trace; a failure while writing (disk, I/O) is
 /// returned as `Err(Store)` and fails the whole group, whose transaction then rolls back.
+/// `committed` and `written` (this group's writes so far) know streams' versions without a
+/// read: this writer is the log's only one, so what it committed is the truth.
 fn append_job(
     tx: &rusqlite::Transaction<'_>,
     tip: &mut Tip,
     job: &Job,
+    committed: &StreamVersions,
+    written: &mut std::collections::HashMap<String, u64>,
 ) -> Result<Vec<RecordedEvent>, JobError> {
     let mut versions = Vec::with_capacity(job.appends.len());
     for append in &job.appends {
-        let actual: u64 = tx
-            .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?1")
-            .and_then(|mut stmt| stmt.query_row(params![append.stream], |r| r.get(0)))
-            .map_err(|e| JobError::Group(e.into()))?;
+        let known = written
+            .get(&append.stream)
+            .copied()
+            .or_else(|| committed.get(&append.stream));
+        let actual: u64 = match known {
+            Some(version) => version,
+            None => tx
+                .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?1")
+                .and_then(|mut stmt| stmt.query_row(params![append.stream], |r| r.get(0)))
+                .map_err(|e| JobError::Group(e.into()))?,
+        };
         if append.expected_version != ANY_VERSION && actual != append.expected_version {
             return Err(JobError::Refused(LogError::Conflict {
                 stream: append.stream.clone(),
@@ -1213,7 +1272,11 @@ fn append_job(
         }
         versions.push(actual);
     }
-    write_events(tx, tip, job, &versions).map_err(JobError::Group)
+    let recorded = write_events(tx, tip, job, &versions).map_err(JobError::Group)?;
+    for (append, actual) in job.appends.iter().zip(versions) {
+        written.insert(append.stream.clone(), actual + append.events.len() as u64);
+    }
+    Ok(recorded)
 }
 
 /// Why a job was not appended: refused on its own, or a failure that spoils its group.

@@ -381,3 +381,51 @@ async fn a_tailing_reader_gets_from_memory_exactly_what_the_file_holds() {
     assert!(log.inner.recent.after(10, 10).is_none());
     assert!(log.read_from_blocking(head, 10).unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_that_may_wait_share_commits_and_keep_versions_and_conflicts_exact() {
+    let (dir, log) = open_temp();
+    // Many records at once, as AP-7's recorder sends them, with plain commands among them.
+    let mut tasks = Vec::new();
+    for n in 0..200u64 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            if n % 50 == 0 {
+                log.append(one(&format!("cmd-{n}"), 0, n), meta()).await
+            } else {
+                let mut appends = one("access-1", ANY_VERSION, n);
+                appends[0].stream = format!("access-{}", n % 3);
+                log.append_soon(appends, meta()).await
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let (commits, jobs) = log.stats();
+    assert_eq!(jobs, 200);
+    assert!(commits < 200, "{commits} commits for 200 appends");
+    // Versions stay gap-free per stream though the writer no longer reads them back.
+    for s in 0..3 {
+        let stream = log.read_stream(&format!("access-{s}")).await.unwrap();
+        let versions: Vec<u64> = stream.iter().map(|e| e.version).collect();
+        assert_eq!(versions, (1..=stream.len() as u64).collect::<Vec<_>>());
+    }
+    // An expected version is still checked against what was committed.
+    let head = log.read_stream("access-0").await.unwrap().len() as u64;
+    let err = log
+        .append(one("access-0", head - 1, 1), meta())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LogError::Conflict { actual, .. } if actual == head));
+    log.append(one("access-0", head, 1), meta()).await.unwrap();
+    // And a reopened log (nothing remembered) agrees with the file.
+    drop(log);
+    let log = EventLog::open(&dir.path().join("events.db"), &LogOptions::default()).unwrap();
+    let err = log
+        .append(one("access-0", head, 2), meta())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LogError::Conflict { actual, .. } if actual == head + 1));
+    assert_eq!(log.verify_chain_blocking().unwrap().first_mismatch, None);
+}
