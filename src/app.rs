@@ -133,6 +133,8 @@ pub struct AppStateInner {
     pub strength_slots: Arc<tokio::sync::Semaphore>,
     /// AP-7: the mail servers' checks, recorded behind their answers.
     pub access_recorder: custode_commands::access_recorder::AccessRecorder,
+    /// AP-7: the facts of recent checks, kept true by the projector.
+    pub check_facts: Arc<custode_projections::accounts::FactsCache>,
     /// AH-1: user ids already resolved to their accounts, for reported accesses.
     pub user_ids: Arc<UserIds>,
 }
@@ -185,6 +187,7 @@ impl App {
         .map_err(|e| component(&e))?;
         let models =
             ReadModels::open(&config.data_dir.join(READ_MODELS_FILE)).map_err(|e| component(&e))?;
+        let check_facts = Arc::new(custode_projections::accounts::FactsCache::default());
         let projector = custode_workers::projector::spawn(
             log.clone(),
             models,
@@ -193,6 +196,7 @@ impl App {
                 clock: clock.clone(),
                 retention: config.settings.history.retention(),
             }),
+            Some(check_facts.clone()),
         )
         .map_err(|e| component(&e))?;
         let hasher = Arc::new(Argon2Hasher::new(config.argon2).map_err(|e| component(&e))?);
@@ -284,6 +288,7 @@ impl App {
             accounts,
             notices,
             log,
+            check_facts,
             applied: projector.applied(),
             clock,
             activity: Arc::new(Mutex::new(HashMap::new())),

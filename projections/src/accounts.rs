@@ -783,12 +783,13 @@ fn from_text<T: serde::de::DeserializeOwned>(text: String) -> rusqlite::Result<T
 
 /// AP-7: what a mail server's check is decided on, in two indexed reads: the account the user
 /// id names with its mailbox (itself, or a collaborator's owner) and that mailbox's protocols,
-/// then the app password of `scope` (canonical) on the mailbox.
+/// then the app password of `scope` (canonical) on the mailbox. Returns the facts and that
+/// mailbox's id.
 pub fn check_facts(
     conn: &Connection,
     user_id: &str,
     scope: &str,
-) -> rusqlite::Result<Option<custode_domain::access::CheckFacts>> {
+) -> rusqlite::Result<Option<(custode_domain::access::CheckFacts, uuid::Uuid)>> {
     use custode_domain::access::CheckFacts;
     use custode_domain::account::MailProtocolsSet;
     let found = conn
@@ -838,5 +839,221 @@ pub fn check_facts(
             Ok((r.get(0)?, expires_at))
         })
         .optional()?;
-    Ok(Some(facts))
+    let mailbox_id = uuid::Uuid::parse_str(&mailbox_id)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    Ok(Some((facts, mailbox_id)))
+}
+
+/// AP-7 at memory speed: the [`check_facts`] of recently checked user ids and scopes, kept
+/// true by the projector. Every change to what a check reads (the account's row, its
+/// mailbox's, its permissions, its app passwords) is an event of an `account-<uuid>` stream,
+/// so the projector, once it has committed a batch and before it publishes the position it
+/// applied, drops the entries of every account (and every collaborator of every mailbox)
+/// those events touched: a check that follows a command's answer (read-your-writes) never
+/// finds what the command changed. A read that overlaps such a drop is not kept (the epoch
+/// says so), so an entry never outlives the row it was read from. A user id with no account
+/// is never kept: a later opening needs no drop.
+pub struct FactsCache {
+    inner: std::sync::Mutex<FactsEntries>,
+    epoch: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct FactsEntries {
+    /// (user key, scope) → facts, and the mailbox they were read through.
+    entries: std::collections::HashMap<
+        (String, String),
+        (custode_domain::access::CheckFacts, uuid::Uuid),
+    >,
+    /// account or mailbox id → the keys read through it.
+    keys: std::collections::HashMap<uuid::Uuid, Vec<(String, String)>>,
+}
+
+/// The most entries a [`FactsCache`] keeps before it starts afresh.
+pub const FACTS_KEPT: usize = 200_000;
+
+impl Default for FactsCache {
+    fn default() -> Self {
+        Self {
+            inner: std::sync::Mutex::new(FactsEntries::default()),
+            epoch: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl FactsCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, FactsEntries> {
+        // A panic while holding the lock leaves only a cache: take it as it is.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Where a read starts: pass it to [`FactsCache::keep`] with what was read.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The facts of `user_id` and `scope`, when kept.
+    pub fn get(&self, user_id: &str, scope: &str) -> Option<custode_domain::access::CheckFacts> {
+        let key = (user_key(user_id), scope.to_string());
+        self.entries()
+            .entries
+            .get(&key)
+            .map(|(facts, _)| facts.clone())
+    }
+
+    /// Keeps `facts`, read from the read models after `epoch` was taken, unless a drop has
+    /// happened since (the read may predate it).
+    pub fn keep(
+        &self,
+        epoch: u64,
+        user_id: &str,
+        scope: &str,
+        facts: &custode_domain::access::CheckFacts,
+        mailbox_id: uuid::Uuid,
+    ) {
+        let mut kept = self.entries();
+        // Checked under the lock that drops take too: no drop can slip in between.
+        if self.epoch() != epoch {
+            return;
+        }
+        if kept.entries.len() >= FACTS_KEPT {
+            *kept = FactsEntries::default();
+        }
+        let key = (user_key(user_id), scope.to_string());
+        if kept.keys.len() >= 2 * FACTS_KEPT {
+            *kept = FactsEntries::default();
+        }
+        for id in [facts.account_id, mailbox_id] {
+            let keys = kept.keys.entry(id).or_default();
+            if !keys.contains(&key) {
+                keys.push(key.clone());
+            }
+        }
+        kept.entries.insert(key, (facts.clone(), mailbox_id));
+    }
+
+    /// Drops what `events` (just committed to the read models) may have changed.
+    pub fn forget(&self, events: &[RecordedEvent]) {
+        let mut touched: Vec<uuid::Uuid> = events
+            .iter()
+            .filter(|e| e.category() == "account")
+            .filter_map(|e| uuid::Uuid::parse_str(e.stream.trim_start_matches("account-")).ok())
+            .collect();
+        if touched.is_empty() {
+            return;
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        let mut kept = self.entries();
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        for id in touched {
+            for key in kept.keys.remove(&id).unwrap_or_default() {
+                kept.entries.remove(&key);
+            }
+        }
+    }
+
+    /// How many entries are kept.
+    pub fn len(&self) -> usize {
+        self.entries().entries.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FactsCache;
+    use custode_domain::access::CheckFacts;
+    use custode_domain::account::{AccountKind, AccountStatus, MailProtocolsSet};
+    use custode_domain::{Actor, RecordedEvent};
+    use uuid::Uuid;
+
+    fn facts(account_id: Uuid) -> CheckFacts {
+        CheckFacts {
+            account_id,
+            kind: AccountKind::Collaborator,
+            status: AccountStatus::Active,
+            mailbox_status: AccountStatus::Active,
+            protocols: MailProtocolsSet {
+                imap: true,
+                pop: true,
+                smtp: true,
+            },
+            mail_programs: true,
+            password: None,
+        }
+    }
+
+    fn on(stream: String) -> RecordedEvent {
+        RecordedEvent {
+            event_id: Uuid::now_v7(),
+            stream,
+            version: 1,
+            position: 1,
+            event_type: "MailProtocolsSet".into(),
+            schema_version: 1,
+            occurred_at: chrono::Utc::now(),
+            actor: Actor::system(),
+            correlation_id: Uuid::nil(),
+            causation_id: Uuid::nil(),
+            payload: serde_json::json!({}),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_entry_goes_with_a_change_to_its_account_or_its_mailbox_and_never_outlives_one() {
+        let (collaborator, mailbox, other) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let cache = FactsCache::default();
+        let epoch = cache.epoch();
+        cache.keep(
+            epoch,
+            "Collab@Pec.Example.it",
+            "mailbox",
+            &facts(collaborator),
+            mailbox,
+        );
+        // Found under its user key, whatever the spelling.
+        assert_eq!(
+            cache.get(" collab@pec.example.it", "mailbox"),
+            Some(facts(collaborator))
+        );
+        assert_eq!(cache.get("collab@pec.example.it", "archive"), None);
+        // Access records and other accounts' events leave it.
+        cache.forget(&[
+            on(format!("access-{collaborator}")),
+            on(format!("account-{other}")),
+        ]);
+        assert_eq!(cache.len(), 1);
+        // A change to the mailbox drops its collaborator's entry.
+        cache.forget(&[on(format!("account-{mailbox}"))]);
+        assert!(cache.is_empty());
+        // So does a change to the collaborator itself.
+        cache.keep(
+            cache.epoch(),
+            "collab@pec.example.it",
+            "mailbox",
+            &facts(collaborator),
+            mailbox,
+        );
+        cache.forget(&[on(format!("account-{collaborator}"))]);
+        assert!(cache.is_empty());
+        // A read that began before a drop is not kept: it may hold what the drop was for.
+        let before = cache.epoch();
+        cache.forget(&[on(format!("account-{other}"))]);
+        cache.keep(
+            before,
+            "collab@pec.example.it",
+            "mailbox",
+            &facts(collaborator),
+            mailbox,
+        );
+        assert!(cache.is_empty());
+    }
 }

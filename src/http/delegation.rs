@@ -560,12 +560,26 @@ pub async fn check_app_password(
             "failed checks from this client address",
         )?;
     }
-    let facts = query(&state, {
-        let user_id = req.user_id.clone();
-        let scope = scope_text.clone();
-        move |conn| custode_projections::accounts::check_facts(conn, &user_id, &scope)
-    })
-    .await?;
+    // Memory speed (AP-7): the facts of a recent check of this user id and scope, else one
+    // read of the read models, kept for the next check.
+    let facts = match state.check_facts.get(&req.user_id, &scope_text) {
+        Some(facts) => Some(facts),
+        None => {
+            let epoch = state.check_facts.epoch();
+            let read = query(&state, {
+                let user_id = req.user_id.clone();
+                let scope = scope_text.clone();
+                move |conn| custode_projections::accounts::check_facts(conn, &user_id, &scope)
+            })
+            .await?;
+            read.map(|(facts, mailbox_id)| {
+                state
+                    .check_facts
+                    .keep(epoch, &req.user_id, &scope_text, &facts, mailbox_id);
+                facts
+            })
+        }
+    };
     // SEC-2: the per-user-id count lives in the log (each failed check is recorded); a node
     // that has not counted this user id and scope yet reads its recent failures once.
     if let Some(f) = facts.as_ref().filter(|_| !state.limiter.knows(&user_key)) {

@@ -54,12 +54,14 @@ impl HistoryExpiry {
 
 /// Starts the projector on `models`; it stops when the log's writer is gone. With `expiry`,
 /// it also drops the access history's rows past retention (AH-3), at start and then every
-/// minute of the expiry's clock.
+/// minute of the expiry's clock. With `facts`, each applied batch drops from that cache what
+/// it changed before its position is published (AP-7's checks read through it).
 pub fn spawn(
     log: EventLog,
     mut models: ReadModels,
     runtime: tokio::runtime::Handle,
     expiry: Option<HistoryExpiry>,
+    facts: Option<Arc<custode_projections::accounts::FactsCache>>,
 ) -> std::io::Result<ProjectorHandle> {
     let (applied_tx, applied_rx) = watch::channel(models.checkpoint());
     // Each second a tick wakes the projector to tend the history (tests move clocks). The
@@ -104,7 +106,13 @@ pub fn spawn(
             let applied = log
                 .read_from_blocking(checkpoint, BATCH)
                 .map_err(|e| e.to_string())
-                .and_then(|events| models.apply(&events).map_err(|e| e.to_string()));
+                .and_then(|events| {
+                    let position = models.apply(&events).map_err(|e| e.to_string())?;
+                    if let Some(facts) = &facts {
+                        facts.forget(&events);
+                    }
+                    Ok(position)
+                });
             match applied {
                 Ok(position) => {
                     failures = 0;
