@@ -267,19 +267,9 @@ fn measured(command: &mut std::process::Command, log: &Path) -> (f64, f64) {
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap();
-    let status_file = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0u64;
     let status = loop {
-        if let Ok(text) = std::fs::read_to_string(&status_file) {
-            if let Some(kib) = text
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                peak_kib = peak_kib.max(kib);
-            }
-        }
+        peak_kib = peak_kib.max(common::peak_kib(child.id()));
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }

@@ -357,3 +357,16 @@ pub async fn serve_app_with(
     });
     (format!("http://{addr}"), app, clock)
 }
+
+/// The peak resident set of process `pid` so far (`VmHWM`, KiB; 0 once it is gone).
+pub fn peak_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+}
