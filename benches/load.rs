@@ -83,25 +83,6 @@ struct Template {
     app_password: String,
 }
 
-async fn call(
-    client: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = client.request(method, url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
 /// Makes both template accounts through the service on `dir` and returns their events.
 fn template(dir: &Path) -> Template {
     use reqwest::Method;
@@ -110,7 +91,7 @@ fn template(dir: &Path) -> Template {
         let client = reqwest::Client::new();
         let mut app_password = String::new();
         for (user, mailbox) in [(MAIL_USER, true), (WEB_USER, false)] {
-            let (s, opened) = call(&client, Method::POST, format!("{base}/v1/admin/accounts"), Some(OPERATOR_KEY), Some(json!({ "kind": "mailbox", "user_id": user, "plan": "pro", "contact_email": "titolare@example.it" }))).await;
+            let (s, opened) = common::call(&client, Method::POST, format!("{base}/v1/admin/accounts"), Some(OPERATOR_KEY), Some(json!({ "kind": "mailbox", "user_id": user, "plan": "pro", "contact_email": "titolare@example.it" }))).await;
             assert_eq!(s, 201, "{opened}");
             let temporary = opened["temporary_password"].as_str().unwrap().to_string();
             let login = |password: &str, otp: Option<String>| {
@@ -120,30 +101,30 @@ fn template(dir: &Path) -> Template {
                 }
                 body
             };
-            let (_, s1) = call(&client, Method::POST, format!("{base}/v1/sessions"), None, Some(login(&temporary, None))).await;
+            let (_, s1) = common::call(&client, Method::POST, format!("{base}/v1/sessions"), None, Some(login(&temporary, None))).await;
             let token = s1["session_token"].as_str().unwrap().to_string();
-            let (s, _) = call(&client, Method::POST, format!("{base}/v1/account/password"), Some(&token), Some(json!({ "current_password": temporary, "new_password": PASSWORD, "new_password_repeat": PASSWORD }))).await;
+            let (s, _) = common::call(&client, Method::POST, format!("{base}/v1/account/password"), Some(&token), Some(json!({ "current_password": temporary, "new_password": PASSWORD, "new_password_repeat": PASSWORD }))).await;
             assert_eq!(s, 204);
-            let (_, s2) = call(&client, Method::POST, format!("{base}/v1/sessions"), None, Some(login(PASSWORD, None))).await;
+            let (_, s2) = common::call(&client, Method::POST, format!("{base}/v1/sessions"), None, Some(login(PASSWORD, None))).await;
             let token = s2["session_token"].as_str().unwrap().to_string();
-            let (s, _) = call(&client, Method::PUT, format!("{base}/v1/account/recovery-info"), Some(&token), Some(json!({ "email": "recupero@example.org", "mobile": "+393471234567" }))).await;
+            let (s, _) = common::call(&client, Method::PUT, format!("{base}/v1/account/recovery-info"), Some(&token), Some(json!({ "email": "recupero@example.org", "mobile": "+393471234567" }))).await;
             assert_eq!(s, 200);
             if !mailbox {
                 continue;
             }
-            let (_, enrol) = call(&client, Method::POST, format!("{base}/v1/account/two-factor"), Some(&token), None).await;
+            let (_, enrol) = common::call(&client, Method::POST, format!("{base}/v1/account/two-factor"), Some(&token), None).await;
             let totp = totp_rs::TOTP::from_url(enrol["otpauth_uri"].as_str().unwrap()).unwrap();
             let code = |clock: &custode_commands::clock::ManualClock| {
                 use custode_commands::clock::Clock;
                 totp.generate(clock.now().timestamp() as u64)
             };
-            let (s, _) = call(&client, Method::POST, format!("{base}/v1/account/two-factor/confirm"), Some(&token), Some(json!({ "code": code(&clock) }))).await;
+            let (s, _) = common::call(&client, Method::POST, format!("{base}/v1/account/two-factor/confirm"), Some(&token), Some(json!({ "code": code(&clock) }))).await;
             assert_eq!(s, 204);
             clock.advance(chrono::Duration::seconds(30));
-            let (_, s3) = call(&client, Method::POST, format!("{base}/v1/sessions"), None, Some(login(PASSWORD, Some(code(&clock))))).await;
+            let (_, s3) = common::call(&client, Method::POST, format!("{base}/v1/sessions"), None, Some(login(PASSWORD, Some(code(&clock))))).await;
             let token = s3["session_token"].as_str().unwrap().to_string();
             clock.advance(chrono::Duration::seconds(30));
-            let (s, created) = call(&client, Method::POST, format!("{base}/v1/account/app-passwords"), Some(&token), Some(json!({ "scope": "mailbox" }))).await;
+            let (s, created) = common::call(&client, Method::POST, format!("{base}/v1/account/app-passwords"), Some(&token), Some(json!({ "scope": "mailbox" }))).await;
             assert_eq!(s, 201, "{created}");
             app_password = created["password"].as_str().unwrap().to_string();
         }
@@ -232,38 +213,6 @@ fn copy_id(k: u64, n: usize) -> Uuid {
     Uuid::from_u128((u128::from(k + 1) << 64) | (0x10AD << 16) | n as u128)
 }
 
-/// Every UUID in `text`, in order of first appearance, into `found`.
-fn uuids_in(text: &str, found: &mut Vec<String>) {
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i + 36 <= bytes.len() {
-        match text.get(i..i + 36) {
-            Some(candidate) if bytes[i + 8] == b'-' && Uuid::parse_str(candidate).is_ok() => {
-                if !found.iter().any(|u| u == candidate) {
-                    found.push(candidate.to_string());
-                }
-                i += 36;
-            }
-            _ => i += 1,
-        }
-    }
-}
-
-/// Every run of exactly 64 lowercase hex digits in `text`, into `found`.
-fn hashes_in(text: &str, found: &mut Vec<String>) {
-    let mut run = String::new();
-    for c in text.chars().chain(std::iter::once(' ')) {
-        if c.is_ascii_digit() || ('a'..='f').contains(&c) {
-            run.push(c);
-        } else {
-            if run.len() == 64 && !found.contains(&run) {
-                found.push(run.clone());
-            }
-            run.clear();
-        }
-    }
-}
-
 /// The template as patterns: per event, its stream's and its payload's.
 struct Copier {
     events: Vec<(Pattern, String, u32, Pattern)>,
@@ -275,10 +224,10 @@ impl Copier {
         let (mut ids, mut hashes) = (Vec::new(), Vec::new());
         let mut shared = Vec::new();
         for e in &template.events {
-            uuids_in(&e.stream, &mut ids);
+            common::uuids_in(&e.stream, &mut ids);
             let payload = e.payload.to_string();
-            uuids_in(&payload, &mut ids);
-            hashes_in(&payload, &mut hashes);
+            common::uuids_in(&payload, &mut ids);
+            common::hashes_in(&payload, &mut hashes);
             if let Some(hmac) = e.payload.get("password_hmac").and_then(Value::as_str) {
                 shared.push(hmac.to_string());
             }
@@ -498,7 +447,7 @@ async fn login(
     user: &str,
     password: &str,
 ) -> (u16, Option<String>) {
-    let (s, body) = call(
+    let (s, body) = common::call(
         client,
         reqwest::Method::POST,
         format!("{base}/v1/sessions"),
@@ -530,12 +479,12 @@ impl Calls {
         match kind {
             Kind::Check => {
                 let k = next(rng) % self.copies;
-                let (s, _) = call(&self.client, Method::POST, format!("{base}/v1/auth/app-password"), Some(OPERATOR_KEY), Some(json!({ "user_id": format!("posta{k}@pec.example.it"), "scope": "mailbox", "password": self.app_password, "client_ip": "198.51.100.7" }))).await;
+                let (s, _) = common::call(&self.client, Method::POST, format!("{base}/v1/auth/app-password"), Some(OPERATOR_KEY), Some(json!({ "user_id": format!("posta{k}@pec.example.it"), "scope": "mailbox", "password": self.app_password, "client_ip": "198.51.100.7" }))).await;
                 (s, s == 200)
             }
             Kind::Page => {
                 let token = &self.sessions[(next(rng) % self.sessions.len() as u64) as usize];
-                let (s, _) = call(
+                let (s, _) = common::call(
                     &self.client,
                     Method::GET,
                     format!("{base}/v1/account"),
@@ -547,7 +496,7 @@ impl Calls {
             }
             Kind::Access => {
                 let k = plain_copy(rng, self.copies);
-                let (s, _) = call(&self.client, Method::POST, format!("{base}/v1/admin/access-events"), Some(OPERATOR_KEY), Some(json!({ "user_id": format!("web{k}@pec.example.it"), "service": "Agenzia delle Entrate", "outcome": "success", "client_ip": "203.0.113.9", "at": chrono::Utc::now() }))).await;
+                let (s, _) = common::call(&self.client, Method::POST, format!("{base}/v1/admin/access-events"), Some(OPERATOR_KEY), Some(json!({ "user_id": format!("web{k}@pec.example.it"), "service": "Agenzia delle Entrate", "outcome": "success", "client_ip": "203.0.113.9", "at": chrono::Utc::now() }))).await;
                 (s, s == 202)
             }
             Kind::Login => {
@@ -563,7 +512,7 @@ impl Calls {
             }
             Kind::Recovery => {
                 let k = plain_copy(rng, self.copies);
-                let (s, _) = call(&self.client, Method::POST, format!("{base}/v1/recovery"), None, Some(json!({ "user_id": format!("web{k}@pec.example.it"), "captcha_token": "load" }))).await;
+                let (s, _) = common::call(&self.client, Method::POST, format!("{base}/v1/recovery"), None, Some(json!({ "user_id": format!("web{k}@pec.example.it"), "captcha_token": "load" }))).await;
                 (s, s == 201 || s == 200)
             }
             Kind::PasswordChange => {
@@ -575,7 +524,7 @@ impl Calls {
                 let new = fresh_password(rng);
                 let (status, ok, now) = match login(&self.client, base, &user, &current).await {
                     (_, Some(token)) => {
-                        let (s, _) = call(&self.client, Method::POST, format!("{base}/v1/account/password"), Some(&token), Some(json!({ "current_password": current, "new_password": new, "new_password_repeat": new }))).await;
+                        let (s, _) = common::call(&self.client, Method::POST, format!("{base}/v1/account/password"), Some(&token), Some(json!({ "current_password": current, "new_password": new, "new_password_repeat": new }))).await;
                         if s == 204 {
                             (s, true, new)
                         } else {

@@ -105,38 +105,6 @@ fn template(dir: &Path) -> Vec<RecordedEvent> {
     })
 }
 
-/// Every UUID in `text`, in order of first appearance.
-fn uuids_in(text: &str, into: &mut Vec<String>) {
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i + 36 <= bytes.len() {
-        let candidate = &text[i..i + 36];
-        if Uuid::parse_str(candidate).is_ok() && candidate.as_bytes()[8] == b'-' {
-            if !into.iter().any(|u| u == candidate) {
-                into.push(candidate.to_string());
-            }
-            i += 36;
-        } else {
-            i += 1;
-        }
-    }
-}
-
-/// Every 64-hex-digit string in `text` (token hashes, keyed hashes): unique per account too.
-fn hashes_in(text: &str, into: &mut Vec<String>) {
-    let mut run = String::new();
-    for c in text.chars().chain(std::iter::once(' ')) {
-        if c.is_ascii_hexdigit() && !c.is_ascii_uppercase() {
-            run.push(c);
-        } else {
-            if run.len() == 64 && !into.contains(&run) {
-                into.push(run.clone());
-            }
-            run.clear();
-        }
-    }
-}
-
 fn copy_id(k: u64, n: usize) -> Uuid {
     Uuid::from_u128((u128::from(k + 1) << 64) | (0xC0DE << 16) | n as u128)
 }
@@ -146,9 +114,9 @@ fn build(path: &Path, template: &[RecordedEvent]) -> u64 {
     let mut ids = Vec::new();
     let mut hashes = Vec::new();
     for e in template {
-        uuids_in(&e.stream, &mut ids);
-        uuids_in(&e.payload.to_string(), &mut ids);
-        hashes_in(&e.payload.to_string(), &mut hashes);
+        common::uuids_in(&e.stream, &mut ids);
+        common::uuids_in(&e.payload.to_string(), &mut ids);
+        common::hashes_in(&e.payload.to_string(), &mut hashes);
     }
     let accesses = EVENTS_PER_ACCOUNT - template.len();
     let rt = common::runtime();

@@ -370,3 +370,55 @@ pub fn peak_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Every UUID in `text`, in order of first appearance, into `found`.
+pub fn uuids_in(text: &str, found: &mut Vec<String>) {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i + 36 <= bytes.len() {
+        match text.get(i..i + 36) {
+            Some(candidate) if bytes[i + 8] == b'-' && Uuid::parse_str(candidate).is_ok() => {
+                if !found.iter().any(|u| u == candidate) {
+                    found.push(candidate.to_string());
+                }
+                i += 36;
+            }
+            _ => i += 1,
+        }
+    }
+}
+
+/// Every run of exactly 64 lowercase hex digits in `text`, into `found`.
+pub fn hashes_in(text: &str, found: &mut Vec<String>) {
+    let mut run = String::new();
+    for c in text.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_digit() || ('a'..='f').contains(&c) {
+            run.push(c);
+        } else {
+            if run.len() == 64 && !found.contains(&run) {
+                found.push(run.clone());
+            }
+            run.clear();
+        }
+    }
+}
+
+/// One JSON call: its status and its body (`null` when it has none).
+pub async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = client.request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.expect("the service answers");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
