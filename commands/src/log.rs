@@ -244,8 +244,9 @@ impl EventLog {
     }
 
     /// The version of `stream` as this process last committed it, when it remembers: a
-    /// handler whose cached state stands at that version need not read the stream at all. A
-    /// hint, never the truth: the append's version check is.
+    /// handler whose cached state stands at that version need not read the stream at all.
+    /// The writer, the log's only one, checks appends against the same memory (or the file,
+    /// for a stream it has not written since it opened or last forgot).
     pub fn known_version(&self, stream: &str) -> Option<u64> {
         self.inner.versions.get(stream)
     }

@@ -851,8 +851,9 @@ pub fn check_facts(
 /// applied, drops the entries of every account (and every collaborator of every mailbox)
 /// those events touched: a check that follows a command's answer (read-your-writes) never
 /// finds what the command changed. A read that overlaps such a drop is not kept (the epoch
-/// says so), so an entry never outlives the row it was read from. A user id with no account
-/// is never kept: a later opening needs no drop.
+/// says so), so an entry never outlives the row it was read from. Only facts with an app
+/// password for the scope are kept: a user id with no account, or a scope with no password
+/// (any `collaborator:<id>` parses), reads the file each time and cannot fill the cache.
 pub struct FactsCache {
     inner: std::sync::Mutex<FactsEntries>,
     epoch: std::sync::atomic::AtomicU64,
@@ -865,8 +866,8 @@ struct FactsEntries {
         (String, String),
         (custode_domain::access::CheckFacts, uuid::Uuid),
     >,
-    /// account or mailbox id → the keys read through it.
-    keys: std::collections::HashMap<uuid::Uuid, Vec<(String, String)>>,
+    /// account or mailbox id → the keys read through it (each key under at most two ids).
+    keys: std::collections::HashMap<uuid::Uuid, std::collections::HashSet<(String, String)>>,
 }
 
 /// The most entries a [`FactsCache`] keeps before it starts afresh.
@@ -918,18 +919,17 @@ impl FactsCache {
         if self.epoch() != epoch {
             return;
         }
+        // Only an app password that exists is kept: a check for a scope with none (any
+        // `collaborator:<id>` parses) reads the file each time, and cannot fill the cache.
+        if facts.password.is_none() {
+            return;
+        }
         if kept.entries.len() >= FACTS_KEPT {
             *kept = FactsEntries::default();
         }
         let key = (user_key(user_id), scope.to_string());
-        if kept.keys.len() >= 2 * FACTS_KEPT {
-            *kept = FactsEntries::default();
-        }
         for id in [facts.account_id, mailbox_id] {
-            let keys = kept.keys.entry(id).or_default();
-            if !keys.contains(&key) {
-                keys.push(key.clone());
-            }
+            kept.keys.entry(id).or_default().insert(key.clone());
         }
         kept.entries.insert(key, (facts.clone(), mailbox_id));
     }
@@ -950,7 +950,21 @@ impl FactsCache {
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         for id in touched {
             for key in kept.keys.remove(&id).unwrap_or_default() {
-                kept.entries.remove(&key);
+                let Some((facts, mailbox_id)) = kept.entries.remove(&key) else {
+                    continue;
+                };
+                // Out of the other id's keys too, so that no index outlives its entry.
+                let other = if facts.account_id == id {
+                    mailbox_id
+                } else {
+                    facts.account_id
+                };
+                if let Some(keys) = kept.keys.get_mut(&other) {
+                    keys.remove(&key);
+                    if keys.is_empty() {
+                        kept.keys.remove(&other);
+                    }
+                }
             }
         }
     }
@@ -986,7 +1000,14 @@ mod tests {
                 smtp: true,
             },
             mail_programs: true,
+            password: Some(("hmac".into(), chrono::DateTime::UNIX_EPOCH)),
+        }
+    }
+
+    fn without_password(account_id: Uuid) -> CheckFacts {
+        CheckFacts {
             password: None,
+            ..facts(account_id)
         }
     }
 
@@ -1043,6 +1064,18 @@ mod tests {
             mailbox,
         );
         cache.forget(&[on(format!("account-{collaborator}"))]);
+        assert!(cache.is_empty());
+        // No index outlives its entry: the mailbox's went with the collaborator's drop.
+        assert!(cache.entries().keys.is_empty());
+        // A scope with no app password is never kept.
+        let none = without_password(collaborator);
+        cache.keep(
+            cache.epoch(),
+            "collab@pec.example.it",
+            "collaborator:x",
+            &none,
+            mailbox,
+        );
         assert!(cache.is_empty());
         // A read that began before a drop is not kept: it may hold what the drop was for.
         let before = cache.epoch();
