@@ -46,6 +46,9 @@ pub enum HandlerError<E> {
     Busy,
     #[error("storage failed: {0}")]
     Store(String),
+    /// The log's disk is full or failing; nothing was written.
+    #[error("storage cannot be written: {0}")]
+    DiskUnavailable(String),
 }
 
 impl<E> HandlerError<E> {
@@ -56,6 +59,7 @@ impl<E> HandlerError<E> {
             HandlerError::Conflict => HandlerError::Conflict,
             HandlerError::Busy => HandlerError::Busy,
             HandlerError::Store(s) => HandlerError::Store(s),
+            HandlerError::DiskUnavailable(s) => HandlerError::DiskUnavailable(s),
         }
     }
 }
@@ -79,6 +83,7 @@ impl<E> From<LogError> for HandlerError<E> {
     fn from(e: LogError) -> Self {
         match e {
             LogError::Conflict { .. } => HandlerError::Conflict,
+            LogError::DiskUnavailable(message) => HandlerError::DiskUnavailable(message),
             other => HandlerError::Store(other.to_string()),
         }
     }

@@ -51,13 +51,21 @@ pub enum LogError {
     },
     #[error("the event log failed: {0}")]
     Store(String),
+    /// The disk is full or failing: nothing was written, and a retry may succeed once it is
+    /// mended (SQLite's `SQLITE_FULL`, `SQLITE_IOERR`).
+    #[error("the event log cannot write to its disk: {0}")]
+    DiskUnavailable(String),
     #[error("the event log is closed")]
     Closed,
 }
 
 impl From<rusqlite::Error> for LogError {
     fn from(e: rusqlite::Error) -> Self {
-        LogError::Store(e.to_string())
+        use rusqlite::ErrorCode::{DiskFull, SystemIoFailure};
+        match e.sqlite_error_code() {
+            Some(DiskFull | SystemIoFailure) => LogError::DiskUnavailable(e.to_string()),
+            _ => LogError::Store(e.to_string()),
+        }
     }
 }
 

@@ -235,20 +235,15 @@ impl Problem {
         )
     }
 
-    /// The storage failed. A disk that is full or failing (SQLite's "disk I/O error", "database
-    /// or disk is full") is the service's trouble and passes: `503` with `Retry-After`, so that
-    /// clients back off and retry once space comes back (nothing was written). Anything else is
-    /// [`Problem::internal`].
-    pub fn store(message: &str) -> Self {
-        if message.contains("disk") {
-            tracing::error!(error = %message, "the storage cannot be written");
-            return Self::new(
-                "busy",
-                "the service cannot write to its storage at the moment; try again later",
-            )
-            .retry_after(5);
-        }
-        Self::internal(&message)
+    /// The log's disk is full or failing: the service's trouble, and nothing was written.
+    /// `503` with `Retry-After`, so that clients back off and retry once space comes back.
+    pub fn disk_unavailable(message: &str) -> Self {
+        tracing::error!(error = %message, "the storage cannot be written");
+        Self::new(
+            "busy",
+            "the service cannot write to its storage at the moment; try again later",
+        )
+        .retry_after(5)
     }
 
     /// SEC-9: a bounded queue or the request limit turned the request away; try again soon.
@@ -433,7 +428,8 @@ impl<E: Into<Problem>> From<HandlerError<E>> for Problem {
                 "the account changed while this request was decided; send it again",
             ),
             HandlerError::Busy => Problem::busy("the service is busy; try again shortly"),
-            HandlerError::Store(message) => Problem::store(&message),
+            HandlerError::Store(message) => Problem::internal(&message),
+            HandlerError::DiskUnavailable(message) => Problem::disk_unavailable(&message),
         }
     }
 }
@@ -502,7 +498,7 @@ mod tests {
                 409,
             ),
             (
-                HandlerError::<AccountError>::Store("disk I/O error".into()).into(),
+                HandlerError::<AccountError>::DiskUnavailable("disk I/O error".into()).into(),
                 "/problems/busy",
                 503,
             ),

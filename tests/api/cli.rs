@@ -92,16 +92,7 @@ async fn the_served_binary_survives_bad_input_and_its_log_verifies() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("chain intact: 5 events verified"));
 
-    let out = Command::new(BIN)
-        .args(["replay"])
-        .env("CUSTODE_DATA_DIR", dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_custode_ok(dir.path(), &["replay"]);
 
     // Tampering with an event is named by position.
     let raw = rusqlite::Connection::open(dir.path().join("events.db")).unwrap();

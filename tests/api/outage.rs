@@ -105,14 +105,12 @@ async fn a_full_disk_refuses_commands_clearly_and_recovers_by_itself() {
     );
 
     // Space comes back: the same process takes commands again.
-    let out = Command::new("prlimit")
-        .args(["--pid", &child.0.id().to_string(), "--fsize=unlimited:"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    crate::processes::succeeded(
+        "prlimit",
+        Command::new("prlimit")
+            .args(["--pid", &child.0.id().to_string(), "--fsize=unlimited:"])
+            .output()
+            .unwrap(),
     );
     let recovered = Instant::now();
     let mut n = first_refused + 1_000_000;

@@ -387,10 +387,14 @@ pub fn run_custode(data_dir: &Path, args: &[&str]) -> std::process::Output {
 
 /// As [`run_custode`], and it must succeed (its stderr says why not).
 pub fn run_custode_ok(data_dir: &Path, args: &[&str]) -> std::process::Output {
-    let out = run_custode(data_dir, args);
+    succeeded(&format!("custode {args:?}"), run_custode(data_dir, args))
+}
+
+/// `out` of `what`, which must have succeeded (its stderr says why not).
+pub fn succeeded(what: &str, out: std::process::Output) -> std::process::Output {
     assert!(
         out.status.success(),
-        "custode {args:?} failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     out

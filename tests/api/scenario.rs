@@ -6,7 +6,7 @@
 //! `cargo nextest run -E 'test(write_the_mailbox_fixture)' --run-ignored only`.
 
 use crate::helpers::{file_config, phc, repo_path, TestApp};
-use crate::processes::BIN;
+use crate::processes::{run_custode_ok, BIN};
 use custode_commands::clock::ManualClock;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -38,16 +38,10 @@ async fn write_the_mailbox_fixture() {
         .await;
     assert_eq!(res.status(), StatusCode::OK);
     let (data_dir, _dir, _) = app.stop().await;
-    let out = std::process::Command::new(BIN)
-        .args(["log", "dump", "--out"])
-        .arg(repo_path(FIXTURE))
-        .env("CUSTODE_DATA_DIR", &data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let fixture = repo_path(FIXTURE);
+    run_custode_ok(
+        &data_dir,
+        &["log", "dump", "--out", fixture.to_str().unwrap()],
     );
 }
 

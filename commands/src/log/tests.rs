@@ -429,3 +429,25 @@ async fn appends_that_may_wait_share_commits_and_keep_versions_and_conflicts_exa
     assert!(matches!(err, LogError::Conflict { actual, .. } if actual == head + 1));
     assert_eq!(log.verify_chain_blocking().unwrap().first_mismatch, None);
 }
+
+#[test]
+fn a_full_or_failing_disk_is_told_apart_from_other_storage_failures() {
+    let failure = |code| {
+        LogError::from(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            None,
+        ))
+    };
+    assert!(matches!(
+        failure(rusqlite::ffi::SQLITE_FULL),
+        LogError::DiskUnavailable(_)
+    ));
+    assert!(matches!(
+        failure(rusqlite::ffi::SQLITE_IOERR),
+        LogError::DiskUnavailable(_)
+    ));
+    assert!(matches!(
+        failure(rusqlite::ffi::SQLITE_CORRUPT),
+        LogError::Store(_)
+    ));
+}
