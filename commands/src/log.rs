@@ -389,6 +389,20 @@ impl EventLog {
             .map_err(|e| LogError::Store(e.to_string()))?
     }
 
+    /// For a consumer that does something with only some events (a notifier with none of the
+    /// access records, say), when the events after `position` are still in memory: of up to
+    /// `limit` of them, the ones `wanted` picks (the others are not even copied), with the
+    /// position of the last one looked at, the consumer's next checkpoint. `None`: read them
+    /// with [`EventLog::read_from`].
+    pub fn recent_wanted(
+        &self,
+        position: u64,
+        limit: usize,
+        wanted: &dyn Fn(&RecordedEvent) -> bool,
+    ) -> Option<(Vec<RecordedEvent>, u64)> {
+        self.inner.recent.after_wanted(position, limit, wanted)
+    }
+
     /// AU-1: see [`LogReader::verify_chain`].
     pub fn verify_chain_blocking(&self) -> Result<ChainReport, LogError> {
         self.inner.reader.verify_chain()
@@ -1100,6 +1114,18 @@ impl Recent {
 
     /// Up to `limit` events after `position`, when every one of them is kept here.
     fn after(&self, position: u64, limit: usize) -> Option<Vec<RecordedEvent>> {
+        self.after_wanted(position, limit, &|_| true)
+            .map(|(events, _)| events)
+    }
+
+    /// As [`Recent::after`], copying only the events `wanted` picks; with the position of the
+    /// last event looked at.
+    fn after_wanted(
+        &self,
+        position: u64,
+        limit: usize,
+        wanted: &dyn Fn(&RecordedEvent) -> bool,
+    ) -> Option<(Vec<RecordedEvent>, u64)> {
         let kept = self.0.lock().ok()?;
         let first = kept.front()?.position;
         let last = kept.back()?.position;
@@ -1107,7 +1133,15 @@ impl Recent {
             return None;
         }
         let skip = usize::try_from(position + 1 - first).ok()?;
-        Some(kept.iter().skip(skip).take(limit).cloned().collect())
+        let mut seen = position;
+        let mut events = Vec::new();
+        for event in kept.iter().skip(skip).take(limit) {
+            seen = event.position;
+            if wanted(event) {
+                events.push(event.clone());
+            }
+        }
+        Some((events, seen))
     }
 }
 

@@ -35,6 +35,24 @@ pub trait Sink: Send + 'static {
     fn apply_history(&mut self, events: &[RecordedEvent]) -> Result<u64, WorkerError> {
         self.apply(events)
     }
+    /// Whether the sink does anything with `event`: fed from the log, a consumer copies only
+    /// these (by default, all).
+    fn wants(&self, _event: &RecordedEvent) -> bool {
+        true
+    }
+    /// As [`Sink::apply`], with `events` the wanted ones among those up to position `seen`,
+    /// which becomes the checkpoint. By default the same as [`Sink::apply`] (a sink that
+    /// wants every event is given every event).
+    fn apply_seen(&mut self, events: &[RecordedEvent], seen: u64) -> Result<u64, WorkerError> {
+        let _ = seen;
+        self.apply(events)
+    }
+    /// Moves the checkpoint to `seen` over events it does not want, when that needs no write:
+    /// the new checkpoint, or `None` (then [`Sink::apply_seen`] with no events writes it).
+    fn pass_over(&mut self, seen: u64) -> Option<u64> {
+        let _ = seen;
+        None
+    }
 }
 
 /// Where a consumer's events come from.
@@ -90,12 +108,14 @@ async fn apply_until_done<S: Sink>(
     apply_with(name, sink, events, Mode::Live).await
 }
 
-/// Whether events are news (a worker acts on them) or history another run of it already
-/// acted on (it only learns from them).
+/// Whether events are news (a worker acts on them), history another run of it already acted
+/// on (it only learns from them), or news that are the wanted ones among those up to a
+/// position.
 #[derive(Clone, Copy)]
 enum Mode {
     Live,
     History,
+    Seen(u64),
 }
 
 async fn apply_with<S: Sink>(
@@ -113,6 +133,7 @@ async fn apply_with<S: Sink>(
             let result = match mode {
                 Mode::Live => sink.apply(&events),
                 Mode::History => sink.apply_history(&events),
+                Mode::Seen(seen) => sink.apply_seen(&events, seen),
             };
             (sink, events, result)
         })
@@ -143,23 +164,36 @@ async fn from_log<S: Sink>(
         if head.wait_for(|h| *h > checkpoint).await.is_err() {
             return Ok(());
         }
-        let events = match log.read_from(checkpoint, BATCH).await {
-            Ok(events) => {
-                failures = 0;
-                events
-            }
-            Err(error) => {
-                // A reader that gives up would stop this worker for good: wait and read again.
-                failures = failures.saturating_add(1);
-                tracing::error!(consumer = name, %error, failures, "cannot read the log; retrying");
-                tokio::time::sleep(Duration::from_millis(100u64 << failures.min(6))).await;
-                continue;
-            }
+        // Only what the sink wants is copied (most access records are nobody's business here).
+        let recent = log.recent_wanted(checkpoint, BATCH, &|e| sink.wants(e));
+        let (events, seen) = match recent {
+            Some(found) => found,
+            None => match log.read_from(checkpoint, BATCH).await {
+                Ok(events) => {
+                    failures = 0;
+                    let seen = events.last().map_or(checkpoint, |e| e.position);
+                    (events.into_iter().filter(|e| sink.wants(e)).collect(), seen)
+                }
+                Err(error) => {
+                    // A reader that gives up would stop this worker for good: wait and read
+                    // again.
+                    failures = failures.saturating_add(1);
+                    tracing::error!(consumer = name, %error, failures, "cannot read the log; retrying");
+                    tokio::time::sleep(Duration::from_millis(100u64 << failures.min(6))).await;
+                    continue;
+                }
+            },
         };
-        if events.is_empty() {
+        if seen <= checkpoint {
             continue;
         }
-        let (back, position) = apply_until_done(name, sink, events).await?;
+        if events.is_empty() {
+            if let Some(position) = sink.pass_over(seen) {
+                applied.send_replace(position);
+                continue;
+            }
+        }
+        let (back, position) = apply_with(name, sink, events, Mode::Seen(seen)).await?;
         sink = back;
         applied.send_replace(position);
     }
@@ -453,6 +487,89 @@ mod tests {
         let (events, done, early) = take_in_turn(vec![at(0, 7), at(1, 9)], 6);
         assert_eq!(positions(&events), vec![7]);
         assert_eq!((done, early), (vec![0], vec![1]), "9 waits for 8");
+    }
+
+    /// Counts what it is given: every event it is handed must be one it wants.
+    struct Wanting {
+        given: std::sync::Arc<std::sync::Mutex<Vec<RecordedEvent>>>,
+        checkpoint: u64,
+    }
+
+    impl Sink for Wanting {
+        fn apply(&mut self, events: &[RecordedEvent]) -> Result<u64, WorkerError> {
+            self.apply_seen(events, 0)
+        }
+        fn apply_seen(&mut self, events: &[RecordedEvent], seen: u64) -> Result<u64, WorkerError> {
+            self.given.lock().unwrap().extend(events.iter().cloned());
+            let last = events.iter().map(|e| e.position).max().unwrap_or(0);
+            self.checkpoint = self.checkpoint.max(seen).max(last);
+            Ok(self.checkpoint)
+        }
+        fn checkpoint(&self) -> u64 {
+            self.checkpoint
+        }
+        fn wants(&self, event: &RecordedEvent) -> bool {
+            event.category() == "account"
+        }
+    }
+
+    #[tokio::test]
+    async fn a_consumer_on_the_log_is_handed_only_what_it_wants_and_still_reaches_the_head() {
+        #![allow(clippy::unwrap_used)]
+        use custode_commands::log::ANY_VERSION;
+        use custode_commands::{LogOptions, Metadata, NewEvent, StreamAppend};
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(&dir.path().join("events.db"), &LogOptions::default()).unwrap();
+        let meta = || Metadata {
+            actor: custode_domain::Actor::system(),
+            correlation_id: uuid::Uuid::now_v7(),
+            causation_id: uuid::Uuid::now_v7(),
+            occurred_at: chrono::Utc::now(),
+        };
+        let event = || NewEvent {
+            event_id: uuid::Uuid::now_v7(),
+            event_type: "Noted".into(),
+            schema_version: 1,
+            payload: serde_json::json!({}),
+        };
+        let given = std::sync::Arc::default();
+        let sink = Wanting {
+            given: std::sync::Arc::clone(&given),
+            checkpoint: 0,
+        };
+        let (handle, _task) = spawn("test", Feed::Log(log.clone()), sink);
+        // Far more access records than a batch, with an account's events among them; the last
+        // ones are all unwanted, so only passing over them brings the consumer to the head.
+        let mut wanted = Vec::new();
+        for i in 0..700u32 {
+            let stream = if i % 100 == 7 {
+                "account-a"
+            } else {
+                "access-a"
+            };
+            let recorded = log
+                .append(
+                    vec![StreamAppend {
+                        stream: stream.into(),
+                        expected_version: ANY_VERSION,
+                        events: vec![event()],
+                    }],
+                    meta(),
+                )
+                .await
+                .unwrap();
+            if stream == "account-a" {
+                wanted.extend(recorded.iter().map(|e| e.position));
+            }
+        }
+        let head = log.head();
+        let mut applied = handle.applied();
+        tokio::time::timeout(Duration::from_secs(10), applied.wait_for(|p| *p >= head))
+            .await
+            .expect("the consumer reaches the head")
+            .unwrap();
+        let given: Vec<u64> = given.lock().unwrap().iter().map(|e| e.position).collect();
+        assert_eq!(given, wanted, "only the wanted events, each once, in order");
     }
 
     #[test]

@@ -58,6 +58,8 @@ const IN_FLIGHT: usize = 32;
 const DUE_BATCH: usize = 64;
 /// Outcomes recorded at once (they share the log's group commits).
 const REPORTS_IN_FLIGHT: usize = 64;
+/// Settled notices read at a time for reporting.
+const REPORT_BATCH: usize = 256;
 
 /// The consumer name of the notifier of `channel`.
 pub fn consumer_name(channel: Channel) -> &'static str {
@@ -551,6 +553,8 @@ pub struct Delivery {
     settings: WorkerSettings,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
+    /// Rung when attempts are settled: there is something to report.
+    settled: Notify,
 }
 
 /// A notifier's two halves, sharing its wake-up.
@@ -581,6 +585,7 @@ pub fn notifier(
         settings,
         clock,
         wake,
+        settled: Notify::new(),
     };
     Ok((handler, delivery))
 }
@@ -752,17 +757,20 @@ impl Delivery {
             tx.commit()?;
             Ok(())
         })
-        .await
+        .await?;
+        self.settled.notify_one();
+        Ok(())
     }
 
-    /// Reports every settled notice not yet reported (also those a crash left unreported).
-    async fn report_settled(&self) -> Result<(), WorkerError> {
+    /// Reports settled notices not yet reported (also those a crash left unreported), up to
+    /// [`REPORT_BATCH`] of them; returns how many it found.
+    async fn report_settled(&self) -> Result<usize, WorkerError> {
         let consumer = self.consumer();
         let unreported = self
             .with_conn(move |conn| {
                 let mut stmt = conn.prepare_cached(&format!(
                     "SELECT {DUE_COLUMNS}, state, last_error FROM outbox
-                     WHERE consumer = ?1 AND reported = 0 AND state IN ('sent', 'dead') LIMIT 256"
+                     WHERE consumer = ?1 AND reported = 0 AND state IN ('sent', 'dead') LIMIT {REPORT_BATCH}"
                 ))?;
                 let rows = stmt.query_map([consumer], |row| {
                     Ok((
@@ -778,7 +786,8 @@ impl Delivery {
                 .collect::<Result<Vec<_>, WorkerError>>()
             })
             .await?;
-        let mut outcomes = Vec::with_capacity(unreported.len());
+        let found = unreported.len();
+        let mut outcomes = Vec::with_capacity(found);
         for (due, state, error) in unreported {
             let notice = self.notice_ref(&due);
             let attempts = due.attempts;
@@ -816,8 +825,9 @@ impl Delivery {
             .collect()
             .await;
         if reported.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
+        let all = reported.len() == found;
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
             for (notice_id, state) in reported {
@@ -829,7 +839,35 @@ impl Delivery {
             tx.commit()?;
             Ok(())
         })
-        .await
+        .await?;
+        // Some could not be recorded yet: the caller waits before it tries again.
+        Ok(if all { found } else { 0 })
+    }
+
+    /// Reports outcomes until the task is aborted, apart from the deliveries: a report waits
+    /// for the log's commit, and a delivery must not wait for that. Wakes when an attempt is
+    /// settled, and at least every second (a crash's leftovers, a log that refused a report).
+    async fn report_loop(self: Arc<Self>) {
+        let mut failures = 0u32;
+        loop {
+            let wait = match self.report_settled().await {
+                // More may be waiting behind a full batch.
+                Ok(REPORT_BATCH) => continue,
+                Ok(_) => {
+                    failures = 0;
+                    Duration::from_secs(1)
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    tracing::error!(consumer = self.consumer(), %error, failures, "cannot report outcomes; retrying");
+                    Duration::from_millis(100u64 << failures.min(6))
+                }
+            };
+            tokio::select! {
+                _ = self.settled.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 
     /// When the next pending notice that is not yet due falls due, if any is waiting.
@@ -848,12 +886,14 @@ impl Delivery {
 
     /// Delivers until the task is aborted. Up to [`IN_FLIGHT`] notices are on their way at
     /// once, each in a task of its own, so a slow transport holds up only its own notice; each
-    /// result is recorded as soon as it is in (with any others finished meanwhile) and then
-    /// reported. The loop wakes when the handler queued a notice, when an attempt ends, when
+    /// result is recorded as soon as it is in (with any others finished meanwhile), and a task
+    /// beside the loop reports it to the log. The loop wakes when the handler queued a notice, when an attempt ends, when
     /// the earliest retry falls due, and at least every second (tests move the clock).
     pub async fn run(self) {
         tracing::info!(consumer = self.consumer(), transport = %self.transport.describe(), "notifier delivering");
         let this = Arc::new(self);
+        // Aborted with this loop (the guard goes when the loop's task is dropped).
+        let _reporting = AbortOnDrop(tokio::spawn(this.clone().report_loop()));
         let mut in_flight = futures_util::stream::FuturesUnordered::new();
         let mut busy: HashSet<Uuid> = HashSet::new();
         let mut failures = 0u32;
@@ -893,7 +933,7 @@ impl Delivery {
                         in_flight.push(task.map(move |joined| (notice_id, joined)));
                     }
                 }
-                this.report_settled().await
+                Ok(())
             }
             .await;
             let wait = match (started, this.next_retry(now).await) {
@@ -932,6 +972,15 @@ impl Delivery {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+}
+
+/// A task that stops when this goes.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -58,7 +58,7 @@ CREATE INDEX IF NOT EXISTS deadlines_due ON deadlines (state, due_ms);
 pub fn open(dir: &Path) -> Result<Connection, WorkerError> {
     let path = dir.join(STORE_FILE);
     let conn = Connection::open(&path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    custode_commands::sqlite::wait_in_short_steps(&conn)?;
     // FULL: a JetStream message is acknowledged once the outbox row it queued is committed, so
     // that commit must survive a power cut as well as a kill -9.
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -149,26 +149,27 @@ impl<H: Handler> StoreSink<H> {
 }
 
 impl<H: Handler> StoreSink<H> {
-    fn apply_as(&mut self, events: &[RecordedEvent], history: bool) -> Result<u64, WorkerError> {
+    fn apply_as(
+        &mut self,
+        events: &[RecordedEvent],
+        history: bool,
+        seen: u64,
+    ) -> Result<u64, WorkerError> {
         // A batch of events this worker does nothing with (most access records, for every
         // worker) needs no transaction: the checkpoint moves in memory, and is written now and
         // then.
         let last = events
             .iter()
             .map(|e| e.position)
-            .fold(self.checkpoint, u64::max);
-        if self.lazy
-            && !events.iter().any(|e| self.handler.wants(e))
-            && last.saturating_sub(self.persisted) < UNWANTED_UNSAVED
-        {
-            self.checkpoint = last;
-            return Ok(last);
+            .fold(self.checkpoint.max(seen), u64::max);
+        if !events.iter().any(|e| self.handler.wants(e)) {
+            if let Some(moved) = self.pass_over(last) {
+                return Ok(moved);
+            }
         }
         let tx = self.conn.transaction()?;
         let mut fresh = 0usize;
-        let mut last = self.checkpoint;
         for event in events {
-            last = last.max(event.position);
             if !self.handler.wants(event) {
                 continue;
             }
@@ -202,11 +203,28 @@ impl<H: Handler> StoreSink<H> {
 
 impl<H: Handler> Sink for StoreSink<H> {
     fn apply(&mut self, events: &[RecordedEvent]) -> Result<u64, WorkerError> {
-        self.apply_as(events, false)
+        self.apply_as(events, false, 0)
     }
 
     fn apply_history(&mut self, events: &[RecordedEvent]) -> Result<u64, WorkerError> {
-        self.apply_as(events, true)
+        self.apply_as(events, true, 0)
+    }
+
+    fn wants(&self, event: &RecordedEvent) -> bool {
+        self.handler.wants(event)
+    }
+
+    fn apply_seen(&mut self, events: &[RecordedEvent], seen: u64) -> Result<u64, WorkerError> {
+        self.apply_as(events, false, seen)
+    }
+
+    fn pass_over(&mut self, seen: u64) -> Option<u64> {
+        if self.lazy && seen.saturating_sub(self.persisted) < UNWANTED_UNSAVED {
+            self.checkpoint = self.checkpoint.max(seen);
+            Some(self.checkpoint)
+        } else {
+            None
+        }
     }
 
     fn checkpoint(&self) -> u64 {
