@@ -135,6 +135,8 @@ pub struct AppStateInner {
     pub access_recorder: custode_commands::access_recorder::AccessRecorder,
     /// AP-7: the facts of recent checks, kept true by the projector.
     pub check_facts: Arc<custode_projections::accounts::FactsCache>,
+    /// The account pages' and sessions' rows, kept true by the projector.
+    pub views: Arc<crate::http::Views>,
     /// AH-1: user ids already resolved to their accounts, for reported accesses.
     pub user_ids: Arc<UserIds>,
 }
@@ -188,6 +190,7 @@ impl App {
         let models =
             ReadModels::open(&config.data_dir.join(READ_MODELS_FILE)).map_err(|e| component(&e))?;
         let check_facts = Arc::new(custode_projections::accounts::FactsCache::default());
+        let views = Arc::new(crate::http::Views::default());
         let projector = custode_workers::projector::spawn(
             log.clone(),
             models,
@@ -196,7 +199,7 @@ impl App {
                 clock: clock.clone(),
                 retention: config.settings.history.retention(),
             }),
-            Some(check_facts.clone()),
+            vec![check_facts.clone(), views.clone()],
         )
         .map_err(|e| component(&e))?;
         let hasher = Arc::new(Argon2Hasher::new(config.argon2).map_err(|e| component(&e))?);
@@ -289,6 +292,7 @@ impl App {
             notices,
             log,
             check_facts,
+            views,
             applied: projector.applied(),
             clock,
             activity: Arc::new(Mutex::new(HashMap::new())),

@@ -854,54 +854,28 @@ pub fn check_facts(
 /// says so), so an entry never outlives the row it was read from. Only facts with an app
 /// password for the scope are kept: a user id with no account, or a scope with no password
 /// (any `collaborator:<id>` parses), reads the file each time and cannot fill the cache.
-pub struct FactsCache {
-    inner: std::sync::Mutex<FactsEntries>,
-    epoch: std::sync::atomic::AtomicU64,
-}
-
-#[derive(Default)]
-struct FactsEntries {
-    /// (user key, scope) → facts, and the mailbox they were read through.
-    entries: std::collections::HashMap<
-        (String, String),
-        (custode_domain::access::CheckFacts, uuid::Uuid),
-    >,
-    /// account or mailbox id → the keys read through it (each key under at most two ids).
-    keys: std::collections::HashMap<uuid::Uuid, std::collections::HashSet<(String, String)>>,
-}
+pub struct FactsCache(
+    crate::cache::ByAccount<(String, String), custode_domain::access::CheckFacts>,
+);
 
 /// The most entries a [`FactsCache`] keeps before it starts afresh.
 pub const FACTS_KEPT: usize = 200_000;
 
 impl Default for FactsCache {
     fn default() -> Self {
-        Self {
-            inner: std::sync::Mutex::new(FactsEntries::default()),
-            epoch: std::sync::atomic::AtomicU64::new(0),
-        }
+        Self(crate::cache::ByAccount::new(FACTS_KEPT))
     }
 }
 
 impl FactsCache {
-    fn entries(&self) -> std::sync::MutexGuard<'_, FactsEntries> {
-        // A panic while holding the lock leaves only a cache: take it as it is.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Where a read starts: pass it to [`FactsCache::keep`] with what was read.
     pub fn epoch(&self) -> u64 {
-        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+        self.0.epoch()
     }
 
     /// The facts of `user_id` and `scope`, when kept.
     pub fn get(&self, user_id: &str, scope: &str) -> Option<custode_domain::access::CheckFacts> {
-        let key = (user_key(user_id), scope.to_string());
-        self.entries()
-            .entries
-            .get(&key)
-            .map(|(facts, _)| facts.clone())
+        self.0.get(&(user_key(user_id), scope.to_string()))
     }
 
     /// Keeps `facts`, read from the read models after `epoch` was taken, unless a drop has
@@ -914,75 +888,46 @@ impl FactsCache {
         facts: &custode_domain::access::CheckFacts,
         mailbox_id: uuid::Uuid,
     ) {
-        let mut kept = self.entries();
-        // Checked under the lock that drops take too: no drop can slip in between.
-        if self.epoch() != epoch {
-            return;
-        }
         // Only an app password that exists is kept: a check for a scope with none (any
         // `collaborator:<id>` parses) reads the file each time, and cannot fill the cache.
         if facts.password.is_none() {
             return;
         }
-        if kept.entries.len() >= FACTS_KEPT {
-            *kept = FactsEntries::default();
-        }
         let key = (user_key(user_id), scope.to_string());
-        for id in [facts.account_id, mailbox_id] {
-            kept.keys.entry(id).or_default().insert(key.clone());
-        }
-        kept.entries.insert(key, (facts.clone(), mailbox_id));
-    }
-
-    /// Drops what `events` (just committed to the read models) may have changed.
-    pub fn forget(&self, events: &[RecordedEvent]) {
-        let mut touched: Vec<uuid::Uuid> = events
-            .iter()
-            .filter(|e| e.category() == "account")
-            .filter_map(|e| uuid::Uuid::parse_str(e.stream.trim_start_matches("account-")).ok())
-            .collect();
-        if touched.is_empty() {
-            return;
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        let mut kept = self.entries();
-        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        for id in touched {
-            for key in kept.keys.remove(&id).unwrap_or_default() {
-                let Some((facts, mailbox_id)) = kept.entries.remove(&key) else {
-                    continue;
-                };
-                // Out of the other id's keys too, so that no index outlives its entry.
-                let other = if facts.account_id == id {
-                    mailbox_id
-                } else {
-                    facts.account_id
-                };
-                if let Some(keys) = kept.keys.get_mut(&other) {
-                    keys.remove(&key);
-                    if keys.is_empty() {
-                        kept.keys.remove(&other);
-                    }
-                }
-            }
-        }
+        self.0.keep(
+            epoch,
+            key,
+            facts.clone(),
+            vec![facts.account_id, mailbox_id],
+        );
     }
 
     /// How many entries are kept.
     pub fn len(&self) -> usize {
-        self.entries().entries.len()
+        self.0.len()
     }
 
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.is_empty()
+    }
+}
+
+impl crate::cache::Forget for FactsCache {
+    /// Only account streams' events change what a check reads (access records do not).
+    fn forget(&self, events: &[RecordedEvent]) {
+        self.0.forget_accounts(&crate::cache::accounts_of(events));
+    }
+
+    fn clear(&self) {
+        self.0.forget_all();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::FactsCache;
+    use crate::cache::Forget;
     use custode_domain::access::CheckFacts;
     use custode_domain::account::{AccountKind, AccountStatus, MailProtocolsSet};
     use custode_domain::{Actor, RecordedEvent};
@@ -1066,7 +1011,7 @@ mod tests {
         cache.forget(&[on(format!("account-{collaborator}"))]);
         assert!(cache.is_empty());
         // No index outlives its entry: the mailbox's went with the collaborator's drop.
-        assert!(cache.entries().keys.is_empty());
+        assert_eq!(cache.0.indexed(), 0);
         // A scope with no app password is never kept.
         let none = without_password(collaborator);
         cache.keep(

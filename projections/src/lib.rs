@@ -6,6 +6,7 @@
 pub mod access;
 pub mod accounts;
 pub mod audit;
+pub mod cache;
 pub mod notices;
 pub mod sessions;
 

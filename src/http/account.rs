@@ -177,7 +177,8 @@ fn recovery(row: &AccountRow) -> Recovery {
 type NoticeRow = custode_projections::notices::NoticeRow;
 
 /// What the page shows beside the account's row.
-struct PageExtras {
+#[derive(Clone)]
+pub(crate) struct PageExtras {
     collaborators: Vec<(AccountRow, Vec<String>)>,
     undelivered: Vec<NoticeRow>,
     two_factor: Option<String>,
@@ -196,9 +197,14 @@ async fn account_row(
     state: &AppState,
     session: &HolderSession,
 ) -> Result<(AccountRow, PageExtras), Problem> {
+    // Memory speed: the rows of a page read lately, until an event touches them.
+    if let Some(kept) = state.views.page(session.account_id) {
+        return Ok((kept.0.clone(), kept.1.clone()));
+    }
+    let epoch = state.views.pages_epoch();
     let id = session.account_id.to_string();
     // One trip to the read models (one blocking hop, one connection) for the whole page.
-    query(state, move |conn| {
+    let (row, extras) = query(state, move |conn| {
         use custode_projections::accounts as model;
         let Some(row) = model::by_id(conn, &id)? else {
             return Ok(None);
@@ -226,7 +232,23 @@ async fn account_row(
             "account-not-found",
             "the session's account is not in the read model",
         )
-    })
+    })?;
+    // The page shows its owner's and its collaborators' rows too: a change to any of them
+    // drops it.
+    let mut accounts = vec![session.account_id];
+    accounts.extend(
+        row.owner_id
+            .iter()
+            .chain(extras.collaborators.iter().map(|(c, _)| &c.account_id))
+            .filter_map(|id| uuid::Uuid::parse_str(id).ok()),
+    );
+    state.views.keep_page(
+        epoch,
+        session.account_id,
+        std::sync::Arc::new((row.clone(), extras.clone())),
+        accounts,
+    );
+    Ok((row, extras))
 }
 
 pub async fn page(

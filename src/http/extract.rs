@@ -125,13 +125,24 @@ impl FromRequestParts<AppState> for HolderSession {
         let hash = bearer(parts)
             .and_then(parse_token)
             .ok_or_else(Problem::unauthenticated)?;
-        let row = super::query_pool(state.read_models.clone(), move |conn| {
-            custode_projections::sessions::by_token_hash(conn, hash.as_str())
-        })
-        .await
-        .map_err(|e| Problem::internal(&e))?
-        .map_err(|e| Problem::internal(&e))?
-        .ok_or_else(Problem::unauthenticated)?;
+        let row = match state.views.session(hash.as_str()) {
+            Some(row) => row,
+            None => {
+                let epoch = state.views.sessions_epoch();
+                let read = hash.clone();
+                let row = super::query_pool(state.read_models.clone(), move |conn| {
+                    custode_projections::sessions::by_token_hash(conn, read.as_str())
+                })
+                .await
+                .map_err(|e| Problem::internal(&e))?
+                .map_err(|e| Problem::internal(&e))?
+                .ok_or_else(Problem::unauthenticated)?;
+                state
+                    .views
+                    .keep_session(epoch, hash.as_str().to_string(), row.clone());
+                row
+            }
+        };
         let parse = |s: &str| DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc));
         let (Ok(expires_at), Ok(started_at), Ok(fresh_until), Ok(session_id), Ok(account_id)) = (
             parse(&row.expires_at),

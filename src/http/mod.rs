@@ -24,8 +24,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
+use custode_projections::accounts::AccountRow;
+use custode_projections::cache::{AccountViews, Forget};
 use problem::Problem;
+use std::sync::Arc;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// Request bodies above this are refused with `413` (SPEC: 64 KiB).
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -541,6 +545,83 @@ pub async fn wait_for_after(state: &AppState, after: &After) -> Result<(), Probl
 static READ_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
 
 /// Runs a read-model query on a blocking thread, at most [`READ_SLOTS`] at once.
+/// The rows of account pages and of sessions read lately, kept true by the projector (each
+/// batch it applies drops what it touched before its position is published, so a read after a
+/// command's answer sees the command).
+pub struct Views {
+    pages: AccountViews<Uuid, Arc<(AccountRow, account::PageExtras)>>,
+    sessions: AccountViews<String, custode_projections::sessions::SessionRow>,
+}
+
+/// Account pages kept at most (then they start afresh).
+const PAGES_KEPT: usize = 50_000;
+/// Sessions kept at most.
+const SESSIONS_KEPT: usize = 100_000;
+
+impl Default for Views {
+    fn default() -> Self {
+        Self {
+            pages: AccountViews::new(PAGES_KEPT),
+            sessions: AccountViews::new(SESSIONS_KEPT),
+        }
+    }
+}
+
+impl Views {
+    fn page(&self, account_id: Uuid) -> Option<Arc<(AccountRow, account::PageExtras)>> {
+        self.pages.0.get(&account_id)
+    }
+
+    fn pages_epoch(&self) -> u64 {
+        self.pages.0.epoch()
+    }
+
+    fn keep_page(
+        &self,
+        epoch: u64,
+        account_id: Uuid,
+        page: Arc<(AccountRow, account::PageExtras)>,
+        accounts: Vec<Uuid>,
+    ) {
+        self.pages.0.keep(epoch, account_id, page, accounts);
+    }
+
+    /// The session whose token has `token_hash`, when kept.
+    pub fn session(&self, token_hash: &str) -> Option<custode_projections::sessions::SessionRow> {
+        self.sessions.0.get(&token_hash.to_string())
+    }
+
+    pub fn sessions_epoch(&self) -> u64 {
+        self.sessions.0.epoch()
+    }
+
+    /// Keeps a session's row, read after `epoch` was taken.
+    pub fn keep_session(
+        &self,
+        epoch: u64,
+        token_hash: String,
+        row: custode_projections::sessions::SessionRow,
+    ) {
+        if let Ok(account_id) = Uuid::parse_str(&row.account_id) {
+            self.sessions
+                .0
+                .keep(epoch, token_hash, row, vec![account_id]);
+        }
+    }
+}
+
+impl Forget for Views {
+    fn forget(&self, events: &[custode_domain::RecordedEvent]) {
+        self.pages.forget(events);
+        self.sessions.forget(events);
+    }
+
+    fn clear(&self) {
+        self.pages.clear();
+        self.sessions.clear();
+    }
+}
+
 pub async fn query<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,

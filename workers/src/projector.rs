@@ -4,6 +4,7 @@
 
 use custode_commands::clock::Clock;
 use custode_commands::EventLog;
+use custode_projections::cache::Forget;
 use custode_projections::ReadModels;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -33,7 +34,12 @@ impl HistoryExpiry {
     const EVERY: chrono::Duration = chrono::Duration::minutes(1);
 
     /// Drops what is past retention when `EVERY` has gone by since `last`.
-    fn tend(&self, models: &mut ReadModels, last: &mut Option<chrono::DateTime<chrono::Utc>>) {
+    fn tend(
+        &self,
+        models: &mut ReadModels,
+        last: &mut Option<chrono::DateTime<chrono::Utc>>,
+        caches: &[Arc<dyn Forget>],
+    ) {
         let now = self.clock.now();
         if last.is_some_and(|at| now - at < Self::EVERY) {
             return;
@@ -41,10 +47,16 @@ impl HistoryExpiry {
         *last = Some(now);
         match models.expire_history(now - self.retention) {
             Ok(0) => {}
-            Ok(dropped) => tracing::info!(
-                dropped,
-                "access history: rows past history.retention_days dropped"
-            ),
+            Ok(dropped) => {
+                // No event tells which rows went: what was read from them goes too.
+                for cache in caches {
+                    cache.clear();
+                }
+                tracing::info!(
+                    dropped,
+                    "access history: rows past history.retention_days dropped"
+                )
+            }
             Err(error) => {
                 tracing::error!(%error, "access history: cannot drop rows past retention")
             }
@@ -54,14 +66,14 @@ impl HistoryExpiry {
 
 /// Starts the projector on `models`; it stops when the log's writer is gone. With `expiry`,
 /// it also drops the access history's rows past retention (AH-3), at start and then every
-/// minute of the expiry's clock. With `facts`, each applied batch drops from that cache what
-/// it changed before its position is published (AP-7's checks read through it).
+/// minute of the expiry's clock. Each applied batch drops from `caches` what it changed before
+/// its position is published (AP-7's checks and the account pages read through them).
 pub fn spawn(
     log: EventLog,
     mut models: ReadModels,
     runtime: tokio::runtime::Handle,
     expiry: Option<HistoryExpiry>,
-    facts: Option<Arc<custode_projections::accounts::FactsCache>>,
+    caches: Vec<Arc<dyn Forget>>,
 ) -> std::io::Result<ProjectorHandle> {
     let (applied_tx, applied_rx) = watch::channel(models.checkpoint());
     // Each second a tick wakes the projector to tend the history (tests move clocks). The
@@ -84,7 +96,7 @@ pub fn spawn(
         let mut ticking = expiry.is_some();
         loop {
             if let Some(expiry) = &expiry {
-                expiry.tend(&mut models, &mut expired_at);
+                expiry.tend(&mut models, &mut expired_at, &caches);
             }
             let checkpoint = models.checkpoint();
             let woken = runtime.block_on(async {
@@ -108,8 +120,8 @@ pub fn spawn(
                 .map_err(|e| e.to_string())
                 .and_then(|events| {
                     let position = models.apply(&events).map_err(|e| e.to_string())?;
-                    if let Some(facts) = &facts {
-                        facts.forget(&events);
+                    for cache in &caches {
+                        cache.forget(&events);
                     }
                     Ok(position)
                 });
