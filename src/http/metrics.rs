@@ -34,6 +34,50 @@ impl HttpMetrics {
     }
 }
 
+/// (channel, state) → notices, pending and dead, when this process delivers notices.
+async fn notice_counts(state: &AppState) -> Vec<((&'static str, &'static str), u64)> {
+    let channels: Vec<(&'static str, &'static str)> = state
+        .workers
+        .iter()
+        .filter_map(|w| match w.name.as_str() {
+            "mailer" => Some(("mailer", "email")),
+            "sms" => Some(("sms", "sms")),
+            _ => None,
+        })
+        .collect();
+    if channels.is_empty() {
+        return Vec::new();
+    }
+    let path = state
+        .config
+        .data_dir
+        .join(custode_workers::store::STORE_FILE);
+    let counted = tokio::task::spawn_blocking(move || {
+        let conn = custode_commands::sqlite::open_reader(&path)?;
+        let mut counts = Vec::new();
+        for (consumer, channel) in channels {
+            for notice_state in ["pending", "dead"] {
+                let count: i64 = conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM outbox WHERE consumer = ?1 AND state = ?2",
+                    )?
+                    .query_row([consumer, notice_state], |r| r.get(0))?;
+                counts.push(((channel, notice_state), u64::try_from(count).unwrap_or(0)));
+            }
+        }
+        Ok::<_, rusqlite::Error>(counts)
+    })
+    .await;
+    match counted {
+        Ok(Ok(counts)) => counts,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "metrics: cannot count the outbox");
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = String::new();
     let (commits, commands) = state.log.stats();
@@ -84,6 +128,18 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "# HELP custode_relay_published_position Position the relay has published to JetStream.\n# TYPE custode_relay_published_position gauge\ncustode_relay_published_position {}",
             *relayed.borrow()
         );
+    }
+    // NT-3: notices waiting for their transport (an SMTP server that refuses, an SMS gateway
+    // that times out) and dead letters, per channel, from this process's worker store.
+    let notices = notice_counts(&state).await;
+    if !notices.is_empty() {
+        let _ = writeln!(out, "# HELP custode_notices Notices waiting to be delivered (pending) and those that exhausted their attempts (dead), per channel.\n# TYPE custode_notices gauge");
+        for ((channel, notice_state), count) in &notices {
+            let _ = writeln!(
+                out,
+                "custode_notices{{channel=\"{channel}\",state=\"{notice_state}\"}} {count}"
+            );
+        }
     }
     let _ = writeln!(out, "# HELP custode_http_requests_total HTTP requests answered.\n# TYPE custode_http_requests_total counter");
     let requests = state

@@ -223,6 +223,175 @@ async fn a_refusing_smtp_server_gets_the_notice_once_it_recovers() {
     assert_eq!(sink.messages().len(), 1, "sent once");
 }
 
+/// The operator's gauge of notices in `state` on `channel` (`custode_notices`, on /metrics).
+async fn notices_gauge(app: &TestApp, channel: &str, state: &str) -> Option<u64> {
+    let res = tower::ServiceExt::oneshot(
+        custode::http::metrics_app(app.state.clone()),
+        axum::http::Request::get("/metrics")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let series = format!("custode_notices{{channel=\"{channel}\",state=\"{state}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// Issue 22: openings keep coming while the SMTP server refuses every mail. Every command is
+/// answered, the operator's gauge shows the notices waiting, and once the server takes mail
+/// again each one arrives exactly once (one `NotificationSent` each), by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_a_refusing_smtp_server_delays_every_notice_and_loses_or_repeats_none() {
+    const OPENINGS: usize = 40;
+    let sink = SmtpSink::start();
+    sink.refuse(true);
+    let app = TestApp::spawn_with(smtp_config(&sink, 1_000)).await;
+    let client = reqwest::Client::new();
+    // In waves of ten at once.
+    let mut opened = Vec::new();
+    for wave in (0..OPENINGS).collect::<Vec<_>>().chunks(10) {
+        opened.extend(
+            futures_util::future::join_all(wave.iter().map(|n| open(&client, &app.base, *n))).await,
+        );
+    }
+    assert!(
+        opened.iter().all(Option::is_some),
+        "every opening is answered while mail is refused"
+    );
+    for body in opened.iter().flatten() {
+        app.remember_secret(body["temporary_password"].as_str().unwrap());
+    }
+    let store = app.data_dir.join(custode_workers::store::STORE_FILE);
+    let tried_twice = || -> i64 {
+        rusqlite::Connection::open(&store)
+            .and_then(|c| {
+                c.query_row("SELECT count(*) FROM outbox WHERE attempts >= 2", [], |r| {
+                    r.get(0)
+                })
+            })
+            .unwrap_or(0)
+    };
+    advancing(&app, "every notice refused twice", || {
+        tried_twice() == OPENINGS as i64
+    })
+    .await;
+    assert!(sink.messages().is_empty());
+    assert_eq!(
+        notices_gauge(&app, "email", "pending").await,
+        Some(OPENINGS as u64),
+        "the operator sees the notices waiting"
+    );
+    assert_eq!(notices_gauge(&app, "email", "dead").await, Some(0));
+    let res = app.get("/readyz", None).await;
+    assert_eq!(res.status(), StatusCode::OK, "commands are still served");
+
+    sink.refuse(false);
+    advancing(&app, "every mail after the recovery", || {
+        sink.messages().len() >= OPENINGS
+    })
+    .await;
+    app.quiesce().await;
+    let messages = sink.messages();
+    assert_eq!(messages.len(), OPENINGS, "none twice");
+    let mut recipients: Vec<&str> = messages.iter().filter_map(|m| header(m, "To")).collect();
+    recipients.sort_unstable();
+    recipients.dedup();
+    assert_eq!(recipients.len(), OPENINGS, "each holder once");
+    eventually(WAIT, "an outcome per notice", || {
+        count_events(&app.data_dir, "NotificationSent") == OPENINGS as i64
+    })
+    .await;
+    assert_eq!(notices_gauge(&app, "email", "pending").await, Some(0));
+}
+
+/// Issue 22: while the SMS gateway times out on every request, openings with a mobile keep
+/// being answered; each text reaches the gateway exactly once after it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_an_sms_gateway_that_times_out_delays_every_text_and_loses_or_repeats_none() {
+    const OPENINGS: usize = 40;
+    // The first requests hang past the client's timeout: more of them than there are texts,
+    // so none can be accepted before every text has timed out at least once.
+    let gateway = SmsReceiver::start(
+        (0..3 * OPENINGS)
+            .map(|_| Reply::Hang(Duration::from_secs(2)))
+            .collect(),
+    )
+    .await;
+    let mut file = file_config();
+    file.sms.gateway_url = Some(gateway.url.clone());
+    file.sms.gateway_token = Some("gateway-token-1".into());
+    file.sms.timeout_secs = 1;
+    file.delivery.max_attempts = 1_000;
+    file.delivery.backoff_base_ms = 20;
+    file.delivery.backoff_max_ms = 100;
+    let app = TestApp::spawn_with(file).await;
+    let open_mobile = |n: usize| {
+        let app = &app;
+        async move {
+            let res = app
+                .post(
+                    "/v1/admin/accounts",
+                    Some(OPERATOR_KEY),
+                    json!({
+                        "kind": "mailbox",
+                        "user_id": format!("mobile{n}@pec.example.it"),
+                        "contact_mobile": format!("+39 333 000 {n:04}"),
+                        "language": "it",
+                    }),
+                )
+                .await;
+            let status = res.status();
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(
+                status,
+                StatusCode::CREATED,
+                "answered during the outage: {body}"
+            );
+            app.remember_secret(body["temporary_password"].as_str().unwrap());
+        }
+    };
+    // In waves of ten at once, as above.
+    for wave in (0..OPENINGS).collect::<Vec<_>>().chunks(10) {
+        futures_util::future::join_all(wave.iter().map(|n| open_mobile(*n))).await;
+    }
+    advancing(&app, "every text timed out once", || {
+        gateway.received.lock().unwrap().len() >= OPENINGS
+    })
+    .await;
+    assert!(gateway.accepted.lock().unwrap().is_empty());
+    let pending = notices_gauge(&app, "sms", "pending").await;
+    assert_eq!(
+        pending,
+        Some(OPENINGS as u64),
+        "the operator sees the texts waiting"
+    );
+    advancing(&app, "every text accepted", || {
+        gateway.accepted.lock().unwrap().len() >= OPENINGS
+    })
+    .await;
+    app.quiesce().await;
+    let accepted = gateway.accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), OPENINGS, "none twice");
+    let mut ids: Vec<&str> = accepted
+        .iter()
+        .map(|s| s["notice_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), OPENINGS, "each notice once");
+    eventually(WAIT, "an outcome per text", || {
+        count_events(&app.data_dir, "NotificationSent") == OPENINGS as i64
+    })
+    .await;
+    assert_eq!(notices_gauge(&app, "sms", "pending").await, Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notice_that_never_gets_through_is_a_dead_letter_an_operator_retries() {
     let sink = SmtpSink::start();
