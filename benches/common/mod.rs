@@ -12,6 +12,11 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+/// The allocator the service's binary runs on (`src/main.rs`): a server run in process here,
+/// and the bare baselines beside it, allocate as `custode serve` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The runtime every benchmark drives its async side with: two workers, as the machine has.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
