@@ -918,10 +918,6 @@ impl crate::cache::Forget for FactsCache {
     fn forget(&self, events: &[RecordedEvent]) {
         self.0.forget_accounts(&crate::cache::accounts_of(events));
     }
-
-    fn clear(&self) {
-        self.0.forget_all();
-    }
 }
 
 #[cfg(test)]

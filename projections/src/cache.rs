@@ -18,8 +18,6 @@ use uuid::Uuid;
 pub trait Forget: Send + Sync {
     /// Drops what `events` (just committed to the read models) may have changed.
     fn forget(&self, events: &[RecordedEvent]);
-    /// Drops everything (the read models changed in a way no event tells: expired history).
-    fn clear(&self);
 }
 
 /// Values under keys, each kept with the accounts it depends on.
@@ -71,13 +69,17 @@ impl<K: Hash + Eq + Clone, V: Clone> ByAccount<K, V> {
     /// Keeps `value`, read from the read models after `epoch` was taken and depending on the
     /// rows of `accounts`, unless a drop has happened since (the read may predate it).
     pub fn keep(&self, epoch: u64, key: K, value: V, mut accounts: Vec<Uuid>) {
+        // An entry under no account would go only with the whole cache.
+        debug_assert!(!accounts.is_empty(), "a kept value depends on some account");
         let mut kept = self.entries();
         // Checked under the lock that drops take too: no drop can slip in between.
         if self.epoch() != epoch {
             return;
         }
+        let mut full = None;
         if kept.entries.len() >= self.capacity {
-            *kept = Entries::default();
+            // Freed once the lock is given back: every request takes it.
+            full = Some(std::mem::take(&mut *kept));
         }
         accounts.sort_unstable();
         accounts.dedup();
@@ -88,6 +90,8 @@ impl<K: Hash + Eq + Clone, V: Clone> ByAccount<K, V> {
             kept.keys.entry(*id).or_default().insert(key.clone());
         }
         kept.entries.insert(key, (value, accounts));
+        drop(kept);
+        drop(full);
     }
 
     /// Drops every entry that depends on one of `accounts`.
@@ -111,7 +115,10 @@ impl<K: Hash + Eq + Clone, V: Clone> ByAccount<K, V> {
     pub fn forget_all(&self) {
         let mut kept = self.entries();
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        *kept = Entries::default();
+        let all = std::mem::take(&mut *kept);
+        drop(kept);
+        // Freed once the lock is given back: every request takes it.
+        drop(all);
     }
 
     pub fn len(&self) -> usize {
@@ -166,7 +173,9 @@ pub fn page_accounts_of(events: &[RecordedEvent]) -> Option<Vec<Uuid>> {
             "access" => {
                 touched.push(Uuid::parse_str(event.stream.trim_start_matches("access-")).ok()?)
             }
-            "notice" => touched.push(payload_uuid(event, &["notice", "account_id"])?),
+            // NotificationSent and NotificationFailed carry the notice flattened, its account
+            // id among its fields; NotificationRetryRequested names only the notice.
+            "notice" => touched.push(payload_uuid(event, &["account_id"])?),
             // The other streams (user-id claims, recoveries, subjects, hardware tokens, …)
             // feed none of those read models, only the audit index.
             _ => {}
@@ -204,10 +213,6 @@ where
             None => self.0.forget_all(),
         }
     }
-
-    fn clear(&self) {
-        self.0.forget_all();
-    }
 }
 
 #[cfg(test)]
@@ -235,6 +240,25 @@ mod tests {
             payload,
             hash: String::new(),
         }
+    }
+
+    /// A NotificationSent's payload for a notice of `account`, as the notifier records it.
+    fn notice_payload(account: Uuid) -> serde_json::Value {
+        use custode_domain::notice::{Channel, NoticeEvent, NoticeRef, NotificationSent};
+        let sent = NoticeEvent::NotificationSent(NotificationSent {
+            notice: NoticeRef {
+                notice_id: Uuid::now_v7(),
+                account_id: account,
+                source_event_id: Uuid::now_v7(),
+                channel: Channel::Email,
+                template: "password_changed".into(),
+                to: "m*****@example.it".into(),
+            },
+            attempts: 1,
+        });
+        let (event_type, payload) = custode_domain::envelope::encode(&sent).unwrap();
+        assert_eq!(event_type, "NotificationSent");
+        payload
     }
 
     #[test]
@@ -277,7 +301,7 @@ mod tests {
             on(
                 format!("notice-{other}"),
                 "NotificationSent",
-                serde_json::json!({ "notice": { "account_id": mailbox.to_string() } }),
+                notice_payload(mailbox),
             ),
             // A collaborator opened under the mailbox shows on its page.
             on(

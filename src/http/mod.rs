@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use custode_projections::accounts::AccountRow;
-use custode_projections::cache::{AccountViews, Forget};
+use custode_projections::cache::{AccountViews, ByAccount, Forget};
 use problem::Problem;
 use std::sync::Arc;
 use std::time::Duration;
@@ -544,13 +544,14 @@ pub async fn wait_for_after(state: &AppState, after: &After) -> Result<(), Probl
 /// needs a thread and a connection of its own).
 static READ_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
 
-/// Runs a read-model query on a blocking thread, at most [`READ_SLOTS`] at once.
 /// The rows of account pages and of sessions read lately, kept true by the projector (each
 /// batch it applies drops what it touched before its position is published, so a read after a
 /// command's answer sees the command).
 pub struct Views {
     pages: AccountViews<Uuid, Arc<(AccountRow, account::PageExtras)>>,
-    sessions: AccountViews<String, custode_projections::sessions::SessionRow>,
+    /// Dropped only by events of the session's account (sessions are folded from those
+    /// alone), not by its access records.
+    sessions: ByAccount<String, custode_projections::sessions::SessionRow>,
 }
 
 /// Account pages kept at most (then they start afresh).
@@ -562,7 +563,7 @@ impl Default for Views {
     fn default() -> Self {
         Self {
             pages: AccountViews::new(PAGES_KEPT),
-            sessions: AccountViews::new(SESSIONS_KEPT),
+            sessions: ByAccount::new(SESSIONS_KEPT),
         }
     }
 }
@@ -588,11 +589,11 @@ impl Views {
 
     /// The session whose token has `token_hash`, when kept.
     pub fn session(&self, token_hash: &str) -> Option<custode_projections::sessions::SessionRow> {
-        self.sessions.0.get(&token_hash.to_string())
+        self.sessions.get(&token_hash.to_string())
     }
 
     pub fn sessions_epoch(&self) -> u64 {
-        self.sessions.0.epoch()
+        self.sessions.epoch()
     }
 
     /// Keeps a session's row, read after `epoch` was taken.
@@ -603,9 +604,7 @@ impl Views {
         row: custode_projections::sessions::SessionRow,
     ) {
         if let Ok(account_id) = Uuid::parse_str(&row.account_id) {
-            self.sessions
-                .0
-                .keep(epoch, token_hash, row, vec![account_id]);
+            self.sessions.keep(epoch, token_hash, row, vec![account_id]);
         }
     }
 }
@@ -613,15 +612,12 @@ impl Views {
 impl Forget for Views {
     fn forget(&self, events: &[custode_domain::RecordedEvent]) {
         self.pages.forget(events);
-        self.sessions.forget(events);
-    }
-
-    fn clear(&self) {
-        self.pages.clear();
-        self.sessions.clear();
+        self.sessions
+            .forget_accounts(&custode_projections::cache::accounts_of(events));
     }
 }
 
+/// Runs a read-model query on a blocking thread, at most [`READ_SLOTS`] at once.
 pub async fn query<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,

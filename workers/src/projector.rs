@@ -34,12 +34,7 @@ impl HistoryExpiry {
     const EVERY: chrono::Duration = chrono::Duration::minutes(1);
 
     /// Drops what is past retention when `EVERY` has gone by since `last`.
-    fn tend(
-        &self,
-        models: &mut ReadModels,
-        last: &mut Option<chrono::DateTime<chrono::Utc>>,
-        caches: &[Arc<dyn Forget>],
-    ) {
+    fn tend(&self, models: &mut ReadModels, last: &mut Option<chrono::DateTime<chrono::Utc>>) {
         let now = self.clock.now();
         if last.is_some_and(|at| now - at < Self::EVERY) {
             return;
@@ -47,16 +42,12 @@ impl HistoryExpiry {
         *last = Some(now);
         match models.expire_history(now - self.retention) {
             Ok(0) => {}
-            Ok(dropped) => {
-                // No event tells which rows went: what was read from them goes too.
-                for cache in caches {
-                    cache.clear();
-                }
-                tracing::info!(
-                    dropped,
-                    "access history: rows past history.retention_days dropped"
-                )
-            }
+            // Only `access_history` rows go, which no cache holds (an account's last access
+            // is kept apart, in `access_accounts`).
+            Ok(dropped) => tracing::info!(
+                dropped,
+                "access history: rows past history.retention_days dropped"
+            ),
             Err(error) => {
                 tracing::error!(%error, "access history: cannot drop rows past retention")
             }
@@ -96,7 +87,7 @@ pub fn spawn(
         let mut ticking = expiry.is_some();
         loop {
             if let Some(expiry) = &expiry {
-                expiry.tend(&mut models, &mut expired_at, &caches);
+                expiry.tend(&mut models, &mut expired_at);
             }
             let checkpoint = models.checkpoint();
             let woken = runtime.block_on(async {
