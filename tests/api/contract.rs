@@ -316,14 +316,7 @@ async fn metrics_count_requests_and_show_the_log_and_read_model_positions() {
     // SEC-8: not on the public listener; on the operator's.
     let res = app.get("/metrics", None).await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
-    let res = tower::ServiceExt::oneshot(
-        custode::http::metrics_app(app.state.clone()),
-        axum::http::Request::get("/metrics")
-            .body(axum::body::Body::empty())
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let res = app.metrics().await;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers()["content-type"]
         .to_str()

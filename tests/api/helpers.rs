@@ -260,6 +260,18 @@ impl TestApp {
         (token, password.to_string())
     }
 
+    /// `GET /metrics` on the operator's listener (SEC-8), in process.
+    pub async fn metrics(&self) -> axum::response::Response {
+        tower::ServiceExt::oneshot(
+            custode::http::metrics_app(self.state.clone()),
+            axum::http::Request::get("/metrics")
+                .body(axum::body::Body::empty())
+                .expect("a request"),
+        )
+        .await
+        .expect("the metrics router answers")
+    }
+
     pub fn log_head(&self) -> u64 {
         self.state.log.head()
     }

@@ -225,14 +225,7 @@ async fn a_refusing_smtp_server_gets_the_notice_once_it_recovers() {
 
 /// The operator's gauge of notices in `state` on `channel` (`custode_notices`, on /metrics).
 async fn notices_gauge(app: &TestApp, channel: &str, state: &str) -> Option<u64> {
-    let res = tower::ServiceExt::oneshot(
-        custode::http::metrics_app(app.state.clone()),
-        axum::http::Request::get("/metrics")
-            .body(axum::body::Body::empty())
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let res = app.metrics().await;
     let body = axum::body::to_bytes(res.into_body(), usize::MAX)
         .await
         .unwrap();
@@ -297,17 +290,27 @@ async fn under_load_a_refusing_smtp_server_delays_every_notice_and_loses_or_repe
     })
     .await;
     app.quiesce().await;
-    let messages = sink.messages();
-    assert_eq!(messages.len(), OPENINGS, "none twice");
-    let mut recipients: Vec<&str> = messages.iter().filter_map(|m| header(m, "To")).collect();
-    recipients.sort_unstable();
-    recipients.dedup();
-    assert_eq!(recipients.len(), OPENINGS, "each holder once");
+    let recipients = sink
+        .messages()
+        .iter()
+        .filter_map(|m| header(m, "To").map(str::to_string))
+        .collect();
+    delivered_once(&app, "email", recipients, OPENINGS).await;
+}
+
+/// After an outage: `delivered` (what tells one delivery from another: a recipient, a notice
+/// id) holds each of `expected` notices exactly once, each has its `NotificationSent`, and none
+/// is still waiting.
+async fn delivered_once(app: &TestApp, channel: &str, mut delivered: Vec<String>, expected: usize) {
+    assert_eq!(delivered.len(), expected, "none twice");
+    delivered.sort_unstable();
+    delivered.dedup();
+    assert_eq!(delivered.len(), expected, "each once");
     eventually(WAIT, "an outcome per notice", || {
-        count_events(&app.data_dir, "NotificationSent") == OPENINGS as i64
+        count_events(&app.data_dir, "NotificationSent") == expected as i64
     })
     .await;
-    assert_eq!(notices_gauge(&app, "email", "pending").await, Some(0));
+    assert_eq!(notices_gauge(app, channel, "pending").await, Some(0));
 }
 
 /// Issue 22: while the SMS gateway times out on every request, openings with a mobile keep
@@ -376,20 +379,14 @@ async fn under_load_an_sms_gateway_that_times_out_delays_every_text_and_loses_or
     })
     .await;
     app.quiesce().await;
-    let accepted = gateway.accepted.lock().unwrap().clone();
-    assert_eq!(accepted.len(), OPENINGS, "none twice");
-    let mut ids: Vec<&str> = accepted
+    let ids = gateway
+        .accepted
+        .lock()
+        .unwrap()
         .iter()
-        .map(|s| s["notice_id"].as_str().unwrap())
+        .map(|s| s["notice_id"].as_str().unwrap().to_string())
         .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    assert_eq!(ids.len(), OPENINGS, "each notice once");
-    eventually(WAIT, "an outcome per text", || {
-        count_events(&app.data_dir, "NotificationSent") == OPENINGS as i64
-    })
-    .await;
-    assert_eq!(notices_gauge(&app, "sms", "pending").await, Some(0));
+    delivered_once(&app, "sms", ids, OPENINGS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
