@@ -201,15 +201,10 @@ fn main() {
         // 1. Throughput and latency, same server, same run: /healthz and the check take turns
         // (ROUNDS of RUN each), so a drift of the machine's speed during the run falls on both.
         let password: &'static str = Box::leak(loaded_password.into_boxed_str());
-        let check_request = move |c: &reqwest::Client, base: &str| {
-            c.post(format!("{base}/v1/auth/app-password"))
-                .bearer_auth(OPERATOR_KEY)
-                .json(&json!({ "user_id": "loaded@pec.example.it", "scope": "mailbox", "password": password, "client_ip": "198.51.100.7" }))
-        };
         let (commits_before, jobs_before) = server.app.state.log.stats();
         let (mut health, mut checks) = (Vec::new(), Vec::new());
         let (mut health_rates, mut check_rates) = (Vec::new(), Vec::new());
-        // The saturated turns load from raw TCP connections (`common::raw_load`, as the
+        // Every phase loads from raw TCP connections (`common::raw_load`, as the
         // account page's benchmark does): a full HTTP client in the same process would spend
         // most of the two cores itself, and the service is what is measured.
         let addr = server.base.trim_start_matches("http://").to_string();
@@ -242,8 +237,8 @@ fn main() {
         // saturated rate, both routes alike.
         for (share, of, base_rate) in [(0.4, "/healthz's", health_rate), (0.5, "the check's", check_rate)] {
             let rate = (base_rate * share).round();
-            let (health_open, _) = common::load_at(&server.client, &server.base, CONNECTIONS, RUN, rate, |c, base| c.get(format!("{base}/healthz"))).await;
-            let (checks_open, denied) = common::load_at(&server.client, &server.base, CONNECTIONS, RUN, rate, check_request).await;
+            let (health_open, _) = common::raw_load_at(&addr, CONNECTIONS, RUN, rate, raw_health.clone()).await;
+            let (checks_open, denied) = common::raw_load_at(&addr, CONNECTIONS, RUN, rate, raw_check.clone()).await;
             assert_eq!(denied, 0, "every check allows");
             println!("  open loop at {rate:.0} req/s ({share}× {of} saturated rate), {CONNECTIONS} connections:");
             println!("    GET /healthz               p50 {:>6.2} ms   p99 {:>6.2} ms", common::pct(&health_open, 0.5), common::pct(&health_open, 0.99));

@@ -145,32 +145,30 @@ pub fn bare(dir: &std::path::Path, name: &str, batch: usize, streams: usize) -> 
     BARE_ROWS as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Closed loop: requests/s and latencies (µs, sorted) of `make` from `connections` tasks, each
-/// sending its next request when the last is answered, for `run`; and how many got no 2xx.
-pub async fn load<F>(
-    client: &reqwest::Client,
-    base: &str,
+/// Closed loop: requests/s and latencies (µs, sorted) of the same `request` (a whole HTTP/1.1
+/// request, keep-alive) sent over `connections` raw TCP connections to `addr` for `run`, and
+/// how many got no 2xx. Only the status line and the body's length are read back: a load
+/// generator that costs the two cores it shares with the service a fraction of what a full
+/// client costs, so the service, not the client, is what is measured.
+pub async fn raw_load(
+    addr: &str,
     connections: usize,
     run: Duration,
-    make: F,
-) -> (f64, Vec<u64>, usize)
-where
-    F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder + Send + Sync + Copy + 'static,
-{
+    request: std::sync::Arc<Vec<u8>>,
+) -> (f64, Vec<u64>, usize) {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (client, base) = (client.clone(), base.to_string());
+        let (addr, request) = (addr.to_string(), request.clone());
         tasks.push(tokio::spawn(async move {
+            let mut connection = RawConnection::open(&addr).await;
             let mut latencies = Vec::new();
             let mut bad = 0;
             while started.elapsed() < run {
                 let t = Instant::now();
-                let res = make(&client, &base).send().await.unwrap();
-                if !res.status().is_success() {
+                if !connection.exchange(&request).await {
                     bad += 1;
                 }
-                let _ = res.bytes().await;
                 latencies.push(t.elapsed().as_micros() as u64);
             }
             (latencies, bad)
@@ -180,64 +178,86 @@ where
     (all.len() as f64 / started.elapsed().as_secs_f64(), all, bad)
 }
 
-/// Closed loop as [`load`], with the same `request` (a whole HTTP/1.1 request, keep-alive) sent
-/// over `connections` raw TCP connections to `addr` and only the status line and the body's
-/// length read back: a load generator that costs the two cores it shares with the service a
-/// fraction of what a full client costs, so the service, not the client, is what is measured.
-pub async fn raw_load(
+/// Open loop over raw TCP connections as [`raw_load`]: `rate` requests/s in all, spread over
+/// `connections` on a fixed schedule, for `run`. Each latency counts from the request's
+/// scheduled time, so a request held up behind a slow one is charged its wait (no coordinated
+/// omission). Returns the latencies (µs, sorted) and the requests that got no 2xx.
+pub async fn raw_load_at(
     addr: &str,
     connections: usize,
     run: Duration,
+    rate: f64,
     request: std::sync::Arc<Vec<u8>>,
-) -> (f64, Vec<u64>, usize) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let started = Instant::now();
+) -> (Vec<u64>, usize) {
+    let started = tokio::time::Instant::now();
+    let interval = Duration::from_secs_f64(connections as f64 / rate);
     let mut tasks = Vec::new();
-    for _ in 0..connections {
+    for task in 0..connections {
         let (addr, request) = (addr.to_string(), request.clone());
         tasks.push(tokio::spawn(async move {
-            let mut stream = tokio::net::TcpStream::connect(&addr)
-                .await
-                .expect("connect");
-            stream.set_nodelay(true).expect("nodelay");
+            let mut connection = RawConnection::open(&addr).await;
             let mut latencies = Vec::new();
             let mut bad = 0;
-            let mut buf = Vec::with_capacity(4096);
-            let mut chunk = [0u8; 4096];
-            while started.elapsed() < run {
-                let t = Instant::now();
-                stream.write_all(&request).await.expect("send");
-                buf.clear();
-                // The head, then as many body bytes as Content-Length says.
-                let (head_end, length) = loop {
-                    let n = stream.read(&mut chunk).await.expect("receive");
-                    assert!(n > 0, "the server closed the connection");
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        let length = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        break (end + 4, length);
-                    }
-                };
-                while buf.len() < head_end + length {
-                    let n = stream.read(&mut chunk).await.expect("receive");
-                    assert!(n > 0, "the server closed the connection");
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                if !buf.starts_with(b"HTTP/1.1 2") {
+            let mut due = started + interval.mul_f64(task as f64 / connections as f64);
+            while due.duration_since(started) < run {
+                tokio::time::sleep_until(due).await;
+                if !connection.exchange(&request).await {
                     bad += 1;
                 }
-                latencies.push(t.elapsed().as_micros() as u64);
+                latencies.push(due.elapsed().as_micros() as u64);
+                due += interval;
             }
             (latencies, bad)
         }));
     }
-    let (all, bad) = gather(tasks).await;
-    (all.len() as f64 / started.elapsed().as_secs_f64(), all, bad)
+    gather(tasks).await
+}
+
+/// One keep-alive HTTP/1.1 connection that sends whole requests and reads back only the
+/// status line and as many body bytes as `Content-Length` says.
+struct RawConnection {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawConnection {
+    async fn open(addr: &str) -> Self {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Self {
+            stream,
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Sends `request` and reads its answer: whether it was a 2xx.
+    async fn exchange(&mut self, request: &[u8]) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut chunk = [0u8; 4096];
+        self.stream.write_all(request).await.expect("send");
+        self.buf.clear();
+        // The head, then as many body bytes as Content-Length says.
+        let (head_end, length) = loop {
+            let n = self.stream.read(&mut chunk).await.expect("receive");
+            assert!(n > 0, "the server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                break (end + 4, length);
+            }
+        };
+        while self.buf.len() < head_end + length {
+            let n = self.stream.read(&mut chunk).await.expect("receive");
+            assert!(n > 0, "the server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        self.buf.starts_with(b"HTTP/1.1 2")
+    }
 }
 
 /// A POST of the JSON `body` to `path` on `addr` with the bearer `key`, as raw HTTP/1.1.
@@ -248,46 +268,6 @@ pub fn raw_post(addr: &str, path: &str, key: &str, body: &serde_json::Value) -> 
         body.len()
     )
     .into_bytes()
-}
-
-/// Open loop: `rate` requests/s in all, spread over `connections` tasks on a fixed schedule,
-/// for `run`. Each latency counts from the request's scheduled time, so a request held up
-/// behind a slow one is charged its wait (no coordinated omission). Returns the latencies
-/// (µs, sorted) and the requests that got no 2xx.
-pub async fn load_at<F>(
-    client: &reqwest::Client,
-    base: &str,
-    connections: usize,
-    run: Duration,
-    rate: f64,
-    make: F,
-) -> (Vec<u64>, usize)
-where
-    F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder + Send + Sync + Copy + 'static,
-{
-    let started = tokio::time::Instant::now();
-    let interval = Duration::from_secs_f64(connections as f64 / rate);
-    let mut tasks = Vec::new();
-    for task in 0..connections {
-        let (client, base) = (client.clone(), base.to_string());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut bad = 0;
-            let mut due = started + interval.mul_f64(task as f64 / connections as f64);
-            while due.duration_since(started) < run {
-                tokio::time::sleep_until(due).await;
-                let res = make(&client, &base).send().await.unwrap();
-                if !res.status().is_success() {
-                    bad += 1;
-                }
-                let _ = res.bytes().await;
-                latencies.push(due.elapsed().as_micros() as u64);
-                due += interval;
-            }
-            (latencies, bad)
-        }));
-    }
-    gather(tasks).await
 }
 
 /// Every load task's latencies (µs, sorted) and requests that got no 2xx.
