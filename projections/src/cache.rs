@@ -62,7 +62,11 @@ impl<K: Hash + Eq + Clone, V: Clone> ByAccount<K, V> {
         self.epoch.load(Ordering::Acquire)
     }
 
-    pub fn get(&self, key: &K) -> Option<V> {
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.entries().entries.get(key).map(|(v, _)| v.clone())
     }
 
@@ -108,6 +112,15 @@ impl<K: Hash + Eq + Clone, V: Clone> ByAccount<K, V> {
                     unindex(&mut kept.keys, &key, &ids);
                 }
             }
+        }
+    }
+
+    /// Drops what `touched` names: the entries of those accounts, or everything for `None`
+    /// (what [`page_accounts_of`] says of a batch it cannot tell apart by account).
+    pub fn forget_touched(&self, touched: Option<Vec<Uuid>>) {
+        match touched {
+            Some(accounts) => self.forget_accounts(&accounts),
+            None => self.forget_all(),
         }
     }
 
@@ -192,29 +205,6 @@ fn payload_uuid(event: &RecordedEvent, path: &[&str]) -> Option<Uuid> {
     Uuid::parse_str(value.as_str()?).ok()
 }
 
-/// Rows of an account's views (its page, its sessions) kept under `K`: every event of the
-/// account, of its access history or of its notices drops them.
-pub struct AccountViews<K, V>(pub ByAccount<K, V>);
-
-impl<K: Hash + Eq + Clone, V: Clone> AccountViews<K, V> {
-    pub fn new(capacity: usize) -> Self {
-        Self(ByAccount::new(capacity))
-    }
-}
-
-impl<K, V> Forget for AccountViews<K, V>
-where
-    K: Hash + Eq + Clone + Send,
-    V: Clone + Send,
-{
-    fn forget(&self, events: &[RecordedEvent]) {
-        match page_accounts_of(events) {
-            Some(accounts) => self.0.forget_accounts(&accounts),
-            None => self.0.forget_all(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -264,24 +254,18 @@ mod tests {
     #[test]
     fn a_view_goes_with_its_account_its_access_history_its_notices_and_a_new_collaborator() {
         let (mailbox, collaborator, other) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-        let views: AccountViews<Uuid, &str> = AccountViews::new(10);
-        let fill = || {
-            views.0.keep(
-                views.0.epoch(),
-                mailbox,
-                "page",
-                vec![mailbox, collaborator],
-            )
-        };
+        let views: ByAccount<Uuid, &str> = ByAccount::new(10);
+        let forget = |events: &[RecordedEvent]| views.forget_touched(page_accounts_of(events));
+        let fill = || views.keep(views.epoch(), mailbox, "page", vec![mailbox, collaborator]);
         let none = serde_json::json!({});
         fill();
         // Another account's events, a recovery's, a user id's claim leave it.
-        views.forget(&[
+        forget(&[
             on(format!("account-{other}"), "LoginSucceeded", none.clone()),
             on(format!("recovery-{other}"), "RecoveryStarted", none.clone()),
             on("userid-x".into(), "UserIdClaimed", none.clone()),
         ]);
-        assert_eq!(views.0.get(&mailbox), Some("page"));
+        assert_eq!(views.get(&mailbox), Some("page"));
         let dropped_by = [
             on(
                 format!("account-{mailbox}"),
@@ -318,30 +302,25 @@ mod tests {
         ];
         for event in dropped_by {
             fill();
-            assert_eq!(views.0.len(), 1);
-            views.forget(std::slice::from_ref(&event));
-            assert!(
-                views.0.is_empty(),
-                "{} on {}",
-                event.event_type,
-                event.stream
-            );
-            assert_eq!(views.0.indexed(), 0, "no index outlives its entry");
+            assert_eq!(views.len(), 1);
+            forget(std::slice::from_ref(&event));
+            assert!(views.is_empty(), "{} on {}", event.event_type, event.stream);
+            assert_eq!(views.indexed(), 0, "no index outlives its entry");
         }
         // A read that began before a drop is not kept.
-        let before = views.0.epoch();
-        views.forget(&[on(format!("account-{other}"), "LoginSucceeded", none)]);
-        views.0.keep(before, mailbox, "stale", vec![mailbox]);
-        assert!(views.0.is_empty());
+        let before = views.epoch();
+        forget(&[on(format!("account-{other}"), "LoginSucceeded", none)]);
+        views.keep(before, mailbox, "stale", vec![mailbox]);
+        assert!(views.is_empty());
         // Full, it starts afresh.
         for i in 0..11u128 {
-            views.0.keep(
-                views.0.epoch(),
+            views.keep(
+                views.epoch(),
                 Uuid::from_u128(i),
                 "p",
                 vec![Uuid::from_u128(i)],
             );
         }
-        assert_eq!(views.0.len(), 1);
+        assert_eq!(views.len(), 1);
     }
 }

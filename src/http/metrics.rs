@@ -36,14 +36,13 @@ impl HttpMetrics {
 
 /// (channel, state) → notices, pending and dead, when this process delivers notices.
 async fn notice_counts(state: &AppState) -> Vec<((&'static str, &'static str), u64)> {
-    let channels: Vec<(&'static str, &'static str)> = state
-        .workers
-        .iter()
-        .filter_map(|w| match w.name.as_str() {
-            "mailer" => Some(("mailer", "email")),
-            "sms" => Some(("sms", "sms")),
-            _ => None,
-        })
+    use custode_domain::notice::Channel;
+    use custode_workers::notifier::consumer_name;
+    // The notifiers this process runs, by the consumer names they keep their outbox under.
+    let channels: Vec<(&'static str, &'static str)> = [Channel::Email, Channel::Sms]
+        .into_iter()
+        .map(|channel| (consumer_name(channel), channel.as_str()))
+        .filter(|(consumer, _)| state.workers.iter().any(|w| w.name == *consumer))
         .collect();
     if channels.is_empty() {
         return Vec::new();

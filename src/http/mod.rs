@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use custode_projections::accounts::AccountRow;
-use custode_projections::cache::{AccountViews, ByAccount, Forget};
+use custode_projections::cache::{ByAccount, Forget};
 use problem::Problem;
 use std::sync::Arc;
 use std::time::Duration;
@@ -548,7 +548,9 @@ static READ_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8)
 /// batch it applies drops what it touched before its position is published, so a read after a
 /// command's answer sees the command).
 pub struct Views {
-    pages: AccountViews<Uuid, Arc<(AccountRow, account::PageExtras)>>,
+    /// Dropped by events of the account, its owner or its collaborators, of its access
+    /// history and of its notices.
+    pages: ByAccount<Uuid, Arc<(AccountRow, account::PageExtras)>>,
     /// Dropped only by events of the session's account (sessions are folded from those
     /// alone), not by its access records.
     sessions: ByAccount<String, custode_projections::sessions::SessionRow>,
@@ -562,7 +564,7 @@ const SESSIONS_KEPT: usize = 100_000;
 impl Default for Views {
     fn default() -> Self {
         Self {
-            pages: AccountViews::new(PAGES_KEPT),
+            pages: ByAccount::new(PAGES_KEPT),
             sessions: ByAccount::new(SESSIONS_KEPT),
         }
     }
@@ -570,11 +572,11 @@ impl Default for Views {
 
 impl Views {
     fn page(&self, account_id: Uuid) -> Option<Arc<(AccountRow, account::PageExtras)>> {
-        self.pages.0.get(&account_id)
+        self.pages.get(&account_id)
     }
 
     fn pages_epoch(&self) -> u64 {
-        self.pages.0.epoch()
+        self.pages.epoch()
     }
 
     fn keep_page(
@@ -584,12 +586,12 @@ impl Views {
         page: Arc<(AccountRow, account::PageExtras)>,
         accounts: Vec<Uuid>,
     ) {
-        self.pages.0.keep(epoch, account_id, page, accounts);
+        self.pages.keep(epoch, account_id, page, accounts);
     }
 
     /// The session whose token has `token_hash`, when kept.
     pub fn session(&self, token_hash: &str) -> Option<custode_projections::sessions::SessionRow> {
-        self.sessions.get(&token_hash.to_string())
+        self.sessions.get(token_hash)
     }
 
     pub fn sessions_epoch(&self) -> u64 {
@@ -611,9 +613,9 @@ impl Views {
 
 impl Forget for Views {
     fn forget(&self, events: &[custode_domain::RecordedEvent]) {
-        self.pages.forget(events);
-        self.sessions
-            .forget_accounts(&custode_projections::cache::accounts_of(events));
+        use custode_projections::cache::{accounts_of, page_accounts_of};
+        self.pages.forget_touched(page_accounts_of(events));
+        self.sessions.forget_accounts(&accounts_of(events));
     }
 }
 

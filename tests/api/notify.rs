@@ -124,6 +124,13 @@ async fn embedded_mode_mails_each_opening_once_across_a_restart_and_a_kill_9() {
     .await;
 }
 
+/// One number `sql` reads from the worker store's outbox (0 while the store cannot be read).
+fn outbox(app: &TestApp, sql: &str) -> i64 {
+    rusqlite::Connection::open(app.data_dir.join(custode_workers::store::STORE_FILE))
+        .and_then(|c| c.query_row(sql, [], |r| r.get(0)))
+        .unwrap_or(0)
+}
+
 fn smtp_config(sink: &SmtpSink, max_attempts: u32) -> custode::config::FileConfig {
     let mut file = file_config();
     file.mail.smtp_url = Some(sink.url());
@@ -195,16 +202,7 @@ async fn a_refusing_smtp_server_gets_the_notice_once_it_recovers() {
         json!({"contact_email": "paola@example.it"}),
     )
     .await;
-    let store = app.data_dir.join(custode_workers::store::STORE_FILE);
-    let attempts = || -> i64 {
-        rusqlite::Connection::open(&store)
-            .and_then(|c| {
-                c.query_row("SELECT coalesce(max(attempts), 0) FROM outbox", [], |r| {
-                    r.get(0)
-                })
-            })
-            .unwrap_or(0)
-    };
+    let attempts = || outbox(&app, "SELECT coalesce(max(attempts), 0) FROM outbox");
     advancing(&app, "two refused attempts", || attempts() >= 2).await;
     assert!(sink.messages().is_empty());
     sink.refuse(false);
@@ -260,16 +258,7 @@ async fn under_load_a_refusing_smtp_server_delays_every_notice_and_loses_or_repe
     for body in opened.iter().flatten() {
         app.remember_secret(body["temporary_password"].as_str().unwrap());
     }
-    let store = app.data_dir.join(custode_workers::store::STORE_FILE);
-    let tried_twice = || -> i64 {
-        rusqlite::Connection::open(&store)
-            .and_then(|c| {
-                c.query_row("SELECT count(*) FROM outbox WHERE attempts >= 2", [], |r| {
-                    r.get(0)
-                })
-            })
-            .unwrap_or(0)
-    };
+    let tried_twice = || outbox(&app, "SELECT count(*) FROM outbox WHERE attempts >= 2");
     advancing(&app, "every notice refused twice", || {
         tried_twice() == OPENINGS as i64
     })

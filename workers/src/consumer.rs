@@ -170,7 +170,6 @@ async fn from_log<S: Sink>(
             Some(found) => found,
             None => match log.read_from(checkpoint, BATCH).await {
                 Ok(events) => {
-                    failures = 0;
                     let seen = events.last().map_or(checkpoint, |e| e.position);
                     (events.into_iter().filter(|e| sink.wants(e)).collect(), seen)
                 }
@@ -184,6 +183,7 @@ async fn from_log<S: Sink>(
                 }
             },
         };
+        failures = 0;
         if seen <= checkpoint {
             continue;
         }
