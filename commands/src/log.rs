@@ -102,6 +102,9 @@ pub struct Metadata {
 
 struct Job {
     appends: Vec<StreamAppend>,
+    /// Each event's payload as canonical text, in order across `appends`: made by the caller,
+    /// so the writer (which serialises every commit) spends none of its time on it.
+    payloads: Vec<String>,
     meta: Metadata,
     reply: oneshot::Sender<Result<Vec<RecordedEvent>, LogError>>,
     /// May wait up to [`SOON_LINGER`] for company before its commit (see [`EventLog::append_soon`]).
@@ -229,10 +232,16 @@ impl EventLog {
         soon: bool,
     ) -> Result<Vec<RecordedEvent>, LogError> {
         let (reply, answer) = oneshot::channel();
+        let payloads = appends
+            .iter()
+            .flat_map(|a| &a.events)
+            .map(|e| to_canonical_string(&e.payload))
+            .collect();
         self.inner
             .jobs
             .send(Job {
                 appends,
+                payloads,
                 meta,
                 reply,
                 soon,
@@ -1187,7 +1196,7 @@ type Reply = (
 
 impl Writer {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        while let Some(first) = jobs.blocking_recv() {
+        while let Some(first) = next_job(&mut jobs) {
             let replies = self.commit_group(first, &mut jobs);
             for (reply, result) in replies {
                 // The caller may have gone away; its events are committed all the same.
@@ -1223,9 +1232,9 @@ impl Writer {
         let mut lingering = true;
         let mut next = Some(first);
         let mut spoiled = None;
-        while let Some(job) = next.take() {
+        while let Some(mut job) = next.take() {
             lingering &= job.soon;
-            match append_job(&tx, &mut tip, &job, &self.versions, &mut written) {
+            match append_job(&tx, &mut tip, &mut job, &self.versions, &mut written) {
                 Ok(events) => replies.push((job.reply, Ok(events))),
                 Err(JobError::Refused(e)) => replies.push((job.reply, Err(e))),
                 Err(JobError::Group(e)) => {
@@ -1281,6 +1290,29 @@ impl Writer {
     }
 }
 
+/// How long the writer keeps looking for the next job after a commit before it sleeps. The
+/// callers it just answered usually send their next appends within this time, and a sleeping
+/// thread takes about as long again to wake: looking (and yielding the core meanwhile) spares
+/// that wake-up on every commit under load, and costs an idle log at most this much CPU after
+/// each commit.
+const IDLE_SPIN: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// The next job: looked for (yielding) for [`IDLE_SPIN`], then waited for. `None` once every
+/// handle on the log is gone.
+fn next_job(jobs: &mut mpsc::Receiver<Job>) -> Option<Job> {
+    let until = std::time::Instant::now() + IDLE_SPIN;
+    loop {
+        match jobs.try_recv() {
+            Ok(job) => return Some(job),
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            Err(mpsc::error::TryRecvError::Empty) if std::time::Instant::now() < until => {
+                std::thread::yield_now();
+            }
+            Err(mpsc::error::TryRecvError::Empty) => return jobs.blocking_recv(),
+        }
+    }
+}
+
 /// Appends one job inside the group's transaction. Every expected version is checked before
 /// anything is written, so a conflict leaves no trace; a failure while writing (disk, I/O) is
 /// returned as `Err(Store)` and fails the whole group, whose transaction then rolls back.
@@ -1289,7 +1321,7 @@ impl Writer {
 fn append_job(
     tx: &rusqlite::Transaction<'_>,
     tip: &mut Tip,
-    job: &Job,
+    job: &mut Job,
     committed: &StreamVersions,
     written: &mut std::collections::HashMap<String, u64>,
 ) -> Result<Vec<RecordedEvent>, JobError> {
@@ -1328,10 +1360,12 @@ enum JobError {
     Group(LogError),
 }
 
+/// Writes `job`'s events, moving their payloads into the events it returns (the job is spent
+/// whatever happens: its caller gets these events or an error).
 fn write_events(
     conn: &Connection,
     tip: &mut Tip,
-    job: &Job,
+    job: &mut Job,
     versions: &[u64],
 ) -> Result<Vec<RecordedEvent>, LogError> {
     let meta = &job.meta;
@@ -1342,17 +1376,20 @@ fn write_events(
     let correlation_id = meta.correlation_id.to_string();
     let causation_id = meta.causation_id.to_string();
     let mut recorded = Vec::new();
-    for (append, &actual) in job.appends.iter().zip(versions) {
+    let mut payloads = job.payloads.iter();
+    for (append, &actual) in job.appends.iter_mut().zip(versions) {
         let mut insert = conn.prepare_cached(
             "INSERT INTO events (position, event_id, stream, version, type, schema_version, occurred_at, \
              actor_kind, actor_id, correlation_id, causation_id, payload, hash) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
-        for (i, event) in append.events.iter().enumerate() {
+        for (i, event) in append.events.iter_mut().enumerate() {
             let position = tip.position + 1;
             let version = actual + 1 + i as u64;
             let event_id = event.event_id.to_string();
-            let payload = to_canonical_string(&event.payload);
+            let payload = payloads
+                .next()
+                .ok_or_else(|| LogError::Store("a job without its payload text".into()))?;
             let canonical = canonical_envelope(
                 position,
                 &event_id,
@@ -1365,7 +1402,7 @@ fn write_events(
                 meta.actor.id.as_deref(),
                 &correlation_id,
                 &causation_id,
-                &payload,
+                payload,
             );
             let hash = chain_hash(&tip.hash, &canonical);
             insert.execute(params![
@@ -1388,13 +1425,13 @@ fn write_events(
                 stream: append.stream.clone(),
                 version,
                 position,
-                event_type: event.event_type.clone(),
+                event_type: std::mem::take(&mut event.event_type),
                 schema_version: event.schema_version,
                 occurred_at: at,
                 actor: meta.actor.clone(),
                 correlation_id: meta.correlation_id,
                 causation_id: meta.causation_id,
-                payload: event.payload.clone(),
+                payload: std::mem::take(&mut event.payload),
                 hash: hash.clone(),
             });
             tip.position = position;
