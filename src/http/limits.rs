@@ -9,15 +9,31 @@ use chrono::{DateTime, Duration, Utc};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-/// Past this many keys, windows that have emptied are dropped.
-const PRUNE_AT: usize = 100_000;
+/// Past this many keys in one shard, its windows that have emptied are dropped.
+const PRUNE_AT: usize = 100_000 / SHARDS;
+
+/// The windows are split by key over this many locks, so that requests from different
+/// addresses seldom wait for each other.
+const SHARDS: usize = 16;
 
 /// A key's window: its length and the hits within it.
 type Window = (Duration, VecDeque<DateTime<Utc>>);
 
-#[derive(Debug, Default)]
+type Shard = Mutex<HashMap<String, Window>>;
+
+#[derive(Debug)]
 pub struct Limiter {
-    windows: Mutex<HashMap<String, Window>>,
+    shards: [Shard; SHARDS],
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Shard::default()),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
 }
 
 /// The group a client address is limited as: an IPv4 address, or an IPv6 /64 (one site's
@@ -42,7 +58,7 @@ pub(crate) fn address_site(ip: std::net::IpAddr) -> Option<String> {
     }
 }
 
-pub(crate) fn address_group(ip: std::net::IpAddr) -> String {
+pub fn address_group(ip: std::net::IpAddr) -> String {
     match ip {
         std::net::IpAddr::V4(v4) => v4.to_string(),
         std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -75,6 +91,14 @@ fn limited(seconds: i64, what: &str) -> Problem {
 }
 
 impl Limiter {
+    /// The shard that holds `key`'s window.
+    fn shard(&self, key: &str) -> &Shard {
+        use std::hash::BuildHasher;
+        let n = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+        let [first, ..] = &self.shards;
+        self.shards.get(n).unwrap_or(first)
+    }
+
     /// Counts one request under `key`; refuses it once `limit` were counted in `window`.
     pub fn hit(
         &self,
@@ -85,7 +109,7 @@ impl Limiter {
         what: &str,
     ) -> Result<(), Problem> {
         let mut windows = self
-            .windows
+            .shard(&key)
             .lock()
             .map_err(|_| Problem::internal(&"limiter poisoned"))?;
         let hits = Self::window(&mut windows, key, window, now);
@@ -104,7 +128,7 @@ impl Limiter {
         what: &str,
     ) -> Result<(), Problem> {
         let mut windows = self
-            .windows
+            .shard(key)
             .lock()
             .map_err(|_| Problem::internal(&"limiter poisoned"))?;
         match windows.get_mut(key) {
@@ -119,13 +143,13 @@ impl Limiter {
 
     /// Whether this node has a window for `key` (possibly empty).
     pub fn knows(&self, key: &str) -> bool {
-        self.windows.lock().is_ok_and(|w| w.contains_key(key))
+        self.shard(key).lock().is_ok_and(|w| w.contains_key(key))
     }
 
     /// A one-minute window for `key` from hits counted elsewhere (the log), unless this node
     /// already has one.
     pub fn learn(&self, key: &str, mut hits: Vec<DateTime<Utc>>, now: DateTime<Utc>) {
-        let Ok(mut windows) = self.windows.lock() else {
+        let Ok(mut windows) = self.shard(key).lock() else {
             return;
         };
         if windows.contains_key(key) {
@@ -138,7 +162,7 @@ impl Limiter {
 
     /// Counts one hit under `key` in a one-minute window.
     pub fn record(&self, key: &str, now: DateTime<Utc>) {
-        if let Ok(mut windows) = self.windows.lock() {
+        if let Ok(mut windows) = self.shard(key).lock() {
             Self::window(&mut windows, key.to_string(), Duration::minutes(1), now).push_back(now);
         }
     }

@@ -32,6 +32,25 @@ impl HttpMetrics {
             entry.1 += elapsed.as_secs_f64();
         }
     }
+
+    /// The request series in the text exposition format: a count and the seconds spent, per
+    /// route, method and status.
+    pub fn render_requests(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP custode_http_requests_total HTTP requests answered.\n# TYPE custode_http_requests_total counter");
+        let requests = self.requests.lock().map(|r| r.clone()).unwrap_or_default();
+        for ((route, method, status), (count, _)) in &requests {
+            let _ = writeln!(out, "custode_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP custode_http_request_seconds_total Time spent answering HTTP requests.\n# TYPE custode_http_request_seconds_total counter"
+        );
+        for ((route, method, status), (_, seconds)) in &requests {
+            let _ = writeln!(out, "custode_http_request_seconds_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {seconds}");
+        }
+        out
+    }
 }
 
 /// (channel, state) → notices, pending and dead, when this process delivers notices.
@@ -140,23 +159,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             );
         }
     }
-    let _ = writeln!(out, "# HELP custode_http_requests_total HTTP requests answered.\n# TYPE custode_http_requests_total counter");
-    let requests = state
-        .metrics
-        .requests
-        .lock()
-        .map(|r| r.clone())
-        .unwrap_or_default();
-    for ((route, method, status), (count, _)) in &requests {
-        let _ = writeln!(out, "custode_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}");
-    }
-    let _ = writeln!(
-        out,
-        "# HELP custode_http_request_seconds_total Time spent answering HTTP requests.\n# TYPE custode_http_request_seconds_total counter"
-    );
-    for ((route, method, status), (_, seconds)) in &requests {
-        let _ = writeln!(out, "custode_http_request_seconds_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {seconds}");
-    }
+    out.push_str(&state.metrics.render_requests());
     let mut response = out.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
