@@ -27,15 +27,32 @@ pub fn checked_answer(answer: &str) -> Option<String> {
 pub fn normalize_email(email: &str) -> Option<String> {
     let email = email.trim();
     let (local, domain) = email.split_once('@')?;
-    let valid = !local.is_empty()
-        && local.len() <= 64
+    let valid = local.len() <= 64
         && domain.len() <= 253
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains('@')
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+        && local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
+        && domain.split('.').count() >= 2
+        && domain.split('.').all(is_domain_label);
     valid.then(|| format!("{local}@{}", domain.to_lowercase()))
+}
+
+/// A character of an unquoted local part (RFC 5322's `atext`, and any non-ASCII letter as
+/// RFC 6532 allows): no dot here, since dots only separate atoms (no leading, trailing or
+/// doubled dot, which mail servers refuse and which would only come back as dead letters).
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+        || "!#$%&'*+/=?^_`{|}~-".contains(c)
+        || (!c.is_ascii() && c.is_alphanumeric())
+}
+
+/// One label of a host name: 1 to 63 bytes of letters, digits and inner hyphens.
+fn is_domain_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+        && label.chars().all(|c| c.is_alphanumeric() || c == '-')
 }
 
 /// E.164 for a mobile number: `+` and 8 to 15 digits. A number given without a country code is
@@ -126,6 +143,31 @@ mod tests {
         assert_eq!(normalize_email("no-at-sign"), None);
         assert_eq!(normalize_email("a@b"), None);
         assert_eq!(normalize_email("a b@c.it"), None);
+        // What mail servers refuse is refused here, not accepted and then never delivered.
+        for bad in [
+            "abc8.@example.net",
+            ".abc@example.net",
+            "a..b@example.net",
+            "a@example..net",
+            "a@-example.net",
+            "a@example-.net",
+            "a@exa_mple.net",
+            "a\"b@example.net",
+            "a(b)@example.net",
+            "a@b@example.net",
+            "@example.net",
+        ] {
+            assert_eq!(normalize_email(bad), None, "{bad}");
+        }
+        for good in [
+            "o'brien@example.ie",
+            "mario.rossi+pec@example.it",
+            "x_y-z@sub.example.co.uk",
+            "josé@example.es",
+            "utente@xn--caf-dma.it",
+        ] {
+            assert_eq!(normalize_email(good).as_deref(), Some(good), "{good}");
+        }
     }
 }
 

@@ -117,6 +117,20 @@ async fn a_holder_goes_from_temporary_credentials_to_a_protected_account() {
     assert_eq!(rules(&body), vec!["RI-2"]);
     assert_eq!(app.log_head(), before);
 
+    // An address a mail server would refuse (a dot ending its local part) is refused here,
+    // not kept to become a dead letter at the first notice; nothing changes.
+    let res = app
+        .request(
+            Method::PUT,
+            "/v1/account/recovery-info",
+            Some(&token),
+            Some(json!({ "email": "marisa.@inwind.it" })),
+        )
+        .await;
+    let (status, body) = problem(res).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(app.log_head(), before);
+
     // The answer typed twice (compared after trimming, folding and collapsing spaces).
     let res = app
         .request(
