@@ -1326,10 +1326,16 @@ fn append_job(
     written: &mut std::collections::HashMap<String, u64>,
 ) -> Result<Vec<RecordedEvent>, JobError> {
     let mut versions = Vec::with_capacity(job.appends.len());
+    // A stream this job appends to twice: its second append follows its first.
+    let mut in_job: Vec<(&str, u64)> = Vec::new();
     for append in &job.appends {
-        let known = written
-            .get(&append.stream)
-            .copied()
+        let earlier = in_job
+            .iter()
+            .rev()
+            .find(|(stream, _)| *stream == append.stream)
+            .map(|(_, version)| *version);
+        let known = earlier
+            .or_else(|| written.get(&append.stream).copied())
             .or_else(|| committed.get(&append.stream));
         let actual: u64 = match known {
             Some(version) => version,
@@ -1346,6 +1352,7 @@ fn append_job(
             }));
         }
         versions.push(actual);
+        in_job.push((&append.stream, actual + append.events.len() as u64));
     }
     let recorded = write_events(tx, tip, job, &versions).map_err(JobError::Group)?;
     for (append, actual) in job.appends.iter().zip(versions) {

@@ -79,6 +79,50 @@ async fn a_multi_stream_append_is_all_or_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_appending_twice_to_one_stream_is_checked_in_order_and_spoils_no_neighbour() {
+    let (_dir, log) = open_temp();
+    log.append(one("neighbour-1", 0, 0), meta()).await.unwrap();
+    // Neighbours keep appending while the jobs below are in the writer's groups.
+    let neighbour = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            for i in 1..=100u64 {
+                log.append(one("neighbour-1", i, i), meta()).await.unwrap();
+            }
+        })
+    };
+    for round in 0..20u64 {
+        let stream = format!("twice-{round}");
+        // The second append expects the version the first leaves: both are written.
+        let mut twice = one(&stream, 0, 1);
+        twice.extend(one(&stream, 1, 2));
+        let written = log.append(twice, meta()).await.unwrap();
+        assert_eq!(
+            written.iter().map(|e| e.version).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        // Both expecting the stream's start: the job is refused whole, and alone.
+        let stale = format!("stale-{round}");
+        let mut both_at_start = one(&stale, 0, 1);
+        both_at_start.extend(one(&stale, 0, 2));
+        assert_eq!(
+            log.append(both_at_start, meta()).await.unwrap_err(),
+            LogError::Conflict {
+                stream: stale.clone(),
+                expected: 0,
+                actual: 1
+            }
+        );
+        assert!(log.read_stream(&stale).await.unwrap().is_empty());
+        let again = log.append(one(&stream, 2, 3), meta()).await.unwrap();
+        assert_eq!(again[0].version, 3);
+    }
+    neighbour.await.unwrap();
+    assert_eq!(log.read_stream("neighbour-1").await.unwrap().len(), 101);
+    assert_eq!(log.verify_chain_blocking().unwrap().first_mismatch, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_are_grouped_and_a_conflict_spoils_no_neighbour() {
     let (_dir, log) = open_temp();
     let mut tasks = Vec::new();
