@@ -397,3 +397,55 @@ async fn sec_9_one_ipv6_site_cannot_take_every_place() {
         assert_eq!(request.await.unwrap(), StatusCode::OK);
     }
 }
+
+/// A handler that panics (none should; this is the net under them) answers a 500 problem with
+/// the service's headers instead of closing the connection without a word.
+#[tokio::test]
+async fn a_panicking_handler_answers_a_problem_instead_of_a_dropped_connection() {
+    use tower::ServiceExt;
+    let router = axum::Router::new()
+        .route(
+            "/boom",
+            axum::routing::get(|| async {
+                if std::hint::black_box(true) {
+                    panic!("a bug in a handler");
+                }
+                "unreachable"
+            }),
+        )
+        .route("/fine", axum::routing::get(|| async { "fine" }))
+        .layer(custode::http::panics_answered());
+    let response = router
+        .clone()
+        .oneshot(
+            axum::http::Request::get("/boom")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap();
+    let problem: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["status"], 500);
+    assert!(
+        !problem.to_string().contains("a bug in a handler"),
+        "{problem}"
+    );
+    // The router goes on serving.
+    let response = router
+        .oneshot(
+            axum::http::Request::get("/fine")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
