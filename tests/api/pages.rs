@@ -531,8 +531,30 @@ async fn a_web_session_is_a_strict_cookie_and_its_forms_need_their_token() {
     );
 
     // The right one: a session cookie, HttpOnly and SameSite=Strict (no Secure over http).
+    let before_login = browser.cookies["custode_csrf"].clone();
     let headers = browser.login(user, &password).await;
     let session = set_cookie(&headers, "custode_session").expect("a session cookie");
+    // The form token is new with the session: the one from before the login posts nothing.
+    let rotated = browser.cookies["custode_csrf"].clone();
+    assert_ne!(rotated, before_login);
+    let (status, _, _) = browser
+        .post(
+            "/account/password",
+            &[
+                ("csrf", &before_login),
+                ("action", "change"),
+                ("current_password", &password),
+                ("new_password", "Planted!Pass-24680"),
+                ("new_password_repeat", "Planted!Pass-24680"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        login_status_of(&app, user, "Planted!Pass-24680").await,
+        StatusCode::UNAUTHORIZED
+    );
     assert!(
         session.contains("HttpOnly") && session.contains("SameSite=Strict"),
         "{session}"

@@ -1189,6 +1189,9 @@ pub async fn login_post(state: AppState, visit: Visit, pairs: Vec<(String, Strin
             if let Some(cookie) = session_cookie(token, visit.secure, false) {
                 response.headers_mut().append(header::SET_COOKIE, cookie);
             }
+            // A new form token with the new session: one planted or seen before the login
+            // (on a shared machine, through another page) posts nothing in this session.
+            set_csrf_cookie(&mut response, &fresh_csrf(), visit.secure);
             response
         }
         Err(refusal) => {
@@ -1235,7 +1238,9 @@ pub async fn logout_post(state: AppState, visit: Visit, pairs: Vec<(String, Stri
             .call(Method::DELETE, "/v1/sessions/current", None)
             .await;
     }
-    to_login(lang, "logged_out", visit.secure)
+    let mut response = to_login(lang, "logged_out", visit.secure);
+    set_csrf_cookie(&mut response, &fresh_csrf(), visit.secure);
+    response
 }
 
 // ---------------------------------------------------------------------------------------------
