@@ -290,10 +290,22 @@ mod tests {
         limiter
             .hit("hourly".into(), 1, Duration::hours(1), at(0), "x")
             .unwrap();
-        for n in 0..PRUNE_AT {
-            let _ = limiter.hit(format!("k{n}"), 1, Duration::minutes(1), at(0), "x");
+        // Pruning is per shard: fill the hourly key's own shard past PRUNE_AT with minute
+        // windows, and come back later through a key of that shard.
+        let shard = limiter.shard("hourly");
+        let same_shard = (0..)
+            .map(|n| format!("k{n}"))
+            .filter(|k| std::ptr::eq(limiter.shard(k), shard));
+        let mut keys = same_shard.take(PRUNE_AT + 1);
+        let late = keys.next().unwrap_or_default();
+        for key in keys {
+            let _ = limiter.hit(key, 1, Duration::minutes(1), at(0), "x");
         }
-        let _ = limiter.hit("late".into(), 1, Duration::minutes(1), at(120), "x");
+        let len = || shard.lock().map(|w| w.len()).unwrap_or(0);
+        assert!(len() > PRUNE_AT);
+        let _ = limiter.hit(late, 1, Duration::minutes(1), at(120), "x");
+        // The emptied minute windows went; the hourly one stayed and still counts.
+        assert!(len() <= 2, "{}", len());
         assert!(limiter
             .hit("hourly".into(), 1, Duration::hours(1), at(130), "x")
             .is_err());

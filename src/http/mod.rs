@@ -76,20 +76,21 @@ pub fn metrics_app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// SEC-8: answers that carry a secret (temporary passwords, session and reset tokens) must
-/// never be cached, and nothing the API answers is meant to be, so every answer, problems
-/// included, says `no-store` unless its handler set a `Cache-Control` of its own.
 /// A handler that panics answers a `500` problem (logged and counted like any answer) instead of
 /// dropping the connection, which a client sees as a reset with no answer at all.
 pub fn panics_answered(
 ) -> tower_http::catch_panic::CatchPanicLayer<fn(Box<dyn std::any::Any + Send>) -> Response> {
     fn answer(_: Box<dyn std::any::Any + Send>) -> Response {
-        // The panic's message went to the log through the panic hook; none of it to the client.
+        // Rust's default panic hook has printed the panic's message on stderr; none of it goes
+        // to the client.
         Problem::internal(&"a handler panicked").into_response()
     }
     tower_http::catch_panic::CatchPanicLayer::custom(answer as fn(_) -> _)
 }
 
+/// SEC-8: answers that carry a secret (temporary passwords, session and reset tokens) must
+/// never be cached, and nothing the API answers is meant to be, so every answer, problems
+/// included, says `no-store` unless its handler set a `Cache-Control` of its own.
 async fn no_store(mut response: Response) -> Response {
     response
         .headers_mut()
