@@ -530,6 +530,17 @@ async fn a_web_session_is_a_strict_cookie_and_its_forms_need_their_token() {
         "{html}"
     );
 
+    // A password change as a form posts it (the forgery attempts below send it).
+    let change = |csrf: &'static str| {
+        vec![
+            ("csrf", csrf),
+            ("action", "change"),
+            ("current_password", "Tr4m-Colle!Verde"),
+            ("new_password", "Attacker!Pass-12345"),
+            ("new_password_repeat", "Attacker!Pass-12345"),
+        ]
+    };
+
     // The right one: a session cookie, HttpOnly and SameSite=Strict (no Secure over http).
     let before_login = browser.cookies["custode_csrf"].clone();
     let headers = browser.login(user, &password).await;
@@ -537,22 +548,13 @@ async fn a_web_session_is_a_strict_cookie_and_its_forms_need_their_token() {
     // The form token is new with the session: the one from before the login posts nothing.
     let rotated = browser.cookies["custode_csrf"].clone();
     assert_ne!(rotated, before_login);
+    let before_login: &'static str = Box::leak(before_login.into_boxed_str());
     let (status, _, _) = browser
-        .post(
-            "/account/password",
-            &[
-                ("csrf", &before_login),
-                ("action", "change"),
-                ("current_password", &password),
-                ("new_password", "Planted!Pass-24680"),
-                ("new_password_repeat", "Planted!Pass-24680"),
-            ],
-            None,
-        )
+        .post("/account/password", &change(before_login), None)
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(
-        login_status_of(&app, user, "Planted!Pass-24680").await,
+        login_status_of(&app, user, "Attacker!Pass-12345").await,
         StatusCode::UNAUTHORIZED
     );
     assert!(
@@ -585,15 +587,6 @@ async fn a_web_session_is_a_strict_cookie_and_its_forms_need_their_token() {
     );
 
     // A form without its token, or from another origin, changes nothing.
-    let change = |csrf: &'static str| {
-        vec![
-            ("csrf", csrf),
-            ("action", "change"),
-            ("current_password", "Tr4m-Colle!Verde"),
-            ("new_password", "Attacker!Pass-12345"),
-            ("new_password_repeat", "Attacker!Pass-12345"),
-        ]
-    };
     let (status, _, _) = browser.post("/account/password", &change(""), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (_, _, html) = browser.get("/account/password").await;
