@@ -202,6 +202,7 @@ fn main() {
         // (ROUNDS of RUN each), so a drift of the machine's speed during the run falls on both.
         let password: &'static str = Box::leak(loaded_password.into_boxed_str());
         let (commits_before, jobs_before) = server.app.state.log.stats();
+        let head_before = server.app.state.log.head();
         let (mut health, mut checks) = (Vec::new(), Vec::new());
         let (mut health_rates, mut check_rates) = (Vec::new(), Vec::new());
         // Every phase loads from raw TCP connections (`common::raw_load`, as the
@@ -225,12 +226,13 @@ fn main() {
         let mean = |rates: &[f64]| rates.iter().sum::<f64>() / rates.len() as f64;
         let (health_rate, check_rate) = (mean(&health_rates), mean(&check_rates));
         let (commits_after, jobs_after) = server.app.state.log.stats();
+        let head_after = server.app.state.log.head();
         println!("AP-7 check under load ({CONNECTIONS} connections, {ROUNDS} turns of {}s each, every check recorded in the log)", RUN.as_secs());
         println!("  GET /healthz               {health_rate:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms", common::pct(&health, 0.5), common::pct(&health, 0.99));
         println!("  POST /v1/auth/app-password {check_rate:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms", common::pct(&checks, 0.5), common::pct(&checks, 0.99));
         let turns: Vec<String> = health_rates.iter().zip(&check_rates).map(|(h, c)| format!("{:.2}×", c / h)).collect();
         println!("  ratio {:.2}× /healthz (target ≥ 0.4×; turn by turn {}), p99 {:.2} ms (target < 5 ms)", check_rate / health_rate, turns.join(" "), common::pct(&checks, 0.99));
-        println!("  the log meanwhile: {} appends in {} commits", jobs_after - jobs_before, commits_after - commits_before);
+        println!("  the log meanwhile: {} events (the records) in {} jobs and {} commits", head_after - head_before, jobs_after - jobs_before, commits_after - commits_before);
         // At saturation, 64 closed-loop connections queue by Little's law (mean latency =
         // 64 / rate), /healthz's included; latency at a given load is measured open loop, at
         // 0.4× the saturated /healthz rate (the rate target) and at half the check's own

@@ -1,67 +1,102 @@
 //! AP-7, AH-3: the mail servers' checks are recorded behind their answers. A check is decided
 //! in memory (the read model's facts, the keyed hash) and answered at once; its record goes to
-//! the log beside it, many records sharing one group commit. So a check's time is not an
-//! fsync's, while every record still reaches the log milliseconds later: a group of records
-//! alone waits up to `log::SOON_LINGER` for more before its commit, so under a mail server's
-//! load many records share one fsync.
+//! a queue, and one task takes everything queued and writes it to the log as one job (one
+//! answer from the writer, however many records), which may wait up to `log::SOON_LINGER`
+//! to share its commit. So a check's time is not an fsync's, nor does a check pay for a task,
+//! a channel to the writer and an answer of its own, while every record still reaches the log
+//! milliseconds later.
 //!
-//! Bounded: at most [`IN_FLIGHT`] records wait for the log; a check that finds them all taken
-//! waits for a place (backpressure, never a dropped record). [`AccessRecorder::flush`] waits
-//! for every record in flight; the service calls it before it stops. A process killed
-//! outright loses at most the records of the last group commit in flight, never an account's
+//! Bounded: at most [`IN_FLIGHT`] records wait in the queue; a check that finds it full waits
+//! for a place (backpressure, never a dropped record). [`AccessRecorder::flush`] waits for
+//! every record queued before it; the service calls it before it stops. A process killed
+//! outright loses at most the records queued or in the commit in flight, never an account's
 //! decision (a check decides nothing).
 
 use crate::accounts::{AccountHandler, Caller};
+use crate::log::ReadyAppend;
 use custode_domain::access::AccessEvent;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-/// Records on their way to the log at most.
-pub const IN_FLIGHT: u32 = 4096;
+/// Records waiting for the log at most.
+pub const IN_FLIGHT: usize = 4096;
+
+/// Most records one log job carries.
+const BATCH: usize = IN_FLIGHT;
+
+enum Queued {
+    Record(ReadyAppend),
+    /// Answered once everything queued before it is written (or has failed, loudly).
+    Flush(oneshot::Sender<()>),
+}
 
 #[derive(Clone)]
 pub struct AccessRecorder {
     accounts: Arc<AccountHandler>,
-    places: Arc<Semaphore>,
+    queue: mpsc::Sender<Queued>,
 }
 
 impl AccessRecorder {
+    /// Starts the task that writes the records (on the current tokio runtime).
     pub fn new(accounts: AccountHandler) -> Self {
-        Self {
-            accounts: Arc::new(accounts),
-            places: Arc::new(Semaphore::new(IN_FLIGHT as usize)),
-        }
+        let accounts = Arc::new(accounts);
+        let (queue, queued) = mpsc::channel(IN_FLIGHT);
+        tokio::spawn(write(accounts.clone(), queued));
+        Self { accounts, queue }
     }
 
-    /// Queues `record` of an access at `at` for the account's access stream; returns once it
-    /// has a place.
+    /// Queues `record` of an access at `at` for the account's access stream, made ready for
+    /// the log here (so the task that writes the queue spends its time on nothing else);
+    /// returns once it has a place.
     pub async fn record(
         &self,
         account_id: Uuid,
         record: AccessEvent,
-        caller: Caller,
+        caller: &Caller,
         at: chrono::DateTime<chrono::Utc>,
     ) {
-        let Ok(place) = self.places.clone().acquire_owned().await else {
-            return;
-        };
-        let accounts = self.accounts.clone();
-        tokio::spawn(async move {
-            if let Err(error) = accounts
-                .record_access_soon(account_id, record, &caller, at)
-                .await
-            {
-                tracing::error!(%account_id, %error, "an access record could not be written to the log");
+        let ready = match self.accounts.ready_record(account_id, record, caller, at) {
+            Ok(ready) => ready,
+            Err(error) => {
+                tracing::error!(%account_id, %error, "an access record could not be encoded");
+                return;
             }
-            drop(place);
-        });
+        };
+        if self.queue.send(Queued::Record(ready)).await.is_err() {
+            tracing::error!(%account_id, "an access record could not be queued: its writer has stopped");
+        }
     }
 
     /// Waits until every record queued so far is in the log (or has failed, loudly).
     pub async fn flush(&self) {
-        if let Ok(all) = self.places.acquire_many(IN_FLIGHT).await {
-            drop(all);
+        let (done, written) = oneshot::channel();
+        if self.queue.send(Queued::Flush(done)).await.is_ok() {
+            let _ = written.await;
+        }
+    }
+}
+
+/// Writes what is queued, everything waiting at once, until every handle is gone.
+async fn write(accounts: Arc<AccountHandler>, mut queued: mpsc::Receiver<Queued>) {
+    let mut taken = Vec::with_capacity(BATCH);
+    while queued.recv_many(&mut taken, BATCH).await > 0 {
+        let mut records = Vec::with_capacity(taken.len());
+        let mut flushes = Vec::new();
+        for item in taken.drain(..) {
+            match item {
+                Queued::Record(ready) => records.push(ready),
+                Queued::Flush(done) => flushes.push(done),
+            }
+        }
+        let count = records.len();
+        if count > 0 {
+            if let Err(error) = accounts.services().log.append_ready_soon(records).await {
+                tracing::error!(%error, count, "access records could not be written to the log");
+            }
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
 }

@@ -488,51 +488,44 @@ impl AccountHandler {
         caller: &Caller,
         at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<u64, HandlerError<AccountError>> {
-        self.append_record(account_id, record, caller, at, false)
-            .await
+        let (append, meta) = self.record_append(account_id, record, caller, at)?;
+        let recorded = self.services().log.append(vec![append], meta).await?;
+        Ok(recorded.last().map_or(0, |r| r.position))
     }
 
     /// As [`AccountHandler::record_access`], for a record nobody waits on (AP-7's, written
-    /// behind the answer): it may wait a few milliseconds to share its commit with others
-    /// (`EventLog::append_soon`).
-    pub async fn record_access_soon(
+    /// behind its answer): made ready for the log here, written by the `AccessRecorder` with
+    /// the others it gathers (`EventLog::append_ready_soon`).
+    pub fn ready_record(
         &self,
         account_id: Uuid,
         record: custode_domain::access::AccessEvent,
         caller: &Caller,
         at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<u64, HandlerError<AccountError>> {
-        self.append_record(account_id, record, caller, Some(at), true)
-            .await
+    ) -> Result<crate::log::ReadyAppend, HandlerError<AccountError>> {
+        let (append, meta) = self.record_append(account_id, record, caller, Some(at))?;
+        Ok(crate::log::EventLog::ready(append, meta))
     }
 
-    async fn append_record(
+    /// An access record's append (at the stream's end, whatever its version) and metadata.
+    fn record_append(
         &self,
         account_id: Uuid,
         record: custode_domain::access::AccessEvent,
         caller: &Caller,
         at: Option<chrono::DateTime<chrono::Utc>>,
-        soon: bool,
-    ) -> Result<u64, HandlerError<AccountError>> {
-        use custode_domain::access::stream_for;
-        let events = crate::handler::to_new_events(&[record])?;
+    ) -> Result<(crate::log::StreamAppend, crate::log::Metadata), HandlerError<AccountError>> {
         let append = crate::log::StreamAppend {
-            stream: stream_for(account_id),
+            stream: custode_domain::access::stream_for(account_id),
             expected_version: crate::log::ANY_VERSION,
-            events,
+            events: crate::handler::to_new_events(&[record])?,
         };
         let mut meta = self.services().metadata(caller, None);
         // A record written behind its answer keeps the time of the access.
         if let Some(at) = at {
             meta.occurred_at = at;
         }
-        let log = &self.services().log;
-        let recorded = if soon {
-            log.append_soon(vec![append], meta).await?
-        } else {
-            log.append(vec![append], meta).await?
-        };
-        Ok(recorded.last().map_or(0, |r| r.position))
+        Ok((append, meta))
     }
 }
 

@@ -100,20 +100,31 @@ pub struct Metadata {
     pub occurred_at: DateTime<Utc>,
 }
 
+/// See [`EventLog::ready`].
+pub struct ReadyAppend {
+    append: StreamAppend,
+    meta: Metadata,
+    payloads: Vec<String>,
+}
+
 struct Job {
     appends: Vec<StreamAppend>,
     /// Each event's payload as canonical text, in order across `appends`: made by the caller,
     /// so the writer (which serialises every commit) spends none of its time on it.
     payloads: Vec<String>,
-    meta: Metadata,
+    /// One for every append, or one that every append shares.
+    metas: Vec<Metadata>,
     reply: oneshot::Sender<Result<Vec<RecordedEvent>, LogError>>,
     /// May wait up to [`SOON_LINGER`] for company before its commit (see [`EventLog::append_soon`]).
     soon: bool,
+    /// Its caller wants the recorded events back; else they move into [`Recent`] uncopied
+    /// and the caller gets none ([`EventLog::append_ready_soon`]).
+    answered: bool,
 }
 
 /// How long a group made only of [`EventLog::append_soon`] jobs waits for more jobs before it
 /// commits: many such appends then share one fsync, the costliest part of a commit.
-pub const SOON_LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+pub const SOON_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// How often a lingering writer looks for more jobs: the most a plain append arriving
 /// meanwhile waits.
@@ -210,7 +221,7 @@ impl EventLog {
         appends: Vec<StreamAppend>,
         meta: Metadata,
     ) -> Result<Vec<RecordedEvent>, LogError> {
-        self.send(appends, meta, false).await
+        self.send(appends, vec![meta], false).await
     }
 
     /// As [`EventLog::append`], for what nobody is waiting on (AP-7's access records, written
@@ -222,29 +233,83 @@ impl EventLog {
         appends: Vec<StreamAppend>,
         meta: Metadata,
     ) -> Result<Vec<RecordedEvent>, LogError> {
-        self.send(appends, meta, true).await
+        self.send(appends, vec![meta], true).await
+    }
+
+    /// An append made ready for [`EventLog::append_ready_soon`]: its payloads put in canonical
+    /// text now, by its caller, rather than when the batch it joins is sent.
+    pub fn ready(append: StreamAppend, meta: Metadata) -> ReadyAppend {
+        let payloads = append
+            .events
+            .iter()
+            .map(|e| to_canonical_string(&e.payload))
+            .collect();
+        ReadyAppend {
+            append,
+            meta,
+            payloads,
+        }
+    }
+
+    /// As [`EventLog::append_soon`], for appends that each carry their own metadata (AP-7's
+    /// access records, gathered by the recorder from many checks): one job for all of them,
+    /// so the writer answers once rather than once a record.
+    /// Returns once they are committed, without the recorded events (which the writer then
+    /// hands to the log's tailing readers without copying them).
+    pub async fn append_ready_soon(&self, ready: Vec<ReadyAppend>) -> Result<(), LogError> {
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let mut appends = Vec::with_capacity(ready.len());
+        let mut metas = Vec::with_capacity(ready.len());
+        let mut payloads = Vec::with_capacity(ready.len());
+        for one in ready {
+            appends.push(one.append);
+            metas.push(one.meta);
+            payloads.extend(one.payloads);
+        }
+        self.queue(appends, payloads, metas, true, false)
+            .await
+            .map(drop)
     }
 
     async fn send(
         &self,
         appends: Vec<StreamAppend>,
-        meta: Metadata,
+        metas: Vec<Metadata>,
         soon: bool,
     ) -> Result<Vec<RecordedEvent>, LogError> {
-        let (reply, answer) = oneshot::channel();
         let payloads = appends
             .iter()
             .flat_map(|a| &a.events)
             .map(|e| to_canonical_string(&e.payload))
             .collect();
+        self.queue(appends, payloads, metas, soon, true).await
+    }
+
+    async fn queue(
+        &self,
+        appends: Vec<StreamAppend>,
+        payloads: Vec<String>,
+        metas: Vec<Metadata>,
+        soon: bool,
+        answered: bool,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        if metas.is_empty() || (metas.len() != 1 && metas.len() != appends.len()) {
+            return Err(LogError::Store(
+                "an append needs its metadata: one for all, or one each".into(),
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
         self.inner
             .jobs
             .send(Job {
                 appends,
                 payloads,
-                meta,
+                metas,
                 reply,
                 soon,
+                answered,
             })
             .await
             .map_err(|_| LogError::Closed)?;
@@ -996,35 +1061,53 @@ fn canonical_envelope(
     payload: &str,
 ) -> String {
     use std::fmt::Write;
+    // Written straight into one buffer, keys in order: the writer makes one per event.
     let mut out = String::with_capacity(256 + payload.len() + stream.len());
-    let text = json_string;
-    let actor_id = actor_id.map_or_else(|| "null".to_string(), text);
+    out.push_str(r#"{"actor":{"id":"#);
+    match actor_id {
+        Some(id) => push_json_string(&mut out, id),
+        None => out.push_str("null"),
+    }
+    out.push_str(r#","kind":"#);
+    push_json_string(&mut out, actor_kind);
+    out.push_str(r#"},"causation_id":"#);
+    push_json_string(&mut out, causation_id);
+    out.push_str(r#","correlation_id":"#);
+    push_json_string(&mut out, correlation_id);
+    out.push_str(r#","event_id":"#);
+    push_json_string(&mut out, event_id);
+    out.push_str(r#","occurred_at":"#);
+    push_json_string(&mut out, occurred_at);
+    out.push_str(r#","payload":"#);
+    out.push_str(payload);
     let _ = write!(
         out,
-        r#"{{"actor":{{"id":{actor_id},"kind":{}}},"causation_id":{},"correlation_id":{},"event_id":{},"occurred_at":{},"payload":{payload},"position":{position},"schema_version":{schema_version},"stream":{},"type":{},"version":{version}}}"#,
-        text(actor_kind),
-        text(causation_id),
-        text(correlation_id),
-        text(event_id),
-        text(occurred_at),
-        text(stream),
-        text(event_type),
+        r#","position":{position},"schema_version":{schema_version},"stream":"#
     );
+    push_json_string(&mut out, stream);
+    out.push_str(r#","type":"#);
+    push_json_string(&mut out, event_type);
+    let _ = write!(out, r#","version":{version}}}"#);
     out
+}
+
+/// Appends `s` to `out` as [`json_string`] writes it.
+fn push_json_string(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).unwrap_or_default());
+    }
 }
 
 /// `s` as a JSON string, escaped exactly as serde_json escapes it (only `"`, `\\` and control
 /// characters). Ids, times, stream and type names need no escaping: they are copied as they are.
 fn json_string(s: &str) -> String {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        let mut out = String::with_capacity(s.len() + 2);
-        out.push('"');
-        out.push_str(s);
-        out.push('"');
-        out
-    } else {
-        serde_json::to_string(s).unwrap_or_default()
-    }
+    let mut out = String::with_capacity(s.len() + 2);
+    push_json_string(&mut out, s);
+    out
 }
 
 /// SEC-9: a stored payload as it may leave the log host. `None` for the stored text as it is:
@@ -1044,17 +1127,18 @@ fn chain_hash(prev: &str, canonical: &str) -> String {
     hasher.update(prev.as_bytes());
     hasher.update(b"\n");
     hasher.update(canonical.as_bytes());
-    format!("{:x}", hasher.finalize())
+    hex(&hasher.finalize())
 }
 
+/// `bytes` in lower-case hexadecimal.
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
+    let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(digit(b >> 4));
+        out.push(digit(b & 0x0f));
+    }
+    out
 }
 
 /// The end of the chain: the last position and its hash.
@@ -1105,20 +1189,24 @@ const RECENT_KEPT: usize = 4096;
 struct Recent(std::sync::Mutex<std::collections::VecDeque<RecordedEvent>>);
 
 impl Recent {
-    fn committed<'a>(&self, events: impl Iterator<Item = &'a RecordedEvent>) {
+    fn committed(&self, events: Vec<RecordedEvent>) {
+        let mut gone = Vec::new();
         let Ok(mut kept) = self.0.lock() else { return };
         for event in events {
             if kept
                 .back()
                 .is_some_and(|last| last.position + 1 != event.position)
             {
-                kept.clear();
+                gone.extend(kept.drain(..));
             }
-            kept.push_back(event.clone());
+            kept.push_back(event);
         }
         while kept.len() > RECENT_KEPT {
-            kept.pop_front();
+            gone.extend(kept.pop_front());
         }
+        drop(kept);
+        // Freed once the lock is given back: every tailing reader takes it.
+        drop(gone);
     }
 
     /// Up to `limit` events after `position`, when every one of them is kept here.
@@ -1178,7 +1266,14 @@ impl StreamVersions {
             .filter_map(|(_, r)| r.as_ref().ok())
             .flatten()
         {
-            versions.insert(event.stream.clone(), event.version);
+            // A stream written many times in one commit (a busy account's access records)
+            // is copied once.
+            match versions.get_mut(event.stream.as_str()) {
+                Some(version) => *version = event.version,
+                None => {
+                    versions.insert(event.stream.clone(), event.version);
+                }
+            }
         }
     }
 }
@@ -1210,6 +1305,8 @@ impl Writer {
     /// [`SOON_LINGER`] for more before it commits.
     fn commit_group(&mut self, first: Job, jobs: &mut mpsc::Receiver<Job>) -> Vec<Reply> {
         let mut replies: Vec<Reply> = Vec::new();
+        // Whether each reply's caller wants its events back.
+        let mut answered = Vec::new();
         let start_tip = self.tip.clone();
         let tx = match self
             .conn
@@ -1234,6 +1331,7 @@ impl Writer {
         let mut spoiled = None;
         while let Some(mut job) = next.take() {
             lingering &= job.soon;
+            answered.push(job.answered);
             match append_job(&tx, &mut tip, &mut job, &self.versions, &mut written) {
                 Ok(events) => replies.push((job.reply, Ok(events))),
                 Err(JobError::Refused(e)) => replies.push((job.reply, Err(e))),
@@ -1266,12 +1364,17 @@ impl Writer {
             Ok(()) => {
                 self.tip = tip;
                 self.versions.committed(&replies);
-                self.recent.committed(
-                    replies
-                        .iter()
-                        .filter_map(|(_, result)| result.as_ref().ok())
-                        .flatten(),
-                );
+                let mut fresh = Vec::new();
+                for ((_, result), answered) in replies.iter_mut().zip(&answered) {
+                    if let Ok(events) = result {
+                        if *answered {
+                            fresh.extend(events.iter().cloned());
+                        } else {
+                            fresh.append(events);
+                        }
+                    }
+                }
+                self.recent.committed(fresh);
                 self.head.send_replace(self.tip.position);
                 use std::sync::atomic::Ordering::Relaxed;
                 self.stats.commits.fetch_add(1, Relaxed);
@@ -1367,6 +1470,27 @@ enum JobError {
     Group(LogError),
 }
 
+/// A metadata's columns as the log stores them.
+struct Described {
+    /// Stored with microseconds; the in-process copy equals what a reader will see.
+    at: DateTime<Utc>,
+    occurred_at: String,
+    correlation_id: String,
+    causation_id: String,
+}
+
+impl Described {
+    fn of(meta: &Metadata) -> Self {
+        let at = meta.occurred_at.trunc_subsecs(6);
+        Self {
+            at,
+            occurred_at: at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            correlation_id: meta.correlation_id.to_string(),
+            causation_id: meta.causation_id.to_string(),
+        }
+    }
+}
+
 /// Writes `job`'s events, moving their payloads into the events it returns (the job is spent
 /// whatever happens: its caller gets these events or an error).
 fn write_events(
@@ -1375,21 +1499,28 @@ fn write_events(
     job: &mut Job,
     versions: &[u64],
 ) -> Result<Vec<RecordedEvent>, LogError> {
-    let meta = &job.meta;
-    // Stored with microseconds; keep the in-process copy equal to what a reader will see.
-    let at = meta.occurred_at.trunc_subsecs(6);
-    let occurred_at = at.to_rfc3339_opts(SecondsFormat::Micros, true);
-    let actor_kind = meta.actor.kind.as_str();
-    let correlation_id = meta.correlation_id.to_string();
-    let causation_id = meta.causation_id.to_string();
     let mut recorded = Vec::new();
     let mut payloads = job.payloads.iter();
-    for (append, &actual) in job.appends.iter_mut().zip(versions) {
-        let mut insert = conn.prepare_cached(
-            "INSERT INTO events (position, event_id, stream, version, type, schema_version, occurred_at, \
-             actor_kind, actor_id, correlation_id, causation_id, payload, hash) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )?;
+    let described: Vec<Described> = job.metas.iter().map(Described::of).collect();
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO events (position, event_id, stream, version, type, schema_version, occurred_at, \
+         actor_kind, actor_id, correlation_id, causation_id, payload, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    for (index, (append, &actual)) in job.appends.iter_mut().zip(versions).enumerate() {
+        // One metadata for every append, or one each.
+        let which = if job.metas.len() == 1 { 0 } else { index };
+        let (Some(meta), Some(d)) = (job.metas.get(which), described.get(which)) else {
+            return Err(LogError::Store("an append without its metadata".into()));
+        };
+        let Described {
+            at,
+            occurred_at,
+            correlation_id,
+            causation_id,
+        } = d;
+        let at = *at;
+        let actor_kind = meta.actor.kind.as_str();
         for (i, event) in append.events.iter_mut().enumerate() {
             let position = tip.position + 1;
             let version = actual + 1 + i as u64;
@@ -1404,11 +1535,11 @@ fn write_events(
                 version,
                 &event.event_type,
                 event.schema_version,
-                &occurred_at,
+                occurred_at,
                 actor_kind,
                 meta.actor.id.as_deref(),
-                &correlation_id,
-                &causation_id,
+                correlation_id,
+                causation_id,
                 payload,
             );
             let hash = chain_hash(&tip.hash, &canonical);

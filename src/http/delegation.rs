@@ -628,7 +628,7 @@ pub async fn check_app_password(
             .record(
                 f.account_id,
                 custode_domain::access::AccessEvent::AppPasswordChecked(record),
-                caller,
+                &caller,
                 now,
             )
             .await;

@@ -495,3 +495,47 @@ fn a_full_or_failing_disk_is_told_apart_from_other_storage_failures() {
         LogError::Store(_)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_appends_go_in_one_job_each_with_its_own_metadata() {
+    let (_dir, log) = open_temp();
+    log.append(one("cmd-1", 0, 0), meta()).await.unwrap();
+    let start = Utc::now() - chrono::Duration::minutes(5);
+    let metas: Vec<Metadata> = (0..6i64)
+        .map(|n| Metadata {
+            occurred_at: start + chrono::Duration::seconds(n),
+            ..meta()
+        })
+        .collect();
+    let ready = (0..6u64)
+        .flat_map(|n| one(&format!("access-{}", n % 2), ANY_VERSION, n))
+        .zip(metas.iter().cloned())
+        .map(|(append, m)| EventLog::ready(append, m))
+        .collect();
+    let (_, jobs_before) = log.stats();
+    log.append_ready_soon(ready).await.unwrap();
+    let (_, jobs_after) = log.stats();
+    assert_eq!(
+        jobs_after - jobs_before,
+        1,
+        "one job for every ready append"
+    );
+    log.append_ready_soon(Vec::new()).await.unwrap();
+    assert_eq!(log.head(), 7);
+    // What a reader sees in the file: each event with its own time and correlation, versions
+    // counting up per stream, the chain whole.
+    let stored = log.reader().read_from(1, 100).unwrap();
+    assert_eq!(stored.len(), 6);
+    // The tailing readers get them from memory, the same as from the file.
+    assert_eq!(log.read_from(1, 100).await.unwrap(), stored);
+    for (n, (event, m)) in stored.iter().zip(&metas).enumerate() {
+        assert_eq!(event.occurred_at, m.occurred_at.trunc_subsecs(6));
+        assert_eq!(event.correlation_id, m.correlation_id);
+        assert_eq!(event.causation_id, m.causation_id);
+        assert_eq!(event.stream, format!("access-{}", n % 2));
+        assert_eq!(event.version, n as u64 / 2 + 1);
+        assert_eq!(event.payload["n"], json!(n));
+    }
+    let report = log.verify_chain_blocking().unwrap();
+    assert_eq!((report.checked, report.first_mismatch), (7, None));
+}
