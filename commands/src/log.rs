@@ -237,7 +237,8 @@ impl EventLog {
     }
 
     /// An append made ready for [`EventLog::append_ready_soon`]: its payloads put in canonical
-    /// text now, by its caller, rather than when the batch it joins is sent.
+    /// text now, by its caller, rather than when the batch it joins is sent. Its stream must be
+    /// appended at its end (`ANY_VERSION`): a batch is written whole or not at all.
     pub fn ready(append: StreamAppend, meta: Metadata) -> ReadyAppend {
         let payloads = append
             .events
@@ -259,6 +260,16 @@ impl EventLog {
     pub async fn append_ready_soon(&self, ready: Vec<ReadyAppend>) -> Result<(), LogError> {
         if ready.is_empty() {
             return Ok(());
+        }
+        // One job is appended whole or not at all: an append that could meet a version
+        // conflict would take the others down with it.
+        if ready
+            .iter()
+            .any(|r| r.append.expected_version != ANY_VERSION)
+        {
+            return Err(LogError::Store(
+                "ready appends go at their streams' ends (ANY_VERSION)".into(),
+            ));
         }
         let mut appends = Vec::with_capacity(ready.len());
         let mut metas = Vec::with_capacity(ready.len());

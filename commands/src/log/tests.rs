@@ -521,6 +521,12 @@ async fn ready_appends_go_in_one_job_each_with_its_own_metadata() {
         "one job for every ready append"
     );
     log.append_ready_soon(Vec::new()).await.unwrap();
+    // One that expects a version is refused before anything is sent.
+    let versioned = EventLog::ready(one("access-0", 3, 9).remove(0), meta());
+    assert!(matches!(
+        log.append_ready_soon(vec![versioned]).await,
+        Err(LogError::Store(_))
+    ));
     assert_eq!(log.head(), 7);
     // What a reader sees in the file: each event with its own time and correlation, versions
     // counting up per stream, the chain whole.
