@@ -1,29 +1,31 @@
 //! AP-7, AH-3: the mail servers' checks are recorded behind their answers. A check is decided
-//! in memory (the read model's facts, the keyed hash) and answered at once; its record goes to
-//! a queue, and one task takes everything queued and writes it to the log as one job (one
-//! answer from the writer, however many records), which may wait up to `log::SOON_LINGER`
-//! to share its commit. So a check's time is not an fsync's, nor does a check pay for a task,
-//! a channel to the writer and an answer of its own, while every record still reaches the log
-//! milliseconds later.
+//! in memory (the read model's facts, the keyed hash) and answered at once; its record, made
+//! ready for the log by the check itself, goes to a queue, and one task takes everything
+//! queued (up to `BATCH`) and puts it in the log's queue as one job (one answer from the
+//! writer, however many records), which may wait up to `log::SOON_LINGER` to share its
+//! commit. Up to `JOBS_IN_FLIGHT` such jobs await their commits at once, queued in order.
+//! So a check's time is not an fsync's, nor does a check pay for a task, a channel to the
+//! writer and an answer of its own, while every record still reaches the log milliseconds
+//! later.
 //!
 //! Bounded: at most [`IN_FLIGHT`] records wait in the queue; a check that finds it full waits
 //! for a place (backpressure, never a dropped record). [`AccessRecorder::flush`] waits for
 //! every record queued before it; the service calls it before it stops. A process killed
-//! outright loses at most the records queued or in the commit in flight, never an account's
+//! outright loses at most the records queued or in the commits in flight, never an account's
 //! decision (a check decides nothing).
 
 use crate::accounts::{AccountHandler, Caller};
 use crate::log::ReadyAppend;
 use custode_domain::access::AccessEvent;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
 /// Records waiting for the log at most.
 pub const IN_FLIGHT: usize = 4096;
 
 /// Most records one log job carries.
-const BATCH: usize = IN_FLIGHT;
+const BATCH: usize = 1024;
 
 enum Queued {
     Record(ReadyAppend),
@@ -77,8 +79,14 @@ impl AccessRecorder {
     }
 }
 
+/// Jobs of records the log may hold at once: the next batch is queued while the last one
+/// waits for its commit, so checks meet a full queue only when the log truly cannot keep up,
+/// and are then let through batch by batch rather than all at once.
+const JOBS_IN_FLIGHT: u32 = 4;
+
 /// Writes what is queued, everything waiting at once, until every handle is gone.
 async fn write(accounts: Arc<AccountHandler>, mut queued: mpsc::Receiver<Queued>) {
+    let jobs = Arc::new(Semaphore::new(JOBS_IN_FLIGHT as usize));
     let mut taken = Vec::with_capacity(BATCH);
     while queued.recv_many(&mut taken, BATCH).await > 0 {
         let mut records = Vec::with_capacity(taken.len());
@@ -91,8 +99,28 @@ async fn write(accounts: Arc<AccountHandler>, mut queued: mpsc::Receiver<Queued>
         }
         let count = records.len();
         if count > 0 {
-            if let Err(error) = accounts.services().log.append_ready_soon(records).await {
-                tracing::error!(%error, count, "access records could not be written to the log");
+            let Ok(place) = jobs.clone().acquire_owned().await else {
+                return;
+            };
+            // Queued here, in order; its commit awaited beside the next batches.
+            match accounts.services().log.enqueue_ready_soon(records).await {
+                Ok(committed) => {
+                    tokio::spawn(async move {
+                        if let Err(error) = committed.wait().await {
+                            tracing::error!(%error, count, "access records could not be written to the log");
+                        }
+                        drop(place);
+                    });
+                }
+                Err(error) => {
+                    tracing::error!(%error, count, "access records could not be written to the log");
+                }
+            }
+        }
+        if !flushes.is_empty() {
+            // Every job queued so far is committed once all places are free again.
+            if let Ok(all) = jobs.acquire_many(JOBS_IN_FLIGHT).await {
+                drop(all);
             }
         }
         for done in flushes {

@@ -100,6 +100,19 @@ pub struct Metadata {
     pub occurred_at: DateTime<Utc>,
 }
 
+/// The commit of a job queued by [`EventLog::enqueue_ready_soon`].
+pub struct Committed(Option<oneshot::Receiver<Result<Vec<RecordedEvent>, LogError>>>);
+
+impl Committed {
+    /// Waits until the job is committed (or has failed).
+    pub async fn wait(self) -> Result<(), LogError> {
+        match self.0 {
+            None => Ok(()),
+            Some(answer) => answer.await.map_err(|_| LogError::Closed)?.map(drop),
+        }
+    }
+}
+
 /// See [`EventLog::ready`].
 pub struct ReadyAppend {
     append: StreamAppend,
@@ -258,8 +271,15 @@ impl EventLog {
     /// Returns once they are committed, without the recorded events (which the writer then
     /// hands to the log's tailing readers without copying them).
     pub async fn append_ready_soon(&self, ready: Vec<ReadyAppend>) -> Result<(), LogError> {
+        self.enqueue_ready_soon(ready).await?.wait().await
+    }
+
+    /// As [`EventLog::append_ready_soon`], returning once the job is in the writer's queue
+    /// (so jobs queued one after another are written in that order) with what tells when it
+    /// is committed: a caller may queue the next batch before this one's fsync.
+    pub async fn enqueue_ready_soon(&self, ready: Vec<ReadyAppend>) -> Result<Committed, LogError> {
         if ready.is_empty() {
-            return Ok(());
+            return Ok(Committed(None));
         }
         // One job is appended whole or not at all: an append that could meet a version
         // conflict would take the others down with it.
@@ -279,9 +299,8 @@ impl EventLog {
             metas.push(one.meta);
             payloads.extend(one.payloads);
         }
-        self.queue(appends, payloads, metas, true, false)
-            .await
-            .map(drop)
+        let answer = self.enqueue(appends, payloads, metas, true, false).await?;
+        Ok(Committed(Some(answer)))
     }
 
     async fn send(
@@ -306,6 +325,21 @@ impl EventLog {
         soon: bool,
         answered: bool,
     ) -> Result<Vec<RecordedEvent>, LogError> {
+        let answer = self
+            .enqueue(appends, payloads, metas, soon, answered)
+            .await?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Puts a job in the writer's queue; its answer comes on the receiver.
+    async fn enqueue(
+        &self,
+        appends: Vec<StreamAppend>,
+        payloads: Vec<String>,
+        metas: Vec<Metadata>,
+        soon: bool,
+        answered: bool,
+    ) -> Result<oneshot::Receiver<Result<Vec<RecordedEvent>, LogError>>, LogError> {
         if metas.is_empty() || (metas.len() != 1 && metas.len() != appends.len()) {
             return Err(LogError::Store(
                 "an append needs its metadata: one for all, or one each".into(),
@@ -324,7 +358,7 @@ impl EventLog {
             })
             .await
             .map_err(|_| LogError::Closed)?;
-        answer.await.map_err(|_| LogError::Closed)?
+        Ok(answer)
     }
 
     /// Commits and commands so far: commands per commit is how well group commit works.
