@@ -314,20 +314,7 @@ impl EventLog {
             .flat_map(|a| &a.events)
             .map(|e| to_canonical_string(&e.payload))
             .collect();
-        self.queue(appends, payloads, metas, soon, true).await
-    }
-
-    async fn queue(
-        &self,
-        appends: Vec<StreamAppend>,
-        payloads: Vec<String>,
-        metas: Vec<Metadata>,
-        soon: bool,
-        answered: bool,
-    ) -> Result<Vec<RecordedEvent>, LogError> {
-        let answer = self
-            .enqueue(appends, payloads, metas, soon, answered)
-            .await?;
+        let answer = self.enqueue(appends, payloads, metas, soon, true).await?;
         answer.await.map_err(|_| LogError::Closed)?
     }
 
