@@ -103,19 +103,13 @@ async fn write(accounts: Arc<AccountHandler>, mut queued: mpsc::Receiver<Queued>
                 return;
             };
             // Queued here, in order; its commit awaited beside the next batches.
-            match accounts.services().log.enqueue_ready_soon(records).await {
-                Ok(committed) => {
-                    tokio::spawn(async move {
-                        if let Err(error) = committed.wait().await {
-                            tracing::error!(%error, count, "access records could not be written to the log");
-                        }
-                        drop(place);
-                    });
-                }
-                Err(error) => {
+            let queued = accounts.services().log.enqueue_ready_soon(records).await;
+            tokio::spawn(async move {
+                if let Err(error) = async { queued?.wait().await }.await {
                     tracing::error!(%error, count, "access records could not be written to the log");
                 }
-            }
+                drop(place);
+            });
         }
         if !flushes.is_empty() {
             // Every job queued so far is committed once all places are free again.

@@ -128,14 +128,13 @@ struct Job {
     /// One for every append, or one that every append shares.
     metas: Vec<Metadata>,
     reply: oneshot::Sender<Result<Vec<RecordedEvent>, LogError>>,
-    /// May wait up to [`SOON_LINGER`] for company before its commit (see [`EventLog::append_soon`]).
-    soon: bool,
-    /// Its caller wants the recorded events back; else they move into [`Recent`] uncopied
-    /// and the caller gets none ([`EventLog::append_ready_soon`]).
-    answered: bool,
+    /// A batch of ready appends nobody waits on ([`EventLog::enqueue_ready_soon`]): it may wait
+    /// up to [`SOON_LINGER`] for company before its commit, and its events move into [`Recent`]
+    /// uncopied rather than going back to its caller.
+    batch: bool,
 }
 
-/// How long a group made only of [`EventLog::append_soon`] jobs waits for more jobs before it
+/// How long a group made only of batches of ready appends waits for more jobs before it
 /// commits: many such appends then share one fsync, the costliest part of a commit.
 pub const SOON_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
@@ -234,19 +233,13 @@ impl EventLog {
         appends: Vec<StreamAppend>,
         meta: Metadata,
     ) -> Result<Vec<RecordedEvent>, LogError> {
-        self.send(appends, vec![meta], false).await
-    }
-
-    /// As [`EventLog::append`], for what nobody is waiting on (AP-7's access records, written
-    /// behind their answers): the group it starts may wait up to [`SOON_LINGER`] for more
-    /// appends before it commits, so that a stream of them costs one fsync per linger rather
-    /// than one each. A plain append that arrives meanwhile ends the wait at once.
-    pub async fn append_soon(
-        &self,
-        appends: Vec<StreamAppend>,
-        meta: Metadata,
-    ) -> Result<Vec<RecordedEvent>, LogError> {
-        self.send(appends, vec![meta], true).await
+        let payloads = appends
+            .iter()
+            .flat_map(|a| &a.events)
+            .map(|e| to_canonical_string(&e.payload))
+            .collect();
+        let answer = self.enqueue(appends, payloads, vec![meta], false).await?;
+        answer.await.map_err(|_| LogError::Closed)?
     }
 
     /// An append made ready for [`EventLog::append_ready_soon`]: its payloads put in canonical
@@ -265,11 +258,13 @@ impl EventLog {
         }
     }
 
-    /// As [`EventLog::append_soon`], for appends that each carry their own metadata (AP-7's
-    /// access records, gathered by the recorder from many checks): one job for all of them,
-    /// so the writer answers once rather than once a record.
-    /// Returns once they are committed, without the recorded events (which the writer then
-    /// hands to the log's tailing readers without copying them).
+    /// As [`EventLog::append`], for what nobody is waiting on (AP-7's access records, written
+    /// behind their answers, gathered by the recorder from many checks), each append with its
+    /// own metadata: one job for all of them, so the writer answers once rather than once a
+    /// record. The group it starts may wait up to [`SOON_LINGER`] for more before it commits,
+    /// so that a stream of them costs one fsync per linger (a plain append that arrives
+    /// meanwhile ends the wait at once). Returns once they are committed, without the recorded
+    /// events (which the writer hands to the log's tailing readers without copying them).
     pub async fn append_ready_soon(&self, ready: Vec<ReadyAppend>) -> Result<(), LogError> {
         self.enqueue_ready_soon(ready).await?.wait().await
     }
@@ -299,23 +294,8 @@ impl EventLog {
             metas.push(one.meta);
             payloads.extend(one.payloads);
         }
-        let answer = self.enqueue(appends, payloads, metas, true, false).await?;
+        let answer = self.enqueue(appends, payloads, metas, true).await?;
         Ok(Committed(Some(answer)))
-    }
-
-    async fn send(
-        &self,
-        appends: Vec<StreamAppend>,
-        metas: Vec<Metadata>,
-        soon: bool,
-    ) -> Result<Vec<RecordedEvent>, LogError> {
-        let payloads = appends
-            .iter()
-            .flat_map(|a| &a.events)
-            .map(|e| to_canonical_string(&e.payload))
-            .collect();
-        let answer = self.enqueue(appends, payloads, metas, soon, true).await?;
-        answer.await.map_err(|_| LogError::Closed)?
     }
 
     /// Puts a job in the writer's queue; its answer comes on the receiver.
@@ -324,8 +304,7 @@ impl EventLog {
         appends: Vec<StreamAppend>,
         payloads: Vec<String>,
         metas: Vec<Metadata>,
-        soon: bool,
-        answered: bool,
+        batch: bool,
     ) -> Result<oneshot::Receiver<Result<Vec<RecordedEvent>, LogError>>, LogError> {
         if metas.is_empty() || (metas.len() != 1 && metas.len() != appends.len()) {
             return Err(LogError::Store(
@@ -340,8 +319,7 @@ impl EventLog {
                 payloads,
                 metas,
                 reply,
-                soon,
-                answered,
+                batch,
             })
             .await
             .map_err(|_| LogError::Closed)?;
@@ -1333,12 +1311,12 @@ impl Writer {
     }
 
     /// One transaction: `first`, then whatever else is queued, until the queue is momentarily
-    /// empty or the group is full. A group of [`EventLog::append_soon`] jobs alone waits up to
+    /// empty or the group is full. A group of batches of ready appends alone waits up to
     /// [`SOON_LINGER`] for more before it commits.
     fn commit_group(&mut self, first: Job, jobs: &mut mpsc::Receiver<Job>) -> Vec<Reply> {
         let mut replies: Vec<Reply> = Vec::new();
-        // Whether each reply's caller wants its events back.
-        let mut answered = Vec::new();
+        // Whether each reply is a batch's, whose events go to `Recent` uncopied.
+        let mut batches = Vec::new();
         let start_tip = self.tip.clone();
         let tx = match self
             .conn
@@ -1362,8 +1340,8 @@ impl Writer {
         let mut next = Some(first);
         let mut spoiled = None;
         while let Some(mut job) = next.take() {
-            lingering &= job.soon;
-            answered.push(job.answered);
+            lingering &= job.batch;
+            batches.push(job.batch);
             match append_job(&tx, &mut tip, &mut job, &self.versions, &mut written) {
                 Ok(events) => replies.push((job.reply, Ok(events))),
                 Err(JobError::Refused(e)) => replies.push((job.reply, Err(e))),
@@ -1397,12 +1375,12 @@ impl Writer {
                 self.tip = tip;
                 self.versions.committed(&replies);
                 let mut fresh = Vec::new();
-                for ((_, result), answered) in replies.iter_mut().zip(&answered) {
+                for ((_, result), batch) in replies.iter_mut().zip(&batches) {
                     if let Ok(events) = result {
-                        if *answered {
-                            fresh.extend(events.iter().cloned());
-                        } else {
+                        if *batch {
                             fresh.append(events);
+                        } else {
+                            fresh.extend(events.iter().cloned());
                         }
                     }
                 }

@@ -435,11 +435,14 @@ async fn appends_that_may_wait_share_commits_and_keep_versions_and_conflicts_exa
         let log = log.clone();
         tasks.push(tokio::spawn(async move {
             if n % 50 == 0 {
-                log.append(one(&format!("cmd-{n}"), 0, n), meta()).await
+                log.append(one(&format!("cmd-{n}"), 0, n), meta())
+                    .await
+                    .map(drop)
             } else {
                 let mut appends = one("access-1", ANY_VERSION, n);
                 appends[0].stream = format!("access-{}", n % 3);
-                log.append_soon(appends, meta()).await
+                let ready = EventLog::ready(appends.remove(0), meta());
+                log.append_ready_soon(vec![ready]).await
             }
         }));
     }
