@@ -58,6 +58,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             recovery::answer_floor,
         ))
+        .layer(middleware::from_fn(whole_body))
         .layer(middleware::from_fn_with_state(state.clone(), bounded))
         .layer(panics_answered())
         .layer(middleware::from_fn_with_state(state.clone(), access_log))
@@ -412,6 +413,35 @@ async fn bounded(
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => Problem::busy("the request took too long; try again shortly").into_response(),
+    }
+}
+
+/// A body within the limit is read whole before the request is routed, so that an answer
+/// given before its handler reads the body (a refused credential, say) still leaves the
+/// connection reusable. hyper reuses a keep-alive connection only when the body was read to
+/// its end; otherwise it closes it right after the answer, and a client that has already sent
+/// its next request on it meets a connection closed without an answer. A body that declares
+/// more than the limit, or none, is left to its handler (a `413` then closes the connection).
+async fn whole_body(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let Some(length) = declared.filter(|n| (1..=BODY_LIMIT).contains(n)) else {
+        return next.run(request).await;
+    };
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, length).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Err(_) => Problem::new(
+            "malformed-json",
+            "the request body could not be read: it ended early or ran past its declared length",
+        )
+        .into_response(),
     }
 }
 
