@@ -205,6 +205,23 @@ async fn a_refusing_smtp_server_gets_the_notice_once_it_recovers() {
     let attempts = || outbox(&app, "SELECT coalesce(max(attempts), 0) FROM outbox");
     advancing(&app, "two refused attempts", || attempts() >= 2).await;
     assert!(sink.messages().is_empty());
+    // The refusal quoted the recipient: kept for the operator, with the address masked.
+    let kept: String =
+        rusqlite::Connection::open(app.data_dir.join(custode_workers::store::STORE_FILE))
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT last_error FROM outbox WHERE attempts >= 2",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+    assert!(kept.contains("Try again later"), "{kept}");
+    assert!(!kept.contains("paola@example.it"), "{kept}");
+    assert!(
+        kept.contains(&custode_domain::masking::mask_email("paola@example.it")),
+        "{kept}"
+    );
     sink.refuse(false);
     advancing(&app, "the mail after recovery", || {
         sink.messages().len() == 1

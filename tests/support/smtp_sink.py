@@ -29,7 +29,8 @@ class Sink:
 
     async def handle_DATA(self, server, session, envelope):
         if os.path.exists(os.path.join(self.out, "refuse")):
-            return "451 4.3.0 Try again later"
+            # As a real relay words it, quoting the recipient (custode keeps it masked).
+            return f"451 4.3.0 <{', '.join(envelope.rcpt_tos)}>: Try again later"
         name = uuid.uuid4().hex
         tmp = os.path.join(self.out, f".{name}.tmp")
         with open(tmp, "wb") as f:

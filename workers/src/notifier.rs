@@ -543,6 +543,29 @@ struct Failure {
     permanent: bool,
 }
 
+/// A transport's error as it is logged and kept in the outbox: an SMTP server or an SMS
+/// gateway often quotes the recipient in its refusal ("550 <mario.rossi@…>: no such user"),
+/// and the recipient is shown masked there, as everywhere else it is shown (RI-3).
+fn without_recipient(error: &str, to: &str, channel: Channel) -> String {
+    if to.is_empty() {
+        return error.to_string();
+    }
+    let masked = match channel {
+        Channel::Email => mask_email(to),
+        Channel::Sms => mask_mobile(to),
+    };
+    let mut out = error.replace(to, &masked);
+    // A mobile number is often quoted without its `+`, an address in other letter cases.
+    if let Some(bare) = to.strip_prefix('+') {
+        out = out.replace(bare, &masked);
+    }
+    let lower = to.to_lowercase();
+    if lower != to {
+        out = out.replace(&lower, &masked);
+    }
+    out
+}
+
 /// The delivery side of a notifier.
 pub struct Delivery {
     channel: Channel,
@@ -688,7 +711,7 @@ impl Delivery {
             }
         };
         result.map_err(|error| Failure {
-            error,
+            error: without_recipient(&error, &notice.to, notice.channel),
             permanent: false,
         })
     }
@@ -988,5 +1011,30 @@ fn language_tag(language: Language) -> &'static str {
     match language {
         Language::It => "it",
         Language::En => "en",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_that_quotes_the_recipient_is_kept_with_the_recipient_masked() {
+        let smtp = "permanent error (550): 5.1.1 <Mario.Rossi@pec.example.it>: Recipient address rejected; also mario.rossi@pec.example.it";
+        let kept = without_recipient(smtp, "Mario.Rossi@pec.example.it", Channel::Email);
+        assert!(!kept.to_lowercase().contains("mario.rossi@"), "{kept}");
+        assert!(
+            kept.contains(&mask_email("Mario.Rossi@pec.example.it")),
+            "{kept}"
+        );
+        assert!(kept.starts_with("permanent error (550): 5.1.1 <"), "{kept}");
+        let gateway = "HTTP 400: destination 393471234512 is not reachable (+393471234512)";
+        let kept = without_recipient(gateway, "+393471234512", Channel::Sms);
+        assert!(!kept.contains("3471234512"), "{kept}");
+        assert!(kept.contains("+39 ***** **12"), "{kept}");
+        assert_eq!(
+            without_recipient("connection refused", "a@b.it", Channel::Email),
+            "connection refused"
+        );
     }
 }
