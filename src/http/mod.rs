@@ -416,32 +416,48 @@ async fn bounded(
     }
 }
 
-/// A body within the limit is read whole before the request is routed, so that an answer
+/// A body is read whole (up to the limit) before the request is routed, so that an answer
 /// given before its handler reads the body (a refused credential, say) still leaves the
 /// connection reusable. hyper reuses a keep-alive connection only when the body was read to
 /// its end; otherwise it closes it right after the answer, and a client that has already sent
 /// its next request on it meets a connection closed without an answer. A body that declares
-/// more than the limit, or none, is left to its handler (a `413` then closes the connection).
+/// more than the limit is left to its handler's `413` (after which the connection closes, as
+/// it must: the rest of that body is never read); a chunked one past the limit gets the same
+/// `413` here.
 async fn whole_body(request: Request, next: Next) -> Response {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let Some(length) = declared.filter(|n| (1..=BODY_LIMIT).contains(n)) else {
-        return next.run(request).await;
+    let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
+    let limit = match declared {
+        Some(length) if (1..=BODY_LIMIT).contains(&length) => length,
+        None if chunked => BODY_LIMIT,
+        _ => return next.run(request).await,
     };
     let (parts, body) = request.into_parts();
-    match axum::body::to_bytes(body, length).await {
+    match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => {
             next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
                 .await
         }
-        Err(_) => Problem::new(
-            "malformed-json",
-            "the request body could not be read: it ended early or ran past its declared length",
-        )
-        .into_response(),
+        Err(error) => {
+            let inner = error.into_inner();
+            if inner
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Problem::new("body-too-large", "request bodies are limited to 64 KiB")
+                    .into_response()
+            } else {
+                Problem::new(
+                    "malformed-json",
+                    "the request body could not be read: it ended early or ran past its declared length",
+                )
+                .into_response()
+            }
+        }
     }
 }
 

@@ -496,3 +496,49 @@ async fn a_refused_request_whose_body_comes_late_leaves_the_connection_usable() 
         .expect("the connection was closed after the refused request");
     assert!(second.starts_with("http/1.1 200"), "{second}");
 }
+
+/// The same with a chunked body (no declared length): refused early, the connection stays
+/// usable; past 64 KiB, a `413` problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_is_read_whole_and_refused_past_the_limit() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn().await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let head = format!(
+        "PUT /v1/account/mail-protocols HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let body = br#"{"imap":true}"#;
+    stream
+        .write_all(format!("{:x}\r\n", body.len()).as_bytes())
+        .await
+        .unwrap();
+    stream.write_all(body).await.unwrap();
+    stream.write_all(b"\r\n0\r\n\r\n").await.unwrap();
+    let first = read_answer(&mut stream)
+        .await
+        .expect("an answer to the PUT");
+    assert!(first.starts_with("http/1.1 401"), "{first}");
+    // Past the limit, in chunks of 8 KiB: refused as too large, whoever the caller is.
+    let head = format!(
+        "POST /v1/password/strength HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b'x'; 8 * 1024];
+    for _ in 0..9 {
+        if stream.write_all(b"2000\r\n").await.is_err()
+            || stream.write_all(&chunk).await.is_err()
+            || stream.write_all(b"\r\n").await.is_err()
+        {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let second = read_answer(&mut stream)
+        .await
+        .expect("an answer to the big body");
+    assert!(second.starts_with("http/1.1 413"), "{second}");
+}
