@@ -386,7 +386,7 @@ async fn bounded(
     request: Request,
     next: Next,
 ) -> Response {
-    if matches!(request.uri().path(), "/healthz" | "/readyz") {
+    if is_probe(&request) {
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();
@@ -424,7 +424,14 @@ async fn bounded(
 /// more than the limit is left to its handler's `413` (after which the connection closes, as
 /// it must: the rest of that body is never read); a chunked one past the limit gets the same
 /// `413` here.
+///
+/// Health probes are left alone: `bounded` does not time them, so waiting here for a body that
+/// never comes would hold them for good. So is a request that asks `Expect: 100-continue`:
+/// reading its body would invite every caller, refused or not, to upload it.
 async fn whole_body(request: Request, next: Next) -> Response {
+    if is_probe(&request) || request.headers().contains_key(header::EXPECT) {
+        return next.run(request).await;
+    }
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -459,6 +466,11 @@ async fn whole_body(request: Request, next: Next) -> Response {
             }
         }
     }
+}
+
+/// Health and readiness probes: never turned away, never timed, their bodies never read.
+fn is_probe(request: &Request) -> bool {
+    matches!(request.uri().path(), "/healthz" | "/readyz")
 }
 
 /// How many times `http.max_concurrent_per_address` one IPv6 /48 may hold (a customer with

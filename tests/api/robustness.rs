@@ -542,3 +542,44 @@ async fn a_chunked_body_is_read_whole_and_refused_past_the_limit() {
         .expect("an answer to the big body");
     assert!(second.starts_with("http/1.1 413"), "{second}");
 }
+
+/// A health probe that declares a body it never sends is answered at once: the probes are not
+/// timed, so nothing may wait on their bodies (found by attacking the body reading above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_with_a_body_that_never_comes_is_answered_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn().await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    for head in [
+        format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 100\r\n\r\n"),
+        format!("POST /readyz HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let answer =
+            tokio::time::timeout(std::time::Duration::from_secs(3), read_answer(&mut stream))
+                .await
+                .expect("an answer within 3 s, body or not")
+                .expect("an answer");
+        assert!(
+            answer.starts_with("http/1.1 2") || answer.starts_with("http/1.1 405"),
+            "{answer}"
+        );
+    }
+}
+
+/// A caller that asks `Expect: 100-continue` and would be refused is refused before it is
+/// invited to upload its body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_caller_expecting_100_continue_is_not_invited_to_upload() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn().await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /v1/account/mail-protocols HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 13\r\nExpect: 100-continue\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut stream).await.expect("an answer");
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+}
