@@ -436,6 +436,16 @@ async fn a_panicking_handler_answers_a_problem_instead_of_a_dropped_connection()
     assert_eq!(body["fine"], true);
 }
 
+/// A running service and one raw keep-alive connection to it, with the address its `Host`
+/// header names.
+async fn raw_connection() -> (TestApp, String, tokio::net::TcpStream) {
+    let app = TestApp::spawn().await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    (app, addr, stream)
+}
+
 /// Reads one HTTP/1.1 answer (head and `Content-Length` body) off `stream`: its status line,
 /// or `None` when the server closed the connection instead of answering.
 async fn read_answer(stream: &mut tokio::net::TcpStream) -> Option<String> {
@@ -473,10 +483,7 @@ async fn read_answer(stream: &mut tokio::net::TcpStream) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_request_whose_body_comes_late_leaves_the_connection_usable() {
     use tokio::io::AsyncWriteExt;
-    let app = TestApp::spawn().await;
-    let addr = app.base.trim_start_matches("http://").to_string();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
+    let (_app, addr, mut stream) = raw_connection().await;
     let body = br#"{"imap":true,"pop3":false,"smtp":true}"#;
     let head = format!(
         "PUT /v1/account/mail-protocols HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -502,10 +509,7 @@ async fn a_refused_request_whose_body_comes_late_leaves_the_connection_usable() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_body_is_read_whole_and_refused_past_the_limit() {
     use tokio::io::AsyncWriteExt;
-    let app = TestApp::spawn().await;
-    let addr = app.base.trim_start_matches("http://").to_string();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
+    let (_app, addr, mut stream) = raw_connection().await;
     let head = format!(
         "PUT /v1/account/mail-protocols HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     );
@@ -573,9 +577,7 @@ async fn a_probe_with_a_body_that_never_comes_is_answered_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_caller_expecting_100_continue_is_not_invited_to_upload() {
     use tokio::io::AsyncWriteExt;
-    let app = TestApp::spawn().await;
-    let addr = app.base.trim_start_matches("http://").to_string();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (_app, addr, mut stream) = raw_connection().await;
     let head = format!(
         "PUT /v1/account/mail-protocols HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 13\r\nExpect: 100-continue\r\n\r\n"
     );
