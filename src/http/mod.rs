@@ -421,9 +421,8 @@ async fn bounded(
 /// connection reusable. hyper reuses a keep-alive connection only when the body was read to
 /// its end; otherwise it closes it right after the answer, and a client that has already sent
 /// its next request on it meets a connection closed without an answer. A body that declares
-/// more than the limit is left to its handler's `413` (after which the connection closes, as
-/// it must: the rest of that body is never read); a chunked one past the limit gets the same
-/// `413` here.
+/// more than the limit gets its `413` at once, and one chunked past the limit as soon as it
+/// passes it, both saying `Connection: close` (the rest of the body is never read).
 ///
 /// Health probes are left alone: `bounded` does not time them, so waiting here for a body that
 /// never comes would hold them for good. So is a request that asks `Expect: 100-continue`:
@@ -441,6 +440,9 @@ async fn whole_body(request: Request, next: Next) -> Response {
     let limit = match declared {
         Some(length) if (1..=BODY_LIMIT).contains(&length) => length,
         None if chunked => BODY_LIMIT,
+        // Refused on its declared length at once, unread: the connection closes after the
+        // answer, and the answer says so, for a client's pool to know.
+        Some(length) if length > BODY_LIMIT => return too_large(),
         _ => return next.run(request).await,
     };
     let (parts, body) = request.into_parts();
@@ -455,8 +457,7 @@ async fn whole_body(request: Request, next: Next) -> Response {
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                Problem::new("body-too-large", "request bodies are limited to 64 KiB")
-                    .into_response()
+                too_large()
             } else {
                 Problem::new(
                     "malformed-json",
@@ -466,6 +467,16 @@ async fn whole_body(request: Request, next: Next) -> Response {
             }
         }
     }
+}
+
+/// `413` for a body past [`BODY_LIMIT`], left unread: the connection closes after it.
+fn too_large() -> Response {
+    let mut response =
+        Problem::new("body-too-large", "request bodies are limited to 64 KiB").into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Health and readiness probes: never turned away, never timed, their bodies never read.

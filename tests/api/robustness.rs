@@ -585,3 +585,26 @@ async fn a_refused_caller_expecting_100_continue_is_not_invited_to_upload() {
     let answer = read_answer(&mut stream).await.expect("an answer");
     assert!(answer.starts_with("http/1.1 401"), "{answer}");
 }
+
+/// A body declared past 64 KiB is never read: its `413` says the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_declared_past_the_limit_is_refused_and_the_answer_says_the_connection_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_app, addr, mut stream) = raw_connection().await;
+    let head = format!(
+        "POST /v1/password/strength HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 70000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server closes the connection after its answer")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 413"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    assert!(answer.contains("body-too-large"), "{answer}");
+}
