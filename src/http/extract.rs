@@ -47,9 +47,9 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalB
 async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Problem> {
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new("body-too-large", "request bodies are limited to 64 KiB")
+            Problem::body_too_large()
         } else {
-            Problem::new("malformed-json", "the request body could not be read")
+            Problem::body_unreadable()
         }
     })
 }

@@ -459,11 +459,7 @@ async fn whole_body(request: Request, next: Next) -> Response {
             {
                 too_large()
             } else {
-                Problem::new(
-                    "malformed-json",
-                    "the request body could not be read: it ended early or ran past its declared length",
-                )
-                .into_response()
+                Problem::body_unreadable().into_response()
             }
         }
     }
@@ -471,8 +467,7 @@ async fn whole_body(request: Request, next: Next) -> Response {
 
 /// `413` for a body past [`BODY_LIMIT`], left unread: the connection closes after it.
 fn too_large() -> Response {
-    let mut response =
-        Problem::new("body-too-large", "request bodies are limited to 64 KiB").into_response();
+    let mut response = Problem::body_too_large().into_response();
     response
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));

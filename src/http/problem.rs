@@ -251,6 +251,16 @@ impl Problem {
         Self::new("busy", detail).retry_after(1)
     }
 
+    /// A body past the 64 KiB limit (`413`).
+    pub fn body_too_large() -> Self {
+        Self::new("body-too-large", "request bodies are limited to 64 KiB")
+    }
+
+    /// A body that could not be read to its end (cut short, or framed wrongly).
+    pub fn body_unreadable() -> Self {
+        Self::new("malformed-json", "the request body could not be read")
+    }
+
     pub fn unauthenticated() -> Self {
         Self::new(
             "unauthenticated",

@@ -543,6 +543,14 @@ struct Failure {
     permanent: bool,
 }
 
+/// A recipient as every log line, outbox row and report shows it (RI-3).
+fn masked(to: &str, channel: Channel) -> String {
+    match channel {
+        Channel::Email => mask_email(to),
+        Channel::Sms => mask_mobile(to),
+    }
+}
+
 /// A transport's error as it is logged and kept in the outbox: an SMTP server or an SMS
 /// gateway often quotes the recipient in its refusal ("550 <mario.rossi@…>: no such user"),
 /// and the recipient is shown masked there, as everywhere else it is shown (RI-3).
@@ -550,10 +558,7 @@ fn without_recipient(error: &str, to: &str, channel: Channel) -> String {
     if to.is_empty() {
         return error.to_string();
     }
-    let masked = match channel {
-        Channel::Email => mask_email(to),
-        Channel::Sms => mask_mobile(to),
-    };
+    let masked = masked(to, channel);
     let mut out = error.replace(to, &masked);
     // A mobile number is often quoted without its `+`, an address in other letter cases.
     if let Some(bare) = to.strip_prefix('+') {
@@ -723,10 +728,7 @@ impl Delivery {
             source_event_id: due.source_event_id,
             channel: self.channel,
             template: due.notice.template.as_str().to_string(),
-            to: match self.channel {
-                Channel::Email => mask_email(&due.notice.to),
-                Channel::Sms => mask_mobile(&due.notice.to),
-            },
+            to: masked(&due.notice.to, self.channel),
         }
     }
 
