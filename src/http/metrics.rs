@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -20,9 +21,44 @@ type RequestTotals = (u64, f64);
 #[derive(Default)]
 pub struct HttpMetrics {
     requests: Mutex<BTreeMap<RequestKey, RequestTotals>>,
+    turned_away: [AtomicU64; 3],
+}
+
+/// Why SEC-9's bounds answered a request `503` before (or instead of) its handler: they all
+/// share one status and one problem type, and an operator tells them apart here.
+#[derive(Debug, Clone, Copy)]
+pub enum TurnedAway {
+    /// Past the requests one address may have in flight at once.
+    Address = 0,
+    /// Past `http.max_concurrent_requests` of the whole service.
+    Capacity = 1,
+    /// Past `http.request_timeout_ms`.
+    Timeout = 2,
+}
+
+impl TurnedAway {
+    const ALL: [TurnedAway; 3] = [
+        TurnedAway::Address,
+        TurnedAway::Capacity,
+        TurnedAway::Timeout,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            TurnedAway::Address => "address",
+            TurnedAway::Capacity => "capacity",
+            TurnedAway::Timeout => "timeout",
+        }
+    }
 }
 
 impl HttpMetrics {
+    pub fn turned_away(&self, why: TurnedAway) {
+        if let Some(counter) = self.turned_away.get(why as usize) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         if let Ok(mut requests) = self.requests.lock() {
             let entry = requests
@@ -48,6 +84,21 @@ impl HttpMetrics {
         );
         for ((route, method, status), (_, seconds)) in &requests {
             let _ = writeln!(out, "custode_http_request_seconds_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {seconds}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP custode_http_turned_away_total Requests answered 503 by SEC-9's bounds, by why: too many in flight from one address, for the whole service, or past the request timeout.\n# TYPE custode_http_turned_away_total counter"
+        );
+        for why in TurnedAway::ALL {
+            let count = self
+                .turned_away
+                .get(why as usize)
+                .map_or(0, |c| c.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "custode_http_turned_away_total{{reason=\"{}\"}} {count}",
+                why.label()
+            );
         }
         out
     }

@@ -26,6 +26,7 @@ use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use custode_projections::accounts::AccountRow;
 use custode_projections::cache::{ByAccount, Forget};
+use metrics::TurnedAway;
 use problem::Problem;
 use std::sync::Arc;
 use std::time::Duration;
@@ -403,16 +404,21 @@ async fn bounded(
     let request = Request::from_parts(parts, body);
     let client = if operator { None } else { client };
     let Some(_mine) = AddressPlace::take(&state, client) else {
+        state.metrics.turned_away(TurnedAway::Address);
         return Problem::busy("too many requests at once from this address; try again shortly")
             .into_response();
     };
     let Ok(_place) = state.in_flight.clone().try_acquire_owned() else {
+        state.metrics.turned_away(TurnedAway::Capacity);
         return Problem::busy("too many requests at once; try again shortly").into_response();
     };
     let limit = Duration::from_millis(state.config.http.request_timeout_ms);
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => Problem::busy("the request took too long; try again shortly").into_response(),
+        Err(_) => {
+            state.metrics.turned_away(TurnedAway::Timeout);
+            Problem::busy("the request took too long; try again shortly").into_response()
+        }
     }
 }
 

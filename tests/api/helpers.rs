@@ -261,6 +261,17 @@ impl TestApp {
     }
 
     /// `GET /metrics` on the operator's listener (SEC-8), in process.
+    /// The operator listener's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let res = self.metrics().await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let bytes = http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .expect("the metrics body")
+            .to_bytes();
+        String::from_utf8(bytes.to_vec()).expect("UTF-8 metrics")
+    }
+
     pub async fn metrics(&self) -> axum::response::Response {
         tower::ServiceExt::oneshot(
             custode::http::metrics_app(self.state.clone()),

@@ -284,6 +284,15 @@ async fn sec_9_requests_have_a_time_limit_and_a_concurrency_limit() {
         app.get("/v1/account", Some(&token)).await.status(),
         StatusCode::OK
     );
+    // The operator tells the two 503s apart.
+    let metrics = app.metrics_text().await;
+    for line in [
+        r#"custode_http_turned_away_total{reason="address"} 0"#,
+        r#"custode_http_turned_away_total{reason="capacity"} 1"#,
+        r#"custode_http_turned_away_total{reason="timeout"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 }
 
 /// SEC-9: the strength meter (zxcvbn) is limited per address, apart from the hashing pool.
@@ -349,6 +358,15 @@ async fn sec_9_one_address_cannot_take_every_place() {
         .unwrap();
     assert_eq!(other.status(), StatusCode::OK);
     assert_eq!(held.await.unwrap(), StatusCode::OK);
+    // The operator sees why: one address's cap, not the service's nor a timeout.
+    let metrics = app.metrics_text().await;
+    for line in [
+        r#"custode_http_turned_away_total{reason="address"} 1"#,
+        r#"custode_http_turned_away_total{reason="capacity"} 0"#,
+        r#"custode_http_turned_away_total{reason="timeout"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 }
 
 /// SEC-9: a customer's many IPv6 /64s share a looser cap per /48 (four times the per-address
