@@ -1,7 +1,18 @@
 //! Normalisation and masking of contacts and answers (RI-1, RI-3).
 
-/// RI-1: answers compare after trimming, case folding and collapsing runs of white space.
+/// RI-1: answers compare after trimming, case folding and collapsing runs of white space, and
+/// in Unicode's composed form (NFC): "città" typed with its accent as one character or as a
+/// letter and a combining mark (as some keyboards send it) is the same answer.
 pub fn normalize_answer(answer: &str) -> String {
+    let folded = folded_answer(answer);
+    match icu_normalizer::ComposingNormalizerBorrowed::new_nfc().normalize(&folded) {
+        std::borrow::Cow::Borrowed(_) => folded,
+        std::borrow::Cow::Owned(composed) => composed,
+    }
+}
+
+/// Trimmed, case folded, runs of white space collapsed: the whole normalisation before NFC.
+fn folded_answer(answer: &str) -> String {
     answer
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -16,7 +27,18 @@ pub const MAX_ANSWER_CHARS: usize = 200;
 /// [`MAX_ANSWER_CHARS`] characters; `None` for any other shape. The one check every path that
 /// takes an answer applies (saving it, answering it, and a decoy's answer alike).
 pub fn checked_answer(answer: &str) -> Option<String> {
-    let normalized = normalize_answer(answer);
+    within_answer_length(normalize_answer(answer))
+}
+
+/// `answer` as an answer saved before NFC was applied would have been hashed, when that
+/// differs from [`checked_answer`]'s form (only for text with combining marks): such an
+/// answer, saved with its marks apart, still matches when typed the same way again.
+pub fn answer_saved_before_nfc(answer: &str) -> Option<String> {
+    let earlier = within_answer_length(folded_answer(answer))?;
+    (Some(&earlier) != checked_answer(answer).as_ref()).then_some(earlier)
+}
+
+fn within_answer_length(normalized: String) -> Option<String> {
     let chars = normalized.chars().count();
     (1..=MAX_ANSWER_CHARS)
         .contains(&chars)
@@ -132,6 +154,23 @@ mod tests {
     #[test]
     fn answers_compare_after_trim_fold_and_collapse() {
         assert_eq!(normalize_answer("  Via   ROMA 12 "), "via roma 12");
+    }
+
+    #[test]
+    fn an_accent_typed_as_a_combining_mark_is_the_same_letter_ri_1() {
+        // "Città Sùbito" with each accent as its own combining mark, as some keyboards send it.
+        let apart = "Citta\u{300} Su\u{300}bito";
+        assert_eq!(normalize_answer(apart), "città sùbito");
+        assert_eq!(normalize_answer("CITTÀ  SÙBITO"), "città sùbito");
+        // An answer saved before NFC kept its marks apart: typed so again, that form is
+        // offered too; text with nothing to compose has one form only.
+        assert_eq!(
+            answer_saved_before_nfc(apart).as_deref(),
+            Some("citta\u{300} su\u{300}bito")
+        );
+        assert_eq!(answer_saved_before_nfc("Città Sùbito"), None);
+        assert_eq!(answer_saved_before_nfc("fido il cane"), None);
+        assert_eq!(answer_saved_before_nfc("   "), None);
     }
 
     #[test]

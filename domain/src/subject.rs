@@ -203,7 +203,12 @@ impl crate::decider::Decider for Subjects {
                     .ok_or_else(crate::account::answer_malformed)?;
                 question_lock(state, now)?;
                 checks_open(state, now)?;
+                // As many verifications as a real account's wrong answer costs (RI-1's two
+                // forms when they differ), so the two cannot be told apart by time.
                 ctx.hasher.verify_dummy(&Secret::new(normalized));
+                if let Some(earlier) = crate::masking::answer_saved_before_nfc(answer.expose()) {
+                    ctx.hasher.verify_dummy(&Secret::new(earlier));
+                }
                 answer_failed(state, *recovery_id, settings, now)
             }
             SubjectCommand::MirrorNotice { template } => {

@@ -275,6 +275,49 @@ async fn recovery_by_security_question_end_to_end_rc_4() {
     finish(&app, user, &reset, &session).await;
 }
 
+/// RI-1: an answer saved with its accents precomposed ("Città") is the same answer typed with
+/// each accent as a combining mark, as some keyboards send it, and the other way round.
+#[tokio::test]
+async fn an_answer_typed_with_combining_accents_matches_the_one_saved_precomposed_ri_1() {
+    for (n, (saved, typed)) in [
+        ("Città del Sole", "CITTA\u{300}  DEL SOLE"),
+        ("Citta\u{300} del Sole", "città del sole"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // One service each: the holder's notice is counted per contact address.
+        let app = TestApp::spawn_with(roomy()).await;
+        let user = format!("accenti{n}@pec.example.it");
+        let (token, _) = app.ready_mailbox(&user).await;
+        app.remember_secret(saved);
+        let res = app
+            .request(
+                Method::PUT,
+                "/v1/account/recovery-info",
+                Some(&token),
+                Some(json!({
+                    "email": "recupero@example.it",
+                    "security_question": "Dove sei nato?",
+                    "security_answer": saved,
+                    "security_answer_repeat": typed,
+                })),
+            )
+            .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "{saved:?} repeated as {typed:?}"
+        );
+        let started = start(&app, &user).await;
+        let res = call(&app, &started, "/question", json!({ "answer": "Roma" })).await;
+        expect_problem(res, StatusCode::UNAUTHORIZED, "answer-wrong").await;
+        let res = call(&app, &started, "/question", json!({ "answer": typed })).await;
+        let reset = reset_token(res).await;
+        finish(&app, &user, &reset, &token).await;
+    }
+}
+
 #[tokio::test]
 async fn a_newer_link_supersedes_the_older_and_links_expire_after_24_hours() {
     let app = TestApp::spawn_with(roomy()).await;

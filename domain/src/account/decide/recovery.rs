@@ -8,7 +8,7 @@ use super::password::check_new_password;
 use super::*;
 use crate::decider::Ctx;
 use crate::lockout::{failures_after, guard};
-use crate::masking::checked_answer;
+use crate::masking::{answer_saved_before_nfc, checked_answer};
 use crate::notice::Channel;
 use crate::otp::{self, OtpPurpose};
 use crate::recovery::{self, RecoveryMethod};
@@ -163,7 +163,11 @@ pub(super) fn answer_question(
     let checks = checks_open(state, ctx)?;
     let checks_lock_ended = !checks.is_empty();
     events.extend(checks);
-    if ctx.hasher.verify(&Secret::new(answer), hash) {
+    // RI-1: the composed form first; an answer saved before NFC also in the form it was saved.
+    let earlier = answer_saved_before_nfc(c.answer.expose());
+    let right = ctx.hasher.verify(&Secret::new(answer), hash)
+        || earlier.is_some_and(|earlier| ctx.hasher.verify(&Secret::new(earlier), hash));
+    if right {
         events.push(AccountEvent::ResetTokenIssued(ResetTokenIssued {
             recovery_id: c.recovery_id,
             method: RecoveryMethod::Question,

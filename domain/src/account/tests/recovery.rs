@@ -374,6 +374,68 @@ fn a_right_answer_compared_after_normalising_yields_a_reset_token() {
     ));
 }
 
+/// An account whose answer was saved as `answer`, hashed as `saved` (what was hashed then).
+fn recoverable_with_answer(answer: &str, saved: Option<&str>) -> Vec<AccountEvent> {
+    let mut history = with_session();
+    let mut step = |cmd| {
+        let events = given(history.clone()).when(cmd).events();
+        history.extend(events);
+    };
+    step(change_to(CHOSEN, CHOSEN));
+    step(login_as(SESSION, CHOSEN));
+    step(set_info(
+        Change::Set("marisa@inwind.it".into()),
+        Change::Keep,
+        question(answer, answer),
+    ));
+    if let Some(saved) = saved {
+        for event in &mut history {
+            if let AccountEvent::RecoveryInfoSet(set) = event {
+                set.security_answer_hash = Some(FakeHasher.hash(&Secret::new(saved)));
+            }
+        }
+    }
+    history
+}
+
+#[test]
+fn an_answer_saved_with_precomposed_accents_matches_when_typed_with_combining_marks_ri_1() {
+    let events = given(recoverable_with_answer("Città del Sole", None))
+        .when(answer("CITTA\u{300} DEL SOLE", 5))
+        .events();
+    assert!(matches!(
+        events.as_slice(),
+        [AccountEvent::ResetTokenIssued(r)] if r.method == RecoveryMethod::Question
+    ));
+    // And the other way round.
+    let events = given(recoverable_with_answer("Citta\u{300} del sole", None))
+        .when(answer("città del sole", 5))
+        .events();
+    assert!(matches!(
+        events.as_slice(),
+        [AccountEvent::ResetTokenIssued(_)]
+    ));
+}
+
+#[test]
+fn an_answer_saved_before_nfc_with_its_marks_apart_still_matches_typed_the_same_way() {
+    // Hashed as it was before RI-1 composed accents: marks apart.
+    let history = recoverable_with_answer("Citta\u{300}", Some("citta\u{300}"));
+    let events = given(history.clone())
+        .when(answer("Citta\u{300}", 5))
+        .events();
+    assert!(matches!(
+        events.as_slice(),
+        [AccountEvent::ResetTokenIssued(_)]
+    ));
+    // A wrong answer with marks apart is still wrong, and counted once.
+    let events = given(history).when(answer("Rome\u{300}", 5)).events();
+    assert!(matches!(
+        events.as_slice(),
+        [AccountEvent::SecurityAnswerFailed(f)] if f.attempts_left == 4
+    ));
+}
+
 #[test]
 fn five_wrong_answers_lock_the_question_for_15_minutes_and_the_lock_ends() {
     let mut history = recoverable();
