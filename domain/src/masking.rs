@@ -30,12 +30,19 @@ pub fn checked_answer(answer: &str) -> Option<String> {
     within_answer_length(normalize_answer(answer))
 }
 
-/// `answer` as an answer saved before NFC was applied would have been hashed, when that
-/// differs from [`checked_answer`]'s form (only for text with combining marks): such an
-/// answer, saved with its marks apart, still matches when typed the same way again.
-pub fn answer_saved_before_nfc(answer: &str) -> Option<String> {
-    let earlier = within_answer_length(folded_answer(answer))?;
-    (Some(&earlier) != checked_answer(answer).as_ref()).then_some(earlier)
+/// The forms a typed answer is checked in against a saved one: [`checked_answer`]'s, then the
+/// form an answer saved before NFC was applied would have been hashed in, when that differs
+/// (only for text with something to compose). Each within [`MAX_ANSWER_CHARS`]: NFC can also
+/// lengthen text (some letters are never recomposed), so an answer saved then may be too long
+/// in its composed form and still match in its own. Empty when no form is well shaped.
+pub fn answer_forms(answer: &str) -> Vec<String> {
+    let mut forms: Vec<String> = checked_answer(answer).into_iter().collect();
+    if let Some(earlier) = within_answer_length(folded_answer(answer)) {
+        if !forms.contains(&earlier) {
+            forms.push(earlier);
+        }
+    }
+    forms
 }
 
 fn within_answer_length(normalized: String) -> Option<String> {
@@ -163,14 +170,20 @@ mod tests {
         assert_eq!(normalize_answer(apart), "città sùbito");
         assert_eq!(normalize_answer("CITTÀ  SÙBITO"), "città sùbito");
         // An answer saved before NFC kept its marks apart: typed so again, that form is
-        // offered too; text with nothing to compose has one form only.
+        // checked too; text with nothing to compose has one form only.
         assert_eq!(
-            answer_saved_before_nfc(apart).as_deref(),
-            Some("citta\u{300} su\u{300}bito")
+            answer_forms(apart),
+            vec!["città sùbito", "citta\u{300} su\u{300}bito"]
         );
-        assert_eq!(answer_saved_before_nfc("Città Sùbito"), None);
-        assert_eq!(answer_saved_before_nfc("fido il cane"), None);
-        assert_eq!(answer_saved_before_nfc("   "), None);
+        assert_eq!(answer_forms("Città Sùbito"), vec!["città sùbito"]);
+        assert_eq!(answer_forms("fido il cane"), vec!["fido il cane"]);
+        assert!(answer_forms("   ").is_empty());
+        // NFC lengthens some text (U+0958 is never recomposed: two characters): an answer of
+        // 101 such letters, accepted and saved before, is still checked in its own form.
+        let long = "\u{958}".repeat(101);
+        assert_eq!(checked_answer(&long), None);
+        assert_eq!(answer_forms(&long), vec![long.clone()]);
+        assert!(answer_forms(&"a".repeat(201)).is_empty());
     }
 
     #[test]

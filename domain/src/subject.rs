@@ -199,15 +199,16 @@ impl crate::decider::Decider for Subjects {
                 recovery_id,
                 answer,
             } => {
-                let normalized = crate::masking::checked_answer(answer.expose())
-                    .ok_or_else(crate::account::answer_malformed)?;
+                let forms = crate::masking::answer_forms(answer.expose());
+                if forms.is_empty() {
+                    return Err(crate::account::answer_malformed());
+                }
                 question_lock(state, now)?;
                 checks_open(state, now)?;
-                // As many verifications as a real account's wrong answer costs (RI-1's two
-                // forms when they differ), so the two cannot be told apart by time.
-                ctx.hasher.verify_dummy(&Secret::new(normalized));
-                if let Some(earlier) = crate::masking::answer_saved_before_nfc(answer.expose()) {
-                    ctx.hasher.verify_dummy(&Secret::new(earlier));
+                // As many verifications as a real account's wrong answer costs (one for each
+                // of RI-1's forms), so the two cannot be told apart by time.
+                for form in forms {
+                    ctx.hasher.verify_dummy(&Secret::new(form));
                 }
                 answer_failed(state, *recovery_id, settings, now)
             }

@@ -291,6 +291,7 @@ async fn an_answer_typed_with_combining_accents_matches_the_one_saved_precompose
         let user = format!("accenti{n}@pec.example.it");
         let (token, _) = app.ready_mailbox(&user).await;
         app.remember_secret(saved);
+        app.remember_secret(typed);
         let res = app
             .request(
                 Method::PUT,

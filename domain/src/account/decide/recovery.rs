@@ -8,7 +8,7 @@ use super::password::check_new_password;
 use super::*;
 use crate::decider::Ctx;
 use crate::lockout::{failures_after, guard};
-use crate::masking::{answer_saved_before_nfc, checked_answer};
+use crate::masking::answer_forms;
 use crate::notice::Channel;
 use crate::otp::{self, OtpPurpose};
 use crate::recovery::{self, RecoveryMethod};
@@ -148,7 +148,10 @@ pub(super) fn answer_question(
         .as_ref()
         .filter(|_| settings.security_question)
         .ok_or(AccountError::MethodUnavailable)?;
-    let answer = checked_answer(c.answer.expose()).ok_or_else(answer_malformed)?;
+    let forms = answer_forms(c.answer.expose());
+    if forms.is_empty() {
+        return Err(answer_malformed());
+    }
     let mut events = guard(
         state.grants.question_locked_until,
         ctx.now,
@@ -164,9 +167,9 @@ pub(super) fn answer_question(
     let checks_lock_ended = !checks.is_empty();
     events.extend(checks);
     // RI-1: the composed form first; an answer saved before NFC also in the form it was saved.
-    let earlier = answer_saved_before_nfc(c.answer.expose());
-    let right = ctx.hasher.verify(&Secret::new(answer), hash)
-        || earlier.is_some_and(|earlier| ctx.hasher.verify(&Secret::new(earlier), hash));
+    let right = forms
+        .into_iter()
+        .any(|form| ctx.hasher.verify(&Secret::new(form), hash));
     if right {
         events.push(AccountEvent::ResetTokenIssued(ResetTokenIssued {
             recovery_id: c.recovery_id,
