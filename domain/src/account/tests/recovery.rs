@@ -446,6 +446,77 @@ fn an_answer_saved_before_nfc_with_its_marks_apart_still_matches_typed_the_same_
     ));
 }
 
+/// Counts the verifications a command spends, real or dummy (each an Argon2 run in service).
+#[derive(Default)]
+struct CountingHasher(std::sync::atomic::AtomicUsize);
+
+impl CountingHasher {
+    fn spent(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn count(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl SecretHasher for CountingHasher {
+    fn hash(&self, secret: &Secret) -> PasswordHash {
+        FakeHasher.hash(secret)
+    }
+    fn verify(&self, secret: &Secret, hash: &PasswordHash) -> bool {
+        self.count();
+        FakeHasher.verify(secret, hash)
+    }
+    fn accepts(&self, hash: &PasswordHash) -> bool {
+        FakeHasher.accepts(hash)
+    }
+    fn verify_dummy(&self, _secret: &Secret) {
+        self.count();
+    }
+}
+
+#[test]
+fn a_wrong_answer_costs_a_real_account_and_a_decoy_the_same_verifications_rc_1() {
+    use crate::decider::Decider;
+    use crate::subject::{Subject, SubjectCommand, Subjects};
+    let account = given(recoverable()).state;
+    let settings = Settings::default();
+    let long = "\u{958}".repeat(101);
+    // (typed, its forms): marks apart have two forms; NFC-lengthened text past the limit one.
+    for (typed, forms) in [
+        ("Roma", 1),
+        ("Citta\u{300}", 2),
+        ("città", 1),
+        (long.as_str(), 1),
+    ] {
+        let real = CountingHasher::default();
+        let ctx = Ctx {
+            now: now(),
+            settings: &settings,
+            hasher: &real,
+            codes: &FakeCodes,
+            totp: &FakeTotp,
+        };
+        let events = decide(&account, &answer(typed, 5), &ctx).unwrap();
+        assert!(
+            matches!(events.as_slice(), [AccountEvent::SecurityAnswerFailed(_)]),
+            "{typed:?}: {events:?}"
+        );
+        let decoy = CountingHasher::default();
+        let ctx = Ctx {
+            hasher: &decoy,
+            ..ctx
+        };
+        let command = SubjectCommand::AnswerQuestion {
+            recovery_id: Uuid::from_u128(7),
+            answer: Secret::new(typed),
+        };
+        Subjects::decide(&Subject::default(), &command, &ctx).unwrap();
+        assert_eq!(real.spent(), forms, "{typed:?}");
+        assert_eq!(decoy.spent(), forms, "{typed:?}");
+    }
+}
+
 #[test]
 fn five_wrong_answers_lock_the_question_for_15_minutes_and_the_lock_ends() {
     let mut history = recoverable();
