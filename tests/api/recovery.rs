@@ -29,23 +29,37 @@ fn roomy() -> FileConfig {
 /// An account with every recovery method on file (email, mobile, question); returns the
 /// session token.
 pub(crate) async fn recoverable(app: &TestApp, user_id: &str) -> String {
-    let (token, _) = app.ready_mailbox(user_id).await;
     app.remember_secret(ANSWER);
+    recoverable_with(
+        app,
+        user_id,
+        json!({
+            "email": "recupero@example.it",
+            "mobile": "+39 347 123 4512",
+            "security_question": "Come si chiamava il tuo primo animale?",
+            "security_answer": ANSWER,
+            "security_answer_repeat": ANSWER,
+        }),
+    )
+    .await
+}
+
+/// A mailbox ready for use that has saved `recovery_info`; returns the session token.
+async fn recoverable_with(app: &TestApp, user_id: &str, recovery_info: Value) -> String {
+    let (token, _) = app.ready_mailbox(user_id).await;
     let res = app
         .request(
             Method::PUT,
             "/v1/account/recovery-info",
             Some(&token),
-            Some(json!({
-                "email": "recupero@example.it",
-                "mobile": "+39 347 123 4512",
-                "security_question": "Come si chiamava il tuo primo animale?",
-                "security_answer": ANSWER,
-                "security_answer_repeat": ANSWER,
-            })),
+            Some(recovery_info),
         )
         .await;
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "saving the recovery information"
+    );
     token
 }
 
@@ -289,27 +303,19 @@ async fn an_answer_typed_with_combining_accents_matches_the_one_saved_precompose
         // One service each: the holder's notice is counted per contact address.
         let app = TestApp::spawn_with(roomy()).await;
         let user = format!("accenti{n}@pec.example.it");
-        let (token, _) = app.ready_mailbox(&user).await;
         app.remember_secret(saved);
         app.remember_secret(typed);
-        let res = app
-            .request(
-                Method::PUT,
-                "/v1/account/recovery-info",
-                Some(&token),
-                Some(json!({
-                    "email": "recupero@example.it",
-                    "security_question": "Dove sei nato?",
-                    "security_answer": saved,
-                    "security_answer_repeat": typed,
-                })),
-            )
-            .await;
-        assert_eq!(
-            res.status(),
-            StatusCode::OK,
-            "{saved:?} repeated as {typed:?}"
-        );
+        let token = recoverable_with(
+            &app,
+            &user,
+            json!({
+                "email": "recupero@example.it",
+                "security_question": "Dove sei nato?",
+                "security_answer": saved,
+                "security_answer_repeat": typed,
+            }),
+        )
+        .await;
         let started = start(&app, &user).await;
         let res = call(&app, &started, "/question", json!({ "answer": "Roma" })).await;
         expect_problem(res, StatusCode::UNAUTHORIZED, "answer-wrong").await;

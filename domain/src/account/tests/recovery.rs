@@ -29,6 +29,18 @@ fn challenge(n: u128) -> Uuid {
 /// An account that has chosen its password and saved every recovery method; its session is
 /// still live.
 fn recoverable() -> Vec<AccountEvent> {
+    with_recovery_info(
+        Change::Set("+393471234512".into()),
+        question("  Fido   il Cane ", "fido il cane"),
+    )
+}
+
+/// An account that has chosen its password and saved a recovery email, `mobile` and
+/// `security`; its session is still live.
+fn with_recovery_info(
+    mobile: Change<String>,
+    security: Change<SecurityQuestion>,
+) -> Vec<AccountEvent> {
     let mut history = with_session();
     let mut step = |cmd| {
         let events = given(history.clone()).when(cmd).events();
@@ -38,8 +50,8 @@ fn recoverable() -> Vec<AccountEvent> {
     step(login_as(SESSION, CHOSEN));
     step(set_info(
         Change::Set("marisa@inwind.it".into()),
-        Change::Set("+393471234512".into()),
-        question("  Fido   il Cane ", "fido il cane"),
+        mobile,
+        security,
     ));
     history
 }
@@ -376,18 +388,7 @@ fn a_right_answer_compared_after_normalising_yields_a_reset_token() {
 
 /// An account whose answer was saved as `answer`, hashed as `saved` (what was hashed then).
 fn recoverable_with_answer(answer: &str, saved: Option<&str>) -> Vec<AccountEvent> {
-    let mut history = with_session();
-    let mut step = |cmd| {
-        let events = given(history.clone()).when(cmd).events();
-        history.extend(events);
-    };
-    step(change_to(CHOSEN, CHOSEN));
-    step(login_as(SESSION, CHOSEN));
-    step(set_info(
-        Change::Set("marisa@inwind.it".into()),
-        Change::Keep,
-        question(answer, answer),
-    ));
+    let mut history = with_recovery_info(Change::Keep, question(answer, answer));
     if let Some(saved) = saved {
         for event in &mut history {
             if let AccountEvent::RecoveryInfoSet(set) = event {
