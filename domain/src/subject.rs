@@ -199,10 +199,8 @@ impl crate::decider::Decider for Subjects {
                 recovery_id,
                 answer,
             } => {
-                let forms = crate::masking::answer_forms(answer.expose());
-                if forms.is_empty() {
-                    return Err(crate::account::answer_malformed());
-                }
+                let forms = crate::masking::answer_forms(answer.expose())
+                    .ok_or_else(crate::account::answer_malformed)?;
                 question_lock(state, now)?;
                 checks_open(state, now)?;
                 // As many verifications as a real account's wrong answer costs (one for each

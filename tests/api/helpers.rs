@@ -260,7 +260,6 @@ impl TestApp {
         (token, password.to_string())
     }
 
-    /// `GET /metrics` on the operator's listener (SEC-8), in process.
     /// The operator listener's `/metrics` text.
     pub async fn metrics_text(&self) -> String {
         let res = self.metrics().await;
@@ -272,6 +271,7 @@ impl TestApp {
         String::from_utf8(bytes.to_vec()).expect("UTF-8 metrics")
     }
 
+    /// `GET /metrics` on the operator's listener (SEC-8), in process.
     pub async fn metrics(&self) -> axum::response::Response {
         tower::ServiceExt::oneshot(
             custode::http::metrics_app(self.state.clone()),

@@ -125,10 +125,11 @@ async fn embedded_mode_mails_each_opening_once_across_a_restart_and_a_kill_9() {
 }
 
 /// One number `sql` reads from the worker store's outbox (0 while the store cannot be read).
-fn outbox(app: &TestApp, sql: &str) -> i64 {
+/// One value the worker store's outbox query `sql` gives (its type's default when none).
+fn outbox<T: rusqlite::types::FromSql + Default>(app: &TestApp, sql: &str) -> T {
     rusqlite::Connection::open(app.data_dir.join(custode_workers::store::STORE_FILE))
         .and_then(|c| c.query_row(sql, [], |r| r.get(0)))
-        .unwrap_or(0)
+        .unwrap_or_default()
 }
 
 fn smtp_config(sink: &SmtpSink, max_attempts: u32) -> custode::config::FileConfig {
@@ -202,20 +203,11 @@ async fn a_refusing_smtp_server_gets_the_notice_once_it_recovers() {
         json!({"contact_email": "paola@example.it"}),
     )
     .await;
-    let attempts = || outbox(&app, "SELECT coalesce(max(attempts), 0) FROM outbox");
+    let attempts = || outbox::<i64>(&app, "SELECT coalesce(max(attempts), 0) FROM outbox");
     advancing(&app, "two refused attempts", || attempts() >= 2).await;
     assert!(sink.messages().is_empty());
     // The refusal quoted the recipient: kept for the operator, with the address masked.
-    let kept: String =
-        rusqlite::Connection::open(app.data_dir.join(custode_workers::store::STORE_FILE))
-            .and_then(|c| {
-                c.query_row(
-                    "SELECT last_error FROM outbox WHERE attempts >= 2",
-                    [],
-                    |r| r.get(0),
-                )
-            })
-            .unwrap();
+    let kept: String = outbox(&app, "SELECT last_error FROM outbox WHERE attempts >= 2");
     assert!(kept.contains("Try again later"), "{kept}");
     assert!(!kept.contains("paola@example.it"), "{kept}");
     assert!(
@@ -275,7 +267,7 @@ async fn under_load_a_refusing_smtp_server_delays_every_notice_and_loses_or_repe
     for body in opened.iter().flatten() {
         app.remember_secret(body["temporary_password"].as_str().unwrap());
     }
-    let tried_twice = || outbox(&app, "SELECT count(*) FROM outbox WHERE attempts >= 2");
+    let tried_twice = || outbox::<i64>(&app, "SELECT count(*) FROM outbox WHERE attempts >= 2");
     advancing(&app, "every notice refused twice", || {
         tried_twice() == OPENINGS as i64
     })

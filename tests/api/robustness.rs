@@ -459,6 +459,14 @@ async fn raw_connection() -> (TestApp, String, tokio::net::TcpStream) {
     (app, addr, stream)
 }
 
+/// Sends `bytes` on `stream` (the end of a request) and reads the answer's status line.
+async fn answered(stream: &mut tokio::net::TcpStream, bytes: &[u8], what: &str) -> String {
+    tokio::io::AsyncWriteExt::write_all(stream, bytes)
+        .await
+        .unwrap();
+    read_answer(stream).await.expect(what)
+}
+
 /// Reads one HTTP/1.1 answer (head and `Content-Length` body) off `stream`: its status line,
 /// or `None` when the server closed the connection instead of answering.
 async fn read_answer(stream: &mut tokio::net::TcpStream) -> Option<String> {
@@ -504,16 +512,15 @@ async fn a_refused_request_whose_body_comes_late_leaves_the_connection_usable() 
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    stream.write_all(body).await.unwrap();
-    let first = read_answer(&mut stream)
-        .await
-        .expect("an answer to the PUT");
+    let first = answered(&mut stream, body, "an answer to the PUT").await;
     assert!(first.starts_with("http/1.1 401"), "{first}");
     let next = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(next.as_bytes()).await.unwrap();
-    let second = read_answer(&mut stream)
-        .await
-        .expect("the connection was closed after the refused request");
+    let second = answered(
+        &mut stream,
+        next.as_bytes(),
+        "the connection was closed after the refused request",
+    )
+    .await;
     assert!(second.starts_with("http/1.1 200"), "{second}");
 }
 
@@ -534,10 +541,7 @@ async fn a_chunked_body_is_read_whole_and_refused_past_the_limit() {
         .await
         .unwrap();
     stream.write_all(body).await.unwrap();
-    stream.write_all(b"\r\n0\r\n\r\n").await.unwrap();
-    let first = read_answer(&mut stream)
-        .await
-        .expect("an answer to the PUT");
+    let first = answered(&mut stream, b"\r\n0\r\n\r\n", "an answer to the PUT").await;
     assert!(first.starts_with("http/1.1 401"), "{first}");
     // Past the limit, in chunks of 8 KiB: refused as too large, whoever the caller is.
     let head = format!(
@@ -589,13 +593,11 @@ async fn a_probe_with_a_body_that_never_comes_is_answered_at_once() {
 /// invited to upload its body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_caller_expecting_100_continue_is_not_invited_to_upload() {
-    use tokio::io::AsyncWriteExt;
     let (_app, addr, mut stream) = raw_connection().await;
     let head = format!(
         "PUT /v1/account/mail-protocols HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 13\r\nExpect: 100-continue\r\n\r\n"
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let answer = read_answer(&mut stream).await.expect("an answer");
+    let answer = answered(&mut stream, head.as_bytes(), "an answer").await;
     assert!(answer.starts_with("http/1.1 401"), "{answer}");
 }
 

@@ -148,10 +148,7 @@ pub(super) fn answer_question(
         .as_ref()
         .filter(|_| settings.security_question)
         .ok_or(AccountError::MethodUnavailable)?;
-    let forms = answer_forms(c.answer.expose());
-    if forms.is_empty() {
-        return Err(answer_malformed());
-    }
+    let forms = answer_forms(c.answer.expose()).ok_or_else(answer_malformed)?;
     let mut events = guard(
         state.grants.question_locked_until,
         ctx.now,
