@@ -316,9 +316,15 @@ impl App {
 
     /// Logs, once, every default that weakens security or that an operator should know of.
     /// Waits until every access record queued behind an answer is in the log: before the
-    /// service stops.
+    /// service stops. A disk that cannot take them is waited for [`FLUSH_LIMIT`] at most, so
+    /// that a stop is never stuck behind it (the records still held are then lost, loudly).
     pub async fn flush(&self) {
-        self.state.access_recorder.flush().await;
+        let flushed = tokio::time::timeout(FLUSH_LIMIT, self.state.access_recorder.flush()).await;
+        if flushed.is_err() {
+            tracing::error!(
+                "access records could not reach the log before the service stopped (its disk takes no writes): those still held are lost"
+            );
+        }
     }
 
     pub fn log_security_defaults(&self) {
@@ -390,6 +396,9 @@ fn spawn_checkpoints(
         }
     })
 }
+
+/// How long a stopping service waits for its access records to reach the log.
+pub const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Where a replay stops (AU-3's point in time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

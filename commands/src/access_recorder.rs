@@ -12,7 +12,10 @@
 //! for a place (backpressure, never a dropped record). [`AccessRecorder::flush`] waits for
 //! every record queued before it; the service calls it before it stops. A process killed
 //! outright loses at most the records queued or in the commits in flight, never an account's
-//! decision (a check decides nothing).
+//! decision (a check decides nothing). A disk that cannot take them (full, failing) loses none:
+//! the log's writer holds the batches and tries them again until it does, their places stay
+//! taken meanwhile, and once the queue behind them is full the checks wait (and time out with
+//! SEC-9's `503`) rather than answer with nothing recorded.
 
 use crate::accounts::{AccountHandler, Caller};
 use crate::log::ReadyAppend;

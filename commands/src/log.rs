@@ -134,6 +134,23 @@ struct Job {
     batch: bool,
 }
 
+impl Job {
+    fn events(&self) -> usize {
+        self.appends.iter().map(|a| a.events.len()).sum()
+    }
+
+    /// Puts back what [`write_events`] moved out of this job's events into `recorded` (its
+    /// first events, in order), so that the job can be written again.
+    fn restore(&mut self, recorded: Vec<RecordedEvent>) {
+        let mut back = recorded.into_iter();
+        for event in self.appends.iter_mut().flat_map(|a| a.events.iter_mut()) {
+            let Some(r) = back.next() else { return };
+            event.event_type = r.event_type;
+            event.payload = r.payload;
+        }
+    }
+}
+
 /// How long a group made only of batches of ready appends waits for more jobs before it
 /// commits: many such appends then share one fsync, the costliest part of a commit.
 pub const SOON_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
@@ -203,6 +220,7 @@ impl EventLog {
             stats: stats.clone(),
             versions: versions.clone(),
             recent: recent.clone(),
+            retry: std::collections::VecDeque::new(),
         };
         std::thread::Builder::new()
             .name("custode-log-writer".into())
@@ -1186,6 +1204,8 @@ struct Writer {
     stats: Arc<WriterStats>,
     versions: Arc<StreamVersions>,
     recent: Arc<Recent>,
+    /// Batches of access records the disk could not take, tried again (oldest first).
+    retry: std::collections::VecDeque<Job>,
 }
 
 /// How many of the latest committed events the writer keeps in memory for the readers that
@@ -1301,8 +1321,58 @@ type Reply = (
 
 impl Writer {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        while let Some(first) = next_job(&mut jobs) {
-            let replies = self.commit_group(first, &mut jobs);
+        // When the access records held for the disk are tried again.
+        let mut retry_at = std::time::Instant::now();
+        loop {
+            let first = if self.retry.is_empty() {
+                match next_job(&mut jobs) {
+                    Some(job) => Some(job),
+                    None => return,
+                }
+            } else if std::time::Instant::now() >= retry_at {
+                // However busy the queue: held records are tried every pause.
+                None
+            } else {
+                match job_until(&mut jobs, retry_at) {
+                    Ok(job) => job,
+                    Err(Gone) => {
+                        let records: usize = self.retry.iter().map(Job::events).sum();
+                        tracing::error!(
+                            records,
+                            "the log stops with access records its disk never took: they are lost"
+                        );
+                        return;
+                    }
+                }
+            };
+            let held = self.retry.len();
+            // A new job goes in a group of new jobs; held records, when their time comes, in a
+            // group of their own, so that a command the disk has room for is never refused
+            // because of the batches that wait beside it.
+            let replies = match first {
+                Some(job) => self.commit_group(job, &mut jobs, Source::Queue),
+                None => match self.retry.pop_front() {
+                    Some(job) => {
+                        let replies = self.commit_group(job, &mut jobs, Source::Held);
+                        retry_at = std::time::Instant::now() + RETRY_PAUSE;
+                        replies
+                    }
+                    None => continue,
+                },
+            };
+            match (held, self.retry.len()) {
+                (0, 0) => {}
+                (0, _) => {
+                    retry_at = std::time::Instant::now() + RETRY_PAUSE;
+                    tracing::warn!(
+                        "the log's disk cannot take access records: they are held and tried again"
+                    )
+                }
+                (_, 0) => tracing::info!(
+                    "the access records held while the log's disk could not take them are written"
+                ),
+                _ => {}
+            }
             for (reply, result) in replies {
                 // The caller may have gone away; its events are committed all the same.
                 let _ = reply.send(result);
@@ -1310,13 +1380,16 @@ impl Writer {
         }
     }
 
-    /// One transaction: `first`, then whatever else is queued, until the queue is momentarily
+    /// One transaction: `first`, then whatever else `source` holds, until it is momentarily
     /// empty or the group is full. A group of batches of ready appends alone waits up to
     /// [`SOON_LINGER`] for more before it commits.
-    fn commit_group(&mut self, first: Job, jobs: &mut mpsc::Receiver<Job>) -> Vec<Reply> {
+    fn commit_group(
+        &mut self,
+        first: Job,
+        jobs: &mut mpsc::Receiver<Job>,
+        source: Source,
+    ) -> Vec<Reply> {
         let mut replies: Vec<Reply> = Vec::new();
-        // Whether each reply is a batch's, whose events go to `Recent` uncopied.
-        let mut batches = Vec::new();
         let start_tip = self.tip.clone();
         let tx = match self
             .conn
@@ -1325,9 +1398,14 @@ impl Writer {
             Ok(tx) => tx,
             Err(e) => {
                 let err = LogError::from(e);
-                replies.push((first.reply, Err(err.clone())));
-                while let Ok(job) = jobs.try_recv() {
-                    replies.push((job.reply, Err(err.clone())));
+                let mut failed = vec![first];
+                if source == Source::Queue {
+                    while let Ok(job) = jobs.try_recv() {
+                        failed.push(job);
+                    }
+                }
+                for job in failed {
+                    fail(&mut self.retry, job, &err, &mut replies);
                 }
                 return replies;
             }
@@ -1336,23 +1414,27 @@ impl Writer {
         let linger_until = std::time::Instant::now() + SOON_LINGER;
         // Streams' versions as this group has written them so far.
         let mut written: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-        let mut lingering = true;
+        let mut lingering = source == Source::Queue;
         let mut next = Some(first);
         let mut spoiled = None;
+        // The group's jobs, each with its events or why it was refused.
+        let mut done: Vec<(Job, Result<Vec<RecordedEvent>, LogError>)> = Vec::new();
         while let Some(mut job) = next.take() {
             lingering &= job.batch;
-            batches.push(job.batch);
             match append_job(&tx, &mut tip, &mut job, &self.versions, &mut written) {
-                Ok(events) => replies.push((job.reply, Ok(events))),
-                Err(JobError::Refused(e)) => replies.push((job.reply, Err(e))),
+                Ok(events) => done.push((job, Ok(events))),
+                Err(JobError::Refused(e)) => done.push((job, Err(e))),
                 Err(JobError::Group(e)) => {
-                    replies.push((job.reply, Err(e.clone())));
+                    done.push((job, Err(e.clone())));
                     spoiled = Some(e);
                     break;
                 }
             }
-            if replies.len() < MAX_GROUP {
-                next = jobs.try_recv().ok();
+            if done.len() < MAX_GROUP {
+                next = match source {
+                    Source::Queue => jobs.try_recv().ok(),
+                    Source::Held => self.retry.pop_front(),
+                };
                 // Lingering, the writer looks at the queue every slice rather than waking for
                 // each job: a plain append waits at most a slice.
                 while next.is_none() && lingering {
@@ -1373,6 +1455,9 @@ impl Writer {
         match committed {
             Ok(()) => {
                 self.tip = tip;
+                // Whether each reply is a batch's, whose events go to `Recent` uncopied.
+                let batches: Vec<bool> = done.iter().map(|(job, _)| job.batch).collect();
+                replies.extend(done.into_iter().map(|(job, result)| (job.reply, result)));
                 self.versions.committed(&replies);
                 let mut fresh = Vec::new();
                 for ((_, result), batch) in replies.iter_mut().zip(&batches) {
@@ -1392,14 +1477,73 @@ impl Writer {
             }
             Err(err) => {
                 self.tip = start_tip;
-                for (_, result) in &mut replies {
-                    if result.is_ok() {
-                        *result = Err(err.clone());
+                for (mut job, result) in done {
+                    match result {
+                        Ok(events) => {
+                            // Rolled back: the events go back into their job, which may be
+                            // tried again.
+                            job.restore(events);
+                            fail(&mut self.retry, job, &err, &mut replies);
+                        }
+                        // Refused on its own (a version conflict), or the job that spoiled
+                        // the group, whose events `write_events` put back.
+                        Err(own) => fail(&mut self.retry, job, &own, &mut replies),
                     }
                 }
             }
         }
         replies
+    }
+}
+
+/// A job that could not be written because of `err`: a batch of access records (which nobody
+/// waits on and which decide nothing) is held in `retry` while the disk cannot take it and
+/// tried again, so no record is lost to a full disk; any other job is answered `err`.
+fn fail(
+    retry: &mut std::collections::VecDeque<Job>,
+    job: Job,
+    err: &LogError,
+    replies: &mut Vec<Reply>,
+) {
+    if job.batch && matches!(err, LogError::DiskUnavailable(_)) {
+        retry.push_back(job);
+    } else {
+        replies.push((job.reply, Err(err.clone())));
+    }
+}
+
+/// How often the writer tries again the access records its disk could not take.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Every handle on the log is gone.
+struct Gone;
+
+/// Where a group's jobs come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The writer's queue: new jobs.
+    Queue,
+    /// The batches of access records held for the disk.
+    Held,
+}
+
+/// The next job if one comes before `until` (looked for every few milliseconds).
+fn job_until(
+    jobs: &mut mpsc::Receiver<Job>,
+    until: std::time::Instant,
+) -> Result<Option<Job>, Gone> {
+    loop {
+        match jobs.try_recv() {
+            Ok(job) => return Ok(Some(job)),
+            Err(mpsc::error::TryRecvError::Disconnected) => return Err(Gone),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                std::thread::sleep(left.min(LINGER_SLICE * 10));
+            }
+        }
     }
 }
 
@@ -1501,8 +1645,8 @@ impl Described {
     }
 }
 
-/// Writes `job`'s events, moving their payloads into the events it returns (the job is spent
-/// whatever happens: its caller gets these events or an error).
+/// Writes `job`'s events, moving their types and payloads into the events it returns; when a
+/// write fails, they are put back and the job is left whole.
 fn write_events(
     conn: &Connection,
     tip: &mut Tip,
@@ -1510,6 +1654,7 @@ fn write_events(
     versions: &[u64],
 ) -> Result<Vec<RecordedEvent>, LogError> {
     let mut recorded = Vec::new();
+    let mut failed = None;
     let mut payloads = job.payloads.iter();
     let described: Vec<Described> = job.metas.iter().map(Described::of).collect();
     let mut insert = conn.prepare_cached(
@@ -1517,11 +1662,12 @@ fn write_events(
          actor_kind, actor_id, correlation_id, causation_id, payload, hash) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?;
-    for (index, (append, &actual)) in job.appends.iter_mut().zip(versions).enumerate() {
+    'appends: for (index, (append, &actual)) in job.appends.iter_mut().zip(versions).enumerate() {
         // One metadata for every append, or one each.
         let which = if job.metas.len() == 1 { 0 } else { index };
         let (Some(meta), Some(d)) = (job.metas.get(which), described.get(which)) else {
-            return Err(LogError::Store("an append without its metadata".into()));
+            failed = Some(LogError::Store("an append without its metadata".into()));
+            break;
         };
         let Described {
             at,
@@ -1535,9 +1681,10 @@ fn write_events(
             let position = tip.position + 1;
             let version = actual + 1 + i as u64;
             let event_id = event.event_id.to_string();
-            let payload = payloads
-                .next()
-                .ok_or_else(|| LogError::Store("a job without its payload text".into()))?;
+            let Some(payload) = payloads.next() else {
+                failed = Some(LogError::Store("a job without its payload text".into()));
+                break 'appends;
+            };
             let canonical = canonical_envelope(
                 position,
                 &event_id,
@@ -1553,7 +1700,7 @@ fn write_events(
                 payload,
             );
             let hash = chain_hash(&tip.hash, &canonical);
-            insert.execute(params![
+            let inserted = insert.execute(params![
                 position,
                 event_id,
                 append.stream,
@@ -1567,7 +1714,11 @@ fn write_events(
                 causation_id,
                 payload,
                 hash,
-            ])?;
+            ]);
+            if let Err(e) = inserted {
+                failed = Some(e.into());
+                break 'appends;
+            }
             recorded.push(RecordedEvent {
                 event_id: event.event_id,
                 stream: append.stream.clone(),
@@ -1586,7 +1737,14 @@ fn write_events(
             tip.hash = hash;
         }
     }
-    Ok(recorded)
+    match failed {
+        None => Ok(recorded),
+        Some(e) => {
+            // The job stays whole: it may be written again (see `Writer::fail`).
+            job.restore(recorded);
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]
