@@ -9,13 +9,14 @@
 //! later.
 //!
 //! Bounded: at most [`IN_FLIGHT`] records wait in the queue; a check that finds it full waits
-//! for a place (backpressure, never a dropped record). [`AccessRecorder::flush`] waits for
+//! up to [`PLACE_WAIT`] for a place (backpressure), and is then turned away with a `503`
+//! rather than answered without a record. [`AccessRecorder::flush`] waits for
 //! every record queued before it; the service calls it before it stops. A process killed
 //! outright loses at most the records queued or in the commits in flight, never an account's
 //! decision (a check decides nothing). A disk that cannot take them (full, failing) loses none:
 //! the log's writer holds the batches and tries them again until it does, their places stay
-//! taken meanwhile, and once the queue behind them is full the checks wait (and time out with
-//! SEC-9's `503`) rather than answer with nothing recorded.
+//! taken meanwhile, and once the queue behind them is full the checks are turned away (`503`)
+//! rather than answered with nothing recorded.
 
 use crate::accounts::{AccountHandler, Caller};
 use crate::log::ReadyAppend;
@@ -26,6 +27,13 @@ use uuid::Uuid;
 
 /// Records waiting for the log at most.
 pub const IN_FLIGHT: usize = 4096;
+
+/// How long a record waits for a place in a full queue before its check is turned away.
+pub const PLACE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A record that could not be queued for the log (see [`AccessRecorder::record`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unrecorded;
 
 /// Most records one log job carries.
 const BATCH: usize = 1024;
@@ -53,23 +61,31 @@ impl AccessRecorder {
 
     /// Queues `record` of an access at `at` for the account's access stream, made ready for
     /// the log here (so the task that writes the queue spends its time on nothing else);
-    /// returns once it has a place.
+    /// returns once it has a place. A record that finds no place within [`PLACE_WAIT`] (the
+    /// log far behind, or its disk refusing writes) is not queued: its check is to be turned
+    /// away (`503`) rather than answered unrecorded, and meanwhile holds none of the service's
+    /// request slots for long.
     pub async fn record(
         &self,
         account_id: Uuid,
         record: AccessEvent,
         caller: &Caller,
         at: chrono::DateTime<chrono::Utc>,
-    ) {
+    ) -> Result<(), Unrecorded> {
         let ready = match self.accounts.ready_record(account_id, record, caller, at) {
             Ok(ready) => ready,
             Err(error) => {
                 tracing::error!(%account_id, %error, "an access record could not be encoded");
-                return;
+                return Err(Unrecorded);
             }
         };
-        if self.queue.send(Queued::Record(ready)).await.is_err() {
-            tracing::error!(%account_id, "an access record could not be queued: its writer has stopped");
+        match tokio::time::timeout(PLACE_WAIT, self.queue.send(Queued::Record(ready))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => {
+                tracing::error!(%account_id, "an access record could not be queued: its writer has stopped");
+                Err(Unrecorded)
+            }
+            Err(_) => Err(Unrecorded),
         }
     }
 

@@ -1350,6 +1350,11 @@ impl Writer {
             // group of their own, so that a command the disk has room for is never refused
             // because of the batches that wait beside it.
             let replies = match first {
+                // Behind the held records, in order: tried after them, never beside a command.
+                Some(job) if job.batch && !self.retry.is_empty() => {
+                    self.retry.push_back(job);
+                    continue;
+                }
                 Some(job) => self.commit_group(job, &mut jobs, Source::Queue),
                 None => match self.retry.pop_front() {
                     Some(job) => {
@@ -1400,13 +1405,15 @@ impl Writer {
                 let err = LogError::from(e);
                 let mut failed = vec![first];
                 if source == Source::Queue {
-                    while let Ok(job) = jobs.try_recv() {
+                    while let Some(job) = next_new(&mut self.retry, jobs) {
                         failed.push(job);
                     }
                 }
-                for job in failed {
-                    fail(&mut self.retry, job, &err, &mut replies);
-                }
+                let held = failed
+                    .into_iter()
+                    .filter_map(|job| fail(job, &err, &mut replies))
+                    .collect();
+                hold(&mut self.retry, source, held);
                 return replies;
             }
         };
@@ -1432,7 +1439,7 @@ impl Writer {
             }
             if done.len() < MAX_GROUP {
                 next = match source {
-                    Source::Queue => jobs.try_recv().ok(),
+                    Source::Queue => next_new(&mut self.retry, jobs),
                     Source::Held => self.retry.pop_front(),
                 };
                 // Lingering, the writer looks at the queue every slice rather than waking for
@@ -1443,7 +1450,7 @@ impl Writer {
                         break;
                     }
                     std::thread::sleep(left.min(LINGER_SLICE));
-                    next = jobs.try_recv().ok();
+                    next = next_new(&mut self.retry, jobs);
                 }
             }
         }
@@ -1477,19 +1484,22 @@ impl Writer {
             }
             Err(err) => {
                 self.tip = start_tip;
+                let mut held = Vec::new();
                 for (mut job, result) in done {
-                    match result {
+                    let kept = match result {
                         Ok(events) => {
                             // Rolled back: the events go back into their job, which may be
                             // tried again.
                             job.restore(events);
-                            fail(&mut self.retry, job, &err, &mut replies);
+                            fail(job, &err, &mut replies)
                         }
                         // Refused on its own (a version conflict), or the job that spoiled
                         // the group, whose events `write_events` put back.
-                        Err(own) => fail(&mut self.retry, job, &own, &mut replies),
-                    }
+                        Err(own) => fail(job, &own, &mut replies),
+                    };
+                    held.extend(kept);
                 }
+                hold(&mut self.retry, source, held);
             }
         }
         replies
@@ -1497,18 +1507,44 @@ impl Writer {
 }
 
 /// A job that could not be written because of `err`: a batch of access records (which nobody
-/// waits on and which decide nothing) is held in `retry` while the disk cannot take it and
-/// tried again, so no record is lost to a full disk; any other job is answered `err`.
-fn fail(
-    retry: &mut std::collections::VecDeque<Job>,
-    job: Job,
-    err: &LogError,
-    replies: &mut Vec<Reply>,
-) {
+/// waits on and which decide nothing) is returned, to be held while the disk cannot take it
+/// and tried again, so no record is lost to a full disk; any other job is answered `err`.
+fn fail(job: Job, err: &LogError, replies: &mut Vec<Reply>) -> Option<Job> {
     if job.batch && matches!(err, LogError::DiskUnavailable(_)) {
-        retry.push_back(job);
+        Some(job)
     } else {
         replies.push((job.reply, Err(err.clone())));
+        None
+    }
+}
+
+/// Holds `jobs` (in their order) for another try: those of a group of held jobs go back in
+/// front of the ones still waiting, new ones behind, so that records are written in the order
+/// they were queued (an access stream's versions follow its records' times).
+fn hold(retry: &mut std::collections::VecDeque<Job>, source: Source, jobs: Vec<Job>) {
+    match source {
+        Source::Held => {
+            for job in jobs.into_iter().rev() {
+                retry.push_front(job);
+            }
+        }
+        Source::Queue => retry.extend(jobs),
+    }
+}
+
+/// The next job of the queue, if one is there; while records are held, new batches of them
+/// go straight behind (see [`hold`]) rather than into a group.
+fn next_new(
+    retry: &mut std::collections::VecDeque<Job>,
+    jobs: &mut mpsc::Receiver<Job>,
+) -> Option<Job> {
+    loop {
+        let job = jobs.try_recv().ok()?;
+        if job.batch && !retry.is_empty() {
+            retry.push_back(job);
+        } else {
+            return Some(job);
+        }
     }
 }
 
@@ -1527,7 +1563,8 @@ enum Source {
     Held,
 }
 
-/// The next job if one comes before `until` (looked for every few milliseconds).
+/// The next job if one comes before `until` (looked for every millisecond: a command waits
+/// that much longer while records are held, and no more).
 fn job_until(
     jobs: &mut mpsc::Receiver<Job>,
     until: std::time::Instant,
@@ -1541,7 +1578,7 @@ fn job_until(
                 if left.is_zero() {
                     return Ok(None);
                 }
-                std::thread::sleep(left.min(LINGER_SLICE * 10));
+                std::thread::sleep(left.min(LINGER_SLICE));
             }
         }
     }

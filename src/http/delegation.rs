@@ -622,7 +622,7 @@ pub async fn check_app_password(
             correlation_id: correlation.0,
         };
         // Recorded behind the answer (AH-3: memory-speed checks; the record reaches the log
-        // with the next group commit).
+        // with the next group commit). A check that cannot be recorded is not answered.
         state
             .access_recorder
             .record(
@@ -631,7 +631,12 @@ pub async fn check_app_password(
                 &caller,
                 now,
             )
-            .await;
+            .await
+            .map_err(|_| {
+                Problem::busy(
+                    "the access history cannot take this check's record at the moment; try again shortly",
+                )
+            })?;
     }
     let response = match (verdict, &facts) {
         (Ok(()), Some(f)) => Json(Allowed {
