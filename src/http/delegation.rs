@@ -514,11 +514,18 @@ pub async fn check_app_password(
         Problem::new("validation-failed", "the request breaks 1 rule(s)")
             .with_errors(vec![Violation::new(rule, Some(field), message)])
     };
-    if req.user_id.chars().count() > 254 || req.password.expose().len() > 128 {
+    if req.user_id.chars().count() > 254 {
+        return Err(invalid(
+            "AP-7",
+            "user_id",
+            "a user id has at most 254 characters",
+        ));
+    }
+    if req.password.expose().len() > 128 {
         return Err(invalid(
             "AP-7",
             "password",
-            "a user id has at most 254 characters, a password at most 128",
+            "a password has at most 128 bytes",
         ));
     }
     let scope = Scope::parse(&req.scope).ok_or_else(|| {

@@ -44,7 +44,7 @@ pub(crate) fn address_site(ip: std::net::IpAddr) -> Option<String> {
     match ip {
         std::net::IpAddr::V4(_) => None,
         std::net::IpAddr::V6(v6) => {
-            if v6.to_ipv4_mapped().is_some() {
+            if embedded_ipv4(v6).is_some() {
                 return None;
             }
             let s = v6.segments();
@@ -61,7 +61,7 @@ pub(crate) fn address_site(ip: std::net::IpAddr) -> Option<String> {
 pub fn address_group(ip: std::net::IpAddr) -> String {
     match ip {
         std::net::IpAddr::V4(v4) => v4.to_string(),
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+        std::net::IpAddr::V6(v6) => match embedded_ipv4(v6) {
             Some(v4) => v4.to_string(),
             None => {
                 let s = v6.segments();
@@ -75,6 +75,22 @@ pub fn address_group(ip: std::net::IpAddr) -> String {
             }
         },
     }
+}
+
+/// The IPv4 address an IPv6 spelling carries, counted as that address: IPv4-mapped
+/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`, deprecated but still parsed) and NAT64's
+/// well-known prefix (`64:ff9b::a.b.c.d`). Otherwise each such spelling would get a count of
+/// its own beside the IPv4 one, and all the clients written that way would share one /64.
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let s = v6.segments();
+    let [a, b, c, d, e, f, g, h] = s;
+    let v4 = std::net::Ipv4Addr::new((g >> 8) as u8, g as u8, (h >> 8) as u8, h as u8);
+    let compatible = [a, b, c, d, e, f] == [0; 6] && (g != 0 || h > 1);
+    let nat64 = [a, b, c, d, e, f] == [0x64, 0xff9b, 0, 0, 0, 0];
+    (compatible || nat64).then_some(v4)
 }
 
 /// Whole seconds until `then`, rounded up.
@@ -280,8 +296,17 @@ mod tests {
         let c: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
         assert_eq!(address_group(a), address_group(b));
         assert_ne!(address_group(a), address_group(c));
-        let mapped: std::net::IpAddr = "::ffff:192.0.2.1".parse().unwrap();
-        assert_eq!(address_group(mapped), "192.0.2.1");
+        // An IPv4 address is counted as itself however it is spelt in IPv6.
+        for spelling in ["::ffff:192.0.2.1", "::192.0.2.1", "64:ff9b::192.0.2.1"] {
+            let ip: std::net::IpAddr = spelling.parse().unwrap();
+            assert_eq!(address_group(ip), "192.0.2.1", "{spelling}");
+            assert_eq!(address_site(ip), None, "{spelling}");
+        }
+        // The unspecified and loopback addresses are not IPv4-compatible ones.
+        for (spelling, group) in [("::1", "0:0:0:0::/64"), ("::", "0:0:0:0::/64")] {
+            let ip: std::net::IpAddr = spelling.parse().unwrap();
+            assert_eq!(address_group(ip), group, "{spelling}");
+        }
     }
 
     #[test]

@@ -758,3 +758,22 @@ async fn an_operator_registered_hardware_token_is_bound_with_a_current_code_ap_8
             .unwrap(),
     );
 }
+
+#[tokio::test]
+async fn a_check_past_a_length_limit_is_refused_naming_its_field_ap_7() {
+    let app = TestApp::spawn().await;
+    for (user_id, password, field) in [
+        (
+            "a".repeat(255),
+            "abcde-fghij-kmnop-qrstu".to_string(),
+            "user_id",
+        ),
+        (OWNER.to_string(), "p".repeat(129), "password"),
+    ] {
+        let res = check(&app, &user_id, "mailbox", &password).await;
+        let problem =
+            expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+        assert_eq!(problem["errors"].as_array().unwrap().len(), 1, "{problem}");
+    }
+}
