@@ -314,7 +314,6 @@ impl App {
         })
     }
 
-    /// Logs, once, every default that weakens security or that an operator should know of.
     /// Waits until every access record queued behind an answer is in the log: before the
     /// service stops. A disk that cannot take them is waited for [`FLUSH_LIMIT`] at most, so
     /// that a stop is never stuck behind it (the records still held are then lost, loudly).
@@ -327,6 +326,7 @@ impl App {
         }
     }
 
+    /// Logs, once, every default that weakens security or that an operator should know of.
     pub fn log_security_defaults(&self) {
         let config = &self.state.config;
         if config.operator_key.is_none() {

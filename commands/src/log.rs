@@ -1350,12 +1350,10 @@ impl Writer {
             // group of their own, so that a command the disk has room for is never refused
             // because of the batches that wait beside it.
             let replies = match first {
-                // Behind the held records, in order: tried after them, never beside a command.
-                Some(job) if job.batch && !self.retry.is_empty() => {
-                    self.retry.push_back(job);
-                    continue;
-                }
-                Some(job) => self.commit_group(job, &mut jobs, Source::Queue),
+                Some(job) => match divert(&mut self.retry, job) {
+                    Some(job) => self.commit_group(job, &mut jobs, Source::Queue),
+                    None => continue,
+                },
                 None => match self.retry.pop_front() {
                     Some(job) => {
                         let replies = self.commit_group(job, &mut jobs, Source::Held);
@@ -1532,19 +1530,26 @@ fn hold(retry: &mut std::collections::VecDeque<Job>, source: Source, jobs: Vec<J
     }
 }
 
-/// The next job of the queue, if one is there; while records are held, new batches of them
-/// go straight behind (see [`hold`]) rather than into a group.
+/// The next job of the queue for a group, if one is there (see [`divert`]).
 fn next_new(
     retry: &mut std::collections::VecDeque<Job>,
     jobs: &mut mpsc::Receiver<Job>,
 ) -> Option<Job> {
     loop {
-        let job = jobs.try_recv().ok()?;
-        if job.batch && !retry.is_empty() {
-            retry.push_back(job);
-        } else {
+        if let Some(job) = divert(retry, jobs.try_recv().ok()?) {
             return Some(job);
         }
+    }
+}
+
+/// `job`, unless it is a batch of records while others are held: it then goes straight behind
+/// them (see [`hold`]), tried after them and never beside a command.
+fn divert(retry: &mut std::collections::VecDeque<Job>, job: Job) -> Option<Job> {
+    if job.batch && !retry.is_empty() {
+        retry.push_back(job);
+        None
+    } else {
+        Some(job)
     }
 }
 

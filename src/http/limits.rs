@@ -82,15 +82,15 @@ pub fn address_group(ip: std::net::IpAddr) -> String {
 /// well-known prefix (`64:ff9b::a.b.c.d`). Otherwise each such spelling would get a count of
 /// its own beside the IPv4 one, and all the clients written that way would share one /64.
 fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
-    if let Some(v4) = v6.to_ipv4_mapped() {
+    // `to_ipv4` reads both mapped and compatible forms, and takes `::` and `::1` for IPv4 too.
+    if let Some(v4) = v6
+        .to_ipv4()
+        .filter(|_| !v6.is_unspecified() && !v6.is_loopback())
+    {
         return Some(v4);
     }
-    let s = v6.segments();
-    let [a, b, c, d, e, f, g, h] = s;
-    let v4 = std::net::Ipv4Addr::new((g >> 8) as u8, g as u8, (h >> 8) as u8, h as u8);
-    let compatible = [a, b, c, d, e, f] == [0; 6] && (g != 0 || h > 1);
-    let nat64 = [a, b, c, d, e, f] == [0x64, 0xff9b, 0, 0, 0, 0];
-    (compatible || nat64).then_some(v4)
+    let bits = u128::from(v6);
+    (bits >> 32 == 0x0064_ff9b_0000_0000_0000_0000).then(|| std::net::Ipv4Addr::from(bits as u32))
 }
 
 /// Whole seconds until `then`, rounded up.
