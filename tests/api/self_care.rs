@@ -162,6 +162,106 @@ async fn a_self_suspension_refuses_logins_until_its_end_and_the_scheduler_ends_i
     assert_eq!(login(&app).await.status(), StatusCode::CREATED);
 }
 
+/// ACC-2: a session on the temporary password (which went by mail, and which an operator's
+/// reset issues again) moves no contact and suspends nothing; SEC-3: a suspension, and its
+/// code, need a fresh session. Each refusal sends and records nothing.
+#[tokio::test]
+async fn sensitive_changes_wait_for_the_required_actions_and_a_fresh_session_acc_2_sec_3() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .post(
+            "/v1/admin/accounts",
+            Some(OPERATOR_KEY),
+            json!({ "kind": "identity", "user_id": "nuova.arrivata", "name": "Nuova Arrivata", "language": "en",
+                    "contact_mobile": "347 555 0000", "contact_email": "nuova@example.it" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let opened: Value = res.json().await.unwrap();
+    let temporary = opened["temporary_password"].as_str().unwrap().to_string();
+    app.remember_secret(&temporary);
+    let token = app.login("nuova.arrivata", &temporary).await;
+    let head = app.settled_head().await;
+    let calls: [(reqwest::Method, &str, Value); 6] = [
+        (
+            reqwest::Method::PUT,
+            "/v1/account/contact-email",
+            json!({ "email": "altrove@example.it" }),
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/account/contact-mobile",
+            json!({ "mobile": "348 999 8877" }),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/account/identity-document",
+            json!({ "kind": "passport", "number": "YA1111111", "expires_on": "2030-01-01" }),
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/account/otp",
+            json!({ "purpose": "suspension" }),
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/account/suspension",
+            json!({ "days": 30, "otp": "123456" }),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/account/language",
+            json!({ "language": "it" }),
+        ),
+    ];
+    for (method, path, body) in calls {
+        let res = app.request(method, path, Some(&token), Some(body)).await;
+        expect_problem(res, StatusCode::FORBIDDEN, "required-actions-pending").await;
+    }
+    assert_eq!(app.settled_head().await, head, "a refusal records nothing");
+    app.quiesce().await;
+    let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap_or_default();
+    assert!(!sms.contains("+393475550000"), "no code went out");
+    // Done with them, a session past its step-up window asks for no code and suspends nothing.
+    let token = identity(&app).await;
+    let code = suspension_code(&app, &token).await;
+    app.advance(Duration::minutes(11));
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&token),
+            json!({ "purpose": "suspension" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::FORBIDDEN, "reauthentication-required").await;
+    let res = app
+        .post(
+            "/v1/account/suspension",
+            Some(&token),
+            json!({ "days": 3, "otp": code }),
+        )
+        .await;
+    expect_problem(res, StatusCode::FORBIDDEN, "reauthentication-required").await;
+    // The step-up makes it possible (the first code has expired meanwhile).
+    let res = app
+        .post(
+            "/v1/sessions/current/reauth",
+            Some(&token),
+            json!({ "password": IDENTITY_PASSWORD }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let code = suspension_code(&app, &token).await;
+    let res = app
+        .post(
+            "/v1/account/suspension",
+            Some(&token),
+            json!({ "days": 3, "otp": code }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+}
+
 #[tokio::test]
 async fn an_operator_revokes_for_good_on_a_signed_request_sc_6() {
     let app = TestApp::spawn().await;

@@ -88,7 +88,12 @@ pub(super) fn request_otp(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     opened(state)?;
-    require_session(state, c.session_id, false, ctx.now)?;
+    if c.purpose == OtpPurpose::Suspension {
+        // No code for a suspension that could not go on (ACC-2, SEC-3).
+        super::two_factor::ready_for_change(state, c.session_id, true, ctx)?;
+    } else {
+        require_session(state, c.session_id, false, ctx.now)?;
+    }
     if c.purpose == OtpPurpose::Recovery {
         return Err(AccountError::Invalid(vec![Violation::new(
             "PW-4.purpose",

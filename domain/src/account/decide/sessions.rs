@@ -258,7 +258,9 @@ pub(super) fn set_language(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     let profile = opened(state)?;
-    require_session(state, c.session_id, false, ctx.now)?;
+    // ACC-2: not before the required actions are done (PW-6's expired password is refused
+    // before this).
+    super::two_factor::ready_for_change(state, c.session_id, false, ctx)?;
     if profile.language == c.language {
         return Ok(Vec::new());
     }

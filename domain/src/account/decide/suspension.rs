@@ -21,7 +21,8 @@ pub(super) fn suspend(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     let profile = opened(state)?;
-    require_session(state, c.session_id, false, ctx.now)?;
+    // ACC-2: no required action left; SEC-3: a fresh session.
+    super::two_factor::ready_for_change(state, c.session_id, true, ctx)?;
     if profile.kind != AccountKind::Identity {
         return Err(AccountError::NotIdentity);
     }
@@ -99,7 +100,7 @@ pub(super) fn record_document(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     let profile = opened(state)?;
-    require_session(state, c.session_id, true, ctx.now)?;
+    super::two_factor::ready_for_change(state, c.session_id, true, ctx)?;
     if profile.kind != AccountKind::Identity {
         return Err(AccountError::NotIdentity);
     }

@@ -149,6 +149,38 @@ fn a_new_contact_mobile_needs_the_code_to_the_old_number_and_the_one_to_the_new_
     );
 }
 
+#[test]
+fn contacts_do_not_change_on_the_temporary_password_acc_2() {
+    let mut open = open_mailbox();
+    open.kind = AccountKind::Identity;
+    open.user_id = "franca.neri".into();
+    open.plan = None;
+    open.contact_mobile = Some(CONTACT.into());
+    let opened = given([]).when(AccountCommand::Open(open)).events();
+    let temporary = extended(opened, login_as(SESSION, TEMPORARY));
+    let email = AccountCommand::ChangeContactEmail(ChangeContactEmail {
+        session_id: SESSION,
+        email: "altrove@example.it".into(),
+    });
+    let mobile = AccountCommand::StartContactMobileChange(StartContactMobileChange {
+        session_id: SESSION,
+        mobile: "348 999 8877".into(),
+        current: drawn(1, "111111"),
+        new: drawn(2, "222222"),
+    });
+    let confirm = AccountCommand::ConfirmContactMobileChange(ConfirmContactMobileChange {
+        session_id: SESSION,
+        current_code: Some(Secret::new("111111")),
+        code: Some(Secret::new("222222")),
+    });
+    for cmd in [email, mobile, confirm] {
+        assert_eq!(
+            given(temporary.clone()).when(cmd).error(),
+            AccountError::ActionsRequired
+        );
+    }
+}
+
 fn then_all(mut history: Vec<AccountEvent>, events: Vec<AccountEvent>) -> Vec<AccountEvent> {
     history.extend(events);
     history

@@ -8,12 +8,27 @@ const CODE: &str = "424242";
 
 /// An identity with a contact mobile, its password changed, and a live session at `now()`.
 fn identity() -> Vec<AccountEvent> {
+    settled(open_identity())
+}
+
+fn open_identity() -> OpenAccount {
     let mut open = open_mailbox();
     open.kind = AccountKind::Identity;
     open.user_id = "RSSMRA80A01H501U".into();
     open.plan = None;
     open.fiscal_code = Some("RSSMRA80A01H501U".into());
     open.contact_mobile = Some("+393471234567".into());
+    open
+}
+
+/// A mailbox past its required actions, with a live session at `now()`.
+fn mailbox() -> Vec<AccountEvent> {
+    settled(open_mailbox())
+}
+
+/// The account `open` opens, its password changed, its recovery information set, and a live
+/// session at `now()`: nothing left to do before any change.
+fn settled(open: OpenAccount) -> Vec<AccountEvent> {
     let mut history = given([]).when(AccountCommand::Open(open)).events();
     history.push(AccountEvent::PasswordChanged(PasswordChanged {
         password_hash: FakeHasher.hash(&Secret::new(CHOSEN)),
@@ -34,20 +49,7 @@ fn identity() -> Vec<AccountEvent> {
 
 /// `history` with the code for `suspension` sent.
 fn with_code(mut history: Vec<AccountEvent>) -> Vec<AccountEvent> {
-    let cmd = AccountCommand::RequestOtp(RequestOtp {
-        session_id: SESSION,
-        purpose: OtpPurpose::Suspension,
-        code: DrawnCode {
-            challenge_id: Uuid::from_u128(0xc0de),
-            code: Secret::new(CODE),
-            sealed_code: Sealed {
-                key_id: "20261103".into(),
-                nonce: "bm9uY2U=".into(),
-                ciphertext: "c2VhbGVk".into(),
-                ephemeral: None,
-            },
-        },
-    });
+    let cmd = request_otp(OtpPurpose::Suspension);
     history.extend(given(history.clone()).when(cmd).events());
     history
 }
@@ -171,9 +173,70 @@ fn a_suspension_needs_the_code_a_period_of_1_to_30_days_and_an_identity_sc_6() {
         AccountError::NoCode
     );
     // A mailbox has no self-suspension.
-    given(with_session())
+    given(mailbox())
         .when(suspend(5, Some(CODE)))
         .then_err(AccountError::NotIdentity);
+}
+
+#[test]
+fn a_suspension_needs_a_fresh_session_and_no_required_action_sec_3_acc_2() {
+    // SEC-3: past the step-up window, neither the code nor the suspension.
+    let stale = now() + Duration::minutes(11);
+    assert_eq!(
+        given(identity())
+            .when_at(request_otp(OtpPurpose::Suspension), stale)
+            .error(),
+        AccountError::ReauthenticationRequired
+    );
+    assert_eq!(
+        given(with_code(identity()))
+            .when_at(suspend(5, Some(CODE)), stale)
+            .error(),
+        AccountError::ReauthenticationRequired
+    );
+    // ACC-2: a session on the temporary password changes nothing but the password and the
+    // recovery information.
+    let temporary = temporary_identity();
+    assert_eq!(
+        given(temporary.clone())
+            .when(request_otp(OtpPurpose::Suspension))
+            .error(),
+        AccountError::ActionsRequired
+    );
+    assert_eq!(
+        given(temporary).when(suspend(5, Some(CODE))).error(),
+        AccountError::ActionsRequired
+    );
+}
+
+/// An identity just opened, with a live session on its temporary password.
+fn temporary_identity() -> Vec<AccountEvent> {
+    let mut history = given([])
+        .when(AccountCommand::Open(open_identity()))
+        .events();
+    history.extend(
+        given(history.clone())
+            .when(login_as(SESSION, TEMPORARY))
+            .events(),
+    );
+    history
+}
+
+fn request_otp(purpose: OtpPurpose) -> AccountCommand {
+    AccountCommand::RequestOtp(RequestOtp {
+        session_id: SESSION,
+        purpose,
+        code: DrawnCode {
+            challenge_id: Uuid::from_u128(0xc0de),
+            code: Secret::new(CODE),
+            sealed_code: Sealed {
+                key_id: "20261103".into(),
+                nonce: "bm9uY2U=".into(),
+                ciphertext: "c2VhbGVk".into(),
+                ephemeral: None,
+            },
+        },
+    })
 }
 
 #[test]
@@ -413,9 +476,20 @@ fn a_new_document_is_recorded_and_its_expiry_noticed_once_per_notice_sc_2() {
         ["SC-2.number", "SC-2.expires_on"]
     );
     assert_eq!(
-        given(with_session())
+        given(mailbox()).when(record("CA12345AB", expires)).error(),
+        AccountError::NotIdentity
+    );
+    // ACC-2: not on the temporary password; SEC-3: not on a stale session.
+    assert_eq!(
+        given(temporary_identity())
             .when(record("CA12345AB", expires))
             .error(),
-        AccountError::NotIdentity
+        AccountError::ActionsRequired
+    );
+    assert_eq!(
+        given(identity())
+            .when_at(record("CA12345AB", expires), now() + Duration::minutes(11))
+            .error(),
+        AccountError::ReauthenticationRequired
     );
 }
