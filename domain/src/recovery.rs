@@ -263,6 +263,17 @@ pub fn decoy_offer(seed: &[u8; 32], settings: &RecoverySettings) -> Vec<Offer> {
             })
             .collect();
         let local = format!("{}{local}", letter(31));
+        // A real address has no trailing or doubled dot (RI-1 refuses one): neither may a
+        // decoy's, whose masked tail would then give it away.
+        let chars: Vec<char> = local.chars().collect();
+        let local: String = chars
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| match chars.get(i + 1) {
+                None | Some('.') if c == '.' => letter(20 + i % 4),
+                _ => c,
+            })
+            .collect();
         // A known provider mostly; else a domain of its own (a firm's, a school's).
         const TLDS: &[&str] = &["it", "it", "it", "com", "net", "org", "eu"];
         let own;
@@ -371,6 +382,45 @@ mod tests {
             shapes.insert(offer.iter().map(|o| o.method).collect::<Vec<_>>());
         }
         assert!(shapes.len() >= 4, "{shapes:?}");
+    }
+
+    /// RC-1: a decoy's masked address could be a real one's: its tail never ends in a dot or
+    /// holds two, which RI-1 refuses in a real address.
+    #[test]
+    fn a_decoys_masked_address_could_be_a_real_ones_rc_1() {
+        let settings = RecoverySettings::default();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let mut emails = 0;
+        for _ in 0..20_000 {
+            let mut seed = [0u8; 32];
+            for chunk in seed.chunks_mut(8) {
+                chunk.copy_from_slice(&next().to_le_bytes());
+            }
+            for offer in decoy_offer(&seed, &settings) {
+                if offer.method != RecoveryMethod::Email {
+                    continue;
+                }
+                emails += 1;
+                let target = offer.target.unwrap();
+                let tail = target
+                    .strip_prefix("*****")
+                    .and_then(|t| t.split_once('@'))
+                    .map(|(tail, _)| tail)
+                    .unwrap();
+                assert!(
+                    crate::masking::normalize_email(&format!("ab{tail}@example.it")).is_some(),
+                    "{target}"
+                );
+            }
+        }
+        assert!(emails > 10_000, "{emails}");
     }
 
     #[test]
