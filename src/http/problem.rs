@@ -96,6 +96,7 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
         "This recovery has sent all its codes",
     ),
     ("no-code", 409, "No code is waiting to be checked"),
+    ("account-closed", 409, "The account is closed for good"),
     (
         "contact-change-cooldown",
         409,
@@ -412,7 +413,8 @@ impl From<AccountError> for Problem {
             | AccountError::NoAppPassword
             | AccountError::NotOwner
             | AccountError::NothingToResend
-            | AccountError::Deactivated => Problem::new(e.code(), detail),
+            | AccountError::Deactivated
+            | AccountError::Closed { .. } => Problem::new(e.code(), detail),
         }
     }
 }

@@ -304,6 +304,17 @@ async fn an_operator_revokes_for_good_on_a_signed_request_sc_6() {
     let res = app.post(&path, Some(OPERATOR_KEY), body).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(app.log_head(), head);
+    // An operator's reset opens it no more (ACC-4), and says why.
+    let res = app
+        .post(
+            &format!("/v1/admin/accounts/{IDENTITY}/password-reset"),
+            Some(OPERATOR_KEY),
+            json!({ "form_reference": "F-9" }),
+        )
+        .await;
+    let p = expect_problem(res, StatusCode::CONFLICT, "account-closed").await;
+    assert!(p["detail"].as_str().unwrap().contains("revoked"));
+    assert_eq!(app.log_head(), head);
     // The holder heard of it at the contact address.
     eventually(StdDuration::from_secs(15), "the revocation notice", || {
         !mails(&app, "giulia@example.it", "Your account has been revoked").is_empty()

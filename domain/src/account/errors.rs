@@ -134,6 +134,12 @@ pub enum AccountError {
     /// PW-6: only the password change goes on.
     #[error("the password has expired: change it first")]
     PasswordExpired,
+    /// ACC-4: revoked and deactivated are final; an operator's reset or revocation changes
+    /// nothing there.
+    #[error("the account is {}, for good: nothing changes it", .status.as_str())]
+    Closed {
+        status: super::events::AccountStatus,
+    },
 }
 
 impl AccountError {
@@ -186,6 +192,7 @@ impl AccountError {
             AccountError::Deactivated => "account-deactivated",
             AccountError::ContactCooldown { .. } => "contact-change-cooldown",
             AccountError::PasswordExpired => "password-expired",
+            AccountError::Closed { .. } => "account-closed",
         }
     }
 }

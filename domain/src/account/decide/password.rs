@@ -217,7 +217,9 @@ pub(super) fn operator_reset(
         state.status,
         AccountStatus::Revoked | AccountStatus::Deactivated
     ) {
-        return Err(AccountError::RecoveryRefused);
+        return Err(AccountError::Closed {
+            status: state.status,
+        });
     }
     let mut events = Vec::new();
     // The holder proved who they are on paper: a login lockout ends with the reset.

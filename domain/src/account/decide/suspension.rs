@@ -80,9 +80,16 @@ pub(super) fn revoke(
             "the signed request's reference: 1 to 200 characters, none of them control or direction characters",
         )]));
     }
-    // Final: revoking a revoked account again records nothing.
-    if state.status == AccountStatus::Revoked {
-        return Ok(Vec::new());
+    // Final: revoking a revoked account again records nothing; a deactivated collaborator
+    // stays what it is (ACC-4).
+    match state.status {
+        AccountStatus::Revoked => return Ok(Vec::new()),
+        AccountStatus::Deactivated => {
+            return Err(AccountError::Closed {
+                status: state.status,
+            })
+        }
+        AccountStatus::Active | AccountStatus::Suspended => {}
     }
     let mut events = vec![AccountEvent::AccountRevoked(AccountRevoked {
         request_reference: reference.to_string(),

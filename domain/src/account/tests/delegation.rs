@@ -898,7 +898,28 @@ fn deactivation_is_final_co_4_acc_4() {
         AccountError::Deactivated
     );
     assert_eq!(
-        given(history).when(set_password(1)).error(),
+        given(history.clone()).when(set_password(1)).error(),
         AccountError::TokenInvalid
+    );
+    // Neither an operator's revocation nor an operator's reset moves it (ACC-4).
+    let closed = AccountError::Closed {
+        status: AccountStatus::Deactivated,
+    };
+    assert_eq!(
+        given(history.clone())
+            .when(AccountCommand::Revoke(Revoke {
+                request_reference: "REV-1".into(),
+            }))
+            .error(),
+        closed
+    );
+    assert_eq!(
+        given(history)
+            .when(AccountCommand::OperatorReset(OperatorReset {
+                form_reference: "F-9".into(),
+                password: Secret::new(TEMPORARY),
+            }))
+            .error(),
+        closed
     );
 }
