@@ -70,7 +70,8 @@ impl Projection for AccountsProjection {
     }
 
     fn version(&self) -> u32 {
-        6
+        // 7: a deactivated collaborator's app password leaves its owner's rows.
+        7
     }
 
     fn create(&self, conn: &Connection) -> rusqlite::Result<()> {
@@ -331,6 +332,14 @@ impl Projection for AccountsProjection {
             AccountsFolds::CollaboratorDeactivated(_) => {
                 tx.prepare_cached(
                     "UPDATE accounts SET status = 'deactivated' WHERE account_id = ?1",
+                )?
+                .execute(params![account_id])?;
+                // Its owner's password for it dies with it (AP-7 denies it from now on): the
+                // owner's page no longer lists it.
+                tx.prepare_cached(
+                    "DELETE FROM app_passwords
+                     WHERE account_id = (SELECT owner_id FROM accounts WHERE account_id = ?1)
+                       AND scope = 'collaborator:' || ?1",
                 )?
                 .execute(params![account_id])?;
             }

@@ -591,6 +591,54 @@ async fn the_collaborator_lifecycle_through_the_mailed_links_co_1_to_co_5() {
     );
 }
 
+/// AP-2, CO-4: the owner's password for a collaborator's mail programs dies with the
+/// collaborator: denied, and gone from the owner's page.
+#[tokio::test]
+async fn a_deactivated_collaborators_app_password_leaves_the_owners_page_co_4() {
+    let app = TestApp::spawn().await;
+    let owner_id = "titolare.tre@pec.example.it";
+    let (token, password) = app.ready_mailbox(owner_id).await;
+    let uri = two_factor_on(&app, &token).await;
+    let token = login_with_code(&app, owner_id, &password, &uri).await;
+    let res = app
+        .post(
+            "/v1/account/collaborators",
+            Some(&token),
+            json!({ "name": "Bruno Neri", "reference_email": "bruno@example.it", "permissions": ["mail_programs"] }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: Value = res.json().await.unwrap();
+    let id = created["collaborator_id"].as_str().unwrap().to_string();
+    let scope = format!("collaborator:{id}");
+    new_app_password(
+        &app,
+        &token,
+        "/v1/account/app-passwords",
+        Some(json!({ "scope": scope })),
+    )
+    .await;
+    let scopes = |page: Value| -> Vec<Value> {
+        page["app_passwords"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["scope"].clone())
+            .collect()
+    };
+    assert_eq!(scopes(page(&app, &token).await), [json!(scope)]);
+    let res = app
+        .request(
+            Method::POST,
+            &format!("/v1/account/collaborators/{id}/deactivate"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert!(scopes(page(&app, &token).await).is_empty());
+}
+
 #[tokio::test]
 async fn the_sms_channel_sends_a_code_at_each_login_ap_8() {
     let app = TestApp::spawn().await;
