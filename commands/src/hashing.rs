@@ -29,6 +29,10 @@ impl Default for Argon2Settings {
     }
 }
 
+/// The Argon2 costs (memory in KiB, iterations, lanes) an imported hash may have (ACC-3): from
+/// OWASP's floor that PW-5 names to a ceiling well past any setting this service uses.
+pub const IMPORTED_COST: ((u32, u32, u32), (u32, u32, u32)) = ((19_456, 2, 1), (262_144, 10, 8));
+
 #[derive(Debug, thiserror::Error)]
 pub enum HashSettingsError {
     #[error("argon2 settings are weaker than OWASP's floor (m=19456 KiB, t=2, p=1)")]
@@ -92,8 +96,23 @@ impl SecretHasher for Argon2Hasher {
         })
     }
 
+    /// ACC-3: an Argon2 PHC string whose cost is within [`IMPORTED_COST`]: no weaker than
+    /// PW-5's floor (a migrated hash is stored as it came), and not so costly that a login
+    /// against it would hold a hashing thread for seconds.
     fn accepts(&self, hash: &PasswordHash) -> bool {
-        Phc::new(hash.as_str()).is_ok_and(|phc| phc.algorithm.as_str().starts_with("argon2"))
+        let Ok(phc) = Phc::new(hash.as_str()) else {
+            return false;
+        };
+        let param = |name: &str| phc.params.get_decimal(name);
+        let (floor, ceiling) = IMPORTED_COST;
+        phc.algorithm.as_str().starts_with("argon2")
+            && [
+                ("m", floor.0, ceiling.0),
+                ("t", floor.1, ceiling.1),
+                ("p", floor.2, ceiling.2),
+            ]
+            .iter()
+            .all(|(name, low, high)| param(name).is_some_and(|v| (*low..=*high).contains(&v)))
     }
 
     fn verify_dummy(&self, secret: &Secret) {
@@ -275,6 +294,20 @@ mod tests {
         hasher.verify_dummy(&Secret::new("anything"));
         assert!(hasher.accepts(&hash));
         assert!(!hasher.accepts(&PasswordHash::new("$2b$12$abc")));
+        // ACC-3, PW-5: an imported hash no weaker than the floor, nor costly past the ceiling.
+        let with = |m: u32, t: u32, p: u32| {
+            let params = Params::new(m, t, p, None).unwrap();
+            let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password(b"Tr4m-Colle!Verde", &SaltString::generate(&mut OsRng))
+                .unwrap()
+                .to_string();
+            hasher.accepts(&PasswordHash::new(hash))
+        };
+        assert!(with(19_456, 2, 1));
+        assert!(with(65_536, 3, 4));
+        assert!(!with(1_024, 1, 1));
+        assert!(!with(19_456, 1, 1));
+        assert!(!with(8, 11, 1));
     }
 
     #[test]

@@ -138,6 +138,36 @@ async fn a_migrated_mailbox_logs_in_with_its_imported_password_and_need_not_chan
     let app = TestApp::spawn().await;
     let password = "Migrata#Casella-9";
     app.remember_secret(password);
+    // PW-5: a hash weaker than the floor is not stored, whatever its origin; nor a bcrypt one.
+    let weak = {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let params = argon2::Params::new(1_024, 1, 1, None).unwrap();
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password(
+                password.as_bytes(),
+                &SaltString::generate(&mut rand::rngs::OsRng),
+            )
+            .unwrap()
+            .to_string()
+    };
+    let before = app.log_head();
+    for imported in [
+        weak,
+        "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW".to_string(),
+    ] {
+        let res = app
+            .post(
+                "/v1/admin/accounts",
+                Some(OPERATOR_KEY),
+                json!({ "kind": "mailbox", "user_id": "migrata@pec.example.it", "password_phc": imported }),
+            )
+            .await;
+        let (status, body) = problem(res).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body["errors"][0]["rule"], "ACC-3", "{body}");
+        assert_eq!(body["errors"][0]["field"], "password_phc", "{body}");
+    }
+    assert_eq!(app.log_head(), before);
     let res = app
         .post(
             "/v1/admin/accounts",

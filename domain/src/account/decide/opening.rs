@@ -146,7 +146,7 @@ pub(super) fn open(
             errors.push(Violation::new(
                 "ACC-3",
                 Some("password_phc"),
-                "the imported password must be an Argon2 PHC string",
+                "the imported password must be an Argon2 PHC string no weaker than PW-5's floor (m=19456 KiB, t=2, p=1), at most m=262144 KiB, t=10, p=8",
             ));
         }
     }
