@@ -63,6 +63,12 @@ impl ServiceKey {
         outer.finalize().into()
     }
 
+    /// [`ServiceKey::mac`] written as a token is (43 URL-safe base64 characters): WEB-2's form
+    /// token bound to a session, which only this service can make.
+    pub fn mac_token(&self, label: &str, parts: &[&[u8]]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.mac(label, parts))
+    }
+
     /// RC-1: the keyed hash of a user id as typed (trimmed, lower-cased).
     pub fn subject(&self, user_id: &str) -> [u8; 32] {
         let normalized = user_id.trim().to_lowercase();

@@ -358,13 +358,33 @@ pub(super) fn set_csrf_cookie(response: &mut Response, value: &str, secure: bool
     }
 }
 
-/// WEB-2: the form's token equals the cookie's, and the request does not come from another
-/// site (browsers send `Origin` and `Sec-Fetch-Site` with every form post).
+/// WEB-2: the token a form must carry. With a session cookie, it is bound to the session (a
+/// keyed hash of its token, which nobody without the service key can make, so a form token
+/// and cookie planted together do not pass); without one, the double-submit cookie's.
+pub(super) fn expected_csrf(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    match cookie(headers, web::SESSION_COOKIE).filter(|t| token_shaped(t)) {
+        Some(session) => Some(
+            state
+                .accounts
+                .service_key()
+                .mac_token("page-csrf", &[session.as_bytes()]),
+        ),
+        None => csrf_cookie(headers),
+    }
+}
+
+/// The token a page's forms carry: [`expected_csrf`], or a fresh one for a first visit.
+pub(super) fn page_csrf(state: &AppState, headers: &HeaderMap) -> String {
+    expected_csrf(state, headers).unwrap_or_else(fresh_csrf)
+}
+
+/// WEB-2: the form's token is the one [`expected_csrf`] names, and the request does not come
+/// from another site (browsers send `Origin` and `Sec-Fetch-Site` with every form post).
 pub(super) fn same_origin_form(state: &AppState, headers: &HeaderMap, csrf: &str) -> bool {
-    let Some(cookie) = csrf_cookie(headers) else {
+    let Some(expected) = expected_csrf(state, headers) else {
         return false;
     };
-    if !custode_commands::tokens::constant_time_eq(cookie.as_bytes(), csrf.as_bytes()) {
+    if !custode_commands::tokens::constant_time_eq(expected.as_bytes(), csrf.as_bytes()) {
         return false;
     }
     if headers
@@ -474,7 +494,7 @@ async fn show(state: AppState, flow: Flow, query: PageQuery, headers: HeaderMap)
             true,
         );
     };
-    let csrf = csrf_cookie(&headers).unwrap_or_else(fresh_csrf);
+    let csrf = page_csrf(&state, &headers);
     link_form(
         &state,
         FormView {

@@ -599,6 +599,16 @@ async fn a_web_session_is_a_strict_cookie_and_its_forms_need_their_token() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // A form token and cookie planted together (a sibling site can set a cookie) do not
+    // pass either: with a session, the token is bound to it.
+    let planted: &'static str = "PlantedPlantedPlantedPlantedPlantedPlanted0";
+    browser
+        .cookies
+        .insert("custode_csrf".into(), planted.to_string());
+    let (status, _, _) = browser
+        .post("/account/password", &change(planted), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(
         login_status_of(&app, user, "Attacker!Pass-12345").await,
         StatusCode::UNAUTHORIZED

@@ -12,9 +12,8 @@
 
 use super::api::{Api, Origin, Refusal};
 use super::{
-    cookie, csrf_cookie, fresh_csrf, meter_rules, problem_text, render, rule_text,
-    same_origin_form, secured, set_csrf_cookie, text, texts, token_shaped, urlencoding_component,
-    Lang,
+    cookie, fresh_csrf, meter_rules, page_csrf, problem_text, render, rule_text, same_origin_form,
+    secured, set_csrf_cookie, text, texts, token_shaped, urlencoding_component, Lang,
 };
 use crate::app::AppState;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, State};
@@ -45,6 +44,8 @@ pub struct Visit {
     headers: HeaderMap,
     asked_lang: Option<String>,
     secure: bool,
+    /// The token this visit's forms carry (WEB-2, [`page_csrf`]).
+    csrf: String,
 }
 
 impl FromRequestParts<AppState> for Visit {
@@ -70,6 +71,7 @@ impl FromRequestParts<AppState> for Visit {
             headers: parts.headers.clone(),
             asked_lang,
             secure: state.config.public_url.starts_with("https://"),
+            csrf: page_csrf(state, &parts.headers),
         })
     }
 }
@@ -81,7 +83,7 @@ impl Visit {
     }
 
     fn csrf(&self) -> String {
-        csrf_cookie(&self.headers).unwrap_or_else(fresh_csrf)
+        self.csrf.clone()
     }
 
     async fn call(
@@ -105,6 +107,7 @@ impl Visit {
             headers: self.headers.clone(),
             asked_lang: self.asked_lang.clone(),
             secure: self.secure,
+            csrf: self.csrf.clone(),
         }
     }
 
