@@ -223,11 +223,16 @@ fn temporary_identity() -> Vec<AccountEvent> {
 }
 
 fn request_otp(purpose: OtpPurpose) -> AccountCommand {
+    otp_request(purpose, 0xc0de)
+}
+
+/// A code for `purpose`, drawn as challenge `challenge`.
+fn otp_request(purpose: OtpPurpose, challenge: u128) -> AccountCommand {
     AccountCommand::RequestOtp(RequestOtp {
         session_id: SESSION,
         purpose,
         code: DrawnCode {
-            challenge_id: Uuid::from_u128(0xc0de),
+            challenge_id: Uuid::from_u128(challenge),
             code: Secret::new(CODE),
             sealed_code: Sealed {
                 key_id: "20261103".into(),
@@ -297,20 +302,7 @@ fn a_revocation_is_final_ends_every_session_and_is_recorded_once_sc_6() {
 }
 
 fn verify_request(purpose: OtpPurpose) -> AccountCommand {
-    AccountCommand::RequestOtp(RequestOtp {
-        session_id: SESSION,
-        purpose,
-        code: DrawnCode {
-            challenge_id: Uuid::from_u128(0xbad9e),
-            code: Secret::new(CODE),
-            sealed_code: Sealed {
-                key_id: "20261103".into(),
-                nonce: "bm9uY2U=".into(),
-                ciphertext: "c2VhbGVk".into(),
-                ephemeral: None,
-            },
-        },
-    })
+    otp_request(purpose, 0xbad9e)
 }
 
 fn verify(method: crate::recovery::RecoveryMethod, code: &str) -> AccountCommand {
