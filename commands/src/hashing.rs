@@ -96,16 +96,23 @@ impl SecretHasher for Argon2Hasher {
         })
     }
 
-    /// ACC-3: an Argon2 PHC string whose cost is within [`IMPORTED_COST`]: no weaker than
-    /// PW-5's floor (a migrated hash is stored as it came), and not so costly that a login
-    /// against it would hold a hashing thread for seconds.
+    /// ACC-3: an Argon2id PHC string (PW-5) whose cost is within [`IMPORTED_COST`]: no weaker
+    /// than PW-5's floor (a migrated hash is stored as it came), and not so costly that a login
+    /// against it would hold a hashing thread for seconds. Strictly shaped, since the check and
+    /// the verifier must read the same thing: version 19, `m`, `t` and `p` once each and
+    /// nothing else (a repeated `m` would be checked at its first value and verified at its
+    /// last), a salt of 8 to 48 bytes and a hash of 16 to 64.
     fn accepts(&self, hash: &PasswordHash) -> bool {
         let Ok(phc) = Phc::new(hash.as_str()) else {
             return false;
         };
+        let mut names: Vec<&str> = phc.params.iter().map(|(name, _)| name.as_str()).collect();
+        names.sort_unstable();
         let param = |name: &str| phc.params.get_decimal(name);
         let (floor, ceiling) = IMPORTED_COST;
-        phc.algorithm.as_str().starts_with("argon2")
+        phc.algorithm.as_str() == "argon2id"
+            && phc.version == Some(0x13)
+            && names == ["m", "p", "t"]
             && [
                 ("m", floor.0, ceiling.0),
                 ("t", floor.1, ceiling.1),
@@ -113,6 +120,11 @@ impl SecretHasher for Argon2Hasher {
             ]
             .iter()
             .all(|(name, low, high)| param(name).is_some_and(|v| (*low..=*high).contains(&v)))
+            && phc.salt.is_some_and(|salt| (11..=64).contains(&salt.len()))
+            && phc
+                .hash
+                .is_some_and(|output| (16..=64).contains(&output.len()))
+            && Params::try_from(&phc).is_ok()
     }
 
     fn verify_dummy(&self, secret: &Secret) {
@@ -308,6 +320,30 @@ mod tests {
         assert!(!with(1_024, 1, 1));
         assert!(!with(19_456, 1, 1));
         assert!(!with(8, 11, 1));
+        // Strictly shaped: what is checked is what is verified.
+        let floor = hash.as_str();
+        let (head, tail) = floor.split_at(floor.find("$m=").unwrap());
+        let rest = &tail[tail[1..].find('$').unwrap() + 1..];
+        for params in [
+            "m=19456,t=2,p=1,m=8,t=1",
+            "m=19456,t=2,p=1,keyid=abc",
+            "m=19456,t=2",
+            "t=2,m=19456,p=1,p=1",
+        ] {
+            let shaped = format!("{head}${params}{rest}");
+            assert!(!hasher.accepts(&PasswordHash::new(&shaped)), "{shaped}");
+        }
+        let reordered = format!("{head}$t=2,p=1,m=19456{rest}");
+        assert!(
+            hasher.accepts(&PasswordHash::new(&reordered)),
+            "{reordered}"
+        );
+        let no_hash = floor.rsplit_once('$').unwrap().0;
+        assert!(!hasher.accepts(&PasswordHash::new(no_hash)), "{no_hash}");
+        let argon2i = floor.replacen("$argon2id$", "$argon2i$", 1);
+        assert!(!hasher.accepts(&PasswordHash::new(argon2i)));
+        let no_version = floor.replacen("$v=19", "", 1);
+        assert!(!hasher.accepts(&PasswordHash::new(no_version)));
     }
 
     #[test]
