@@ -62,6 +62,56 @@ fn the_document_lists_exactly_the_problem_types_the_code_answers() {
     assert_eq!(documented, coded);
 }
 
+/// Each response's `x-problems` (what a client can switch on) names every problem type its
+/// description explains, each of them one the code answers with that response's status.
+#[test]
+fn each_response_lists_the_problem_types_its_description_names() {
+    let doc = openapi();
+    let known: BTreeSet<(String, String)> = PROBLEMS
+        .iter()
+        .map(|(slug, status, _)| (slug.to_string(), status.to_string()))
+        .collect();
+    let mut wrong = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let Some(responses) = op["responses"].as_object() else {
+                continue;
+            };
+            for (status, response) in responses {
+                let description = response["description"].as_str().unwrap_or_default();
+                let Some((_, types)) = description.split_once("Problem types:") else {
+                    continue;
+                };
+                let listed: BTreeSet<&str> = response["x-problems"]
+                    .as_array()
+                    .map(|l| l.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                // Each explained type is written `` `slug`: ``.
+                for named in types.split('`').skip(1).step_by(2) {
+                    let explained = types.contains(&format!("`{named}`:"));
+                    if explained
+                        && known.iter().any(|(slug, _)| slug == named)
+                        && !listed.contains(format!("/problems/{named}").as_str())
+                    {
+                        wrong.push(format!(
+                            "{method} {path} {status}: {named} not in x-problems"
+                        ));
+                    }
+                }
+                for slug in &listed {
+                    let slug = slug.trim_start_matches("/problems/");
+                    if !known.contains(&(slug.to_string(), status.clone())) {
+                        wrong.push(format!(
+                            "{method} {path} {status}: {slug} has another status"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
 #[test]
 fn every_event_type_has_a_schema() {
     let mut types: Vec<&str> = custode_domain::account::ACCOUNT_EVENT_TYPES.to_vec();

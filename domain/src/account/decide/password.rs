@@ -88,11 +88,31 @@ pub(super) fn request_otp(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     opened(state)?;
-    if c.purpose == OtpPurpose::Suspension {
-        // No code for a suspension that could not go on (ACC-2, SEC-3).
-        super::two_factor::ready_for_change(state, c.session_id, true, ctx)?;
-    } else {
-        require_session(state, c.session_id, false, ctx.now)?;
+    // No code for a change that could not go on: what the change itself will ask of the
+    // session (ACC-2, SEC-3) is asked of its code.
+    match c.purpose {
+        OtpPurpose::Suspension => {
+            super::two_factor::ready_for_change(state, c.session_id, true, ctx)?;
+        }
+        OtpPurpose::TwoFactorOff => {
+            super::two_factor::ready_for_change(state, c.session_id, true, ctx)?;
+            // AP-8: the SMS channel's code; an authenticator's is read from the app.
+            match &state.two_factor {
+                None => return Err(AccountError::TwoFactorNotOn),
+                Some(on) if on.sealed_secret.is_some() => {
+                    return Err(AccountError::Invalid(vec![Violation::new(
+                        "AP-8.purpose",
+                        Some("purpose"),
+                        "two-step verification is on an authenticator app or a token: turning it off takes a code from there",
+                    )]))
+                }
+                Some(_) => {}
+            }
+        }
+        OtpPurpose::RecoveryEmailChange | OtpPurpose::RecoveryMobileChange => {
+            require_session(state, c.session_id, true, ctx.now)?;
+        }
+        _ => require_session(state, c.session_id, false, ctx.now)?,
     }
     if c.purpose == OtpPurpose::Recovery {
         return Err(AccountError::Invalid(vec![Violation::new(

@@ -332,6 +332,34 @@ fn the_sms_channel_sends_a_code_to_confirm_and_one_at_each_login_ap_8() {
         Some(AccountEvent::TwoFactorEnabled(e)) if e.channel == TwoFactorChannel::Sms
     ));
     let history = then(history, events);
+    // The code that turns the SMS channel off goes out with a fresh session; none goes out for
+    // the authenticator app's channel, nor while two-step is off.
+    let off = |n: u128| {
+        AccountCommand::RequestOtp(RequestOtp {
+            session_id: SESSION,
+            purpose: OtpPurpose::TwoFactorOff,
+            code: drawn(n),
+        })
+    };
+    assert!(given(history.clone())
+        .when(off(10))
+        .events()
+        .iter()
+        .any(|e| matches!(e, AccountEvent::OtpChallengeIssued(c) if c.purpose == OtpPurpose::TwoFactorOff)));
+    assert_eq!(
+        given(history.clone())
+            .when_at(off(11), now() + minutes(11))
+            .error(),
+        AccountError::ReauthenticationRequired
+    );
+    assert_eq!(
+        given(with_two_factor()).when(off(12)).violated_rules(),
+        ["AP-8.purpose"]
+    );
+    assert_eq!(
+        given(ready()).when(off(13)).error(),
+        AccountError::TwoFactorNotOn
+    );
     let mut login = login_with(None);
     if let AccountCommand::Login(l) = &mut login {
         l.sms = Some(drawn(2));

@@ -150,6 +150,21 @@ fn a_new_contact_mobile_needs_the_code_to_the_old_number_and_the_one_to_the_new_
 }
 
 #[test]
+fn a_recovery_contact_change_sends_no_code_to_a_stale_session_sec_3() {
+    for purpose in [
+        OtpPurpose::RecoveryEmailChange,
+        OtpPurpose::RecoveryMobileChange,
+    ] {
+        assert_eq!(
+            given(identity())
+                .when_at(request(purpose, 7, "777777"), now() + Duration::minutes(11))
+                .error(),
+            AccountError::ReauthenticationRequired
+        );
+    }
+}
+
+#[test]
 fn contacts_do_not_change_on_the_temporary_password_acc_2() {
     let mut open = open_mailbox();
     open.kind = AccountKind::Identity;
