@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use custode_commands::accounts::Caller;
 use custode_domain::account::{
-    AccountKind, InitialPassword, Language, OpenAccount, OwnerRef, Plan,
+    AccountCommand, AccountError, AccountKind, InitialPassword, Language, OpenAccount, OwnerRef,
+    Plan, Revoke,
 };
 use custode_domain::notice::NoticeCommand;
 use custode_domain::{Actor, PasswordHash};
@@ -222,7 +223,9 @@ pub struct RevokeRequest {
 
 /// SC-6: an operator revokes an account on a signed request: every session ends, logins and
 /// recoveries are refused from then on, and the holder is told. Final; a second revocation
-/// records nothing.
+/// records nothing. A mailbox's collaborators are revoked with it, on the same reference (ACC-1:
+/// they belong to it; the mail servers' check already refused them): a revocation sent again
+/// completes one a failure cut short.
 pub async fn revoke(
     State(state): State<AppState>,
     _: Operator,
@@ -237,9 +240,33 @@ pub async fn revoke(
     };
     let outcome = state
         .accounts
-        .revoke(&user_id, req.request_reference, &caller)
+        .revoke(&user_id, req.request_reference.clone(), &caller)
         .await?;
-    Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)
+    let mut position = outcome.position();
+    if let Some(owner) = state.accounts.account_id_of(user_id.trim()).await? {
+        let owner = owner.to_string();
+        let collaborators = query(&state, move |conn| {
+            custode_projections::accounts::collaborators_of(conn, &owner)
+        })
+        .await?;
+        for (collaborator, _) in collaborators {
+            let Ok(id) = Uuid::parse_str(&collaborator.account_id) else {
+                continue;
+            };
+            let cmd = AccountCommand::Revoke(Revoke {
+                request_reference: req.request_reference.clone(),
+            });
+            match state.accounts.execute(id, cmd, &caller).await {
+                Ok(revoked) => position = position.max(revoked.position()),
+                // Deactivated already: final as it is.
+                Err(custode_commands::handler::HandlerError::Domain(AccountError::Closed {
+                    ..
+                })) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(command_answer(&state, position, StatusCode::NO_CONTENT).await)
 }
 
 #[derive(Debug, Deserialize)]

@@ -591,6 +591,60 @@ async fn the_collaborator_lifecycle_through_the_mailed_links_co_1_to_co_5() {
     );
 }
 
+/// ACC-1, SC-6: a revoked mailbox takes its collaborators with it: their sessions end and
+/// their logins are refused, as the mail servers' check already refused them.
+#[tokio::test]
+async fn a_revoked_mailbox_takes_its_collaborators_with_it_acc_4() {
+    let app = TestApp::spawn().await;
+    let owner_id = "titolare.quattro@pec.example.it";
+    let (owner, _) = app.ready_mailbox(owner_id).await;
+    let reference = "carla.rossi@example.it";
+    let res = app
+        .post(
+            "/v1/account/collaborators",
+            Some(&owner),
+            json!({ "name": "Carla Rossi", "reference_email": reference, "permissions": ["read_mail"] }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: Value = res.json().await.unwrap();
+    let user_id = created["user_id"].as_str().unwrap().to_string();
+    let link = link_tokens_in(&mail_count(&app, reference, "Crea la password", 1).await);
+    let chosen = "Carla!Rossi-Tulipani7";
+    let res = set_collaborator_password(&app, &link[0], chosen).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let collaborator = app.login(&user_id, chosen).await;
+    let res = app
+        .post(
+            &format!("/v1/admin/accounts/{owner_id}/revoke"),
+            Some(OPERATOR_KEY),
+            json!({ "request_reference": "REV-2026-0007" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = app.get("/v1/account", Some(&collaborator)).await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let res = app
+        .post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": user_id, "password": chosen }),
+        )
+        .await;
+    expect_problem(res, StatusCode::FORBIDDEN, "account-revoked").await;
+    // Sent again, it records nothing more.
+    let head = app.settled_head().await;
+    let res = app
+        .post(
+            &format!("/v1/admin/accounts/{owner_id}/revoke"),
+            Some(OPERATOR_KEY),
+            json!({ "request_reference": "REV-2026-0007" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.settled_head().await, head);
+}
+
 /// AP-2, CO-4: the owner's password for a collaborator's mail programs dies with the
 /// collaborator: denied, and gone from the owner's page.
 #[tokio::test]
