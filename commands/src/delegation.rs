@@ -405,6 +405,17 @@ impl AccountHandler {
         days_before: u32,
     ) -> AccountResult<u64> {
         let account_id = account_of_stream(stream)?;
+        // A collaborator's password dies with the collaborator (CO-4, ACC-1): no notice of its
+        // expiry once the collaborator is deactivated or revoked.
+        if let Some(Scope::Collaborator(id)) = Scope::parse(scope) {
+            let (collaborator, _) = self.load(id).await?;
+            if !matches!(
+                collaborator.status,
+                account::AccountStatus::Active | account::AccountStatus::Suspended
+            ) {
+                return Ok(0);
+            }
+        }
         let cmd = AccountCommand::NoteAppPasswordExpiry(account::NoteAppPasswordExpiry {
             scope: scope.to_string(),
             expires_at,

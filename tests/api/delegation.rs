@@ -665,11 +665,21 @@ async fn a_deactivated_collaborators_app_password_leaves_the_owners_page_co_4() 
     let created: Value = res.json().await.unwrap();
     let id = created["collaborator_id"].as_str().unwrap().to_string();
     let scope = format!("collaborator:{id}");
-    new_app_password(
+    let (_, issued) = new_app_password(
         &app,
         &token,
         "/v1/account/app-passwords",
         Some(json!({ "scope": scope })),
+    )
+    .await;
+    let expires: chrono::DateTime<chrono::Utc> =
+        issued["expires_at"].as_str().unwrap().parse().unwrap();
+    // The mailbox's own, for comparison: its expiry is noticed.
+    new_app_password(
+        &app,
+        &token,
+        "/v1/account/app-passwords",
+        Some(json!({ "scope": "mailbox" })),
     )
     .await;
     let scopes = |page: Value| -> Vec<Value> {
@@ -680,7 +690,10 @@ async fn a_deactivated_collaborators_app_password_leaves_the_owners_page_co_4() 
             .map(|p| p["scope"].clone())
             .collect()
     };
-    assert_eq!(scopes(page(&app, &token).await), [json!(scope)]);
+    assert_eq!(
+        scopes(page(&app, &token).await),
+        [json!(scope), json!("mailbox")]
+    );
     let res = app
         .request(
             Method::POST,
@@ -690,7 +703,26 @@ async fn a_deactivated_collaborators_app_password_leaves_the_owners_page_co_4() 
         )
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    assert!(scopes(page(&app, &token).await).is_empty());
+    assert_eq!(scopes(page(&app, &token).await), [json!("mailbox")]);
+    // AP-6: 14 days before the expiry, only the mailbox's password is noticed.
+    app.advance(expires - Duration::days(14) - app.clock.now() + Duration::seconds(1));
+    mail_count(
+        &app,
+        "titolare@example.it",
+        "password per i programmi di posta sta per scadere",
+        1,
+    )
+    .await;
+    app.quiesce().await;
+    let token = login_with_code(&app, owner_id, &password, &uri).await;
+    let noticed: Vec<Value> = page(&app, &token).await["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == "app_password_expiry")
+        .map(|n| n["detail"]["scope"].clone())
+        .collect();
+    assert_eq!(noticed, [json!("mailbox")]);
 }
 
 #[tokio::test]
