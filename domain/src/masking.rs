@@ -129,12 +129,30 @@ pub fn mask_email(email: &str) -> String {
     format!("*****{tail}@{first}*****.{tld}")
 }
 
-/// RI-3: `+393471234512` → `+39 ***** **12`.
+/// RI-3: `+393471234512` → `+39 ***** **12`: the country code (ITU-T E.164's, one to three
+/// digits: `+1 ***** **43` for a North American number, not a digit of its area code) and the
+/// last two digits.
 pub fn mask_mobile(e164: &str) -> String {
     let digits: Vec<char> = e164.trim_start_matches('+').chars().collect();
-    let country: String = digits.iter().take(2).collect();
+    let country: String = digits.iter().take(country_code_len(&digits)).collect();
     let last: String = digits.iter().skip(digits.len().saturating_sub(2)).collect();
     format!("+{country} ***** **{last}")
+}
+
+/// How many of `digits` (an E.164 number's, without `+`) are its country code: zone 1 and 7
+/// have one digit, the two-digit codes ITU-T assigned are listed, every other code has three.
+fn country_code_len(digits: &[char]) -> usize {
+    const TWO_DIGITS: &[&str] = &[
+        "20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44", "45", "46",
+        "47", "48", "49", "51", "52", "53", "54", "55", "56", "57", "58", "60", "61", "62", "63",
+        "64", "65", "66", "81", "82", "84", "86", "90", "91", "92", "93", "94", "95", "98",
+    ];
+    let head: String = digits.iter().take(2).collect();
+    match digits.first() {
+        Some('1' | '7') => 1,
+        _ if TWO_DIGITS.contains(&head.as_str()) => 2,
+        _ => 3,
+    }
 }
 
 #[cfg(test)]
@@ -163,6 +181,9 @@ mod tests {
         );
         assert_eq!(normalize_mobile("12ab"), None);
         assert_eq!(mask_mobile("+393471234512"), "+39 ***** **12");
+        assert_eq!(mask_mobile("+12025550143"), "+1 ***** **43");
+        assert_eq!(mask_mobile("+355691234567"), "+355 ***** **67");
+        assert_eq!(mask_mobile("+447911123456"), "+44 ***** **56");
     }
 
     #[test]
@@ -242,7 +263,11 @@ mod properties {
             let e164 = normalize_mobile(&format!("+{digits}")).unwrap();
             let masked = mask_mobile(&e164);
             let shown: String = masked.chars().filter(char::is_ascii_digit).collect();
-            prop_assert_eq!(shown.len(), 4);
+            let chars: Vec<char> = digits.chars().collect();
+            prop_assert_eq!(shown.len(), country_code_len(&chars) + 2);
+            let country = &digits[..country_code_len(&chars)];
+            let prefix = format!("+{country} ");
+            prop_assert!(masked.starts_with(&prefix));
             prop_assert!(masked.ends_with(&digits[digits.len() - 2..]));
         }
 
