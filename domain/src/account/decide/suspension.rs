@@ -152,13 +152,19 @@ pub(super) fn record_document(
 pub(super) fn note_document_expiry(
     state: &Account,
     c: &NoteDocumentExpiry,
-    _ctx: &Ctx<'_>,
+    ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     opened(state)?;
     let due = state.document.as_ref().is_some_and(|(d, noticed)| {
         d.expires_on == c.expires_on && !noticed.contains(&c.days_before)
     });
-    if !due || state.status == AccountStatus::Revoked {
+    // A document recorded close to its expiry: a closer notice is due already and says it all
+    // (one mail, not the 30-day and the 7-day one together).
+    let superseded = DOCUMENT_NOTICE_DAYS.iter().any(|&closer| {
+        closer < c.days_before
+            && ctx.now.date_naive() + chrono::Duration::days(i64::from(closer)) >= c.expires_on
+    });
+    if !due || superseded || state.status == AccountStatus::Revoked {
         return Ok(Vec::new());
     }
     Ok(vec![AccountEvent::DocumentExpiryNoticed(

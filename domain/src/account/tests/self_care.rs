@@ -460,6 +460,20 @@ fn a_new_document_is_recorded_and_its_expiry_noticed_once_per_notice_sc_2() {
             .events(),
     );
     assert!(given(renewed).when(note(expires, 7)).events().is_empty());
+    // Recorded 6 days before it expires: one notice, the 7-day one, not the 30-day one too.
+    let soon = now().date_naive() + Duration::days(6);
+    let close = then(
+        identity(),
+        given(identity()).when(record("CA55555CC", soon)).events(),
+    );
+    assert!(given(close.clone()).when(note(soon, 30)).events().is_empty());
+    assert_eq!(
+        given(close).when(note(soon, 7)).events(),
+        [AccountEvent::DocumentExpiryNoticed(DocumentExpiryNoticed {
+            expires_on: soon,
+            days_before: 7
+        })]
+    );
     // Bad input: a short or odd number, a document already expired; a mailbox has none.
     assert_eq!(
         given(history.clone())
