@@ -96,6 +96,12 @@ pub fn open_key_file(keys_dir: &Path, file: &str) -> Result<([u8; 32], bool), St
     let path = keys_dir.join(file);
     let describe = |e: std::io::Error| format!("{}: {e}", path.display());
     fs::create_dir_all(keys_dir).map_err(describe)?;
+    {
+        // SEC-7: the keys' directory is its owner's alone, whatever the umask made it.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(keys_dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("{}: {e}", keys_dir.display()))?;
+    }
     let mut generated = false;
     if !path.exists() {
         let mut key = [0u8; 32];
@@ -133,17 +139,21 @@ mod tests {
     #[test]
     fn the_key_is_generated_once_private_and_stable() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, generated) = ServiceKey::open(dir.path()).unwrap();
+        // Made by the service, under the process's umask.
+        let keys = dir.path().join("keys");
+        let (a, generated) = ServiceKey::open(&keys).unwrap();
         assert!(generated);
-        let (b, generated) = ServiceKey::open(dir.path()).unwrap();
+        let (b, generated) = ServiceKey::open(&keys).unwrap();
         assert!(!generated);
         assert_eq!(a.subject("Mario@PEC.it "), b.subject("mario@pec.it"));
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(dir.path().join(SERVICE_KEY_FILE))
+        let mode = fs::metadata(keys.join(SERVICE_KEY_FILE))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        let dir_mode = fs::metadata(&keys).unwrap().permissions().mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
     }
 
     #[test]

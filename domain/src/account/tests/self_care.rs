@@ -466,7 +466,10 @@ fn a_new_document_is_recorded_and_its_expiry_noticed_once_per_notice_sc_2() {
         identity(),
         given(identity()).when(record("CA55555CC", soon)).events(),
     );
-    assert!(given(close.clone()).when(note(soon, 30)).events().is_empty());
+    assert!(given(close.clone())
+        .when(note(soon, 30))
+        .events()
+        .is_empty());
     assert_eq!(
         given(close).when(note(soon, 7)).events(),
         [AccountEvent::DocumentExpiryNoticed(DocumentExpiryNoticed {
