@@ -454,6 +454,17 @@ async fn failed_checks_are_limited_per_user_id_and_scope_sec_2() {
     expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
 }
 
+/// A collaborator of the holder of `owner` (a session) made from `body`: its id and user id.
+async fn new_collaborator(app: &TestApp, owner: &str, body: Value) -> (String, String) {
+    let res = app
+        .post("/v1/account/collaborators", Some(owner), body)
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: Value = res.json().await.unwrap();
+    let field = |name: &str| created[name].as_str().unwrap().to_string();
+    (field("collaborator_id"), field("user_id"))
+}
+
 async fn set_collaborator_password(
     app: &TestApp,
     token: &str,
@@ -473,17 +484,12 @@ async fn the_collaborator_lifecycle_through_the_mailed_links_co_1_to_co_5() {
     let app = TestApp::spawn().await;
     let (owner, owner_password) = app.ready_mailbox(OWNER).await;
     let reference = "anna.bianchi@example.it";
-    let res = app
-        .post(
-            "/v1/account/collaborators",
-            Some(&owner),
-            json!({ "name": "Anna Bianchi", "reference_email": reference, "permissions": ["mail_programs", "read_mail"] }),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let created: Value = res.json().await.unwrap();
-    let id = created["collaborator_id"].as_str().unwrap().to_string();
-    let user_id = created["user_id"].as_str().unwrap().to_string();
+    let (id, user_id) = new_collaborator(
+        &app,
+        &owner,
+        json!({ "name": "Anna Bianchi", "reference_email": reference, "permissions": ["mail_programs", "read_mail"] }),
+    )
+    .await;
     assert!(user_id.ends_with(OWNER), "{user_id}");
     let listed = &page(&app, &owner).await["collaborators"][0];
     assert_eq!(listed["state"], "suspended");
@@ -599,29 +605,26 @@ async fn a_revoked_mailbox_takes_its_collaborators_with_it_acc_4() {
     let owner_id = "titolare.quattro@pec.example.it";
     let (owner, _) = app.ready_mailbox(owner_id).await;
     let reference = "carla.rossi@example.it";
-    let res = app
-        .post(
-            "/v1/account/collaborators",
-            Some(&owner),
-            json!({ "name": "Carla Rossi", "reference_email": reference, "permissions": ["read_mail"] }),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let created: Value = res.json().await.unwrap();
-    let user_id = created["user_id"].as_str().unwrap().to_string();
+    let (_, user_id) = new_collaborator(
+        &app,
+        &owner,
+        json!({ "name": "Carla Rossi", "reference_email": reference, "permissions": ["read_mail"] }),
+    )
+    .await;
     let link = link_tokens_in(&mail_count(&app, reference, "Crea la password", 1).await);
     let chosen = "Carla!Rossi-Tulipani7";
     let res = set_collaborator_password(&app, &link[0], chosen).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let collaborator = app.login(&user_id, chosen).await;
-    let res = app
-        .post(
-            &format!("/v1/admin/accounts/{owner_id}/revoke"),
+    let revoke_path = format!("/v1/admin/accounts/{owner_id}/revoke");
+    let revoke = || {
+        app.post(
+            &revoke_path,
             Some(OPERATOR_KEY),
             json!({ "request_reference": "REV-2026-0007" }),
         )
-        .await;
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    };
+    assert_eq!(revoke().await.status(), StatusCode::NO_CONTENT);
     let res = app.get("/v1/account", Some(&collaborator)).await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
     let res = app
@@ -634,14 +637,7 @@ async fn a_revoked_mailbox_takes_its_collaborators_with_it_acc_4() {
     expect_problem(res, StatusCode::FORBIDDEN, "account-revoked").await;
     // Sent again, it records nothing more.
     let head = app.settled_head().await;
-    let res = app
-        .post(
-            &format!("/v1/admin/accounts/{owner_id}/revoke"),
-            Some(OPERATOR_KEY),
-            json!({ "request_reference": "REV-2026-0007" }),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(revoke().await.status(), StatusCode::NO_CONTENT);
     assert_eq!(app.settled_head().await, head);
 }
 
@@ -654,16 +650,12 @@ async fn a_deactivated_collaborators_app_password_leaves_the_owners_page_co_4() 
     let (token, password) = app.ready_mailbox(owner_id).await;
     let uri = two_factor_on(&app, &token).await;
     let token = login_with_code(&app, owner_id, &password, &uri).await;
-    let res = app
-        .post(
-            "/v1/account/collaborators",
-            Some(&token),
-            json!({ "name": "Bruno Neri", "reference_email": "bruno@example.it", "permissions": ["mail_programs"] }),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let created: Value = res.json().await.unwrap();
-    let id = created["collaborator_id"].as_str().unwrap().to_string();
+    let (id, _) = new_collaborator(
+        &app,
+        &token,
+        json!({ "name": "Bruno Neri", "reference_email": "bruno@example.it", "permissions": ["mail_programs"] }),
+    )
+    .await;
     let scope = format!("collaborator:{id}");
     let (_, issued) = new_app_password(
         &app,
