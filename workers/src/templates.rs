@@ -60,6 +60,8 @@ fn purpose_line(purpose: Option<custode_domain::otp::OtpPurpose>, language: Lang
         ),
     };
     match language {
+        // Italian's euphonic d: "ad accedere", "ad attivare".
+        Language::It if it.starts_with('a') => format!(" Serve ad {it}."),
         Language::It => format!(" Serve a {it}."),
         Language::En => format!(" It is to {en}."),
     }
@@ -531,5 +533,8 @@ mod tests {
         assert!(text(OtpPurpose::RecoveryEmailChange, Language::En)
             .contains("It is to change your recovery email."));
         assert!(text(OtpPurpose::Suspension, Language::En).contains("suspend your identity"));
+        assert!(text(OtpPurpose::TwoFactorOn, Language::It)
+            .contains("Serve ad attivare la verifica in due passaggi."));
+        assert!(text(OtpPurpose::Login, Language::It).contains("Serve ad accedere."));
     }
 }
