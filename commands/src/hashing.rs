@@ -21,17 +21,22 @@ pub struct Argon2Settings {
 
 impl Default for Argon2Settings {
     fn default() -> Self {
+        let (memory_kib, iterations, parallelism) = OWASP_FLOOR;
         Self {
-            memory_kib: 19_456,
-            iterations: 2,
-            parallelism: 1,
+            memory_kib,
+            iterations,
+            parallelism,
         }
     }
 }
 
 /// The Argon2 costs (memory in KiB, iterations, lanes) an imported hash may have (ACC-3): from
 /// OWASP's floor that PW-5 names to a ceiling well past any setting this service uses.
-pub const IMPORTED_COST: ((u32, u32, u32), (u32, u32, u32)) = ((19_456, 2, 1), (262_144, 10, 8));
+pub const IMPORTED_COST: ((u32, u32, u32), (u32, u32, u32)) = (OWASP_FLOOR, (262_144, 10, 8));
+
+/// PW-5's floor (OWASP): memory in KiB, iterations, lanes. Neither this service's own settings
+/// nor an imported hash may be weaker.
+pub const OWASP_FLOOR: (u32, u32, u32) = (19_456, 2, 1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashSettingsError {
@@ -50,7 +55,11 @@ pub struct Argon2Hasher {
 
 impl Argon2Hasher {
     pub fn new(settings: Argon2Settings) -> Result<Self, HashSettingsError> {
-        if settings.memory_kib < 19_456 || settings.iterations < 2 || settings.parallelism < 1 {
+        let (memory_kib, iterations, parallelism) = OWASP_FLOOR;
+        if settings.memory_kib < memory_kib
+            || settings.iterations < iterations
+            || settings.parallelism < parallelism
+        {
             return Err(HashSettingsError::TooWeak);
         }
         let params = Params::new(
