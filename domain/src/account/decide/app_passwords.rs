@@ -4,7 +4,6 @@ use super::super::commands::*;
 use super::super::errors::AccountError;
 use super::super::events::*;
 use super::super::state::Account;
-use super::two_factor::ready_for_change;
 use super::*;
 use crate::decider::Ctx;
 use crate::violation::Violation;

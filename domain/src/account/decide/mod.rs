@@ -114,6 +114,20 @@ pub(super) fn require_session(
     Ok(())
 }
 
+/// ACC-2, SEC-3: a sensitive change needs a fresh session and no required action left.
+pub(super) fn ready_for_change(
+    state: &Account,
+    session_id: Uuid,
+    fresh: bool,
+    ctx: &Ctx<'_>,
+) -> Result<(), AccountError> {
+    require_session(state, session_id, fresh, ctx.now)?;
+    if !state.required_actions().is_empty() {
+        return Err(AccountError::ActionsRequired);
+    }
+    Ok(())
+}
+
 /// `SessionsEnded` for every live session, if there is one.
 pub(super) fn end_sessions(
     state: &Account,

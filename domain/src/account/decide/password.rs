@@ -92,10 +92,10 @@ pub(super) fn request_otp(
     // session (ACC-2, SEC-3) is asked of its code.
     match c.purpose {
         OtpPurpose::Suspension => {
-            super::two_factor::ready_for_change(state, c.session_id, true, ctx)?;
+            ready_for_change(state, c.session_id, true, ctx)?;
         }
         OtpPurpose::TwoFactorOff => {
-            super::two_factor::ready_for_change(state, c.session_id, true, ctx)?;
+            ready_for_change(state, c.session_id, true, ctx)?;
             // AP-8: the SMS channel's code; an authenticator's is read from the app.
             match &state.two_factor {
                 None => return Err(AccountError::TwoFactorNotOn),

@@ -73,7 +73,7 @@ pub(super) fn change_contact_email(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     let profile = opened(state)?;
-    super::two_factor::ready_for_change(state, c.session_id, true, ctx)?;
+    ready_for_change(state, c.session_id, true, ctx)?;
     not_for_collaborators(profile)?;
     let email = normalize_email(&c.email).ok_or_else(|| {
         AccountError::Invalid(vec![Violation::new(
@@ -114,7 +114,7 @@ pub(super) fn start_contact_mobile_change(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     let profile = opened(state)?;
-    super::two_factor::ready_for_change(state, c.session_id, true, ctx)?;
+    ready_for_change(state, c.session_id, true, ctx)?;
     not_for_collaborators(profile)?;
     let mobile = normalize_mobile(&c.mobile).ok_or_else(|| {
         AccountError::Invalid(vec![Violation::new(
@@ -170,7 +170,7 @@ pub(super) fn confirm_contact_mobile_change(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     let profile = opened(state)?;
-    super::two_factor::ready_for_change(state, c.session_id, true, ctx)?;
+    ready_for_change(state, c.session_id, true, ctx)?;
     not_for_collaborators(profile)?;
     let new = state
         .challenges

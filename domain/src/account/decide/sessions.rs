@@ -260,7 +260,7 @@ pub(super) fn set_language(
     let profile = opened(state)?;
     // ACC-2: not before the required actions are done (PW-6's expired password is refused
     // before this).
-    super::two_factor::ready_for_change(state, c.session_id, false, ctx)?;
+    ready_for_change(state, c.session_id, false, ctx)?;
     if profile.language == c.language {
         return Ok(Vec::new());
     }

@@ -22,7 +22,7 @@ pub(super) fn suspend(
 ) -> Result<Vec<AccountEvent>, AccountError> {
     let profile = opened(state)?;
     // ACC-2: no required action left; SEC-3: a fresh session.
-    super::two_factor::ready_for_change(state, c.session_id, true, ctx)?;
+    ready_for_change(state, c.session_id, true, ctx)?;
     if profile.kind != AccountKind::Identity {
         return Err(AccountError::NotIdentity);
     }
@@ -107,7 +107,7 @@ pub(super) fn record_document(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     let profile = opened(state)?;
-    super::two_factor::ready_for_change(state, c.session_id, true, ctx)?;
+    ready_for_change(state, c.session_id, true, ctx)?;
     if profile.kind != AccountKind::Identity {
         return Err(AccountError::NotIdentity);
     }

@@ -144,20 +144,6 @@ fn sms_confirmed(
     Ok(right)
 }
 
-/// ACC-2, SEC-3: a sensitive change needs a fresh session and no required action left.
-pub(super) fn ready_for_change(
-    state: &Account,
-    session_id: uuid::Uuid,
-    fresh: bool,
-    ctx: &Ctx<'_>,
-) -> Result<(), AccountError> {
-    require_session(state, session_id, fresh, ctx.now)?;
-    if !state.required_actions().is_empty() {
-        return Err(AccountError::ActionsRequired);
-    }
-    Ok(())
-}
-
 /// AP-8: turning two-step verification on needs a fresh session, no required action left, and
 /// it off.
 fn ready_to_turn_on(
