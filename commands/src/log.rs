@@ -198,6 +198,16 @@ CREATE TRIGGER IF NOT EXISTS events_are_never_deleted BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
 ";
 
+/// WAL frames (pages) after which a commit checkpoints the WAL into the database file; SQLite's
+/// default is 1,000. Every commit rewrites the same hot pages (the table's last leaf, the
+/// indexes' leaves), and a checkpoint copies each page once however often the WAL holds it: four
+/// times fewer checkpoints on the writer's path copy far fewer pages in all. Measured with
+/// `cargo bench --bench log_append`: 0.72× bare rusqlite at 8 writers and 0.76× at 64 (medians
+/// of five runs), against 0.67× and 0.67× at 1,000; 250 was worse, and none at all (the WAL
+/// growing for ever) far worse. Under 4,096, so the WAL's index keeps one hash table and a
+/// reader's page lookup stays one probe. The WAL file grows to about 16 MiB and is reused.
+const WAL_AUTOCHECKPOINT: i64 = 4_000;
+
 impl EventLog {
     /// Opens (creating if needed) the log at `path` and starts its writer thread.
     pub fn open(path: &Path, options: &LogOptions) -> Result<Self, LogError> {
@@ -207,6 +217,7 @@ impl EventLog {
         };
         let conn = open_writer(path, synchronous)?;
         conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)?;
         let tip = Tip::load(&conn)?;
         let (head_tx, head_rx) = watch::channel(tip.position);
         let (jobs_tx, jobs_rx) = mpsc::channel(QUEUE_DEPTH);
