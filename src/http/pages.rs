@@ -30,6 +30,24 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 const CSRF_COOKIE: &str = "custode_csrf";
+
+/// A cookie's name: under https, with the `__Host-` prefix. A browser keeps such a cookie only
+/// when this host set it `Secure`, on `Path=/` and without `Domain`, so a sibling subdomain
+/// (or a plain-http page of this one) can neither plant nor shadow the session and CSRF
+/// cookies; over http (a developer's machine) browsers refuse the prefix, so the name is bare.
+pub(super) fn cookie_name(name: &str, secure: bool) -> String {
+    if secure {
+        format!("__Host-{name}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// Whether the pages are served over https (`public_url`): the cookies are then `Secure` and
+/// carry the `__Host-` prefix.
+pub(super) fn secure(state: &AppState) -> bool {
+    state.config.public_url.starts_with("https://")
+}
 /// No inline script, no other origin: the meter's script and its strength checks are served
 /// from here.
 pub(super) const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -344,13 +362,14 @@ pub(super) fn token_shaped(value: &str) -> bool {
 }
 
 /// The CSRF cookie's value when the request carries a well-formed one.
-pub(super) fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, CSRF_COOKIE).filter(|v| token_shaped(v))
+pub(super) fn csrf_cookie(headers: &HeaderMap, secure: bool) -> Option<String> {
+    cookie(headers, &cookie_name(CSRF_COOKIE, secure)).filter(|v| token_shaped(v))
 }
 
 pub(super) fn set_csrf_cookie(response: &mut Response, value: &str, secure: bool) {
     let cookie = format!(
-        "{CSRF_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{}",
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict{}",
+        cookie_name(CSRF_COOKIE, secure),
         if secure { "; Secure" } else { "" }
     );
     if let Ok(cookie) = HeaderValue::from_str(&cookie) {
@@ -362,14 +381,15 @@ pub(super) fn set_csrf_cookie(response: &mut Response, value: &str, secure: bool
 /// keyed hash of its token, which nobody without the service key can make, so a form token
 /// and cookie planted together do not pass); without one, the double-submit cookie's.
 pub(super) fn expected_csrf(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    match cookie(headers, web::SESSION_COOKIE).filter(|t| token_shaped(t)) {
+    let secure = secure(state);
+    match cookie(headers, &cookie_name(web::SESSION_COOKIE, secure)).filter(|t| token_shaped(t)) {
         Some(session) => Some(
             state
                 .accounts
                 .service_key()
                 .mac_token("page-csrf", &[session.as_bytes()]),
         ),
-        None => csrf_cookie(headers),
+        None => csrf_cookie(headers, secure),
     }
 }
 
@@ -457,11 +477,7 @@ pub(super) fn link_form(state: &AppState, view: FormView<'_>) -> Response {
     context.insert("meter".into(), json!(true));
     context.insert("rules".into(), meter_rules(state, view.lang));
     let mut response = render(view.status, "password_link.html", Value::Object(context));
-    set_csrf_cookie(
-        &mut response,
-        view.csrf,
-        state.config.public_url.starts_with("https://"),
-    );
+    set_csrf_cookie(&mut response, view.csrf, secure(state));
     response
 }
 

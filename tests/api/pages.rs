@@ -838,11 +838,18 @@ async fn under_https_the_cookies_are_secure() {
     let (_, password) = app.ready_mailbox(user).await;
     let mut browser = Browser::new(&app);
     let (_, headers, _) = browser.get("/login").await;
-    assert!(set_cookie(&headers, "custode_csrf")
-        .unwrap()
-        .contains("; Secure"));
+    // Under https both cookies carry the `__Host-` prefix, which a browser accepts only from
+    // this host, Secure, on Path=/ and without Domain: a sibling subdomain cannot plant them.
+    let csrf_cookie = set_cookie(&headers, "__Host-custode_csrf").unwrap();
+    assert!(
+        csrf_cookie.contains("; Secure")
+            && csrf_cookie.contains("Path=/")
+            && !csrf_cookie.contains("Domain"),
+        "{csrf_cookie}"
+    );
+    assert!(set_cookie(&headers, "custode_csrf").is_none());
     // A browser posting from the public origin.
-    let csrf = browser.cookies["custode_csrf"].clone();
+    let csrf = browser.cookies["__Host-custode_csrf"].clone();
     let (status, headers, html) = browser
         .post(
             "/login",
@@ -851,11 +858,25 @@ async fn under_https_the_cookies_are_secure() {
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
-    let session = set_cookie(&headers, "custode_session").unwrap();
+    let session = set_cookie(&headers, "__Host-custode_session").unwrap();
     assert!(
         session.contains("HttpOnly")
             && session.contains("SameSite=Strict")
-            && session.contains("; Secure"),
+            && session.contains("; Secure")
+            && session.contains("Path=/")
+            && !session.contains("Domain"),
         "{session}"
     );
+    assert!(set_cookie(&headers, "custode_session").is_none());
+    // The prefixed session opens the account's page.
+    let (status, _, html) = browser.get("/account").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains(user), "{html}");
+    // The same token under the bare name, as a sibling subdomain could set it with
+    // `Domain=.example.it`, opens nothing.
+    let token = browser.cookies.remove("__Host-custode_session").unwrap();
+    browser.cookies.insert("custode_session".into(), token);
+    let (status, headers, _) = browser.get("/account").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(headers[LOCATION].to_str().unwrap().starts_with("/login"));
 }

@@ -58,7 +58,9 @@ impl FromRequestParts<AppState> for Visit {
         };
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().copied();
         let mut origin = Origin::from_request(&parts.headers, peer);
-        origin.session = cookie(&parts.headers, SESSION_COOKIE).filter(|t| token_shaped(t));
+        let secure = super::secure(state);
+        origin.session = cookie(&parts.headers, &super::cookie_name(SESSION_COOKIE, secure))
+            .filter(|t| token_shaped(t));
         let asked_lang = parts.uri.query().and_then(|q| {
             q.split('&')
                 .filter_map(|pair| pair.split_once('='))
@@ -70,7 +72,7 @@ impl FromRequestParts<AppState> for Visit {
             origin,
             headers: parts.headers.clone(),
             asked_lang,
-            secure: state.config.public_url.starts_with("https://"),
+            secure,
             csrf: page_csrf(state, &parts.headers),
         })
     }
@@ -124,7 +126,8 @@ impl Visit {
 
 fn session_cookie(value: &str, secure: bool, clear: bool) -> Option<HeaderValue> {
     let cookie = format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{}{}",
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict{}{}",
+        super::cookie_name(SESSION_COOKIE, secure),
         if secure { "; Secure" } else { "" },
         if clear { "; Max-Age=0" } else { "" }
     );
