@@ -68,12 +68,21 @@ impl MailTransport {
         Ok(MailTransport::Smtp(builder.build()))
     }
 
+    /// The developer's sink: its messages hold links and codes in clear, so the Maildir is its
+    /// owner's alone (directories 0700, messages 0600), whatever the umask.
     pub fn maildir(data_dir: &Path) -> Result<Self, String> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let root = data_dir.join("mail");
         for sub in ["tmp", "new", "cur"] {
-            std::fs::create_dir_all(root.join(sub))
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(root.join(sub))
                 .map_err(|e| format!("cannot create {}: {e}", root.join(sub).display()))?;
         }
+        // A Maildir an earlier version made under the umask is closed too.
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot restrict {}: {e}", root.display()))?;
         Ok(MailTransport::Maildir(root))
     }
 
@@ -154,13 +163,20 @@ fn eight_bit(text: &str) -> Body {
 /// Maildir delivery: write under `tmp/`, fsync, rename into `new/`. Renaming onto an existing
 /// name replaces the same message, so a repeated delivery leaves one file.
 fn write_maildir(root: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = root.join("tmp").join(name);
     let new = root.join("new").join(name);
     let io = |e: std::io::Error| format!("Maildir {}: {e}", root.display());
     if new.exists() {
         return Ok(());
     }
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
     file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
     std::fs::rename(&tmp, &new).map_err(io)?;
@@ -242,7 +258,9 @@ impl SmsTransport {
     }
 }
 
+/// The developer's SMS file: its codes are in clear, so it is its owner's alone (0600).
 fn append_sms(path: &Path, sms: &Sms) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let io = |e: std::io::Error| format!("SMS file {}: {e}", path.display());
     let marker = format!("\"notice_id\":\"{}\"", sms.notice_id);
     match std::fs::read_to_string(path) {
@@ -256,6 +274,7 @@ fn append_sms(path: &Path, sms: &Sms) -> Result<(), String> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(path)
         .map_err(io)?;
     file.write_all(line.as_bytes()).map_err(io)?;
@@ -265,7 +284,43 @@ fn append_sms(path: &Path, sms: &Sms) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::url_host;
+    use super::{append_sms, url_host, write_maildir, MailTransport, Sms};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_developers_sinks_are_their_owners_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        // An earlier version's Maildir, made under the usual umask.
+        std::fs::create_dir_all(dir.path().join("mail/new")).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("mail"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let MailTransport::Maildir(root) = MailTransport::maildir(dir.path()).unwrap() else {
+            panic!("a Maildir");
+        };
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("tmp")), 0o700);
+        write_maildir(&root, "m1", b"Subject: code 123456\r\n\r\n").unwrap();
+        assert_eq!(mode(&root.join("new/m1")), 0o600);
+        let sms = dir.path().join("sms.jsonl");
+        append_sms(
+            &sms,
+            &Sms {
+                at: "2026-12-04T10:00:00Z".into(),
+                to: "+393331234567".into(),
+                text: "codice 123456".into(),
+                notice_id: uuid::Uuid::nil(),
+            },
+        )
+        .unwrap();
+        assert_eq!(mode(&sms), 0o600);
+    }
 
     #[test]
     fn the_relays_host_is_read_from_its_url() {
