@@ -89,14 +89,42 @@ fn describe(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
     }
 }
 
+/// The credentials of `Authorization: Bearer <token>`; the scheme's name is case-insensitive
+/// (RFC 9110 §11.1), so `bearer` and `BEARER` are the same scheme.
 fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+#[cfg(test)]
+mod bearer_tests {
+    use super::bearer;
+
+    fn parts(value: &str) -> axum::http::request::Parts {
+        let (parts, ()) = axum::http::Request::builder()
+            .header("authorization", value)
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive_and_nothing_else_is_a_bearer() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR  abc "] {
+            assert_eq!(bearer(&parts(value)), Some("abc"), "{value}");
+        }
+        for value in [
+            "Basic abc",
+            "Bearerabc",
+            "Bearer",
+            "Token abc",
+            "xBearer abc",
+        ] {
+            assert_eq!(bearer(&parts(value)), None, "{value}");
+        }
+    }
 }
 
 /// Past this many tracked sessions, idle ones are dropped from the activity map.
