@@ -78,7 +78,7 @@ pub enum AccountError {
         awaiting_password: bool,
     },
     /// ACC-2: the required actions come first.
-    #[error("change the password and set the recovery information first")]
+    #[error("the required actions come first: `required_actions` on `GET /v1/account` lists them (a new password, the recovery information, its confirmation)")]
     ActionsRequired,
     /// AP-8: the password was right; the second factor's code is needed too.
     #[error("two-step verification is on: send the code as `otp`")]
