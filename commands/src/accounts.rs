@@ -5,7 +5,7 @@
 //! stream, at the same cost).
 
 use crate::clock::Clock;
-use crate::delivery::DeliveryKeys;
+use crate::delivery::{DeliveryKeyError, DeliveryKeys};
 use crate::handler::{Handler, HandlerError, Services};
 use crate::hashing::{Argon2Hasher, HashPool};
 use crate::log::{EventLog, LogError};
@@ -122,7 +122,11 @@ impl AccountHandler {
     pub(crate) fn seal(&self, secret: &Secret, context: &str) -> AccountResult<Sealed> {
         self.keys
             .seal(secret, context, self.services().clock.now())
-            .map_err(|e| HandlerError::Store(e.to_string()))
+            .map_err(|e| match e {
+                // An API node started before any mailer or SMS sender: a passing state.
+                DeliveryKeyError::NoPublicKey(_) => HandlerError::Unavailable(e.to_string()),
+                e => HandlerError::Store(e.to_string()),
+            })
     }
 
     /// ACC-1..4: claims the user id and opens the account in one atomic append. Returns the

@@ -49,6 +49,10 @@ pub enum HandlerError<E> {
     /// The log's disk is full or failing; nothing was written.
     #[error("storage cannot be written: {0}")]
     DiskUnavailable(String),
+    /// Something the command needs besides the log is not there yet (no delivering process has
+    /// published a delivery key to seal a message's secret with); nothing was written.
+    #[error("a dependency is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl<E> HandlerError<E> {
@@ -60,6 +64,7 @@ impl<E> HandlerError<E> {
             HandlerError::Busy => HandlerError::Busy,
             HandlerError::Store(s) => HandlerError::Store(s),
             HandlerError::DiskUnavailable(s) => HandlerError::DiskUnavailable(s),
+            HandlerError::Unavailable(s) => HandlerError::Unavailable(s),
         }
     }
 }

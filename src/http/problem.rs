@@ -442,6 +442,14 @@ impl<E: Into<Problem>> From<HandlerError<E>> for Problem {
             HandlerError::Busy => Problem::busy("the service is busy; try again shortly"),
             HandlerError::Store(message) => Problem::internal(&message),
             HandlerError::DiskUnavailable(message) => Problem::disk_unavailable(&message),
+            HandlerError::Unavailable(message) => {
+                tracing::error!(error = %message, "a command's dependency is unavailable");
+                Problem::new(
+                    "busy",
+                    "the service cannot send this message at the moment; try again later",
+                )
+                .retry_after(5)
+            }
         }
     }
 }

@@ -168,6 +168,31 @@ async fn sec_7_an_api_node_with_no_workers_holds_no_private_delivery_key() {
     let api = tempfile::tempdir().unwrap();
     let delivering = DeliveryKeys::open(&workers.path().join("keys")).unwrap();
     delivering.publish(chrono::Utc::now()).unwrap();
+    let served = serve(api.path(), &["--workers", "none"]).await;
+    let open = || async {
+        reqwest::Client::new()
+            .post(format!("{}/v1/admin/accounts", served.base))
+            .bearer_auth(OPERATOR_KEY)
+            .json(&serde_json::json!({ "kind": "mailbox", "user_id": "sigillo@pec.example.it", "contact_email": "s@example.it" }))
+            .send()
+            .await
+            .unwrap()
+    };
+    // Before any delivering process has published its key, a command that would seal a secret
+    // is turned away as a passing state (503 with Retry-After), and nothing is written.
+    let res = open().await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "5");
+    let problem: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(problem["type"], "/problems/busy", "{problem}");
+    assert!(!problem.to_string().contains("keys"), "{problem}");
+    let count = |dir: &std::path::Path| -> i64 {
+        rusqlite::Connection::open(dir.join("events.db"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count(api.path()), 0);
     // Only the public halves reach the API node.
     let published = api.path().join("keys/delivery");
     std::fs::create_dir_all(&published).unwrap();
@@ -177,14 +202,7 @@ async fn sec_7_an_api_node_with_no_workers_holds_no_private_delivery_key() {
             std::fs::copy(&path, published.join(path.file_name().unwrap())).unwrap();
         }
     }
-    let served = serve(api.path(), &["--workers", "none"]).await;
-    let res = reqwest::Client::new()
-        .post(format!("{}/v1/admin/accounts", served.base))
-        .bearer_auth(OPERATOR_KEY)
-        .json(&serde_json::json!({ "kind": "mailbox", "user_id": "sigillo@pec.example.it", "contact_email": "s@example.it" }))
-        .send()
-        .await
-        .unwrap();
+    let res = open().await;
     assert_eq!(res.status(), 201);
     let body: serde_json::Value = res.json().await.unwrap();
     let temporary = body["temporary_password"].as_str().unwrap().to_string();
