@@ -40,6 +40,12 @@ pub struct Window {
 }
 
 impl Window {
+    /// Whether `from` comes after `to`: a window nothing can be in, refused rather than
+    /// answered empty.
+    pub fn reversed(&self) -> bool {
+        matches!((self.from, self.to), (Some(from), Some(to)) if from > to)
+    }
+
     fn holds(&self, at: DateTime<Utc>) -> bool {
         self.from.is_none_or(|from| at >= from) && self.to.is_none_or(|to| at <= to)
     }
@@ -48,6 +54,11 @@ impl Window {
 /// `T` as an RFC 3339 time or a calendar day (`2026-12-03`): a day starts at its first instant
 /// for `from` and ends at its last for `to`.
 pub fn parse_time(text: &str, end_of_day: bool) -> Option<DateTime<Utc>> {
+    // RFC 3339's year is four digits: chrono's `%Y` would also take `-99999` or `+10000`.
+    let year = text.as_bytes().get(..5)?;
+    if !year.iter().take(4).all(u8::is_ascii_digit) || year.last() != Some(&b'-') {
+        return None;
+    }
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Some(at.with_timezone(&Utc));
     }
@@ -195,13 +206,22 @@ fn streams_of(
     Ok(streams)
 }
 
-/// One exported line: the envelope with its position and hash, the payload redacted.
+/// One exported line: the envelope with its position and hash, the payload redacted. Where
+/// redacting changed the payload, `hash` is null: the chain hash covers the clear payload, so
+/// with it (and the line before's) a masked mobile, document number or address could be found
+/// again offline by trying its few unknown characters. The position still ties the line to the
+/// log, which `audit verify` checks.
 pub fn export_line(event: &RecordedEvent) -> Result<Vec<u8>, serde_json::Error> {
-    let mut event = event.clone();
-    custode_domain::audit::redact(&mut event.payload);
-    let mut line = serde_json::to_vec(&event)?;
-    line.push(b'\n');
-    Ok(line)
+    let mut line = event.clone();
+    custode_domain::audit::redact(&mut line.payload);
+    let altered = line.payload != event.payload;
+    let mut line = serde_json::to_value(line)?;
+    if let Some(hash) = line.get_mut("hash").filter(|_| altered) {
+        *hash = serde_json::Value::Null;
+    }
+    let mut bytes = serde_json::to_vec(&line)?;
+    bytes.push(b'\n');
+    Ok(bytes)
 }
 
 /// AU-2: every event that concerns `account`, in log order, as JSON lines on `out`. Returns
@@ -328,7 +348,7 @@ pub fn verify(
                 cp.position
             ),
             CheckpointFinding::Cut { head } => format!(
-                "the log ends at position {head}, but checkpoint line {line_no} saw position {} with hash {}: its tail was cut",
+                "the log ends at position {head}, but checkpoint line {line_no} saw position {} with hash {}: its tail was cut (or events were removed and the chain recomputed after them)",
                 cp.position, cp.hash
             ),
             CheckpointFinding::Rewritten { event_id, hash } => format!(

@@ -97,8 +97,9 @@ enum Command {
         workers: Option<String>,
     },
     /// Run one worker apart, as a durable JetStream consumer: mailer, sms, scheduler or
-    /// projector. Its store (and the projector's read models) live in --data-dir, whose keys/
-    /// must hold the service's delivery keys.
+    /// projector. Its store (and the projector's read models) live in --data-dir; the mailer
+    /// and the SMS sender create the delivery keys in its keys/delivery/, which they must
+    /// share, and whose *.pub files the API nodes seal with.
     Worker {
         /// mailer, sms, scheduler or projector.
         name: String,
@@ -364,6 +365,7 @@ fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
                 account.is_some() || window.from.is_some() || window.to.is_some(),
                 "say whose events (--account) or when (--from, --to)"
             );
+            anyhow::ensure!(!window.reversed(), "--from is after --to");
             let log = log_reader(config)?;
             let account_id = match &account {
                 Some(reference) => Some(audit::resolve_account(&log, reference)?),

@@ -355,10 +355,8 @@ pub async fn audit_export(
         from: time(q.from, false, "from")?,
         to: time(q.to, true, "to")?,
     };
-    if let (Some(from), Some(to)) = (window.from, window.to) {
-        if from > to {
-            return Err(Problem::new("invalid-request", "`from` is after `to`"));
-        }
+    if window.reversed() {
+        return Err(Problem::new("invalid-request", "`from` is after `to`"));
     }
     let permit = EXPORTS
         .try_acquire()

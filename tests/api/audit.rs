@@ -266,6 +266,40 @@ async fn an_export_holds_all_of_one_account_and_nothing_else() {
         api.contains("+39 ***** **01"),
         "the mobile, masked as the page shows it"
     );
+    // A line keeps the stored hash only where its payload is the stored one: over a masked
+    // payload the hash would let the masked contact be guessed offline (from outside).
+    let stored: std::collections::BTreeMap<u64, (Value, String)> = {
+        let conn = rusqlite::Connection::open(app.data_dir.join("events.db")).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT position, payload, hash FROM events")
+            .unwrap();
+        stmt.query_map([], |r| {
+            let payload: String = r.get(1)?;
+            Ok((
+                r.get(0)?,
+                (serde_json::from_str(&payload).unwrap(), r.get(2)?),
+            ))
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+    };
+    let (mut kept, mut withheld) = (0, 0);
+    for line in api.lines() {
+        let event: Value = serde_json::from_str(line).unwrap();
+        let (payload, hash) = &stored[&event["position"].as_u64().unwrap()];
+        if &event["payload"] == payload {
+            assert_eq!(event["hash"], json!(hash), "{line}");
+            kept += 1;
+        } else {
+            assert!(
+                event["hash"].is_null(),
+                "a masked line keeps its hash: {line}"
+            );
+            withheld += 1;
+        }
+    }
+    assert!(kept > 0 && withheld > 0, "{kept} kept, {withheld} withheld");
     for line in api.lines() {
         let event: Value = serde_json::from_str(line).unwrap();
         for key in [
@@ -300,13 +334,32 @@ async fn an_export_holds_all_of_one_account_and_nothing_else() {
     );
     assert!(first_day.status.success());
     assert_eq!(stdout(&first_day), "");
-    let res = app
-        .get(
-            &format!("/v1/admin/accounts/{}/audit?from=yesterday", a.user_id),
-            Some(OPERATOR_KEY),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // Not a time, a year RFC 3339 cannot write (from outside: `-99999-01-01` exported
+    // everything), a window reversed.
+    for query in [
+        "from=yesterday",
+        "from=-99999-01-01",
+        "to=%2B10000-01-01",
+        "from=2027-01-01&to=2026-01-01",
+    ] {
+        let res = app
+            .get(
+                &format!("/v1/admin/accounts/{}/audit?{query}", a.user_id),
+                Some(OPERATOR_KEY),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+    }
+    // The binary refuses what the API refuses, rather than exporting nothing.
+    for args in [
+        ["--from", "2027-01-01", "--to", "2026-01-01"],
+        ["--from", "-99999-01-01", "--to", "2026-01-01"],
+    ] {
+        let mut all = vec!["audit", "export", "--account", a.user_id.as_str()];
+        all.extend(args);
+        let out = custode(&app.data_dir, &all);
+        assert!(!out.status.success(), "{args:?}: {}", stdout(&out));
+    }
     let res = app
         .get(
             "/v1/admin/accounts/nessuno@pec.example.it/audit",
