@@ -585,7 +585,11 @@ impl AccountHandler {
             let AccessEvent::AppPasswordChecked(check) = event else {
                 continue;
             };
-            if check.scope == scope && check.outcome == Outcome::Failure {
+            // A check the limit turned away is not one more failure to count.
+            if check.scope == scope
+                && check.outcome == Outcome::Failure
+                && check.reason != Some(custode_domain::access::DenyReason::RateLimited)
+            {
                 failures.push(recorded.occurred_at);
             }
         }

@@ -597,12 +597,45 @@ pub async fn check_app_password(
             .await?;
         state.limiter.learn(&user_key, failures, now);
     }
-    state.limiter.check(
+    if let Err(refused) = state.limiter.check(
         &user_key,
         limits.app_password_failures_per_user_per_minute,
         now,
         "failed checks for this user id and scope",
-    )?;
+    ) {
+        // AP-7, AH-1: the holder and the auditor see that checks were turned away, once a
+        // minute per user id and scope (with the first such attempt's address): a record per
+        // attempt would let a guessing run write to the log as fast as it guesses.
+        if let Some(f) = facts.as_ref().filter(|_| {
+            state
+                .limiter
+                .first_in_minute(&format!("ap7-turned-away:{user_key}"), now)
+        }) {
+            let record = AppPasswordChecked {
+                user_id: req.user_id.trim().to_string(),
+                scope: scope_text,
+                outcome: AccessOutcome::Failure,
+                reason: Some(DenyReason::RateLimited),
+                protocol: req.protocol,
+                client_ip: reported.map(|ip| ip.to_string()),
+            };
+            let caller = Caller {
+                actor: Actor::operator(),
+                correlation_id: correlation.0,
+            };
+            // Best effort: a full queue turns the check away all the same.
+            let _ = state
+                .access_recorder
+                .record(
+                    f.account_id,
+                    custode_domain::access::AccessEvent::AppPasswordChecked(record),
+                    &caller,
+                    now,
+                )
+                .await;
+        }
+        return Err(refused);
+    }
     let presented = state
         .accounts
         .services()

@@ -176,6 +176,21 @@ impl Limiter {
         window.extend(hits.into_iter().filter(|t| now - *t < Duration::minutes(1)));
     }
 
+    /// Whether `key` has had no hit in the last minute; if so, counts one, in the same step (of
+    /// many racing callers, one is first).
+    pub fn first_in_minute(&self, key: &str, now: DateTime<Utc>) -> bool {
+        let Ok(mut windows) = self.shard(key).lock() else {
+            return false;
+        };
+        let hits = Self::window(&mut windows, key.to_string(), Duration::minutes(1), now);
+        if hits.is_empty() {
+            hits.push_back(now);
+            true
+        } else {
+            false
+        }
+    }
+
     /// Counts one hit under `key` in a one-minute window.
     pub fn record(&self, key: &str, now: DateTime<Utc>) {
         if let Ok(mut windows) = self.shard(key).lock() {

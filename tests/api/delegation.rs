@@ -413,7 +413,7 @@ async fn an_app_password_is_checked_postponed_regenerated_and_deactivated_ap_1_t
 #[tokio::test]
 async fn failed_checks_are_limited_per_user_id_and_scope_sec_2() {
     let app = TestApp::spawn().await;
-    app.ready_mailbox(OWNER).await;
+    let (token, _) = app.ready_mailbox(OWNER).await;
     for _ in 0..20 {
         expect_problem(
             check(&app, OWNER, "mailbox", "wrong-wrong-wrong").await,
@@ -425,6 +425,49 @@ async fn failed_checks_are_limited_per_user_id_and_scope_sec_2() {
     let res = check(&app, OWNER, "mailbox", "wrong-wrong-wrong").await;
     assert!(res.headers().contains_key("retry-after"));
     expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+    // AP-7, AH-1: checks turned away leave a trace for the holder and the auditor, once a
+    // minute per user id and scope however many come (from outside: none did).
+    for _ in 0..5 {
+        expect_problem(
+            check(&app, OWNER, "mailbox", "wrong-wrong-wrong").await,
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+        )
+        .await;
+    }
+    app.quiesce().await;
+    let turned_away = |data_dir: &std::path::Path| -> i64 {
+        rusqlite::Connection::open(data_dir.join("events.db"))
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM events WHERE type = 'AppPasswordChecked' AND json_extract(payload, '$.reason') = 'rate_limited'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(turned_away(&app.data_dir), 1);
+    let res = app
+        .get("/v1/account/access-history?limit=100", Some(&token))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let history: Value = res.json().await.unwrap();
+    let reasons: Vec<&str> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["reason"].as_str())
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "rate_limited").count(),
+        1,
+        "{history}"
+    );
+    assert_eq!(
+        reasons.len(),
+        21,
+        "the 20 checked, then the one turned away: {history}"
+    );
     // The count lives in the log: a restarted node refuses as well, until the minute is over.
     let (data_dir, _dir, clock) = app.stop().await;
     let app = TestApp::start(&data_dir, crate::helpers::file_config(), clock).await;
@@ -433,6 +476,9 @@ async fn failed_checks_are_limited_per_user_id_and_scope_sec_2() {
     app.advance(Duration::seconds(61));
     let res = check(&app, OWNER, "mailbox", "wrong-wrong-wrong").await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "app-password-denied").await;
+    // The turned-away records are not counted as failures: a minute on, the count starts over.
+    app.quiesce().await;
+    assert_eq!(turned_away(&app.data_dir), 2, "one for each node's minute");
     // SEC-2: the reported client address is an address, one key whatever its spelling.
     let res = app
         .post(
