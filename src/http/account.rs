@@ -386,7 +386,7 @@ pub async fn page(
                 channel: n.channel,
                 template: n.template,
                 recipient: n.recipient,
-                failed_at: n.updated_at,
+                failed_at: super::api_time(&n.updated_at),
             })
             .collect(),
     };

@@ -132,7 +132,7 @@ pub async fn get_account(
         kind: row.kind,
         plan: row.plan,
         state: row.state,
-        created_at: row.created_at,
+        created_at: super::api_time(&row.created_at),
     })
     .into_response())
 }
@@ -149,7 +149,10 @@ pub async fn dead_letters(
     after: After,
 ) -> Result<Response, Problem> {
     wait_for_after(&state, &after).await?;
-    let items = query(&state, custode_projections::notices::dead_letters).await?;
+    let mut items = query(&state, custode_projections::notices::dead_letters).await?;
+    for item in &mut items {
+        item.updated_at = super::api_time(&item.updated_at);
+    }
     Ok(Json(DeadLetters { items }).into_response())
 }
 

@@ -565,6 +565,17 @@ pub async fn settle(state: &AppState, position: u64) {
 }
 
 /// `response` with the position header of the command that produced it.
+/// A time as a read model stores it (`+00:00`) as the API writes times: UTC with `Z`, its
+/// precision kept (found from outside: `created_at` was the one answer with `+00:00`).
+pub fn api_time(stored: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(stored)
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        })
+        .unwrap_or_else(|_| stored.to_string())
+}
+
 pub fn with_position(position: u64, response: impl IntoResponse) -> Response {
     let mut response = response.into_response();
     response

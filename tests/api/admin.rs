@@ -72,6 +72,12 @@ async fn the_operator_view_shows_the_account_and_404_for_an_unknown_one() {
         ),
         (Some("mailbox"), Some("pro"), Some("active"))
     );
+    // Times are written as everywhere else in the API: UTC with `Z`.
+    let created = body["created_at"].as_str().unwrap();
+    assert!(
+        created.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(created).is_ok(),
+        "{created}"
+    );
     expect_problem(
         app.get(
             "/v1/admin/accounts/nessuno@pec.example.it",

@@ -408,6 +408,10 @@ async fn a_notice_that_never_gets_through_is_a_dead_letter_an_operator_retries()
     assert_eq!(letter["recipient"], "*****ca@e*****.it");
     assert_eq!(letter["attempts"], 3);
     assert!(
+        letter["updated_at"].as_str().unwrap().ends_with('Z'),
+        "{letter}"
+    );
+    assert!(
         letter["last_error"].as_str().unwrap().contains("451"),
         "{letter}"
     );
