@@ -348,10 +348,14 @@ impl App {
                 "no NATS configured: workers run in-process from the log (embedded mode)"
             );
         }
-        if config.workers.mail.smtp_url.is_none() {
+        // Only where this process delivers: a pure API node sends nothing anywhere.
+        if config.workers.mail.smtp_url.is_none()
+            && config.run_workers.contains(&WorkerName::Mailer)
+        {
             tracing::warn!(maildir = %config.data_dir.join("mail/new").display(), "no SMTP relay configured ([mail] smtp_url): mail lands in the local Maildir");
         }
-        if config.workers.sms.gateway_url.is_none() {
+        if config.workers.sms.gateway_url.is_none() && config.run_workers.contains(&WorkerName::Sms)
+        {
             tracing::warn!(file = %config.data_dir.join("sms.jsonl").display(), "no SMS gateway configured ([sms] gateway_url): SMS land in the local JSON-lines file");
         }
         let names: Vec<&str> = config.run_workers.iter().map(|w| w.as_str()).collect();

@@ -35,7 +35,8 @@ struct Cli {
     /// The TOML settings file (default: custode.toml in the working directory, when present).
     #[arg(long, global = true, env = "CUSTODE_CONFIG")]
     config: Option<PathBuf>,
-    /// Where the event log and read models live (default ./var).
+    /// The data directory (default ./var): the event log and read models for `serve`; a
+    /// worker's store and keys for `worker`.
     #[arg(long, global = true, env = "CUSTODE_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// The process's log lines (on stderr): `text` for people (coloured only on a terminal,
@@ -573,8 +574,17 @@ fn worker(config: Config, name: WorkerName) -> anyhow::Result<()> {
         let js = custode_workers::nats::connect(&url)
             .await
             .map_err(anyhow::Error::msg)?;
-        let keys = DeliveryKeys::open(&config.data_dir.join(app::KEYS_DIR))?;
-        keys.publish(chrono::Utc::now())?;
+        // SEC-7: only a delivering worker (mailer, SMS sender) makes delivery key pairs; a
+        // scheduler apart making its own would publish public halves nobody can open (found
+        // from outside).
+        let keys_dir = config.data_dir.join(app::KEYS_DIR);
+        let keys = if matches!(name, WorkerName::Mailer | WorkerName::Sms) {
+            let keys = DeliveryKeys::open(&keys_dir)?;
+            keys.publish(chrono::Utc::now())?;
+            keys
+        } else {
+            DeliveryKeys::sealing_only(&keys_dir)?
+        };
         let ctx = WorkerContext {
             data_dir: config.data_dir.clone(),
             keys,

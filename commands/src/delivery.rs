@@ -94,6 +94,9 @@ impl DeliveryKeys {
             path: dir.clone(),
             source,
         })?;
+        // SEC-7: the keys directory is its owner's alone, in a worker's data dir as in the
+        // service's (found from outside: a worker apart left it 0755).
+        restrict(keys_dir, 0o700)?;
         restrict(&dir, 0o700)?;
         Ok(Self { dir, delivers })
     }

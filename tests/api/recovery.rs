@@ -1471,3 +1471,38 @@ async fn sec_8_a_lockout_moves_the_head_alike_for_an_identity_with_only_a_mobile
     let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap();
     assert!(sms.lines().any(|l| l.contains("+393332221111")), "{sms}");
 }
+
+/// SEC-7, SEC-8: an API node whose published delivery keys are gone (a worker not started
+/// yet, a copy of `*.pub` that lags) turns a real account's recovery message away (503), and a
+/// decoy's alike: otherwise the 503 alone would tell which user ids have accounts (found from
+/// outside: the decoy answered 202).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_delivery_key_a_real_recovery_and_a_decoy_answer_alike_sec_8() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = custode_commands::clock::ManualClock::new(chrono::Utc::now());
+    crate::helpers::publish_delivery_keys(dir.path(), custode_commands::clock::Clock::now(&clock));
+    let app = TestApp::start_with(dir.path(), file_config(), clock, None, Some("none")).await;
+    let user = "senzachiave@pec.example.it";
+    app.ready_mailbox(user).await;
+    for entry in std::fs::read_dir(dir.path().join("keys/delivery")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let real = start(&app, user).await;
+    let decoy = start(&app, "nessuno.qui@pec.example.it").await;
+    for started in [&real, &decoy] {
+        let offered = |method: &str| {
+            started["methods"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["method"] == method)
+        };
+        let tail = if offered("email") { "/email" } else { "/sms" };
+        assert!(offered(&tail[1..]), "{started}");
+        let res = call(&app, started, tail, json!({})).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{started}");
+        assert_eq!(res.headers()["retry-after"], "5");
+        let problem: Value = res.json().await.unwrap();
+        assert_eq!(problem["type"], "/problems/busy");
+    }
+}
