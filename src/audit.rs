@@ -206,22 +206,35 @@ fn streams_of(
     Ok(streams)
 }
 
-/// One exported line: the envelope with its position and hash, the payload redacted. Where
-/// redacting changed the payload, `hash` is null: the chain hash covers the clear payload, so
-/// with it (and the line before's) a masked mobile, document number or address could be found
-/// again offline by trying its few unknown characters. The position still ties the line to the
-/// log, which `audit verify` checks.
-pub fn export_line(event: &RecordedEvent) -> Result<Vec<u8>, serde_json::Error> {
+/// One exported line: the envelope with its position and a keyed digest of its hash, the payload
+/// redacted. The chain hash itself is never exported: it covers the clear payload and chains
+/// into every later one, so with the envelopes of an export (this one, or another beside it)
+/// and any clear hash before and after a masked line, a masked mobile, document number or
+/// address could be found again offline by trying its few unknown characters (found from
+/// outside, twice). `hash` is HMAC-SHA256 under the service key of the chain hash: the same
+/// event always exports the same value, which the provider can check against its log; without
+/// the key (a copy of the log without `keys/`) it is null.
+pub fn export_line(
+    event: &RecordedEvent,
+    key: Option<&ServiceKey>,
+) -> Result<Vec<u8>, serde_json::Error> {
     let mut line = event.clone();
     custode_domain::audit::redact(&mut line.payload);
-    let altered = line.payload != event.payload;
     let mut line = serde_json::to_value(line)?;
-    if let Some(hash) = line.get_mut("hash").filter(|_| altered) {
-        *hash = serde_json::Value::Null;
+    if let Some(hash) = line.get_mut("hash") {
+        *hash = match key {
+            Some(key) => serde_json::Value::String(export_digest(key, &event.hash)),
+            None => serde_json::Value::Null,
+        };
     }
     let mut bytes = serde_json::to_vec(&line)?;
     bytes.push(b'\n');
     Ok(bytes)
+}
+
+/// What an export shows for the chain hash `hash` (see [`export_line`]).
+pub fn export_digest(key: &ServiceKey, hash: &str) -> String {
+    custode_commands::log::hex(&key.mac("custode/audit-export", &[hash.as_bytes()]))
 }
 
 /// AU-2: every event that concerns `account`, in log order, as JSON lines on `out`. Returns
@@ -249,7 +262,7 @@ pub fn export(
     for chunk in positions.chunks(512) {
         for event in log.read_positions(chunk)? {
             if window.holds(event.occurred_at) {
-                out.write_all(&export_line(&event).map_err(std::io::Error::other)?)?;
+                out.write_all(&export_line(&event, key).map_err(std::io::Error::other)?)?;
                 written += 1;
             }
         }
@@ -263,13 +276,14 @@ pub fn export(
 /// order, not time order). Returns how many were written.
 pub fn export_window(
     log: &LogReader,
+    key: Option<&ServiceKey>,
     window: Window,
     out: &mut dyn Write,
 ) -> Result<u64, AuditError> {
     let mut written = 0;
     log.scan_from(0, |batch| -> Result<(), AuditError> {
         for event in batch.iter().filter(|e| window.holds(e.occurred_at)) {
-            out.write_all(&export_line(event).map_err(std::io::Error::other)?)?;
+            out.write_all(&export_line(event, key).map_err(std::io::Error::other)?)?;
             written += 1;
         }
         Ok(())

@@ -373,22 +373,22 @@ fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
                 None => None,
             };
             let mut sink = output(out.as_deref(), &config.data_dir)?;
+            // The service key, when this data dir has it, keys the lines' digests and finds the
+            // decoys tried on an account's user ids; it is never created here.
+            let key = keys_dir
+                .join(custode_commands::service_key::SERVICE_KEY_FILE)
+                .exists()
+                .then(|| custode_commands::service_key::ServiceKey::open(&keys_dir))
+                .transpose()
+                .map_err(anyhow::Error::msg)?
+                .map(|(key, _)| key);
+            if key.is_none() {
+                eprintln!("no service key in {}: the lines carry no hash, and attempts on an account's user ids that opened no recovery of it are left out", keys_dir.display());
+            }
             match account_id {
                 Some(account_id) => {
                     let models =
                         audit::open_read_models(&config.data_dir.join(app::READ_MODELS_FILE));
-                    // The service key, when this data dir has it, finds the decoys tried on
-                    // the account's user ids; it is never created here.
-                    let key = keys_dir
-                        .join(custode_commands::service_key::SERVICE_KEY_FILE)
-                        .exists()
-                        .then(|| custode_commands::service_key::ServiceKey::open(&keys_dir))
-                        .transpose()
-                        .map_err(anyhow::Error::msg)?
-                        .map(|(key, _)| key);
-                    if key.is_none() {
-                        eprintln!("no service key in {}: attempts on the account's user ids that opened no recovery of it are left out", keys_dir.display());
-                    }
                     let written = audit::export(
                         &log,
                         models.as_ref(),
@@ -400,7 +400,7 @@ fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
                     eprintln!("exported {written} events of account {account_id}");
                 }
                 None => {
-                    let written = audit::export_window(&log, window, &mut sink)?;
+                    let written = audit::export_window(&log, key.as_ref(), window, &mut sink)?;
                     eprintln!("exported {written} events");
                 }
             }
