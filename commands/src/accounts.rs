@@ -124,7 +124,9 @@ impl AccountHandler {
             .seal(secret, context, self.services().clock.now())
             .map_err(|e| match e {
                 // An API node started before any mailer or SMS sender: a passing state.
-                DeliveryKeyError::NoPublicKey(_) => HandlerError::Unavailable(e.to_string()),
+                DeliveryKeyError::NoPublicKey(_) | DeliveryKeyError::BadPublicKey(_) => {
+                    HandlerError::Unavailable(e.to_string())
+                }
                 e => HandlerError::Store(e.to_string()),
             })
     }

@@ -43,6 +43,10 @@ pub enum DeliveryKeyError {
     Tampered,
     #[error("no public delivery key is published for {0}: a process that delivers (mailer or sms) creates it in this keys directory")]
     NoPublicKey(String),
+    /// A published public half that is not a usable X25519 key: malformed (a copy cut short,
+    /// say) or of low order, which would make every seal openable without a private key.
+    #[error("the published delivery key {0} is malformed or not a safe X25519 key: publish it again from the delivering process")]
+    BadPublicKey(String),
 }
 
 /// The key ring on disk. Cheap to clone; every operation reads the directory, which is what
@@ -194,7 +198,11 @@ impl DeliveryKeys {
     /// The public half that seals at `now`.
     fn public_key_for(&self, now: DateTime<Utc>) -> Result<(String, PublicKey), DeliveryKeyError> {
         let key_id = now.format("%Y%m%d").to_string();
-        if let Some(public) = self.read(&key_id, Half::Public)? {
+        let published = self.read(&key_id, Half::Public).map_err(|e| match e {
+            DeliveryKeyError::KeyGone(id) => DeliveryKeyError::BadPublicKey(id),
+            e => e,
+        })?;
+        if let Some(public) = published {
             return Ok((key_id, PublicKey::from(public)));
         }
         if !self.delivers {
@@ -216,6 +224,10 @@ impl DeliveryKeys {
         let ephemeral = EphemeralSecret::random_from_rng(rand::rngs::OsRng);
         let ephemeral_public = PublicKey::from(&ephemeral);
         let shared = ephemeral.diffie_hellman(&recipient);
+        // A low-order public half (all zeros, say) gives a shared secret anyone can compute.
+        if !shared.was_contributory() {
+            return Err(DeliveryKeyError::BadPublicKey(key_id));
+        }
         let key = seal_key(shared.as_bytes(), &ephemeral_public, &recipient)?;
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
@@ -501,6 +513,37 @@ mod tests {
             delivering.open_sealed(&sealed, "other"),
             Err(DeliveryKeyError::Tampered)
         ));
+    }
+
+    /// SEC-7: a published public half that is cut short, not base64, or of low order (all
+    /// zeros gives a shared secret anyone can compute; found from outside) seals nothing.
+    #[test]
+    fn a_malformed_or_low_order_public_key_seals_nothing() {
+        let api = tempfile::tempdir().unwrap();
+        let sealing = DeliveryKeys::sealing_only(api.path()).unwrap();
+        let path = sealing.key_path("20261103", Half::Public);
+        let zeros = STANDARD.encode([0u8; 32]);
+        // The point of order 2 (u = p - 1, little-endian) is of low order too.
+        let mut minus_one = [0xffu8; 32];
+        minus_one[0] = 0xec;
+        minus_one[31] = 0x7f;
+        let order_two = STANDARD.encode(minus_one);
+        for text in [
+            "",
+            "not base64!",
+            "AAAA",
+            zeros.as_str(),
+            order_two.as_str(),
+        ] {
+            fs::write(&path, text).unwrap();
+            assert!(
+                matches!(
+                    sealing.seal(&Secret::new("123456"), "c", at(3, 10)),
+                    Err(DeliveryKeyError::BadPublicKey(day)) if day == "20261103"
+                ),
+                "{text:?}"
+            );
+        }
     }
 
     /// A seal made before pairs (under the day's symmetric key) opens until its key is gone.

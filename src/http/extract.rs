@@ -90,9 +90,15 @@ fn describe(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
 }
 
 /// The credentials of `Authorization: Bearer <token>`; the scheme's name is case-insensitive
-/// (RFC 9110 §11.1), so `bearer` and `BEARER` are the same scheme.
+/// (RFC 9110 §11.1), so `bearer` and `BEARER` are the same scheme. A request with two
+/// `Authorization` headers has none: a proxy in front that reads the other one would disagree
+/// about who is asking.
 fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next()?.to_str().ok()?;
+    if values.next().is_some() {
+        return None;
+    }
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -124,6 +130,13 @@ mod bearer_tests {
         ] {
             assert_eq!(bearer(&parts(value)), None, "{value}");
         }
+        let (two, ()) = axum::http::Request::builder()
+            .header("authorization", "Bearer abc")
+            .header("authorization", "Bearer abc")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(bearer(&two), None, "two Authorization headers");
     }
 }
 

@@ -81,8 +81,15 @@ impl MailTransport {
                 .map_err(|e| format!("cannot create {}: {e}", root.join(sub).display()))?;
         }
         // A Maildir an earlier version made under the umask is closed too.
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("cannot restrict {}: {e}", root.display()))?;
+        for dir in [
+            root.clone(),
+            root.join("tmp"),
+            root.join("new"),
+            root.join("cur"),
+        ] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("cannot restrict {}: {e}", dir.display()))?;
+        }
         Ok(MailTransport::Maildir(root))
     }
 
@@ -215,7 +222,16 @@ impl SmsTransport {
     }
 
     pub fn file(data_dir: &Path) -> Self {
-        SmsTransport::File(data_dir.join("sms.jsonl"))
+        let path = data_dir.join("sms.jsonl");
+        // A file an earlier version made under the umask is closed too (found from outside).
+        if path.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            {
+                tracing::warn!(file = %path.display(), error = %e, "cannot make the SMS file private");
+            }
+        }
+        SmsTransport::File(path)
     }
 
     pub fn describe(&self) -> String {
@@ -306,9 +322,17 @@ mod tests {
         };
         assert_eq!(mode(&root), 0o700);
         assert_eq!(mode(&root.join("tmp")), 0o700);
+        assert_eq!(mode(&root.join("new")), 0o700, "the earlier one, closed");
         write_maildir(&root, "m1", b"Subject: code 123456\r\n\r\n").unwrap();
         assert_eq!(mode(&root.join("new/m1")), 0o600);
         let sms = dir.path().join("sms.jsonl");
+        // An earlier version's file, made under the usual umask.
+        std::fs::write(&sms, "").unwrap();
+        std::fs::set_permissions(&sms, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let super::SmsTransport::File(sms) = super::SmsTransport::file(dir.path()) else {
+            panic!("a file");
+        };
+        assert_eq!(mode(&sms), 0o600);
         append_sms(
             &sms,
             &Sms {
