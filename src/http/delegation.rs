@@ -611,28 +611,18 @@ pub async fn check_app_password(
                 .limiter
                 .first_in_minute(&format!("ap7-turned-away:{user_key}"), now)
         }) {
-            let record = AppPasswordChecked {
-                user_id: req.user_id.trim().to_string(),
-                scope: scope_text,
-                outcome: AccessOutcome::Failure,
-                reason: Some(DenyReason::RateLimited),
-                protocol: req.protocol,
-                client_ip: reported.map(|ip| ip.to_string()),
-            };
-            let caller = Caller {
-                actor: Actor::operator(),
-                correlation_id: correlation.0,
-            };
             // Best effort: a full queue turns the check away all the same.
-            let _ = state
-                .access_recorder
-                .record(
-                    f.account_id,
-                    custode_domain::access::AccessEvent::AppPasswordChecked(record),
-                    &caller,
-                    now,
-                )
-                .await;
+            let _ = record_check(
+                &state,
+                f.account_id,
+                &req,
+                scope_text,
+                reported,
+                correlation.0,
+                Err(DenyReason::RateLimited),
+                now,
+            )
+            .await;
         }
         return Err(refused);
     }
@@ -646,37 +636,24 @@ pub async fn check_app_password(
         Some(f) => decide_check(f, scope, req.protocol, &presented, now),
     };
     if let Some(f) = &facts {
-        let record = AppPasswordChecked {
-            user_id: req.user_id.trim().to_string(),
-            scope: scope_text,
-            outcome: match verdict {
-                Ok(()) => AccessOutcome::Success,
-                Err(_) => AccessOutcome::Failure,
-            },
-            reason: verdict.err(),
-            protocol: req.protocol,
-            client_ip: reported.map(|ip| ip.to_string()),
-        };
-        let caller = Caller {
-            actor: Actor::operator(),
-            correlation_id: correlation.0,
-        };
         // Recorded behind the answer (AH-3: memory-speed checks; the record reaches the log
         // with the next group commit). A check that cannot be recorded is not answered.
-        state
-            .access_recorder
-            .record(
-                f.account_id,
-                custode_domain::access::AccessEvent::AppPasswordChecked(record),
-                &caller,
-                now,
+        record_check(
+            &state,
+            f.account_id,
+            &req,
+            scope_text,
+            reported,
+            correlation.0,
+            verdict,
+            now,
+        )
+        .await
+        .map_err(|_| {
+            Problem::busy(
+                "the access history cannot take this check's record at the moment; try again shortly",
             )
-            .await
-            .map_err(|_| {
-                Problem::busy(
-                    "the access history cannot take this check's record at the moment; try again shortly",
-                )
-            })?;
+        })?;
     }
     let response = match (verdict, &facts) {
         (Ok(()), Some(f)) => Json(Allowed {
@@ -698,6 +675,44 @@ pub async fn check_app_password(
         }
     };
     Ok(response)
+}
+
+/// AH-1: the record of one check of `account_id`'s password (`verdict`), queued for the log.
+#[allow(clippy::too_many_arguments)]
+async fn record_check(
+    state: &AppState,
+    account_id: Uuid,
+    req: &CheckRequest,
+    scope: String,
+    reported: Option<std::net::IpAddr>,
+    correlation_id: Uuid,
+    verdict: Result<(), DenyReason>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), custode_commands::access_recorder::Unrecorded> {
+    let record = AppPasswordChecked {
+        user_id: req.user_id.trim().to_string(),
+        scope,
+        outcome: match verdict {
+            Ok(()) => AccessOutcome::Success,
+            Err(_) => AccessOutcome::Failure,
+        },
+        reason: verdict.err(),
+        protocol: req.protocol,
+        client_ip: reported.map(|ip| ip.to_string()),
+    };
+    let caller = Caller {
+        actor: Actor::operator(),
+        correlation_id,
+    };
+    state
+        .access_recorder
+        .record(
+            account_id,
+            custode_domain::access::AccessEvent::AppPasswordChecked(record),
+            &caller,
+            now,
+        )
+        .await
 }
 
 // ---------------------------------------------------------------- CO-1..5
