@@ -558,41 +558,77 @@ fn account_of_stream(stream: &str) -> Result<Uuid, HandlerError<AccountError>> {
         .ok_or_else(|| HandlerError::Store(format!("stream {stream} is not an account's")))
 }
 
-/// How many of an account's latest access records a restarted node reads to learn a user id's
-/// recent failed checks (SEC-2): enough for any sane per-minute limit.
+/// How many of an account's latest access records are read at a time: by a node learning a
+/// user id's recent failed checks (SEC-2, a page), and by SC-8's look for the latest access.
 const RECENT_RECORDS_READ: usize = 512;
 
 impl AccountHandler {
-    /// SEC-2: when the failed checks of `scope` on the account's access stream happened since
-    /// `since`, newest first, read from the log: a per-user-id limit lives in the log, so a
-    /// node that has not counted this user id yet (a restart, another node) learns it here.
+    /// SEC-2: when the failed checks on the account's access stream happened since `since`,
+    /// newest first, read from the log: a per-user-id limit lives in the log, so a node that
+    /// has not counted this user id yet (a restart, another node) learns it here. The checks
+    /// counted are those of `scope`, or, with `None`, those of every scope that had no app
+    /// password (which share one count, see the check). Read page by page back to `since`,
+    /// however many other records the minute holds (found from outside: a flood of records
+    /// pushed the failures past a fixed-size read, and a restart forgot them).
     pub async fn recent_check_failures(
         &self,
         account_id: Uuid,
-        scope: &str,
+        scope: Option<&str>,
         since: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<chrono::DateTime<chrono::Utc>>, HandlerError<AccountError>> {
-        use custode_domain::access::{stream_for, AccessEvent, Outcome};
-        let tail = self
-            .services()
-            .log
-            .read_stream_tail(&stream_for(account_id), RECENT_RECORDS_READ)
-            .await?;
+        use custode_domain::access::{stream_for, AccessEvent, DenyReason, Outcome};
+        let stream = stream_for(account_id);
+        let log = &self.services().log;
         let mut failures = Vec::new();
-        for recorded in tail.iter().take_while(|r| r.occurred_at > since) {
-            let event: AccessEvent = custode_domain::envelope::decode(recorded)
-                .map_err(|e| HandlerError::Store(e.to_string()))?;
-            let AccessEvent::AppPasswordChecked(check) = event else {
-                continue;
-            };
-            // A check the limit turned away is not one more failure to count.
-            if check.scope == scope
-                && check.outcome == Outcome::Failure
-                && check.reason != Some(custode_domain::access::DenyReason::RateLimited)
-            {
-                failures.push(recorded.occurred_at);
+        let mut read = 0;
+        let mut page = log.read_stream_tail(&stream, RECENT_RECORDS_READ).await?;
+        loop {
+            let mut past = false;
+            for recorded in &page {
+                // The records of one group commit are not quite in time order.
+                if recorded.occurred_at <= since - RECORD_ORDER_SLACK {
+                    past = true;
+                    break;
+                }
+                if recorded.occurred_at <= since {
+                    continue;
+                }
+                let event: AccessEvent = custode_domain::envelope::decode(recorded)
+                    .map_err(|e| HandlerError::Store(e.to_string()))?;
+                let AccessEvent::AppPasswordChecked(check) = event else {
+                    continue;
+                };
+                let counted = match scope {
+                    Some(scope) => check.scope == scope,
+                    None => check.reason == Some(DenyReason::NoAppPassword),
+                };
+                // A check the limit turned away is not one more failure to count.
+                if counted
+                    && check.outcome == Outcome::Failure
+                    && check.reason != Some(DenyReason::RateLimited)
+                {
+                    failures.push(recorded.occurred_at);
+                }
             }
+            read += page.len();
+            let full = page.len() == RECENT_RECORDS_READ;
+            let Some(oldest) = page.last().map(|r| r.version).filter(|_| full && !past) else {
+                break;
+            };
+            if read >= RECENT_RECORDS_MAX {
+                tracing::warn!(%account_id, read, "more access records in the last minute than are read to count failed checks");
+                break;
+            }
+            page = log
+                .read_stream_tail_before(&stream, oldest, RECENT_RECORDS_READ)
+                .await?;
         }
         Ok(failures)
     }
 }
+
+/// How far before a minute's start the count of failed checks keeps reading.
+const RECORD_ORDER_SLACK: chrono::Duration = chrono::Duration::seconds(5);
+
+/// At most this many access records are read to learn a minute's failed checks.
+const RECENT_RECORDS_MAX: usize = 100_000;

@@ -437,6 +437,32 @@ impl EventLog {
         .map_err(|e| LogError::Store(e.to_string()))?
     }
 
+    /// As [`EventLog::read_stream_tail`], from before `version` on: the next page back.
+    pub async fn read_stream_tail_before(
+        &self,
+        stream: &str,
+        version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        let this = self.clone();
+        let stream = stream.to_string();
+        let limit = i64::try_from(limit).map_err(|e| LogError::Store(e.to_string()))?;
+        let version = i64::try_from(version).map_err(|e| LogError::Store(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            this.inner.reader.with(|conn| {
+                query_events(
+                    conn,
+                    &format!(
+                        "{SELECT} WHERE stream = ?1 AND version < ?2 ORDER BY version DESC LIMIT ?3"
+                    ),
+                    params![stream, version, limit],
+                )
+            })
+        })
+        .await
+        .map_err(|e| LogError::Store(e.to_string()))?
+    }
+
     fn stored_from(&self, position: u64, limit: usize) -> Result<Vec<Stored>, LogError> {
         self.inner.reader.stored_from(position, limit)
     }

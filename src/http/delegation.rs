@@ -555,10 +555,6 @@ pub async fn check_app_password(
     // SEC-2: failures per reported client address, and per user id and scope.
     let address_key =
         reported.map(|ip| format!("ap7-address:{}", super::limits::address_group(ip)));
-    let user_key = format!(
-        "ap7-user:{}/{scope_text}",
-        custode_domain::user_registry::user_key(&req.user_id)
-    );
     if let Some(key) = &address_key {
         state.limiter.check(
             key,
@@ -587,13 +583,30 @@ pub async fn check_app_password(
             })
         }
     };
-    // SEC-2: the per-user-id count lives in the log (each failed check is recorded); a node
-    // that has not counted this user id and scope yet reads its recent failures once.
+    // SEC-2: failures are counted per user id and scope; the scopes with no app password
+    // (`collaborator:<any uuid>` among them) share one count, so that made-up scopes cannot
+    // each bring a fresh budget and fill the holder's history (found from outside).
+    let passwordless = facts.as_ref().is_some_and(|f| f.password.is_none());
+    let user_key = format!(
+        "ap7-user:{}/{}",
+        custode_domain::user_registry::user_key(&req.user_id),
+        if passwordless {
+            "(no app password)"
+        } else {
+            scope_text.as_str()
+        }
+    );
+    // The count lives in the log (each failed check is recorded); a node that has not counted
+    // this user id and scope yet reads its recent failures once.
     if let Some(f) = facts.as_ref().filter(|_| !state.limiter.knows(&user_key)) {
         let since = now - chrono::Duration::minutes(1);
         let failures = state
             .accounts
-            .recent_check_failures(f.account_id, &scope_text, since)
+            .recent_check_failures(
+                f.account_id,
+                (!passwordless).then_some(scope_text.as_str()),
+                since,
+            )
             .await?;
         state.limiter.learn(&user_key, failures, now);
     }
