@@ -107,6 +107,10 @@ enum Command {
         /// The NATS URL the service relays to.
         #[arg(long, env = "CUSTODE_NATS_URL")]
         nats: String,
+        /// Serve `/metrics` here (the worker's handled position, and a notifier's notices
+        /// pending and dead), for the operators' scraper; none by default.
+        #[arg(long, env = "CUSTODE_WORKER_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Rebuild the read models from the log (AU-3). In place the service must be stopped; with
     /// --into it may run.
@@ -215,9 +219,13 @@ fn main() -> anyhow::Result<()> {
     })?;
     match cli.command {
         Command::Serve { .. } => serve(config),
-        Command::Worker { name, .. } => {
+        Command::Worker {
+            name,
+            metrics_listen,
+            ..
+        } => {
             let name = WorkerName::parse(&name).map_err(anyhow::Error::msg)?;
-            worker(config, name)
+            worker(config, name, metrics_listen)
         }
         Command::Replay {
             projection,
@@ -560,7 +568,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
 
 /// `custode worker <name> --nats URL`: one worker, fed by its durable consumer, reporting
 /// outcomes on JetStream for `custode serve` to record.
-fn worker(config: Config, name: WorkerName) -> anyhow::Result<()> {
+fn worker(
+    config: Config,
+    name: WorkerName,
+    metrics_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -593,7 +605,35 @@ fn worker(config: Config, name: WorkerName) -> anyhow::Result<()> {
             reporter: Reporter::JetStream(Box::new(js.clone())),
         };
         let mut tasks = runtime::Tasks::default();
-        runtime::spawn_worker(name, Feed::JetStream(Box::new(js)), &ctx, &mut tasks)?;
+        let handle =
+            runtime::spawn_worker(name, Feed::JetStream(Box::new(js)), &ctx, &mut tasks)?;
+        if let Some(addr) = metrics_listen {
+            // A worker apart has its own series: the API node cannot see its store.
+            let store = config.data_dir.join(custode_workers::store::STORE_FILE);
+            let metrics = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let (handle, store) = (handle.clone(), store.clone());
+                    async move {
+                        use custode::http::metrics::{count_notices, exposition, render_workers};
+                        let position = *handle.applied().borrow();
+                        let notices = count_notices(store, vec![handle.name.clone()]).await;
+                        let mut out = String::new();
+                        render_workers(&mut out, &[(handle.name.clone(), position)], &notices);
+                        exposition(out)
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+            tracing::info!(%addr, "worker metrics listening");
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, metrics).await {
+                    tracing::error!(%error, "the worker's metrics listener stopped");
+                }
+            });
+        }
         tracing::info!(worker = name.as_str(), url = %custode_workers::nats::redacted(&url), data_dir = %config.data_dir.display(), "worker running");
         shutdown_signal().await;
         Ok(())

@@ -106,23 +106,34 @@ impl HttpMetrics {
 
 /// (channel, state) → notices, pending and dead, when this process delivers notices.
 async fn notice_counts(state: &AppState) -> Vec<((&'static str, &'static str), u64)> {
+    let running: Vec<String> = state.workers.iter().map(|w| w.name.clone()).collect();
+    let store = state
+        .config
+        .data_dir
+        .join(custode_workers::store::STORE_FILE);
+    count_notices(store, running).await
+}
+
+/// (channel, state) → notices pending and dead in the worker store `store`, for the notifiers
+/// among `running` (consumer names): what `custode_notices` shows, in `serve` and in a worker
+/// run apart.
+pub async fn count_notices(
+    store: std::path::PathBuf,
+    running: Vec<String>,
+) -> Vec<((&'static str, &'static str), u64)> {
     use custode_domain::notice::Channel;
     use custode_workers::notifier::consumer_name;
     // The notifiers this process runs, by the consumer names they keep their outbox under.
     let channels: Vec<(&'static str, &'static str)> = [Channel::Email, Channel::Sms]
         .into_iter()
         .map(|channel| (consumer_name(channel), channel.as_str()))
-        .filter(|(consumer, _)| state.workers.iter().any(|w| w.name == *consumer))
+        .filter(|(consumer, _)| running.iter().any(|name| name == consumer))
         .collect();
     if channels.is_empty() {
         return Vec::new();
     }
-    let path = state
-        .config
-        .data_dir
-        .join(custode_workers::store::STORE_FILE);
     let counted = tokio::task::spawn_blocking(move || {
-        let conn = custode_commands::sqlite::open_reader(&path)?;
+        let conn = custode_commands::sqlite::open_reader(&store)?;
         let mut counts = Vec::new();
         for (consumer, channel) in channels {
             for notice_state in ["pending", "dead"] {
@@ -145,6 +156,41 @@ async fn notice_counts(state: &AppState) -> Vec<((&'static str, &'static str), u
         }
         Err(_) => Vec::new(),
     }
+}
+
+/// The worker series of the text exposition: each worker's handled position, and the
+/// notices pending and dead.
+pub fn render_workers(
+    out: &mut String,
+    workers: &[(String, u64)],
+    notices: &[((&'static str, &'static str), u64)],
+) {
+    let _ = writeln!(out, "# HELP custode_worker_handled_position Position each worker of this process has handled.\n# TYPE custode_worker_handled_position gauge");
+    for (name, position) in workers {
+        let _ = writeln!(
+            out,
+            "custode_worker_handled_position{{worker=\"{name}\"}} {position}"
+        );
+    }
+    if !notices.is_empty() {
+        let _ = writeln!(out, "# HELP custode_notices Notices waiting to be delivered (pending) and those that exhausted their attempts (dead), per channel.\n# TYPE custode_notices gauge");
+        for ((channel, notice_state), count) in notices {
+            let _ = writeln!(
+                out,
+                "custode_notices{{channel=\"{channel}\",state=\"{notice_state}\"}} {count}"
+            );
+        }
+    }
+}
+
+/// The exposition's answer: its text with its content type.
+pub fn exposition(out: String) -> Response {
+    let mut response = out.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
@@ -182,15 +228,15 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
-    let _ = writeln!(out, "# HELP custode_worker_handled_position Position each worker of this process has handled.\n# TYPE custode_worker_handled_position gauge");
-    for worker in &state.workers {
-        let _ = writeln!(
-            out,
-            "custode_worker_handled_position{{worker=\"{}\"}} {}",
-            worker.name,
-            *worker.applied().borrow()
-        );
-    }
+    let workers: Vec<(String, u64)> = state
+        .workers
+        .iter()
+        .map(|w| (w.name.clone(), *w.applied().borrow()))
+        .collect();
+    // NT-3: notices waiting for their transport (an SMTP server that refuses, an SMS gateway
+    // that times out) and dead letters, per channel, from this process's worker store.
+    let notices = notice_counts(&state).await;
+    render_workers(&mut out, &workers, &notices);
     if let Some(relayed) = &state.relayed {
         let _ = writeln!(
             out,
@@ -198,23 +244,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             *relayed.borrow()
         );
     }
-    // NT-3: notices waiting for their transport (an SMTP server that refuses, an SMS gateway
-    // that times out) and dead letters, per channel, from this process's worker store.
-    let notices = notice_counts(&state).await;
-    if !notices.is_empty() {
-        let _ = writeln!(out, "# HELP custode_notices Notices waiting to be delivered (pending) and those that exhausted their attempts (dead), per channel.\n# TYPE custode_notices gauge");
-        for ((channel, notice_state), count) in &notices {
-            let _ = writeln!(
-                out,
-                "custode_notices{{channel=\"{channel}\",state=\"{notice_state}\"}} {count}"
-            );
-        }
-    }
     out.push_str(&state.metrics.render_requests());
-    let mut response = out.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    response
+    exposition(out)
 }

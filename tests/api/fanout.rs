@@ -273,8 +273,13 @@ impl MailerApart {
     }
 
     fn spawn(&self) -> std::process::Child {
+        self.spawn_with(&[])
+    }
+
+    fn spawn_with(&self, args: &[&str]) -> std::process::Child {
         Command::new(BIN)
             .args(["worker", "mailer", "--nats", &self.nats.url()])
+            .args(args)
             .env("CUSTODE_DATA_DIR", self.dir.path())
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
@@ -305,7 +310,10 @@ async fn a_worker_run_apart_and_killed_mid_stream_resumes_where_it_acked() {
         before,
         "no mailer is running"
     );
-    let mut worker = start_worker();
+    // Restarted with its own metrics listener: a worker apart is seen by the operators' scraper.
+    let port = crate::processes::free_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let mut worker = apart.spawn_with(&["--metrics-listen", &metrics_addr]);
     eventually(WAIT, "12 mails", || maildir(worker_dir.path()).len() == 12).await;
     eventually(WAIT, "12 outcomes recorded by the service", || {
         count_sent(&app.data_dir) == 12
@@ -316,6 +324,27 @@ async fn a_worker_run_apart_and_killed_mid_stream_resumes_where_it_acked() {
     assert_eq!(count_sent(&app.data_dir), 12, "no outcome twice");
     let ids: HashSet<_> = maildir(worker_dir.path()).into_iter().collect();
     assert_eq!(ids.len(), 12);
+    let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let handled: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("custode_worker_handled_position{worker=\"mailer\"} "))
+        .unwrap_or_else(|| panic!("{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(handled > 0, "{metrics}");
+    for notice_state in ["pending", "dead"] {
+        assert!(
+            metrics.contains(&format!(
+                "custode_notices{{channel=\"email\",state=\"{notice_state}\"}} 0"
+            )),
+            "{metrics}"
+        );
+    }
     worker.kill().unwrap();
     worker.wait().unwrap();
 }
