@@ -421,20 +421,8 @@ impl EventLog {
         stream: &str,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, LogError> {
-        let this = self.clone();
-        let stream = stream.to_string();
-        let limit = i64::try_from(limit).map_err(|e| LogError::Store(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
-            this.inner.reader.with(|conn| {
-                query_events(
-                    conn,
-                    &format!("{SELECT} WHERE stream = ?1 ORDER BY version DESC LIMIT ?2"),
-                    params![stream, limit],
-                )
-            })
-        })
-        .await
-        .map_err(|e| LogError::Store(e.to_string()))?
+        self.read_stream_tail_before(stream, i64::MAX.unsigned_abs(), limit)
+            .await
     }
 
     /// As [`EventLog::read_stream_tail`], from before `version` on: the next page back.

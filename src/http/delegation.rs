@@ -610,6 +610,24 @@ pub async fn check_app_password(
             .await?;
         state.limiter.learn(&user_key, failures, now);
     }
+    // AH-1: the record of this check, for the account's access stream.
+    let caller = Caller {
+        actor: Actor::operator(),
+        correlation_id: correlation.0,
+    };
+    let checked = |scope: String, verdict: Result<(), DenyReason>| {
+        custode_domain::access::AccessEvent::AppPasswordChecked(AppPasswordChecked {
+            user_id: req.user_id.trim().to_string(),
+            scope,
+            outcome: match verdict {
+                Ok(()) => AccessOutcome::Success,
+                Err(_) => AccessOutcome::Failure,
+            },
+            reason: verdict.err(),
+            protocol: req.protocol,
+            client_ip: reported.map(|ip| ip.to_string()),
+        })
+    };
     if let Err(refused) = state.limiter.check(
         &user_key,
         limits.app_password_failures_per_user_per_minute,
@@ -625,17 +643,11 @@ pub async fn check_app_password(
                 .first_in_minute(&format!("ap7-turned-away:{user_key}"), now)
         }) {
             // Best effort: a full queue turns the check away all the same.
-            let _ = record_check(
-                &state,
-                f.account_id,
-                &req,
-                scope_text,
-                reported,
-                correlation.0,
-                Err(DenyReason::RateLimited),
-                now,
-            )
-            .await;
+            let record = checked(scope_text, Err(DenyReason::RateLimited));
+            let _ = state
+                .access_recorder
+                .record(f.account_id, record, &caller, now)
+                .await;
         }
         return Err(refused);
     }
@@ -651,18 +663,11 @@ pub async fn check_app_password(
     if let Some(f) = &facts {
         // Recorded behind the answer (AH-3: memory-speed checks; the record reaches the log
         // with the next group commit). A check that cannot be recorded is not answered.
-        record_check(
-            &state,
-            f.account_id,
-            &req,
-            scope_text,
-            reported,
-            correlation.0,
-            verdict,
-            now,
-        )
-        .await
-        .map_err(|_| {
+        state
+            .access_recorder
+            .record(f.account_id, checked(scope_text, verdict), &caller, now)
+            .await
+            .map_err(|_| {
             Problem::busy(
                 "the access history cannot take this check's record at the moment; try again shortly",
             )
@@ -688,44 +693,6 @@ pub async fn check_app_password(
         }
     };
     Ok(response)
-}
-
-/// AH-1: the record of one check of `account_id`'s password (`verdict`), queued for the log.
-#[allow(clippy::too_many_arguments)]
-async fn record_check(
-    state: &AppState,
-    account_id: Uuid,
-    req: &CheckRequest,
-    scope: String,
-    reported: Option<std::net::IpAddr>,
-    correlation_id: Uuid,
-    verdict: Result<(), DenyReason>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), custode_commands::access_recorder::Unrecorded> {
-    let record = AppPasswordChecked {
-        user_id: req.user_id.trim().to_string(),
-        scope,
-        outcome: match verdict {
-            Ok(()) => AccessOutcome::Success,
-            Err(_) => AccessOutcome::Failure,
-        },
-        reason: verdict.err(),
-        protocol: req.protocol,
-        client_ip: reported.map(|ip| ip.to_string()),
-    };
-    let caller = Caller {
-        actor: Actor::operator(),
-        correlation_id,
-    };
-    state
-        .access_recorder
-        .record(
-            account_id,
-            custode_domain::access::AccessEvent::AppPasswordChecked(record),
-            &caller,
-            now,
-        )
-        .await
 }
 
 // ---------------------------------------------------------------- CO-1..5
