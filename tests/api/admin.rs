@@ -184,13 +184,7 @@ async fn a_migrated_mailbox_logs_in_with_its_imported_password_and_need_not_chan
     assert_eq!(res.status(), StatusCode::CREATED);
     let body: Value = res.json().await.unwrap();
     assert!(body.get("temporary_password").is_none());
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": "migrata@pec.example.it", "password": password }),
-        )
-        .await;
+    let res = app.try_login(&"migrata@pec.example.it", &password).await;
     let session: Value = res.json().await.unwrap();
     assert_eq!(session["required_actions"], json!(["set_recovery_info"]));
     app.remember_secret(session["session_token"].as_str().unwrap());

@@ -110,13 +110,7 @@ async fn two_holders(app: &TestApp) -> (Holder, String, Holder, String) {
         assert_eq!(res.status(), StatusCode::CREATED);
         let created: Value = res.json().await.unwrap();
         let collaborator = created["collaborator_id"].as_str().unwrap().to_string();
-        let res = app
-            .post(
-                "/v1/sessions",
-                None,
-                json!({ "user_id": user, "password": "wrong-Password-1" }),
-            )
-            .await;
+        let res = app.try_login(&user, &"wrong-Password-1").await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         let res = app
             .post(

@@ -226,11 +226,7 @@ async fn real_answers_validate_against_the_document() {
     assert_matches_document("post", "/v1/admin/accounts", 201, &opened);
 
     let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": "contratto@pec.example.it", "password": opened["temporary_password"] }),
-        )
+        .try_login(&"contratto@pec.example.it", &opened["temporary_password"])
         .await;
     let session: Value = res.json().await.unwrap();
     app.remember_secret(session["session_token"].as_str().unwrap());
@@ -312,13 +308,7 @@ async fn real_answers_validate_against_the_document() {
     let ready: Value = app.get("/readyz", None).await.json().await.unwrap();
     assert_matches_document("get", "/readyz", 200, &ready);
 
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": "x@y.it", "password": "nope" }),
-        )
-        .await;
+    let res = app.try_login(&"x@y.it", &"nope").await;
     let refused: Value = res.json().await.unwrap();
     assert_matches_document("post", "/v1/sessions", 401, &refused);
     let res = app

@@ -128,13 +128,7 @@ async fn two_step_verification_with_a_code_from_the_uri_replays_refused_ap_8() {
         json!({ "active": true, "channel": "app" })
     );
     // A login now needs the code; the one just used is spent (a replay is refused, recorded).
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": OWNER, "password": password }),
-        )
-        .await;
+    let res = app.try_login(&OWNER, &password).await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "second-factor-required").await;
     let res = app
         .post(
@@ -637,13 +631,7 @@ async fn the_collaborator_lifecycle_through_the_mailed_links_co_1_to_co_5() {
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let res = app.get("/v1/account", Some(&collaborator)).await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": user_id, "password": chosen }),
-        )
-        .await;
+    let res = app.try_login(&user_id, &chosen).await;
     let problem = expect_problem(res, StatusCode::FORBIDDEN, "account-suspended").await;
     assert!(problem["detail"].as_str().unwrap().contains("link"));
     let reset = link_tokens_in(&mail_count(&app, reference, "Reimposta la password", 1).await);
@@ -677,13 +665,7 @@ async fn the_collaborator_lifecycle_through_the_mailed_links_co_1_to_co_5() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": user_id, "password": "Anna!Bianchi-Gigli43" }),
-        )
-        .await;
+    let res = app.try_login(&user_id, &"Anna!Bianchi-Gigli43").await;
     expect_problem(res, StatusCode::FORBIDDEN, "account-deactivated").await;
     let res = app.request(Method::POST, &path, Some(&owner), None).await;
     expect_problem(res, StatusCode::FORBIDDEN, "account-deactivated").await;
@@ -723,13 +705,7 @@ async fn a_revoked_mailbox_takes_its_collaborators_with_it_acc_4() {
     assert_eq!(revoke().await.status(), StatusCode::NO_CONTENT);
     let res = app.get("/v1/account", Some(&collaborator)).await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": user_id, "password": chosen }),
-        )
-        .await;
+    let res = app.try_login(&user_id, &chosen).await;
     expect_problem(res, StatusCode::FORBIDDEN, "account-revoked").await;
     // Sent again, it records nothing more.
     let head = app.settled_head().await;
@@ -840,13 +816,7 @@ async fn the_sms_channel_sends_a_code_at_each_login_ap_8() {
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     // A login with the right password sends a code and asks for it.
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": user, "password": password }),
-        )
-        .await;
+    let res = app.try_login(&user, &password).await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "second-factor-required").await;
     let code = newest_code(&app).await;
     let res = app
@@ -885,13 +855,7 @@ async fn the_sms_channel_sends_a_code_at_each_login_ap_8() {
         .unwrap()
         .lines()
         .count();
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": user, "password": "Not-The-Password1!" }),
-        )
-        .await;
+    let res = app.try_login(&user, &"Not-The-Password1!").await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
     app.quiesce().await;
     let after = std::fs::read_to_string(app.data_dir.join("sms.jsonl"))

@@ -218,15 +218,23 @@ impl TestApp {
         )
     }
 
+    /// `POST /v1/sessions` with `user_id` and `password`, whatever it answers.
+    pub async fn try_login(
+        &self,
+        user_id: impl serde::Serialize,
+        password: impl serde::Serialize,
+    ) -> Response {
+        self.post(
+            "/v1/sessions",
+            None,
+            json!({ "user_id": user_id, "password": password }),
+        )
+        .await
+    }
+
     /// Logs in; returns the session token, panicking on refusal.
     pub async fn login(&self, user_id: &str, password: &str) -> String {
-        let res = self
-            .post(
-                "/v1/sessions",
-                None,
-                json!({ "user_id": user_id, "password": password }),
-            )
-            .await;
+        let res = self.try_login(user_id, password).await;
         assert_eq!(res.status(), StatusCode::CREATED, "login of {user_id}");
         let body: Value = res.json().await.expect("json");
         let token = body["session_token"].as_str().expect("token").to_string();

@@ -75,13 +75,7 @@ fn access_events(app: &TestApp) -> i64 {
 async fn logins_checks_and_reported_accesses_make_one_history_newest_first_ah_1_ah_2() {
     let app = TestApp::spawn().await;
     let (_, password) = app.ready_mailbox(HOLDER).await;
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": HOLDER, "password": "Sbagliata!123" }),
-        )
-        .await;
+    let res = app.try_login(&HOLDER, &"Sbagliata!123").await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
     app.advance(Duration::minutes(1));
     // A mail server's check: no app password yet, so denied, and recorded.

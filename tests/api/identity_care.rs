@@ -449,13 +449,7 @@ async fn an_identitys_password_expires_after_180_days_with_notices_then_only_cha
     }
     // Past the expiry the right password still logs in, to change it and nothing else.
     app.advance(Duration::days(1));
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": IDENTITY, "password": IDENTITY_PASSWORD }),
-        )
-        .await;
+    let res = app.try_login(&IDENTITY, &IDENTITY_PASSWORD).await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let session: Value = res.json().await.unwrap();
     assert_eq!(session["required_actions"], json!(["change_password"]));
@@ -586,13 +580,7 @@ async fn an_unused_identity_is_warned_then_revoked_and_any_use_moves_the_date_sc
         .is_empty()
     })
     .await;
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": IDENTITY, "password": IDENTITY_PASSWORD }),
-        )
-        .await;
+    let res = app.try_login(&IDENTITY, &IDENTITY_PASSWORD).await;
     expect_problem(res, StatusCode::FORBIDDEN, "account-revoked").await;
     let account: Value = app
         .get(

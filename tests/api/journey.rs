@@ -31,13 +31,7 @@ async fn a_holder_goes_from_temporary_credentials_to_a_protected_account() {
     app.remember_secret(&temporary);
 
     // Login with it: both required actions come with the session.
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": USER, "password": temporary }),
-        )
-        .await;
+    let res = app.try_login(&USER, &temporary).await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let session: Value = res.json().await.unwrap();
     assert_eq!(
@@ -81,22 +75,10 @@ async fn a_holder_goes_from_temporary_credentials_to_a_protected_account() {
     )
     .await;
     // The temporary password no longer works.
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": USER, "password": temporary }),
-        )
-        .await;
+    let res = app.try_login(&USER, &temporary).await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": USER, "password": NEW_PASSWORD }),
-        )
-        .await;
+    let res = app.try_login(&USER, &NEW_PASSWORD).await;
     let session: Value = res.json().await.unwrap();
     assert_eq!(session["required_actions"], json!(["set_recovery_info"]));
     let token = session["session_token"].as_str().unwrap().to_string();

@@ -93,13 +93,7 @@ async fn recovery_link(app: &TestApp) -> String {
 }
 
 async fn login_status(app: &TestApp, password: &str) -> StatusCode {
-    app.post(
-        "/v1/sessions",
-        None,
-        json!({ "user_id": USER, "password": password }),
-    )
-    .await
-    .status()
+    app.try_login(&USER, &password).await.status()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,13 +374,7 @@ async fn a_collaborator_sets_its_first_password_from_the_mailed_link() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": user_id, "password": NEW_PASSWORD }),
-        )
-        .await;
+    let res = app.try_login(&user_id, &NEW_PASSWORD).await;
     assert_eq!(res.status(), StatusCode::CREATED);
 }
 
@@ -654,13 +642,7 @@ async fn a_web_session_is_a_strict_cookie_and_its_forms_need_their_token() {
 }
 
 async fn login_status_of(app: &TestApp, user: &str, password: &str) -> StatusCode {
-    app.post(
-        "/v1/sessions",
-        None,
-        json!({ "user_id": user, "password": password }),
-    )
-    .await
-    .status()
+    app.try_login(&user, &password).await.status()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

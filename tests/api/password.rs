@@ -96,13 +96,7 @@ async fn pw_4_an_identity_changes_its_password_only_with_the_code_sent_to_its_mo
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     // Used once: the session ended with the change, and the new password logs in.
     app.login(IDENTITY, SECOND).await;
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": IDENTITY, "password": FIRST }),
-        )
-        .await;
+    let res = app.try_login(&IDENTITY, &FIRST).await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
 
     // Bad requests for codes change nothing.
@@ -157,13 +151,7 @@ async fn sec_6_ten_wrong_current_passwords_lock_the_next_login() {
         .await;
     }
     // A stolen session bought no free guesses: logins are locked as after ten wrong logins.
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": user, "password": password }),
-        )
-        .await;
+    let res = app.try_login(&user, &password).await;
     assert!(res.headers().contains_key("retry-after"));
     expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
     let res = app.change_password(&token, &password, SECOND).await;

@@ -75,16 +75,6 @@ pub(crate) async fn start(app: &TestApp, user_id: &str) -> Value {
     res.json().await.expect("json")
 }
 
-/// `POST /v1/sessions`, whatever it answers.
-async fn try_login(app: &TestApp, user_id: &str, password: &str) -> reqwest::Response {
-    app.post(
-        "/v1/sessions",
-        None,
-        json!({ "user_id": user_id, "password": password }),
-    )
-    .await
-}
-
 /// `POST` to a call of the recovery `started`, e.g. `/sms/verify`.
 pub(crate) async fn call(
     app: &TestApp,
@@ -771,10 +761,10 @@ async fn rate_limits_answer_429_with_retry_after_and_lift_sec_2() {
     // Failed logins in a row lock the user id out (even with the right password), then lift.
     for id in [user, "ignoto@pec.example.it"] {
         for _ in 0..3 {
-            let res = try_login(&app, id, "Sbagliata!123").await;
+            let res = app.try_login(id, "Sbagliata!123").await;
             expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
         }
-        let res = try_login(&app, id, "Tr4m-Colle!Verde").await;
+        let res = app.try_login(id, "Tr4m-Colle!Verde").await;
         expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
     }
     app.advance(Duration::minutes(15));
@@ -905,7 +895,7 @@ async fn an_operator_resets_a_password_after_a_signed_form_rc_7() {
     // Every session ended; the old password no longer works; the temporary one does.
     let res = app.get("/v1/account", Some(&session)).await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
-    let res = try_login(&app, user, "Tr4m-Colle!Verde").await;
+    let res = app.try_login(user, "Tr4m-Colle!Verde").await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
     let session = app.login(user, &temporary).await;
     assert_eq!(
@@ -937,7 +927,7 @@ async fn lockouts_and_decoy_progress_are_in_the_log_so_they_survive_a_restart() 
     recoverable(&app, user).await;
     for id in [user, unknown] {
         for _ in 0..3 {
-            let res = try_login(&app, id, "Sbagliata!123").await;
+            let res = app.try_login(id, "Sbagliata!123").await;
             expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
         }
     }
@@ -971,7 +961,7 @@ async fn lockouts_and_decoy_progress_are_in_the_log_so_they_survive_a_restart() 
     // A new process has no memory of its own; the log has.
     let app = TestApp::start(&data_dir, file, clock).await;
     for id in [user, unknown] {
-        let res = try_login(&app, id, "Tr4m-Colle!Verde").await;
+        let res = app.try_login(id, "Tr4m-Colle!Verde").await;
         assert!(res.headers().contains_key("retry-after"));
         expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
     }
@@ -985,7 +975,7 @@ async fn lockouts_and_decoy_progress_are_in_the_log_so_they_survive_a_restart() 
     expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "question-locked").await;
     app.advance(Duration::minutes(15));
     app.login(user, "Tr4m-Colle!Verde").await;
-    let res = try_login(&app, unknown, "Tr4m-Colle!Verde").await;
+    let res = app.try_login(unknown, "Tr4m-Colle!Verde").await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
     drop(app);
     drop(dir);
@@ -999,10 +989,10 @@ async fn a_recovery_opens_logins_that_wrong_passwords_locked() {
     let user = "sblocco@pec.example.it";
     recoverable(&app, user).await;
     for _ in 0..3 {
-        let res = try_login(&app, user, "Sbagliata!123").await;
+        let res = app.try_login(user, "Sbagliata!123").await;
         expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
     }
-    let res = try_login(&app, user, "Tr4m-Colle!Verde").await;
+    let res = app.try_login(user, "Tr4m-Colle!Verde").await;
     expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
     let started = start(&app, user).await;
     assert_eq!(
@@ -1311,14 +1301,14 @@ async fn sec_9_anonymous_writes_are_capped_service_wide_alike_for_every_id() {
     recoverable(&app, user).await;
     let unknown = "nessuno@pec.example.it";
     for id in [user, unknown] {
-        let res = try_login(&app, id, "Sbagliata!123").await;
+        let res = app.try_login(id, "Sbagliata!123").await;
         expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
     }
     start(&app, unknown).await;
     start(&app, user).await;
     let head = app.settled_head().await;
     for id in [user, unknown] {
-        let res = try_login(&app, id, "Sbagliata!123").await;
+        let res = app.try_login(id, "Sbagliata!123").await;
         assert!(res.headers().contains_key("retry-after"));
         expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
         let res = app
@@ -1337,7 +1327,7 @@ async fn sec_9_anonymous_writes_are_capped_service_wide_alike_for_every_id() {
     );
     // A minute later, calls go through again.
     app.advance(Duration::minutes(1));
-    let res = try_login(&app, unknown, "Sbagliata!123").await;
+    let res = app.try_login(unknown, "Sbagliata!123").await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
 }
 
@@ -1372,7 +1362,7 @@ async fn every_answer_that_carries_a_secret_says_no_store_sec_8() {
     assert_no_store(&res, "the opening's temporary password");
     let temporary = temporary_password(res).await;
     app.remember_secret(&temporary);
-    let res = try_login(&app, user, &temporary).await;
+    let res = app.try_login(user, &temporary).await;
     assert_eq!(res.status(), StatusCode::CREATED);
     assert_no_store(&res, "the session token");
     let body: Value = res.json().await.unwrap();
@@ -1456,7 +1446,7 @@ async fn sec_8_a_lockout_moves_the_head_alike_for_an_identity_with_only_a_mobile
     for id in ["solo.mobile", "nessuno.affatto"] {
         let before = app.settled_head().await;
         for _ in 0..10 {
-            let res = try_login(&app, id, "Sbagliata!123").await;
+            let res = app.try_login(id, "Sbagliata!123").await;
             expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
         }
         eventually(

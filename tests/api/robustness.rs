@@ -80,13 +80,7 @@ async fn malformed_bodies_get_problems_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrongly_typed_secret_is_not_echoed_back() {
     let app = TestApp::spawn().await;
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": "a@b.it", "password": 987654321 }),
-        )
-        .await;
+    let res = app.try_login(&"a@b.it", &987654321).await;
     let (status, body) = problem(res).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(!body.to_string().contains("987654321"), "{body}");
@@ -227,13 +221,7 @@ async fn sec_9_a_login_burst_gets_quick_503s_and_healthz_keeps_answering() {
         "/healthz took {slowest:?}"
     );
     // The burst over, logins are served again.
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": "dopo@pec.example.it", "password": "x" }),
-        )
-        .await;
+    let res = app.try_login(&"dopo@pec.example.it", &"x").await;
     assert_eq!(res.status(), 401);
 }
 

@@ -59,13 +59,7 @@ async fn given_a_logged_mailbox_when_it_logs_in_then_a_session_and_its_row() {
         ManualClock::new(chrono::Utc::now()),
     )
     .await;
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": USER, "password": PASSWORD }),
-        )
-        .await;
+    let res = app.try_login(&USER, &PASSWORD).await;
     assert_eq!(res.status(), StatusCode::CREATED);
     app.quiesce().await;
     let (data_dir, _, _) = app.stop().await;

@@ -27,12 +27,7 @@ async fn identity(app: &TestApp) -> String {
 }
 
 async fn login(app: &TestApp) -> reqwest::Response {
-    app.post(
-        "/v1/sessions",
-        None,
-        json!({ "user_id": IDENTITY, "password": IDENTITY_PASSWORD }),
-    )
-    .await
+    app.try_login(&IDENTITY, &IDENTITY_PASSWORD).await
 }
 
 /// The code sent for `suspension`, read from the SMS sink.
@@ -109,13 +104,7 @@ async fn a_self_suspension_refuses_logins_until_its_end_and_the_scheduler_ends_i
         "{detail}"
     );
     // A wrong password is only a wrong password: the state is told after a right one.
-    let res = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": IDENTITY, "password": "Sbagliata!123" }),
-        )
-        .await;
+    let res = app.try_login(&IDENTITY, &"Sbagliata!123").await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
     // The holder heard of it at the contact address.
     eventually(StdDuration::from_secs(15), "the suspension notice", || {

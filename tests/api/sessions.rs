@@ -12,18 +12,10 @@ async fn an_unknown_user_and_a_wrong_password_get_the_same_answer() {
     app.open_mailbox("esiste@pec.example.it").await;
     let before = app.settled_head().await;
     let wrong = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": "esiste@pec.example.it", "password": "Sbagliata#1" }),
-        )
+        .try_login(&"esiste@pec.example.it", &"Sbagliata#1")
         .await;
     let unknown = app
-        .post(
-            "/v1/sessions",
-            None,
-            json!({ "user_id": "nessuno@pec.example.it", "password": "Sbagliata#1" }),
-        )
+        .try_login(&"nessuno@pec.example.it", &"Sbagliata#1")
         .await;
     let (wrong_status, wrong_body) = problem(wrong).await;
     let (unknown_status, unknown_body) = problem(unknown).await;
