@@ -185,6 +185,19 @@ async fn check(app: &TestApp, user_id: &str, scope: &str, password: &str) -> req
     .await
 }
 
+/// `times` checks of OWNER's `scope` with a wrong password, each answered `status` with the
+/// problem type `kind`.
+async fn wrong_checks(app: &TestApp, scope: &str, times: usize, status: StatusCode, kind: &str) {
+    for _ in 0..times {
+        expect_problem(
+            check(app, OWNER, scope, "wrong-wrong-wrong").await,
+            status,
+            kind,
+        )
+        .await;
+    }
+}
+
 async fn new_app_password(
     app: &TestApp,
     token: &str,
@@ -408,27 +421,27 @@ async fn an_app_password_is_checked_postponed_regenerated_and_deactivated_ap_1_t
 async fn failed_checks_are_limited_per_user_id_and_scope_sec_2() {
     let app = TestApp::spawn().await;
     let (token, _) = app.ready_mailbox(OWNER).await;
-    for _ in 0..20 {
-        expect_problem(
-            check(&app, OWNER, "mailbox", "wrong-wrong-wrong").await,
-            StatusCode::UNAUTHORIZED,
-            "app-password-denied",
-        )
-        .await;
-    }
+    wrong_checks(
+        &app,
+        "mailbox",
+        20,
+        StatusCode::UNAUTHORIZED,
+        "app-password-denied",
+    )
+    .await;
     let res = check(&app, OWNER, "mailbox", "wrong-wrong-wrong").await;
     assert!(res.headers().contains_key("retry-after"));
     expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
     // AP-7, AH-1: checks turned away leave a trace for the holder and the auditor, once a
     // minute per user id and scope however many come (from outside: none did).
-    for _ in 0..5 {
-        expect_problem(
-            check(&app, OWNER, "mailbox", "wrong-wrong-wrong").await,
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-        )
-        .await;
-    }
+    wrong_checks(
+        &app,
+        "mailbox",
+        5,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+    )
+    .await;
     app.quiesce().await;
     let turned_away = |data_dir: &std::path::Path| -> i64 {
         rusqlite::Connection::open(data_dir.join("events.db"))
@@ -502,18 +515,20 @@ async fn failed_checks_are_limited_per_user_id_and_scope_sec_2() {
 async fn a_flood_of_records_and_a_restart_do_not_reset_the_check_limit_sec_2() {
     let app = TestApp::spawn().await;
     app.ready_mailbox(OWNER).await;
-    for _ in 0..20 {
-        expect_problem(
-            check(&app, OWNER, "mailbox", "wrong-wrong-wrong").await,
-            StatusCode::UNAUTHORIZED,
-            "app-password-denied",
-        )
-        .await;
-    }
+    wrong_checks(
+        &app,
+        "mailbox",
+        20,
+        StatusCode::UNAUTHORIZED,
+        "app-password-denied",
+    )
+    .await;
     // A made-up collaborator scope brings no budget of its own.
     let made_up = format!("collaborator:{}", uuid::Uuid::now_v7());
-    expect_problem(
-        check(&app, OWNER, &made_up, "wrong-wrong-wrong").await,
+    wrong_checks(
+        &app,
+        &made_up,
+        1,
         StatusCode::TOO_MANY_REQUESTS,
         "rate-limited",
     )
@@ -535,8 +550,10 @@ async fn a_flood_of_records_and_a_restart_do_not_reset_the_check_limit_sec_2() {
     let (data_dir, _dir, clock) = app.stop().await;
     let app = TestApp::start(&data_dir, crate::helpers::file_config(), clock).await;
     for scope in ["mailbox", made_up.as_str()] {
-        expect_problem(
-            check(&app, OWNER, scope, "wrong-wrong-wrong").await,
+        wrong_checks(
+            &app,
+            scope,
+            1,
             StatusCode::TOO_MANY_REQUESTS,
             "rate-limited",
         )
