@@ -98,9 +98,12 @@ impl DeliveryKeys {
             path: dir.clone(),
             source,
         })?;
-        // SEC-7: the keys directory is its owner's alone, in a worker's data dir as in the
-        // service's (found from outside: a worker apart left it 0755).
-        restrict(keys_dir, 0o700)?;
+        // In a worker's data dir as in the service's (found from outside: a worker apart left
+        // it 0755).
+        crate::service_key::private_keys_dir(keys_dir).map_err(|source| DeliveryKeyError::Io {
+            path: keys_dir.to_path_buf(),
+            source,
+        })?;
         restrict(&dir, 0o700)?;
         Ok(Self { dir, delivers })
     }

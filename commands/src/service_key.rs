@@ -89,19 +89,21 @@ fn restrict(path: &Path) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// SEC-7: `keys_dir`, created if missing, and its owner's alone (0700) whatever the umask made
+/// it: every process that keeps a key there (the service, a worker apart) calls this.
+pub fn private_keys_dir(keys_dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(keys_dir)?;
+    fs::set_permissions(keys_dir, fs::Permissions::from_mode(0o700))
+}
+
 /// Reads the 32-byte key in `<keys_dir>/<file>` (base64), creating it from the OS's randomness
 /// on first use (mode 0600, written apart and linked into place, so two processes starting at
 /// once end up with the same key). Returns whether it was generated now.
 pub fn open_key_file(keys_dir: &Path, file: &str) -> Result<([u8; 32], bool), String> {
     let path = keys_dir.join(file);
     let describe = |e: std::io::Error| format!("{}: {e}", path.display());
-    fs::create_dir_all(keys_dir).map_err(describe)?;
-    {
-        // SEC-7: the keys' directory is its owner's alone, whatever the umask made it.
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(keys_dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("{}: {e}", keys_dir.display()))?;
-    }
+    private_keys_dir(keys_dir).map_err(|e| format!("{}: {e}", keys_dir.display()))?;
     let mut generated = false;
     if !path.exists() {
         let mut key = [0u8; 32];
