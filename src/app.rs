@@ -206,10 +206,7 @@ impl App {
         let settings = Arc::new(config.settings.clone());
         // SEC-7: only a process that delivers holds private delivery keys; a pure API node seals
         // with the public halves the delivering processes publish in the keys directory.
-        let delivers = config
-            .run_workers
-            .iter()
-            .any(|w| matches!(w, WorkerName::Mailer | WorkerName::Sms));
+        let delivers = config.run_workers.iter().any(|w| w.delivers());
         let keys_dir = config.data_dir.join(KEYS_DIR);
         let keys = if delivers {
             let keys = DeliveryKeys::open(&keys_dir).map_err(|e| component(&e))?;

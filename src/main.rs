@@ -590,7 +590,7 @@ fn worker(
         // scheduler apart making its own would publish public halves nobody can open (found
         // from outside).
         let keys_dir = config.data_dir.join(app::KEYS_DIR);
-        let keys = if matches!(name, WorkerName::Mailer | WorkerName::Sms) {
+        let keys = if name.delivers() {
             let keys = DeliveryKeys::open(&keys_dir)?;
             keys.publish(chrono::Utc::now())?;
             keys

@@ -27,6 +27,12 @@ pub enum WorkerName {
 }
 
 impl WorkerName {
+    /// Whether this worker delivers (mail, SMS): it holds the private delivery keys and
+    /// publishes their public halves (SEC-7).
+    pub fn delivers(self) -> bool {
+        matches!(self, WorkerName::Mailer | WorkerName::Sms)
+    }
+
     /// The workers `custode serve` runs unless `--workers` says otherwise.
     pub const SERVED: [WorkerName; 3] =
         [WorkerName::Mailer, WorkerName::Sms, WorkerName::Scheduler];
