@@ -24,6 +24,9 @@ fn snapshot(from: &Path, to: &Path) -> anyhow::Result<u64> {
         .to_str()
         .ok_or_else(|| anyhow::anyhow!("the backup path is not UTF-8: {}", to.display()))?;
     conn.execute("VACUUM INTO ?1", [target])?;
+    // The copy may hold a commit whose sync its writer has not yet made: made durable in the
+    // original too, so that the copy holds nothing a power cut could take from the original.
+    custode_commands::sqlite::sync_wal(&conn)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -39,7 +39,7 @@ pub struct Unrecorded;
 const BATCH: usize = 1024;
 
 enum Queued {
-    Record(ReadyAppend),
+    Record(Box<ReadyAppend>),
     /// Answered once everything queued before it is written (or has failed, loudly).
     Flush(oneshot::Sender<()>),
 }
@@ -79,7 +79,9 @@ impl AccessRecorder {
                 return Err(Unrecorded);
             }
         };
-        match tokio::time::timeout(PLACE_WAIT, self.queue.send(Queued::Record(ready))).await {
+        match tokio::time::timeout(PLACE_WAIT, self.queue.send(Queued::Record(Box::new(ready))))
+            .await
+        {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => {
                 tracing::error!(%account_id, "an access record could not be queued: its writer has stopped");
@@ -112,7 +114,7 @@ async fn write(accounts: Arc<AccountHandler>, mut queued: mpsc::Receiver<Queued>
         let mut flushes = Vec::new();
         for item in taken.drain(..) {
             match item {
-                Queued::Record(ready) => records.push(ready),
+                Queued::Record(ready) => records.push(*ready),
                 Queued::Flush(done) => flushes.push(done),
             }
         }

@@ -115,13 +115,17 @@ impl CheckpointSigner {
         }
     }
 
-    /// A checkpoint of `log`'s head as it stands.
+    /// A checkpoint of `log`'s head as it stands, on disk: the file may hold a commit whose sync
+    /// its writer has not yet made, which a power cut could take back and a later event take
+    /// the place of (a false alarm for `audit verify`), so the log is synced after the head is
+    /// read and before it is signed.
     pub fn checkpoint(&self, log: &LogReader, now: DateTime<Utc>) -> Result<Checkpoint, LogError> {
         let position = log.head()?;
         let hash = match log.hash_at(position)? {
             Some((hash, _)) => hash,
             None => crate::log::GENESIS_HASH.to_string(),
         };
+        log.sync()?;
         Ok(self.sign(position, &hash, now))
     }
 }

@@ -2,11 +2,14 @@
 //!
 //! One writer thread owns the connection that appends. Commands reach it over a channel; the
 //! writer opens a transaction, takes every request waiting (checking each one's expected
-//! versions before it writes, so a conflict spoils no neighbour), and commits them together: one fsync for many
-//! commands (group commit). Positions are assigned by the writer, so they are gap-free; every
-//! event's `hash` chains to the previous one (SHA-256 over the previous hash and the event's
-//! canonical bytes). Readers use a pool of read-only connections, and tailers wait on a `watch`
-//! of the committed head instead of polling.
+//! versions before it writes, so a conflict spoils no neighbour), and commits them together
+//! (group commit) without waiting for the disk; a syncer thread then syncs the write-ahead file
+//! once for every group committed since its last sync, and only then answers their callers and
+//! moves the head, while the writer already writes the next groups. Positions are assigned by
+//! the writer, so they are gap-free; every event's `hash` chains to the previous one (SHA-256
+//! over the previous hash and the event's canonical bytes, which the caller prepares but for
+//! the position and version). Readers use a pool of read-only connections, and tailers wait on
+//! a `watch` of the durable head instead of polling, and never read past it.
 
 use crate::canonical::to_canonical_string;
 use crate::sqlite::{open_writer, ReadPool};
@@ -104,7 +107,7 @@ pub struct Metadata {
 pub struct Committed(Option<oneshot::Receiver<Result<Vec<RecordedEvent>, LogError>>>);
 
 impl Committed {
-    /// Waits until the job is committed (or has failed).
+    /// Waits until the job is committed and on disk (or has failed).
     pub async fn wait(self) -> Result<(), LogError> {
         match self.0 {
             None => Ok(()),
@@ -117,16 +120,20 @@ impl Committed {
 pub struct ReadyAppend {
     append: StreamAppend,
     meta: Metadata,
-    payloads: Vec<String>,
+    described: Described,
+    prepared: Vec<Prepared>,
 }
 
 struct Job {
     appends: Vec<StreamAppend>,
-    /// Each event's payload as canonical text, in order across `appends`: made by the caller,
-    /// so the writer (which serialises every commit) spends none of its time on it.
-    payloads: Vec<String>,
+    /// Each event's canonical envelope but for its position and version, in order across
+    /// `appends`: made by the caller, so the writer (which serialises every commit) spends
+    /// none of its time on it.
+    prepared: Vec<Prepared>,
     /// One for every append, or one that every append shares.
     metas: Vec<Metadata>,
+    /// `metas` as stored, made by the caller.
+    described: Vec<Described>,
     reply: oneshot::Sender<Result<Vec<RecordedEvent>, LogError>>,
     /// A batch of ready appends nobody waits on ([`EventLog::enqueue_ready_soon`]): it may wait
     /// up to [`SOON_LINGER`] for company before its commit, and its events move into [`Recent`]
@@ -211,28 +218,52 @@ const WAL_AUTOCHECKPOINT: i64 = 4_000;
 impl EventLog {
     /// Opens (creating if needed) the log at `path` and starts its writer thread.
     pub fn open(path: &Path, options: &LogOptions) -> Result<Self, LogError> {
-        let synchronous = match options.synchronous {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        };
-        let conn = open_writer(path, synchronous)?;
+        // SQLite never waits on the disk at a commit: with `Synchronous::Full` the syncer
+        // thread makes each commit durable before its callers hear of it (see `Syncer`).
+        let conn = open_writer(path, "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)?;
         let tip = Tip::load(&conn)?;
+        let wal = match options.synchronous {
+            Synchronous::Full => {
+                let wal = open_wal(&conn)?;
+                // What an earlier process committed and never synced (it was killed between
+                // its commit and its sync) is still in the page cache: made durable before any
+                // reader or caller of this one can see it.
+                wal.sync_data().map_err(|e| {
+                    LogError::Store(format!("cannot sync the log's write-ahead file: {e}"))
+                })?;
+                Some(wal)
+            }
+            Synchronous::Normal => None,
+        };
         let (head_tx, head_rx) = watch::channel(tip.position);
         let (jobs_tx, jobs_rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let versions = Arc::new(StreamVersions::default());
         let recent = Arc::new(Recent::default());
+        let (durable_tx, durable_rx) = std::sync::mpsc::channel();
+        let unsynced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let syncer = Syncer {
+            wal,
+            head: head_tx,
+            recent: recent.clone(),
+            unsynced: unsynced.clone(),
+        };
         let writer = Writer {
             conn,
             tip,
-            head: head_tx,
+            durable: durable_tx,
+            unsynced,
+            cut_groups: options.synchronous == Synchronous::Full,
             stats: stats.clone(),
             versions: versions.clone(),
-            recent: recent.clone(),
             retry: std::collections::VecDeque::new(),
         };
+        std::thread::Builder::new()
+            .name("custode-log-syncer".into())
+            .spawn(move || syncer.run(durable_rx))
+            .map_err(|e| LogError::Store(format!("cannot start the log syncer: {e}")))?;
         std::thread::Builder::new()
             .name("custode-log-writer".into())
             .spawn(move || writer.run(jobs_rx))
@@ -262,12 +293,18 @@ impl EventLog {
         appends: Vec<StreamAppend>,
         meta: Metadata,
     ) -> Result<Vec<RecordedEvent>, LogError> {
-        let payloads = appends
+        let described = Described::of(&meta);
+        let prepared = appends
             .iter()
-            .flat_map(|a| &a.events)
-            .map(|e| to_canonical_string(&e.payload))
+            .flat_map(|a| {
+                a.events
+                    .iter()
+                    .map(|e| Prepared::of(&a.stream, e, &meta, &described))
+            })
             .collect();
-        let answer = self.enqueue(appends, payloads, vec![meta], false).await?;
+        let answer = self
+            .enqueue(appends, prepared, vec![meta], vec![described], false)
+            .await?;
         answer.await.map_err(|_| LogError::Closed)?
     }
 
@@ -275,15 +312,17 @@ impl EventLog {
     /// text now, by its caller, rather than when the batch it joins is sent. Its stream must be
     /// appended at its end (`ANY_VERSION`): a batch is written whole or not at all.
     pub fn ready(append: StreamAppend, meta: Metadata) -> ReadyAppend {
-        let payloads = append
+        let described = Described::of(&meta);
+        let prepared = append
             .events
             .iter()
-            .map(|e| to_canonical_string(&e.payload))
+            .map(|e| Prepared::of(&append.stream, e, &meta, &described))
             .collect();
         ReadyAppend {
             append,
             meta,
-            payloads,
+            described,
+            prepared,
         }
     }
 
@@ -317,13 +356,17 @@ impl EventLog {
         }
         let mut appends = Vec::with_capacity(ready.len());
         let mut metas = Vec::with_capacity(ready.len());
-        let mut payloads = Vec::with_capacity(ready.len());
+        let mut described = Vec::with_capacity(ready.len());
+        let mut prepared = Vec::with_capacity(ready.len());
         for one in ready {
             appends.push(one.append);
             metas.push(one.meta);
-            payloads.extend(one.payloads);
+            described.push(one.described);
+            prepared.extend(one.prepared);
         }
-        let answer = self.enqueue(appends, payloads, metas, true).await?;
+        let answer = self
+            .enqueue(appends, prepared, metas, described, true)
+            .await?;
         Ok(Committed(Some(answer)))
     }
 
@@ -331,8 +374,9 @@ impl EventLog {
     async fn enqueue(
         &self,
         appends: Vec<StreamAppend>,
-        payloads: Vec<String>,
+        prepared: Vec<Prepared>,
         metas: Vec<Metadata>,
+        described: Vec<Described>,
         batch: bool,
     ) -> Result<oneshot::Receiver<Result<Vec<RecordedEvent>, LogError>>, LogError> {
         if metas.is_empty() || (metas.len() != 1 && metas.len() != appends.len()) {
@@ -345,8 +389,9 @@ impl EventLog {
             .jobs
             .send(Job {
                 appends,
-                payloads,
+                prepared,
                 metas,
+                described,
                 reply,
                 batch,
             })
@@ -372,12 +417,13 @@ impl EventLog {
         self.inner.versions.get(stream)
     }
 
-    /// The position of the last committed event (0 for an empty log).
+    /// The position of the last event on disk (0 for an empty log): committed and synced
+    /// (see `Syncer`). The file may already hold a few more, whose sync is under way.
     pub fn head(&self) -> u64 {
         *self.inner.head.borrow()
     }
 
-    /// A receiver that changes whenever new events are committed.
+    /// A receiver of [`EventLog::head`], which changes whenever new events are on disk.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.head.clone()
     }
@@ -385,10 +431,6 @@ impl EventLog {
     /// Every event of `stream`, in version order.
     pub async fn read_stream(&self, stream: &str) -> Result<Vec<RecordedEvent>, LogError> {
         self.read_stream_after(stream, 0).await
-    }
-
-    pub fn read_stream_blocking(&self, stream: &str) -> Result<Vec<RecordedEvent>, LogError> {
-        self.read_stream_after_blocking(stream, 0)
     }
 
     /// The events of `stream` past `version`, in version order: what a handler whose cached
@@ -401,17 +443,31 @@ impl EventLog {
     ) -> Result<Vec<RecordedEvent>, LogError> {
         let this = self.clone();
         let stream = stream.to_string();
-        tokio::task::spawn_blocking(move || this.read_stream_after_blocking(&stream, version))
-            .await
-            .map_err(|e| LogError::Store(e.to_string()))?
+        let events = tokio::task::spawn_blocking(move || {
+            this.inner.reader.read_stream_after(&stream, version)
+        })
+        .await
+        .map_err(|e| LogError::Store(e.to_string()))??;
+        self.once_durable(events).await
     }
 
-    pub fn read_stream_after_blocking(
+    /// `events`, once the last of them is on disk: a read of the file may meet a commit whose
+    /// sync is still under way (a fraction of a millisecond), and nothing is decided or
+    /// answered on an event a power cut could still take back.
+    async fn once_durable(
         &self,
-        stream: &str,
-        version: u64,
+        events: Vec<RecordedEvent>,
     ) -> Result<Vec<RecordedEvent>, LogError> {
-        self.inner.reader.read_stream_after(stream, version)
+        let Some(last) = events.iter().map(|e| e.position).max() else {
+            return Ok(events);
+        };
+        if last > self.head() {
+            self.subscribe()
+                .wait_for(|head| *head >= last)
+                .await
+                .map_err(|_| LogError::Closed)?;
+        }
+        Ok(events)
     }
 
     /// The last `limit` events of `stream`, newest first (an indexed read on `(stream,
@@ -436,7 +492,7 @@ impl EventLog {
         let stream = stream.to_string();
         let limit = i64::try_from(limit).map_err(|e| LogError::Store(e.to_string()))?;
         let version = i64::try_from(version).map_err(|e| LogError::Store(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
+        let events = tokio::task::spawn_blocking(move || {
             this.inner.reader.with(|conn| {
                 query_events(
                     conn,
@@ -448,7 +504,8 @@ impl EventLog {
             })
         })
         .await
-        .map_err(|e| LogError::Store(e.to_string()))?
+        .map_err(|e| LogError::Store(e.to_string()))??;
+        self.once_durable(events).await
     }
 
     fn stored_from(&self, position: u64, limit: usize) -> Result<Vec<Stored>, LogError> {
@@ -471,7 +528,19 @@ impl EventLog {
         if let Some(events) = self.inner.recent.after(position, limit) {
             return Ok(events);
         }
-        self.inner.reader.read_from(position, limit)
+        match self.durable_limit(position, limit) {
+            0 => Ok(Vec::new()),
+            limit => self.inner.reader.read_from(position, limit),
+        }
+    }
+
+    /// `limit`, cut so that a read after `position` stops at the head: the log's tail is read
+    /// only as far as its disk has confirmed (see `Syncer`), so no read model, relay or worker
+    /// acts on an event a power cut could still take back.
+    fn durable_limit(&self, position: u64, limit: usize) -> usize {
+        usize::try_from(self.head().saturating_sub(position))
+            .unwrap_or(usize::MAX)
+            .min(limit)
     }
 
     /// Up to `limit` events after `position` as the relay sends them: each one's canonical
@@ -484,6 +553,10 @@ impl EventLog {
         position: u64,
         limit: usize,
     ) -> Result<Vec<WireEvent>, LogError> {
+        let limit = self.durable_limit(position, limit);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         self.stored_from(position, limit)?
             .into_iter()
             .map(Stored::into_wire)
@@ -544,6 +617,18 @@ pub struct LogReader {
 }
 
 impl LogReader {
+    /// Makes every transaction committed in the log so far durable, whichever process
+    /// committed it (see [`crate::sqlite::sync_wal`]): for what reads the log beside its writer
+    /// and hands on what it read as final (a signed checkpoint), so that it never names an
+    /// event whose sync the writer has not yet made.
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.with(|conn| {
+            crate::sqlite::sync_wal(conn).map_err(|e| {
+                LogError::Store(format!("cannot sync the log's write-ahead file: {e}"))
+            })
+        })
+    }
+
     /// Opens the log at `path` for reading only; it must exist and hold the events table.
     pub fn open(path: &Path) -> Result<Self, LogError> {
         if !path.exists() {
@@ -1021,19 +1106,22 @@ impl Stored {
 
     /// The canonical envelope with `payload` (canonical text) in place of the stored one.
     fn canonical_with(&self, payload: &str) -> String {
+        let origin = Origin {
+            event_id: &self.event_id,
+            occurred_at: &self.occurred_at,
+            actor_kind: &self.actor_kind,
+            actor_id: self.actor_id.as_deref(),
+            correlation_id: &self.correlation_id,
+            causation_id: &self.causation_id,
+        };
         canonical_envelope(
-            self.position,
-            &self.event_id,
-            &self.stream,
-            self.version,
-            &self.event_type,
-            self.schema_version,
-            &self.occurred_at,
-            &self.actor_kind,
-            self.actor_id.as_deref(),
-            &self.correlation_id,
-            &self.causation_id,
+            &origin,
             payload,
+            self.position,
+            self.schema_version,
+            &self.stream,
+            &self.event_type,
+            self.version,
         )
     }
 
@@ -1097,51 +1185,126 @@ impl Stored {
 /// `causation_id`, `correlation_id`, `event_id`, `occurred_at`, `payload`, `position`,
 /// `schema_version`, `stream`, `type`, `version`), no white space, `actor` as
 /// `{"id":…,"kind":…}` with a null id when there is none, and the payload spliced in as the
-/// canonical text it is stored as. Written directly: this runs once per appended event.
-#[allow(clippy::too_many_arguments)]
+/// canonical text it is stored as. Made of the pieces [`canonical_head`] and
+/// [`canonical_middle`] with the two numbers between them, as the writer hashes them.
 fn canonical_envelope(
-    position: u64,
-    event_id: &str,
-    stream: &str,
-    version: u64,
-    event_type: &str,
-    schema_version: u32,
-    occurred_at: &str,
-    actor_kind: &str,
-    actor_id: Option<&str>,
-    correlation_id: &str,
-    causation_id: &str,
+    origin: &Origin<'_>,
     payload: &str,
+    position: u64,
+    schema_version: u32,
+    stream: &str,
+    event_type: &str,
+    version: u64,
 ) -> String {
     use std::fmt::Write;
-    // Written straight into one buffer, keys in order: the writer makes one per event.
-    let mut out = String::with_capacity(256 + payload.len() + stream.len());
+    let (mut out, _) = canonical_head(origin, payload);
+    let _ = write!(out, r#","position":{position}"#);
+    out.push_str(&canonical_middle(schema_version, stream, event_type));
+    let _ = write!(out, r#","version":{version}}}"#);
+    out
+}
+
+/// The fields of an envelope that its canonical bytes hold before the payload, as stored.
+struct Origin<'a> {
+    event_id: &'a str,
+    occurred_at: &'a str,
+    actor_kind: &'a str,
+    actor_id: Option<&'a str>,
+    correlation_id: &'a str,
+    causation_id: &'a str,
+}
+
+/// The canonical envelope up to its payload (included), and where the payload starts in it.
+fn canonical_head(origin: &Origin<'_>, payload: &str) -> (String, usize) {
+    let mut out = String::with_capacity(256 + payload.len());
     out.push_str(r#"{"actor":{"id":"#);
-    match actor_id {
+    match origin.actor_id {
         Some(id) => push_json_string(&mut out, id),
         None => out.push_str("null"),
     }
     out.push_str(r#","kind":"#);
-    push_json_string(&mut out, actor_kind);
+    push_json_string(&mut out, origin.actor_kind);
     out.push_str(r#"},"causation_id":"#);
-    push_json_string(&mut out, causation_id);
+    push_json_string(&mut out, origin.causation_id);
     out.push_str(r#","correlation_id":"#);
-    push_json_string(&mut out, correlation_id);
+    push_json_string(&mut out, origin.correlation_id);
     out.push_str(r#","event_id":"#);
-    push_json_string(&mut out, event_id);
+    push_json_string(&mut out, origin.event_id);
     out.push_str(r#","occurred_at":"#);
-    push_json_string(&mut out, occurred_at);
+    push_json_string(&mut out, origin.occurred_at);
     out.push_str(r#","payload":"#);
+    let payload_at = out.len();
     out.push_str(payload);
-    let _ = write!(
-        out,
-        r#","position":{position},"schema_version":{schema_version},"stream":"#
-    );
+    (out, payload_at)
+}
+
+/// The canonical envelope between its position and its version.
+fn canonical_middle(schema_version: u32, stream: &str, event_type: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(64 + stream.len() + event_type.len());
+    let _ = write!(out, r#","schema_version":{schema_version},"stream":"#);
     push_json_string(&mut out, stream);
     out.push_str(r#","type":"#);
     push_json_string(&mut out, event_type);
-    let _ = write!(out, r#","version":{version}}}"#);
     out
+}
+
+/// An event's canonical envelope but for its position and version, made by the caller.
+struct Prepared {
+    /// See [`canonical_head`].
+    head: String,
+    /// Where the payload's canonical text (the stored column) starts in `head`.
+    payload_at: usize,
+    /// See [`canonical_middle`].
+    middle: String,
+    event_id: String,
+}
+
+impl Prepared {
+    fn of(stream: &str, event: &NewEvent, meta: &Metadata, described: &Described) -> Self {
+        let event_id = event.event_id.to_string();
+        let origin = Origin {
+            event_id: &event_id,
+            occurred_at: &described.occurred_at,
+            actor_kind: meta.actor.kind.as_str(),
+            actor_id: meta.actor.id.as_deref(),
+            correlation_id: &described.correlation_id,
+            causation_id: &described.causation_id,
+        };
+        let (head, payload_at) = canonical_head(&origin, &to_canonical_string(&event.payload));
+        Self {
+            head,
+            payload_at,
+            middle: canonical_middle(event.schema_version, stream, &event.event_type),
+            event_id,
+        }
+    }
+
+    /// The payload's canonical text.
+    fn payload(&self) -> &str {
+        self.head.get(self.payload_at..).unwrap_or_default()
+    }
+
+    /// The chain hash of this event at `position` and `version` after `prev`: the same as
+    /// [`chain_hash`] of its [`canonical_envelope`], hashed piece by piece.
+    fn chain_hash(&self, prev: &str, position: u64, version: u64) -> String {
+        use std::io::Write;
+        let mut hasher = Sha256::new();
+        hasher.update(prev.as_bytes());
+        hasher.update(b"\n");
+        hasher.update(self.head.as_bytes());
+        let mut number = [0u8; 40];
+        let mut digits = |hasher: &mut Sha256, key: &str, n: u64, last: &[u8]| {
+            let mut cursor = std::io::Cursor::new(&mut number[..]);
+            let _ = write!(cursor, r#","{key}":{n}"#);
+            let len = usize::try_from(cursor.position()).unwrap_or(0);
+            hasher.update(number.get(..len).unwrap_or_default());
+            hasher.update(last);
+        };
+        digits(&mut hasher, "position", position, self.middle.as_bytes());
+        digits(&mut hasher, "version", version, b"}");
+        hex(&hasher.finalize())
+    }
 }
 
 /// Appends `s` to `out` as [`json_string`] writes it.
@@ -1225,10 +1388,15 @@ impl Tip {
 struct Writer {
     conn: Connection,
     tip: Tip,
-    head: watch::Sender<u64>,
+    /// Committed groups, to the syncer.
+    durable: std::sync::mpsc::Sender<Durable>,
+    /// Groups sent to the syncer and not yet answered.
+    unsynced: Arc<std::sync::atomic::AtomicUsize>,
+    /// Whether a group is cut for the syncer (see [`GROUP_SLICE`]): with `Synchronous::Full`,
+    /// when there is a sync to overlap.
+    cut_groups: bool,
     stats: Arc<WriterStats>,
     versions: Arc<StreamVersions>,
-    recent: Arc<Recent>,
     /// Batches of access records the disk could not take, tried again (oldest first).
     retry: std::collections::VecDeque<Job>,
 }
@@ -1441,7 +1609,8 @@ impl Writer {
             }
         };
         let mut tip = self.tip.clone();
-        let linger_until = std::time::Instant::now() + SOON_LINGER;
+        let opened = std::time::Instant::now();
+        let linger_until = opened + SOON_LINGER;
         // Streams' versions as this group has written them so far.
         let mut written: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
         let mut lingering = source == Source::Queue;
@@ -1460,7 +1629,14 @@ impl Writer {
                     break;
                 }
             }
-            if done.len() < MAX_GROUP {
+            // A group that has been filling for a while is cut as soon as the disk is idle, so
+            // that its sync starts while the next group fills (see `Syncer`).
+            let cut = self.cut_groups
+                && source == Source::Queue
+                && !lingering
+                && self.unsynced.load(std::sync::atomic::Ordering::Acquire) == 0
+                && opened.elapsed() >= GROUP_SLICE;
+            if done.len() < MAX_GROUP && !cut {
                 next = match source {
                     Source::Queue => next_new(&mut self.retry, jobs),
                     Source::Held => self.retry.pop_front(),
@@ -1489,21 +1665,18 @@ impl Writer {
                 let batches: Vec<bool> = done.iter().map(|(job, _)| job.batch).collect();
                 replies.extend(done.into_iter().map(|(job, result)| (job.reply, result)));
                 self.versions.committed(&replies);
-                let mut fresh = Vec::new();
-                for ((_, result), batch) in replies.iter_mut().zip(&batches) {
-                    if let Ok(events) = result {
-                        if *batch {
-                            fresh.append(events);
-                        } else {
-                            fresh.extend(events.iter().cloned());
-                        }
-                    }
-                }
-                self.recent.committed(fresh);
-                self.head.send_replace(self.tip.position);
                 use std::sync::atomic::Ordering::Relaxed;
                 self.stats.commits.fetch_add(1, Relaxed);
                 self.stats.jobs.fetch_add(replies.len() as u64, Relaxed);
+                // Answered by the syncer once the commit is on disk. Should it be gone (it
+                // never stops before the writer), the callers hear that the log is closed.
+                self.unsynced
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                let _ = self.durable.send(Durable {
+                    position: self.tip.position,
+                    batches,
+                    replies: std::mem::take(&mut replies),
+                });
             }
             Err(err) => {
                 self.tip = start_tip;
@@ -1526,6 +1699,94 @@ impl Writer {
             }
         }
         replies
+    }
+}
+
+/// The write-ahead file of the log `conn` has open (see [`crate::sqlite::wal_path`]). It exists
+/// from the connection's first read on, and SQLite deletes it only when the last connection
+/// closes: the writer's stays open as long as the log.
+fn open_wal(conn: &Connection) -> Result<std::fs::File, LogError> {
+    let path = crate::sqlite::wal_path(conn)
+        .ok_or_else(|| LogError::Store("the log is not a file".into()))?;
+    std::fs::File::open(path)
+        .map_err(|e| LogError::Store(format!("cannot open the log's write-ahead file: {e}")))
+}
+
+/// How long a group fills before it is cut when the disk is idle: long enough that a closed
+/// loop of a few callers (who come back within a few tens of microseconds of their answers)
+/// keeps to one group a sync, short enough that many callers' groups take turns with the disk.
+const GROUP_SLICE: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// A committed group on its way to its callers.
+struct Durable {
+    /// The log's position after it.
+    position: u64,
+    /// Whether each reply is a batch's, whose events go to [`Recent`] uncopied (nobody waits
+    /// on them); the others' are copied there, here rather than on the writer's path.
+    batches: Vec<bool>,
+    replies: Vec<Reply>,
+}
+
+impl Durable {
+    /// Its events, for [`Recent`].
+    fn fresh(&mut self) -> Vec<RecordedEvent> {
+        let mut fresh = Vec::new();
+        for ((_, result), batch) in self.replies.iter_mut().zip(&self.batches) {
+            if let Ok(events) = result {
+                if *batch {
+                    fresh.append(events);
+                } else {
+                    fresh.extend(events.iter().cloned());
+                }
+            }
+        }
+        fresh
+    }
+}
+
+/// Makes commits durable off the writer's path: SQLite commits without waiting on the disk,
+/// and this thread syncs the write-ahead file (what `synchronous=FULL` does inside each commit)
+/// for every group committed since its last sync at once, then answers their callers and shows
+/// their events to the log's readers. Meanwhile the writer is already writing the next groups,
+/// so the disk's wait no longer stands between one group and the next. Nothing is answered, or
+/// seen by a reader of the log's tail (projector, relay, workers), before it is on disk.
+struct Syncer {
+    /// The write-ahead file, with `Synchronous::Full`; `None` leaves syncing to checkpoints.
+    wal: Option<std::fs::File>,
+    head: watch::Sender<u64>,
+    recent: Arc<Recent>,
+    unsynced: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Syncer {
+    fn run(self, groups: std::sync::mpsc::Receiver<Durable>) {
+        while let Ok(first) = groups.recv() {
+            let mut ready = vec![first];
+            ready.extend(groups.try_iter());
+            let answered = ready.len();
+            if let Some(wal) = &self.wal {
+                if let Err(error) = wal.sync_data() {
+                    // Committed, visible in the file, and perhaps not on disk: Linux may have
+                    // dropped the pages it could not write, so a second sync that succeeds
+                    // proves nothing, and a caller told "failed" might find its events there
+                    // after all. The process stops, unanswered, as PostgreSQL does; a restart
+                    // syncs the write-ahead file again before anyone reads it (or fails to
+                    // start, which says the disk is failing).
+                    tracing::error!(%error, "the log's disk did not confirm a commit: the process stops");
+                    std::process::abort();
+                }
+            }
+            for mut group in ready {
+                self.recent.committed(group.fresh());
+                self.head.send_replace(group.position);
+                for (reply, result) in group.replies {
+                    // The caller may have gone away; its events are committed all the same.
+                    let _ = reply.send(result);
+                }
+            }
+            self.unsynced
+                .fetch_sub(answered, std::sync::atomic::Ordering::AcqRel);
+        }
     }
 }
 
@@ -1722,8 +1983,7 @@ fn write_events(
 ) -> Result<Vec<RecordedEvent>, LogError> {
     let mut recorded = Vec::new();
     let mut failed = None;
-    let mut payloads = job.payloads.iter();
-    let described: Vec<Described> = job.metas.iter().map(Described::of).collect();
+    let mut prepared = job.prepared.iter();
     let mut insert = conn.prepare_cached(
         "INSERT INTO events (position, event_id, stream, version, type, schema_version, occurred_at, \
          actor_kind, actor_id, correlation_id, causation_id, payload, hash) \
@@ -1732,7 +1992,7 @@ fn write_events(
     'appends: for (index, (append, &actual)) in job.appends.iter_mut().zip(versions).enumerate() {
         // One metadata for every append, or one each.
         let which = if job.metas.len() == 1 { 0 } else { index };
-        let (Some(meta), Some(d)) = (job.metas.get(which), described.get(which)) else {
+        let (Some(meta), Some(d)) = (job.metas.get(which), job.described.get(which)) else {
             failed = Some(LogError::Store("an append without its metadata".into()));
             break;
         };
@@ -1747,29 +2007,15 @@ fn write_events(
         for (i, event) in append.events.iter_mut().enumerate() {
             let position = tip.position + 1;
             let version = actual + 1 + i as u64;
-            let event_id = event.event_id.to_string();
-            let Some(payload) = payloads.next() else {
+            let Some(prepared) = prepared.next() else {
                 failed = Some(LogError::Store("a job without its payload text".into()));
                 break 'appends;
             };
-            let canonical = canonical_envelope(
-                position,
-                &event_id,
-                &append.stream,
-                version,
-                &event.event_type,
-                event.schema_version,
-                occurred_at,
-                actor_kind,
-                meta.actor.id.as_deref(),
-                correlation_id,
-                causation_id,
-                payload,
-            );
-            let hash = chain_hash(&tip.hash, &canonical);
+            let payload = prepared.payload();
+            let hash = prepared.chain_hash(&tip.hash, position, version);
             let inserted = insert.execute(params![
                 position,
-                event_id,
+                prepared.event_id,
                 append.stream,
                 version,
                 event.event_type,

@@ -50,6 +50,27 @@ pub fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// The write-ahead file of the database `conn` has open, as SQLite names it (beside the file
+/// the path resolves to); `None` for a database in memory.
+pub fn wal_path(conn: &Connection) -> Option<String> {
+    conn.path()
+        .filter(|p| !p.is_empty())
+        .map(|main| format!("{main}-wal"))
+}
+
+/// Syncs the write-ahead file of the database `conn` has open, if it has one: every
+/// transaction committed in it, by any process, is then on disk.
+pub fn sync_wal(conn: &Connection) -> std::io::Result<()> {
+    let Some(path) = wal_path(conn) else {
+        return Ok(());
+    };
+    match std::fs::File::open(path) {
+        Ok(file) => file.sync_data(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Read-only connections, opened on demand and kept for reuse.
 pub struct ReadPool {
     path: PathBuf,

@@ -188,6 +188,47 @@ async fn the_chain_survives_a_reopen_and_names_the_first_tampered_event() {
 }
 
 #[tokio::test]
+async fn nothing_past_the_head_its_disk_has_confirmed_is_read_or_decided_on() {
+    let (dir, log) = open_temp();
+    for n in 0..3 {
+        log.append(one("a-1", n, n), meta()).await.unwrap();
+    }
+    assert_eq!(log.head(), 3);
+    // A commit whose sync is still under way: in the file, past the head.
+    let raw = rusqlite::Connection::open(dir.path().join("events.db")).unwrap();
+    raw.execute(
+        "INSERT INTO events SELECT position + 1, ?1, stream, version + 1, type, \
+         schema_version, occurred_at, actor_kind, actor_id, correlation_id, causation_id, payload, \
+         hash FROM events WHERE position = 3",
+        [Uuid::now_v7().to_string()],
+    )
+    .unwrap();
+    assert_eq!(log.head(), 3);
+    assert_eq!(log.durable_limit(0, 10), 3);
+    assert_eq!(log.durable_limit(1, 1), 1);
+    assert_eq!(log.durable_limit(3, 10), 0);
+    // The tailing readers (projector, relay, workers) stop at the head, from memory or file.
+    assert_eq!(log.read_from_blocking(0, 100).unwrap().len(), 3);
+    assert!(log.read_from_blocking(3, 100).unwrap().is_empty());
+    assert_eq!(log.read_wire_from_blocking(1, 100).unwrap().len(), 2);
+    assert!(log.read_wire_from_blocking(3, 100).unwrap().is_empty());
+    // A handler's reads wait for the sync rather than decide on what it may lose.
+    let wait = std::time::Duration::from_millis(300);
+    assert!(tokio::time::timeout(wait, log.read_stream("a-1"))
+        .await
+        .is_err());
+    assert!(tokio::time::timeout(wait, log.read_stream_tail("a-1", 10))
+        .await
+        .is_err());
+    // What is on disk is read at once.
+    let before = tokio::time::timeout(wait, log.read_stream_tail_before("a-1", 4, 10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(before.len(), 3);
+}
+
+#[tokio::test]
 async fn events_cannot_be_updated_or_deleted() {
     let (dir, log) = open_temp();
     log.append(one("a-1", 0, 1), meta()).await.unwrap();
@@ -217,19 +258,22 @@ async fn reading_from_a_position_pages_in_order_and_tailers_are_woken() {
 #[test]
 fn the_canonical_envelope_is_canonical_json_of_the_envelope() {
     let payload = to_canonical_string(&json!({ "b": [1, "x\"y"], "a": null }));
+    let origin = |actor_kind, actor_id| Origin {
+        event_id: "e-1",
+        occurred_at: "2026-01-01T00:00:00.000000Z",
+        actor_kind,
+        actor_id,
+        correlation_id: "c-1",
+        causation_id: "k-1",
+    };
     let direct = canonical_envelope(
-        7,
-        "e-1",
-        "account-1",
-        3,
-        "Tested",
-        1,
-        "2026-01-01T00:00:00.000000Z",
-        "holder",
-        Some("h\"1"),
-        "c-1",
-        "k-1",
+        &origin("holder", Some("h\"1")),
         &payload,
+        7,
+        1,
+        "account-1",
+        "Tested",
+        3,
     );
     let via_value = to_canonical_string(&json!({
         "position": 7, "event_id": "e-1", "stream": "account-1", "version": 3, "type": "Tested",
@@ -238,8 +282,56 @@ fn the_canonical_envelope_is_canonical_json_of_the_envelope() {
         "payload": { "b": [1, "x\"y"], "a": null },
     }));
     assert_eq!(direct, via_value);
-    let anonymous = canonical_envelope(1, "e", "s", 1, "T", 1, "t", "system", None, "c", "k", "{}");
+    let anonymous = canonical_envelope(&origin("system", None), "{}", 1, 1, "s", "T", 1);
     assert!(anonymous.starts_with(r#"{"actor":{"id":null,"kind":"system"}"#));
+}
+
+mod prepared {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The writer hashes an event's envelope in pieces around its position and version,
+        /// never building it: the hash is the chain hash of the whole envelope, whatever the
+        /// stream, type, actor or payload hold (quotes, backslashes, control characters).
+        #[test]
+        fn the_hash_in_pieces_is_the_hash_of_the_whole_envelope(
+            stream in "\\PC{0,20}",
+            event_type in "[A-Za-z\"\\\u{1}]{0,12}",
+            actor_id in prop::option::of("\\PC{0,12}"),
+            text in "\\PC{0,30}",
+            position in any::<u64>(),
+            version in any::<u64>(),
+            schema_version in any::<u32>(),
+        ) {
+            let meta = Metadata {
+                actor: Actor { kind: custode_domain::ActorKind::Holder, id: actor_id },
+                ..meta()
+            };
+            let described = Described::of(&meta);
+            let event = NewEvent {
+                event_id: Uuid::now_v7(),
+                event_type,
+                schema_version,
+                payload: json!({ "text": text, "n": position }),
+            };
+            let prepared = Prepared::of(&stream, &event, &meta, &described);
+            // Canonical JSON of the whole envelope, made another way: through a JSON value.
+            let whole = to_canonical_string(&json!({
+                "position": position, "event_id": event.event_id, "stream": stream,
+                "version": version, "type": event.event_type, "schema_version": schema_version,
+                "occurred_at": described.occurred_at,
+                "actor": { "kind": meta.actor.kind.as_str(), "id": meta.actor.id },
+                "correlation_id": meta.correlation_id, "causation_id": meta.causation_id,
+                "payload": event.payload,
+            }));
+            prop_assert_eq!(prepared.payload(), to_canonical_string(&event.payload));
+            prop_assert_eq!(
+                prepared.chain_hash(GENESIS_HASH, position, version),
+                chain_hash(GENESIS_HASH, &whole)
+            );
+        }
+    }
 }
 
 #[tokio::test]
