@@ -187,8 +187,7 @@ impl App {
             },
         )
         .map_err(|e| component(&e))?;
-        let models =
-            ReadModels::open(&config.data_dir.join(READ_MODELS_FILE)).map_err(|e| component(&e))?;
+        let models = open_read_models(&config.data_dir.join(READ_MODELS_FILE))?;
         let check_facts = Arc::new(custode_projections::accounts::FactsCache::default());
         let views = Arc::new(crate::http::Views::default());
         let projector = custode_workers::projector::spawn(
@@ -509,6 +508,7 @@ pub fn replay(
     } else {
         custode_projections::Durability::Rebuild
     };
+    private_read_models(&file)?;
     let mut models =
         ReadModels::open_with(&file, projections, durability).map_err(|e| component(&e))?;
     let head = match options.until {
@@ -527,6 +527,20 @@ pub fn replay(
         })?;
     }
     Ok(position)
+}
+
+/// The read models at `path`, private to their owner (see
+/// [`custode_commands::sqlite::private_database`]).
+fn open_read_models(path: &Path) -> Result<ReadModels, StartError> {
+    private_read_models(path)?;
+    ReadModels::open(path).map_err(|e| StartError::Component(e.to_string()))
+}
+
+fn private_read_models(path: &Path) -> Result<(), StartError> {
+    custode_commands::sqlite::private_database(path).map_err(|source| StartError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Events per read and per read-model transaction in a replay.

@@ -30,7 +30,38 @@ pub fn wait_in_short_steps(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// A read-write connection in WAL mode with the given `synchronous` level.
+/// Makes the SQLite database at `path` readable and writable by its owner only, creating it
+/// empty if it is missing: the files hold password hashes, sealed secrets and personal data.
+/// SQLite gives the `-wal` and `-shm` files it creates beside it the same mode; those an
+/// earlier version left open to others are closed here too.
+pub fn private_database(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{}{suffix}", path.display());
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn open_writer(path: &Path, synchronous: &str) -> rusqlite::Result<Connection> {
+    private_database(path).map_err(|e| {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!("cannot make {} private: {e}", path.display())),
+        )
+    })?;
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -103,5 +134,47 @@ impl ReadPool {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn databases_are_their_owners_alone_new_or_left_open_by_an_earlier_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        // A new one.
+        let fresh = dir.path().join("fresh.db");
+        let conn = open_writer(&fresh, "FULL").unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        assert_eq!(mode(&fresh), 0o600);
+        assert_eq!(mode(Path::new(&wal_path(&conn).unwrap())), 0o600);
+        drop(conn);
+        // One an earlier version made readable by all, with its write-ahead files.
+        let old = dir.path().join("old.db");
+        let conn = Connection::open(&old).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{}{suffix}", old.display());
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        private_database(&old).unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            assert_eq!(
+                mode(Path::new(&format!("{}{suffix}", old.display()))),
+                0o600
+            );
+        }
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
     }
 }

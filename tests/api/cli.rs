@@ -61,6 +61,25 @@ async fn the_served_binary_survives_bad_input_and_its_log_verifies() {
         std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777,
         0o700
     );
+    // And so is every SQLite file in it, whatever the umask: hashes, sealed secrets, personal
+    // data.
+    let private_databases = |dir: &std::path::Path| {
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.contains(".db") {
+                let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{name} is {mode:o}");
+                seen.push(name);
+            }
+        }
+        seen
+    };
+    let seen = private_databases(dir.path());
+    for name in ["events.db", "events.db-wal", "read.db", "workers.db"] {
+        assert!(seen.iter().any(|s| s == name), "{name} not in {seen:?}");
+    }
 
     // SIGTERM (a service manager's stop) ends the process cleanly.
     let mut served = served;
@@ -93,6 +112,7 @@ async fn the_served_binary_survives_bad_input_and_its_log_verifies() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("chain intact: 5 events verified"));
 
     run_custode_ok(dir.path(), &["replay"]);
+    assert!(private_databases(dir.path()).contains(&"read.db".to_string()));
 
     // Tampering with an event is named by position.
     let raw = rusqlite::Connection::open(dir.path().join("events.db")).unwrap();

@@ -57,6 +57,8 @@ CREATE INDEX IF NOT EXISTS deadlines_due ON deadlines (state, due_ms);
 /// Opens a connection to the store at `dir/workers.db`, creating the tables.
 pub fn open(dir: &Path) -> Result<Connection, WorkerError> {
     let path = dir.join(STORE_FILE);
+    custode_commands::sqlite::private_database(&path)
+        .map_err(|e| WorkerError::Other(format!("cannot make {} private: {e}", path.display())))?;
     let conn = Connection::open(&path)?;
     custode_commands::sqlite::wait_in_short_steps(&conn)?;
     // FULL: a JetStream message is acknowledged once the outbox row it queued is committed, so
