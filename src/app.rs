@@ -187,7 +187,9 @@ impl App {
             },
         )
         .map_err(|e| component(&e))?;
-        let models = open_read_models(&config.data_dir.join(READ_MODELS_FILE))?;
+        let read_models = config.data_dir.join(READ_MODELS_FILE);
+        private_read_models(&read_models)?;
+        let models = ReadModels::open(&read_models).map_err(|e| component(&e))?;
         let check_facts = Arc::new(custode_projections::accounts::FactsCache::default());
         let views = Arc::new(crate::http::Views::default());
         let projector = custode_workers::projector::spawn(
@@ -529,13 +531,8 @@ pub fn replay(
     Ok(position)
 }
 
-/// The read models at `path`, private to their owner (see
-/// [`custode_commands::sqlite::private_database`]).
-fn open_read_models(path: &Path) -> Result<ReadModels, StartError> {
-    private_read_models(path)?;
-    ReadModels::open(path).map_err(|e| StartError::Component(e.to_string()))
-}
-
+/// Makes the read-model file at `path` its owner's alone (see
+/// [`custode_commands::sqlite::private_database`]) before it is opened.
 fn private_read_models(path: &Path) -> Result<(), StartError> {
     custode_commands::sqlite::private_database(path).map_err(|source| StartError::DataDir {
         path: path.to_path_buf(),

@@ -29,7 +29,6 @@ pub fn wait_in_short_steps(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_handler(Some(busy))
 }
 
-/// A read-write connection in WAL mode with the given `synchronous` level.
 /// Makes the SQLite database at `path` readable and writable by its owner only, creating it
 /// empty if it is missing: the files hold password hashes, sealed secrets and personal data.
 /// SQLite gives the `-wal` and `-shm` files it creates beside it the same mode; those an
@@ -55,6 +54,8 @@ pub fn private_database(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A read-write connection in WAL mode with the given `synchronous` level, to a database made
+/// private first (see [`private_database`]).
 pub fn open_writer(path: &Path, synchronous: &str) -> rusqlite::Result<Connection> {
     private_database(path).map_err(|e| {
         rusqlite::Error::SqliteFailure(

@@ -198,6 +198,33 @@ async fn wrong_checks(app: &TestApp, scope: &str, times: usize, status: StatusCo
     }
 }
 
+/// SEC-2: as many failed checks of `scope` as a user id may have a minute, each denied.
+async fn fill_check_limit(app: &TestApp, scope: &str) {
+    let limit = custode_domain::settings::Settings::default()
+        .limits
+        .app_password_failures_per_user_per_minute;
+    wrong_checks(
+        app,
+        scope,
+        usize::try_from(limit).unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "app-password-denied",
+    )
+    .await;
+}
+
+/// `times` more wrong checks of `scope`, each turned away by the per-user limit.
+async fn turned_away_checks(app: &TestApp, scope: &str, times: usize) {
+    wrong_checks(
+        app,
+        scope,
+        times,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+    )
+    .await;
+}
+
 async fn new_app_password(
     app: &TestApp,
     token: &str,
@@ -421,27 +448,13 @@ async fn an_app_password_is_checked_postponed_regenerated_and_deactivated_ap_1_t
 async fn failed_checks_are_limited_per_user_id_and_scope_sec_2() {
     let app = TestApp::spawn().await;
     let (token, _) = app.ready_mailbox(OWNER).await;
-    wrong_checks(
-        &app,
-        "mailbox",
-        20,
-        StatusCode::UNAUTHORIZED,
-        "app-password-denied",
-    )
-    .await;
+    fill_check_limit(&app, "mailbox").await;
     let res = check(&app, OWNER, "mailbox", "wrong-wrong-wrong").await;
     assert!(res.headers().contains_key("retry-after"));
     expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
     // AP-7, AH-1: checks turned away leave a trace for the holder and the auditor, once a
     // minute per user id and scope however many come (from outside: none did).
-    wrong_checks(
-        &app,
-        "mailbox",
-        5,
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate-limited",
-    )
-    .await;
+    turned_away_checks(&app, "mailbox", 5).await;
     app.quiesce().await;
     let turned_away = |data_dir: &std::path::Path| -> i64 {
         rusqlite::Connection::open(data_dir.join("events.db"))
@@ -515,24 +528,10 @@ async fn failed_checks_are_limited_per_user_id_and_scope_sec_2() {
 async fn a_flood_of_records_and_a_restart_do_not_reset_the_check_limit_sec_2() {
     let app = TestApp::spawn().await;
     app.ready_mailbox(OWNER).await;
-    wrong_checks(
-        &app,
-        "mailbox",
-        20,
-        StatusCode::UNAUTHORIZED,
-        "app-password-denied",
-    )
-    .await;
+    fill_check_limit(&app, "mailbox").await;
     // A made-up collaborator scope brings no budget of its own.
     let made_up = format!("collaborator:{}", uuid::Uuid::now_v7());
-    wrong_checks(
-        &app,
-        &made_up,
-        1,
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate-limited",
-    )
-    .await;
+    turned_away_checks(&app, &made_up, 1).await;
     // 600 reported accesses in the same minute push the failures past a page of the stream.
     let at = custode_commands::clock::Clock::now(&app.clock)
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -550,14 +549,7 @@ async fn a_flood_of_records_and_a_restart_do_not_reset_the_check_limit_sec_2() {
     let (data_dir, _dir, clock) = app.stop().await;
     let app = TestApp::start(&data_dir, crate::helpers::file_config(), clock).await;
     for scope in ["mailbox", made_up.as_str()] {
-        wrong_checks(
-            &app,
-            scope,
-            1,
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-        )
-        .await;
+        turned_away_checks(&app, scope, 1).await;
     }
 }
 
