@@ -258,6 +258,9 @@ pub fn export(
     }
     positions.sort_unstable();
     positions.dedup();
+    // Every event listed was committed before this sync: none the export shows can be taken
+    // back by a power cut while the service's own sync of it is still under way.
+    log.sync()?;
     let mut written = 0;
     for chunk in positions.chunks(512) {
         for event in log.read_positions(chunk)? {
@@ -280,9 +283,16 @@ pub fn export_window(
     window: Window,
     out: &mut dyn Write,
 ) -> Result<u64, AuditError> {
+    // Up to the head as it was before a sync, so that every event shown is on disk (see
+    // `export`).
+    let head = log.head()?;
+    log.sync()?;
     let mut written = 0;
     log.scan_from(0, |batch| -> Result<(), AuditError> {
-        for event in batch.iter().filter(|e| window.holds(e.occurred_at)) {
+        for event in batch
+            .iter()
+            .filter(|e| e.position <= head && window.holds(e.occurred_at))
+        {
             out.write_all(&export_line(event, key).map_err(std::io::Error::other)?)?;
             written += 1;
         }
