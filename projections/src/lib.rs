@@ -203,6 +203,12 @@ impl ReadModels {
 
     /// Ends a rebuild: creates the indexes it deferred.
     pub fn finish(mut self) -> Result<(), ProjectionError> {
+        // The sorts read the tables once, in order: they need no 64 MiB page cache, and SQLite
+        // sizes a sort's memory by the cache. At 8 MiB a replay of a million events peaks 40 MiB
+        // lower (138 against 178 MiB) and builds its indexes in the same time.
+        if !self.deferred.is_empty() {
+            self.conn.pragma_update(None, "cache_size", -8_192)?;
+        }
         for sql in std::mem::take(&mut self.deferred) {
             self.conn.execute_batch(&sql)?;
         }
