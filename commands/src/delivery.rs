@@ -313,11 +313,14 @@ impl DeliveryKeys {
             if !matches!(suffix, "x25519" | "pub" | "key") {
                 continue;
             }
-            if delivery_key_end(key_id).is_some_and(|end| end <= now) {
-                fs::remove_file(entry.path()).map_err(io)?;
-                if suffix != "pub" && !destroyed.iter().any(|d: &String| d == key_id) {
-                    destroyed.push(key_id.to_string());
-                }
+            // Another worker on the same keys (the mailer and the SMS sender share them in the
+            // embedded mode, on the same tick) may have destroyed it since the listing.
+            if delivery_key_end(key_id).is_some_and(|end| end <= now)
+                && remove_if_present(&entry.path()).map_err(io)?
+                && suffix != "pub"
+                && !destroyed.iter().any(|d: &String| d == key_id)
+            {
+                destroyed.push(key_id.to_string());
             }
         }
         Ok(destroyed)
@@ -368,6 +371,15 @@ fn restrict(path: &Path, mode: u32) -> Result<(), DeliveryKeyError> {
     Ok(())
 }
 
+/// Removes the file at `path`; whether it was there to remove.
+fn remove_if_present(path: &Path) -> std::io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -412,6 +424,19 @@ mod tests {
             Err(DeliveryKeyError::KeyGone(_))
         ));
         assert_eq!(keys.open_sealed(&tuesday, "c").unwrap().expose(), "two");
+    }
+
+    /// The mailer and the SMS sender destroy the same keys on the same tick: the one that
+    /// finds a listed file already gone is not failing (it logged an error every other day).
+    #[test]
+    fn a_key_destroyed_by_another_worker_meanwhile_is_no_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("20261102.x25519");
+        std::fs::write(&file, b"k").unwrap();
+        assert!(remove_if_present(&file).unwrap());
+        assert!(!remove_if_present(&file).unwrap());
+        // Anything else still is.
+        assert!(remove_if_present(dir.path()).is_err());
     }
 
     #[test]
