@@ -261,7 +261,7 @@ pub async fn revoke(
             });
             match state.accounts.execute(id, cmd, &caller).await {
                 Ok(revoked) => position = position.max(revoked.position()),
-                // Deactivated already: final as it is.
+                // Deactivated or revoked already: final as it is.
                 Err(custode_commands::handler::HandlerError::Domain(AccountError::Closed {
                     ..
                 })) => {}

@@ -32,7 +32,7 @@ async fn concurrent_openings_of_one_user_id_yield_exactly_one_account() {
             .client
             .post(format!("{}/v1/admin/accounts", app.base))
             .bearer_auth(OPERATOR_KEY)
-            .json(&json!({ "kind": "identity", "user_id": "gara.identita" }));
+            .json(&json!({ "kind": "identity", "user_id": "gara.identita", "contact_mobile": "+393470000002" }));
         tasks.push(tokio::spawn(req.send()));
     }
     let mut created = 0;
@@ -209,7 +209,8 @@ async fn bad_fields_are_each_named_and_nothing_is_opened() {
             "ACC-1.user_id",
             "ACC-1.plan",
             "ACC-1.fiscal_code",
-            "ACC-1.contact_email"
+            "ACC-1.contact_email",
+            "ACC-1.contact_mobile"
         ]
     );
     let res = app

@@ -14,7 +14,7 @@ async fn the_served_binary_survives_bad_input_and_its_log_verifies() {
     let ok = client
         .post(format!("{}/v1/admin/accounts", served.base))
         .bearer_auth(OPERATOR_KEY)
-        .json(&serde_json::json!({ "kind": "identity", "user_id": "binario.test" }))
+        .json(&serde_json::json!({ "kind": "identity", "user_id": "binario.test", "contact_mobile": "+393470000001" }))
         .send()
         .await
         .unwrap();
@@ -109,7 +109,14 @@ async fn the_served_binary_survives_bad_input_and_its_log_verifies() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("chain intact: 5 events verified"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The opening's five (the user id's claim, the account, its temporary password, the
+    // identity's issue and its inactivity deadline), and the notice of it sent to the contact
+    // mobile.
+    assert!(
+        stdout.contains("chain intact: 6 events verified"),
+        "{stdout}"
+    );
 
     run_custode_ok(dir.path(), &["replay"]);
     assert!(private_databases(dir.path()).contains(&"read.db".to_string()));

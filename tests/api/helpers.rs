@@ -604,7 +604,8 @@ pub async fn identity_after_first_change(
     contact: Value,
     recovery: Value,
 ) -> String {
-    let mut body = json!({ "kind": "identity", "user_id": user_id, "name": "Mario Bianchi", "language": "en" });
+    let mut body = json!({ "kind": "identity", "user_id": user_id, "name": "Mario Bianchi", "language": "en",
+                           "contact_mobile": "+393479990000" });
     for (k, v) in contact.as_object().unwrap() {
         body[k] = v.clone();
     }

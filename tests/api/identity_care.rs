@@ -106,7 +106,7 @@ async fn an_identitys_personal_data_is_on_its_page_read_only_sc_1() {
         .post(
             "/v1/admin/accounts",
             Some(OPERATOR_KEY),
-            json!({ "kind": "identity", "user_id": "scaduta.gia", "identity_expires_on": "2020-01-01" }),
+            json!({ "kind": "identity", "user_id": "scaduta.gia", "identity_expires_on": "2020-01-01", "contact_mobile": "+393470000003" }),
         )
         .await;
     let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
@@ -417,6 +417,57 @@ async fn a_recovery_contact_changes_with_two_codes_then_waits_six_days_sc_5() {
     );
 }
 
+/// SC-5: past its required actions, an identity adds a missing recovery contact as it changes
+/// one, with a code to the contact mobile and one to the new contact: the password and a fresh
+/// session alone never choose where a recovery's code goes (which would give a new password
+/// without PW-4's code).
+#[tokio::test]
+async fn a_missing_recovery_contact_is_added_with_two_codes_too_sc_5() {
+    let app = TestApp::spawn().await;
+    let token = identity_after_first_change(
+        &app,
+        IDENTITY,
+        json!({ "contact_mobile": "347 111 2233", "contact_email": CONTACT_EMAIL }),
+        json!({ "email": RECOVERY_EMAIL }),
+    )
+    .await;
+    let head = app.settled_head().await;
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/account/recovery-info",
+            Some(&token),
+            Some(json!({ "mobile": RECOVERY_MOBILE })),
+        )
+        .await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), ["SC-5.mobile"]);
+    assert_eq!(app.settled_head().await, head);
+    assert!(page(&app, &token).await["recovery"]["mobile"].is_null());
+
+    let authorise = ask_code(&app, &token, "recovery_mobile_change", CONTACT_MOBILE).await;
+    post_expecting(
+        &app,
+        &token,
+        "/v1/account/recovery-info/mobile",
+        json!({ "otp": authorise, "mobile": RECOVERY_MOBILE }),
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    let code = sms_code(&app, RECOVERY_MOBILE).await;
+    post_expecting(
+        &app,
+        &token,
+        "/v1/account/recovery-info/mobile/confirm",
+        json!({ "code": code }),
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    let shown = page(&app, &token).await;
+    assert_eq!(shown["recovery"]["mobile"]["verified"], true, "{shown}");
+    assert_eq!(shown["recovery"]["email"]["verified"], false, "{shown}");
+}
+
 #[tokio::test]
 async fn an_identitys_password_expires_after_180_days_with_notices_then_only_changes_pw_6() {
     let app = TestApp::spawn().await;
@@ -651,23 +702,47 @@ async fn contact_changes_need_a_fresh_session_a_provider_given_mobile_and_a_dail
         .await;
     expect_problem(res, StatusCode::FORBIDDEN, "not-an-identity").await;
 
-    // An identity opened without a contact mobile cannot give itself one: the first is the
-    // identity provider's (else a password alone would authorise SC-5's changes).
-    let bare = identity_after_first_change(
-        &app,
-        "senza.cellulare",
-        json!({ "contact_email": "senza@example.it" }),
-        json!({ "email": "recupero.senza@example.it" }),
-    )
-    .await;
-    let res = app
-        .post(
-            "/v1/account/contact-mobile",
-            Some(&bare),
-            json!({ "mobile": "348 999 8877" }),
+    // Nor a suspension's code, though it has a contact mobile: SC-6 is an identity's, so no SMS
+    // goes out and the hour's messages are not spent.
+    let (with_mobile, _) = app
+        .ready_mailbox_with(
+            "casella.sospesa@pec.example.it",
+            json!({ "contact_mobile": "+393475550101" }),
         )
         .await;
-    expect_problem(res, StatusCode::CONFLICT, "recovery-method-unavailable").await;
+    let head = app.settled_head().await;
+    let res = app
+        .post(
+            "/v1/account/otp",
+            Some(&with_mobile),
+            json!({ "purpose": "suspension" }),
+        )
+        .await;
+    expect_problem(res, StatusCode::FORBIDDEN, "not-an-identity").await;
+    app.quiesce().await;
+    assert_eq!(app.settled_head().await, head);
+    let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap_or_default();
+    assert!(!sms.contains("+393475550101"), "{sms}");
+
+    // An identity's first contact mobile is the identity provider's, given at opening: a
+    // session never sets it (else a password alone would authorise SC-5's changes), and an
+    // identity without one could never change its password or suspend itself (PW-4, SC-6).
+    // So an identity is not opened without it, and nothing is written.
+    let head = app.settled_head().await;
+    let res = app
+        .post(
+            "/v1/admin/accounts",
+            Some(OPERATOR_KEY),
+            json!({ "kind": "identity", "user_id": "senza.cellulare", "contact_email": "senza@example.it" }),
+        )
+        .await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), ["ACC-1.contact_mobile"]);
+    assert_eq!(app.settled_head().await, head);
+    let res = app
+        .get("/v1/admin/accounts/senza.cellulare", Some(OPERATOR_KEY))
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

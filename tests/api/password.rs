@@ -163,28 +163,22 @@ async fn sec_6_ten_wrong_current_passwords_lock_the_next_login() {
 #[tokio::test]
 async fn pw_4_codes_go_to_the_contact_mobile_only_and_a_new_code_starts_afresh() {
     let app = TestApp::spawn().await;
-    // Without a contact mobile, a recovery mobile set by the session earns no code.
-    let token = identity_after_first_change(
-        &app,
-        "senza.mobile",
-        json!({ "contact_email": "s@example.it" }),
-        json!({ "mobile": "+39 333 999 9999" }),
-    )
-    .await;
-    let res = request_code(&app, &token).await;
-    expect_problem(res, StatusCode::CONFLICT, "recovery-method-unavailable").await;
-
-    // Five wrong codes spend a code; a new one works.
+    // A recovery mobile the session set earns no code: it goes to the contact mobile.
     let token = identity_after_first_change(
         &app,
         "con.mobile",
         json!({ "contact_mobile": "+39 333 111 2222" }),
-        json!({ "email": "recupero@example.it" }),
+        json!({ "mobile": "+39 333 999 9999" }),
     )
     .await;
     let res = request_code(&app, &token).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     app.quiesce().await;
+    let sms = std::fs::read_to_string(app.data_dir.join("sms.jsonl")).unwrap_or_default();
+    assert!(sms.lines().any(|l| l.contains("+393331112222")), "{sms}");
+    assert!(!sms.contains("+393339999999"), "{sms}");
+
+    // Five wrong codes spend a code; a new one works.
     let code = last_code_to(&app, "+393331112222");
     let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
     for _ in 0..5 {

@@ -55,6 +55,9 @@ pub struct Account {
     pub collaborator: CollaboratorLinks,
     /// SC-6: until when a self-suspension lasts.
     pub suspended_until: Option<DateTime<Utc>>,
+    /// SC-6: the signed request's reference an operator's revocation recorded (`None` before
+    /// one, and for SC-8's revocation of an unused identity).
+    pub revoked_by: Option<String>,
     /// SC-2: the identity document on file, and the notices given for its expiry.
     pub document: Option<(IdentityDocumentRecorded, Vec<u32>)>,
     /// SC-1: an identity's SPID code and dates.
@@ -649,7 +652,12 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
                 profile.language = e.language;
             }
         }
-        AccountEvent::AccountRevoked(_) | AccountEvent::RevokedForInactivity(_) => {
+        AccountEvent::AccountRevoked(e) => {
+            state.status = AccountStatus::Revoked;
+            state.suspended_until = None;
+            state.revoked_by = Some(e.request_reference.clone());
+        }
+        AccountEvent::RevokedForInactivity(_) => {
             state.status = AccountStatus::Revoked;
             state.suspended_until = None;
         }

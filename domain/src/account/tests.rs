@@ -519,6 +519,7 @@ fn an_identity_may_not_use_its_name_or_fiscal_code() {
             user_id: "mrossi80".into(),
             plan: None,
             fiscal_code: Some("RSSMRA80A01H501U".into()),
+            contact_mobile: Some("+393471234567".into()),
             ..open_mailbox()
         }))
         .events();

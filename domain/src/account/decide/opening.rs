@@ -134,6 +134,16 @@ pub(super) fn open(
             "not a valid mobile number",
         ));
     }
+    // An identity's password changes, suspension and SC-5's authorisations are confirmed by a
+    // code to its contact mobile (PW-4, SC-5, SC-6), and a session never sets the first one
+    // (SC-3): opened without it, the holder could never do any of them.
+    if c.kind == AccountKind::Identity && contact_mobile.is_none() {
+        errors.push(Violation::new(
+            "ACC-1.contact_mobile",
+            Some("contact_mobile"),
+            "an identity is opened with its contact mobile, where the codes that confirm its password changes and suspension go",
+        ));
+    }
     if let InitialPassword::Imported(hash) = &c.password {
         if c.kind != AccountKind::Mailbox {
             errors.push(Violation::new(
@@ -176,6 +186,12 @@ pub(super) fn open(
                 "SC-1.identity_expires_on",
                 Some("identity_expires_on"),
                 "an identity opened now must still be valid",
+            ));
+        } else if chrono::Datelike::year(&expires_on) > 9999 {
+            errors.push(Violation::new(
+                "SC-1.identity_expires_on",
+                Some("identity_expires_on"),
+                "a date up to 9999-12-31",
             ));
         }
     }

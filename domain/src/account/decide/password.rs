@@ -87,12 +87,16 @@ pub(super) fn request_otp(
     c: &RequestOtp,
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
-    opened(state)?;
+    let profile = opened(state)?;
     // No code for a change that could not go on: what the change itself will ask of the
     // session (ACC-2, SEC-3) is asked of its code.
     match c.purpose {
         OtpPurpose::Suspension => {
             ready_for_change(state, c.session_id, true, ctx)?;
+            // SC-6: only identities suspend themselves.
+            if profile.kind != crate::account::AccountKind::Identity {
+                return Err(AccountError::NotIdentity);
+            }
         }
         OtpPurpose::TwoFactorOff => {
             ready_for_change(state, c.session_id, true, ctx)?;
@@ -143,10 +147,12 @@ pub(super) fn request_otp(
         super::self_care::change_possible(state, method, ctx)?;
     }
     // SC-4: a code proving a recovery contact goes to that contact; SC-5: the one authorising
-    // a new recovery mobile goes to the current one.
+    // a new recovery mobile goes to the current one (to the contact mobile, as for the email,
+    // when one is added).
     let (channel, contact) = match c.purpose {
         OtpPurpose::VerifyRecoveryEmail => (crate::notice::Channel::Email, &state.recovery.email),
-        OtpPurpose::VerifyRecoveryMobile | OtpPurpose::RecoveryMobileChange => {
+        OtpPurpose::VerifyRecoveryMobile => (crate::notice::Channel::Sms, &state.recovery.mobile),
+        OtpPurpose::RecoveryMobileChange if state.recovery.mobile.is_some() => {
             (crate::notice::Channel::Sms, &state.recovery.mobile)
         }
         _ => return Ok(vec![super::sms_challenge(state, c.purpose, &c.code, ctx)?]),

@@ -432,7 +432,11 @@ pub(super) fn confirm_recovery_contact_change(
 }
 
 /// SC-5: an identity's recovery email or mobile on file changes only through its flow (codes,
-/// then the cooldown); `PUT /v1/account/recovery-info` may set one that is missing.
+/// then the cooldown); `PUT /v1/account/recovery-info` may set one that is missing only while
+/// the recovery information is a required action (ACC-2, RC-6). Later, adding one is a change
+/// like another: else the password and a fresh session alone would choose where a recovery's
+/// code goes, and the recovery would give a new password without PW-4's code to the contact
+/// mobile.
 pub(super) fn contact_change_through_flow(
     state: &Account,
     profile: &AccountOpened,
@@ -450,6 +454,21 @@ pub(super) fn contact_change_through_flow(
     }
     let mut errors = Vec::new();
     let current = &state.recovery;
+    let required = state.must_set_recovery_info || state.must_confirm_recovery_info;
+    if current.email.is_none() && email.is_some() && !required {
+        errors.push(Violation::new(
+            "SC-5.email",
+            Some("email"),
+            "an identity adds a recovery email with POST /v1/account/recovery-info/email (a code to the contact mobile, then one to the new address)",
+        ));
+    }
+    if current.mobile.is_none() && mobile.is_some() && !required {
+        errors.push(Violation::new(
+            "SC-5.mobile",
+            Some("mobile"),
+            "an identity adds a recovery mobile with POST /v1/account/recovery-info/mobile (a code to the contact mobile, then one to the new number)",
+        ));
+    }
     if current.email.is_some() && *email != current.email {
         errors.push(Violation::new(
             "SC-5.email",

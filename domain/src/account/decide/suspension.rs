@@ -80,11 +80,14 @@ pub(super) fn revoke(
             "the signed request's reference: 1 to 200 characters, none of them control or direction characters",
         )]));
     }
-    // Final: revoking a revoked account again records nothing; a deactivated collaborator
-    // stays what it is (ACC-4).
+    // Final: the same signed request again (a retry) records nothing; another request finds
+    // the account closed, rather than its reference silently dropped. A deactivated
+    // collaborator stays what it is (ACC-4).
     match state.status {
-        AccountStatus::Revoked => return Ok(Vec::new()),
-        AccountStatus::Deactivated => {
+        AccountStatus::Revoked if state.revoked_by.as_deref() == Some(reference) => {
+            return Ok(Vec::new())
+        }
+        AccountStatus::Revoked | AccountStatus::Deactivated => {
             return Err(AccountError::Closed {
                 status: state.status,
             })
@@ -132,6 +135,12 @@ pub(super) fn record_document(
             "SC-2.expires_on",
             Some("expires_on"),
             "a document recorded now must still be valid",
+        ));
+    } else if chrono::Datelike::year(&c.expires_on) > 9999 {
+        errors.push(Violation::new(
+            "SC-2.expires_on",
+            Some("expires_on"),
+            "a date up to 9999-12-31",
         ));
     }
     if !errors.is_empty() {

@@ -265,10 +265,17 @@ fn a_revocation_is_final_ends_every_session_and_is_recorded_once_sc_6() {
         matches!(&events[1], AccountEvent::SessionsEnded(e) if e.reason == SessionEndReason::Revoked)
     );
     let revoked = then(history.clone(), events);
+    // The same request again (a retry) records nothing; another finds the account closed.
     assert!(given(revoked.clone())
-        .when(revoke("REV-2026-0043"))
+        .when(revoke("REV-2026-0042"))
         .events()
         .is_empty());
+    assert_eq!(
+        given(revoked.clone()).when(revoke("REV-2026-0043")).error(),
+        AccountError::Closed {
+            status: AccountStatus::Revoked
+        }
+    );
     assert_eq!(
         given(revoked.clone())
             .when(login_as(OTHER_SESSION, CHOSEN))
