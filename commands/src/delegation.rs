@@ -153,11 +153,29 @@ impl AccountHandler {
             };
             match self.open(cmd, caller).await {
                 Ok((outcome, _)) => {
+                    // SC-6: the owner's revocation may have been committed since
+                    // `ready_owner`, and then found no such collaborator to revoke with it:
+                    // this one is revoked here, on the owner's reference, and the holder
+                    // hears that its session is gone.
+                    let (owner, _) = self.load(owner_id).await?;
+                    if owner.status == account::AccountStatus::Revoked {
+                        let request_reference = owner
+                            .revoked_by
+                            .clone()
+                            .unwrap_or_else(|| "owner revoked".into());
+                        self.execute(
+                            account_id,
+                            AccountCommand::Revoke(account::Revoke { request_reference }),
+                            caller,
+                        )
+                        .await?;
+                        return Err(HandlerError::Domain(AccountError::SessionInvalid));
+                    }
                     return Ok(NewCollaborator {
                         outcome,
                         collaborator_id: account_id,
                         user_id,
-                    })
+                    });
                 }
                 Err(HandlerError::Domain(AccountError::UserIdTaken)) => {
                     last = HandlerError::Domain(AccountError::UserIdTaken);

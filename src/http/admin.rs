@@ -246,6 +246,17 @@ pub async fn revoke(
         .revoke(&user_id, req.request_reference.clone(), &caller)
         .await?;
     let mut position = outcome.position();
+    // Every collaborator opened before the revocation is in the read model once it has
+    // applied the revocation (one opened after it is revoked by its own creation, which finds
+    // the owner revoked); a read model that stays behind is answered 503, and the request
+    // sent again completes the revocation.
+    if !crate::http::applied(&state, position).await {
+        return Err(Problem::new(
+            "not-ready",
+            format!("the account is revoked, but its collaborators are not yet: send the request again (the read model has not reached position {position})"),
+        )
+        .retry_after(1));
+    }
     if let Some(owner) = state.accounts.account_id_of(user_id.trim()).await? {
         let owner = owner.to_string();
         let collaborators = query(&state, move |conn| {

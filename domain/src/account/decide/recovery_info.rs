@@ -99,7 +99,8 @@ pub(super) fn set_recovery_info(
     if !errors.is_empty() {
         return Err(AccountError::Invalid(errors));
     }
-    super::self_care::contact_change_through_flow(state, profile, &email, &mobile)?;
+    let sets_question = matches!(c.security, Change::Set(_));
+    super::self_care::contact_change_through_flow(state, profile, &email, &mobile, sets_question)?;
     let unchanged = new_answer.is_none()
         && email == current.email
         && mobile == current.mobile

@@ -436,12 +436,13 @@ pub(super) fn confirm_recovery_contact_change(
 /// the recovery information is a required action (ACC-2, RC-6). Later, adding one is a change
 /// like another: else the password and a fresh session alone would choose where a recovery's
 /// code goes, and the recovery would give a new password without PW-4's code to the contact
-/// mobile.
+/// mobile. The same holds for setting the security question, which has no flow of its own.
 pub(super) fn contact_change_through_flow(
     state: &Account,
     profile: &AccountOpened,
     email: &Option<String>,
     mobile: &Option<String>,
+    sets_question: bool,
 ) -> Result<(), AccountError> {
     // RC-7: after an operator's reset (the holder proved who it is on a signed form), the
     // first save may replace a lost contact.
@@ -460,6 +461,15 @@ pub(super) fn contact_change_through_flow(
             "SC-5.email",
             Some("email"),
             "an identity adds a recovery email with POST /v1/account/recovery-info/email (a code to the contact mobile, then one to the new address)",
+        ));
+    }
+    // The security question resets the password as a recovery contact's code does (RC-4), and
+    // SPEC gives it no flow of codes: an identity sets it only with the required actions.
+    if sets_question && !required {
+        errors.push(Violation::new(
+            "SC-5.security_question",
+            Some("security_question"),
+            "an identity sets its security question only while its recovery information is a required action (after opening, after a recovery, after an operator's reset): a question chosen with the password alone would reset the password without PW-4's code to the contact mobile",
         ));
     }
     if current.mobile.is_none() && mobile.is_some() && !required {
