@@ -763,7 +763,10 @@ async fn collaborators_created_while_their_mailbox_is_revoked_are_revoked_too_sc
         }
         app.quiesce().await;
         let owner_account: Value = app
-            .get(&format!("/v1/admin/accounts/{owner_id}"), Some(OPERATOR_KEY))
+            .get(
+                &format!("/v1/admin/accounts/{owner_id}"),
+                Some(OPERATOR_KEY),
+            )
             .await
             .json()
             .await
