@@ -155,14 +155,11 @@ impl AccountHandler {
                 Ok((outcome, _)) => {
                     // SC-6: the owner's revocation may have been committed since
                     // `ready_owner`, and then found no such collaborator to revoke with it:
-                    // this one is revoked here, on the owner's reference, and the holder
-                    // hears that its session is gone.
+                    // this one is revoked here, on the owner's reference (a mailbox is revoked
+                    // only by an operator, so with one), and the holder hears that its session
+                    // is gone.
                     let (owner, _) = self.load(owner_id).await?;
-                    if owner.status == account::AccountStatus::Revoked {
-                        let request_reference = owner
-                            .revoked_by
-                            .clone()
-                            .unwrap_or_else(|| "owner revoked".into());
+                    if let Some(request_reference) = owner.revoked_by {
                         self.execute(
                             account_id,
                             AccountCommand::Revoke(account::Revoke { request_reference }),

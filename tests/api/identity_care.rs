@@ -93,6 +93,19 @@ async fn post_expecting(
     res
 }
 
+/// SC-5's last step for a new recovery mobile: the code sent there, confirmed.
+async fn confirm_new_recovery_mobile(app: &TestApp, token: &str, to: &str) {
+    let code = sms_code(app, to).await;
+    post_expecting(
+        app,
+        token,
+        "/v1/account/recovery-info/mobile/confirm",
+        json!({ "code": code }),
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+}
+
 fn wrong(code: &str) -> String {
     format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000)
 }
@@ -385,15 +398,7 @@ async fn a_recovery_contact_changes_with_two_codes_then_waits_six_days_sc_5() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
-    let code = sms_code(&app, "+393351234567").await;
-    post_expecting(
-        &app,
-        &token,
-        "/v1/account/recovery-info/mobile/confirm",
-        json!({ "code": code }),
-        StatusCode::NO_CONTENT,
-    )
-    .await;
+    confirm_new_recovery_mobile(&app, &token, "+393351234567").await;
     let shown = page(&app, &token).await;
     assert_eq!(shown["recovery"]["mobile"]["target"], "+39 ***** **67");
     assert_eq!(shown["cooldowns"].as_array().unwrap().len(), 2);
@@ -467,15 +472,7 @@ async fn a_missing_recovery_contact_is_added_with_two_codes_too_sc_5() {
         StatusCode::ACCEPTED,
     )
     .await;
-    let code = sms_code(&app, RECOVERY_MOBILE).await;
-    post_expecting(
-        &app,
-        &token,
-        "/v1/account/recovery-info/mobile/confirm",
-        json!({ "code": code }),
-        StatusCode::NO_CONTENT,
-    )
-    .await;
+    confirm_new_recovery_mobile(&app, &token, RECOVERY_MOBILE).await;
     let shown = page(&app, &token).await;
     assert_eq!(shown["recovery"]["mobile"]["verified"], true, "{shown}");
     assert_eq!(shown["recovery"]["email"]["verified"], false, "{shown}");

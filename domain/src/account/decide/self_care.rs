@@ -453,15 +453,29 @@ pub(super) fn contact_change_through_flow(
     {
         return Ok(());
     }
-    let mut errors = Vec::new();
     let current = &state.recovery;
+    // While the recovery information is a required action, a missing contact may be set.
     let required = state.must_set_recovery_info || state.must_confirm_recovery_info;
-    if current.email.is_none() && email.is_some() && !required {
-        errors.push(Violation::new(
+    let mut errors = Vec::new();
+    for (new, on_file, field, rule, how) in [
+        (
+            email,
+            &current.email,
+            "email",
             "SC-5.email",
-            Some("email"),
-            "an identity adds a recovery email with POST /v1/account/recovery-info/email (a code to the contact mobile, then one to the new address)",
-        ));
+            "an identity changes or adds its recovery email with POST /v1/account/recovery-info/email (a code to the contact mobile, then one to the new address)",
+        ),
+        (
+            mobile,
+            &current.mobile,
+            "mobile",
+            "SC-5.mobile",
+            "an identity changes or adds its recovery mobile with POST /v1/account/recovery-info/mobile (a code to the current number, or to the contact mobile when there is none, then one to the new)",
+        ),
+    ] {
+        if new != on_file && (on_file.is_some() || !required) {
+            errors.push(Violation::new(rule, Some(field), how));
+        }
     }
     // The security question resets the password as a recovery contact's code does (RC-4), and
     // SPEC gives it no flow of codes: an identity sets it only with the required actions.
@@ -470,27 +484,6 @@ pub(super) fn contact_change_through_flow(
             "SC-5.security_question",
             Some("security_question"),
             "an identity sets its security question only while its recovery information is a required action (after opening, after a recovery, after an operator's reset): a question chosen with the password alone would reset the password without PW-4's code to the contact mobile",
-        ));
-    }
-    if current.mobile.is_none() && mobile.is_some() && !required {
-        errors.push(Violation::new(
-            "SC-5.mobile",
-            Some("mobile"),
-            "an identity adds a recovery mobile with POST /v1/account/recovery-info/mobile (a code to the contact mobile, then one to the new number)",
-        ));
-    }
-    if current.email.is_some() && *email != current.email {
-        errors.push(Violation::new(
-            "SC-5.email",
-            Some("email"),
-            "an identity changes its recovery email with POST /v1/account/recovery-info/email (a code to the contact mobile, then one to the new address)",
-        ));
-    }
-    if current.mobile.is_some() && *mobile != current.mobile {
-        errors.push(Violation::new(
-            "SC-5.mobile",
-            Some("mobile"),
-            "an identity changes its recovery mobile with POST /v1/account/recovery-info/mobile (a code to the current number, then one to the new)",
         ));
     }
     if errors.is_empty() {
