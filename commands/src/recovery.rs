@@ -360,6 +360,27 @@ impl AccountHandler {
         Ok((outcome, password))
     }
 
+    /// SC-3 when self-service fails: an operator records the contact mobile after a signed
+    /// form. The number already on file records nothing.
+    pub async fn operator_set_contact_mobile(
+        &self,
+        user_id: &str,
+        form_reference: String,
+        mobile: String,
+        caller: &Caller,
+    ) -> AccountResult<Outcome> {
+        let Some(account_id) = self.account_id_of(user_id.trim()).await? else {
+            return Err(AccountError::NotFound.into());
+        };
+        let cmd = AccountCommand::OperatorSetContactMobile(
+            custode_domain::account::OperatorSetContactMobile {
+                form_reference,
+                mobile,
+            },
+        );
+        self.execute(account_id, cmd, caller).await
+    }
+
     /// SC-6: an operator's revocation on a signed request; final.
     pub async fn revoke(
         &self,

@@ -144,7 +144,8 @@ pub const UPCASTERS: &[Upcaster] = &[
     // `two_factor_on` (AP-8); v2 of `SessionsEnded` the reasons `collaborator_reset` and
     // `deactivated` (CO-2, CO-4), v3 `suspended` and `revoked` (SC-6); v4 of
     // `OtpChallengeIssued` the purposes `verify_recovery_email` and `verify_recovery_mobile`
-    // (SC-4), v5 those of the contact changes (SC-3, SC-5).
+    // (SC-4), v5 those of the contact changes (SC-3, SC-5); v2 of `ContactMobileChanged` the
+    // `form_reference` of an operator's change (SC-3).
     Upcaster {
         event_type: "AccountOpened",
         from_version: 1,
@@ -178,6 +179,11 @@ pub const UPCASTERS: &[Upcaster] = &[
     Upcaster {
         event_type: "SessionsEnded",
         from_version: 2,
+        upcast: crate::account::upcast::unchanged,
+    },
+    Upcaster {
+        event_type: "ContactMobileChanged",
+        from_version: 1,
         upcast: crate::account::upcast::unchanged,
     },
 ];

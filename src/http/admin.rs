@@ -8,13 +8,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use custode_commands::accounts::Caller;
 use custode_domain::account::{
     AccountCommand, AccountError, AccountKind, InitialPassword, Language, OpenAccount, OwnerRef,
     Plan, Revoke,
 };
 use custode_domain::notice::NoticeCommand;
-use custode_domain::{Actor, PasswordHash};
+use custode_domain::PasswordHash;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -74,10 +73,7 @@ pub async fn open_account(
         permissions: req.permissions,
         identity_expires_on: req.identity_expires_on,
     };
-    let caller = Caller {
-        actor: Actor::operator(),
-        correlation_id: correlation.0,
-    };
+    let caller = correlation.operator();
     let (outcome, temporary) = state.accounts.open(cmd, &caller).await?;
     let body = Opened {
         account_id,
@@ -165,10 +161,7 @@ pub async fn retry_dead_letter(
 ) -> Result<Response, Problem> {
     let Path(notice_id) = notice_id
         .map_err(|_| Problem::new("dead-letter-not-found", "a dead letter's id is a UUID"))?;
-    let caller = Caller {
-        actor: Actor::operator(),
-        correlation_id: correlation.0,
-    };
+    let caller = correlation.operator();
     let outcome = state
         .notices
         .execute(&notice_id, NoticeCommand::Retry { notice_id }, &caller)
@@ -200,10 +193,7 @@ pub async fn password_reset(
     Body(req): Body<PasswordResetRequest>,
 ) -> Result<Response, Problem> {
     let user_id = user_id_in_path(user_id)?;
-    let caller = Caller {
-        actor: Actor::operator(),
-        correlation_id: correlation.0,
-    };
+    let caller = correlation.operator();
     let (outcome, password) = state
         .accounts
         .operator_reset(&user_id, req.form_reference, &caller)
@@ -217,6 +207,32 @@ pub async fn password_reset(
         (StatusCode::CREATED, Json(body)),
     )
     .await)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContactMobileRequest {
+    contact_mobile: String,
+    form_reference: String,
+}
+
+/// SC-3 when self-service fails (the number on file is lost, or an identity has none): after a
+/// signed form and an identity document, the operator records the contact mobile and the form's
+/// reference. The contact email is told; codes sent to the old number stop working. Sending the
+/// number already on file again records nothing.
+pub async fn set_contact_mobile(
+    State(state): State<AppState>,
+    _: Operator,
+    correlation: Correlation,
+    user_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    Body(req): Body<ContactMobileRequest>,
+) -> Result<Response, Problem> {
+    let user_id = user_id_in_path(user_id)?;
+    let caller = correlation.operator();
+    let outcome = state
+        .accounts
+        .operator_set_contact_mobile(&user_id, req.form_reference, req.contact_mobile, &caller)
+        .await?;
+    Ok(command_answer(&state, outcome.position(), StatusCode::NO_CONTENT).await)
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,10 +253,7 @@ pub async fn revoke(
     Body(req): Body<RevokeRequest>,
 ) -> Result<Response, Problem> {
     let user_id = user_id_in_path(user_id)?;
-    let caller = Caller {
-        actor: Actor::operator(),
-        correlation_id: correlation.0,
-    };
+    let caller = correlation.operator();
     let outcome = state
         .accounts
         .revoke(&user_id, req.request_reference.clone(), &caller)

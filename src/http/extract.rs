@@ -320,6 +320,16 @@ impl ClientIp {
 #[derive(Debug, Clone, Copy)]
 pub struct Correlation(pub Uuid);
 
+impl Correlation {
+    /// An operator's request (SEC-4), as the handlers record it.
+    pub fn operator(&self) -> custode_commands::accounts::Caller {
+        custode_commands::accounts::Caller {
+            actor: custode_domain::Actor::operator(),
+            correlation_id: self.0,
+        }
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Correlation {
     type Rejection = Problem;
 

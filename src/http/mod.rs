@@ -250,6 +250,11 @@ fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
             post(admin::revoke),
         ),
         (
+            Method::PUT,
+            "/v1/admin/accounts/{user_id}/contact-mobile",
+            put(admin::set_contact_mobile),
+        ),
+        (
             Method::POST,
             "/v1/account/suspension",
             post(delegation::suspend),

@@ -817,3 +817,157 @@ async fn after_an_operators_reset_the_holder_may_replace_a_lost_recovery_contact
         .await;
     expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
 }
+
+/// SC-3 when self-service fails: the holder lost the number on file, so the code SC-3 sends
+/// there can never arrive. After a signed form, the operator records the new number: codes on
+/// their way to the old one stop working, the next ones go to the new one, the contact email is
+/// told, and the audit trail keeps the form's reference.
+#[tokio::test]
+async fn an_operator_records_a_lost_contact_mobile_after_a_signed_form_sc_3() {
+    let app = TestApp::spawn().await;
+    let token = identity(&app).await;
+    let new_mobile = "+393485550101";
+    let path = format!("/v1/admin/accounts/{IDENTITY}/contact-mobile");
+    let put = |key: Option<&'static str>, path: String, body: Value| {
+        let app = &app;
+        async move {
+            app.request(reqwest::Method::PUT, &path, key, Some(body))
+                .await
+        }
+    };
+    // A PW-4 code on its way to the lost phone.
+    post_expecting(
+        &app,
+        &token,
+        "/v1/account/otp",
+        json!({ "purpose": "password_change" }),
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    let lost = sms_code(&app, CONTACT_MOBILE).await;
+    let told = mails(&app, CONTACT_EMAIL, "Your contact details have changed").len();
+
+    // Bad requests change nothing: every broken rule at once, no key, no such account, a
+    // holder's session instead of the operator's key.
+    let head = app.settled_head().await;
+    let res = put(
+        Some(OPERATOR_KEY),
+        path.clone(),
+        json!({ "contact_mobile": "not a number", "form_reference": " " }),
+    )
+    .await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), ["SC-3.form_reference", "SC-3.mobile"]);
+    let res = put(
+        Some(OPERATOR_KEY),
+        path.clone(),
+        json!({ "contact_mobile": new_mobile }),
+    )
+    .await;
+    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request").await;
+    let good = json!({ "contact_mobile": "348 555 0101", "form_reference": "MOD-2026-0042" });
+    let res = put(None, path.clone(), good.clone()).await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            &path,
+            Some(&token),
+            Some(good.clone()),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let res = put(
+        Some(OPERATOR_KEY),
+        "/v1/admin/accounts/nessuno.tale/contact-mobile".into(),
+        good.clone(),
+    )
+    .await;
+    expect_problem(res, StatusCode::NOT_FOUND, "account-not-found").await;
+    assert_eq!(app.settled_head().await, head);
+    assert_eq!(page(&app, &token).await["contact_mobile"], "+39 ***** **33");
+
+    // The operator records it; the holder's session goes on, and the page shows the new number.
+    let res = put(Some(OPERATOR_KEY), path.clone(), good.clone()).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(page(&app, &token).await["contact_mobile"], "+39 ***** **01");
+    // Sent again (a retry), it records nothing.
+    let head = app.settled_head().await;
+    let res = put(Some(OPERATOR_KEY), path.clone(), good.clone()).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.settled_head().await, head);
+    eventually(StdDuration::from_secs(15), "the contact email told", || {
+        mails(&app, CONTACT_EMAIL, "Your contact details have changed").len() == told + 1
+    })
+    .await;
+
+    // The code sent to the lost phone no longer changes the password; a new one goes to the
+    // new number and does.
+    let new_password = "Girasole.Lontano-93";
+    app.remember_secret(new_password);
+    let change = |otp: &str| {
+        json!({ "current_password": IDENTITY_PASSWORD, "new_password": new_password,
+                "new_password_repeat": new_password, "otp": otp })
+    };
+    let res = app
+        .post("/v1/account/password", Some(&token), change(&lost))
+        .await;
+    assert!(res.status().is_client_error(), "{}", res.status());
+    let res = post_expecting(
+        &app,
+        &token,
+        "/v1/account/otp",
+        json!({ "purpose": "password_change" }),
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    let sent: Value = res.json().await.unwrap();
+    assert_eq!(sent["target"], "+39 ***** **01");
+    let code = sms_code(&app, new_mobile).await;
+    post_expecting(
+        &app,
+        &token,
+        "/v1/account/password",
+        change(&code),
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    app.login(IDENTITY, new_password).await;
+
+    // The audit trail: the change, its form, the number masked (AU-2), as version 2.
+    let res = app
+        .get(
+            &format!("/v1/admin/accounts/{IDENTITY}/audit"),
+            Some(OPERATOR_KEY),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let export = res.text().await.unwrap();
+    let changes: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] == "ContactMobileChanged")
+        .collect();
+    assert_eq!(changes.len(), 1, "{export}");
+    assert_eq!(changes[0]["schema_version"], 2);
+    assert_eq!(changes[0]["payload"]["form_reference"], "MOD-2026-0042");
+    assert_eq!(changes[0]["payload"]["mobile"], "+39 ***** **01");
+    assert!(!export.contains("3485550101"));
+
+    // A revoked account is final.
+    let res = app
+        .post(
+            &format!("/v1/admin/accounts/{IDENTITY}/revoke"),
+            Some(OPERATOR_KEY),
+            json!({ "request_reference": "REV-1" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = put(
+        Some(OPERATOR_KEY),
+        path.clone(),
+        json!({ "contact_mobile": "+393485550202", "form_reference": "MOD-2026-0043" }),
+    )
+    .await;
+    expect_problem(res, StatusCode::CONFLICT, "account-closed").await;
+}

@@ -56,6 +56,9 @@ pub enum AccountCommand {
     StartContactMobileChange(StartContactMobileChange),
     /// SC-3: both codes, and the new contact mobile is on file.
     ConfirmContactMobileChange(ConfirmContactMobileChange),
+    /// SC-3 when self-service fails (the old number is lost, or none is on file): an operator
+    /// records the contact mobile after a signed form, as RC-7 does for a password.
+    OperatorSetContactMobile(OperatorSetContactMobile),
     /// SC-5: the authorising code, the new recovery contact, and a code sent to it.
     StartRecoveryContactChange(StartRecoveryContactChange),
     /// SC-5: the code sent to the new recovery contact, and it is on file.
@@ -102,6 +105,7 @@ impl AccountCommand {
             | AccountCommand::ChangeContactEmail(_)
             | AccountCommand::StartContactMobileChange(_)
             | AccountCommand::ConfirmContactMobileChange(_)
+            | AccountCommand::OperatorSetContactMobile(_)
             | AccountCommand::StartRecoveryContactChange(_)
             | AccountCommand::ConfirmRecoveryContactChange(_)
             | AccountCommand::NotePasswordExpiry(_)
@@ -153,6 +157,7 @@ impl AccountCommand {
             | AccountCommand::AnswerSecurityQuestion(_)
             | AccountCommand::CompleteRecovery(_)
             | AccountCommand::OperatorReset(_)
+            | AccountCommand::OperatorSetContactMobile(_)
             | AccountCommand::EndLocks
             | AccountCommand::NoteAppPasswordExpiry(_)
             | AccountCommand::SetCollaboratorPassword(_)
@@ -439,6 +444,12 @@ pub struct VerifyRecoveryContact {
 pub struct SetLanguage {
     pub session_id: Uuid,
     pub language: Language,
+}
+
+#[derive(Debug, Clone)]
+pub struct OperatorSetContactMobile {
+    pub form_reference: String,
+    pub mobile: String,
 }
 
 #[derive(Debug, Clone)]

@@ -118,5 +118,12 @@ mod tests {
             json!({"session_ids": ["00000000-0000-0000-0000-000000000009"], "reason": "logout"});
         let event: AccountEvent = decode(&stored("SessionsEnded", 1, v1)).unwrap();
         assert!(matches!(event, AccountEvent::SessionsEnded(e) if e.session_ids.len() == 1));
+        // v2 of `ContactMobileChanged` may carry an operator's form reference (SC-3).
+        assert_eq!(current_version("ContactMobileChanged"), 2);
+        let v1 = json!({"mobile": "+393471112233"});
+        let event: AccountEvent = decode(&stored("ContactMobileChanged", 1, v1)).unwrap();
+        assert!(
+            matches!(event, AccountEvent::ContactMobileChanged(e) if e.form_reference.is_none())
+        );
     }
 }

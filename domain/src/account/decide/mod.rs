@@ -83,6 +83,9 @@ pub fn decide(
         AccountCommand::ConfirmContactMobileChange(c) => {
             self_care::confirm_contact_mobile_change(state, c, ctx)
         }
+        AccountCommand::OperatorSetContactMobile(c) => {
+            self_care::operator_set_contact_mobile(state, c, ctx)
+        }
         AccountCommand::StartRecoveryContactChange(c) => {
             self_care::start_recovery_contact_change(state, c, ctx)
         }

@@ -222,23 +222,29 @@ pub(super) fn check_new_password(
 /// Longest form reference accepted (RC-7).
 const MAX_FORM_REFERENCE_CHARS: usize = 100;
 
+/// A signed paper form's reference (RC-7), trimmed: 1 to 100 characters, none a control.
+pub(super) fn form_reference(raw: &str, rule: &'static str) -> Result<String, AccountError> {
+    let reference = raw.trim();
+    if reference.is_empty()
+        || reference.chars().count() > MAX_FORM_REFERENCE_CHARS
+        || reference.chars().any(char::is_control)
+    {
+        return Err(AccountError::Invalid(vec![Violation::new(
+            rule,
+            Some("form_reference"),
+            "the signed form's reference has 1 to 100 characters",
+        )]));
+    }
+    Ok(reference.to_string())
+}
+
 pub(super) fn operator_reset(
     state: &Account,
     c: &OperatorReset,
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     opened(state)?;
-    let reference = c.form_reference.trim();
-    if reference.is_empty()
-        || reference.chars().count() > MAX_FORM_REFERENCE_CHARS
-        || reference.chars().any(char::is_control)
-    {
-        return Err(AccountError::Invalid(vec![Violation::new(
-            "RC-7.form_reference",
-            Some("form_reference"),
-            "the signed form's reference has 1 to 100 characters",
-        )]));
-    }
+    let reference = form_reference(&c.form_reference, "RC-7.form_reference")?;
     if matches!(
         state.status,
         AccountStatus::Revoked | AccountStatus::Deactivated
@@ -259,7 +265,7 @@ pub(super) fn operator_reset(
         TemporaryPasswordIssued {
             password_hash: ctx.hasher.hash(&c.password),
             reason: TemporaryPasswordReason::OperatorReset,
-            form_reference: Some(reference.to_string()),
+            form_reference: Some(reference),
             sealed_password: None,
         },
     ));

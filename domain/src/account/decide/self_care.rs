@@ -198,9 +198,64 @@ pub(super) fn confirm_contact_mobile_change(
     if right {
         events.push(AccountEvent::ContactMobileChanged(ContactMobileChanged {
             mobile: target,
+            form_reference: None,
         }));
     }
     Ok(events)
+}
+
+/// SC-3 when self-service fails: the holder lost the number on file (its code cannot arrive),
+/// or an identity opened before ACC-1 asked for one has none, so PW-4's and SC-5's codes have
+/// nowhere to go. An operator records the new contact mobile after a signed form and an
+/// identity document, as RC-7 does for a password; the contact email is told (NT), and codes
+/// on their way to the old number are void. The number already on file records nothing, so a
+/// request sent again is harmless.
+pub(super) fn operator_set_contact_mobile(
+    state: &Account,
+    c: &OperatorSetContactMobile,
+    _ctx: &Ctx<'_>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    let profile = opened(state)?;
+    // Every rule the request breaks, at once.
+    let mut violations = Vec::new();
+    let reference = match super::password::form_reference(&c.form_reference, "SC-3.form_reference")
+    {
+        Ok(reference) => Some(reference),
+        Err(AccountError::Invalid(v)) => {
+            violations.extend(v);
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let mobile = normalize_mobile(&c.mobile);
+    if mobile.is_none() {
+        violations.push(Violation::new(
+            "SC-3.mobile",
+            Some("contact_mobile"),
+            "not a valid mobile number (E.164, or an Italian number)",
+        ));
+    }
+    let (Some(reference), Some(mobile)) = (reference, mobile) else {
+        return Err(AccountError::Invalid(violations));
+    };
+    not_for_collaborators(profile)?;
+    if matches!(
+        state.status,
+        AccountStatus::Revoked | AccountStatus::Deactivated
+    ) {
+        return Err(AccountError::Closed {
+            status: state.status,
+        });
+    }
+    if profile.contact_mobile.as_deref() == Some(mobile.as_str()) {
+        return Ok(Vec::new());
+    }
+    Ok(vec![AccountEvent::ContactMobileChanged(
+        ContactMobileChanged {
+            mobile,
+            form_reference: Some(reference),
+        },
+    )])
 }
 
 /// Checks every `(purpose, code, field, rule)` against its live challenge at once: all right gives
