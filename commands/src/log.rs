@@ -5,7 +5,11 @@
 //! versions before it writes, so a conflict spoils no neighbour), and commits them together
 //! (group commit) without waiting for the disk; a syncer thread then syncs the write-ahead file
 //! once for every group committed since its last sync, and only then answers their callers and
-//! moves the head, while the writer already writes the next groups. Positions are assigned by
+//! moves the head, while the writer already writes the next groups. When nothing waits behind a
+//! group and the syncer is idle, the writer syncs and answers it itself: there is no next group
+//! to write meanwhile, and the hand-off would cost a thread's wake-up. A group waits a moment
+//! (`RETURN_WAIT`) for the callers the last sync answered, so a closed loop of callers keeps to
+//! one sync a round. Positions are assigned by
 //! the writer, so they are gap-free; every event's `hash` chains to the previous one (SHA-256
 //! over the previous hash and the event's canonical bytes, which the caller prepares but for
 //! the position and version). Readers use a pool of read-only connections, and tailers wait on
@@ -244,17 +248,21 @@ impl EventLog {
         let recent = Arc::new(Recent::default());
         let (durable_tx, durable_rx) = std::sync::mpsc::channel();
         let unsynced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let syncer = Syncer {
+        let returning = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let syncer = Arc::new(Syncer {
             wal,
             head: head_tx,
             recent: recent.clone(),
             unsynced: unsynced.clone(),
-        };
+            returning: returning.clone(),
+        });
         let writer = Writer {
             conn,
             tip,
             durable: durable_tx,
+            syncer: syncer.clone(),
             unsynced,
+            returning,
             cut_groups: options.synchronous == Synchronous::Full,
             stats: stats.clone(),
             versions: versions.clone(),
@@ -262,7 +270,7 @@ impl EventLog {
         };
         std::thread::Builder::new()
             .name("custode-log-syncer".into())
-            .spawn(move || syncer.run(durable_rx))
+            .spawn(move || syncer.run(&durable_rx))
             .map_err(|e| LogError::Store(format!("cannot start the log syncer: {e}")))?;
         std::thread::Builder::new()
             .name("custode-log-writer".into())
@@ -1390,8 +1398,13 @@ struct Writer {
     tip: Tip,
     /// Committed groups, to the syncer.
     durable: std::sync::mpsc::Sender<Durable>,
+    /// The syncer itself, for the groups the writer syncs in its stead.
+    syncer: Arc<Syncer>,
     /// Groups sent to the syncer and not yet answered.
     unsynced: Arc<std::sync::atomic::AtomicUsize>,
+    /// Callers the syncer last answered whose next append has not come yet (see
+    /// [`RETURN_WAIT`]).
+    returning: Arc<std::sync::atomic::AtomicUsize>,
     /// Whether a group is cut for the syncer (see [`GROUP_SLICE`]): with `Synchronous::Full`,
     /// when there is a sync to overlap.
     cut_groups: bool,
@@ -1620,6 +1633,13 @@ impl Writer {
         let mut done: Vec<(Job, Result<Vec<RecordedEvent>, LogError>)> = Vec::new();
         while let Some(mut job) = next.take() {
             lingering &= job.batch;
+            if !job.batch {
+                let _ = self.returning.fetch_update(
+                    std::sync::atomic::Ordering::AcqRel,
+                    std::sync::atomic::Ordering::Acquire,
+                    |n| n.checked_sub(1),
+                );
+            }
             match append_job(&tx, &mut tip, &mut job, &self.versions, &mut written) {
                 Ok(events) => done.push((job, Ok(events))),
                 Err(JobError::Refused(e)) => done.push((job, Err(e))),
@@ -1641,6 +1661,18 @@ impl Writer {
                     Source::Queue => next_new(&mut self.retry, jobs),
                     Source::Held => self.retry.pop_front(),
                 };
+                // The callers the last sync answered, back with their next appends within
+                // microseconds, join this group rather than wait for a sync of their own.
+                if next.is_none() && self.cut_groups && source == Source::Queue && !lingering {
+                    let until = std::time::Instant::now() + RETURN_WAIT;
+                    while next.is_none()
+                        && self.returning.load(std::sync::atomic::Ordering::Acquire) > 0
+                        && std::time::Instant::now() < until
+                    {
+                        std::thread::yield_now();
+                        next = next_new(&mut self.retry, jobs);
+                    }
+                }
                 // Lingering, the writer looks at the queue every slice rather than waking for
                 // each job: a plain append waits at most a slice.
                 while next.is_none() && lingering {
@@ -1668,15 +1700,27 @@ impl Writer {
                 use std::sync::atomic::Ordering::Relaxed;
                 self.stats.commits.fetch_add(1, Relaxed);
                 self.stats.jobs.fetch_add(replies.len() as u64, Relaxed);
-                // Answered by the syncer once the commit is on disk. Should it be gone (it
-                // never stops before the writer), the callers hear that the log is closed.
-                self.unsynced
-                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                let _ = self.durable.send(Durable {
+                let durable = Durable {
                     position: self.tip.position,
                     batches,
                     replies: std::mem::take(&mut replies),
-                });
+                };
+                // With the syncer idle and no job waiting, there is no next group to write
+                // during this one's sync: the writer syncs it and answers its callers itself,
+                // which spares a hand-off to the syncer's thread (a wake-up of tens of
+                // microseconds, on every commit of a closed loop of callers).
+                if self.unsynced.load(std::sync::atomic::Ordering::Acquire) == 0
+                    && self.returning.load(std::sync::atomic::Ordering::Acquire) == 0
+                    && jobs.is_empty()
+                {
+                    self.syncer.settle(vec![durable]);
+                } else {
+                    // Answered by the syncer once the commit is on disk. Should it be gone (it
+                    // never stops before the writer), the callers hear that the log is closed.
+                    self.unsynced
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    let _ = self.durable.send(durable);
+                }
             }
             Err(err) => {
                 self.tip = start_tip;
@@ -1717,6 +1761,12 @@ fn open_wal(conn: &Connection) -> Result<std::fs::File, LogError> {
 /// keeps to one group a sync, short enough that many callers' groups take turns with the disk.
 const GROUP_SLICE: std::time::Duration = std::time::Duration::from_micros(100);
 
+/// How long a group waits, at most, for the callers the last sync answered: in a closed loop
+/// (a client that sends its next command once the last is answered) they come back within a
+/// few tens of microseconds, and a group cut before them costs a sync of their own. Callers who
+/// do not come back (an HTTP request answered) stop counting as soon as anyone else appends.
+const RETURN_WAIT: std::time::Duration = std::time::Duration::from_micros(60);
+
 /// A committed group on its way to its callers.
 struct Durable {
     /// The log's position after it.
@@ -1756,36 +1806,51 @@ struct Syncer {
     head: watch::Sender<u64>,
     recent: Arc<Recent>,
     unsynced: Arc<std::sync::atomic::AtomicUsize>,
+    /// How many commands it last answered (see [`RETURN_WAIT`]).
+    returning: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Syncer {
-    fn run(self, groups: std::sync::mpsc::Receiver<Durable>) {
+    fn run(&self, groups: &std::sync::mpsc::Receiver<Durable>) {
         while let Ok(first) = groups.recv() {
             let mut ready = vec![first];
             ready.extend(groups.try_iter());
             let answered = ready.len();
-            if let Some(wal) = &self.wal {
-                if let Err(error) = wal.sync_data() {
-                    // Committed, visible in the file, and perhaps not on disk: Linux may have
-                    // dropped the pages it could not write, so a second sync that succeeds
-                    // proves nothing, and a caller told "failed" might find its events there
-                    // after all. The process stops, unanswered, as PostgreSQL does; a restart
-                    // syncs the write-ahead file again before anyone reads it (or fails to
-                    // start, which says the disk is failing).
-                    tracing::error!(%error, "the log's disk did not confirm a commit: the process stops");
-                    std::process::abort();
-                }
-            }
-            for mut group in ready {
-                self.recent.committed(group.fresh());
-                self.head.send_replace(group.position);
-                for (reply, result) in group.replies {
-                    // The caller may have gone away; its events are committed all the same.
-                    let _ = reply.send(result);
-                }
-            }
+            self.settle(ready);
             self.unsynced
                 .fetch_sub(answered, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    /// Syncs the write-ahead file once for every group of `ready` (in commit order), then
+    /// shows their events and answers their callers. Called by one thread at a time: the
+    /// syncer's own, or the writer's while the syncer has nothing.
+    fn settle(&self, ready: Vec<Durable>) {
+        if let Some(wal) = &self.wal {
+            if let Err(error) = wal.sync_data() {
+                // Committed, visible in the file, and perhaps not on disk: Linux may have
+                // dropped the pages it could not write, so a second sync that succeeds
+                // proves nothing, and a caller told "failed" might find its events there
+                // after all. The process stops, unanswered, as PostgreSQL does; a restart
+                // syncs the write-ahead file again before anyone reads it (or fails to
+                // start, which says the disk is failing).
+                tracing::error!(%error, "the log's disk did not confirm a commit: the process stops");
+                std::process::abort();
+            }
+        }
+        let commands = ready
+            .iter()
+            .map(|group| group.batches.iter().filter(|batch| !**batch).count())
+            .sum();
+        self.returning
+            .store(commands, std::sync::atomic::Ordering::Release);
+        for mut group in ready {
+            self.recent.committed(group.fresh());
+            self.head.send_replace(group.position);
+            for (reply, result) in group.replies {
+                // The caller may have gone away; its events are committed all the same.
+                let _ = reply.send(result);
+            }
         }
     }
 }
