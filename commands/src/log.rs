@@ -1672,6 +1672,12 @@ impl Writer {
                         std::thread::yield_now();
                         next = next_new(&mut self.retry, jobs);
                     }
+                    // Those still out are not coming back soon (an HTTP request answered):
+                    // no later group waits for them.
+                    if next.is_none() {
+                        self.returning
+                            .store(0, std::sync::atomic::Ordering::Release);
+                    }
                 }
                 // Lingering, the writer looks at the queue every slice rather than waking for
                 // each job: a plain append waits at most a slice.
@@ -1764,7 +1770,8 @@ const GROUP_SLICE: std::time::Duration = std::time::Duration::from_micros(100);
 /// How long a group waits, at most, for the callers the last sync answered: in a closed loop
 /// (a client that sends its next command once the last is answered) they come back within a
 /// few tens of microseconds, and a group cut before them costs a sync of their own. Callers who
-/// do not come back (an HTTP request answered) stop counting as soon as anyone else appends.
+/// do not come back (an HTTP request answered) are waited for once: when the wait runs out,
+/// none of them is waited for again until the next sync answers others.
 const RETURN_WAIT: std::time::Duration = std::time::Duration::from_micros(60);
 
 /// A committed group on its way to its callers.
