@@ -14,6 +14,10 @@ use custode_domain::RecordedEvent;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::Path;
 
+/// Threads SQLite's sorter may use to build a rebuild's deferred indexes (`PRAGMA threads`):
+/// the replay's reader and applier are done by then.
+const SORT_THREADS: i64 = 2;
+
 /// One read model.
 pub trait Projection: Send {
     /// Stable name, the key of its checkpoint.
@@ -208,6 +212,9 @@ impl ReadModels {
         // lower (138 against 178 MiB) and builds its indexes in the same time.
         if !self.deferred.is_empty() {
             self.conn.pragma_update(None, "cache_size", -8_192)?;
+            // The log is read by now, so its reader's core is free: SQLite's sorter may sort
+            // on a second thread.
+            self.conn.pragma_update(None, "threads", SORT_THREADS)?;
         }
         for sql in std::mem::take(&mut self.deferred) {
             self.conn.execute_batch(&sql)?;
