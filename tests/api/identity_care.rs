@@ -865,6 +865,15 @@ async fn an_operator_records_a_lost_contact_mobile_after_a_signed_form_sc_3() {
     )
     .await;
     expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request").await;
+    // A direction character would make the audit trail show another reference.
+    let res = put(
+        Some(OPERATOR_KEY),
+        path.clone(),
+        json!({ "contact_mobile": new_mobile, "form_reference": "MOD-\u{202E}2400" }),
+    )
+    .await;
+    let p = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-failed").await;
+    assert_eq!(rules(&p), ["SC-3.form_reference"]);
     let good = json!({ "contact_mobile": "348 555 0101", "form_reference": "MOD-2026-0042" });
     let res = put(None, path.clone(), good.clone()).await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;

@@ -222,17 +222,18 @@ pub(super) fn check_new_password(
 /// Longest form reference accepted (RC-7).
 const MAX_FORM_REFERENCE_CHARS: usize = 100;
 
-/// A signed paper form's reference (RC-7), trimmed: 1 to 100 characters, none a control.
+/// A signed paper form's reference (RC-7), trimmed: 1 to 100 characters, none of them control
+/// or direction characters (which would make the audit trail show another reference).
 pub(super) fn form_reference(raw: &str, rule: &'static str) -> Result<String, AccountError> {
     let reference = raw.trim();
     if reference.is_empty()
         || reference.chars().count() > MAX_FORM_REFERENCE_CHARS
-        || reference.chars().any(char::is_control)
+        || reference.chars().any(crate::violation::hidden_char)
     {
         return Err(AccountError::Invalid(vec![Violation::new(
             rule,
             Some("form_reference"),
-            "the signed form's reference has 1 to 100 characters",
+            "the signed form's reference: 1 to 100 characters, none of them control or direction characters",
         )]));
     }
     Ok(reference.to_string())
