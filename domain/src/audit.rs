@@ -34,6 +34,7 @@ pub const CONTACT_FIELDS: &[&str] = &[
     "mobile",
     "contact_email",
     "contact_mobile",
+    "recovery_mobile",
     "contact",
     "to",
 ];

@@ -163,15 +163,17 @@ impl Challenges {
     }
 
     /// Drops every challenge whose code went to the contact mobile `target` (it is no longer
-    /// on file); codes to the same number as a recovery contact stay.
-    pub fn cancel_to_contact(&mut self, target: &str) {
+    /// on file); codes to the same number as the recovery mobile stay while it still is
+    /// (`still_recovery_mobile`).
+    pub fn cancel_to_contact(&mut self, target: &str, still_recovery_mobile: bool) {
         use OtpPurpose::*;
         self.by_scope.retain(|(purpose, _), c| {
             c.target != target
-                || matches!(
-                    purpose,
-                    Recovery | VerifyRecoveryMobile | RecoveryMobileChange | NewRecoveryMobile
-                )
+                || (still_recovery_mobile
+                    && matches!(
+                        purpose,
+                        Recovery | VerifyRecoveryMobile | RecoveryMobileChange | NewRecoveryMobile
+                    ))
         });
     }
 

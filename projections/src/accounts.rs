@@ -405,6 +405,13 @@ impl Projection for AccountsProjection {
             AccountsFolds::ContactMobileChanged(e) => {
                 tx.prepare_cached("UPDATE accounts SET contact_mobile = ?2 WHERE account_id = ?1")?
                     .execute(params![account_id, e.mobile])?;
+                // An operator's change moved the recovery mobile (the lost number) with it.
+                if let Some(recovery) = &e.recovery_mobile {
+                    tx.prepare_cached(
+                        "UPDATE accounts SET recovery_mobile = ?2, recovery_mobile_verified = 0 WHERE account_id = ?1",
+                    )?
+                    .execute(params![account_id, recovery])?;
+                }
             }
             AccountsFolds::RecoveryContactChanged(e) => {
                 let column = match e.method {

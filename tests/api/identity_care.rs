@@ -980,3 +980,99 @@ async fn an_operator_records_a_lost_contact_mobile_after_a_signed_form_sc_3() {
     .await;
     expect_problem(res, StatusCode::CONFLICT, "account-closed").await;
 }
+
+/// After an operator's change of a lost contact mobile, the lost phone authorises nothing:
+/// neither an SC-5 change it authorised before (email or mobile), nor a recovery by SMS (RC-3)
+/// when the recovery mobile was the same number, which moves to the new number, unverified.
+#[tokio::test]
+async fn a_lost_phone_authorises_nothing_after_an_operators_change_sc_3() {
+    let app = TestApp::spawn().await;
+    let operator_change = |user: &'static str, mobile: &'static str, reference: &'static str| {
+        let app = &app;
+        async move {
+            let res = app
+                .request(
+                    reqwest::Method::PUT,
+                    &format!("/v1/admin/accounts/{user}/contact-mobile"),
+                    Some(OPERATOR_KEY),
+                    Some(json!({ "contact_mobile": mobile, "form_reference": reference })),
+                )
+                .await;
+            assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        }
+    };
+
+    // An identity with a recovery email only: SC-5's codes to add a mobile, or to change the
+    // email, go to the contact mobile.
+    let token = identity_after_first_change(
+        &app,
+        "solo.email",
+        json!({ "contact_mobile": CONTACT_MOBILE, "contact_email": CONTACT_EMAIL }),
+        json!({ "email": RECOVERY_EMAIL }),
+    )
+    .await;
+    let add_mobile = ask_code(&app, &token, "recovery_mobile_change", CONTACT_MOBILE).await;
+    let change_email = ask_code(&app, &token, "recovery_email_change", CONTACT_MOBILE).await;
+    let new_email = "trovata@example.it";
+    post_expecting(
+        &app,
+        &token,
+        "/v1/account/recovery-info/email",
+        json!({ "otp": change_email, "email": new_email }),
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    let confirm_email = mailed_code(&app, new_email, 0).await;
+    operator_change("solo.email", "+393485550303", "MOD-2026-0101").await;
+    let res = app
+        .post(
+            "/v1/account/recovery-info/mobile",
+            Some(&token),
+            json!({ "otp": add_mobile, "mobile": "+393475550000" }),
+        )
+        .await;
+    assert!(res.status().is_client_error(), "{}", res.status());
+    let res = app
+        .post(
+            "/v1/account/recovery-info/email/confirm",
+            Some(&token),
+            json!({ "code": confirm_email }),
+        )
+        .await;
+    assert!(res.status().is_client_error(), "{}", res.status());
+    let shown = page(&app, &token).await;
+    assert_eq!(shown["recovery"]["email"]["target"], "*****ca@e*****.it");
+    assert!(shown["recovery"]["mobile"].is_null(), "{shown}");
+
+    // An identity whose recovery mobile is its contact mobile: a recovery by SMS under way to
+    // the lost phone ends there, and the next one goes to the new number.
+    let same = "+393486660404";
+    identity_after_first_change(
+        &app,
+        "stesso.numero",
+        json!({ "contact_mobile": same, "contact_email": "stesso@example.it" }),
+        json!({ "mobile": same }),
+    )
+    .await;
+    let started = crate::recovery::start(&app, "stesso.numero").await;
+    let res = crate::recovery::call(&app, &started, "/sms", json!({})).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let lost_code = sms_code(&app, same).await;
+    operator_change("stesso.numero", "+393487770505", "MOD-2026-0102").await;
+    let res =
+        crate::recovery::call(&app, &started, "/sms/verify", json!({ "code": lost_code })).await;
+    assert!(res.status().is_client_error(), "{}", res.status());
+    let token = app.login("stesso.numero", IDENTITY_PASSWORD).await;
+    let shown = page(&app, &token).await;
+    assert_eq!(shown["contact_mobile"], "+39 ***** **05");
+    assert_eq!(shown["recovery"]["mobile"]["target"], "+39 ***** **05");
+    assert_eq!(shown["recovery"]["mobile"]["verified"], false);
+    let started = crate::recovery::start(&app, "stesso.numero").await;
+    let methods = started["methods"].to_string();
+    assert!(methods.contains("+39 ***** **05"), "{methods}");
+    let res = crate::recovery::call(&app, &started, "/sms", json!({})).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    sms_code(&app, "+393487770505").await;
+    app.quiesce().await;
+    crate::helpers::validate_events(&app.data_dir);
+}

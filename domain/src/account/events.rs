@@ -731,12 +731,16 @@ pub struct ContactEmailChanged {
 }
 
 /// SC-3: the contact mobile changed, confirmed by a code sent to the old number and one sent
-/// to the new; or (v2) recorded by an operator after the signed form `form_reference`.
+/// to the new; or (v2) recorded by an operator after the signed form `form_reference`, when the
+/// old number is lost. Then the recovery mobile, when it was that number, becomes
+/// `recovery_mobile` (the new one, not yet verified).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContactMobileChanged {
     pub mobile: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub form_reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_mobile: Option<String>,
 }
 
 /// SC-5: a recovery contact changed through its flow; it cannot change again before

@@ -371,19 +371,7 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
                 state.challenges.cancel(OtpPurpose::VerifyRecoveryEmail);
             }
             if e.mobile != state.recovery.mobile {
-                state.challenges.cancel(OtpPurpose::VerifyRecoveryMobile);
-            }
-            if e.mobile != state.recovery.mobile {
-                state.challenges.cancel(OtpPurpose::Recovery);
-                if state
-                    .grants
-                    .reset
-                    .as_ref()
-                    .is_some_and(|g| g.method == RecoveryMethod::Sms)
-                {
-                    let reset = state.grants.reset.take();
-                    state.grants.spend(reset, Spent::Superseded);
-                }
+                recovery_mobile_replaced(&mut state);
             }
             state.recovery = RecoveryInfo {
                 email: e.email.clone(),
@@ -670,11 +658,30 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
             state.contact_email_changes.truncate(8);
         }
         AccountEvent::ContactMobileChanged(e) => {
-            if let Some(profile) = state.profile.as_mut() {
-                // A code on its way to the old number proves nothing now.
-                if let Some(old) = profile.contact_mobile.replace(e.mobile.clone()) {
-                    state.challenges.cancel_to_contact(&old);
+            let old = state
+                .profile
+                .as_mut()
+                .and_then(|profile| profile.contact_mobile.replace(e.mobile.clone()));
+            if e.form_reference.is_some() {
+                // An operator's change: the old phone is lost, so no SC-5 change it authorised
+                // goes on.
+                for purpose in [
+                    OtpPurpose::RecoveryEmailChange,
+                    OtpPurpose::NewRecoveryEmail,
+                    OtpPurpose::RecoveryMobileChange,
+                    OtpPurpose::NewRecoveryMobile,
+                ] {
+                    state.challenges.cancel(purpose);
                 }
+            }
+            if let Some(mobile) = &e.recovery_mobile {
+                recovery_mobile_replaced(&mut state);
+                state.recovery.mobile = Some(mobile.clone());
+            }
+            // A code on its way to the old number proves nothing now.
+            if let Some(old) = old {
+                let still = state.recovery.mobile.as_deref() == Some(old.as_str());
+                state.challenges.cancel_to_contact(&old, still);
             }
         }
         AccountEvent::RecoveryContactChanged(e) => match e.method {
@@ -722,4 +729,20 @@ pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
         }
     }
     state
+}
+
+/// The recovery mobile is about to change: a recovery code sent to the old one, its Verified
+/// badge's code, and a reset token an SMS code earned die with it.
+fn recovery_mobile_replaced(state: &mut Account) {
+    state.challenges.cancel(OtpPurpose::VerifyRecoveryMobile);
+    state.challenges.cancel(OtpPurpose::Recovery);
+    if state
+        .grants
+        .reset
+        .as_ref()
+        .is_some_and(|g| g.method == RecoveryMethod::Sms)
+    {
+        let reset = state.grants.reset.take();
+        state.grants.spend(reset, Spent::Superseded);
+    }
 }

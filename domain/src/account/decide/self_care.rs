@@ -199,6 +199,7 @@ pub(super) fn confirm_contact_mobile_change(
         events.push(AccountEvent::ContactMobileChanged(ContactMobileChanged {
             mobile: target,
             form_reference: None,
+            recovery_mobile: None,
         }));
     }
     Ok(events)
@@ -250,10 +251,16 @@ pub(super) fn operator_set_contact_mobile(
     if profile.contact_mobile.as_deref() == Some(mobile.as_str()) {
         return Ok(Vec::new());
     }
+    // The lost phone must not recover the account either (RC-3): a recovery mobile that was the
+    // same number moves to the new one with it.
+    let recovery_mobile = (profile.contact_mobile.is_some()
+        && state.recovery.mobile == profile.contact_mobile)
+        .then(|| mobile.clone());
     Ok(vec![AccountEvent::ContactMobileChanged(
         ContactMobileChanged {
             mobile,
             form_reference: Some(reference),
+            recovery_mobile,
         },
     )])
 }

@@ -137,6 +137,7 @@ fn a_new_contact_mobile_needs_the_code_to_the_old_number_and_the_one_to_the_new_
         Some(&AccountEvent::ContactMobileChanged(ContactMobileChanged {
             mobile: NEW_MOBILE.into(),
             form_reference: None,
+            recovery_mobile: None,
         }))
     );
     // The codes swapped are both wrong.
