@@ -1714,10 +1714,14 @@ impl Writer {
                 // With the syncer idle and no job waiting, there is no next group to write
                 // during this one's sync: the writer syncs it and answers its callers itself,
                 // which spares a hand-off to the syncer's thread (a wake-up of tens of
-                // microseconds, on every commit of a closed loop of callers).
+                // microseconds, on every commit of a closed loop of callers). A group with
+                // access records goes to the syncer all the same: they come in a steady
+                // stream that nobody waits on, and the writer keeps taking them in during a
+                // slow sync rather than let them back up into the mail servers' checks.
                 if self.unsynced.load(std::sync::atomic::Ordering::Acquire) == 0
                     && self.returning.load(std::sync::atomic::Ordering::Acquire) == 0
                     && jobs.is_empty()
+                    && !durable.batches.contains(&true)
                 {
                     self.syncer.settle(vec![durable]);
                 } else {
