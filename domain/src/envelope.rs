@@ -145,7 +145,8 @@ pub const UPCASTERS: &[Upcaster] = &[
     // `deactivated` (CO-2, CO-4), v3 `suspended` and `revoked` (SC-6); v4 of
     // `OtpChallengeIssued` the purposes `verify_recovery_email` and `verify_recovery_mobile`
     // (SC-4), v5 those of the contact changes (SC-3, SC-5); v2 of `ContactMobileChanged` the
-    // `form_reference` of an operator's change (SC-3).
+    // `form_reference` of an operator's change (SC-3), and v4 of `SessionsEnded` its reason
+    // `contact_mobile_replaced`.
     Upcaster {
         event_type: "AccountOpened",
         from_version: 1,
@@ -184,6 +185,11 @@ pub const UPCASTERS: &[Upcaster] = &[
     Upcaster {
         event_type: "ContactMobileChanged",
         from_version: 1,
+        upcast: crate::account::upcast::unchanged,
+    },
+    Upcaster {
+        event_type: "SessionsEnded",
+        from_version: 3,
         upcast: crate::account::upcast::unchanged,
     },
 ];

@@ -896,9 +896,13 @@ async fn an_operator_records_a_lost_contact_mobile_after_a_signed_form_sc_3() {
     assert_eq!(app.settled_head().await, head);
     assert_eq!(page(&app, &token).await["contact_mobile"], "+39 ***** **33");
 
-    // The operator records it; the holder's session goes on, and the page shows the new number.
+    // The operator records it. Every session ends (one may be open on the lost phone); the
+    // holder logs in again and the page shows the new number.
     let res = put(Some(OPERATOR_KEY), path.clone(), good.clone()).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = app.get("/v1/account", Some(&token)).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let token = app.login(IDENTITY, IDENTITY_PASSWORD).await;
     assert_eq!(page(&app, &token).await["contact_mobile"], "+39 ***** **01");
     // Sent again (a retry), it records nothing.
     let head = app.settled_head().await;
@@ -1024,6 +1028,7 @@ async fn a_lost_phone_authorises_nothing_after_an_operators_change_sc_3() {
     .await;
     let confirm_email = mailed_code(&app, new_email, 0).await;
     operator_change("solo.email", "+393485550303", "MOD-2026-0101").await;
+    let token = app.login("solo.email", IDENTITY_PASSWORD).await;
     let res = app
         .post(
             "/v1/account/recovery-info/mobile",

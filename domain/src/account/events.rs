@@ -117,6 +117,9 @@ pub enum SessionEndReason {
     Suspended,
     /// SC-6: an operator revoked the account.
     Revoked,
+    /// SC-3: an operator recorded a new contact mobile (the old phone is lost, and a session
+    /// on it must not go on).
+    ContactMobileReplaced,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn widened_types_read_their_earlier_versions_as_they_are() {
-        assert_eq!(current_version("SessionsEnded"), 3);
+        assert_eq!(current_version("SessionsEnded"), 4);
         assert_eq!(current_version("OtpChallengeIssued"), 5);
         let v1 =
             json!({"session_ids": ["00000000-0000-0000-0000-000000000009"], "reason": "logout"});

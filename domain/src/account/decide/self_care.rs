@@ -214,7 +214,7 @@ pub(super) fn confirm_contact_mobile_change(
 pub(super) fn operator_set_contact_mobile(
     state: &Account,
     c: &OperatorSetContactMobile,
-    _ctx: &Ctx<'_>,
+    ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     let profile = opened(state)?;
     // Every rule the request breaks, at once.
@@ -256,13 +256,18 @@ pub(super) fn operator_set_contact_mobile(
     let recovery_mobile = (profile.contact_mobile.is_some()
         && state.recovery.mobile == profile.contact_mobile)
         .then(|| mobile.clone());
-    Ok(vec![AccountEvent::ContactMobileChanged(
-        ContactMobileChanged {
-            mobile,
-            form_reference: Some(reference),
-            recovery_mobile,
-        },
-    )])
+    let mut events = vec![AccountEvent::ContactMobileChanged(ContactMobileChanged {
+        mobile,
+        form_reference: Some(reference),
+        recovery_mobile,
+    })];
+    // A session opened on the lost phone (or by whoever holds it) goes no further.
+    events.extend(end_sessions(
+        state,
+        SessionEndReason::ContactMobileReplaced,
+        ctx.now,
+    ));
+    Ok(events)
 }
 
 /// Checks every `(purpose, code, field, rule)` against its live challenge at once: all right gives
