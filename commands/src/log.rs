@@ -247,22 +247,18 @@ impl EventLog {
         let versions = Arc::new(StreamVersions::default());
         let recent = Arc::new(Recent::default());
         let (durable_tx, durable_rx) = std::sync::mpsc::channel();
-        let unsynced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let returning = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let syncer = Arc::new(Syncer {
             wal,
             head: head_tx,
             recent: recent.clone(),
-            unsynced: unsynced.clone(),
-            returning: returning.clone(),
+            unsynced: std::sync::atomic::AtomicUsize::new(0),
+            returning: std::sync::atomic::AtomicUsize::new(0),
         });
         let writer = Writer {
             conn,
             tip,
             durable: durable_tx,
             syncer: syncer.clone(),
-            unsynced,
-            returning,
             cut_groups: options.synchronous == Synchronous::Full,
             stats: stats.clone(),
             versions: versions.clone(),
@@ -1398,13 +1394,8 @@ struct Writer {
     tip: Tip,
     /// Committed groups, to the syncer.
     durable: std::sync::mpsc::Sender<Durable>,
-    /// The syncer itself, for the groups the writer syncs in its stead.
+    /// The syncer itself: its counts, and the groups the writer syncs in its stead.
     syncer: Arc<Syncer>,
-    /// Groups sent to the syncer and not yet answered.
-    unsynced: Arc<std::sync::atomic::AtomicUsize>,
-    /// Callers the syncer last answered whose next append has not come yet (see
-    /// [`RETURN_WAIT`]).
-    returning: Arc<std::sync::atomic::AtomicUsize>,
     /// Whether a group is cut for the syncer (see [`GROUP_SLICE`]): with `Synchronous::Full`,
     /// when there is a sync to overlap.
     cut_groups: bool,
@@ -1634,7 +1625,7 @@ impl Writer {
         while let Some(mut job) = next.take() {
             lingering &= job.batch;
             if !job.batch {
-                let _ = self.returning.fetch_update(
+                let _ = self.syncer.returning.fetch_update(
                     std::sync::atomic::Ordering::AcqRel,
                     std::sync::atomic::Ordering::Acquire,
                     |n| n.checked_sub(1),
@@ -1654,7 +1645,11 @@ impl Writer {
             let cut = self.cut_groups
                 && source == Source::Queue
                 && !lingering
-                && self.unsynced.load(std::sync::atomic::Ordering::Acquire) == 0
+                && self
+                    .syncer
+                    .unsynced
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    == 0
                 && opened.elapsed() >= GROUP_SLICE;
             if done.len() < MAX_GROUP && !cut {
                 next = match source {
@@ -1666,7 +1661,11 @@ impl Writer {
                 if next.is_none() && self.cut_groups && source == Source::Queue && !lingering {
                     let until = std::time::Instant::now() + RETURN_WAIT;
                     while next.is_none()
-                        && self.returning.load(std::sync::atomic::Ordering::Acquire) > 0
+                        && self
+                            .syncer
+                            .returning
+                            .load(std::sync::atomic::Ordering::Acquire)
+                            > 0
                         && std::time::Instant::now() < until
                     {
                         std::thread::yield_now();
@@ -1675,7 +1674,8 @@ impl Writer {
                     // Those still out are not coming back soon (an HTTP request answered):
                     // no later group waits for them.
                     if next.is_none() {
-                        self.returning
+                        self.syncer
+                            .returning
                             .store(0, std::sync::atomic::Ordering::Release);
                     }
                 }
@@ -1718,8 +1718,16 @@ impl Writer {
                 // access records goes to the syncer all the same: they come in a steady
                 // stream that nobody waits on, and the writer keeps taking them in during a
                 // slow sync rather than let them back up into the mail servers' checks.
-                if self.unsynced.load(std::sync::atomic::Ordering::Acquire) == 0
-                    && self.returning.load(std::sync::atomic::Ordering::Acquire) == 0
+                if self
+                    .syncer
+                    .unsynced
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    == 0
+                    && self
+                        .syncer
+                        .returning
+                        .load(std::sync::atomic::Ordering::Acquire)
+                        == 0
                     && jobs.is_empty()
                     && !durable.batches.contains(&true)
                 {
@@ -1727,7 +1735,8 @@ impl Writer {
                 } else {
                     // Answered by the syncer once the commit is on disk. Should it be gone (it
                     // never stops before the writer), the callers hear that the log is closed.
-                    self.unsynced
+                    self.syncer
+                        .unsynced
                         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                     let _ = self.durable.send(durable);
                 }
@@ -1816,9 +1825,11 @@ struct Syncer {
     wal: Option<std::fs::File>,
     head: watch::Sender<u64>,
     recent: Arc<Recent>,
-    unsynced: Arc<std::sync::atomic::AtomicUsize>,
-    /// How many commands it last answered (see [`RETURN_WAIT`]).
-    returning: Arc<std::sync::atomic::AtomicUsize>,
+    /// Groups the writer sent here and this thread has not yet answered.
+    unsynced: std::sync::atomic::AtomicUsize,
+    /// How many commands it last answered whose callers' next appends have not come yet (the
+    /// writer counts them down; see [`RETURN_WAIT`]).
+    returning: std::sync::atomic::AtomicUsize,
 }
 
 impl Syncer {

@@ -101,6 +101,17 @@ pub(super) fn opened(state: &Account) -> Result<&AccountOpened, AccountError> {
     state.profile.as_ref().ok_or(AccountError::NotFound)
 }
 
+/// A revoked account or a deactivated collaborator is final (ACC-4): an operator's command on
+/// it is refused.
+pub(super) fn not_closed(state: &Account) -> Result<(), AccountError> {
+    match state.status {
+        AccountStatus::Revoked | AccountStatus::Deactivated => Err(AccountError::Closed {
+            status: state.status,
+        }),
+        AccountStatus::Active | AccountStatus::Suspended => Ok(()),
+    }
+}
+
 /// The session must be live, and fresh (SEC-3) when `fresh` is asked for.
 pub(super) fn require_session(
     state: &Account,

@@ -224,17 +224,17 @@ const MAX_FORM_REFERENCE_CHARS: usize = 100;
 
 /// A signed paper form's reference (RC-7), trimmed: 1 to 100 characters, none of them control
 /// or direction characters (which would make the audit trail show another reference).
-pub(super) fn form_reference(raw: &str, rule: &'static str) -> Result<String, AccountError> {
+pub(super) fn form_reference(raw: &str, rule: &'static str) -> Result<String, Violation> {
     let reference = raw.trim();
     if reference.is_empty()
         || reference.chars().count() > MAX_FORM_REFERENCE_CHARS
         || reference.chars().any(crate::violation::hidden_char)
     {
-        return Err(AccountError::Invalid(vec![Violation::new(
+        return Err(Violation::new(
             rule,
             Some("form_reference"),
             "the signed form's reference: 1 to 100 characters, none of them control or direction characters",
-        )]));
+        ));
     }
     Ok(reference.to_string())
 }
@@ -245,15 +245,9 @@ pub(super) fn operator_reset(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     opened(state)?;
-    let reference = form_reference(&c.form_reference, "RC-7.form_reference")?;
-    if matches!(
-        state.status,
-        AccountStatus::Revoked | AccountStatus::Deactivated
-    ) {
-        return Err(AccountError::Closed {
-            status: state.status,
-        });
-    }
+    let reference = form_reference(&c.form_reference, "RC-7.form_reference")
+        .map_err(|v| AccountError::Invalid(vec![v]))?;
+    not_closed(state)?;
     let mut events = Vec::new();
     // The holder proved who they are on paper: a login lockout ends with the reset.
     if let Some(until) = state.login_locked_until {

@@ -217,37 +217,24 @@ pub(super) fn operator_set_contact_mobile(
     ctx: &Ctx<'_>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     let profile = opened(state)?;
-    // Every rule the request breaks, at once.
-    let mut violations = Vec::new();
-    let reference = match super::password::form_reference(&c.form_reference, "SC-3.form_reference")
-    {
-        Ok(reference) => Some(reference),
-        Err(AccountError::Invalid(v)) => {
-            violations.extend(v);
-            None
-        }
-        Err(e) => return Err(e),
-    };
-    let mobile = normalize_mobile(&c.mobile);
-    if mobile.is_none() {
-        violations.push(Violation::new(
+    let reference = super::password::form_reference(&c.form_reference, "SC-3.form_reference");
+    let mobile = normalize_mobile(&c.mobile).ok_or_else(|| {
+        Violation::new(
             "SC-3.mobile",
             Some("contact_mobile"),
             "not a valid mobile number (E.164, or an Italian number)",
-        ));
-    }
-    let (Some(reference), Some(mobile)) = (reference, mobile) else {
-        return Err(AccountError::Invalid(violations));
+        )
+    });
+    // Every rule the request breaks, at once.
+    let (reference, mobile) = match (reference, mobile) {
+        (Ok(reference), Ok(mobile)) => (reference, mobile),
+        (reference, mobile) => {
+            let violations = [reference.err(), mobile.err()].into_iter().flatten();
+            return Err(AccountError::Invalid(violations.collect()));
+        }
     };
     not_for_collaborators(profile)?;
-    if matches!(
-        state.status,
-        AccountStatus::Revoked | AccountStatus::Deactivated
-    ) {
-        return Err(AccountError::Closed {
-            status: state.status,
-        });
-    }
+    not_closed(state)?;
     if profile.contact_mobile.as_deref() == Some(mobile.as_str()) {
         return Ok(Vec::new());
     }
