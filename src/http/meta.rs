@@ -21,10 +21,18 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// Ready once this process's read models have applied everything in the log.
+/// How long `/readyz` waits for the read models to reach the head it saw.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
+    // Under load the read models trail the log by a batch (a worker's outcome appended a
+    // moment ago): that is not unreadiness, and a balancer must not see the node flap. Ready
+    // when they reach the head this request saw within a short wait; still catching up
+    // (at startup, after a rebuild) answers 503 at once after it.
     let head = state.log.head();
-    let applied = *state.applied.borrow();
-    if applied >= head {
+    let mut applied = state.applied.clone();
+    let reached = tokio::time::timeout(READY_WAIT, applied.wait_for(|p| *p >= head)).await;
+    if matches!(reached, Ok(Ok(_))) {
         // The log's position stays out of anonymous answers: watching it move would tell
         // what others' requests wrote (a real recovery's messages against a decoy's none).
         Ok(Json(serde_json::json!({ "status": "ready" })))
