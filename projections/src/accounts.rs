@@ -156,6 +156,11 @@ impl Projection for AccountsProjection {
         )
     }
 
+    /// Applying finds accounts by id; only the owner's list of collaborators reads this.
+    fn deferrable_indexes(&self) -> &'static [&'static str] {
+        &["accounts_by_owner"]
+    }
+
     fn drop_tables(&self, conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch(
             "DROP TABLE IF EXISTS accounts; DROP TABLE IF EXISTS account_security;

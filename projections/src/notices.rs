@@ -67,6 +67,11 @@ impl Projection for NoticesProjection {
         )
     }
 
+    /// Applying finds notices by id; only the dead-letter queries read these.
+    fn deferrable_indexes(&self) -> &'static [&'static str] {
+        &["notices_by_state", "notices_by_account"]
+    }
+
     fn drop_tables(&self, conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch("DROP TABLE IF EXISTS notices")
     }

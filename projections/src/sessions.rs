@@ -43,6 +43,11 @@ impl Projection for SessionsProjection {
         )
     }
 
+    /// Applying finds sessions by id; only the account's session list reads this.
+    fn deferrable_indexes(&self) -> &'static [&'static str] {
+        &["sessions_by_account"]
+    }
+
     fn drop_tables(&self, conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch("DROP TABLE IF EXISTS sessions")
     }
