@@ -558,6 +558,9 @@ fn fold(
     // allocations is work the applier need not do.
     let (spent, to_free) = std::sync::mpsc::channel::<Vec<custode_domain::RecordedEvent>>();
     let reader = log.clone();
+    // The reader thread also decodes what the read models can decode ahead (see
+    // `custode_projections::Prepared`): the applier's thread is the one a replay waits on.
+    let preparer = models.preparer();
     let read = std::thread::spawn(move || {
         let mut position = 0;
         loop {
@@ -582,8 +585,11 @@ fn fold(
                 }
                 None => (batch, !full),
             };
-            if !kept.is_empty() && batches.send(Ok(kept)).is_err() {
-                return;
+            if !kept.is_empty() {
+                let prepared = preparer.prepare(&kept);
+                if batches.send(Ok((kept, prepared))).is_err() {
+                    return;
+                }
             }
             if done {
                 return;
@@ -592,8 +598,10 @@ fn fold(
     });
     let mut position = models.checkpoint();
     for batch in received {
-        let batch = batch.map_err(StartError::Component)?;
-        position = models.apply(&batch).map_err(|e| component(&e))?;
+        let (batch, prepared) = batch.map_err(StartError::Component)?;
+        position = models
+            .apply_prepared(&batch, prepared)
+            .map_err(|e| component(&e))?;
         progress(position, head.max(position));
         let _ = spent.send(batch);
     }

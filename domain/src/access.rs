@@ -264,29 +264,26 @@ pub fn login_item(event: &LoginRecord, recorded_at: chrono::DateTime<chrono::Utc
 
 /// AH-1: the history item of an access record (recorded at `recorded_at`). A check shows the
 /// scope it was for and, when the mail server said, the protocol (`mailbox/imap`).
-pub fn history_item(
-    event: &AccessEvent,
-    recorded_at: chrono::DateTime<chrono::Utc>,
-) -> HistoryItem {
+pub fn history_item(event: AccessEvent, recorded_at: chrono::DateTime<chrono::Utc>) -> HistoryItem {
     match event {
         AccessEvent::AppPasswordChecked(e) => HistoryItem {
             at: recorded_at,
             kind: ItemKind::AppPassword,
             service: match e.protocol {
                 Some(p) => format!("{}/{}", e.scope, p.as_str()),
-                None => e.scope.clone(),
+                None => e.scope,
             },
             outcome: e.outcome,
             reason: e.reason.map(|r| r.as_str().to_string()),
-            client_ip: e.client_ip.clone(),
+            client_ip: e.client_ip,
         },
         AccessEvent::ServiceAccessReported(e) => HistoryItem {
             at: e.at,
             kind: ItemKind::ServiceAccess,
-            service: e.service.clone(),
+            service: e.service,
             outcome: e.outcome,
-            reason: e.reason.clone(),
-            client_ip: e.client_ip.clone(),
+            reason: e.reason,
+            client_ip: e.client_ip,
         },
     }
 }
@@ -512,7 +509,7 @@ mod tests {
             protocol: Some(Protocol::Imap),
             client_ip: Some("198.51.100.7".into()),
         });
-        let item = history_item(&check, recorded);
+        let item = history_item(check, recorded);
         assert_eq!(
             (
                 item.kind,
@@ -530,7 +527,7 @@ mod tests {
             )
         );
         // A reported access keeps the time it happened, not the time it was recorded.
-        let reported = history_item(&AccessEvent::ServiceAccessReported(report(now())), recorded);
+        let reported = history_item(AccessEvent::ServiceAccessReported(report(now())), recorded);
         assert_eq!(
             (reported.kind, reported.at),
             (ItemKind::ServiceAccess, now())

@@ -87,68 +87,116 @@ impl Projection for AccessHistoryProjection {
         tx: &Transaction<'_>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        let mut rows = tx.prepare_cached(
-            "INSERT OR IGNORE INTO access_history
-                 (account, at, position, outcome, kind, service, reason, client_ip)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?;
-        let mut keys: HashMap<&str, i64> = HashMap::new();
-        // Per account key: rows added, and the latest successful access among them.
-        let mut added: HashMap<i64, (i64, Option<i64>)> = HashMap::new();
-        for event in events {
-            let (account_id, item) = match event.category() {
-                "account" => {
-                    let Some((account_id, login)) = crate::account_event::<LoginRecord>(event)?
-                    else {
-                        continue;
-                    };
-                    (account_id, login_item(&login, event.occurred_at))
+        write(tx, events, decode(events))
+    }
+
+    /// The items a replay's reader thread decoded: what is left is writing them.
+    fn apply_prepared(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[RecordedEvent],
+        unseen: usize,
+        prepared: &mut crate::Prepared,
+    ) -> Result<(), ProjectionError> {
+        match prepared.access.take() {
+            Some(mut items) => {
+                items.retain(|item| item.index >= unseen);
+                write(tx, events, items)
+            }
+            None => self.apply_batch(tx, events.get(unseen..).unwrap_or_default()),
+        }
+    }
+}
+
+/// A login or access decoded from the event at `index` of a batch, or why it cannot be.
+#[derive(Debug)]
+pub struct Item {
+    index: usize,
+    item: Result<HistoryItem, ProjectionError>,
+}
+
+/// The history item of every login and access of `events`, in order. It needs no database, so
+/// a replay decodes them on its reader thread (see [`crate::Prepared`]).
+pub fn decode(events: &[RecordedEvent]) -> Vec<Item> {
+    let mut items = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        let item = match event.category() {
+            "account" => match crate::account_event::<LoginRecord>(event) {
+                Ok(Some((_, login))) => Ok(login_item(&login, event.occurred_at)),
+                Ok(None) => continue,
+                Err(e) => Err(e),
+            },
+            "access" => {
+                // The two types of the stream, read straight into their structs.
+                match event.event_type.as_str() {
+                    "ServiceAccessReported" => custode_domain::envelope::decode_payload(event)
+                        .map(AccessEvent::ServiceAccessReported),
+                    "AppPasswordChecked" => custode_domain::envelope::decode_payload(event)
+                        .map(AccessEvent::AppPasswordChecked),
+                    _ => custode_domain::envelope::decode(event),
                 }
-                "access" => {
-                    // The two types of the stream, read straight into their structs.
-                    let record = match event.event_type.as_str() {
-                        "ServiceAccessReported" => custode_domain::envelope::decode_payload(event)
-                            .map(AccessEvent::ServiceAccessReported),
-                        "AppPasswordChecked" => custode_domain::envelope::decode_payload(event)
-                            .map(AccessEvent::AppPasswordChecked),
-                        _ => custode_domain::envelope::decode(event),
-                    }
-                    .map_err(|e| ProjectionError::undecodable(event, e))?;
-                    (
-                        event.stream.trim_start_matches("access-"),
-                        history_item(&record, event.occurred_at),
-                    )
-                }
-                _ => continue,
-            };
-            let key = match keys.get(account_id) {
-                Some(key) => *key,
-                None => {
-                    let key = account_key(tx, account_id)?;
-                    keys.insert(account_id, key);
-                    key
-                }
-            };
-            if insert(&mut rows, key, event.position, &item)? {
-                let entry = added.entry(key).or_insert((0, None));
-                entry.0 += 1;
-                if item.outcome == Outcome::Success {
-                    let at = item.at.timestamp_millis();
-                    entry.1 = Some(entry.1.map_or(at, |last: i64| last.max(at)));
-                }
+                .map(|record| history_item(record, event.occurred_at))
+                .map_err(|e| ProjectionError::undecodable(event, e))
+            }
+            _ => continue,
+        };
+        items.push(Item { index, item });
+    }
+    items
+}
+
+/// Inserts a row for each of `items` (decoded from `events`), then moves each account's total
+/// and last access once.
+fn write(
+    tx: &Transaction<'_>,
+    events: &[RecordedEvent],
+    items: Vec<Item>,
+) -> Result<(), ProjectionError> {
+    let mut rows = tx.prepare_cached(
+        "INSERT OR IGNORE INTO access_history
+             (account, at, position, outcome, kind, service, reason, client_ip)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    let mut keys: HashMap<&str, i64> = HashMap::new();
+    // Per account key: rows added, and the latest successful access among them.
+    let mut added: HashMap<i64, (i64, Option<i64>)> = HashMap::new();
+    for Item { index, item } in items {
+        let item = item?;
+        // Items are decoded from these very events (see `ReadModels::apply_prepared`).
+        let Some(event) = events.get(index) else {
+            continue;
+        };
+        let account_id = match event.category() {
+            "access" => event.stream.trim_start_matches("access-"),
+            _ => event.stream.trim_start_matches("account-"),
+        };
+        let key = match keys.get(account_id) {
+            Some(key) => *key,
+            None => {
+                let key = account_key(tx, account_id)?;
+                keys.insert(account_id, key);
+                key
+            }
+        };
+        if insert(&mut rows, key, event.position, &item)? {
+            let entry = added.entry(key).or_insert((0, None));
+            entry.0 += 1;
+            if item.outcome == Outcome::Success {
+                let at = item.at.timestamp_millis();
+                entry.1 = Some(entry.1.map_or(at, |last: i64| last.max(at)));
             }
         }
-        let mut update = tx.prepare_cached(
-            "UPDATE access_accounts SET total = total + ?2,
-                 last_access = CASE WHEN ?3 IS NOT NULL AND (last_access IS NULL OR last_access < ?3)
-                                    THEN ?3 ELSE last_access END
-             WHERE key = ?1",
-        )?;
-        for (key, (rows, last)) in added {
-            update.execute(params![key, rows, last])?;
-        }
-        Ok(())
     }
+    let mut update = tx.prepare_cached(
+        "UPDATE access_accounts SET total = total + ?2,
+             last_access = CASE WHEN ?3 IS NOT NULL AND (last_access IS NULL OR last_access < ?3)
+                                THEN ?3 ELSE last_access END
+         WHERE key = ?1",
+    )?;
+    for (key, (rows, last)) in added {
+        update.execute(params![key, rows, last])?;
+    }
+    Ok(())
 }
 
 fn outcome_code(outcome: Outcome) -> i64 {
@@ -445,6 +493,64 @@ mod tests {
             limit,
             ..Filter::default()
         }
+    }
+
+    /// A replay decodes each batch's items ahead, on its reader thread: applied with them, a
+    /// batch (whole, or the tail a projection has not seen, or with items made of another
+    /// batch, which are made again) gives the rows and totals a plain apply gives, and an
+    /// undecodable record refuses the batch either way.
+    #[test]
+    fn items_decoded_ahead_write_what_a_plain_apply_writes() {
+        let events: Vec<RecordedEvent> = (1..=12u64)
+            .map(|n| recorded(n, start() + Duration::hours(n as i64), &check(n % 4 == 0)))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str| {
+            crate::ReadModels::open_with(
+                &dir.path().join(name),
+                vec![Box::new(AccessHistoryProjection)],
+                crate::Durability::Normal,
+            )
+            .unwrap()
+        };
+        let mut plain = open("plain.db");
+        plain.apply(&events[..5]).unwrap();
+        plain.apply(&events[3..]).unwrap();
+        let mut ahead = open("ahead.db");
+        let preparer = ahead.preparer();
+        ahead
+            .apply_prepared(&events[..5], preparer.prepare(&events[..5]))
+            .unwrap();
+        // Overlapping the checkpoint: only the unseen tail's rows are written.
+        ahead
+            .apply_prepared(&events[3..], preparer.prepare(&events[3..]))
+            .unwrap();
+        assert_eq!(ahead.dump().unwrap(), plain.dump().unwrap());
+        assert!(plain
+            .dump()
+            .unwrap()
+            .iter()
+            .any(|row| row.contains("access_accounts") && row.contains("Integer(12)")));
+        // Items of another batch are not used.
+        let mut other = open("other.db");
+        other
+            .apply_prepared(&events, preparer.prepare(&events[..2]))
+            .unwrap();
+        assert_eq!(other.dump().unwrap(), plain.dump().unwrap());
+        // A record that cannot be read refuses its batch, decoded ahead or not.
+        let mut bad = recorded(13, start() + Duration::days(1), &check(false));
+        bad.payload = serde_json::json!({ "outcome": 7 });
+        let batch = [bad];
+        let before = plain.dump().unwrap();
+        assert!(matches!(
+            ahead.apply_prepared(&batch, preparer.prepare(&batch)),
+            Err(ProjectionError::Undecodable { .. })
+        ));
+        assert!(matches!(
+            plain.apply(&batch),
+            Err(ProjectionError::Undecodable { .. })
+        ));
+        assert_eq!(ahead.dump().unwrap(), before);
     }
 
     #[test]

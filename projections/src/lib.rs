@@ -41,6 +41,45 @@ pub trait Projection: Send {
     ) -> Result<(), ProjectionError> {
         events.iter().try_for_each(|event| self.apply(tx, event))
     }
+    /// Applies `events[unseen..]` with what [`Preparer::prepare`] made of `events` (whole); a
+    /// projection whose decoding is part of it takes its share from `prepared`.
+    fn apply_prepared(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[RecordedEvent],
+        unseen: usize,
+        prepared: &mut Prepared,
+    ) -> Result<(), ProjectionError> {
+        let _ = prepared;
+        self.apply_batch(tx, events.get(unseen..).unwrap_or_default())
+    }
+}
+
+/// What can be made of a batch of events before it is applied, without the read models: the
+/// decoding of the access history's items (the largest share of a replay's applying). A
+/// replay prepares the next batch on its reader thread while the applier writes this one.
+#[derive(Debug)]
+pub struct Prepared {
+    /// How many events, and the last one's position: what it was made of.
+    events: usize,
+    last: Option<u64>,
+    access: Option<Vec<access::Item>>,
+}
+
+/// Prepares batches for a [`ReadModels`] (see [`Prepared`]); `Send`, for another thread.
+#[derive(Debug, Clone, Copy)]
+pub struct Preparer {
+    access: bool,
+}
+
+impl Preparer {
+    pub fn prepare(&self, events: &[RecordedEvent]) -> Prepared {
+        Prepared {
+            events: events.len(),
+            last: events.last().map(|e| e.position),
+            access: self.access.then(|| access::decode(events)),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -248,13 +287,37 @@ impl ReadModels {
     /// Applies a batch of consecutive events to every projection that has not yet seen them,
     /// and moves the checkpoints, in one transaction.
     pub fn apply(&mut self, events: &[RecordedEvent]) -> Result<u64, ProjectionError> {
+        let prepared = self.preparer().prepare(events);
+        self.apply_prepared(events, prepared)
+    }
+
+    /// What prepares batches for these read models, on any thread.
+    pub fn preparer(&self) -> Preparer {
+        Preparer {
+            access: self
+                .projections
+                .iter()
+                .any(|(p, _)| p.name() == access::AccessHistoryProjection.name()),
+        }
+    }
+
+    /// [`ReadModels::apply`] with `prepared`, made of `events` by [`ReadModels::preparer`]
+    /// (made again here should it be of another batch).
+    pub fn apply_prepared(
+        &mut self,
+        events: &[RecordedEvent],
+        mut prepared: Prepared,
+    ) -> Result<u64, ProjectionError> {
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(self.checkpoint());
         };
+        if prepared.events != events.len() || prepared.last != Some(last) {
+            prepared = self.preparer().prepare(events);
+        }
         let tx = self.conn.transaction()?;
         for (projection, checkpoint) in &self.projections {
             let unseen = events.partition_point(|e| e.position <= *checkpoint);
-            projection.apply_batch(&tx, events.get(unseen..).unwrap_or_default())?;
+            projection.apply_prepared(&tx, events, unseen, &mut prepared)?;
             tx.prepare_cached(
                 "UPDATE checkpoints SET position = ?2 WHERE name = ?1 AND position < ?2",
             )?

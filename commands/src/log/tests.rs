@@ -640,3 +640,50 @@ async fn ready_appends_go_in_one_job_each_with_its_own_metadata() {
     let report = log.verify_chain_blocking().unwrap();
     assert_eq!((report.checked, report.first_mismatch), (7, None));
 }
+
+mod stored_times {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The reader's own parse of a stored time gives what chrono's RFC 3339 parser gives, for
+        /// every time the writer can store (its one shape) and for near misses of that shape.
+        #[test]
+        fn a_stored_time_reads_as_chrono_reads_it(
+            micros in -62_135_596_800_000_000i64..253_402_300_799_999_999i64,
+            offset in prop_oneof![Just(None), (0usize..27).prop_map(Some)],
+            byte in any::<u8>(),
+        ) {
+            let at = DateTime::from_timestamp_micros(micros).unwrap();
+            let stored = at.to_rfc3339_opts(SecondsFormat::Micros, true);
+            prop_assert_eq!(stored_time(&stored), Some(at));
+            let mut bent = stored.into_bytes();
+            if let Some(i) = offset {
+                bent[i] = byte;
+            }
+            if let Ok(bent) = String::from_utf8(bent) {
+                let chrono = DateTime::parse_from_rfc3339(&bent).ok().map(|t| t.with_timezone(&Utc));
+                prop_assert_eq!(stored_time(&bent), chrono);
+            }
+        }
+    }
+}
+
+#[test]
+fn stored_times_outside_the_writers_shape_go_to_chrono() {
+    for text in [
+        "2026-11-23T10:00:00Z",
+        "2026-11-23T10:00:00.5+01:00",
+        "2026-12-31T23:59:60.500000Z",
+        "2028-02-29T00:00:00.000000Z",
+        "2027-02-29T00:00:00.000000Z",
+        "2026-13-01T00:00:00.000000Z",
+        "2026-11-23t10:00:00.000000z",
+        "",
+    ] {
+        let chrono = DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.with_timezone(&Utc));
+        assert_eq!(stored_time(text), chrono, "{text}");
+    }
+}
