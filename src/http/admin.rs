@@ -306,10 +306,14 @@ pub struct AuditQuery {
 static EXPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// Writes a blocking export into a channel, 64 KiB at a time; fails once the client is gone,
-/// which stops the export.
+/// which stops the export, and once the client has taken no chunk for `stall` (it stopped
+/// reading): the export then stops too, and gives back its place among the exports at once
+/// (SEC-9's request timeout, which ends at the answer's head, cannot reach a streamed body).
 struct ChunkWriter {
     chunks: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
     buffer: Vec<u8>,
+    runtime: tokio::runtime::Handle,
+    stall: std::time::Duration,
 }
 
 impl ChunkWriter {
@@ -318,9 +322,18 @@ impl ChunkWriter {
             return Ok(());
         }
         let chunk = bytes::Bytes::from(std::mem::take(&mut self.buffer));
-        self.chunks
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        let sent = self.runtime.block_on(tokio::time::timeout(
+            self.stall,
+            self.chunks.send(Ok(chunk)),
+        ));
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe)),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading the export",
+            )),
+        }
     }
 }
 
@@ -338,8 +351,14 @@ impl std::io::Write for ChunkWriter {
     }
 }
 
-/// A response body fed by a channel.
-struct ChannelBody(tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>);
+/// A response body fed by a channel. It ends cleanly only when `complete` says the export
+/// wrote its last line; a channel closed before that (an export stopped, whatever the reason)
+/// ends it with an error, so that the client never takes a cut export for a whole one (hyper
+/// then closes the connection without the chunked body's last chunk).
+struct ChannelBody {
+    chunks: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+    complete: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl http_body::Body for ChannelBody {
     type Data = bytes::Bytes;
@@ -349,9 +368,14 @@ impl http_body::Body for ChannelBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|r| r.map(http_body::Frame::data)))
+        match self.chunks.poll_recv(cx) {
+            std::task::Poll::Ready(None)
+                if !self.complete.load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                std::task::Poll::Ready(Some(Err(std::io::Error::other("the export stopped"))))
+            }
+            polled => polled.map(|chunk| chunk.map(|r| r.map(http_body::Frame::data))),
+        }
     }
 }
 
@@ -400,11 +424,17 @@ pub async fn audit_export(
     let models = state.read_models.clone();
     let key = state.accounts.service_key().clone();
     let (chunks, body) = tokio::sync::mpsc::channel(4);
+    let complete = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = complete.clone();
+    let stall = std::time::Duration::from_millis(state.config.http.request_timeout_ms);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let mut out = ChunkWriter {
             chunks: chunks.clone(),
             buffer: Vec::new(),
+            runtime,
+            stall,
         };
         let mut result = Ok(0);
         let pooled = models.with(|conn| {
@@ -415,14 +445,91 @@ pub async fn audit_export(
         if pooled.is_err() {
             result = crate::audit::export(&reader, None, account, Some(&key), window, &mut out);
         }
-        if let Err(error) = result {
-            tracing::error!(%error, "an audit export stopped");
-            let _ = chunks.blocking_send(Err(std::io::Error::other("the export stopped")));
+        match result {
+            Ok(_) => done.store(true, std::sync::atomic::Ordering::SeqCst),
+            Err(error) => {
+                tracing::error!(%error, "an audit export stopped");
+                // Never waits: a client that stopped reading has a full channel (the body
+                // ends with an error all the same once the channel closes).
+                let _ = chunks.try_send(Err(std::io::Error::other("the export stopped")));
+            }
         }
     });
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
-        axum::body::Body::new(ChannelBody(body)),
+        axum::body::Body::new(ChannelBody {
+            chunks: body,
+            complete,
+        }),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::io::Write;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    /// Reads `body` to its end: the bytes, and whether it ended with an error.
+    async fn drain(mut body: ChannelBody) -> (usize, bool) {
+        let mut bytes = 0;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => bytes += frame.into_data().map(|d| d.len()).unwrap_or(0),
+                Err(_) => return (bytes, true),
+            }
+        }
+        (bytes, false)
+    }
+
+    /// An export whose client stops reading stops once no chunk has been taken for the stall
+    /// time (so its place among the exports is given back), and its body then ends with an
+    /// error rather than passing for a whole export; a finished export's body ends cleanly.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_export_nobody_reads_stops_and_never_passes_for_a_whole_one() {
+        let (chunks, receiver) = tokio::sync::mpsc::channel(4);
+        let runtime = tokio::runtime::Handle::current();
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut out = ChunkWriter {
+                chunks,
+                buffer: Vec::new(),
+                runtime,
+                stall: std::time::Duration::from_millis(200),
+            };
+            let line = [b'x'; 1024];
+            (0..10_000).find_map(|_| out.write_all(&line).err())
+        });
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(30), writer)
+            .await
+            .expect("the export stopped")
+            .unwrap();
+        assert_eq!(
+            stopped.map(|e| e.kind()),
+            Some(std::io::ErrorKind::TimedOut)
+        );
+        let body = ChannelBody {
+            chunks: receiver,
+            complete: Arc::new(AtomicBool::new(false)),
+        };
+        // The four chunks the channel held, then an error.
+        assert_eq!(drain(body).await, (4 * 64 * 1024, true));
+
+        let (chunks, receiver) = tokio::sync::mpsc::channel(4);
+        let complete = Arc::new(AtomicBool::new(false));
+        chunks
+            .send(Ok(bytes::Bytes::from_static(b"{}\n")))
+            .await
+            .unwrap();
+        complete.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(chunks);
+        let body = ChannelBody {
+            chunks: receiver,
+            complete,
+        };
+        assert_eq!(drain(body).await, (3, false));
+    }
 }
