@@ -472,12 +472,26 @@ pub fn replay(
     let log = custode_commands::LogReader::open(&log_path).map_err(|e| component(&e))?;
     let _lock = match &options.into {
         Some(into) => {
+            // Read models hold contacts in clear: never inside the data dir (its `keys/`, its
+            // mail), whose files are the service's own, nor in another data dir. Checked on
+            // the path as it will resolve, before anything is created.
+            if let (Some(into), Ok(data_dir)) = (resolved(into), std::fs::canonicalize(data_dir)) {
+                if into.starts_with(&data_dir) {
+                    return Err(StartError::Component(
+                        "--into is inside the data directory: give an empty or a scratch directory elsewhere".into(),
+                    ));
+                }
+            }
             std::fs::create_dir_all(into).map_err(|source| StartError::DataDir {
                 path: into.clone(),
                 source,
             })?;
-            let same = std::fs::canonicalize(into).ok() == std::fs::canonicalize(data_dir).ok();
-            if same || into.join(LOG_FILE).exists() {
+            // Again as created, should the folders have changed meanwhile.
+            let inside = match (std::fs::canonicalize(into), std::fs::canonicalize(data_dir)) {
+                (Ok(into), Ok(data_dir)) => into.starts_with(data_dir),
+                _ => false,
+            };
+            if inside || into.join(LOG_FILE).exists() {
                 return Err(StartError::Component(
                     "--into names a data directory (it holds an event log): give an empty or a scratch directory, or leave --into out to rebuild this one's read models".into(),
                 ));
@@ -517,8 +531,24 @@ pub fn replay(
         Some(Until::Position(p)) => p.min(log.head().map_err(|e| component(&e))?),
         _ => log.head().map_err(|e| component(&e))?,
     };
-    let position = fold(&log, &mut models, options.until, head, progress)?;
-    models.finish().map_err(|e| component(&e))?;
+    let built = fold(&log, &mut models, options.until, head, progress).and_then(|position| {
+        models
+            .finish()
+            .map(|()| position)
+            .map_err(|e| component(&e))
+    });
+    let position = match built {
+        Ok(position) => position,
+        Err(e) => {
+            // A rebuild that failed leaves nothing behind: its file was never put in place.
+            if !in_place {
+                for suffix in ["", "-wal", "-shm", "-journal"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+                }
+            }
+            return Err(e);
+        }
+    };
     if !in_place {
         for suffix in ["-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", target.display()));
@@ -529,6 +559,28 @@ pub fn replay(
         })?;
     }
     Ok(position)
+}
+
+/// `path` as it will resolve once created: each part that exists with its links followed, the
+/// rest (which holds no link, not existing yet) as written, `..` included; `None` without a
+/// working directory to resolve a relative path against.
+fn resolved(path: &Path) -> Option<std::path::PathBuf> {
+    let mut at = std::path::PathBuf::from("/");
+    for part in std::path::absolute(path).ok()?.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                at.pop();
+            }
+            std::path::Component::Normal(name) => {
+                at.push(name);
+                if let Ok(real) = std::fs::canonicalize(&at) {
+                    at = real;
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(at)
 }
 
 /// Makes the read-model file at `path` its owner's alone (see

@@ -368,7 +368,7 @@ pub fn verify(
                 cp.position
             ),
             CheckpointFinding::OtherKey => format!(
-                "checkpoint line {line_no} (position {}): signed by another key than this data dir's",
+                "checkpoint line {line_no} (position {}): signed by another key than the one trusted (--public-key, else this data dir's own)",
                 cp.position
             ),
             CheckpointFinding::Cut { head } => format!(

@@ -155,7 +155,7 @@ enum AuditCommand {
         checkpoint: Option<PathBuf>,
         /// The service's checkpoint key (base64, as each checkpoint line shows it) to trust;
         /// default: the data dir's own. A checkpoint signed by any other key fails.
-        #[arg(long, value_name = "KEY")]
+        #[arg(long, value_name = "KEY", requires = "checkpoint")]
         public_key: Option<String>,
     },
     /// Every event that concerns one account (or, without --account, every event between
@@ -330,7 +330,14 @@ fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
+            if let Some(key) = &public_key {
+                anyhow::ensure!(
+                    custode_commands::checkpoint::verifying_key(key).is_some(),
+                    "--public-key is not an Ed25519 public key (32 bytes in base64, as each checkpoint line shows the service's)"
+                );
+            }
             let service_key = public_key
+                .map(|key| key.trim().to_string())
                 .or_else(|| CheckpointSigner::existing(&keys_dir).map(|s| s.public_key()));
             anyhow::ensure!(
                 checkpoints.is_none() || service_key.is_some(),

@@ -48,12 +48,7 @@ impl Checkpoint {
 
     /// Whether the signature holds under the public key the line names.
     pub fn signature_holds(&self) -> bool {
-        let Some(key) = STANDARD
-            .decode(&self.public_key)
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .and_then(|b| VerifyingKey::from_bytes(&b).ok())
-        else {
+        let Some(key) = verifying_key(&self.public_key) else {
             return false;
         };
         let Some(signature) = STANDARD
@@ -146,6 +141,15 @@ pub enum CheckpointFinding {
 }
 
 /// Checks `checkpoint` against `log`; `service_key` is the service's public key when known.
+/// The Ed25519 public key `text` (base64, as checkpoint lines carry it) names, if it is one.
+pub fn verifying_key(text: &str) -> Option<VerifyingKey> {
+    STANDARD
+        .decode(text.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+}
+
 pub fn check(
     checkpoint: &Checkpoint,
     log: &LogReader,

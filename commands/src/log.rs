@@ -832,7 +832,26 @@ impl LogReader {
             let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY position"))?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
-                let stored = row_to_stored(row)?;
+                let stored = match row_to_stored(row) {
+                    Ok(stored) => stored,
+                    // A column of another type than the writer stores (a payload turned into a
+                    // blob, a null): the event is named like any other mismatch.
+                    Err(error) => {
+                        let position: u64 = row.get(0)?;
+                        let event_id = match row.get_ref(1)? {
+                            rusqlite::types::ValueRef::Text(t) => {
+                                String::from_utf8_lossy(t).into_owned()
+                            }
+                            _ => "?".into(),
+                        };
+                        report.first_mismatch = Some(Mismatch {
+                            position,
+                            event_id,
+                            reason: format!("it is not stored as the log writes events: {error}"),
+                        });
+                        return Ok(());
+                    }
+                };
                 let computed = chain_hash(&prev, &stored.canonical());
                 if stored.position != expected_position || computed != stored.hash {
                     report.first_mismatch = Some(Mismatch {

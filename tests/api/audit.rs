@@ -746,6 +746,28 @@ async fn verify_names_each_kind_of_tampering_and_checkpoints_catch_cuts_and_rewr
         said.contains(&event_id(head)),
         "names the event at the checkpoint: {said}"
     );
+    // A key that is no key is refused as such, and a key without checkpoints to check is
+    // refused rather than ignored.
+    let out = custode(
+        &forged,
+        &[
+            "audit",
+            "verify",
+            "--checkpoint",
+            &checkpoint_arg,
+            "--public-key",
+            "garbage",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not an Ed25519 public key"),
+        "{}",
+        stderr(&out)
+    );
+    let out = custode(&forged, &["audit", "verify", "--public-key", &key]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--checkpoint"), "{}", stderr(&out));
 
     // A fixture edited without recomputing is refused at load, naming the line.
     let mut edited = lines.clone();
@@ -976,6 +998,28 @@ async fn a_point_in_time_replay_equals_the_read_models_the_service_had_then() {
     );
     let out = custode(&app.data_dir, &["replay", "--into", &data_dir_arg]);
     assert!(!out.status.success());
+    // Nor any folder inside the data dir (read models hold contacts in clear), however the
+    // path is written; nothing is created there.
+    for inside in [
+        app.data_dir.join("keys"),
+        app.data_dir.join("new-folder"),
+        app.data_dir.join("keys").join("..").join("mail"),
+        app.data_dir.join("nowhere").join("..").join("x"),
+    ] {
+        let out = custode(
+            &app.data_dir,
+            &["replay", "--into", &inside.display().to_string()],
+        );
+        assert!(!out.status.success(), "{}", inside.display());
+        assert!(
+            stderr(&out).contains("inside the data directory"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!app.data_dir.join("keys").join("read.db").exists());
+        assert!(!app.data_dir.join("new-folder").exists());
+        assert!(!app.data_dir.join("nowhere").exists());
+    }
 
     // One read model, rebuilt in place on the stopped service's data dir.
     let (data_dir, dir, _) = app.stop().await;

@@ -138,6 +138,35 @@ async fn the_served_binary_survives_bad_input_and_its_log_verifies() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("chain broken at position 2"));
+
+    // A replay that fails (an event it cannot read) leaves the read models as they were and
+    // nothing of its rebuild behind.
+    let raw = rusqlite::Connection::open(dir.path().join("events.db")).unwrap();
+    raw.execute(
+        "UPDATE events SET payload = 'not json' WHERE position = 3",
+        [],
+    )
+    .unwrap();
+    drop(raw);
+    let before = std::fs::read(dir.path().join("read.db")).unwrap();
+    let out = Command::new(BIN)
+        .args(["replay"])
+        .env("CUSTODE_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("position 3"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(dir.path().join("read.db")).unwrap(), before);
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("rebuild"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

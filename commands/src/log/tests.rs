@@ -185,6 +185,22 @@ async fn the_chain_survives_a_reopen_and_names_the_first_tampered_event() {
     let report = log.verify_chain_blocking().unwrap();
     assert_eq!(report.checked, 1);
     assert_eq!(report.first_mismatch.unwrap().position, 2);
+
+    // A column stored as another type than the writer's (the same bytes as a blob) is named
+    // too, rather than stopping the walk with a storage error.
+    raw.execute(
+        "UPDATE events SET payload = CAST(payload AS BLOB) WHERE position = 1",
+        [],
+    )
+    .unwrap();
+    let report = log.verify_chain_blocking().unwrap();
+    let mismatch = report.first_mismatch.unwrap();
+    assert_eq!((report.checked, mismatch.position), (0, 1));
+    assert!(
+        mismatch.reason.contains("not stored as the log writes"),
+        "{}",
+        mismatch.reason
+    );
 }
 
 #[tokio::test]
