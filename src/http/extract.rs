@@ -264,13 +264,26 @@ impl FromRequestParts<AppState> for Operator {
             None => is_operator(parts, state),
         };
         if operator {
-            Ok(Operator)
-        } else {
-            Err(Problem::new(
-                "unauthenticated",
-                "send the operator key as `Authorization: Bearer <key>`",
-            ))
+            return Ok(Operator);
         }
+        // A credential that is not the key (never logged): counted and said, with the
+        // client's address, for an operator to see someone guessing it. No credential at all
+        // is a plain 401.
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            state.metrics.operator_key_refused();
+            let client = ClientIp::from_request_parts(parts, state)
+                .await
+                .ok()
+                .and_then(|c| c.0);
+            tracing::warn!(
+                client = %client.map_or_else(|| "unknown".to_string(), |ip| ip.to_string()),
+                "an operator route refused a credential that is not the operator key"
+            );
+        }
+        Err(Problem::new(
+            "unauthenticated",
+            "send the operator key as `Authorization: Bearer <key>`",
+        ))
     }
 }
 

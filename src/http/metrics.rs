@@ -22,6 +22,8 @@ type RequestTotals = (u64, f64);
 pub struct HttpMetrics {
     requests: Mutex<BTreeMap<RequestKey, RequestTotals>>,
     turned_away: [AtomicU64; 3],
+    /// Operator routes called with an `Authorization` that is not the operator key.
+    operator_key_refused: AtomicU64,
 }
 
 /// Why SEC-9's bounds answered a request `503` before (or instead of) its handler: they all
@@ -57,6 +59,11 @@ impl HttpMetrics {
         if let Some(counter) = self.turned_away.get(why as usize) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// An operator route refused a credential that is not the operator key.
+    pub fn operator_key_refused(&self) {
+        self.operator_key_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
@@ -100,6 +107,11 @@ impl HttpMetrics {
                 why.label()
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP custode_operator_key_refused_total Operator routes called with a credential that is not the operator key (someone guessing it, or a client with a stale key).\n# TYPE custode_operator_key_refused_total counter\ncustode_operator_key_refused_total {}",
+            self.operator_key_refused.load(Ordering::Relaxed)
+        );
         out
     }
 }

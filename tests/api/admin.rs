@@ -110,6 +110,13 @@ async fn operator_endpoints_need_the_operator_key_and_say_so_when_unset() {
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The two credentials that were not the key are counted for the operator; no credential
+    // at all is not.
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("\ncustode_operator_key_refused_total 2\n"),
+        "{metrics}"
+    );
 
     let (data_dir, dir, clock) = app.stop().await;
     let mut config = custode::config::Config::resolve(
