@@ -266,19 +266,22 @@ impl FromRequestParts<AppState> for Operator {
         if operator {
             return Ok(Operator);
         }
-        // A credential that is not the key (never logged): counted and said, with the
-        // client's address, for an operator to see someone guessing it. No credential at all
-        // is a plain 401.
+        // A credential that is not the key (never logged itself): counted, and said with the
+        // client's address at most once a second, for an operator to see someone guessing it.
+        // No credential at all is a plain 401.
         if parts.headers.contains_key(header::AUTHORIZATION) {
-            state.metrics.operator_key_refused();
-            let client = ClientIp::from_request_parts(parts, state)
-                .await
-                .ok()
-                .and_then(|c| c.0);
-            tracing::warn!(
-                client = %client.map_or_else(|| "unknown".to_string(), |ip| ip.to_string()),
-                "an operator route refused a credential that is not the operator key"
-            );
+            let (refused, first_this_second) = state.metrics.operator_key_refused();
+            if first_this_second {
+                let client = ClientIp::from_request_parts(parts, state)
+                    .await
+                    .ok()
+                    .and_then(|c| c.0);
+                tracing::warn!(
+                    client = %client.map_or_else(|| "unknown".to_string(), |ip| ip.to_string()),
+                    refused,
+                    "an operator route refused a credential that is not the operator key (at most one such line a second; `refused` counts them all)"
+                );
+            }
         }
         Err(Problem::new(
             "unauthenticated",

@@ -24,6 +24,8 @@ pub struct HttpMetrics {
     turned_away: [AtomicU64; 3],
     /// Operator routes called with an `Authorization` that is not the operator key.
     operator_key_refused: AtomicU64,
+    /// The second (Unix time) of the last such refusal logged.
+    operator_key_refused_logged: AtomicU64,
 }
 
 /// Why SEC-9's bounds answered a request `503` before (or instead of) its handler: they all
@@ -61,9 +63,18 @@ impl HttpMetrics {
         }
     }
 
-    /// An operator route refused a credential that is not the operator key.
-    pub fn operator_key_refused(&self) {
-        self.operator_key_refused.fetch_add(1, Ordering::Relaxed);
+    /// An operator route refused a credential that is not the operator key: the count so far,
+    /// and whether this one is the first of its second (the one to log: a mail server with a
+    /// stale key refused thousands of times a second must not flood the log).
+    pub fn operator_key_refused(&self) -> (u64, bool) {
+        let count = self.operator_key_refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self
+            .operator_key_refused_logged
+            .swap(second, Ordering::Relaxed);
+        (count, last != second)
     }
 
     pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
