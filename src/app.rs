@@ -611,8 +611,12 @@ fn fold(
     let (spent, to_free) = std::sync::mpsc::channel::<Vec<custode_domain::RecordedEvent>>();
     let reader = log.clone();
     // The reader thread also decodes what the read models can decode ahead (see
-    // `custode_projections::Prepared`): the applier's thread is the one a replay waits on.
+    // `custode_projections::Prepared`), when the applier has work queued; when the applier is
+    // waiting for it, the reader hands the batch over at once and the applier decodes it. The
+    // two threads balance their work so, whichever the log's mix makes the busier.
     let preparer = models.preparer();
+    let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let taken = queued.clone();
     let read = std::thread::spawn(move || {
         let mut position = 0;
         loop {
@@ -638,7 +642,12 @@ fn fold(
                 None => (batch, !full),
             };
             if !kept.is_empty() {
-                let prepared = preparer.prepare(&kept);
+                let prepared = if queued.load(std::sync::atomic::Ordering::Acquire) > 0 {
+                    preparer.prepare(&kept)
+                } else {
+                    preparer.nothing(&kept)
+                };
+                queued.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 if batches.send(Ok((kept, prepared))).is_err() {
                     return;
                 }
@@ -651,6 +660,7 @@ fn fold(
     let mut position = models.checkpoint();
     for batch in received {
         let (batch, prepared) = batch.map_err(StartError::Component)?;
+        taken.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         position = models
             .apply_prepared(&batch, prepared)
             .map_err(|e| component(&e))?;

@@ -75,9 +75,17 @@ pub struct Preparer {
 impl Preparer {
     pub fn prepare(&self, events: &[RecordedEvent]) -> Prepared {
         Prepared {
+            access: self.access.then(|| access::decode(events)),
+            ..self.nothing(events)
+        }
+    }
+
+    /// `events` with nothing decoded ahead: the applier decodes them as it applies them.
+    pub fn nothing(&self, events: &[RecordedEvent]) -> Prepared {
+        Prepared {
             events: events.len(),
             last: events.last().map(|e| e.position),
-            access: self.access.then(|| access::decode(events)),
+            access: None,
         }
     }
 }
