@@ -140,7 +140,6 @@ pub enum CheckpointFinding {
     Rewritten { event_id: String, hash: String },
 }
 
-/// Checks `checkpoint` against `log`; `service_key` is the service's public key when known.
 /// The Ed25519 public key `text` (base64, as checkpoint lines carry it) names, if it is one.
 pub fn verifying_key(text: &str) -> Option<VerifyingKey> {
     STANDARD
@@ -150,6 +149,7 @@ pub fn verifying_key(text: &str) -> Option<VerifyingKey> {
         .and_then(|b| VerifyingKey::from_bytes(&b).ok())
 }
 
+/// Checks `checkpoint` against `log`; `service_key` is the service's public key when known.
 pub fn check(
     checkpoint: &Checkpoint,
     log: &LogReader,

@@ -774,15 +774,12 @@ impl LogReader {
         // vector grown step by step copies them again at each step.
         let capacity = usize::try_from(limit).unwrap_or(0).min(READ_CAPACITY);
         self.with(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "{SELECT} WHERE position > ?1 ORDER BY position LIMIT ?2"
-            ))?;
-            let mut rows = stmt.query(params![position, limit])?;
-            let mut events = Vec::with_capacity(capacity);
-            while let Some(row) = rows.next()? {
-                events.push(row_to_event(row)?);
-            }
-            Ok(events)
+            query_events_sized(
+                conn,
+                &format!("{SELECT} WHERE position > ?1 ORDER BY position LIMIT ?2"),
+                params![position, limit],
+                capacity,
+            )
         })
     }
 
@@ -1159,9 +1156,19 @@ fn query_events(
     sql: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<RecordedEvent>, LogError> {
+    query_events_sized(conn, sql, params, 0)
+}
+
+/// As [`query_events`], the vector sized for `capacity` events at once.
+fn query_events_sized(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    capacity: usize,
+) -> Result<Vec<RecordedEvent>, LogError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(params)?;
-    let mut events = Vec::new();
+    let mut events = Vec::with_capacity(capacity);
     while let Some(row) = rows.next()? {
         events.push(row_to_event(row)?);
     }
@@ -1712,11 +1719,7 @@ impl Writer {
             let cut = self.cut_groups
                 && source == Source::Queue
                 && !lingering
-                && self
-                    .syncer
-                    .unsynced
-                    .load(std::sync::atomic::Ordering::Acquire)
-                    == 0
+                && self.syncer.unsynced() == 0
                 && opened.elapsed() >= GROUP_SLICE;
             if done.len() < MAX_GROUP && !cut {
                 next = match source {
@@ -1728,11 +1731,7 @@ impl Writer {
                 if next.is_none() && self.cut_groups && source == Source::Queue && !lingering {
                     let until = std::time::Instant::now() + RETURN_WAIT;
                     while next.is_none()
-                        && self
-                            .syncer
-                            .returning
-                            .load(std::sync::atomic::Ordering::Acquire)
-                            > 0
+                        && self.syncer.returning() > 0
                         && std::time::Instant::now() < until
                     {
                         std::thread::yield_now();
@@ -1785,16 +1784,8 @@ impl Writer {
                 // access records goes to the syncer all the same: they come in a steady
                 // stream that nobody waits on, and the writer keeps taking them in during a
                 // slow sync rather than let them back up into the mail servers' checks.
-                if self
-                    .syncer
-                    .unsynced
-                    .load(std::sync::atomic::Ordering::Acquire)
-                    == 0
-                    && self
-                        .syncer
-                        .returning
-                        .load(std::sync::atomic::Ordering::Acquire)
-                        == 0
+                if self.syncer.unsynced() == 0
+                    && self.syncer.returning() == 0
                     && jobs.is_empty()
                     && !durable.batches.contains(&true)
                 {
@@ -1900,6 +1891,16 @@ struct Syncer {
 }
 
 impl Syncer {
+    /// Groups sent here and not yet answered.
+    fn unsynced(&self) -> usize {
+        self.unsynced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Callers last answered whose next appends have not come yet.
+    fn returning(&self) -> usize {
+        self.returning.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn run(&self, groups: &std::sync::mpsc::Receiver<Durable>) {
         while let Ok(first) = groups.recv() {
             let mut ready = vec![first];

@@ -48,9 +48,8 @@ pub trait Projection: Send {
         tx: &Transaction<'_>,
         events: &[RecordedEvent],
         unseen: usize,
-        prepared: &mut Prepared,
+        _prepared: &mut Prepared,
     ) -> Result<(), ProjectionError> {
-        let _ = prepared;
         self.apply_batch(tx, events.get(unseen..).unwrap_or_default())
     }
 }

@@ -20,10 +20,10 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready once this process's read models have applied everything in the log.
 /// How long `/readyz` waits for the read models to reach the head it saw.
 const READY_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// Ready once this process's read models have applied everything in the log.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
     // Under load the read models trail the log by a batch (a worker's outcome appended a
     // moment ago): that is not unreadiness, and a balancer must not see the node flap. Ready

@@ -149,11 +149,7 @@ async fn the_served_binary_survives_bad_input_and_its_log_verifies() {
     .unwrap();
     drop(raw);
     let before = std::fs::read(dir.path().join("read.db")).unwrap();
-    let out = Command::new(BIN)
-        .args(["replay"])
-        .env("CUSTODE_DATA_DIR", dir.path())
-        .output()
-        .unwrap();
+    let out = run_custode(dir.path(), &["replay"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("position 3"),
