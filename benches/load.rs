@@ -323,6 +323,7 @@ fn grow(path: &Path, copier: &Copier, from: u64, to: u64) {
 
 /// A running `custode serve`, stopped when dropped.
 struct Service {
+    metrics: String,
     child: std::process::Child,
     base: String,
 }
@@ -386,7 +387,62 @@ impl Service {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        Service { child, base }
+        Service {
+            child,
+            base,
+            metrics: format!("http://127.0.0.1:{metrics}/metrics"),
+        }
+    }
+
+    /// The log's head and the positions the read models have applied, from `/metrics`: the
+    /// core read models, and every one with the access history (absent from a build that
+    /// applies them together).
+    fn positions(&self) -> (u64, u64, Option<u64>) {
+        let text = common::runtime().block_on(async {
+            reqwest::get(&self.metrics)
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        let value = |name: &str| {
+            text.lines().find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        };
+        (
+            value("custode_log_head_position").unwrap(),
+            value("custode_read_models_applied_position").unwrap(),
+            value("custode_access_history_applied_position"),
+        )
+    }
+
+    /// After the load: how far behind the head the read models ended, and how long the access
+    /// history then took to catch up (at most two minutes are waited).
+    fn lag(&self) -> String {
+        let (head, core, history) = self.positions();
+        let history = history.unwrap_or(core);
+        let started = Instant::now();
+        let mut caught_up = None;
+        while started.elapsed() < Duration::from_secs(120) {
+            let (_, core, history) = self.positions();
+            if history.unwrap_or(core) >= head {
+                caught_up = Some(started.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        format!(
+            "at the end, read models behind the head: core {} events, access history {} events (caught up {})",
+            head - core,
+            head - history,
+            caught_up.map_or("not within 120 s".to_string(), |d| format!("in {:.1} s", d.as_secs_f64()))
+        )
     }
 
     fn peak_mib(&self) -> f64 {
@@ -753,6 +809,7 @@ fn main() {
             &mut changing,
             run,
         ));
+        let lag = service.lag();
         let peak = service.peak_mib();
         drop(service);
         println!(
@@ -765,6 +822,7 @@ fn main() {
             "  all calls {:>9.0}/s   service peak memory {peak:.0} MiB",
             total as f64 / run.as_secs_f64()
         );
+        println!("  {lag}");
         for kind in CLOSED
             .iter()
             .map(|(k, _)| *k)

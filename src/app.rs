@@ -109,8 +109,11 @@ pub struct AppStateInner {
     pub notices: NoticeHandler,
     pub log: EventLog,
     pub read_models: Arc<ReadPool>,
-    /// The position the read models of this process have applied.
+    /// The position the read models of this process have applied, all but the access history
+    /// (which trails them under load: see `custode_projections::Lane`).
     pub applied: watch::Receiver<u64>,
+    /// The position every read model of this process, the access history included, has applied.
+    pub history_applied: watch::Receiver<u64>,
     pub clock: Arc<dyn Clock>,
     /// Last request time per session, for SEC-3's idle limit. Kept in memory: after a restart
     /// a session counts as idle since its last login or step-up, which only errs on the safe side.
@@ -292,6 +295,7 @@ impl App {
             check_facts,
             views,
             applied: projector.applied(),
+            history_applied: projector.history_applied(),
             clock,
             activity: Arc::new(Mutex::new(HashMap::new())),
             user_ids: Arc::default(),

@@ -65,6 +65,10 @@ impl Projection for AccessHistoryProjection {
         )
     }
 
+    fn lane(&self) -> crate::Lane {
+        crate::Lane::History
+    }
+
     /// Applying only inserts by primary key; pages and expiry read these.
     fn deferrable_indexes(&self) -> &'static [&'static str] {
         &["access_history_by_outcome", "access_history_by_time"]

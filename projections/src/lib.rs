@@ -32,6 +32,10 @@ pub trait Projection: Send {
     fn deferrable_indexes(&self) -> &'static [&'static str] {
         &[]
     }
+    /// The lane it is applied in (see [`Lane`]).
+    fn lane(&self) -> Lane {
+        Lane::Core
+    }
     /// Applies consecutive events in order; a projection that can share work across a batch
     /// (one lookup and one update per account, say) overrides it.
     fn apply_batch(
@@ -87,6 +91,22 @@ impl Preparer {
             access: None,
         }
     }
+}
+
+/// The live projector's two lanes. Every read model but one takes an event or two per command;
+/// the access history takes a row for every mail server's check and every reported access,
+/// thousands a second under load (AP-7, AH-1). Applied in one transaction with the rest, it
+/// set the pace of them all: a saturating mix left sessions and pages seconds behind their
+/// commands. So the access history is its own lane, allowed to trail the others, and the live
+/// projector keeps the core lane at the log's head first (see `custode_workers::projector`).
+/// Each read model has its own checkpoint, moved in the transaction that applies it, so the
+/// lanes resume where each stopped; a replay applies both together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Accounts, sessions, notices and the audit index: what commands read back.
+    Core,
+    /// The access history (AH-1..3).
+    History,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -291,6 +311,32 @@ impl ReadModels {
         self.projections.iter().map(|(_, p)| *p).min().unwrap_or(0)
     }
 
+    /// The position every projection of `lane` has applied; `None` when none is open here.
+    pub fn lane_checkpoint(&self, lane: Lane) -> Option<u64> {
+        self.projections
+            .iter()
+            .filter(|(projection, _)| projection.lane() == lane)
+            .map(|(_, p)| *p)
+            .min()
+    }
+
+    /// [`ReadModels::apply`] for the projections of `lane` alone: the others' checkpoints stay
+    /// where they are. Returns the lowest checkpoint of the lane.
+    pub fn apply_lane(
+        &mut self,
+        events: &[RecordedEvent],
+        lane: Lane,
+    ) -> Result<u64, ProjectionError> {
+        let preparer = Preparer {
+            access: lane == Lane::History && self.preparer().access,
+        };
+        let prepared = preparer.prepare(events);
+        self.apply_where(events, prepared, Some(lane))?;
+        Ok(self
+            .lane_checkpoint(lane)
+            .unwrap_or_else(|| self.checkpoint()))
+    }
+
     /// Applies a batch of consecutive events to every projection that has not yet seen them,
     /// and moves the checkpoints, in one transaction.
     pub fn apply(&mut self, events: &[RecordedEvent]) -> Result<u64, ProjectionError> {
@@ -313,16 +359,32 @@ impl ReadModels {
     pub fn apply_prepared(
         &mut self,
         events: &[RecordedEvent],
-        mut prepared: Prepared,
+        prepared: Prepared,
     ) -> Result<u64, ProjectionError> {
+        self.apply_where(events, prepared, None)?;
+        Ok(self.checkpoint())
+    }
+
+    /// Applies `events` to the projections of `lane` (all of them with `None`).
+    fn apply_where(
+        &mut self,
+        events: &[RecordedEvent],
+        mut prepared: Prepared,
+        lane: Option<Lane>,
+    ) -> Result<(), ProjectionError> {
         let Some(last) = events.last().map(|e| e.position) else {
-            return Ok(self.checkpoint());
+            return Ok(());
         };
         if prepared.events != events.len() || prepared.last != Some(last) {
             prepared = self.preparer().prepare(events);
         }
+        let within =
+            |projection: &dyn Projection| lane.is_none_or(|lane| projection.lane() == lane);
         let tx = self.conn.transaction()?;
         for (projection, checkpoint) in &self.projections {
+            if !within(projection.as_ref()) {
+                continue;
+            }
             let unseen = events.partition_point(|e| e.position <= *checkpoint);
             projection.apply_prepared(&tx, events, unseen, &mut prepared)?;
             tx.prepare_cached(
@@ -331,10 +393,12 @@ impl ReadModels {
             .execute(params![projection.name(), last])?;
         }
         tx.commit()?;
-        for (_, checkpoint) in &mut self.projections {
-            *checkpoint = (*checkpoint).max(last);
+        for (projection, checkpoint) in &mut self.projections {
+            if within(projection.as_ref()) {
+                *checkpoint = (*checkpoint).max(last);
+            }
         }
-        Ok(self.checkpoint())
+        Ok(())
     }
 
     /// AH-3: drops the access history's rows from before `cutoff`, a chunk per transaction so
@@ -467,6 +531,39 @@ mod tests {
         assert_eq!(models.checkpoint(), 3);
         models.apply(&history()).unwrap();
         assert_eq!(models.dump().unwrap(), first);
+    }
+
+    #[test]
+    fn lanes_applied_apart_end_where_both_applied_together_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = history();
+        let mut together = ReadModels::open(&dir.path().join("together.db")).unwrap();
+        together.apply(&events).unwrap();
+        let whole = together.dump().unwrap();
+        assert!(whole.iter().any(|row| row.starts_with("access_history:")));
+        assert!(whole.iter().any(|row| row.starts_with("sessions:")));
+
+        let path = dir.path().join("apart.db");
+        let mut apart = ReadModels::open(&path).unwrap();
+        // The core lane runs ahead: sessions are there, the access history is not.
+        assert_eq!(apart.apply_lane(&events, Lane::Core).unwrap(), 3);
+        assert_eq!(apart.lane_checkpoint(Lane::History), Some(0));
+        assert_eq!(apart.checkpoint(), 0);
+        let ahead = apart.dump().unwrap();
+        assert!(ahead.iter().any(|row| row.starts_with("sessions:")));
+        assert!(!ahead.iter().any(|row| row.starts_with("access_history:")));
+        // The history follows in batches of its own, and resumes at its checkpoint.
+        assert_eq!(apart.apply_lane(&events[..2], Lane::History).unwrap(), 2);
+        drop(apart);
+        let mut apart = ReadModels::open(&path).unwrap();
+        assert_eq!(apart.lane_checkpoint(Lane::Core), Some(3));
+        assert_eq!(apart.lane_checkpoint(Lane::History), Some(2));
+        assert_eq!(apart.apply_lane(&events, Lane::History).unwrap(), 3);
+        assert_eq!(apart.checkpoint(), 3);
+        assert_eq!(apart.dump().unwrap(), whole);
+        // A lane given what it has applied changes nothing.
+        apart.apply_lane(&events, Lane::Core).unwrap();
+        assert_eq!(apart.dump().unwrap(), whole);
     }
 
     #[test]

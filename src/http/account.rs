@@ -3,7 +3,7 @@
 
 use super::extract::{Body, ClientIp, Correlation, HolderSession};
 use super::problem::Problem;
-use super::{command_answer, query, settle, wait_for_after, After};
+use super::{command_answer, query, settle, wait_for_after_history, After};
 use crate::app::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -256,7 +256,8 @@ pub async fn page(
     session: HolderSession,
     after: After,
 ) -> Result<Response, Problem> {
-    wait_for_after(&state, &after).await?;
+    // The page shows the last access, from the access history.
+    wait_for_after_history(&state, &after).await?;
     let (row, mut extras) = account_row(&state, &session).await?;
     let document = extras
         .document

@@ -5,7 +5,7 @@
 
 use super::extract::{Body, Correlation, HolderSession, Operator};
 use super::problem::Problem;
-use super::{query, wait_for_after, with_position, After};
+use super::{query, wait_for_after_history, with_position, After};
 use crate::app::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -268,7 +268,7 @@ pub async fn access_history(
         .map_err(|e| Problem::new("invalid-request", format!("the query string: {e}")))?
         .0;
     let filter = filter(&q)?;
-    wait_for_after(&state, &after).await?;
+    wait_for_after_history(&state, &after).await?;
     let account_id = session.account_id.to_string();
     let page = query(&state, move |conn| {
         custode_projections::access::page(conn, &account_id, &filter)

@@ -219,7 +219,7 @@ pub fn exposition(out: String) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = String::new();
     let (commits, commands) = state.log.stats();
-    let series: [(&str, &str, &str, u64); 4] = [
+    let series: [(&str, &str, &str, u64); 5] = [
         (
             "custode_log_head_position",
             "gauge",
@@ -229,8 +229,14 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         (
             "custode_read_models_applied_position",
             "gauge",
-            "Position the read models of this process have applied.",
+            "Position the read models of this process have applied (all but the access history, which may trail them).",
             *state.applied.borrow(),
+        ),
+        (
+            "custode_access_history_applied_position",
+            "gauge",
+            "Position every read model of this process, the access history included, has applied.",
+            *state.history_applied.borrow(),
         ),
         (
             "custode_log_commits_total",

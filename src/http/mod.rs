@@ -30,6 +30,7 @@ use metrics::TurnedAway;
 use problem::Problem;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 /// Request bodies above this are refused with `413` (SPEC: 64 KiB).
@@ -554,7 +555,11 @@ impl Drop for AddressPlace {
 /// Waits until this process's read models have applied `position`, for at most the configured
 /// wait. Commands use it before answering; reads with `?after=` before querying.
 pub async fn applied(state: &AppState, position: u64) -> bool {
-    let mut applied = state.applied.clone();
+    applied_on(state, state.applied.clone(), position).await
+}
+
+/// Waits as [`applied`] does on `applied`, one of the projector's positions.
+async fn applied_on(state: &AppState, mut applied: watch::Receiver<u64>, position: u64) -> bool {
     let wait = Duration::from_millis(state.config.http.read_wait_ms);
     let reached = tokio::time::timeout(wait, applied.wait_for(|p| *p >= position)).await;
     matches!(reached, Ok(Ok(_)))
@@ -624,13 +629,27 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for After {
 }
 
 pub async fn wait_for_after(state: &AppState, after: &After) -> Result<(), Problem> {
+    wait_for_after_on(state, after, state.applied.clone()).await
+}
+
+/// [`wait_for_after`] for a read that shows the access history too (AH-2's page, the account
+/// page's last access), which may trail the other read models.
+pub async fn wait_for_after_history(state: &AppState, after: &After) -> Result<(), Problem> {
+    wait_for_after_on(state, after, state.history_applied.clone()).await
+}
+
+async fn wait_for_after_on(
+    state: &AppState,
+    after: &After,
+    applied: watch::Receiver<u64>,
+) -> Result<(), Problem> {
     match after.after {
         // No command answered with a position the log has not reached: waiting would not help.
         Some(position) if position > state.log.head() => Err(Problem::new(
             "invalid-request",
             format!("the log has no position {position} yet"),
         )),
-        Some(position) if !applied(state, position).await => Err(Problem::new(
+        Some(position) if !applied_on(state, applied, position).await => Err(Problem::new(
             "not-ready",
             format!("the read model has not reached position {position} yet"),
         )

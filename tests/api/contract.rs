@@ -377,6 +377,10 @@ async fn metrics_count_requests_and_show_the_log_and_read_model_positions() {
         "{text}"
     );
     assert!(
+        text.contains(&format!("custode_access_history_applied_position {head}")),
+        "{text}"
+    );
+    assert!(
         text.contains(&format!(
             "custode_worker_handled_position{{worker=\"mailer\"}} {head}"
         )),

@@ -334,3 +334,186 @@ async fn rows_past_retention_are_dropped_and_the_total_and_last_access_stay_ah_3
     // The log keeps every record (AU: the audit trail is never cut).
     assert_eq!(access_events(&app), 10);
 }
+
+/// The log's head and the positions this node's read models have applied, from `/metrics`:
+/// the core read models, and every one with the access history.
+async fn positions(metrics: &str) -> (u64, u64, u64) {
+    let text = reqwest::get(format!("{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+    };
+    (
+        value("custode_log_head_position"),
+        value("custode_read_models_applied_position"),
+        value("custode_access_history_applied_position"),
+    )
+}
+
+/// The projector's lanes: a node whose log holds a backlog of access records the read models
+/// have not applied (a restart after an outage, an upgrade that rebuilds the history) answers
+/// commands, logins and pages as soon as the core read models reach the head, while the access
+/// history still catches up; reads of the history with `?after=` wait for it; and once it has
+/// caught up, the read models equal a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_do_not_wait_for_the_access_history_to_catch_up() {
+    use custode_commands::log::ANY_VERSION;
+    use custode_commands::{EventLog, LogOptions, Metadata, NewEvent, StreamAppend};
+    use custode_domain::access::{AccessEvent, Outcome, ServiceAccessReported};
+    use custode_domain::envelope::encode_versioned;
+    use custode_domain::Actor;
+    use uuid::Uuid;
+    const RECORDS: usize = 50_000;
+    const PER_BATCH: usize = 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = EventLog::open(
+            &dir.path().join(custode::app::LOG_FILE),
+            &LogOptions::default(),
+        )
+        .unwrap();
+        let since = Utc::now() - Duration::hours(1);
+        for batch in 0..RECORDS / PER_BATCH {
+            let ready = (0..PER_BATCH)
+                .map(|i| {
+                    let n = batch * PER_BATCH + i;
+                    let record = AccessEvent::ServiceAccessReported(ServiceAccessReported {
+                        service: "Agenzia delle Entrate".into(),
+                        outcome: Outcome::Success,
+                        reason: None,
+                        client_ip: Some("203.0.113.9".into()),
+                        at: since + Duration::milliseconds(n as i64),
+                    });
+                    let (event_type, schema_version, payload) = encode_versioned(&record).unwrap();
+                    EventLog::ready(
+                        StreamAppend {
+                            stream: format!("access-{}", Uuid::from_u128(1 + (n % 40) as u128)),
+                            expected_version: ANY_VERSION,
+                            events: vec![NewEvent {
+                                event_id: Uuid::now_v7(),
+                                event_type,
+                                schema_version,
+                                payload,
+                            }],
+                        },
+                        Metadata {
+                            actor: Actor::operator(),
+                            correlation_id: Uuid::now_v7(),
+                            causation_id: Uuid::now_v7(),
+                            occurred_at: Utc::now(),
+                        },
+                    )
+                })
+                .collect();
+            log.append_ready_soon(ready).await.unwrap();
+        }
+        assert_eq!(log.head(), RECORDS as u64);
+    }
+
+    // No read models yet: every projection starts from the beginning of the log.
+    let served = crate::processes::serve(dir.path(), &[]).await;
+    let client = reqwest::Client::new();
+    let user_id = "dopo.la.coda@pec.example.it";
+    let res = client
+        .post(format!("{}/v1/admin/accounts", served.base))
+        .bearer_auth(OPERATOR_KEY)
+        .json(&json!({ "kind": "mailbox", "user_id": user_id, "plan": "pro" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let opened_at: u64 = res.headers()["custode-position"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let opened: Value = res.json().await.unwrap();
+    let (_, core, history) = positions(&served.metrics).await;
+    assert!(
+        core >= opened_at,
+        "answered before its read models: {core} < {opened_at}"
+    );
+    assert!(
+        history < RECORDS as u64,
+        "the command was answered only once the access history had caught up ({history})"
+    );
+    // The node is ready, and a login and its page work, while the history catches up.
+    let ready = client
+        .get(format!("{}/readyz", served.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let res = client
+        .post(format!("{}/v1/sessions", served.base))
+        .json(&json!({ "user_id": user_id, "password": opened["temporary_password"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let login_at: u64 = res.headers()["custode-position"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let session: Value = res.json().await.unwrap();
+    let token = session["session_token"].as_str().unwrap().to_string();
+    let page = client
+        .get(format!("{}/v1/account", served.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+
+    // The history catches up by itself; a read of it after the login then shows the login.
+    let started = std::time::Instant::now();
+    loop {
+        let (head, _, history) = positions(&served.metrics).await;
+        if history >= head {
+            break;
+        }
+        assert!(
+            started.elapsed() < StdDuration::from_secs(120),
+            "the access history did not catch up: {history} of {head}"
+        );
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    let page: Value = client
+        .get(format!(
+            "{}/v1/account/access-history?after={login_at}",
+            served.base
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["total"], 1, "{page}");
+    served.kill_9();
+
+    // What the two lanes built equals one fold of the whole log.
+    let live = crate::replay::dump(dir.path());
+    assert!(live.iter().any(|row| row.starts_with("access_history:")));
+    let data_dir = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        custode::app::replay(&data_dir, &Default::default(), &mut |_, _| {}).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(crate::replay::dump(dir.path()), live);
+}

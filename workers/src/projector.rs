@@ -1,11 +1,15 @@
-//! The projector: tails the log from the read models' checkpoint and applies each batch to
-//! every projection. It runs on its own thread (SQLite work is blocking) and publishes the
-//! position it has applied, which read endpoints wait on for read-your-writes.
+//! The projector: tails the log from the read models' checkpoints and applies each batch to
+//! the projections. It runs on its own thread (SQLite work is blocking) and publishes the
+//! positions it has applied, which commands and read endpoints wait on for read-your-writes.
+//!
+//! Two lanes (see [`custode_projections::Lane`]): the core read models are kept at the log's
+//! head first; the access history, which takes a row for every check and reported access,
+//! follows when they are, a batch at a time. While it keeps up, both are applied together.
 
 use custode_commands::clock::Clock;
 use custode_commands::EventLog;
 use custode_projections::cache::Forget;
-use custode_projections::ReadModels;
+use custode_projections::{Lane, ReadModels};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -13,13 +17,62 @@ const BATCH: usize = 512;
 
 pub struct ProjectorHandle {
     applied: watch::Receiver<u64>,
+    history_applied: watch::Receiver<u64>,
 }
 
 impl ProjectorHandle {
-    /// The position every read model has applied.
+    /// The position the core read models (all but the access history) have applied: what a
+    /// command waits for before it answers.
     pub fn applied(&self) -> watch::Receiver<u64> {
         self.applied.clone()
     }
+
+    /// The position every read model, the access history included, has applied.
+    pub fn history_applied(&self) -> watch::Receiver<u64> {
+        self.history_applied.clone()
+    }
+}
+
+/// What the projector does next, from its lanes' checkpoints and the log's durable head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Everything is applied.
+    Wait,
+    /// A batch from `from` to every read model: the history is level with the rest and the
+    /// log is less than a batch ahead (it keeps up).
+    Both { from: u64 },
+    /// A batch from `from` to the core read models alone: they come first.
+    Core { from: u64 },
+    /// Up to `limit` events from `from` to the access history, which trails the core.
+    History { from: u64, limit: usize },
+}
+
+/// `history_turn`: see [`history_turn`]. When both lanes have work they take turns, so the core
+/// waits at most one history batch, and the history is never starved by a log that moves on
+/// while the core applies.
+fn step(core: u64, history: u64, head: u64, history_turn: bool) -> Step {
+    if history < core && (history_turn || core >= head) {
+        Step::History {
+            from: history,
+            limit: usize::try_from(core - history).map_or(BATCH, |behind| behind.min(BATCH)),
+        }
+    } else if core < head {
+        if history == core && head - core <= BATCH as u64 {
+            Step::Both { from: core }
+        } else {
+            Step::Core { from: core }
+        }
+    } else {
+        Step::Wait
+    }
+}
+
+/// Whether the access history has the next turn: after a step of the core alone that reached
+/// the head it saw (it read less than a batch). A core more than a batch behind goes on first,
+/// so after a start or a stall it catches up before the history, and under a steady load it
+/// stays within one history batch of the head.
+fn history_turn(step: Step, read: usize) -> bool {
+    matches!(step, Step::Core { .. }) && read < BATCH
 }
 
 /// AH-3: how long the access history keeps its rows, by whose clock.
@@ -66,7 +119,14 @@ pub fn spawn(
     expiry: Option<HistoryExpiry>,
     caches: Vec<Arc<dyn Forget>>,
 ) -> std::io::Result<ProjectorHandle> {
-    let (applied_tx, applied_rx) = watch::channel(models.checkpoint());
+    let lanes = |models: &ReadModels| {
+        let all = models.checkpoint();
+        let core = models.lane_checkpoint(Lane::Core).unwrap_or(all);
+        (core, all)
+    };
+    let (core, all) = lanes(&models);
+    let (applied_tx, applied_rx) = watch::channel(core);
+    let (history_tx, history_rx) = watch::channel(all);
     // Each second a tick wakes the projector to tend the history (tests move clocks). The
     // tick runs on the runtime, so this thread never arms a timer of its own: it stops with
     // the runtime, and the projector then waits for events alone.
@@ -85,47 +145,63 @@ pub fn spawn(
         let mut failures = 0u32;
         let mut expired_at = None;
         let mut ticking = expiry.is_some();
+        let mut history_turn = false;
         loop {
             if let Some(expiry) = &expiry {
                 expiry.tend(&mut models, &mut expired_at);
             }
-            let checkpoint = models.checkpoint();
-            let woken = runtime.block_on(async {
-                tokio::select! {
-                    moved = head.wait_for(|h| *h > checkpoint) => Some(moved.is_ok()),
-                    ticked = tick.changed(), if ticking => {
-                        if ticked.is_err() {
-                            ticking = false;
+            let core = models.lane_checkpoint(Lane::Core).unwrap_or_else(|| models.checkpoint());
+            let history = models.lane_checkpoint(Lane::History).unwrap_or(core);
+            let next = step(core, history, *head.borrow(), history_turn);
+            let (from, limit, lane) = match next {
+                Step::Both { from } => (from, BATCH, None),
+                Step::Core { from } => (from, BATCH, Some(Lane::Core)),
+                Step::History { from, limit } => (from, limit, Some(Lane::History)),
+                Step::Wait => {
+                    let woken = runtime.block_on(async {
+                        tokio::select! {
+                            moved = head.wait_for(|h| *h > core) => Some(moved.is_ok()),
+                            ticked = tick.changed(), if ticking => {
+                                if ticked.is_err() {
+                                    ticking = false;
+                                }
+                                None
+                            }
                         }
-                        None
+                    });
+                    if woken == Some(false) {
+                        return;
                     }
+                    continue;
                 }
-            });
-            match woken {
-                Some(true) => {}
-                Some(false) => return,
-                None => continue,
-            }
+            };
             let applied = log
-                .read_from_blocking(checkpoint, BATCH)
+                .read_from_blocking(from, limit)
                 .map_err(|e| e.to_string())
                 .and_then(|events| {
-                    let position = models.apply(&events).map_err(|e| e.to_string())?;
+                    history_turn = self::history_turn(next, events.len());
+                    match lane {
+                        None => models.apply(&events),
+                        Some(lane) => models.apply_lane(&events, lane),
+                    }
+                    .map_err(|e| e.to_string())?;
                     for cache in &caches {
                         cache.forget(&events);
                     }
-                    Ok(position)
+                    Ok(())
                 });
             match applied {
-                Ok(position) => {
+                Ok(()) => {
                     failures = 0;
-                    applied_tx.send_replace(position);
+                    let (core, all) = lanes(&models);
+                    applied_tx.send_if_modified(|p| std::mem::replace(p, core) != core);
+                    history_tx.send_if_modified(|p| std::mem::replace(p, all) != all);
                 }
                 Err(error) => {
                     // A read model that cannot apply an event must not skip it: wait and retry,
                     // loudly. /readyz reports the lag meanwhile.
                     failures = failures.saturating_add(1);
-                    tracing::error!(%error, checkpoint, failures, "projector cannot apply events");
+                    tracing::error!(%error, from, ?lane, failures, "projector cannot apply events");
                     let backoff = std::time::Duration::from_millis(100u64 << failures.min(6));
                     // This thread is not the runtime's: a tokio timer made here has no reactor
                     // (it panicked, and the read models stopped for good after a full disk).
@@ -136,6 +212,7 @@ pub fn spawn(
     })?;
     Ok(ProjectorHandle {
         applied: applied_rx,
+        history_applied: history_rx,
     })
 }
 
@@ -151,5 +228,90 @@ impl crate::consumer::Sink for ReadModels {
 
     fn checkpoint(&self) -> u64 {
         ReadModels::checkpoint(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{history_turn, step, Step, BATCH};
+
+    #[test]
+    fn lanes_keep_up_together_and_take_turns_when_the_history_trails() {
+        let batch = BATCH as u64;
+        // Level and keeping up: one batch to both.
+        assert_eq!(step(10, 10, 20, false), Step::Both { from: 10 });
+        assert_eq!(step(10, 10, 10 + batch, false), Step::Both { from: 10 });
+        // More than a batch behind: the core goes first, alone.
+        assert_eq!(step(10, 10, 11 + batch, false), Step::Core { from: 10 });
+        // The history trails: after a core step it has its turn, never past the core.
+        assert_eq!(
+            step(100, 10, 200, true),
+            Step::History {
+                from: 10,
+                limit: 90
+            }
+        );
+        assert_eq!(step(100, 10, 200, false), Step::Core { from: 100 });
+        assert_eq!(
+            step(10 * batch, 0, 20 * batch, true),
+            Step::History {
+                from: 0,
+                limit: BATCH
+            }
+        );
+        // The core at the head: the history catches up, whoever's turn it is.
+        assert_eq!(
+            step(100, 10, 100, false),
+            Step::History {
+                from: 10,
+                limit: 90
+            }
+        );
+        // Everything applied.
+        assert_eq!(step(100, 100, 100, false), Step::Wait);
+        assert_eq!(step(100, 100, 100, true), Step::Wait);
+        // The history ahead of the core (a core read model being rebuilt): the core alone.
+        assert_eq!(step(0, 50, 100, true), Step::Core { from: 0 });
+    }
+
+    #[test]
+    fn the_core_runs_to_the_head_before_the_history_has_its_turn() {
+        let core = Step::Core { from: 0 };
+        // A full batch: the core is still behind, and goes on.
+        assert!(!history_turn(core, BATCH));
+        // Less than a batch: it reached the head it saw.
+        assert!(history_turn(core, BATCH - 1));
+        assert!(history_turn(core, 0));
+        // After the history's own step, or both together, the core comes first again.
+        assert!(!history_turn(Step::History { from: 0, limit: 10 }, 3));
+        assert!(!history_turn(Step::Both { from: 0 }, 3));
+        // Driven through `step`: a start 10 batches behind on both lanes runs the core to
+        // the head before the history moves.
+        let head = 10 * BATCH as u64;
+        let (mut core_at, mut history_at, mut turn) = (0u64, 0u64, false);
+        let mut order = Vec::new();
+        while core_at < head || history_at < head {
+            let next = step(core_at, history_at, head, turn);
+            let read = match next {
+                Step::Both { from } | Step::Core { from } => {
+                    let read = (head - from).min(BATCH as u64);
+                    core_at = from + read;
+                    if matches!(next, Step::Both { .. }) {
+                        history_at = core_at;
+                    }
+                    read
+                }
+                Step::History { from, limit } => {
+                    history_at = from + limit as u64;
+                    limit as u64
+                }
+                Step::Wait => unreachable!("work is left"),
+            };
+            order.push(matches!(next, Step::History { .. }));
+            turn = history_turn(next, read as usize);
+        }
+        let first_history = order.iter().position(|h| *h).unwrap();
+        assert_eq!(first_history, 10, "{order:?}");
+        assert!(order[first_history..].iter().all(|h| *h));
     }
 }
