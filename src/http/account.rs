@@ -3,7 +3,7 @@
 
 use super::extract::{Body, ClientIp, Correlation, HolderSession};
 use super::problem::Problem;
-use super::{command_answer, query, settle, wait_for_after_history, After};
+use super::{command_answer, query, settle, wait_for_after, After};
 use crate::app::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -256,8 +256,10 @@ pub async fn page(
     session: HolderSession,
     after: After,
 ) -> Result<Response, Problem> {
-    // The page shows the last access, from the access history.
-    wait_for_after_history(&state, &after).await?;
+    // A command's own changes, from the core read models: the last access shown beside them
+    // comes from the access history, which may trail them under load (it is not waited for:
+    // a page after a command must not wait on a backlog of mail servers' checks).
+    wait_for_after(&state, &after).await?;
     let (row, mut extras) = account_row(&state, &session).await?;
     let document = extras
         .document

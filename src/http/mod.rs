@@ -632,8 +632,8 @@ pub async fn wait_for_after(state: &AppState, after: &After) -> Result<(), Probl
     wait_for_after_on(state, after, state.applied.clone()).await
 }
 
-/// [`wait_for_after`] for a read that shows the access history too (AH-2's page, the account
-/// page's last access), which may trail the other read models.
+/// [`wait_for_after`] for a read of the access history (AH-2's page), which may trail the
+/// other read models.
 pub async fn wait_for_after_history(state: &AppState, after: &After) -> Result<(), Problem> {
     wait_for_after_on(state, after, state.history_applied.clone()).await
 }

@@ -130,22 +130,23 @@ async fn reads_wait_for_their_position_or_answer_503_with_retry_after() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(headers["retry-after"], "1");
     assert_eq!(body["type"], "/problems/not-ready");
-    // The access history alone trailing (the projector's second lane): the account page, which
-    // shows the last access, waits for it; a read of the other read models does not.
+    // The access history alone trailing (the projector's second lane): its own page waits for
+    // it; the account page, which shows a command's changes from the other read models, does
+    // not.
     let mut trailing = (*app.state).clone();
     trailing.history_applied = applied;
     let trailing = custode::app::AppState::from(trailing);
-    let (status, _, body) = page_after(trailing.clone()).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(body["type"], "/problems/not-ready");
     let (status, _, body) = oneshot(
-        custode::http::app(trailing),
-        axum::http::Request::get(format!("/v1/admin/dead-letters?after={head}"))
-            .header("authorization", format!("Bearer {OPERATOR_KEY}"))
+        custode::http::app(trailing.clone()),
+        axum::http::Request::get(format!("/v1/account/access-history?after={head}"))
+            .header("authorization", format!("Bearer {token}"))
             .body(axum::body::Body::empty())
             .unwrap(),
     )
     .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["type"], "/problems/not-ready");
+    let (status, _, body) = page_after(trailing).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     expect_problem(
         app.get("/v1/account?after=minus-one", Some(&token)).await,
