@@ -18,6 +18,9 @@ use std::path::Path;
 /// the replay's reader and applier are done by then.
 const SORT_THREADS: i64 = 2;
 
+/// The access history's rows past retention dropped in one transaction (AH-3).
+pub const EXPIRY_CHUNK: usize = 2_000;
+
 /// One read model.
 pub trait Projection: Send {
     /// Stable name, the key of its checkpoint.
@@ -401,23 +404,17 @@ impl ReadModels {
         Ok(())
     }
 
-    /// AH-3: drops the access history's rows from before `cutoff`, a chunk per transaction so
-    /// that readers and the next batch never wait long. Returns how many went.
-    pub fn expire_history(
+    /// AH-3: drops up to [`EXPIRY_CHUNK`] of the access history's rows from before `cutoff`, in
+    /// one transaction, so that readers and the next batch never wait long: fewer than a chunk
+    /// dropped means none is left. Returns how many went.
+    pub fn expire_history_chunk(
         &mut self,
         cutoff: chrono::DateTime<chrono::Utc>,
     ) -> Result<usize, ProjectionError> {
-        const CHUNK: usize = 2_000;
-        let mut dropped = 0;
-        loop {
-            let tx = self.conn.transaction()?;
-            let n = access::expire(&tx, cutoff, CHUNK)?;
-            tx.commit()?;
-            dropped += n;
-            if n < CHUNK {
-                return Ok(dropped);
-            }
-        }
+        let tx = self.conn.transaction()?;
+        let n = access::expire(&tx, cutoff, EXPIRY_CHUNK)?;
+        tx.commit()?;
+        Ok(n)
     }
 
     /// A dump of every read-model table, rows sorted, for comparing a rebuild with the live

@@ -1,18 +1,39 @@
 //! Issue 22, crash safety: concurrent commands through HTTP against the real binary, a SIGKILL
 //! at a random point in each round, a restart; then every acknowledged command is in the log,
 //! the hash chain verifies, the read models equal a replay of the log, and every notice went out
-//! exactly once. The test command runs a few rounds; `CUSTODE_CRASH_ROUNDS=50 cargo nextest run
+//! exactly once. Beside the openings, reported accesses (AH-1, each durable before its `202`)
+//! keep the access history's lane of the projector busy, and the log starts with a backlog of
+//! them the read models have not applied: the first kills find the two lanes at different
+//! positions (checked), and each restart resumes each lane from its own checkpoint. The test command runs a few rounds; `CUSTODE_CRASH_ROUNDS=50 cargo nextest run
 //! -E 'test(crash::)'` runs the long version (the seed is printed; `CUSTODE_CRASH_SEED` replays
 //! one).
 
 use crate::helpers::OPERATOR_KEY;
-use crate::processes::{eventually, maildir, run_custode_ok, serve};
+use crate::processes::{eventually, maildir, metric_value, metrics_text, run_custode_ok, serve};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const WRITERS: usize = 4;
+/// Tasks reporting accesses beside the writers.
+const REPORTERS: usize = 2;
+/// The account whose accesses are reported.
+const REPORTED: &str = "crash.storico@pec.example.it";
+/// Reported accesses in the log before the first start.
+const BACKLOG: usize = 60_000;
+
+/// Whether the access history trails the other read models, from `/metrics`.
+async fn lanes_apart(metrics: &str) -> bool {
+    let text = metrics_text(metrics).await;
+    matches!(
+        (
+            metric_value(&text, "custode_read_models_applied_position"),
+            metric_value(&text, "custode_access_history_applied_position")
+        ),
+        (Some(core), Some(history)) if history < core
+    )
+}
 
 fn rounds() -> usize {
     std::env::var("CUSTODE_CRASH_ROUNDS")
@@ -33,7 +54,7 @@ fn mails_by_recipient(data_dir: &Path) -> std::collections::BTreeMap<String, usi
     counts
 }
 
-fn replayed_read_models(data_dir: &Path, head: u64) -> Vec<String> {
+pub fn replayed_read_models(data_dir: &Path, head: u64) -> Vec<String> {
     let into = tempfile::tempdir().unwrap();
     let target = into.path().to_str().unwrap();
     run_custode_ok(
@@ -66,12 +87,56 @@ async fn acknowledged_commands_survive_sigkill_at_random_points() {
     )
     .unwrap();
     let args = ["--config", settings.to_str().unwrap()];
+    crate::helpers::seed_access_records(dir.path(), BACKLOG).await;
+    let mut kills_with_lanes_apart = 0;
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let reports = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let rounds = rounds();
     for round in 0..rounds {
         let served = serve(dir.path(), &args).await;
+        if round == 0 {
+            let res = reqwest::Client::new()
+                .post(format!("{}/v1/admin/accounts", served.base))
+                .bearer_auth(OPERATOR_KEY)
+                .json(&serde_json::json!({ "kind": "mailbox", "user_id": REPORTED }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 201);
+        }
         let mut writers = Vec::new();
+        for r in 0..REPORTERS {
+            let (base, reports) = (served.base.clone(), reports.clone());
+            writers.push(tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                for n in 0usize.. {
+                    let sent = http
+                        .post(format!("{base}/v1/admin/access-events"))
+                        .bearer_auth(OPERATOR_KEY)
+                        .json(&serde_json::json!({
+                            "user_id": REPORTED,
+                            "service": format!("servizio-{r}"),
+                            "outcome": if n % 5 == 0 { "failure" } else { "success" },
+                            "client_ip": "203.0.113.9",
+                            "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        }))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(res) if res.status() == 202 => {
+                            reports.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Ok(res) => assert!(
+                            res.status().is_server_error(),
+                            "a report refused: {}",
+                            res.status()
+                        ),
+                        Err(_) => break,
+                    }
+                }
+            }));
+        }
         for _ in 0..WRITERS {
             let (base, acked, next) = (served.base.clone(), acked.clone(), next.clone());
             writers.push(tokio::spawn(async move {
@@ -104,6 +169,9 @@ async fn acknowledged_commands_survive_sigkill_at_random_points() {
         }
         let wait = rng.gen_range(150..900);
         tokio::time::sleep(Duration::from_millis(wait)).await;
+        if lanes_apart(&served.metrics).await {
+            kills_with_lanes_apart += 1;
+        }
         served.kill_9();
         for writer in writers {
             writer.await.unwrap();
@@ -115,6 +183,12 @@ async fn acknowledged_commands_survive_sigkill_at_random_points() {
     }
     let acked = acked.lock().unwrap().clone();
     assert!(!acked.is_empty(), "no command was acknowledged");
+    let reports = reports.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(reports > 0, "no access was reported");
+    assert!(
+        kills_with_lanes_apart > 0,
+        "no kill found the access history behind the other read models"
+    );
 
     // A last start: it resumes where each part stopped.
     let served = serve(dir.path(), &args).await;
@@ -167,10 +241,24 @@ async fn acknowledged_commands_survive_sigkill_at_random_points() {
     );
     drop(served);
 
+    // Every acknowledged report is in the log (a report cut off by the kill may be there too).
+    let recorded = custode_commands::log::LogReader::open(&dir.path().join("events.db"))
+        .unwrap()
+        .read_from(0, 10_000_000)
+        .unwrap()
+        .iter()
+        .filter(|e| e.event_type == "ServiceAccessReported")
+        .count();
+    assert!(
+        recorded >= BACKLOG + reports,
+        "{reports} reports acknowledged, {} in the log beside the backlog",
+        recorded.saturating_sub(BACKLOG)
+    );
+
     // The chain verifies, from the first event to the head.
     run_custode_ok(dir.path(), &["audit", "verify"]);
     println!(
-        "{rounds} rounds, {} acknowledged openings, head {}",
+        "{rounds} rounds ({kills_with_lanes_apart} killed with the lanes apart), {} acknowledged openings, {reports} acknowledged reports, head {}",
         acked.len(),
         log_head(dir.path())
     );

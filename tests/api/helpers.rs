@@ -317,7 +317,9 @@ impl TestApp {
                 "the workers did not settle"
             );
             let head = self.log_head();
-            let handled = workers.iter().all(|w| *w.applied().borrow() >= head);
+            // The workers, and the read models with the access history.
+            let handled = workers.iter().all(|w| *w.applied().borrow() >= head)
+                && *self.state.history_applied.borrow() >= head;
             let open: i64 = if store.exists() {
                 rusqlite::Connection::open(&store)
                     .and_then(|c| {
@@ -638,4 +640,56 @@ pub async fn identity_after_first_change(
         .await;
     assert_eq!(res.status(), StatusCode::OK);
     token
+}
+
+/// Appends `records` reported accesses (AH-1) to the log in `data_dir`, spread over 40
+/// accounts' access streams, as the service records them: a backlog for the projector's
+/// access-history lane to work through.
+pub async fn seed_access_records(data_dir: &std::path::Path, records: usize) {
+    use custode_commands::log::ANY_VERSION;
+    use custode_commands::{EventLog, LogOptions, Metadata, NewEvent, StreamAppend};
+    use custode_domain::access::{AccessEvent, Outcome, ServiceAccessReported};
+    use custode_domain::envelope::encode_versioned;
+    const PER_BATCH: usize = 1_000;
+    let log = EventLog::open(
+        &data_dir.join(custode::app::LOG_FILE),
+        &LogOptions::default(),
+    )
+    .unwrap();
+    let before = log.head();
+    let since = chrono::Utc::now() - chrono::Duration::hours(1);
+    for batch in 0..records.div_ceil(PER_BATCH) {
+        let ready = (batch * PER_BATCH..records.min((batch + 1) * PER_BATCH))
+            .map(|n| {
+                let record = AccessEvent::ServiceAccessReported(ServiceAccessReported {
+                    service: "Agenzia delle Entrate".into(),
+                    outcome: Outcome::Success,
+                    reason: None,
+                    client_ip: Some("203.0.113.9".into()),
+                    at: since + chrono::Duration::milliseconds(n as i64),
+                });
+                let (event_type, schema_version, payload) = encode_versioned(&record).unwrap();
+                EventLog::ready(
+                    StreamAppend {
+                        stream: format!("access-{}", uuid::Uuid::from_u128(1 + (n % 40) as u128)),
+                        expected_version: ANY_VERSION,
+                        events: vec![NewEvent {
+                            event_id: uuid::Uuid::now_v7(),
+                            event_type,
+                            schema_version,
+                            payload,
+                        }],
+                    },
+                    Metadata {
+                        actor: custode_domain::Actor::operator(),
+                        correlation_id: uuid::Uuid::now_v7(),
+                        causation_id: uuid::Uuid::now_v7(),
+                        occurred_at: chrono::Utc::now(),
+                    },
+                )
+            })
+            .collect();
+        log.append_ready_soon(ready).await.unwrap();
+    }
+    assert_eq!(log.head(), before + records as u64);
 }

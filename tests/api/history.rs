@@ -338,22 +338,10 @@ async fn rows_past_retention_are_dropped_and_the_total_and_last_access_stay_ah_3
 /// The log's head and the positions this node's read models have applied, from `/metrics`:
 /// the core read models, and every one with the access history.
 async fn positions(metrics: &str) -> (u64, u64, u64) {
-    let text = reqwest::get(format!("{metrics}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |name: &str| -> u64 {
-        text.lines()
-            .find_map(|line| {
-                line.strip_prefix(name)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+    let text = crate::processes::metrics_text(metrics).await;
+    let value = |name: &str| {
+        crate::processes::metric_value(&text, name)
+            .unwrap_or_else(|| panic!("{name} is not in /metrics: {text}"))
     };
     (
         value("custode_log_head_position"),
@@ -369,58 +357,9 @@ async fn positions(metrics: &str) -> (u64, u64, u64) {
 /// caught up, the read models equal a replay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_do_not_wait_for_the_access_history_to_catch_up() {
-    use custode_commands::log::ANY_VERSION;
-    use custode_commands::{EventLog, LogOptions, Metadata, NewEvent, StreamAppend};
-    use custode_domain::access::{AccessEvent, Outcome, ServiceAccessReported};
-    use custode_domain::envelope::encode_versioned;
-    use custode_domain::Actor;
-    use uuid::Uuid;
     const RECORDS: usize = 50_000;
-    const PER_BATCH: usize = 1_000;
     let dir = tempfile::tempdir().unwrap();
-    {
-        let log = EventLog::open(
-            &dir.path().join(custode::app::LOG_FILE),
-            &LogOptions::default(),
-        )
-        .unwrap();
-        let since = Utc::now() - Duration::hours(1);
-        for batch in 0..RECORDS / PER_BATCH {
-            let ready = (0..PER_BATCH)
-                .map(|i| {
-                    let n = batch * PER_BATCH + i;
-                    let record = AccessEvent::ServiceAccessReported(ServiceAccessReported {
-                        service: "Agenzia delle Entrate".into(),
-                        outcome: Outcome::Success,
-                        reason: None,
-                        client_ip: Some("203.0.113.9".into()),
-                        at: since + Duration::milliseconds(n as i64),
-                    });
-                    let (event_type, schema_version, payload) = encode_versioned(&record).unwrap();
-                    EventLog::ready(
-                        StreamAppend {
-                            stream: format!("access-{}", Uuid::from_u128(1 + (n % 40) as u128)),
-                            expected_version: ANY_VERSION,
-                            events: vec![NewEvent {
-                                event_id: Uuid::now_v7(),
-                                event_type,
-                                schema_version,
-                                payload,
-                            }],
-                        },
-                        Metadata {
-                            actor: Actor::operator(),
-                            correlation_id: Uuid::now_v7(),
-                            causation_id: Uuid::now_v7(),
-                            occurred_at: Utc::now(),
-                        },
-                    )
-                })
-                .collect();
-            log.append_ready_soon(ready).await.unwrap();
-        }
-        assert_eq!(log.head(), RECORDS as u64);
-    }
+    crate::helpers::seed_access_records(dir.path(), RECORDS).await;
 
     // No read models yet: every projection starts from the beginning of the log.
     let served = crate::processes::serve(dir.path(), &[]).await;
@@ -450,12 +389,21 @@ async fn commands_do_not_wait_for_the_access_history_to_catch_up() {
         "the command was answered only once the access history had caught up ({history})"
     );
     // The node is ready, and a login and its page work, while the history catches up.
-    let ready = client
+    let started = std::time::Instant::now();
+    while client
         .get(format!("{}/readyz", served.base))
         .send()
         .await
-        .unwrap();
-    assert_eq!(ready.status(), StatusCode::OK);
+        .unwrap()
+        .status()
+        != StatusCode::OK
+    {
+        assert!(
+            started.elapsed() < StdDuration::from_secs(30),
+            "not ready while the history catches up"
+        );
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
     let res = client
         .post(format!("{}/v1/sessions", served.base))
         .json(&json!({ "user_id": user_id, "password": opened["temporary_password"] }))
@@ -506,14 +454,22 @@ async fn commands_do_not_wait_for_the_access_history_to_catch_up() {
     assert_eq!(page["total"], 1, "{page}");
     served.kill_9();
 
-    // What the two lanes built equals one fold of the whole log.
-    let live = crate::replay::dump(dir.path());
+    // What the two lanes built equals one fold of the log up to where they stand.
+    let checkpoints: Vec<u64> =
+        rusqlite::Connection::open(dir.path().join(custode::app::READ_MODELS_FILE))
+            .unwrap()
+            .prepare("SELECT position FROM checkpoints")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let at = checkpoints[0];
+    assert!(
+        checkpoints.iter().all(|p| *p == at),
+        "the lanes stopped apart: {checkpoints:?}"
+    );
+    let live = custode::scenario::read_models(dir.path()).unwrap();
     assert!(live.iter().any(|row| row.starts_with("access_history:")));
-    let data_dir = dir.path().to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        custode::app::replay(&data_dir, &Default::default(), &mut |_, _| {}).unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(crate::replay::dump(dir.path()), live);
+    assert_eq!(crate::crash::replayed_read_models(dir.path(), at), live);
 }

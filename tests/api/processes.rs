@@ -399,3 +399,22 @@ pub fn succeeded(what: &str, out: std::process::Output) -> std::process::Output 
     );
     out
 }
+
+/// The text of the operator listener's `/metrics` at `metrics` (empty when it cannot be read).
+pub async fn metrics_text(metrics: &str) -> String {
+    match reqwest::get(format!("{metrics}/metrics")).await {
+        Ok(res) => res.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The value of the unlabelled series `name` in a `/metrics` text.
+pub fn metric_value(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}

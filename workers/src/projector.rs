@@ -48,16 +48,20 @@ enum Step {
 }
 
 /// `history_turn`: see [`history_turn`]. When both lanes have work they take turns, so the core
-/// waits at most one history batch, and the history is never starved by a log that moves on
-/// while the core applies.
-fn step(core: u64, history: u64, head: u64, history_turn: bool) -> Step {
-    if history < core && (history_turn || core >= head) {
+/// waits at most one history batch; the history waits while the core itself is more than a
+/// batch behind. `history_ready`: false while the history backs off after a failure (see
+/// [`Backoff`]): the core goes on alone meanwhile.
+fn step(core: u64, history: u64, head: u64, history_turn: bool, history_ready: bool) -> Step {
+    // The history never goes past the head: the core's checkpoint may (read models kept
+    // through a power cut that took the end of a log written with `synchronous = normal`).
+    let reachable = core.min(head);
+    if history_ready && history < reachable && (history_turn || core >= head) {
         Step::History {
             from: history,
-            limit: usize::try_from(core - history).map_or(BATCH, |behind| behind.min(BATCH)),
+            limit: usize::try_from(reachable - history).map_or(BATCH, |behind| behind.min(BATCH)),
         }
     } else if core < head {
-        if history == core && head - core <= BATCH as u64 {
+        if history_ready && history == core && head - core <= BATCH as u64 {
             Step::Both { from: core }
         } else {
             Step::Core { from: core }
@@ -75,6 +79,31 @@ fn history_turn(step: Step, read: usize) -> bool {
     matches!(step, Step::Core { .. }) && read < BATCH
 }
 
+/// When a lane may try again after failures to apply its events: 100 ms doubling to 6.4 s.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    until: Option<std::time::Instant>,
+}
+
+impl Backoff {
+    fn failed(&mut self) -> std::time::Duration {
+        self.failures = self.failures.saturating_add(1);
+        let wait = std::time::Duration::from_millis(100u64 << self.failures.min(6));
+        self.until = Some(std::time::Instant::now() + wait);
+        wait
+    }
+
+    fn succeeded(&mut self) {
+        *self = Self::default();
+    }
+
+    fn ready(&self) -> bool {
+        self.until
+            .is_none_or(|until| std::time::Instant::now() >= until)
+    }
+}
+
 /// AH-3: how long the access history keeps its rows, by whose clock.
 #[derive(Clone)]
 pub struct HistoryExpiry {
@@ -86,26 +115,55 @@ impl HistoryExpiry {
     /// How often the projector looks for rows past retention (by the expiry's clock).
     const EVERY: chrono::Duration = chrono::Duration::minutes(1);
 
-    /// Drops what is past retention when `EVERY` has gone by since `last`.
-    fn tend(&self, models: &mut ReadModels, last: &mut Option<chrono::DateTime<chrono::Utc>>) {
+    /// Drops a chunk of what is past retention: a pass starts when `EVERY` has gone by since
+    /// the last one started, and takes one chunk each time it is tended, so that the core
+    /// read models never wait for more than a chunk (a day's rows of a large history are
+    /// many chunks).
+    fn tend(&self, models: &mut ReadModels, pass: &mut ExpiryPass) {
         let now = self.clock.now();
-        if last.is_some_and(|at| now - at < Self::EVERY) {
-            return;
-        }
-        *last = Some(now);
-        match models.expire_history(now - self.retention) {
-            Ok(0) => {}
-            // Only `access_history` rows go, which no cache holds (an account's last access
-            // is kept apart, in `access_accounts`).
-            Ok(dropped) => tracing::info!(
-                dropped,
-                "access history: rows past history.retention_days dropped"
-            ),
+        let cutoff = match pass.cutoff {
+            Some(cutoff) => cutoff,
+            None if pass.started.is_some_and(|at| now - at < Self::EVERY) => return,
+            None => {
+                *pass = ExpiryPass {
+                    started: Some(now),
+                    cutoff: Some(now - self.retention),
+                    dropped: 0,
+                };
+                now - self.retention
+            }
+        };
+        match models.expire_history_chunk(cutoff) {
+            Ok(n) => {
+                pass.dropped += n;
+                if n < custode_projections::EXPIRY_CHUNK {
+                    pass.cutoff = None;
+                    // Only `access_history` rows go, which no cache holds (an account's last
+                    // access is kept apart, in `access_accounts`).
+                    if pass.dropped > 0 {
+                        tracing::info!(
+                            dropped = pass.dropped,
+                            "access history: rows past history.retention_days dropped"
+                        );
+                    }
+                }
+            }
             Err(error) => {
-                tracing::error!(%error, "access history: cannot drop rows past retention")
+                pass.cutoff = None;
+                tracing::error!(%error, "access history: cannot drop rows past retention");
             }
         }
     }
+}
+
+/// The expiry pass under way, if one is.
+#[derive(Debug, Default)]
+struct ExpiryPass {
+    /// When the last pass started, by the expiry's clock.
+    started: Option<chrono::DateTime<chrono::Utc>>,
+    /// The pass's cutoff while it has rows left to drop.
+    cutoff: Option<chrono::DateTime<chrono::Utc>>,
+    dropped: usize,
 }
 
 /// Starts the projector on `models`; it stops when the log's writer is gone. With `expiry`,
@@ -142,22 +200,29 @@ pub fn spawn(
     }
     std::thread::Builder::new().name("custode-projector".into()).spawn(move || {
         let mut head = log.subscribe();
-        let mut failures = 0u32;
-        let mut expired_at = None;
+        // The core lane's failures (or both lanes', applied together) hold the thread; the
+        // history's only hold the history, and the core goes on meanwhile.
+        let mut core_backoff = Backoff::default();
+        let mut history_backoff = Backoff::default();
+        let mut expiry_pass = ExpiryPass::default();
         let mut ticking = expiry.is_some();
         let mut history_turn = false;
         loop {
             if let Some(expiry) = &expiry {
-                expiry.tend(&mut models, &mut expired_at);
+                expiry.tend(&mut models, &mut expiry_pass);
             }
             let core = models.lane_checkpoint(Lane::Core).unwrap_or_else(|| models.checkpoint());
             let history = models.lane_checkpoint(Lane::History).unwrap_or(core);
-            let next = step(core, history, *head.borrow(), history_turn);
+            let next = step(core, history, *head.borrow(), history_turn, history_backoff.ready());
             let (from, limit, lane) = match next {
                 Step::Both { from } => (from, BATCH, None),
                 Step::Core { from } => (from, BATCH, Some(Lane::Core)),
                 Step::History { from, limit } => (from, limit, Some(Lane::History)),
+                // An expiry pass under way goes on, a chunk a turn.
+                Step::Wait if expiry_pass.cutoff.is_some() => continue,
                 Step::Wait => {
+                    // Woken by the log or, every second, by the tick (which also ends a
+                    // history's backoff).
                     let woken = runtime.block_on(async {
                         tokio::select! {
                             moved = head.wait_for(|h| *h > core) => Some(moved.is_ok()),
@@ -192,17 +257,27 @@ pub fn spawn(
                 });
             match applied {
                 Ok(()) => {
-                    failures = 0;
+                    if lane != Some(Lane::History) {
+                        core_backoff.succeeded();
+                    }
+                    if lane != Some(Lane::Core) {
+                        history_backoff.succeeded();
+                    }
                     let (core, all) = lanes(&models);
                     applied_tx.send_if_modified(|p| std::mem::replace(p, core) != core);
                     history_tx.send_if_modified(|p| std::mem::replace(p, all) != all);
                 }
+                // A read model that cannot apply an event must not skip it: it waits and tries
+                // again, loudly; /readyz and the metrics show the lag meanwhile. When both lanes
+                // failed together, the history is suspected first: it backs off, and the core
+                // tries alone (if the core fails alone, the fault is its own).
+                Err(error) if lane != Some(Lane::Core) => {
+                    let backoff = history_backoff.failed();
+                    tracing::error!(%error, from, ?lane, failures = history_backoff.failures, ?backoff, "projector cannot apply events to the access history");
+                }
                 Err(error) => {
-                    // A read model that cannot apply an event must not skip it: wait and retry,
-                    // loudly. /readyz reports the lag meanwhile.
-                    failures = failures.saturating_add(1);
-                    tracing::error!(%error, from, ?lane, failures, "projector cannot apply events");
-                    let backoff = std::time::Duration::from_millis(100u64 << failures.min(6));
+                    let backoff = core_backoff.failed();
+                    tracing::error!(%error, from, ?lane, failures = core_backoff.failures, ?backoff, "projector cannot apply events");
                     // This thread is not the runtime's: a tokio timer made here has no reactor
                     // (it panicked, and the read models stopped for good after a full disk).
                     std::thread::sleep(backoff);
@@ -233,27 +308,33 @@ impl crate::consumer::Sink for ReadModels {
 
 #[cfg(test)]
 mod tests {
-    use super::{history_turn, step, Step, BATCH};
+    use super::{history_turn, step, Backoff, Step, BATCH};
 
     #[test]
     fn lanes_keep_up_together_and_take_turns_when_the_history_trails() {
         let batch = BATCH as u64;
         // Level and keeping up: one batch to both.
-        assert_eq!(step(10, 10, 20, false), Step::Both { from: 10 });
-        assert_eq!(step(10, 10, 10 + batch, false), Step::Both { from: 10 });
+        assert_eq!(step(10, 10, 20, false, true), Step::Both { from: 10 });
+        assert_eq!(
+            step(10, 10, 10 + batch, false, true),
+            Step::Both { from: 10 }
+        );
         // More than a batch behind: the core goes first, alone.
-        assert_eq!(step(10, 10, 11 + batch, false), Step::Core { from: 10 });
+        assert_eq!(
+            step(10, 10, 11 + batch, false, true),
+            Step::Core { from: 10 }
+        );
         // The history trails: after a core step it has its turn, never past the core.
         assert_eq!(
-            step(100, 10, 200, true),
+            step(100, 10, 200, true, true),
             Step::History {
                 from: 10,
                 limit: 90
             }
         );
-        assert_eq!(step(100, 10, 200, false), Step::Core { from: 100 });
+        assert_eq!(step(100, 10, 200, false, true), Step::Core { from: 100 });
         assert_eq!(
-            step(10 * batch, 0, 20 * batch, true),
+            step(10 * batch, 0, 20 * batch, true, true),
             Step::History {
                 from: 0,
                 limit: BATCH
@@ -261,17 +342,47 @@ mod tests {
         );
         // The core at the head: the history catches up, whoever's turn it is.
         assert_eq!(
-            step(100, 10, 100, false),
+            step(100, 10, 100, false, true),
             Step::History {
                 from: 10,
                 limit: 90
             }
         );
         // Everything applied.
-        assert_eq!(step(100, 100, 100, false), Step::Wait);
-        assert_eq!(step(100, 100, 100, true), Step::Wait);
+        assert_eq!(step(100, 100, 100, false, true), Step::Wait);
+        assert_eq!(step(100, 100, 100, true, true), Step::Wait);
         // The history ahead of the core (a core read model being rebuilt): the core alone.
-        assert_eq!(step(0, 50, 100, true), Step::Core { from: 0 });
+        assert_eq!(step(0, 50, 100, true, true), Step::Core { from: 0 });
+        // The core past the head (read models that outlived the end of an unsynced log): the
+        // history goes as far as the head, then the projector waits for the log.
+        assert_eq!(
+            step(120, 90, 100, false, true),
+            Step::History {
+                from: 90,
+                limit: 10
+            }
+        );
+        assert_eq!(step(120, 100, 100, false, true), Step::Wait);
+    }
+
+    #[test]
+    fn a_failing_history_backs_off_and_the_core_goes_on_alone() {
+        // Backing off: never both together, never the history, the core as usual.
+        assert_eq!(step(10, 10, 20, false, false), Step::Core { from: 10 });
+        assert_eq!(step(100, 10, 200, true, false), Step::Core { from: 100 });
+        assert_eq!(step(100, 10, 100, false, false), Step::Wait);
+        let mut backoff = Backoff::default();
+        assert!(backoff.ready());
+        assert_eq!(backoff.failed(), std::time::Duration::from_millis(200));
+        assert!(!backoff.ready());
+        assert_eq!(backoff.failed(), std::time::Duration::from_millis(400));
+        for _ in 0..10 {
+            backoff.failed();
+        }
+        assert_eq!(backoff.failed(), std::time::Duration::from_millis(6_400));
+        backoff.succeeded();
+        assert!(backoff.ready());
+        assert_eq!(backoff.failed(), std::time::Duration::from_millis(200));
     }
 
     #[test]
@@ -291,7 +402,7 @@ mod tests {
         let (mut core_at, mut history_at, mut turn) = (0u64, 0u64, false);
         let mut order = Vec::new();
         while core_at < head || history_at < head {
-            let next = step(core_at, history_at, head, turn);
+            let next = step(core_at, history_at, head, turn, true);
             let read = match next {
                 Step::Both { from } | Step::Core { from } => {
                     let read = (head - from).min(BATCH as u64);
