@@ -939,6 +939,13 @@ impl crate::cache::Forget for FactsCache {
     fn forget(&self, events: &[RecordedEvent]) {
         self.0.forget_accounts(&crate::cache::accounts_of(events));
     }
+
+    /// A check reads the core read models alone: the access history changes nothing of it.
+    fn forget_lane(&self, events: &[RecordedEvent], lane: crate::Lane) {
+        if lane == crate::Lane::Core {
+            self.forget(events);
+        }
+    }
 }
 
 #[cfg(test)]

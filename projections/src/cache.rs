@@ -18,6 +18,13 @@ use uuid::Uuid;
 pub trait Forget: Send + Sync {
     /// Drops what `events` (just committed to the read models) may have changed.
     fn forget(&self, events: &[RecordedEvent]);
+    /// Drops what `events`, just committed to the read models of `lane` alone, may have
+    /// changed (see [`crate::Lane`]): a batch goes to each lane in turn, and a cache that
+    /// forgot it twice would be read again for nothing. By default, all [`Forget::forget`]
+    /// drops.
+    fn forget_lane(&self, events: &[RecordedEvent], _lane: crate::Lane) {
+        self.forget(events)
+    }
 }
 
 /// Values under keys, each kept with the accounts it depends on.
@@ -180,15 +187,36 @@ pub fn accounts_of(events: &[RecordedEvent]) -> Vec<Uuid> {
 /// sessions, notices, access history): the accounts, or `None` when one of them changes rows
 /// that cannot be told apart by account (then everything goes).
 pub fn page_accounts_of(events: &[RecordedEvent]) -> Option<Vec<Uuid>> {
-    let mut touched = accounts_of(events);
+    page_accounts_in(events, None)
+}
+
+/// [`page_accounts_of`] for the read models of `lane` alone (all of them for `None`): the core
+/// lane's changes come from the account and notice streams, the access history's from the
+/// access streams and the logins in account streams.
+pub fn page_accounts_in(events: &[RecordedEvent], lane: Option<crate::Lane>) -> Option<Vec<Uuid>> {
+    use crate::Lane;
+    let history = lane != Some(Lane::Core);
+    let core = lane != Some(Lane::History);
+    let mut touched = if core {
+        accounts_of(events)
+    } else {
+        Vec::new()
+    };
     for event in events {
         match event.category() {
-            "access" => {
+            "access" if history => {
                 touched.push(Uuid::parse_str(event.stream.trim_start_matches("access-")).ok()?)
+            }
+            // A login, in the account's own stream, is a row of the history too.
+            "account"
+                if !core
+                    && matches!(event.event_type.as_str(), "SessionStarted" | "LoginFailed") =>
+            {
+                touched.push(Uuid::parse_str(event.stream.trim_start_matches("account-")).ok()?)
             }
             // NotificationSent and NotificationFailed carry the notice flattened, its account
             // id among its fields; NotificationRetryRequested names only the notice.
-            "notice" => touched.push(payload_uuid(event, &["account_id"])?),
+            "notice" if core => touched.push(payload_uuid(event, &["account_id"])?),
             // The other streams (user-id claims, recoveries, subjects, hardware tokens, …)
             // feed none of those read models, only the audit index.
             _ => {}
@@ -249,6 +277,37 @@ mod tests {
         let (event_type, payload) = custode_domain::envelope::encode(&sent).unwrap();
         assert_eq!(event_type, "NotificationSent");
         payload
+    }
+
+    #[test]
+    fn each_lane_names_the_pages_its_own_read_models_change() {
+        use crate::Lane;
+        let (a, b, c, d) = (
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+        );
+        let none = serde_json::json!({});
+        let events = [
+            on(format!("account-{a}"), "MailProtocolsSet", none.clone()),
+            on(format!("account-{b}"), "SessionStarted", none.clone()),
+            on(format!("access-{c}"), "AppPasswordChecked", none.clone()),
+            on(format!("notice-{d}"), "NotificationSent", notice_payload(d)),
+        ];
+        let sorted = |mut ids: Vec<Uuid>| {
+            ids.sort();
+            ids.dedup();
+            ids
+        };
+        let core = sorted(page_accounts_in(&events, Some(Lane::Core)).unwrap());
+        let history = sorted(page_accounts_in(&events, Some(Lane::History)).unwrap());
+        assert_eq!(core, sorted(vec![a, b, d]));
+        assert_eq!(history, sorted(vec![b, c]));
+        // Together they name what one batch to both names.
+        let mut both = core;
+        both.extend(history);
+        assert_eq!(sorted(both), sorted(page_accounts_of(&events).unwrap()));
     }
 
     #[test]

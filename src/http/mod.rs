@@ -735,6 +735,21 @@ impl Forget for Views {
         self.pages.forget_touched(page_accounts_of(events));
         self.sessions.forget_accounts(&accounts_of(events));
     }
+
+    /// The core lane changes pages and sessions; the access history, pages alone (their last
+    /// access).
+    fn forget_lane(
+        &self,
+        events: &[custode_domain::RecordedEvent],
+        lane: custode_projections::Lane,
+    ) {
+        use custode_projections::cache::{accounts_of, page_accounts_in};
+        self.pages
+            .forget_touched(page_accounts_in(events, Some(lane)));
+        if lane == custode_projections::Lane::Core {
+            self.sessions.forget_accounts(&accounts_of(events));
+        }
+    }
 }
 
 /// Runs a read-model query on a blocking thread, at most [`READ_SLOTS`] at once.

@@ -251,7 +251,10 @@ pub fn spawn(
                     }
                     .map_err(|e| e.to_string())?;
                     for cache in &caches {
-                        cache.forget(&events);
+                        match lane {
+                            None => cache.forget(&events),
+                            Some(lane) => cache.forget_lane(&events, lane),
+                        }
                     }
                     Ok(())
                 });
