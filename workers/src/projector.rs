@@ -79,7 +79,7 @@ fn history_turn(step: Step, read: usize) -> bool {
     matches!(step, Step::Core { .. }) && read < BATCH
 }
 
-/// When a lane may try again after failures to apply its events: 100 ms doubling to 6.4 s.
+/// When a lane may try again after failures to apply its events: 200 ms doubling to 6.4 s.
 #[derive(Debug, Default)]
 struct Backoff {
     failures: u32,
@@ -207,6 +207,8 @@ pub fn spawn(
         let mut expiry_pass = ExpiryPass::default();
         let mut ticking = expiry.is_some();
         let mut history_turn = false;
+        // Where a batch to both lanes last failed (see the core's failure below).
+        let mut both_failed_at = None;
         loop {
             if let Some(expiry) = &expiry {
                 expiry.tend(&mut models, &mut expiry_pass);
@@ -221,11 +223,29 @@ pub fn spawn(
                 // An expiry pass under way goes on, a chunk a turn.
                 Step::Wait if expiry_pass.cutoff.is_some() => continue,
                 Step::Wait => {
-                    // Woken by the log or, every second, by the tick (which also ends a
-                    // history's backoff).
+                    // Woken by the log past what a lane can take (the history, ready, takes
+                    // what lies below a core checkpoint the log has not reached again), at
+                    // the end of the history's backoff, or every second by the tick.
+                    let above = if history_backoff.ready() {
+                        core.min(history)
+                    } else {
+                        core
+                    };
+                    // Armed only while the backoff runs: one already over would wake at once.
+                    let backoff_ends = history_backoff.until.filter(|_| !history_backoff.ready());
                     let woken = runtime.block_on(async {
+                        // Inside the runtime: its timer drives this sleep.
+                        let backoff = async {
+                            match backoff_ends {
+                                Some(until) => {
+                                    tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await
+                                }
+                                None => std::future::pending().await,
+                            }
+                        };
                         tokio::select! {
-                            moved = head.wait_for(|h| *h > core) => Some(moved.is_ok()),
+                            moved = head.wait_for(|h| *h > above) => Some(moved.is_ok()),
+                            () = backoff => None,
                             ticked = tick.changed(), if ticking => {
                                 if ticked.is_err() {
                                     ticking = false;
@@ -276,9 +296,17 @@ pub fn spawn(
                 // tries alone (if the core fails alone, the fault is its own).
                 Err(error) if lane != Some(Lane::Core) => {
                     let backoff = history_backoff.failed();
-                    tracing::error!(%error, from, ?lane, failures = history_backoff.failures, ?backoff, "projector cannot apply events to the access history");
+                    if lane.is_none() {
+                        both_failed_at = Some(from);
+                    }
+                    tracing::error!(%error, from, ?lane, failures = history_backoff.failures, ?backoff, "projector cannot apply events (the access history is suspected first)");
                 }
                 Err(error) => {
+                    // The core failing alone where both failed together: the history was not
+                    // to blame, and need not wait out a backoff once the core recovers.
+                    if both_failed_at.take() == Some(from) {
+                        history_backoff.succeeded();
+                    }
                     let backoff = core_backoff.failed();
                     tracing::error!(%error, from, ?lane, failures = core_backoff.failures, ?backoff, "projector cannot apply events");
                     // This thread is not the runtime's: a tokio timer made here has no reactor
