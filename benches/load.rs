@@ -397,8 +397,8 @@ impl Service {
     /// The log's head and the positions the read models have applied, from `/metrics`: the
     /// core read models, and every one with the access history (absent from a build that
     /// applies them together).
-    fn positions(&self) -> (u64, u64, Option<u64>) {
-        let text = common::runtime().block_on(async {
+    fn positions(&self, runtime: &tokio::runtime::Runtime) -> (u64, u64, Option<u64>) {
+        let text = runtime.block_on(async {
             reqwest::get(&self.metrics)
                 .await
                 .unwrap()
@@ -425,12 +425,13 @@ impl Service {
     /// After the load: how far behind the head the read models ended, and how long the access
     /// history then took to catch up (at most two minutes are waited).
     fn lag(&self) -> String {
-        let (head, core, history) = self.positions();
+        let runtime = common::runtime();
+        let (head, core, history) = self.positions(&runtime);
         let history = history.unwrap_or(core);
         let started = Instant::now();
         let mut caught_up = None;
         while started.elapsed() < Duration::from_secs(120) {
-            let (_, core, history) = self.positions();
+            let (_, core, history) = self.positions(&runtime);
             if history.unwrap_or(core) >= head {
                 caught_up = Some(started.elapsed());
                 break;

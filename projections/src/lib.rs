@@ -314,6 +314,15 @@ impl ReadModels {
         self.projections.iter().map(|(_, p)| *p).min().unwrap_or(0)
     }
 
+    /// The positions the core lane and the access history have applied (each the other's when
+    /// this file holds none of its read models).
+    pub fn lanes(&self) -> (u64, u64) {
+        let core = self.lane_checkpoint(Lane::Core);
+        let history = self.lane_checkpoint(Lane::History);
+        let all = self.checkpoint();
+        (core.unwrap_or(all), history.unwrap_or(all))
+    }
+
     /// The position every projection of `lane` has applied; `None` when none is open here.
     pub fn lane_checkpoint(&self, lane: Lane) -> Option<u64> {
         self.projections

@@ -260,10 +260,7 @@ async fn real_answers_validate_against_the_document() {
         )
         .await;
     assert_eq!(res.status(), 202);
-    let position = res.headers()["custode-position"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let position = crate::helpers::position_of(&res);
     let history: Value = app
         .get(
             &format!("/v1/account/access-history?limit=2&after={position}"),

@@ -642,6 +642,15 @@ pub async fn identity_after_first_change(
     token
 }
 
+/// The log position a command's answer carries (its `custode-position` header).
+pub fn position_of(res: &reqwest::Response) -> u64 {
+    res.headers()["custode-position"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// Appends `records` reported accesses (AH-1) to the log in `data_dir`, spread over 40
 /// accounts' access streams, as the service records them: a backlog for the projector's
 /// access-history lane to work through.

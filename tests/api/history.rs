@@ -30,11 +30,7 @@ async fn reported(app: &TestApp, service: &str, outcome: &str, when: DateTime<Ut
     }
     let res = report(app, body).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
-    res.headers()["custode-position"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
+    crate::helpers::position_of(&res)
 }
 
 async fn history(app: &TestApp, token: &str, query: &str) -> Value {
@@ -373,11 +369,7 @@ async fn commands_do_not_wait_for_the_access_history_to_catch_up() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
-    let opened_at: u64 = res.headers()["custode-position"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let opened_at = crate::helpers::position_of(&res);
     let opened: Value = res.json().await.unwrap();
     let (_, core, history) = positions(&served.metrics).await;
     assert!(
@@ -411,11 +403,7 @@ async fn commands_do_not_wait_for_the_access_history_to_catch_up() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
-    let login_at: u64 = res.headers()["custode-position"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let login_at = crate::helpers::position_of(&res);
     let session: Value = res.json().await.unwrap();
     let token = session["session_token"].as_str().unwrap().to_string();
     let page = client

@@ -177,14 +177,9 @@ pub fn spawn(
     expiry: Option<HistoryExpiry>,
     caches: Vec<Arc<dyn Forget>>,
 ) -> std::io::Result<ProjectorHandle> {
-    let lanes = |models: &ReadModels| {
-        let all = models.checkpoint();
-        let core = models.lane_checkpoint(Lane::Core).unwrap_or(all);
-        (core, all)
-    };
-    let (core, all) = lanes(&models);
+    let (core, history) = models.lanes();
     let (applied_tx, applied_rx) = watch::channel(core);
-    let (history_tx, history_rx) = watch::channel(all);
+    let (history_tx, history_rx) = watch::channel(core.min(history));
     // Each second a tick wakes the projector to tend the history (tests move clocks). The
     // tick runs on the runtime, so this thread never arms a timer of its own: it stops with
     // the runtime, and the projector then waits for events alone.
@@ -213,8 +208,7 @@ pub fn spawn(
             if let Some(expiry) = &expiry {
                 expiry.tend(&mut models, &mut expiry_pass);
             }
-            let core = models.lane_checkpoint(Lane::Core).unwrap_or_else(|| models.checkpoint());
-            let history = models.lane_checkpoint(Lane::History).unwrap_or(core);
+            let (core, history) = models.lanes();
             let next = step(core, history, *head.borrow(), history_turn, history_backoff.ready());
             let (from, limit, lane) = match next {
                 Step::Both { from } => (from, BATCH, None),
@@ -286,7 +280,8 @@ pub fn spawn(
                     if lane != Some(Lane::Core) {
                         history_backoff.succeeded();
                     }
-                    let (core, all) = lanes(&models);
+                    let (core, history) = models.lanes();
+                    let all = core.min(history);
                     applied_tx.send_if_modified(|p| std::mem::replace(p, core) != core);
                     history_tx.send_if_modified(|p| std::mem::replace(p, all) != all);
                 }
