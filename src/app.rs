@@ -192,6 +192,7 @@ impl App {
         .map_err(|e| component(&e))?;
         let read_models = config.data_dir.join(READ_MODELS_FILE);
         private_read_models(&read_models)?;
+        mend_past_the_head(&config.data_dir, log.head())?;
         let models = ReadModels::open(&read_models).map_err(|e| component(&e))?;
         let check_facts = Arc::new(custode_projections::accounts::FactsCache::default());
         let views = Arc::new(crate::http::Views::default());
@@ -433,6 +434,38 @@ impl Until {
             Until::Time(t) => event.occurred_at <= *t,
         }
     }
+}
+
+/// Read models and workers' checkpoints that stand past the log's head, `head`: they applied
+/// events the log no longer holds, because it lost its end (a power cut with `log.synchronous =
+/// normal`: the log's last commits were never synced while the read models, written after
+/// them, were) or an older copy of it was put back beside newer derived state. New events
+/// take those positions again, and would be passed over as applied: missing from the pages,
+/// their notices never sent. The read models past the head are folded again from the log
+/// (the projector starts them from nothing), the workers' checkpoints go back to the head.
+fn mend_past_the_head(data_dir: &Path, head: u64) -> Result<(), StartError> {
+    let component = |e: &dyn std::fmt::Display| StartError::Component(e.to_string());
+    let models = ReadModels::reset_past(&data_dir.join(READ_MODELS_FILE), head)
+        .map_err(|e| component(&e))?;
+    for (name, position) in &models {
+        tracing::warn!(
+            read_model = %name,
+            position,
+            head,
+            "a read model stands past the end of the event log, which lost its last events (a power cut with log.synchronous = normal, or an older copy of the log put back): it is rebuilt from the log"
+        );
+    }
+    let consumers =
+        custode_workers::store::rewind_past(data_dir, head).map_err(|e| component(&e))?;
+    for (consumer, position) in &consumers {
+        tracing::warn!(
+            consumer = %consumer,
+            position,
+            head,
+            "a worker's checkpoint stands past the end of the event log, which lost its last events: it goes back to the log's end, so that no new event is passed over"
+        );
+    }
+    Ok(())
 }
 
 /// What `custode replay` rebuilds, from what, and where.

@@ -294,19 +294,45 @@ impl ReadModels {
     /// Forgets `name`'s checkpoint in the file at `path`, so that the next open drops its
     /// tables and folds the log again (AU-3's `replay --projection`).
     pub fn reset(path: &Path, name: &str) -> Result<(), ProjectionError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let exists: bool = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name = 'checkpoints'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n == 1)?;
-        if exists {
+        if let Some(conn) = Self::checkpoints_at(path)? {
             conn.execute("DELETE FROM checkpoints WHERE name = ?1", params![name])?;
         }
         Ok(())
+    }
+
+    /// Forgets the checkpoint of every read model in the file at `path` that stands past
+    /// `head`, the log's last position, so that the next open folds it again from the log;
+    /// returns their names with the positions they stood at. Read models past the head applied
+    /// events the log no longer holds (it lost its end to a power cut with `log.synchronous =
+    /// normal`, or an older copy of it was put back), and would pass over the new events that
+    /// take those positions.
+    pub fn reset_past(path: &Path, head: u64) -> Result<Vec<(String, u64)>, ProjectionError> {
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        let Some(conn) = Self::checkpoints_at(path)? else {
+            return Ok(Vec::new());
+        };
+        let head = i64::try_from(head).unwrap_or(i64::MAX);
+        let past = conn
+            .prepare("DELETE FROM checkpoints WHERE position > ?1 RETURNING name, position")?
+            .query_map(params![head], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(past)
+    }
+
+    /// A connection to the file at `path`, when it holds the checkpoints' table.
+    fn checkpoints_at(path: &Path) -> Result<Option<Connection>, ProjectionError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let exists = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'checkpoints'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? == 1;
+        Ok(exists.then_some(conn))
     }
 
     /// The position every projection has applied (the lowest of their checkpoints).

@@ -92,6 +92,36 @@ pub fn checkpoint(conn: &Connection, consumer: &str) -> Result<u64, WorkerError>
         .map_or(0, |p| u64::try_from(p).unwrap_or(0)))
 }
 
+/// Takes back to `head`, the log's last position, every consumer's checkpoint in the store of
+/// `dir` that stands past it; returns the consumers with the positions they stood at. A
+/// checkpoint past the head covers events the log no longer holds (it lost its end to a power
+/// cut with `log.synchronous = normal`, or an older copy of it was put back): the new events
+/// that take those positions would be passed over as handled, their notices never sent and
+/// their timers never set. Events handled before keep their delivery records by event id, so
+/// nothing is handled twice. No store, nothing to do (a process that runs no worker).
+pub fn rewind_past(dir: &Path, head: u64) -> Result<Vec<(String, u64)>, WorkerError> {
+    if !dir.join(STORE_FILE).exists() {
+        return Ok(Vec::new());
+    }
+    let mut conn = open(dir)?;
+    let head = i64::try_from(head).unwrap_or(i64::MAX);
+    let tx = conn.transaction()?;
+    let past = tx
+        .prepare(
+            "SELECT consumer, position FROM checkpoints WHERE position > ?1 ORDER BY consumer",
+        )?
+        .query_map(params![head], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.execute(
+        "UPDATE checkpoints SET position = ?1 WHERE position > ?1",
+        params![head],
+    )?;
+    tx.commit()?;
+    Ok(past)
+}
+
 /// What a worker does with one event it has not handled before, inside the transaction that
 /// also records it as handled.
 pub trait Handler: Send + 'static {
