@@ -78,9 +78,22 @@ pub fn log_alone(dir: &std::path::Path, writers: usize, events: usize) -> f64 {
         for t in tasks {
             t.await.expect("writer");
         }
-        let rate = (writers * per_writer) as f64 / started.elapsed().as_secs_f64();
-        let (commits, jobs) = log.stats();
-        println!("  (custode log, {writers} writers: {jobs} commands in {commits} commits, {:.1} per commit)", jobs as f64 / commits as f64);
+        let elapsed = started.elapsed();
+        let rate = (writers * per_writer) as f64 / elapsed.as_secs_f64();
+        let times = log.times();
+        let (commits, jobs) = (times.commits, times.commands);
+        // Where a commit's share of the run went: the writer in SQLite's commit, the disk's
+        // sync, and the rest (the writer's inserts and hashing, the answers, the callers' next
+        // appends coming back), each per commit.
+        let per_commit = |d: Duration| d.as_secs_f64() * 1e6 / commits as f64;
+        println!(
+            "  (custode log, {writers} writers: {jobs} commands in {commits} commits, {:.1} per commit; per commit {:.0} us of run, {:.0} us in SQLite's commit, {:.0} us syncing ({} syncs))",
+            jobs as f64 / commits as f64,
+            per_commit(elapsed),
+            per_commit(times.commit),
+            per_commit(times.sync),
+            times.syncs
+        );
         assert_eq!(log.head(), (writers * per_writer) as u64);
         rate
     })
@@ -118,6 +131,7 @@ pub fn bare(dir: &std::path::Path, name: &str, batch: usize, streams: usize) -> 
         .map(|_| format!("account-{}", Uuid::now_v7()))
         .collect();
     let started = Instant::now();
+    let mut committing = Duration::ZERO;
     for (chunk_index, chunk) in rows.chunks(batch).enumerate() {
         let tx = conn.unchecked_transaction().expect("tx");
         {
@@ -143,9 +157,18 @@ pub fn bare(dir: &std::path::Path, name: &str, batch: usize, streams: usize) -> 
                     .expect("insert");
             }
         }
+        let commit = Instant::now();
         tx.commit().expect("commit");
+        committing += commit.elapsed();
     }
-    rows_in_all as f64 / started.elapsed().as_secs_f64()
+    let elapsed = started.elapsed();
+    let transactions = rows_in_all.div_ceil(batch) as f64;
+    println!(
+        "  (bare, {batch} rows per transaction: per transaction {:.0} us, {:.0} us in its commit with the sync)",
+        elapsed.as_secs_f64() * 1e6 / transactions,
+        committing.as_secs_f64() * 1e6 / transactions
+    );
+    rows_in_all as f64 / elapsed.as_secs_f64()
 }
 
 /// Closed loop: requests/s and latencies (µs, sorted) of the same `request` (a whole HTTP/1.1

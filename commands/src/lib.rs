@@ -21,6 +21,6 @@ pub mod sqlite;
 pub mod tokens;
 
 pub use log::{
-    EventLog, LogError, LogOptions, LogReader, Metadata, NewEvent, StreamAppend, Synchronous,
-    WireEvent,
+    EventLog, LogError, LogOptions, LogReader, LogTimes, Metadata, NewEvent, StreamAppend,
+    Synchronous, WireEvent,
 };

@@ -252,6 +252,7 @@ impl EventLog {
         let (durable_tx, durable_rx) = std::sync::mpsc::channel();
         let syncer = Arc::new(Syncer {
             wal,
+            stats: stats.clone(),
             head: head_tx,
             recent: recent.clone(),
             unsynced: std::sync::atomic::AtomicUsize::new(0),
@@ -405,6 +406,19 @@ impl EventLog {
             .await
             .map_err(|_| LogError::Closed)?;
         Ok(answer)
+    }
+
+    /// Where the writer's time went: its commits, the syncs of the write-ahead file.
+    pub fn times(&self) -> LogTimes {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = &self.inner.stats;
+        LogTimes {
+            commits: stats.commits.load(Relaxed),
+            commands: stats.jobs.load(Relaxed),
+            syncs: stats.syncs.load(Relaxed),
+            sync: std::time::Duration::from_nanos(stats.sync_nanos.load(Relaxed)),
+            commit: std::time::Duration::from_nanos(stats.commit_nanos.load(Relaxed)),
+        }
     }
 
     /// Commits and commands so far: commands per commit is how well group commit works.
@@ -1583,6 +1597,35 @@ impl StreamVersions {
 struct WriterStats {
     commits: std::sync::atomic::AtomicU64,
     jobs: std::sync::atomic::AtomicU64,
+    /// Syncs of the write-ahead file, and the nanoseconds they took.
+    syncs: std::sync::atomic::AtomicU64,
+    sync_nanos: std::sync::atomic::AtomicU64,
+    /// Nanoseconds spent in SQLite's commits.
+    commit_nanos: std::sync::atomic::AtomicU64,
+}
+
+impl WriterStats {
+    fn add_nanos(counter: &std::sync::atomic::AtomicU64, since: std::time::Instant) {
+        let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        counter.fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Where the log writer's time went since the log was opened (see [`EventLog::times`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LogTimes {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Commands (jobs) appended.
+    pub commands: u64,
+    /// Syncs of the write-ahead file (one for every group of commits; none with
+    /// `Synchronous::Normal`).
+    pub syncs: u64,
+    /// Time those syncs took: the disk's share of a command's wait.
+    pub sync: std::time::Duration,
+    /// Time spent in SQLite's commits: the write-ahead file's page writes, and now and then a
+    /// checkpoint of it into the database file.
+    pub commit: std::time::Duration,
 }
 
 type Reply = (
@@ -1758,7 +1801,12 @@ impl Writer {
             }
         }
         let committed = match spoiled {
-            None => tx.commit().map_err(LogError::from),
+            None => {
+                let started = std::time::Instant::now();
+                let committed = tx.commit().map_err(LogError::from);
+                WriterStats::add_nanos(&self.stats.commit_nanos, started);
+                committed
+            }
             // Dropping the transaction rolls it back.
             Some(e) => Err(e),
         };
@@ -1881,6 +1929,8 @@ impl Durable {
 struct Syncer {
     /// The write-ahead file, with `Synchronous::Full`; `None` leaves syncing to checkpoints.
     wal: Option<std::fs::File>,
+    /// The writer's counts, where the syncs are counted.
+    stats: Arc<WriterStats>,
     head: watch::Sender<u64>,
     recent: Arc<Recent>,
     /// Groups the writer sent here and this thread has not yet answered.
@@ -1917,7 +1967,13 @@ impl Syncer {
     /// syncer's own, or the writer's while the syncer has nothing.
     fn settle(&self, ready: Vec<Durable>) {
         if let Some(wal) = &self.wal {
-            if let Err(error) = wal.sync_data() {
+            let started = std::time::Instant::now();
+            let synced = wal.sync_data();
+            WriterStats::add_nanos(&self.stats.sync_nanos, started);
+            self.stats
+                .syncs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Err(error) = synced {
                 // Committed, visible in the file, and perhaps not on disk: Linux may have
                 // dropped the pages it could not write, so a second sync that succeeds
                 // proves nothing, and a caller told "failed" might find its events there

@@ -218,8 +218,9 @@ pub fn exposition(out: String) -> Response {
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = String::new();
-    let (commits, commands) = state.log.stats();
-    let series: [(&str, &str, &str, u64); 5] = [
+    let times = state.log.times();
+    let (commits, commands) = (times.commits, times.commands);
+    let series: [(&str, &str, &str, u64); 6] = [
         (
             "custode_log_head_position",
             "gauge",
@@ -250,11 +251,35 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "Commands the log writer appended (group commit puts many in one transaction).",
             commands,
         ),
+        (
+            "custode_log_syncs_total",
+            "counter",
+            "Syncs of the log's write-ahead file: one for every group of commits synced together.",
+            times.syncs,
+        ),
     ];
     for (name, kind, help, value) in series {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    for (name, help, value) in [
+        (
+            "custode_log_sync_seconds_total",
+            "Time the syncs of the log's write-ahead file took: the disk's share of every command's wait.",
+            times.sync,
+        ),
+        (
+            "custode_log_commit_seconds_total",
+            "Time the log writer spent in SQLite's commits: page writes to the write-ahead file, and its checkpoints into the database file.",
+            times.commit,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {:.6}",
+            value.as_secs_f64()
         );
     }
     let workers: Vec<(String, u64)> = state

@@ -4,6 +4,7 @@
 //! and every password or answer hash a schema holds is one the relay removes (SEC-9).
 
 use crate::helpers::{expect_problem, load_json, TestApp, OPERATOR_KEY};
+use crate::processes::metric_value;
 use custode::http::problem::PROBLEMS;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -391,4 +392,20 @@ async fn metrics_count_requests_and_show_the_log_and_read_model_positions() {
         "{text}"
     );
     assert!(text.contains("custode_log_commits_total "));
+    // The opening was synced: the disk's time is there to see.
+    assert!(
+        metric_value(&text, "custode_log_syncs_total").is_some_and(|n| n >= 1),
+        "{text}"
+    );
+    for seconds in [
+        "custode_log_sync_seconds_total",
+        "custode_log_commit_seconds_total",
+    ] {
+        let value: f64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{seconds} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {seconds}: {text}"));
+        assert!(value > 0.0, "{seconds} {value}");
+    }
 }
