@@ -464,6 +464,15 @@ fn mend_past_the_head(data_dir: &Path, head: u64) -> Result<(), StartError> {
             head,
             "a worker's checkpoint stands past the end of the event log, which lost its last events: it goes back to the log's end, so that no new event is passed over"
         );
+        if consumer == custode_workers::relay::CONSUMER {
+            // JetStream already holds the lost events, and workers run apart have acted on
+            // them: they would pass over the new events that take the same positions.
+            tracing::error!(
+                position,
+                head,
+                "the relay had published events past the log's end to JetStream: workers run apart (custode worker --nats) stand past it too and would pass over the new events at positions up to that one; stop them, purge the CUSTODE_EVENTS stream of its messages past the log's end and give them new stores"
+            );
+        }
     }
     Ok(())
 }
