@@ -566,6 +566,41 @@ mod tests {
     }
 
     #[test]
+    fn read_models_past_the_logs_head_are_folded_again_and_the_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("read.db");
+        // No file yet: nothing to do, nothing created.
+        assert!(ReadModels::reset_past(&path, 0).unwrap().is_empty());
+        assert!(!path.exists());
+        let events = history();
+        let mut models = ReadModels::open(&path).unwrap();
+        models.apply_lane(&events, Lane::Core).unwrap();
+        models.apply_lane(&events[..1], Lane::History).unwrap();
+        drop(models);
+        // The log lost its last two events: the core lane stood past its head.
+        let mut past = ReadModels::reset_past(&path, 1).unwrap();
+        past.sort();
+        let mut expected: Vec<(String, u64)> = all()
+            .iter()
+            .filter(|p| p.lane() == Lane::Core)
+            .map(|p| (p.name().to_string(), 3))
+            .collect();
+        expected.sort();
+        assert_eq!(past, expected);
+        let mut models = ReadModels::open(&path).unwrap();
+        assert_eq!(models.lanes(), (0, 1));
+        // Folded again, the core holds what the log holds, and nothing more.
+        assert_eq!(models.apply_lane(&events[..1], Lane::Core).unwrap(), 1);
+        assert!(!models
+            .dump()
+            .unwrap()
+            .iter()
+            .any(|row| row.starts_with("sessions:")));
+        drop(models);
+        assert!(ReadModels::reset_past(&path, 1).unwrap().is_empty());
+    }
+
+    #[test]
     fn lanes_applied_apart_end_where_both_applied_together_do() {
         let dir = tempfile::tempdir().unwrap();
         let events = history();

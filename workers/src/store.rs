@@ -336,6 +336,39 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn checkpoints_past_the_logs_head_go_back_to_it_and_the_others_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        // No store yet (a process that runs no worker): nothing to do, nothing created.
+        assert!(rewind_past(dir.path(), 5).unwrap().is_empty());
+        assert!(!dir.path().join(STORE_FILE).exists());
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut mailer = StoreSink::new(dir.path(), "mailer", Count(count.clone())).unwrap();
+        mailer.apply(&[event(1), event(2), event(3)]).unwrap();
+        let mut sms = StoreSink::new(dir.path(), "sms", Count(count.clone())).unwrap();
+        sms.apply(&[event(1)]).unwrap();
+        drop((mailer, sms));
+        assert_eq!(
+            rewind_past(dir.path(), 2).unwrap(),
+            vec![("mailer".to_string(), 3)]
+        );
+        // The new event at position 3 is news to the mailer again; the one it handled before
+        // keeps its delivery record, so a redelivery of it does nothing.
+        let mut mailer = StoreSink::new(dir.path(), "mailer", Count(count.clone())).unwrap();
+        assert_eq!(mailer.checkpoint(), 2);
+        let before = count.load(std::sync::atomic::Ordering::SeqCst);
+        let mut new = event(3);
+        new.event_id = uuid::Uuid::from_u128(300);
+        mailer.apply(&[new]).unwrap();
+        mailer.apply(&[event(2)]).unwrap();
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), before + 1);
+        let sms = StoreSink::new(dir.path(), "sms", Count(count)).unwrap();
+        assert_eq!(sms.checkpoint(), 1);
+        // Nothing past the head: nothing moves.
+        drop((mailer, sms));
+        assert!(rewind_past(dir.path(), 3).unwrap().is_empty());
+    }
+
+    #[test]
     fn an_event_no_handler_wants_moves_the_checkpoint_and_leaves_no_record() {
         let dir = tempfile::tempdir().unwrap();
         let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
