@@ -423,11 +423,8 @@ impl EventLog {
 
     /// Commits and commands so far: commands per commit is how well group commit works.
     pub fn stats(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (
-            self.inner.stats.commits.load(Relaxed),
-            self.inner.stats.jobs.load(Relaxed),
-        )
+        let times = self.times();
+        (times.commits, times.commands)
     }
 
     /// The version of `stream` as this process last committed it, when it remembers: a

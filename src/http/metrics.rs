@@ -219,7 +219,6 @@ pub fn exposition(out: String) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = String::new();
     let times = state.log.times();
-    let (commits, commands) = (times.commits, times.commands);
     let series: [(&str, &str, &str, u64); 6] = [
         (
             "custode_log_head_position",
@@ -243,13 +242,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "custode_log_commits_total",
             "counter",
             "Transactions the log writer committed.",
-            commits,
+            times.commits,
         ),
         (
             "custode_log_commands_total",
             "counter",
             "Commands the log writer appended (group commit puts many in one transaction).",
-            commands,
+            times.commands,
         ),
         (
             "custode_log_syncs_total",

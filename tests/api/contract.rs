@@ -394,18 +394,16 @@ async fn metrics_count_requests_and_show_the_log_and_read_model_positions() {
     assert!(text.contains("custode_log_commits_total "));
     // The opening was synced: the disk's time is there to see.
     assert!(
-        metric_value(&text, "custode_log_syncs_total").is_some_and(|n| n >= 1),
+        metric_value::<u64>(&text, "custode_log_syncs_total").is_some_and(|n| n >= 1),
         "{text}"
     );
     for seconds in [
         "custode_log_sync_seconds_total",
         "custode_log_commit_seconds_total",
     ] {
-        let value: f64 = text
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{seconds} ")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {seconds}: {text}"));
-        assert!(value > 0.0, "{seconds} {value}");
+        assert!(
+            metric_value::<f64>(&text, seconds).is_some_and(|s| s > 0.0),
+            "{seconds}: {text}"
+        );
     }
 }

@@ -28,8 +28,8 @@ async fn lanes_apart(metrics: &str) -> bool {
     let text = metrics_text(metrics).await;
     matches!(
         (
-            metric_value(&text, "custode_read_models_applied_position"),
-            metric_value(&text, "custode_access_history_applied_position")
+            metric_value::<u64>(&text, "custode_read_models_applied_position"),
+            metric_value::<u64>(&text, "custode_access_history_applied_position")
         ),
         (Some(core), Some(history)) if history < core
     )
@@ -62,6 +62,28 @@ pub fn replayed_read_models(data_dir: &Path, head: u64) -> Vec<String> {
         &["replay", "--until", &head.to_string(), "--into", target],
     );
     custode::scenario::read_models(into.path()).unwrap()
+}
+
+/// Waits (10 s at most) until the read models of `data_dir` equal a replay of its log up to
+/// its head, the projector having applied the whole of it.
+async fn assert_read_models_equal_a_replay(data_dir: &Path) {
+    let mut last = (0, Vec::new(), Vec::new());
+    for _ in 0..40 {
+        let head = log_head(data_dir);
+        let live = custode::scenario::read_models(data_dir).unwrap();
+        let replayed = replayed_read_models(data_dir, head);
+        if live == replayed && log_head(data_dir) == head {
+            return;
+        }
+        last = (head, live, replayed);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!(
+        "the read models differ from a replay at {}: {} rows live, {} replayed",
+        last.0,
+        last.1.len(),
+        last.2.len()
+    );
 }
 
 fn log_head(data_dir: &Path) -> u64 {
@@ -219,26 +241,7 @@ async fn acknowledged_commands_survive_sigkill_at_random_points() {
     assert!(twice.is_empty(), "notices sent more than once: {twice:?}");
 
     // The read models equal a replay of the log (once the projector has the whole of it).
-    let mut last = (0, Vec::new(), Vec::new());
-    let mut equal = false;
-    for _ in 0..40 {
-        let head = log_head(dir.path());
-        let live = custode::scenario::read_models(dir.path()).unwrap();
-        let replayed = replayed_read_models(dir.path(), head);
-        if live == replayed && log_head(dir.path()) == head {
-            equal = true;
-            break;
-        }
-        last = (head, live, replayed);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(
-        equal,
-        "the read models differ from a replay at {}: {} rows live, {} replayed",
-        last.0,
-        last.1.len(),
-        last.2.len()
-    );
+    assert_read_models_equal_a_replay(dir.path()).await;
     drop(served);
 
     // Every acknowledged report is in the log (a report cut off by the kill may be there too).
@@ -351,17 +354,7 @@ async fn read_models_and_workers_past_a_lost_end_of_the_log_are_mended_at_start(
     .await;
     // The user id the log lost is free again.
     open(served.base.clone(), "seconda").await;
-    let mut equal = false;
-    for _ in 0..40 {
-        let head = log_head(dir.path());
-        let live = custode::scenario::read_models(dir.path()).unwrap();
-        if live == replayed_read_models(dir.path(), head) && log_head(dir.path()) == head {
-            equal = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(equal, "the read models differ from a replay of the log");
+    assert_read_models_equal_a_replay(dir.path()).await;
     drop(served);
     run_custode_ok(dir.path(), &["audit", "verify"]);
 }

@@ -408,8 +408,9 @@ pub async fn metrics_text(metrics: &str) -> String {
     }
 }
 
-/// The value of the unlabelled series `name` in a `/metrics` text.
-pub fn metric_value(text: &str, name: &str) -> Option<u64> {
+/// The value of the unlabelled series `name` in a `/metrics` text (a count or position as
+/// `u64`, seconds as `f64`).
+pub fn metric_value<T: std::str::FromStr>(text: &str, name: &str) -> Option<T> {
     text.lines().find_map(|line| {
         line.strip_prefix(name)?
             .strip_prefix(' ')?
